@@ -1,0 +1,1 @@
+//! An in-memory Kubernetes API server for lifeboat's tests and demo.
