@@ -2,6 +2,19 @@
 //! renders output and maps outcomes to exit codes (0 ok, 1 findings, 2 usage
 //! or I/O error).
 
-fn main() {
-    println!("lifeboat {}", env!("CARGO_PKG_VERSION"));
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cmd;
+
+fn main() -> ExitCode {
+    let cli = cmd::Cli::parse();
+    match cmd::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
 }
