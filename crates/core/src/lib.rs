@@ -1,5 +1,23 @@
 //! lifeboat's core: the policy model, YAML loading with source spans, schema
 //! validation, lint rules, schedules, retention and the planner.
 //!
-//! Nothing here performs I/O. Callers read files and hand `(path, text)` pairs
-//! in, and pass the current time in as `now`.
+//! Nothing here performs I/O. Callers read files and hand `(path, bytes)`
+//! pairs in, and pass the current time in as `now`.
+//!
+//! ```text
+//! (path, bytes) ──yaml::parse──▶ JSON + spans ──schema::validate──▶ Document
+//!                                                       │
+//!                              PolicySet ◀──load────────┘ ──lint::run──▶ Diagnostics
+//! ```
+
+pub mod diagnostic;
+pub mod duration;
+pub mod load;
+pub mod model;
+pub mod schema;
+pub mod selector;
+pub mod yaml;
+
+pub use diagnostic::{Code, Diagnostic, Severity, Span};
+pub use duration::Duration;
+pub use model::*;

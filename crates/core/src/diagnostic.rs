@@ -1,0 +1,179 @@
+//! One diagnostic type for everything lifeboat reports about policy files:
+//! YAML problems, schema violations and lint findings. Renderers (human,
+//! JSON, SARIF, GitHub) live in the CLI; they all read this type.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// How serious a finding is. Errors fail `lifeboat lint`; warnings fail it
+/// only with `--strict`; infos never do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+macro_rules! codes {
+    ($($variant:ident = $id:literal, $name:literal, $severity:ident, $summary:literal;)*) => {
+        /// Stable diagnostic codes. Each has a page `docs/lint/<id>.md`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The stable identifier, `LB` and three digits.
+            pub fn id(self) -> &'static str {
+                match self { $(Code::$variant => $id,)* }
+            }
+
+            /// A kebab-case name describing the pattern the code flags.
+            pub fn name(self) -> &'static str {
+                match self { $(Code::$variant => $name,)* }
+            }
+
+            /// The severity findings of this code have.
+            pub fn severity(self) -> Severity {
+                match self { $(Code::$variant => Severity::$severity,)* }
+            }
+
+            /// One line saying what the code flags.
+            pub fn summary(self) -> &'static str {
+                match self { $(Code::$variant => $summary,)* }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidYaml = "LB001", "invalid-yaml", Error, "The file is not valid YAML.";
+    UnsupportedYaml = "LB002", "unsupported-yaml-feature", Error, "Anchors, aliases, merge keys and custom tags are not allowed in policy files.";
+    DuplicateKey = "LB003", "duplicate-key", Error, "A mapping has the same key twice.";
+    UnreadableFile = "LB004", "unreadable-file", Error, "The file is not UTF-8 text, is binary, or is too large to be a policy file.";
+    TooDeep = "LB005", "nesting-too-deep", Error, "The YAML nests deeper than any policy document can.";
+    NotADocument = "LB006", "not-a-lifeboat-document", Error, "A YAML document lacks `apiVersion`/`kind`, has an unknown kind, or the file has no documents.";
+    SchemaViolation = "LB007", "schema-violation", Error, "A field has the wrong type or value, is missing, or is unknown.";
+    UnresolvedReference = "LB101", "unresolved-reference", Error, "A name refers to a document that does not exist.";
+    DuplicateName = "LB102", "duplicate-name", Error, "Two documents of the same kind have the same name.";
+    InvalidSchedule = "LB103", "invalid-schedule", Error, "A schedule is not a valid 5-field cron expression.";
+    UnknownTimeZone = "LB104", "unknown-time-zone", Error, "A time zone is not a known IANA time zone.";
+    UnmeetableRpo = "LB105", "unmeetable-rpo", Error, "The RPO objective is shorter than the longest gap between two scheduled backups.";
+    RetentionKeepsNothing = "LB106", "retention-keeps-nothing", Error, "The retention rules keep no backup.";
+    MaxAgeBelowInterval = "LB107", "max-age-below-interval", Warning, "`maxAge` is shorter than the time between two scheduled backups.";
+    InlineCredentials = "LB108", "inline-credentials", Error, "Credentials are written into a policy file instead of a Secret.";
+    UnencryptedSecrets = "LB109", "unencrypted-secrets", Warning, "A policy can back up Secrets to a location without encryption.";
+    NamespaceMappingCollision = "LB110", "namespace-mapping-collision", Error, "A restore maps two source namespaces to one target namespace.";
+    DeniedNamespace = "LB111", "restore-into-denied-namespace", Error, "A restore writes into a namespace its target Cluster denies.";
+    RestoreOverwritesSource = "LB112", "restore-overwrites-live-objects", Warning, "A restore into its own source cluster with `existingResources: update` and no namespace mapping overwrites live objects.";
+    OverlappingPolicies = "LB113", "overlapping-policies", Info, "Two policies back up the same namespace on the same cluster to the same location.";
+    InvalidPattern = "LB114", "invalid-pattern", Error, "A namespace glob or label selector is malformed.";
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// A range in a source file. Offsets are bytes into the UTF-8 text; lines and
+/// columns are 1-based, columns counted in Unicode scalar values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Span {
+    pub offset: usize,
+    pub len: usize,
+    pub line: usize,
+    pub column: usize,
+    pub end_line: usize,
+    pub end_column: usize,
+}
+
+/// A finding about a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub severity: Severity,
+    /// What is wrong, in one line.
+    pub message: String,
+    /// What to do about it.
+    pub help: Option<String>,
+    /// The file, as the caller named it.
+    pub file: Option<String>,
+    /// Where in the file.
+    pub span: Option<Span>,
+}
+
+impl Diagnostic {
+    /// A diagnostic with the code's default severity.
+    pub fn new(code: Code, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            code,
+            severity: code.severity(),
+            message: message.into(),
+            help: None,
+            file: None,
+            span: None,
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn at(mut self, file: &str, span: Option<Span>) -> Diagnostic {
+        self.file = Some(file.to_string());
+        self.span = span;
+        self
+    }
+
+    /// The order diagnostics are reported in: by file, line, column, code.
+    pub fn sort_key(&self) -> impl Ord + '_ {
+        (
+            self.file.as_deref(),
+            self.span.map(|s| (s.line, s.column)),
+            self.code,
+            &self.message,
+        )
+    }
+}
+
+/// Sorts diagnostics into report order and removes exact duplicates.
+pub fn sort(diagnostics: &mut Vec<Diagnostic>) {
+    diagnostics.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    diagnostics.dedup();
+}
+
+/// The closest candidate to `name`, for "did you mean" hints.
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(name, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}

@@ -1,0 +1,412 @@
+//! Loading a policy repository: files in, typed documents with their source
+//! locations and diagnostics out.
+//!
+//! The caller (the CLI, the controller) walks directories and reads bytes;
+//! this module decodes, parses ([`crate::yaml`]), checks each document's
+//! `apiVersion` and `kind`, validates it against its kind's schema
+//! ([`crate::schema`]) and deserializes it. Problems become diagnostics with
+//! file, line and column; a document with any problem is left out of the
+//! [`PolicySet`], so later rules only ever see well-formed documents.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::diagnostic::{Code, Diagnostic, Span, did_you_mean};
+use crate::model::{
+    API_VERSION, BackupPolicy, Cluster, Document, Kind, RestoreRequest, StorageLocation,
+};
+use crate::schema;
+use crate::yaml::{self, MAX_FILE_BYTES, SpanIndex};
+
+/// Where a document came from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The file, as the caller named it.
+    pub file: Arc<str>,
+    /// Position of the document in its file, from 0.
+    pub index: usize,
+    /// Spans of every node of the document.
+    pub spans: Arc<SpanIndex>,
+}
+
+impl Source {
+    /// The span to point at for the field at `pointer` (its key where it has
+    /// one, else its value, else the nearest enclosing node).
+    pub fn key_span(&self, pointer: &str) -> Option<Span> {
+        self.spans.key_or_value(pointer)
+    }
+
+    /// The span of the value at `pointer` (or the nearest enclosing node).
+    pub fn value_span(&self, pointer: &str) -> Option<Span> {
+        self.spans.value(pointer)
+    }
+}
+
+/// A valid document and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded<T> {
+    pub doc: T,
+    pub source: Source,
+}
+
+/// Every valid document of a repository, by kind, in load order.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    pub storage_locations: Vec<Loaded<StorageLocation>>,
+    pub clusters: Vec<Loaded<Cluster>>,
+    pub policies: Vec<Loaded<BackupPolicy>>,
+    pub restores: Vec<Loaded<RestoreRequest>>,
+    /// The raw JSON of each valid document, for rules that look at what the
+    /// user wrote rather than at the typed value.
+    pub raw: Vec<(Kind, Value, Source)>,
+}
+
+impl PolicySet {
+    pub fn storage_location(&self, name: &str) -> Option<&Loaded<StorageLocation>> {
+        self.storage_locations
+            .iter()
+            .find(|d| d.doc.metadata.name == name)
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Loaded<Cluster>> {
+        self.clusters.iter().find(|d| d.doc.metadata.name == name)
+    }
+
+    pub fn policy(&self, name: &str) -> Option<&Loaded<BackupPolicy>> {
+        self.policies.iter().find(|d| d.doc.metadata.name == name)
+    }
+
+    pub fn restore(&self, name: &str) -> Option<&Loaded<RestoreRequest>> {
+        self.restores.iter().find(|d| d.doc.metadata.name == name)
+    }
+
+    /// Number of documents in the set.
+    pub fn len(&self) -> usize {
+        self.storage_locations.len()
+            + self.clusters.len()
+            + self.policies.len()
+            + self.restores.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, doc: Document, source: Source) {
+        match doc {
+            Document::StorageLocation(doc) => self.storage_locations.push(Loaded { doc, source }),
+            Document::Cluster(doc) => self.clusters.push(Loaded { doc, source }),
+            Document::BackupPolicy(doc) => self.policies.push(Loaded { doc, source }),
+            Document::RestoreRequest(doc) => self.restores.push(Loaded { doc, source }),
+        }
+    }
+}
+
+/// A file handed in by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct InputFile<'a> {
+    /// How to name the file in diagnostics (usually a path relative to the
+    /// repository root).
+    pub path: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// The result of loading: the valid documents and every problem found.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOutcome {
+    pub set: PolicySet,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Documents seen, valid or not.
+    pub documents: usize,
+}
+
+/// Loads files into a [`PolicySet`].
+pub fn load<'a>(files: impl IntoIterator<Item = InputFile<'a>>) -> LoadOutcome {
+    let mut out = LoadOutcome::default();
+    for file in files {
+        load_file(file, &mut out);
+    }
+    out
+}
+
+/// Decodes a file's bytes as UTF-8 policy text, or explains why not.
+pub fn decode(path: &str, bytes: &[u8]) -> Result<String, Box<Diagnostic>> {
+    let unreadable = |message: String, help: &str| {
+        Err(Box::new(
+            Diagnostic::new(Code::UnreadableFile, message)
+                .with_help(help)
+                .at(path, None),
+        ))
+    };
+    if bytes.len() > MAX_FILE_BYTES {
+        return unreadable(
+            format!(
+                "the file is {} bytes; policy files are at most {} bytes",
+                bytes.len(),
+                MAX_FILE_BYTES
+            ),
+            "split it into smaller files, or list it in .lifeboatignore if it is not a policy file",
+        );
+    }
+    if bytes.contains(&0) {
+        return unreadable(
+            "the file contains NUL bytes: it looks binary, not YAML".into(),
+            "remove it from the policy directory or list it in .lifeboatignore",
+        );
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
+            return unreadable(
+                format!(
+                    "the file is not UTF-8 text (invalid byte at offset {}, line {line})",
+                    e.valid_up_to()
+                ),
+                "save the file as UTF-8",
+            );
+        }
+    };
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text).to_string())
+}
+
+fn load_file(file: InputFile<'_>, out: &mut LoadOutcome) {
+    let text = match decode(file.path, file.bytes) {
+        Ok(text) => text,
+        Err(d) => {
+            out.diagnostics.push(*d);
+            return;
+        }
+    };
+    let (docs, diags) = yaml::parse(file.path, &text);
+    let parse_failed = !diags.is_empty();
+    out.diagnostics.extend(diags);
+    let path: Arc<str> = Arc::from(file.path);
+    let mut seen = 0;
+    for doc in docs {
+        // A document with only comments (between `---` markers) is not a document.
+        if doc.value.is_null() && !doc.failed {
+            continue;
+        }
+        seen += 1;
+        out.documents += 1;
+        if doc.failed {
+            continue;
+        }
+        let source = Source {
+            file: path.clone(),
+            index: doc.index,
+            spans: Arc::new(doc.spans),
+        };
+        if let Some((kind, document, value)) =
+            check_document(doc.value, &source, &mut out.diagnostics)
+        {
+            out.set.raw.push((kind, value, source.clone()));
+            out.set.push(document, source);
+        }
+    }
+    if seen == 0 && !parse_failed {
+        out.diagnostics.push(
+            Diagnostic::new(Code::NotADocument, "the file holds no YAML documents")
+                .with_help(
+                    "add a lifeboat document, delete the file, or list it in .lifeboatignore",
+                )
+                .at(
+                    file.path,
+                    Some(Span {
+                        line: 1,
+                        column: 1,
+                        end_line: 1,
+                        end_column: 1,
+                        ..Span::default()
+                    }),
+                ),
+        );
+    }
+}
+
+/// Checks `apiVersion`, `kind` and the schema; returns the typed document.
+fn check_document(
+    value: Value,
+    source: &Source,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(Kind, Document, Value)> {
+    let file = &*source.file;
+    let Some(obj) = value.as_object() else {
+        diags.push(
+            Diagnostic::new(
+                Code::NotADocument,
+                "this YAML document is not a mapping, so it is not a lifeboat document",
+            )
+            .with_help(
+                "a lifeboat document is a mapping with `apiVersion`, `kind`, `metadata` and `spec`",
+            )
+            .at(file, source.value_span("")),
+        );
+        return None;
+    };
+    let api_version = obj.get("apiVersion").and_then(Value::as_str);
+    let kind_name = obj.get("kind").and_then(Value::as_str);
+    let (Some(api_version), Some(kind_name)) = (api_version, kind_name) else {
+        let missing: Vec<&str> = [("apiVersion", api_version), ("kind", kind_name)]
+            .into_iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        diags.push(
+            Diagnostic::new(
+                Code::NotADocument,
+                format!("this YAML document has no `{}`, so lifeboat cannot tell what it is", missing.join("` or `")),
+            )
+            .with_help(format!(
+                "start the document with `apiVersion: {API_VERSION}` and a `kind` (StorageLocation, Cluster, BackupPolicy or RestoreRequest), or list the file in .lifeboatignore"
+            ))
+            .at(file, source.value_span("")),
+        );
+        return None;
+    };
+    let Some(kind) = Kind::parse(kind_name) else {
+        let suggestion = did_you_mean(kind_name, Kind::ALL.iter().map(|k| k.as_str()));
+        let help = match suggestion {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => "lifeboat knows StorageLocation, Cluster, BackupPolicy and RestoreRequest"
+                .to_string(),
+        };
+        diags.push(
+            Diagnostic::new(Code::NotADocument, format!("unknown kind `{kind_name}`"))
+                .with_help(help)
+                .at(file, source.value_span("/kind")),
+        );
+        return None;
+    };
+    if api_version != API_VERSION {
+        diags.push(
+            Diagnostic::new(
+                Code::NotADocument,
+                format!("unsupported apiVersion `{api_version}` for {kind}"),
+            )
+            .with_help(format!(
+                "this version of lifeboat reads `apiVersion: {API_VERSION}`"
+            ))
+            .at(file, source.value_span("/apiVersion")),
+        );
+        return None;
+    }
+    let errors = schema::validate(kind, &value);
+    if !errors.is_empty() {
+        for e in errors {
+            let span = if e.at_key {
+                source.key_span(&e.pointer)
+            } else {
+                source.value_span(&e.pointer)
+            };
+            let mut d = Diagnostic::new(Code::SchemaViolation, e.message).at(file, span);
+            d.help = e.help;
+            diags.push(d);
+        }
+        return None;
+    }
+    match Document::from_value(kind, value.clone()) {
+        Ok(doc) => Some((kind, doc, value)),
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(
+                    Code::SchemaViolation,
+                    format!("{kind} `{}` is invalid: {e}", name_of(&value)),
+                )
+                .at(file, source.value_span("")),
+            );
+            None
+        }
+    }
+}
+
+fn name_of(value: &Value) -> &str {
+    value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> LoadOutcome {
+        load([InputFile {
+            path: "p.yaml",
+            bytes: text.as_bytes(),
+        }])
+    }
+
+    const LOCATION: &str = "apiVersion: lifeboat.dev/v1alpha1\nkind: StorageLocation\nmetadata:\n  name: local\nspec:\n  url: file:///var/backups\n";
+
+    #[test]
+    fn loads_a_valid_document() {
+        let out = load_str(LOCATION);
+        assert!(out.diagnostics.is_empty(), "{:?}", out.diagnostics);
+        assert_eq!(out.set.storage_locations.len(), 1);
+        assert_eq!(out.documents, 1);
+        let span = out.set.storage_locations[0]
+            .source
+            .value_span("/spec/url")
+            .unwrap();
+        assert_eq!((span.line, span.column), (6, 8));
+    }
+
+    #[test]
+    fn schema_errors_point_at_the_value() {
+        let out = load_str(&LOCATION.replace("file:///var/backups", "ftp://x"));
+        assert_eq!(out.diagnostics.len(), 1);
+        let d = &out.diagnostics[0];
+        assert_eq!(d.code, Code::SchemaViolation);
+        assert_eq!((d.span.unwrap().line, d.span.unwrap().column), (6, 8));
+        assert!(out.set.is_empty());
+    }
+
+    #[test]
+    fn missing_kind_and_unknown_kind() {
+        let out = load_str(
+            "metadata:\n  name: x\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolcy\n",
+        );
+        let msgs: Vec<&str> = out.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            msgs[0],
+            "this YAML document has no `apiVersion` or `kind`, so lifeboat cannot tell what it is"
+        );
+        assert_eq!(msgs[1], "unknown kind `BackupPolcy`");
+        assert_eq!(
+            out.diagnostics[1].help.as_deref(),
+            Some("did you mean `BackupPolicy`?")
+        );
+        assert_eq!(out.diagnostics[1].span.unwrap().line, 5);
+    }
+
+    #[test]
+    fn empty_binary_and_non_utf8_files() {
+        for (bytes, code) in [
+            (&b""[..], Code::NotADocument),
+            (&b"# only a comment\n"[..], Code::NotADocument),
+            (&b"\x00\x01\x02"[..], Code::UnreadableFile),
+            (&b"a: \xff\xfe\n"[..], Code::UnreadableFile),
+        ] {
+            let out = load([InputFile {
+                path: "f.yaml",
+                bytes,
+            }]);
+            assert_eq!(out.diagnostics.len(), 1, "{bytes:?}");
+            assert_eq!(out.diagnostics[0].code, code);
+        }
+        let big = vec![b'#'; MAX_FILE_BYTES + 1];
+        let out = load([InputFile {
+            path: "big.yaml",
+            bytes: &big,
+        }]);
+        assert_eq!(out.diagnostics[0].code, Code::UnreadableFile);
+    }
+}
