@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cmd;
+mod files;
+mod output;
+mod render;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();

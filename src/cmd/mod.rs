@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod lint;
+pub mod schema;
+
 /// GitOps disaster recovery for Kubernetes.
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, about, propagate_version = true)]
@@ -14,8 +17,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    Lint(lint::Args),
+    Schema(schema::Args),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Lint(args) => lint::run(args),
+        Command::Schema(args) => schema::run(args),
+    }
 }

@@ -1,0 +1,96 @@
+//! `lifeboat lint`: load and check policy files, report what is wrong.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args as ClapArgs, ValueEnum};
+use lifeboat_core::load::{InputFile, load};
+use lifeboat_core::{Severity, diagnostic};
+
+use crate::files;
+use crate::render::{self, LintReport};
+
+/// Output formats of `lifeboat lint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Code frames and a summary, for people.
+    Human,
+    /// One JSON object with a `diagnostics` array.
+    Json,
+    /// SARIF 2.1.0, for code scanning.
+    Sarif,
+    /// GitHub Actions annotations.
+    Github,
+}
+
+/// Check policy files: YAML, schema and lint rules.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Files or directories to check (directories recursively).
+    #[arg(default_value = ".")]
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Exit 1 on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+    /// Color the human format: auto (when stdout is a terminal), always, never.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+}
+
+/// When to use color.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Loads and checks the files below `paths`.
+pub fn check(paths: &[PathBuf]) -> anyhow::Result<LintReport> {
+    let files = files::read(paths)?;
+    let outcome = load(files.iter().map(|f| InputFile {
+        path: &f.display,
+        bytes: &f.bytes,
+    }));
+    let mut diagnostics = outcome.diagnostics;
+    diagnostic::sort(&mut diagnostics);
+    let sources = files
+        .iter()
+        .filter(|f| diagnostics.iter().any(|d| d.file.as_deref() == Some(&f.display)))
+        .map(|f| (f.display.clone(), String::from_utf8_lossy(&f.bytes).into_owned()))
+        .collect();
+    Ok(LintReport {
+        diagnostics,
+        files: files.len(),
+        sources,
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let report = check(&args.paths)?;
+    let text = match args.format {
+        Format::Human => {
+            let color = match args.color {
+                Color::Auto => std::io::stdout().is_terminal(),
+                Color::Always => true,
+                Color::Never => false,
+            };
+            render::human(&report, color)
+        }
+        Format::Json => format!("{:#}\n", render::json(&report)),
+        Format::Sarif => format!("{:#}\n", render::sarif(&report)),
+        Format::Github => render::github(&report),
+    };
+    crate::output::print(&text)?;
+    let errors = report.count(Severity::Error);
+    let warnings = report.count(Severity::Warning);
+    Ok(if errors > 0 || (args.strict && warnings > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
