@@ -74,8 +74,8 @@ pub fn read(roots: &[PathBuf]) -> anyhow::Result<Vec<PolicyFile>> {
     collect(roots)?
         .into_iter()
         .map(|path| {
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             Ok(PolicyFile {
                 display: display(&path),
                 bytes,

@@ -60,8 +60,17 @@ pub fn check(paths: &[PathBuf]) -> anyhow::Result<LintReport> {
     diagnostic::sort(&mut diagnostics);
     let sources = files
         .iter()
-        .filter(|f| diagnostics.iter().any(|d| d.file.as_deref() == Some(&f.display)))
-        .map(|f| (f.display.clone(), String::from_utf8_lossy(&f.bytes).into_owned()))
+        .filter(|f| {
+            diagnostics
+                .iter()
+                .any(|d| d.file.as_deref() == Some(&f.display))
+        })
+        .map(|f| {
+            (
+                f.display.clone(),
+                String::from_utf8_lossy(&f.bytes).into_owned(),
+            )
+        })
         .collect();
     Ok(LintReport {
         diagnostics,

@@ -48,7 +48,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let text = match args.kind.as_deref() {
         None => pretty(&document_schema()),
-        Some(name) => match Kind::ALL.iter().find(|k| k.as_str().eq_ignore_ascii_case(name)) {
+        Some(name) => match Kind::ALL
+            .iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(name))
+        {
             Some(kind) => pretty(&kind_schema(*kind).to_value()),
             None => bail!(
                 "unknown kind `{name}`: choose StorageLocation, Cluster, BackupPolicy or RestoreRequest"

@@ -160,6 +160,8 @@ pub fn parse(file: &str, text: &str) -> (Vec<YamlDocument>, Vec<Diagnostic>) {
         diags: Vec::new(),
         stack: Vec::new(),
         doc: None,
+        reported_anchor: false,
+        reported_alias: false,
     };
     for event in Parser::new_from_str(text) {
         match event {
@@ -196,6 +198,10 @@ struct Builder<'f, 't> {
     diags: Vec<Diagnostic>,
     stack: Vec<Frame>,
     doc: Option<YamlDocument>,
+    /// Anchors and aliases are reported once per document: an alias bomb
+    /// would otherwise produce thousands of identical findings.
+    reported_anchor: bool,
+    reported_alias: bool,
 }
 
 impl Builder<'_, '_> {
@@ -205,6 +211,8 @@ impl Builder<'_, '_> {
         match event {
             Event::Nothing | Event::StreamStart | Event::StreamEnd => true,
             Event::DocumentStart(_) => {
+                self.reported_anchor = false;
+                self.reported_alias = false;
                 self.doc = Some(YamlDocument {
                     index: self.docs.len(),
                     value: Value::Null,
@@ -218,11 +226,14 @@ impl Builder<'_, '_> {
                 true
             }
             Event::Alias(_) => {
-                self.unsupported(
-                    span,
-                    "YAML aliases (`*name`) are not allowed in policy files",
-                    "write the value out in full: policies must read the same to a reviewer as to lifeboat",
-                );
+                if !self.reported_alias {
+                    self.reported_alias = true;
+                    self.unsupported(
+                        span,
+                        "YAML aliases (`*name`) are not allowed in policy files",
+                        "write the value out in full: policies must read the same to a reviewer as to lifeboat",
+                    );
+                }
                 self.complete(Value::Null, span.start, span.end);
                 true
             }
@@ -399,6 +410,9 @@ impl Builder<'_, '_> {
     }
 
     fn anchor(&mut self, span: YSpan) {
+        if std::mem::replace(&mut self.reported_anchor, true) {
+            return;
+        }
         self.unsupported(
             span,
             "YAML anchors (`&name`) are not allowed in policy files",

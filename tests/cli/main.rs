@@ -1,0 +1,35 @@
+//! End-to-end tests of the `lifeboat` binary: one test binary, one module
+//! per command.
+
+mod lint;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+/// The repository root (tests run with it as the working directory).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `lifeboat` binary, run from the repository root.
+pub fn lifeboat() -> Command {
+    let mut cmd = Command::cargo_bin("lifeboat").expect("the lifeboat binary is built");
+    cmd.current_dir(root()).env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs lifeboat and returns (exit code, stdout, stderr).
+pub fn run(args: &[&str], dir: Option<&Path>) -> (i32, String, String) {
+    let mut cmd = lifeboat();
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    let out = cmd.args(args).output().expect("lifeboat runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
