@@ -41,3 +41,32 @@ fn prints_one_kind_and_rejects_unknown_ones() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown kind `Backup`"), "{err}");
 }
+
+#[test]
+fn policy_reference_field_tables_match_the_schema() {
+    use lifeboat_core::Kind;
+    let update = std::env::var_os("LIFEBOAT_UPDATE_SCHEMA").is_some();
+    for kind in Kind::ALL {
+        let path = root().join(format!(
+            "docs/policy-reference/{}.md",
+            kind.as_str().to_ascii_lowercase()
+        ));
+        let page = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} exists", path.display()));
+        let (begin, end) = ("<!-- fields:begin -->\n", "<!-- fields:end -->");
+        let start = page.find(begin).expect("fields:begin marker") + begin.len();
+        let stop = page.find(end).expect("fields:end marker");
+        let table = lifeboat::cmd::schema::fields_markdown(kind);
+        if page[start..stop] != table {
+            if update {
+                let fresh = format!("{}{}{}", &page[..start], table, &page[stop..]);
+                std::fs::write(&path, fresh).unwrap();
+            } else {
+                panic!(
+                    "the field table in {} is out of date; regenerate it with \
+                     `LIFEBOAT_UPDATE_SCHEMA=1 cargo test --test cli schema` and commit the result",
+                    path.display()
+                );
+            }
+        }
+    }
+}

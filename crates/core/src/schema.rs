@@ -526,3 +526,74 @@ mod tests {
         assert_eq!(field_name(""), "document");
     }
 }
+
+/// One row of a kind's field reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDoc {
+    /// Dotted path, `spec.retention.keepDaily`; list items as `[]`.
+    pub path: String,
+    /// What the field takes, in words.
+    pub takes: String,
+    pub required: bool,
+    pub default: Option<String>,
+    pub description: String,
+}
+
+/// Every field of a kind, depth first, from the generated schema: the
+/// source of the field tables in docs/policy-reference.
+pub fn fields(kind: Kind) -> Vec<FieldDoc> {
+    let root = kind_schema(kind).to_value();
+    let mut out = Vec::new();
+    walk_fields(&root, &root, "", &mut out, 0);
+    out
+}
+
+fn walk_fields(root: &Value, s: &Value, prefix: &str, out: &mut Vec<FieldDoc>, depth: usize) {
+    let s = resolve(root, s);
+    if depth > 12 {
+        return;
+    }
+    let required: Vec<&str> = s
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(props) = s.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    for (name, sub) in props {
+        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let described = resolve(root, sub);
+        let description = sub
+            .get("description")
+            .or_else(|| described.get("description"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .replace('\n', " ");
+        let items = described.get("items").map(|i| resolve(root, i));
+        let takes = match items {
+            Some(item) if described.get("type") == Some(&json!("array")) => {
+                format!("list of {}", expectation(root, item).trim_start_matches("a ").trim_start_matches("an "))
+            }
+            _ if described.get("additionalProperties").is_some_and(Value::is_object) => {
+                "map of string to string".to_string()
+            }
+            _ => expectation(root, described),
+        };
+        out.push(FieldDoc {
+            path: path.clone(),
+            takes,
+            required: required.contains(&name.as_str()),
+            default: sub
+                .get("default")
+                .or_else(|| described.get("default"))
+                .filter(|d| !d.is_null())
+                .map(|d| d.to_string()),
+            description,
+        });
+        walk_fields(root, described, &path, out, depth + 1);
+        if let Some(item) = items {
+            walk_fields(root, item, &format!("{path}[]"), out, depth + 1);
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The `lifeboat` command-line interface: parses arguments, wires the crates
+//! together, renders output and maps outcomes to exit codes (0 success,
+//! 1 findings, 2 usage or I/O error).
+//!
+//! It is a library as well as a binary so that benchmarks and tests drive the
+//! same code paths the binary runs.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub mod cmd;
+pub mod files;
+mod output;
+pub mod render;
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = cmd::Cli::parse();
+    match cmd::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
