@@ -46,7 +46,11 @@ fn document(i: usize) -> (String, String) {
                 (i / 10) * 10 % (CLUSTERS * 10),
                 i % 60,
                 ["Europe/Berlin", "America/New_York", "UTC", "Asia/Tokyo"][i % 4],
-                if invalid { "\"twenty\"".to_string() } else { "24".to_string() },
+                if invalid {
+                    "\"twenty\"".to_string()
+                } else {
+                    "24".to_string()
+                },
                 (i / 10) * 10 % (LOCATIONS * 10) + 1
             ),
         ),

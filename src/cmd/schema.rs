@@ -66,7 +66,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `docs/policy-reference/<kind>.md` between `<!-- fields:begin -->` and
 /// `<!-- fields:end -->` (a test keeps it current).
 pub fn fields_markdown(kind: Kind) -> String {
-    let mut out = String::from("| Field | Takes | Required | Default | Description |\n|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| Field | Takes | Required | Default | Description |\n|---|---|---|---|---|\n",
+    );
     for f in lifeboat_core::schema::fields(kind) {
         let cell = |s: &str| s.replace('|', "\\|");
         out.push_str(&format!(
@@ -74,7 +76,9 @@ pub fn fields_markdown(kind: Kind) -> String {
             f.path,
             cell(&f.takes),
             if f.required { "yes" } else { "" },
-            f.default.map(|d| format!("`{}`", cell(&d))).unwrap_or_default(),
+            f.default
+                .map(|d| format!("`{}`", cell(&d)))
+                .unwrap_or_default(),
             cell(&f.description),
         ));
     }

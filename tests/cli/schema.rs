@@ -51,7 +51,8 @@ fn policy_reference_field_tables_match_the_schema() {
             "docs/policy-reference/{}.md",
             kind.as_str().to_ascii_lowercase()
         ));
-        let page = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} exists", path.display()));
+        let page =
+            std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} exists", path.display()));
         let (begin, end) = ("<!-- fields:begin -->\n", "<!-- fields:end -->");
         let start = page.find(begin).expect("fields:begin marker") + begin.len();
         let stop = page.find(end).expect("fields:end marker");

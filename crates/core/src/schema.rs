@@ -562,7 +562,11 @@ fn walk_fields(root: &Value, s: &Value, prefix: &str, out: &mut Vec<FieldDoc>, d
         return;
     };
     for (name, sub) in props {
-        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
         let described = resolve(root, sub);
         let description = sub
             .get("description")
@@ -573,9 +577,17 @@ fn walk_fields(root: &Value, s: &Value, prefix: &str, out: &mut Vec<FieldDoc>, d
         let items = described.get("items").map(|i| resolve(root, i));
         let takes = match items {
             Some(item) if described.get("type") == Some(&json!("array")) => {
-                format!("list of {}", expectation(root, item).trim_start_matches("a ").trim_start_matches("an "))
+                format!(
+                    "list of {}",
+                    expectation(root, item)
+                        .trim_start_matches("a ")
+                        .trim_start_matches("an ")
+                )
             }
-            _ if described.get("additionalProperties").is_some_and(Value::is_object) => {
+            _ if described
+                .get("additionalProperties")
+                .is_some_and(Value::is_object) =>
+            {
                 "map of string to string".to_string()
             }
             _ => expectation(root, described),
