@@ -14,6 +14,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod load;
 pub mod model;
+pub mod schedule;
 pub mod schema;
 pub mod selector;
 pub mod yaml;
