@@ -7,11 +7,12 @@
 //! ```text
 //! (path, bytes) ──yaml::parse──▶ JSON + spans ──schema::validate──▶ Document
 //!                                                       │
-//!                              PolicySet ◀──load────────┘ ──lint::run──▶ Diagnostics
+//!                              PolicySet ◀──load────────┘ ──lint::check──▶ Diagnostics
 //! ```
 
 pub mod diagnostic;
 pub mod duration;
+pub mod lint;
 pub mod load;
 pub mod model;
 pub mod schedule;
