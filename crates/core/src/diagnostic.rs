@@ -88,6 +88,8 @@ codes! {
     RestoreOverwritesSource = "LB112", "restore-overwrites-live-objects", Warning, "A restore into its own source cluster with `existingResources: update` and no namespace mapping overwrites live objects.";
     OverlappingPolicies = "LB113", "overlapping-policies", Info, "Two policies back up the same namespace on the same cluster to the same location.";
     InvalidPattern = "LB114", "invalid-pattern", Error, "A namespace glob or label selector is malformed.";
+    SelectorMatchesNoCluster = "LB115", "selector-matches-no-cluster", Warning, "A BackupPolicy's `clusters.selector` matches no Cluster document.";
+    RetentionOnlyMinKeep = "LB116", "retention-only-min-keep", Warning, "The retention rules keep nothing, so only the `minKeep` newest backups survive.";
 }
 
 impl fmt::Display for Code {

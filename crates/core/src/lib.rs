@@ -7,13 +7,15 @@
 //! ```text
 //! (path, bytes) ──yaml::parse──▶ JSON + spans ──schema::validate──▶ Document
 //!                                                       │
-//!                              PolicySet ◀──load────────┘ ──lint::run──▶ Diagnostics
+//!                              PolicySet ◀──load────────┘ ──lint::check──▶ Diagnostics
 //! ```
 
 pub mod diagnostic;
 pub mod duration;
+pub mod lint;
 pub mod load;
 pub mod model;
+pub mod schedule;
 pub mod schema;
 pub mod selector;
 pub mod yaml;

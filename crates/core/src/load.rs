@@ -60,6 +60,10 @@ pub struct PolicySet {
     /// The raw JSON of each valid document, for rules that look at what the
     /// user wrote rather than at the typed value.
     pub raw: Vec<(Kind, Value, Source)>,
+    /// Documents that were found but failed validation, by kind and name.
+    /// Rules use it to not report references to them as unresolved: the
+    /// document's own errors already say what is wrong.
+    pub invalid: Vec<(Kind, String)>,
 }
 
 impl PolicySet {
@@ -91,6 +95,11 @@ impl PolicySet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether a document of `kind` named `name` exists but failed validation.
+    pub fn is_invalid(&self, kind: Kind, name: &str) -> bool {
+        self.invalid.iter().any(|(k, n)| *k == kind && n == name)
     }
 
     fn push(&mut self, doc: Document, source: Source) {
@@ -203,11 +212,13 @@ fn load_file(file: InputFile<'_>, out: &mut LoadOutcome) {
             index: doc.index,
             spans: Arc::new(doc.spans),
         };
-        if let Some((kind, document, value)) =
-            check_document(doc.value, &source, &mut out.diagnostics)
-        {
-            out.set.raw.push((kind, value, source.clone()));
-            out.set.push(document, source);
+        let named = named(&doc.value);
+        match check_document(doc.value, &source, &mut out.diagnostics) {
+            Some((kind, document, value)) => {
+                out.set.raw.push((kind, value, source.clone()));
+                out.set.push(document, source);
+            }
+            None => out.set.invalid.extend(named),
         }
     }
     if seen == 0 && !parse_failed {
@@ -297,7 +308,14 @@ fn check_document(
         );
         return None;
     }
-    let errors = schema::validate(kind, &value);
+    let mut errors = schema::validate(kind, &value);
+    let mut rejected = false;
+    if kind == Kind::StorageLocation {
+        rejected = inline_credentials(&value, &mut errors, source, diags);
+    }
+    if rejected && errors.is_empty() {
+        return None;
+    }
     if !errors.is_empty() {
         for e in errors {
             let span = if e.at_key {
@@ -324,6 +342,149 @@ fn check_document(
             None
         }
     }
+}
+
+/// The kind and name of a document, when it has both.
+fn named(value: &Value) -> Option<(Kind, String)> {
+    let kind = Kind::parse(value.get("kind")?.as_str()?)?;
+    let name = value.pointer("/metadata/name")?.as_str()?;
+    Some((kind, name.to_string()))
+}
+
+/// Field names that hold credentials, compared lower-case without `-`/`_`.
+const CREDENTIAL_KEYS: &[&str] = &[
+    "accesskey",
+    "accesskeyid",
+    "secretaccesskey",
+    "secretkey",
+    "secret",
+    "sessiontoken",
+    "securitytoken",
+    "accountkey",
+    "storageaccountkey",
+    "sastoken",
+    "sas",
+    "connectionstring",
+    "serviceaccountkey",
+    "serviceaccountjson",
+    "credentialsjson",
+    "privatekey",
+    "clientsecret",
+    "password",
+    "passwd",
+    "token",
+    "apikey",
+    "key",
+    "sig",
+    "signature",
+    "xamzcredential",
+    "xamzsignature",
+    "xamzsecuritytoken",
+];
+
+fn is_credential_key(key: &str) -> bool {
+    let normalized: String = key
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    CREDENTIAL_KEYS.contains(&normalized.as_str())
+}
+
+/// Whether a value holds a credential-like key anywhere inside it.
+fn holds_credential_key(value: &Value) -> bool {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if map.keys().any(|k| is_credential_key(k)) {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// What in a URL holds credentials: user info (`s3://KEY:SECRET@bucket`) or
+/// a credential query parameter (`?access_key=…`, an Azure SAS `sig=`).
+fn url_credentials(url: &str) -> Option<&'static str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Some("user info before `@`");
+    }
+    let query = rest.split_once('?').map(|(_, q)| q)?;
+    query
+        .split('&')
+        .any(|pair| is_credential_key(pair.split('=').next().unwrap_or("")))
+        .then_some("a credential query parameter")
+}
+
+/// LB108: credentials written into a StorageLocation. Replaces the generic
+/// unknown-field errors for credential-like keys (and any schema error about
+/// a URL holding credentials, whose message would repeat the secret) with
+/// one finding each that never shows the value. Returns whether it found any.
+fn inline_credentials(
+    value: &Value,
+    errors: &mut Vec<schema::SchemaError>,
+    source: &Source,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let file = &*source.file;
+    let help = "move it into a Secret and reference it with `credentials.secretRef`, then rotate the credential: it is in the Git history now";
+    let mut found = false;
+    let mut credential_pointers: Vec<String> = Vec::new();
+    errors.retain(|e| {
+        let unknown_field = e.at_key && e.message.starts_with("unknown field");
+        let key = e.pointer.rsplit('/').next().unwrap_or("");
+        let key = key.replace("~1", "/").replace("~0", "~");
+        let under_spec = e.pointer.starts_with("/spec/");
+        if unknown_field && under_spec {
+            let held = value.pointer(&e.pointer);
+            if is_credential_key(&key) || held.is_some_and(holds_credential_key) {
+                credential_pointers.push(e.pointer.clone());
+                return false;
+            }
+        }
+        true
+    });
+    for pointer in credential_pointers {
+        found = true;
+        diags.push(
+            Diagnostic::new(
+                Code::InlineCredentials,
+                format!(
+                    "`{}` holds credentials written into the policy file",
+                    schema::field_name(&pointer)
+                ),
+            )
+            .with_help(help)
+            .at(file, source.key_span(&pointer)),
+        );
+    }
+    for field in ["url", "endpoint"] {
+        let pointer = format!("/spec/{field}");
+        let Some(url) = value.pointer(&pointer).and_then(Value::as_str) else {
+            continue;
+        };
+        if let Some(what) = url_credentials(url) {
+            found = true;
+            errors.retain(|e| e.pointer != pointer);
+            diags.push(
+                Diagnostic::new(
+                    Code::InlineCredentials,
+                    format!("`{field}` holds credentials ({what})"),
+                )
+                .with_help(format!("remove them from `{field}`; {help}"))
+                .at(file, source.value_span(&pointer)),
+            );
+        }
+    }
+    found
 }
 
 fn name_of(value: &Value) -> &str {
@@ -408,5 +569,59 @@ mod tests {
             bytes: &big,
         }]);
         assert_eq!(out.diagnostics[0].code, Code::UnreadableFile);
+    }
+
+    #[rstest::rstest]
+    #[case("  credentials:\n    accessKeyId: AKIAEXAMPLE\n    secretAccessKey: s3cr3tValue\n    secretRef:\n      name: x\n", &[(8, 5, "`accessKeyId` holds credentials"), (9, 5, "`secretAccessKey` holds credentials")])]
+    #[case("  password: s3cr3tValue\n", &[(7, 3, "`password` holds credentials")])]
+    #[case("  auth:\n    token: s3cr3tValue\n", &[(7, 3, "`auth` holds credentials")])]
+    #[case("  endpoint: https://admin:s3cr3tValue@minio:9000\n", &[(7, 13, "`endpoint` holds credentials (user info before `@`)")])]
+    fn inline_credentials_are_lb108_without_the_value(
+        #[case] extra: &str,
+        #[case] expect: &[(usize, usize, &str)],
+    ) {
+        let out = load_str(&format!("{LOCATION}{extra}"));
+        let found: Vec<(usize, usize, &str)> = out
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == Code::InlineCredentials)
+            .map(|d| {
+                (
+                    d.span.unwrap().line,
+                    d.span.unwrap().column,
+                    d.message.as_str(),
+                )
+            })
+            .collect();
+        let expect: Vec<(usize, usize, &str)> = expect.to_vec();
+        assert_eq!(
+            found.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(),
+            expect.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>()
+        );
+        for ((_, _, got), (_, _, want)) in found.iter().zip(&expect) {
+            assert!(got.starts_with(want), "{got}");
+        }
+        for d in &out.diagnostics {
+            let text = format!("{} {:?}", d.message, d.help);
+            assert!(!text.contains("s3cr3tValue"), "{text}");
+            assert!(!text.contains("AKIAEXAMPLE"), "{text}");
+            assert!(!d.message.starts_with("unknown field `accessKeyId`"));
+        }
+        assert!(out.set.is_empty());
+        assert!(out.set.is_invalid(Kind::StorageLocation, "local"));
+    }
+
+    #[rstest::rstest]
+    #[case("s3://AKIAEXAMPLE:s3cr3tValue@bucket/prefix")]
+    #[case("s3://bucket/prefix?access_key=AKIAEXAMPLE&secret_key=s3cr3tValue")]
+    #[case("az://container/p?sv=2022&sig=s3cr3tValue")]
+    fn credentials_in_the_url(#[case] url: &str) {
+        let out = load_str(&LOCATION.replace("file:///var/backups", url));
+        assert_eq!(out.diagnostics.len(), 1, "{:?}", out.diagnostics);
+        let d = &out.diagnostics[0];
+        assert_eq!(d.code, Code::InlineCredentials);
+        assert_eq!((d.span.unwrap().line, d.span.unwrap().column), (6, 8));
+        assert!(!format!("{} {:?}", d.message, d.help).contains("s3cr3tValue"));
+        assert!(out.set.is_empty());
     }
 }
