@@ -95,6 +95,15 @@ fn peak_rss_mib() -> f64 {
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let lines = generate(dir.path());
+    if let Some(keep) = std::env::var_os("LIFEBOAT_BENCH_KEEP") {
+        // Leave a copy of the generated repository for profiling.
+        let keep = PathBuf::from(keep);
+        for i in 0..FILES {
+            let (name, text) = document(i);
+            std::fs::create_dir_all(keep.join(&name).parent().unwrap()).unwrap();
+            write(&keep, &name, text);
+        }
+    }
     let paths = vec![PathBuf::from(dir.path())];
 
     // In-process: the code path of `lifeboat lint`, rendered as JSON.

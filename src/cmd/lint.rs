@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, ValueEnum};
-use lifeboat_core::load::{InputFile, load};
+use lifeboat_core::load::{InputFile, LoadOutcome, load};
 use lifeboat_core::{Severity, diagnostic};
 
 use crate::files;
@@ -49,14 +49,43 @@ pub enum Color {
     Never,
 }
 
+/// Loads files on every core: parsing and schema validation dominate, and
+/// files are independent. Chunks are merged in file order, so the result is
+/// the same as a sequential load.
+pub fn load_parallel(files: &[files::PolicyFile]) -> LoadOutcome {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = files.len().div_ceil(threads).max(64);
+    let load_chunk = |chunk: &[files::PolicyFile]| {
+        load(chunk.iter().map(|f| InputFile {
+            path: &f.display,
+            bytes: &f.bytes,
+        }))
+    };
+    if files.len() <= chunk {
+        return load_chunk(files);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || load_chunk(c)))
+            .collect();
+        let mut outcome = LoadOutcome::default();
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => outcome.merge(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        outcome
+    })
+}
+
 /// Loads and checks the files below `paths`.
 pub fn check(paths: &[PathBuf]) -> anyhow::Result<LintReport> {
     let files = files::read(paths)?;
-    let outcome = load(files.iter().map(|f| InputFile {
-        path: &f.display,
-        bytes: &f.bytes,
-    }));
+    let outcome = load_parallel(&files);
     let mut diagnostics = outcome.diagnostics;
+    diagnostics.extend(lifeboat_core::lint::check(&outcome.set));
     diagnostic::sort(&mut diagnostics);
     let sources = files
         .iter()

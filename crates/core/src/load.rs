@@ -130,6 +130,27 @@ pub struct LoadOutcome {
     pub documents: usize,
 }
 
+impl LoadOutcome {
+    /// Appends the outcome of files that come after this one's, so that
+    /// callers can load chunks of a repository in parallel and merge them in
+    /// file order.
+    pub fn merge(&mut self, other: LoadOutcome) {
+        let LoadOutcome {
+            set,
+            diagnostics,
+            documents,
+        } = other;
+        self.set.storage_locations.extend(set.storage_locations);
+        self.set.clusters.extend(set.clusters);
+        self.set.policies.extend(set.policies);
+        self.set.restores.extend(set.restores);
+        self.set.raw.extend(set.raw);
+        self.set.invalid.extend(set.invalid);
+        self.diagnostics.extend(diagnostics);
+        self.documents += documents;
+    }
+}
+
 /// Loads files into a [`PolicySet`].
 pub fn load<'a>(files: impl IntoIterator<Item = InputFile<'a>>) -> LoadOutcome {
     let mut out = LoadOutcome::default();

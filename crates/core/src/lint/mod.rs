@@ -114,13 +114,34 @@ fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
 }
 
-/// Compiles a namespace glob; `None` when it is malformed (LB114 reports it).
-fn glob(pattern: &str) -> Option<GlobMatcher> {
-    GlobBuilder::new(pattern)
-        .literal_separator(false)
-        .build()
-        .ok()
-        .map(|g| g.compile_matcher())
+/// Whether namespace glob `pattern` matches `name`; a malformed glob (LB114
+/// reports it) matches nothing.
+///
+/// Compiling a glob builds a regex, which costs far more than matching it,
+/// and the pairwise rules ask for the same few patterns many times: the
+/// compiled matchers are cached per thread.
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    thread_local! {
+        static CACHE: std::cell::RefCell<std::collections::HashMap<String, Option<GlobMatcher>>> =
+            std::cell::RefCell::default();
+    }
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(m) = cache.get(pattern) {
+            return m.as_ref().is_some_and(|g| g.is_match(name));
+        }
+        if cache.len() > 4096 {
+            cache.clear();
+        }
+        let m = GlobBuilder::new(pattern)
+            .literal_separator(false)
+            .build()
+            .ok()
+            .map(|g| g.compile_matcher());
+        let hit = m.as_ref().is_some_and(|g| g.is_match(name));
+        cache.insert(pattern.to_string(), m);
+        hit
+    })
 }
 
 /// Whether namespace patterns `a` and `b` can name the same namespace, as far
@@ -129,16 +150,14 @@ fn glob(pattern: &str) -> Option<GlobMatcher> {
 /// not compared: that would need glob intersection, and a finding on a guess
 /// is worse than none.
 fn patterns_overlap(a: &str, b: &str) -> bool {
-    a == b
-        || (!is_glob(a) && glob(b).is_some_and(|g| g.is_match(a)))
-        || (!is_glob(b) && glob(a).is_some_and(|g| g.is_match(b)))
+    a == b || (!is_glob(a) && glob_matches(b, a)) || (!is_glob(b) && glob_matches(a, b))
 }
 
 /// Whether any of `patterns` matches the plain namespace `name`.
 fn any_matches<'a>(patterns: impl IntoIterator<Item = &'a str>, name: &str) -> bool {
     patterns
         .into_iter()
-        .any(|p| p == name || (is_glob(p) && glob(p).is_some_and(|g| g.is_match(name))))
+        .any(|p| p == name || (is_glob(p) && glob_matches(p, name)))
 }
 
 /// `did you mean` help for a name, or `otherwise`.

@@ -1,8 +1,8 @@
 //! Policies that back up the same thing twice (LB113).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{at_value, glob, is_glob, location, patterns_overlap};
+use super::{at_value, glob_matches, is_glob, location, patterns_overlap};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::load::{Loaded, PolicySet};
 use crate::model::{BackupPolicy, NamespacePattern};
@@ -31,9 +31,9 @@ fn clusters_of<'a>(set: &'a PolicySet, policy: &'a BackupPolicy) -> BTreeSet<&'a
 /// Whether an exclude list surely leaves out `pattern`: the same pattern, or
 /// a plain name that an exclude glob matches.
 fn excluded(exclude: &[NamespacePattern], pattern: &str) -> bool {
-    exclude.iter().any(|e| {
-        e.0 == pattern || (!is_glob(pattern) && glob(&e.0).is_some_and(|g| g.is_match(pattern)))
-    })
+    exclude
+        .iter()
+        .any(|e| e.0 == pattern || (!is_glob(pattern) && glob_matches(&e.0, pattern)))
 }
 
 /// A namespace (or pattern) both policies back up, described for a message.
@@ -92,41 +92,82 @@ fn resources_overlap(a: &BackupPolicy, b: &BackupPolicy) -> bool {
 pub fn overlapping_policies(set: &PolicySet) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let policies = &set.policies;
-    for (j, Loaded { doc: b, source }) in policies.iter().enumerate() {
-        for Loaded {
-            doc: a,
-            source: a_source,
-        } in &policies[..j]
-        {
-            if a.spec.storage != b.spec.storage || a.metadata.name == b.metadata.name {
-                continue;
+    let clusters: Vec<BTreeSet<&str>> = policies.iter().map(|p| clusters_of(set, &p.doc)).collect();
+    // Only policies writing to the same location can overlap: compare within
+    // those groups, not every pair of a large repository.
+    let mut by_storage: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in policies.iter().enumerate() {
+        if backs_up_namespaced_objects(&p.doc) {
+            by_storage
+                .entry(p.doc.spec.storage.as_str())
+                .or_default()
+                .push(i);
+        }
+    }
+    for group in by_storage.values() {
+        for (k, &j) in group.iter().enumerate() {
+            let Loaded { doc: b, source } = &policies[j];
+            for &i in &group[..k] {
+                let Loaded {
+                    doc: a,
+                    source: a_source,
+                } = &policies[i];
+                if a.metadata.name == b.metadata.name {
+                    continue;
+                }
+                let Some(cluster) = clusters[i].intersection(&clusters[j]).next() else {
+                    continue;
+                };
+                if !resources_overlap(a, b) {
+                    continue;
+                }
+                let Some(namespace) = shared_namespace(a, b) else {
+                    continue;
+                };
+                out.push(at_value(
+                    Code::OverlappingPolicies,
+                    source,
+                    "/metadata/name",
+                    format!(
+                        "policies `{}` (at {}) and `{}` both back up {namespace} on cluster `{cluster}` to `{}`",
+                        a.metadata.name,
+                        location(a_source),
+                        b.metadata.name,
+                        b.spec.storage
+                    ),
+                    "if that is not intended, narrow `include` or widen `exclude` of one of them; policies that differ on purpose (schedule, retention) can stay",
+                ));
             }
-            let (ca, cb) = (clusters_of(set, a), clusters_of(set, b));
-            let Some(cluster) = ca.intersection(&cb).next() else {
-                continue;
-            };
-            if !resources_overlap(a, b) {
-                continue;
-            }
-            let Some(namespace) = shared_namespace(a, b) else {
-                continue;
-            };
-            out.push(at_value(
-                Code::OverlappingPolicies,
-                source,
-                "/metadata/name",
-                format!(
-                    "policies `{}` (at {}) and `{}` both back up {namespace} on cluster `{cluster}` to `{}`",
-                    a.metadata.name,
-                    location(a_source),
-                    b.metadata.name,
-                    b.spec.storage
-                ),
-                "if that is not intended, narrow `include` or widen `exclude` of one of them; policies that differ on purpose (schedule, retention) can stay",
-            ));
         }
     }
     out
+}
+
+/// Cluster-scoped resources: a policy that includes only these backs up no
+/// namespace's contents, so it cannot overlap another by namespace.
+const CLUSTER_SCOPED: &[&str] = &[
+    "namespaces",
+    "nodes",
+    "persistentvolumes",
+    "customresourcedefinitions.apiextensions.k8s.io",
+    "clusterroles.rbac.authorization.k8s.io",
+    "clusterrolebindings.rbac.authorization.k8s.io",
+    "storageclasses.storage.k8s.io",
+    "csidrivers.storage.k8s.io",
+    "volumesnapshotclasses.snapshot.storage.k8s.io",
+    "volumesnapshotcontents.snapshot.storage.k8s.io",
+    "priorityclasses.scheduling.k8s.io",
+    "ingressclasses.networking.k8s.io",
+    "runtimeclasses.node.k8s.io",
+    "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+    "validatingwebhookconfigurations.admissionregistration.k8s.io",
+    "apiservices.apiregistration.k8s.io",
+];
+
+/// Whether a policy can back up objects inside namespaces.
+fn backs_up_namespaced_objects(p: &BackupPolicy) -> bool {
+    let r = &p.spec.include.resources;
+    r.is_empty() || r.iter().any(|r| !CLUSTER_SCOPED.contains(&r.0.as_str()))
 }
 
 #[cfg(test)]

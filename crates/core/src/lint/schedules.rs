@@ -1,6 +1,8 @@
 //! Schedules and the time zone they run in (LB103, LB104), and what their
 //! largest gap means for the RPO (LB105) and for `maxAge` (LB107).
 
+use std::collections::HashMap;
+
 use super::{GAP_WINDOW, GAP_WINDOW_START, at_value};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::duration::Duration;
@@ -60,6 +62,29 @@ fn largest_gap(schedule: &Schedule) -> Option<Gap> {
     schedule.largest_gap(GAP_WINDOW_START, GAP_WINDOW)
 }
 
+/// Each policy with a valid schedule, its schedule and largest gap; the gap
+/// of a (cron, time zone) pair is computed once, since large repositories
+/// repeat a handful of schedules across many policies.
+fn policy_gaps(
+    set: &PolicySet,
+    wanted: impl Fn(&BackupPolicy) -> bool,
+) -> Vec<(&Loaded<BackupPolicy>, Schedule, Gap)> {
+    let mut memo: HashMap<(&str, &str), Option<(Schedule, Gap)>> = HashMap::new();
+    set.policies
+        .iter()
+        .filter(|p| wanted(&p.doc))
+        .filter_map(|p| {
+            let key = (p.doc.spec.schedule.as_str(), p.doc.spec.timezone.as_str());
+            let entry = memo.entry(key).or_insert_with(|| {
+                let schedule = schedule_of(&p.doc)?;
+                let gap = largest_gap(&schedule)?;
+                Some((schedule, gap))
+            });
+            entry.clone().map(|(s, g)| (p, s, g))
+        })
+        .collect()
+}
+
 /// "from 2028-10-29 02:30 CEST to 2028-10-30 02:30 CET".
 fn describe(schedule: &Schedule, gap: &Gap) -> String {
     format!(
@@ -85,14 +110,10 @@ fn human(secs: u64) -> String {
 /// succeeds.
 pub fn unmeetable_rpo(set: &PolicySet) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    for Loaded { doc, source } in &set.policies {
+    for (Loaded { doc, source }, schedule, gap) in
+        policy_gaps(set, |p| p.spec.objectives.rpo.is_some())
+    {
         let Some(rpo) = doc.spec.objectives.rpo else {
-            continue;
-        };
-        let Some(schedule) = schedule_of(doc) else {
-            continue;
-        };
-        let Some(gap) = largest_gap(&schedule) else {
             continue;
         };
         if rpo.to_signed() >= gap.duration() {
@@ -123,18 +144,10 @@ pub fn unmeetable_rpo(set: &PolicySet) -> Vec<Diagnostic> {
 /// that rule keeps nothing and only the other rules (or `minKeep`) keep one.
 pub fn max_age_below_interval(set: &PolicySet) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    for Loaded { doc, source } in &set.policies {
+    // LB106 and LB116 speak about a zero maxAge.
+    let wanted = |p: &BackupPolicy| p.spec.retention.max_age.is_some_and(|m| m.as_secs() > 0);
+    for (Loaded { doc, source }, schedule, gap) in policy_gaps(set, wanted) {
         let Some(max_age) = doc.spec.retention.max_age else {
-            continue;
-        };
-        if max_age.as_secs() == 0 {
-            // LB106 and LB116 speak about a zero maxAge.
-            continue;
-        }
-        let Some(schedule) = schedule_of(doc) else {
-            continue;
-        };
-        let Some(gap) = largest_gap(&schedule) else {
             continue;
         };
         if max_age.to_signed() >= gap.duration() {
