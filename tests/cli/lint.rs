@@ -13,7 +13,10 @@ use serde_json::Value;
 
 use crate::{root, run};
 
-const UNCOMMENTABLE: &[(&str, &str, Option<(usize, usize)>)] = &[
+/// (file name, code, line and column).
+type Uncommentable = (&'static str, &'static str, Option<(usize, usize)>);
+
+const UNCOMMENTABLE: &[Uncommentable] = &[
     ("file-binary.yaml", "LB004", None),
     ("file-empty.yaml", "LB006", Some((1, 1))),
 ];
