@@ -1,0 +1,38 @@
+//! lifeboat-store: everything lifeboat keeps in object storage.
+//!
+//! ```text
+//! LocationConfig ─▶ Repository::open (marker check)
+//!                     ├─ begin_backup ─▶ BackupWriter ─add…─▶ finish ─▶ manifest.json
+//!                     ├─ open_backup  ─▶ BackupReader ─▶ verify, then entries()
+//!                     ├─ list_backups / show_backup / delete_backup / incomplete_backups
+//!                     └─ write_restore_record / read_restore_record
+//! ```
+//!
+//! Modules: `config` (URLs, credentials, retries → an `ObjectStore`),
+//! `repo` (marker, layout, names), `writer` / `upload` (streaming archive
+//! writer and multipart uploads), `reader` (verified streaming reads),
+//! `crypto` (age), `catalog` (listing, deletion, restore records) and
+//! `model` (the JSON types). The on-storage format is documented in
+//! `docs/format.md`. This crate does not depend on `lifeboat-core`.
+
+mod catalog;
+mod config;
+mod crypto;
+mod error;
+mod model;
+mod reader;
+mod repo;
+mod upload;
+mod writer;
+
+pub use catalog::{BackupList, IncompleteBackup};
+pub use config::{Credentials, LocationConfig, RetryOptions};
+pub use error::{Result, StoreError};
+pub use model::{
+    BackupFiles, FORMAT_VERSION, FileInfo, Index, IndexEntry, LIFEBOAT_VERSION, LogEntry, LogLevel,
+    Manifest, Phase, RepositoryMarker, ResourceCount, RestoreAction, RestoreCounts, RestoreItem,
+    RestorePhase, RestoreRecord, Totals,
+};
+pub use reader::{ArchiveEntry, BackupReader, VerifyReport};
+pub use repo::{Repository, backup_name, parse_backup_name, validate_name};
+pub use writer::{BackupSpec, BackupWriter, ObjectEntry, WriterHandle};

@@ -1,0 +1,225 @@
+//! The serde types of everything lifeboat writes to object storage:
+//! repository marker, manifest, index, log lines and restore records.
+//! All JSON is camelCase; see `docs/format.md` for the field reference.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Archive / repository format this crate writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The lifeboat version recorded in markers and manifests.
+pub const LIFEBOAT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `<prefix>/lifeboat.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryMarker {
+    pub format: u32,
+    /// Random identifier of this repository (32 hex digits).
+    pub id: String,
+    pub created_by: String,
+}
+
+/// Outcome of a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Every object was stored.
+    Completed,
+    /// The archive is usable but some items could not be stored (see the log).
+    PartiallyFailed,
+    /// Nothing usable; the files are kept for inspection until retention
+    /// deletes them.
+    Failed,
+}
+
+/// Items and errors of one resource (`<resource>[.<group>]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceCount {
+    pub items: u64,
+    pub errors: u64,
+}
+
+/// Totals over the whole backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub items: u64,
+    pub errors: u64,
+    pub warnings: u64,
+    /// Sum of the objects' JSON sizes (uncompressed).
+    pub object_bytes: u64,
+}
+
+/// One stored file of a backup, as it is in object storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileInfo {
+    /// File name relative to the backup directory, e.g. `resources.tar.zst.age`.
+    pub name: String,
+    /// Stored size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the stored bytes (after compression and encryption), hex.
+    pub sha256: String,
+}
+
+/// The stored files of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupFiles {
+    pub resources: FileInfo,
+    pub index: FileInfo,
+    pub log: FileInfo,
+}
+
+/// `manifest.json`: written last; its presence commits the backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format_version: u32,
+    pub backup_name: String,
+    pub policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<String>,
+    pub cluster: String,
+    pub schedule_slot: Timestamp,
+    pub start_time: Timestamp,
+    pub end_time: Timestamp,
+    pub phase: Phase,
+    /// Why a backup failed, when the caller said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// Per `<resource>[.<group>]`.
+    pub resources: BTreeMap<String, ResourceCount>,
+    pub totals: Totals,
+    pub files: BackupFiles,
+    /// age recipients (public keys) the files are encrypted to; empty means
+    /// not encrypted.
+    pub recipients: Vec<String>,
+    pub lifeboat_version: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// True when the files are age-encrypted.
+    pub fn encrypted(&self) -> bool {
+        !self.recipients.is_empty()
+    }
+}
+
+/// One line of `index.json`'s `objects`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexEntry {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// Path of the object inside `resources.tar.zst`.
+    pub path: String,
+    /// Size of the object's JSON.
+    pub bytes: u64,
+    /// SHA-256 of the object's JSON, hex.
+    pub sha256: String,
+}
+
+/// `index.json` (zstd-compressed, maybe encrypted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    pub format_version: u32,
+    pub objects: Vec<IndexEntry>,
+}
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+/// One line of `log.jsonl`. Errors count towards the resource's `errors`
+/// and make the backup `PartiallyFailed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    pub level: LogLevel,
+    pub time: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub message: String,
+}
+
+/// Outcome of a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestorePhase {
+    InProgress,
+    Completed,
+    PartiallyFailed,
+    Failed,
+}
+
+/// What a restore did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreAction {
+    Created,
+    Updated,
+    Skipped,
+    Failed,
+}
+
+/// Counts of a restore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+/// One object of a restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreItem {
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    pub action: RestoreAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `clusters/<cluster>/restores/<request>/record.json`: the source of truth
+/// for "has this RestoreRequest run".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRecord {
+    pub request: String,
+    pub source_cluster: String,
+    pub source_backup: String,
+    pub target_cluster: String,
+    pub start_time: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Timestamp>,
+    pub phase: RestorePhase,
+    pub dry_run: bool,
+    pub counts: RestoreCounts,
+    pub items: Vec<RestoreItem>,
+    pub lifeboat_version: String,
+}

@@ -1,0 +1,306 @@
+//! The repository: one prefix in object storage, its marker
+//! (`lifeboat.json`) and the layout of everything below it.
+//!
+//! ```text
+//! <prefix>/lifeboat.json                                   marker (format, id)
+//! <prefix>/clusters/<cluster>/backups/<backup>/…           see writer.rs
+//! <prefix>/clusters/<cluster>/restores/<request>/record.json
+//! ```
+//!
+//! [`Repository::open`] checks the marker: a newer format or foreign data
+//! (objects but no marker) is refused. The marker is created on the first
+//! write, so read-only users never write.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use jiff::Timestamp;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+use crate::config::{LocationConfig, build_store};
+use crate::crypto::Keys;
+use crate::error::{Result, StoreError};
+use crate::model::{FORMAT_VERSION, LIFEBOAT_VERSION, RepositoryMarker};
+
+pub(crate) const MARKER: &str = "lifeboat.json";
+
+/// A lifeboat repository in object storage. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub store: Arc<dyn ObjectStore>,
+    pub url: String,
+    pub keys: Keys,
+    marker_written: OnceCell<()>,
+}
+
+impl Repository {
+    /// Connects to the location and checks its marker. Writes nothing.
+    pub async fn open(config: &LocationConfig) -> Result<Repository> {
+        let keys = Keys::parse(&config.recipients, &config.identities)?;
+        let (store, url) = build_store(config)?;
+        Repository::with_store(store, url, keys).await
+    }
+
+    /// Uses an existing object store (for example `InMemory` in tests of
+    /// other crates). `recipients` / `identities` as in [`LocationConfig`].
+    pub async fn from_store(
+        store: Arc<dyn ObjectStore>,
+        url: impl Into<String>,
+        recipients: &[String],
+        identities: &[String],
+    ) -> Result<Repository> {
+        let keys = Keys::parse(recipients, identities)?;
+        Repository::with_store(store, url.into(), keys).await
+    }
+
+    async fn with_store(
+        store: Arc<dyn ObjectStore>,
+        url: String,
+        keys: Keys,
+    ) -> Result<Repository> {
+        let repo = Repository {
+            inner: Arc::new(Inner {
+                store,
+                url,
+                keys,
+                marker_written: OnceCell::new(),
+            }),
+        };
+        if let Some(marker) = repo.read_marker().await? {
+            if marker.format > FORMAT_VERSION {
+                return Err(StoreError::NewerFormat {
+                    url: repo.inner.url.clone(),
+                    found: marker.format,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            // Already there; never rewrite it.
+            let _ = repo.inner.marker_written.set(());
+        } else if let Some(example) = repo.first_object().await? {
+            return Err(StoreError::ForeignData {
+                url: repo.inner.url.clone(),
+                example,
+            });
+        }
+        Ok(repo)
+    }
+
+    /// The location URL as configured (for messages).
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The age recipients new backups are encrypted to.
+    pub fn recipients(&self) -> Vec<String> {
+        self.inner.keys.recipient_strings()
+    }
+
+    /// The repository marker, if the repository has been written to.
+    pub async fn marker(&self) -> Result<Option<RepositoryMarker>> {
+        self.read_marker().await
+    }
+
+    async fn read_marker(&self) -> Result<Option<RepositoryMarker>> {
+        let Some(bytes) = self.get_optional(&Path::from(MARKER)).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::InvalidMarker {
+                url: self.inner.url.clone(),
+                source,
+            })
+    }
+
+    async fn first_object(&self) -> Result<Option<String>> {
+        let mut list = self.inner.store.list(None);
+        match list.next().await {
+            Some(Ok(meta)) => Ok(Some(meta.location.to_string())),
+            Some(Err(e)) => Err(StoreError::storage("list", &self.inner.url, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the marker once per process if the repository has none.
+    pub(crate) async fn ensure_marker(&self) -> Result<()> {
+        self.inner
+            .marker_written
+            .get_or_try_init(|| async {
+                if self.read_marker().await?.is_some() {
+                    return Ok(());
+                }
+                let marker = RepositoryMarker {
+                    format: FORMAT_VERSION,
+                    id: random_id()?,
+                    created_by: format!("lifeboat {LIFEBOAT_VERSION}"),
+                };
+                self.put_json(&Path::from(MARKER), &marker).await
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    pub(crate) fn display(&self, path: &Path) -> String {
+        format!("{}/{}", self.inner.url, path)
+    }
+
+    pub(crate) async fn get_optional(&self, path: &Path) -> Result<Option<Bytes>> {
+        match self.inner.store.get(path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| StoreError::storage("get", self.display(path), e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StoreError::storage("get", self.display(path), e)),
+        }
+    }
+
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        let Some(bytes) = self.get_optional(path).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::InvalidJson {
+                path: self.display(path),
+                source,
+            })
+    }
+
+    pub(crate) async fn put_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let mut bytes =
+            serde_json::to_vec_pretty(value).map_err(|source| StoreError::InvalidJson {
+                path: self.display(path),
+                source,
+            })?;
+        bytes.push(b'\n');
+        self.inner
+            .store
+            .put(path, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::storage("put", self.display(path), e))
+    }
+}
+
+/// Layout helpers: every path below the prefix is built here.
+pub(crate) mod layout {
+    use super::*;
+
+    pub fn backups(cluster: &str) -> Path {
+        Path::from_iter(["clusters", cluster, "backups"])
+    }
+
+    pub fn backup_dir(cluster: &str, backup: &str) -> Path {
+        Path::from_iter(["clusters", cluster, "backups", backup])
+    }
+
+    pub fn backup_file(cluster: &str, backup: &str, file: &str) -> Path {
+        Path::from_iter(["clusters", cluster, "backups", backup, file])
+    }
+
+    pub fn restore_record(cluster: &str, request: &str) -> Path {
+        Path::from_iter(["clusters", cluster, "restores", request, "record.json"])
+    }
+}
+
+pub(crate) const MANIFEST: &str = "manifest.json";
+
+/// Checks a cluster, policy, backup or request name used as a path segment.
+pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName {
+            what,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// The backup name of a policy's schedule slot:
+/// `<policy>-<YYYYMMDD>-<HHMMSS>` in UTC.
+pub fn backup_name(policy: &str, slot: Timestamp) -> String {
+    format!("{policy}-{}", slot.strftime("%Y%m%d-%H%M%S"))
+}
+
+/// Splits a backup name into policy and schedule slot; `None` if the name
+/// does not end in `-YYYYMMDD-HHMMSS`.
+pub fn parse_backup_name(name: &str) -> Option<(&str, Timestamp)> {
+    const SUFFIX: usize = "-YYYYMMDD-HHMMSS".len();
+    let split = name.len().checked_sub(SUFFIX)?;
+    if !name.is_char_boundary(split) || split == 0 {
+        return None;
+    }
+    let (policy, suffix) = name.split_at(split);
+    let slot = jiff::civil::DateTime::strptime("-%Y%m%d-%H%M%S", suffix).ok()?;
+    let slot = slot.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    Some((policy, slot))
+}
+
+fn random_id() -> Result<String> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| {
+        StoreError::io(
+            "cannot get random bytes",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    Ok(hex::encode(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_names_round_trip() {
+        let slot: Timestamp = "2025-03-30T01:30:00Z".parse().unwrap_or_default();
+        let name = backup_name("db-main", slot);
+        assert_eq!(name, "db-main-20250330-013000");
+        assert_eq!(parse_backup_name(&name), Some(("db-main", slot)));
+    }
+
+    #[rstest::rstest]
+    #[case("")]
+    #[case("x-2025")]
+    #[case("-20250330-013000")]
+    #[case("p-20251330-013000")]
+    #[case("p-2025033a-013000")]
+    fn bad_backup_names(#[case] name: &str) {
+        assert_eq!(parse_backup_name(name), None);
+    }
+
+    #[rstest::rstest]
+    #[case("prod", true)]
+    #[case("prod-eu.1", true)]
+    #[case("", false)]
+    #[case("..", false)]
+    #[case("a/b", false)]
+    #[case("Prod", false)]
+    #[case("-x", false)]
+    fn names(#[case] name: &str, #[case] ok: bool) {
+        assert_eq!(validate_name("cluster", name).is_ok(), ok);
+    }
+}

@@ -1,0 +1,555 @@
+//! The backup writer: streams Kubernetes objects into a backup directory
+//! and commits it with `manifest.json`.
+//!
+//! ```text
+//! list tasks ──WriterHandle::add──┐
+//!                                 ▼ bounded channel (backpressure)
+//!                      encoder thread (spawn_blocking)
+//!   objects → tar → zstd → [age] → UploadSink → resources.tar.zst[.age]
+//!   index   → JSON → zstd → [age] → UploadSink → index.json.zst[.age]
+//!   log     → JSONL → zstd → [age] → UploadSink → log.jsonl.zst[.age]
+//!                                 │ each sink: SHA-256 of the stored bytes
+//!                                 ▼
+//!              BackupWriter::finish → manifest.json (LAST: commit point)
+//! ```
+//!
+//! Nothing holds the whole archive: memory is bounded by the channel, the
+//! zstd window and the multipart buffers (see `upload.rs`).
+//!
+//! A writer that is dropped, or whose `abort` is called, stops the encoder
+//! and aborts the uploads: no manifest is written, so the backup never
+//! appears in listings. An error during `finish` also leaves no manifest;
+//! files already completed stay behind as an *incomplete* backup that
+//! `Catalog::incomplete_backups` finds after a grace period.
+//! `finish_failed` commits a manifest with phase `Failed` (nothing usable)
+//! and keeps the files for inspection; retention deletes them.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::crypto::Keys;
+use crate::error::{Result, StoreError};
+use crate::model::{
+    BackupFiles, FORMAT_VERSION, FileInfo, IndexEntry, LIFEBOAT_VERSION, LogEntry, LogLevel,
+    Manifest, Phase, ResourceCount, Totals,
+};
+use crate::repo::{MANIFEST, Repository, backup_name, layout, validate_name};
+use crate::upload::{self, FirstError, UploadSink, Uploaded, error_chain};
+
+const ZSTD_LEVEL: i32 = 3;
+const QUEUE: usize = 256;
+
+/// What a backup is; everything the manifest records besides the content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSpec {
+    pub cluster: String,
+    pub policy: String,
+    /// Git revision of the policy repository, if known.
+    pub policy_revision: Option<String>,
+    /// The UTC schedule slot; the backup name is derived from it.
+    pub schedule_slot: Timestamp,
+    pub start_time: Timestamp,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One Kubernetes object to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    /// Plural resource name, e.g. `deployments`.
+    pub resource: String,
+    /// API group, empty for the core group.
+    pub group: String,
+    /// `None` for cluster-scoped objects.
+    pub namespace: Option<String>,
+    pub name: String,
+    pub api_version: String,
+    pub kind: String,
+    /// The object as JSON.
+    pub json: Bytes,
+}
+
+impl ObjectEntry {
+    /// `<resource>[.<group>]`, the key of per-resource counts.
+    pub fn resource_key(&self) -> String {
+        resource_key(&self.resource, &self.group)
+    }
+
+    /// The path inside `resources.tar.zst`; errors when a segment is unsafe.
+    pub fn archive_path(&self) -> Result<String> {
+        let check = |field: &'static str, value: &str| {
+            let bad = value.is_empty()
+                || value == "."
+                || value == ".."
+                || value.contains('/')
+                || value.contains('\0');
+            if bad {
+                Err(StoreError::InvalidObjectPath {
+                    resource: self.resource.clone(),
+                    name: self.name.clone(),
+                    field,
+                    value: value.to_string(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        check("resource", &self.resource)?;
+        if !self.group.is_empty() {
+            check("group", &self.group)?;
+        }
+        check("name", &self.name)?;
+        let rk = self.resource_key();
+        match &self.namespace {
+            Some(ns) => {
+                check("namespace", ns)?;
+                Ok(format!("resources/{rk}/namespaces/{ns}/{}.json", self.name))
+            }
+            None => Ok(format!("resources/{rk}/cluster/{}.json", self.name)),
+        }
+    }
+}
+
+pub(crate) fn resource_key(resource: &str, group: &str) -> String {
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+enum Msg {
+    Object(ObjectEntry, String),
+    Log(LogEntry),
+    Finish,
+}
+
+/// A cloneable sender for producers running in other tasks. It does not
+/// keep the writer alive: once the writer is finished, dropped or aborted,
+/// `add` returns an error.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    tx: mpsc::WeakSender<Msg>,
+    first_error: FirstError,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Msg::Object(..) => "Object",
+            Msg::Log(_) => "Log",
+            Msg::Finish => "Finish",
+        })
+    }
+}
+
+impl WriterHandle {
+    /// Queues one object; waits when the encoder is behind.
+    pub async fn add(&self, entry: ObjectEntry) -> Result<()> {
+        let path = entry.archive_path()?;
+        self.send(Msg::Object(entry, path)).await
+    }
+
+    /// Queues one log line.
+    pub async fn log(&self, entry: LogEntry) -> Result<()> {
+        self.send(Msg::Log(entry)).await
+    }
+
+    async fn send(&self, msg: Msg) -> Result<()> {
+        let Some(tx) = self.tx.upgrade() else {
+            return Err(StoreError::WriterStopped(
+                "the backup writer was closed".into(),
+            ));
+        };
+        tx.send(msg)
+            .await
+            .map_err(|_| StoreError::WriterStopped(self.first_error.get()))
+    }
+}
+
+/// Writes one backup. Created by [`Repository::begin_backup`].
+#[derive(Debug)]
+pub struct BackupWriter {
+    repo: Repository,
+    spec: BackupSpec,
+    name: String,
+    tx: Option<mpsc::Sender<Msg>>,
+    handle: WriterHandle,
+    encoder: Option<JoinHandle<Result<Encoded>>>,
+    uploads: Vec<JoinHandle<Result<()>>>,
+    file_names: [String; 3],
+    first_error: FirstError,
+}
+
+/// Result of the encoder thread.
+#[derive(Debug)]
+struct Encoded {
+    files: [Uploaded; 3],
+    resources: BTreeMap<String, ResourceCount>,
+    totals: Totals,
+}
+
+impl Repository {
+    /// Starts a backup of `spec.schedule_slot`. Fails if that backup already
+    /// has a manifest. Writes the repository marker on first use.
+    pub async fn begin_backup(&self, spec: BackupSpec) -> Result<BackupWriter> {
+        validate_name("cluster", &spec.cluster)?;
+        validate_name("policy", &spec.policy)?;
+        let name = backup_name(&spec.policy, spec.schedule_slot);
+        let manifest_path = layout::backup_file(&spec.cluster, &name, MANIFEST);
+        if self.get_optional(&manifest_path).await?.is_some() {
+            return Err(StoreError::BackupExists {
+                cluster: spec.cluster.clone(),
+                backup: name,
+            });
+        }
+        self.ensure_marker().await?;
+
+        let suffix = if self.inner.keys.recipients.is_empty() {
+            ""
+        } else {
+            ".age"
+        };
+        let file_names = [
+            format!("resources.tar.zst{suffix}"),
+            format!("index.json.zst{suffix}"),
+            format!("log.jsonl.zst{suffix}"),
+        ];
+        let first_error = FirstError::default();
+        let mut sinks = Vec::new();
+        let mut uploads = Vec::new();
+        for file in &file_names {
+            let path = layout::backup_file(&spec.cluster, &name, file);
+            let display = self.display(&path);
+            let (sink, task) =
+                upload::start(self.store().clone(), path, display, first_error.clone());
+            sinks.push(sink);
+            uploads.push(task);
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let keys = self.inner.keys.clone();
+        let mtime = spec.start_time.as_second().max(0).unsigned_abs();
+        let fe = first_error.clone();
+        let encoder = tokio::task::spawn_blocking(move || {
+            let result = encode(rx, sinks, &keys, mtime);
+            if let Err(e) = &result {
+                fe.set(error_chain(e));
+            }
+            result
+        });
+        Ok(BackupWriter {
+            repo: self.clone(),
+            handle: WriterHandle {
+                tx: tx.downgrade(),
+                first_error: first_error.clone(),
+            },
+            spec,
+            name,
+            tx: Some(tx),
+            encoder: Some(encoder),
+            uploads,
+            file_names,
+            first_error,
+        })
+    }
+}
+
+impl BackupWriter {
+    /// The backup name, `<policy>-<YYYYMMDD>-<HHMMSS>`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A sender for concurrent producers.
+    pub fn handle(&self) -> WriterHandle {
+        self.handle.clone()
+    }
+
+    /// Queues one object (see [`WriterHandle::add`]).
+    pub async fn add(&self, entry: ObjectEntry) -> Result<()> {
+        self.handle.add(entry).await
+    }
+
+    /// Queues one log line (see [`WriterHandle::log`]).
+    pub async fn log(&self, entry: LogEntry) -> Result<()> {
+        self.handle.log(entry).await
+    }
+
+    /// Completes the files and commits the backup with a manifest; the phase
+    /// is `Completed`, or `PartiallyFailed` when error lines were logged.
+    pub async fn finish(self, end_time: Timestamp) -> Result<Manifest> {
+        self.commit(end_time, None).await
+    }
+
+    /// Completes the files and commits the backup with phase `Failed`
+    /// ("nothing usable"), recording `reason`. The files are kept for
+    /// inspection; retention deletes failed backups.
+    pub async fn finish_failed(
+        self,
+        end_time: Timestamp,
+        reason: impl Into<String>,
+    ) -> Result<Manifest> {
+        self.commit(end_time, Some(reason.into())).await
+    }
+
+    /// Stops writing and aborts the uploads. No manifest is written.
+    pub async fn abort(mut self) -> Result<()> {
+        self.tx = None;
+        let encoder = self.encoder.take();
+        if let Some(encoder) = encoder {
+            let _ = encoder.await;
+        }
+        for task in std::mem::take(&mut self.uploads) {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self, end_time: Timestamp, failure: Option<String>) -> Result<Manifest> {
+        if let Some(tx) = self.tx.take() {
+            // A closed channel means the encoder already stopped; its error
+            // is collected below.
+            let _ = tx.send(Msg::Finish).await;
+        }
+        let encoded = match self.encoder.take() {
+            Some(task) => task.await.map_err(|e| StoreError::Task(e.to_string()))?,
+            None => Err(StoreError::WriterStopped(self.first_error.get())),
+        };
+        // Upload errors are the root cause of "the upload stopped" in the
+        // encoder, so report them first.
+        let mut upload_error = None;
+        for task in std::mem::take(&mut self.uploads) {
+            let result = task.await.map_err(|e| StoreError::Task(e.to_string()))?;
+            if let Err(e) = result
+                && upload_error.is_none()
+            {
+                upload_error = Some(e);
+            }
+        }
+        if let Some(e) = upload_error {
+            return Err(e);
+        }
+        let encoded = encoded?;
+
+        let [resources, index, log] = encoded.files;
+        let info = |i: usize, up: Uploaded| FileInfo {
+            name: self.file_names[i].clone(),
+            bytes: up.bytes,
+            sha256: up.sha256,
+        };
+        let phase = match (&failure, encoded.totals.errors) {
+            (Some(_), _) => Phase::Failed,
+            (None, 0) => Phase::Completed,
+            (None, _) => Phase::PartiallyFailed,
+        };
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            backup_name: self.name.clone(),
+            policy: self.spec.policy.clone(),
+            policy_revision: self.spec.policy_revision.clone(),
+            cluster: self.spec.cluster.clone(),
+            schedule_slot: self.spec.schedule_slot,
+            start_time: self.spec.start_time,
+            end_time,
+            phase,
+            failure_reason: failure,
+            resources: encoded.resources,
+            totals: encoded.totals,
+            files: BackupFiles {
+                resources: info(0, resources),
+                index: info(1, index),
+                log: info(2, log),
+            },
+            recipients: self.repo.recipients(),
+            lifeboat_version: LIFEBOAT_VERSION.to_string(),
+            labels: self.spec.labels.clone(),
+        };
+        let path = layout::backup_file(&self.spec.cluster, &self.name, MANIFEST);
+        self.repo.put_json(&path, &manifest).await?;
+        Ok(manifest)
+    }
+}
+
+/// Plain or age-encrypted output.
+enum MaybeAge<W: Write> {
+    Plain(W),
+    Age(age::stream::StreamWriter<W>),
+}
+
+impl<W: Write> MaybeAge<W> {
+    fn new(keys: &Keys, out: W) -> Result<Self> {
+        if keys.recipients.is_empty() {
+            Ok(MaybeAge::Plain(out))
+        } else {
+            keys.encrypt(out).map(MaybeAge::Age)
+        }
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            MaybeAge::Plain(w) => Ok(w),
+            MaybeAge::Age(w) => w.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for MaybeAge<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            MaybeAge::Plain(w) => w.write(buf),
+            MaybeAge::Age(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            MaybeAge::Plain(w) => w.flush(),
+            MaybeAge::Age(w) => w.flush(),
+        }
+    }
+}
+
+type Compressed = zstd::Encoder<'static, MaybeAge<UploadSink>>;
+
+fn compressed(keys: &Keys, sink: UploadSink) -> Result<Compressed> {
+    let out = MaybeAge::new(keys, sink)?;
+    zstd::Encoder::new(out, ZSTD_LEVEL).map_err(|e| StoreError::io("cannot start zstd", e))
+}
+
+fn finish_compressed(w: Compressed) -> io::Result<Uploaded> {
+    w.finish()?.finish()?.finish()
+}
+
+/// The encoder thread: runs until `Finish` (completes the files) or until
+/// the channel closes without it (drops the sinks, which aborts uploads).
+fn encode(
+    mut rx: mpsc::Receiver<Msg>,
+    sinks: Vec<UploadSink>,
+    keys: &Keys,
+    mtime: u64,
+) -> Result<Encoded> {
+    let io_err = |e: io::Error| StoreError::io("writing the backup archive failed", e);
+    let mut sinks = sinks.into_iter();
+    let (Some(res), Some(idx), Some(log)) = (sinks.next(), sinks.next(), sinks.next()) else {
+        return Err(StoreError::Task("encoder needs three sinks".into()));
+    };
+    let mut tar = tar::Builder::new(compressed(keys, res)?);
+    let mut index = compressed(keys, idx)?;
+    let mut log = compressed(keys, log)?;
+    write!(index, "{{\"formatVersion\":{FORMAT_VERSION},\"objects\":[").map_err(io_err)?;
+
+    let mut resources: BTreeMap<String, ResourceCount> = BTreeMap::new();
+    let mut totals = Totals::default();
+    loop {
+        match rx.blocking_recv() {
+            Some(Msg::Object(entry, path)) => {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(entry.json.len() as u64);
+                header.set_mode(0o644);
+                header.set_mtime(mtime);
+                header.set_entry_type(tar::EntryType::Regular);
+                tar.append_data(&mut header, &path, entry.json.as_ref())
+                    .map_err(io_err)?;
+                if totals.items > 0 {
+                    index.write_all(b",").map_err(io_err)?;
+                }
+                let line = IndexEntry {
+                    sha256: hex::encode(Sha256::digest(&entry.json)),
+                    bytes: entry.json.len() as u64,
+                    path,
+                    api_version: entry.api_version,
+                    kind: entry.kind,
+                    namespace: entry.namespace,
+                    resource: entry.resource,
+                    group: entry.group,
+                    name: entry.name,
+                };
+                serde_json::to_writer(&mut index, &line).map_err(|e| io_err(e.into()))?;
+                totals.items += 1;
+                totals.object_bytes += line.bytes;
+                resources
+                    .entry(resource_key(&line.resource, &line.group))
+                    .or_default()
+                    .items += 1;
+            }
+            Some(Msg::Log(entry)) => {
+                match entry.level {
+                    LogLevel::Error => {
+                        totals.errors += 1;
+                        if let Some(r) = &entry.resource {
+                            resources.entry(r.clone()).or_default().errors += 1;
+                        }
+                    }
+                    LogLevel::Warning => totals.warnings += 1,
+                    LogLevel::Info => {}
+                }
+                serde_json::to_writer(&mut log, &entry).map_err(|e| io_err(e.into()))?;
+                log.write_all(b"\n").map_err(io_err)?;
+            }
+            Some(Msg::Finish) => break,
+            // Dropped or aborted: drop the sinks unfinished.
+            None => {
+                return Err(StoreError::WriterStopped(
+                    "the backup writer was aborted".into(),
+                ));
+            }
+        }
+    }
+    index.write_all(b"]}\n").map_err(io_err)?;
+    let res = finish_compressed(tar.into_inner().map_err(io_err)?).map_err(io_err)?;
+    let idx = finish_compressed(index).map_err(io_err)?;
+    let log = finish_compressed(log).map_err(io_err)?;
+    Ok(Encoded {
+        files: [res, idx, log],
+        resources,
+        totals,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ns: Option<&str>, name: &str, group: &str) -> ObjectEntry {
+        ObjectEntry {
+            resource: "things".into(),
+            group: group.into(),
+            namespace: ns.map(Into::into),
+            name: name.into(),
+            api_version: "v1".into(),
+            kind: "Thing".into(),
+            json: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[rstest::rstest]
+    #[case(
+        Some("default"),
+        "a",
+        "",
+        Some("resources/things/namespaces/default/a.json")
+    )]
+    #[case(
+        None,
+        "system:admin",
+        "rbac.authorization.k8s.io",
+        Some("resources/things.rbac.authorization.k8s.io/cluster/system:admin.json")
+    )]
+    #[case(Some(".."), "a", "", None)]
+    #[case(None, "a/b", "", None)]
+    #[case(None, "", "", None)]
+    fn archive_paths(
+        #[case] ns: Option<&str>,
+        #[case] name: &str,
+        #[case] group: &str,
+        #[case] expected: Option<&str>,
+    ) {
+        let got = entry(ns, name, group).archive_path().ok();
+        assert_eq!(got.as_deref(), expected);
+    }
+}
