@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod sandbox;
+
 /// GitOps disaster recovery for Kubernetes.
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, about, propagate_version = true)]
@@ -14,8 +16,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// In-memory Kubernetes API server for tests and demos.
+    Sandbox(sandbox::Args),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Sandbox(args) => sandbox::run(args),
+    }
 }
