@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod lint;
+pub mod sandbox;
 pub mod schema;
 
 /// GitOps disaster recovery for Kubernetes.
@@ -20,11 +21,14 @@ pub struct Cli {
 pub enum Command {
     Lint(lint::Args),
     Schema(schema::Args),
+    /// In-memory Kubernetes API server for tests and demos.
+    Sandbox(sandbox::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Lint(args) => lint::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }

@@ -1,1 +1,485 @@
 //! An in-memory Kubernetes API server for lifeboat's tests and demo.
+//!
+//! It speaks the Kubernetes REST API over HTTP(S) so the real kube-rs client
+//! (and kubectl) can drive it: discovery, CRUD with API semantics for every
+//! built-in or custom resource, watches, the status subresource, pods/exec
+//! over WebSocket, fault injection and a request log.
+//!
+//! ```text
+//! Sandbox::builder() ─▶ seed (dirs, objects) ─▶ bind 127.0.0.1:port ─▶ server::serve
+//!                                                                       │
+//!  kube::Client / kubectl ──HTTP──▶ server (auth, faults, log) ─▶ discovery
+//!                                                             ├▶ handlers ─▶ store
+//!                                                             ├▶ watch    ◀─ store events
+//!                                                             └▶ exec     ─▶ test handler
+//! ```
+//!
+//! Modules: [`store`] (objects, resourceVersions, history), [`resources`]
+//! and [`discovery`] (what is served), [`handlers`] (CRUD semantics),
+//! [`patch`], [`selectors`], [`watch`], [`exec`], [`faults`] (fault
+//! injection, request log), [`behaviours`] (what cluster controllers would
+//! do: namespaces, services, volumes, snapshots, CRDs, pods), [`tls`],
+//! [`seed`], [`server`].
+//!
+//! # Behaviours
+//!
+//! - New namespaces get a `default` ServiceAccount and a `kube-root-ca.crt`
+//!   ConfigMap. Deleting a namespace sets phase `Terminating` (new objects
+//!   in it get 403 Forbidden) and a background task, after
+//!   [`SandboxBuilder::namespace_finalize_delay`] (default 0), deletes
+//!   everything in it and then the namespace.
+//! - Services get a clusterIP from 10.96.0.0/12 and, for NodePort and
+//!   LoadBalancer, node ports from 30000-32767; headless (`None`) is kept;
+//!   changing clusterIP is a 422.
+//! - A PVC whose storage class exists (the default class `standard` is
+//!   filled in when none is given) is bound at once to a generated PV
+//!   (`claimRef` set; PVC gets `spec.volumeName` and phase `Bound`).
+//! - A VolumeSnapshot becomes `readyToUse` with a VolumeSnapshotContent
+//!   after [`SandboxBuilder::snapshot_delay`] (default 100 ms).
+//! - Pods are "scheduled" to `sandbox-node` unless they carry a `nodeName`,
+//!   and reported `Running`.
+//! - Creating a CRD adds its resource to discovery and sets `Established`;
+//!   deleting it removes the resource and all its objects.
+//! - Objects with finalizers are only marked (`deletionTimestamp`) on
+//!   delete and go when the last finalizer is removed.
+//!
+//! Not modelled: garbage collection through ownerReferences, workload
+//! controllers (Deployments create no ReplicaSets), admission webhooks,
+//! OpenAPI documents (404), protobuf, aggregated discovery (clients fall
+//! back), managedFields (server-side apply is create-or-merge).
+
+mod behaviours;
+mod discovery;
+mod error;
+mod exec;
+mod faults;
+mod handlers;
+mod meta;
+mod patch;
+mod resources;
+mod seed;
+mod selectors;
+mod server;
+mod store;
+mod tls;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+pub use error::ApiError;
+pub use exec::{ExecHandler, ExecOutput, ExecRequest};
+pub use faults::{FaultAction, FaultId, FaultRule, RequestRecord};
+pub use seed::parse_manifests;
+
+use handlers::{CreateOpts, State};
+use server::{Settings, Shared};
+
+/// Errors starting or seeding a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A seed manifest could not be read or created.
+    #[error("seeding failed: {0}")]
+    Seed(String),
+    /// Certificates could not be made.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The kube client could not be built.
+    #[error("building the kube client failed: {0}")]
+    Client(String),
+    /// Writing the kubeconfig failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Configures and starts a [`Sandbox`].
+#[derive(Clone)]
+pub struct SandboxBuilder {
+    seed_dirs: Vec<PathBuf>,
+    seed_objects: Vec<Value>,
+    token: Option<String>,
+    tls: bool,
+    port: u16,
+    history: usize,
+    bookmark_interval: Duration,
+    snapshot_delay: Duration,
+    namespace_delay: Duration,
+    fault_seed: u64,
+    exec: Option<ExecHandler>,
+}
+
+impl std::fmt::Debug for SandboxBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxBuilder")
+            .field("seed_dirs", &self.seed_dirs)
+            .field("seed_objects", &self.seed_objects.len())
+            .field("tls", &self.tls)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SandboxBuilder {
+    fn default() -> Self {
+        SandboxBuilder {
+            seed_dirs: Vec::new(),
+            seed_objects: Vec::new(),
+            token: None,
+            tls: false,
+            port: 0,
+            history: 10_000,
+            bookmark_interval: Duration::from_secs(1),
+            snapshot_delay: Duration::from_millis(100),
+            namespace_delay: Duration::ZERO,
+            fault_seed: 0,
+            exec: None,
+        }
+    }
+}
+
+impl SandboxBuilder {
+    /// Seeds every manifest under a directory.
+    pub fn seed_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.seed_dirs.push(dir.into());
+        self
+    }
+    /// Seeds objects (any kinds).
+    pub fn seed_objects(mut self, objs: impl IntoIterator<Item = Value>) -> Self {
+        self.seed_objects.extend(objs);
+        self
+    }
+    /// Requires this bearer token (401 otherwise); the kubeconfig carries it.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+    /// Serves HTTPS with a self-signed CA (in the kubeconfig).
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+    /// Listens on this port (0: any free port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+    /// Number of watch events kept for resuming watches (older: 410 Gone).
+    pub fn watch_history(mut self, events: usize) -> Self {
+        self.history = events;
+        self
+    }
+    /// Interval of watch bookmarks.
+    pub fn bookmark_interval(mut self, d: Duration) -> Self {
+        self.bookmark_interval = d;
+        self
+    }
+    /// Delay before VolumeSnapshots become ready.
+    pub fn snapshot_delay(mut self, d: Duration) -> Self {
+        self.snapshot_delay = d;
+        self
+    }
+    /// Delay before a Terminating namespace is finalized.
+    pub fn namespace_finalize_delay(mut self, d: Duration) -> Self {
+        self.namespace_delay = d;
+        self
+    }
+    /// Seed of the fault-injection RNG.
+    pub fn fault_seed(mut self, seed: u64) -> Self {
+        self.fault_seed = seed;
+        self
+    }
+    /// Registers the exec handler.
+    pub fn exec_handler(
+        mut self,
+        h: impl Fn(&ExecRequest) -> ExecOutput + Send + Sync + 'static,
+    ) -> Self {
+        self.exec = Some(Arc::new(h));
+        self
+    }
+
+    /// Seeds, binds 127.0.0.1 and starts serving on the current tokio runtime.
+    pub async fn start(self) -> Result<Sandbox, Error> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
+        let pki = tls::generate(&["localhost".into(), "127.0.0.1".into()])
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let acceptor = if self.tls {
+            let cfg = tls::server_config(&pki).map_err(|e| Error::Tls(e.to_string()))?;
+            Some(tokio_rustls::TlsAcceptor::from(cfg))
+        } else {
+            None
+        };
+        let scheme = if self.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
+        let mut state = State {
+            store: store::Store::new(self.history),
+            registry: resources::Registry::builtin(),
+            deferred: Vec::new(),
+            ca_pem: pki.ca_pem.clone(),
+        };
+        behaviours::bootstrap(&mut state).map_err(|e| Error::Seed(e.to_string()))?;
+        let mut objs = Vec::new();
+        for d in &self.seed_dirs {
+            objs.extend(seed::load_dir(d).map_err(Error::Seed)?);
+        }
+        objs.extend(self.seed_objects);
+        seed_into(&mut state, objs).map_err(Error::Seed)?;
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let deferred = std::mem::take(&mut state.deferred);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            settings: Settings {
+                token: self.token.clone(),
+                bookmark_interval: self.bookmark_interval,
+                snapshot_delay: self.snapshot_delay,
+                namespace_delay: self.namespace_delay,
+                max_body: 16 << 20,
+            },
+            faults: Mutex::new(faults::Faults::new(self.fault_seed)),
+            log: Mutex::new(Vec::new()),
+            exec: RwLock::new(self.exec),
+            shutdown,
+            url: url.clone(),
+        });
+        server::run_deferred(&shared, deferred);
+        tokio::spawn(server::serve(listener, shared.clone(), acceptor));
+        let kubeconfig = kubeconfig_yaml(
+            &url,
+            self.token.as_deref(),
+            self.tls.then_some(pki.ca_pem.as_str()),
+        );
+        let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig)
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Client(e.to_string()))?;
+        let client = kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))?;
+        Ok(Sandbox {
+            url,
+            addr,
+            client,
+            kubeconfig,
+            shared,
+        })
+    }
+}
+
+fn seed_into(st: &mut State, mut objs: Vec<Value>) -> Result<usize, String> {
+    objs.sort_by_key(seed::rank);
+    let mut n = 0;
+    for v in objs {
+        let av = v["apiVersion"].as_str().unwrap_or_default().to_string();
+        let kind = v["kind"].as_str().unwrap_or_default().to_string();
+        let name = meta::meta_str(&v, "name").to_string();
+        let (info, version) = st
+            .registry
+            .by_kind(&av, &kind)
+            .ok_or_else(|| format!("{kind} {name:?}: no resource serves {av} {kind}"))?;
+        let mut ns = String::new();
+        if info.namespaced {
+            ns = match meta::meta_str(&v, "namespace") {
+                "" => "default".to_string(),
+                s => s.to_string(),
+            };
+            if st
+                .store
+                .get(&(String::new(), "namespaces".into()), "", &ns)
+                .is_none()
+            {
+                let nsinfo = st
+                    .registry
+                    .by_kind("v1", "Namespace")
+                    .ok_or("namespaces are not served")?
+                    .0;
+                handlers::create_object(
+                    st,
+                    &nsinfo,
+                    "v1",
+                    "",
+                    json!({"metadata": {"name": ns}}),
+                    CreateOpts::default(),
+                )
+                .map_err(|e| e.message)?;
+            }
+        }
+        let opts = CreateOpts {
+            dry_run: false,
+            keep_status: true,
+        };
+        match handlers::create_object(st, &info, &version, &ns, v, opts) {
+            Ok(_) => n += 1,
+            Err(e) if e.reason == "AlreadyExists" && kind == "Namespace" => {}
+            Err(e) => return Err(format!("{kind} {ns}/{name}: {}", e.message)),
+        }
+    }
+    Ok(n)
+}
+
+fn kubeconfig_yaml(url: &str, token: Option<&str>, ca_pem: Option<&str>) -> String {
+    let mut cluster = json!({"server": url});
+    if let Some(ca) = ca_pem {
+        cluster["certificate-authority-data"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(ca));
+    }
+    let user = match token {
+        Some(t) => json!({"token": t}),
+        None => json!({}),
+    };
+    let kc = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "sandbox", "cluster": cluster}],
+        "users": [{"name": "sandbox", "user": user}],
+        "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox", "namespace": "default"}}],
+        "current-context": "sandbox",
+    });
+    serde_yaml_ng::to_string(&kc).unwrap_or_default()
+}
+
+/// A running sandbox API server. Dropping it stops the server.
+pub struct Sandbox {
+    url: String,
+    addr: SocketAddr,
+    client: kube::Client,
+    kubeconfig: String,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Starts a sandbox with defaults (plain HTTP, no auth, no seed).
+    pub async fn start() -> Result<Sandbox, Error> {
+        Self::builder().start().await
+    }
+
+    /// A builder.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A ready client (built from the kubeconfig).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The kubeconfig YAML (server, CA data with TLS, token when set).
+    pub fn kubeconfig(&self) -> &str {
+        &self.kubeconfig
+    }
+
+    /// Writes the kubeconfig to a file.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
+        std::fs::write(path, &self.kubeconfig).map_err(|source| Error::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Creates objects as seeding does (any kinds, status kept).
+    pub fn seed(&self, objs: impl IntoIterator<Item = Value>) -> Result<usize, Error> {
+        let (n, deferred) = {
+            let mut st = self.shared.state.lock().expect("state lock");
+            let n = seed_into(&mut st, objs.into_iter().collect()).map_err(Error::Seed)?;
+            (n, std::mem::take(&mut st.deferred))
+        };
+        server::run_deferred(&self.shared, deferred);
+        Ok(n)
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.state.lock().expect("state lock").store.rv()
+    }
+
+    /// Number of stored objects.
+    pub fn object_count(&self) -> usize {
+        self.shared.state.lock().expect("state lock").store.len()
+    }
+
+    /// Installs a fault rule.
+    pub fn add_fault(&self, rule: FaultRule) -> FaultId {
+        self.shared.faults.lock().expect("faults lock").add(rule)
+    }
+
+    /// Removes a fault rule.
+    pub fn remove_fault(&self, id: FaultId) {
+        self.shared.faults.lock().expect("faults lock").remove(id);
+    }
+
+    /// Removes all fault rules.
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().expect("faults lock").clear();
+    }
+
+    /// Every request served so far, in order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.log.lock().expect("log lock").clone()
+    }
+
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        self.shared.log.lock().expect("log lock").clear();
+    }
+
+    /// Registers (replaces) the exec handler.
+    pub fn on_exec(&self, h: impl Fn(&ExecRequest) -> ExecOutput + Send + Sync + 'static) {
+        *self.shared.exec.write().expect("exec lock") = Some(Arc::new(h));
+    }
+
+    /// Stops serving (also done on drop).
+    pub fn shutdown(&self) {
+        let _ = self.shared.shutdown.send(true);
+    }
+
+    /// Waits until the process gets Ctrl-C or SIGTERM (for the command).
+    pub async fn serve_until_signal(&self) {
+        let _ = tokio::signal::ctrl_c().await;
+        self.shutdown();
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

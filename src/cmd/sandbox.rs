@@ -1,0 +1,80 @@
+//! `lifeboat sandbox serve`: runs the in-memory Kubernetes API server
+//! standalone so a person or kubectl can use it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run the in-memory Kubernetes API server used by tests and the demo.
+#[derive(Debug, Parser)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: SandboxCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Serve the sandbox API on 127.0.0.1 until interrupted.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Parser)]
+pub struct ServeArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 6443)]
+    pub port: u16,
+    /// Directory of YAML/JSON manifests to seed (multi-document, any kinds).
+    #[arg(long, value_name = "DIR")]
+    pub seed: Vec<PathBuf>,
+    /// Write a kubeconfig for the sandbox to this file once it listens.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Require this bearer token.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Serve HTTPS with a self-signed CA (carried in the kubeconfig).
+    #[arg(long)]
+    pub tls: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        SandboxCommand::Serve(a) => serve(a),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut b = lifeboat_sandbox::Sandbox::builder()
+            .port(args.port)
+            .tls(args.tls);
+        for d in &args.seed {
+            b = b.seed_dir(d);
+        }
+        if let Some(t) = &args.token {
+            b = b.token(t);
+        }
+        let sandbox = b.start().await?;
+        if let Some(path) = &args.kubeconfig {
+            // Write then rename, so a watcher never reads half a file.
+            let tmp = path.with_extension("tmp");
+            sandbox.write_kubeconfig(&tmp)?;
+            std::fs::rename(&tmp, path)?;
+        }
+        eprintln!(
+            "sandbox API server listening on {} ({} objects){}",
+            sandbox.url(),
+            sandbox.object_count(),
+            args.kubeconfig
+                .as_ref()
+                .map(|p| format!("; kubeconfig: {}", p.display()))
+                .unwrap_or_default()
+        );
+        sandbox.serve_until_signal().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
