@@ -10,9 +10,17 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub mod cmd;
+mod context;
 pub mod files;
 mod output;
 pub mod render;
+
+/// The async runtime commands that talk to clusters and object storage use.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {

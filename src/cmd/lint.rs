@@ -82,6 +82,13 @@ pub fn load_parallel(files: &[files::PolicyFile]) -> LoadOutcome {
 
 /// Loads and checks the files below `paths`.
 pub fn check(paths: &[PathBuf]) -> anyhow::Result<LintReport> {
+    check_set(paths).map(|(report, _)| report)
+}
+
+/// Loads and checks the files below `paths`; also returns the valid documents.
+pub fn check_set(
+    paths: &[PathBuf],
+) -> anyhow::Result<(LintReport, lifeboat_core::load::PolicySet)> {
     let files = files::read(paths)?;
     let outcome = load_parallel(&files);
     let mut diagnostics = outcome.diagnostics;
@@ -101,11 +108,14 @@ pub fn check(paths: &[PathBuf]) -> anyhow::Result<LintReport> {
             )
         })
         .collect();
-    Ok(LintReport {
-        diagnostics,
-        files: files.len(),
-        sources,
-    })
+    Ok((
+        LintReport {
+            diagnostics,
+            files: files.len(),
+            sources,
+        },
+        outcome.set,
+    ))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod backups;
 pub mod lint;
 pub mod sandbox;
 pub mod schema;
@@ -20,6 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Lint(lint::Args),
+    Backups(backups::Args),
     Schema(schema::Args),
     /// In-memory Kubernetes API server for tests and demos.
     Sandbox(sandbox::Args),
@@ -28,6 +30,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Lint(args) => lint::run(args),
+        Command::Backups(args) => backups::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Sandbox(args) => sandbox::run(args),
     }

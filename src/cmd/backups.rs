@@ -1,0 +1,202 @@
+//! `lifeboat backups list|show|delete`: the catalog of a storage location.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+use lifeboat_store::Manifest;
+
+use crate::context::{self, StoreArgs};
+
+/// List, show or delete backups in a storage location.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// List the committed backups of a cluster (newest last).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only backups of this policy.
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show one backup's manifest.
+    Show {
+        /// The backup name, e.g. `payments-20261120-140500`.
+        backup: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Delete one backup (its manifest first, so a half-deleted backup is
+    /// never listed as complete).
+    Delete {
+        backup: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Output formats for data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn stored_bytes(m: &Manifest) -> u64 {
+    m.files.resources.bytes + m.files.index.bytes + m.files.log.bytes
+}
+
+fn table(backups: &[Manifest]) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "POLICY".into(),
+        "PHASE".into(),
+        "STARTED".into(),
+        "DURATION".into(),
+        "ITEMS".into(),
+        "ERRORS".into(),
+        "SIZE".into(),
+        "ENCRYPTED".into(),
+    ]];
+    for m in backups {
+        let secs = m.end_time.duration_since(m.start_time).as_secs_f64();
+        rows.push([
+            m.backup_name.clone(),
+            m.policy.clone(),
+            format!("{:?}", m.phase),
+            m.start_time.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
+            format!("{secs:.1}s"),
+            m.totals.items.to_string(),
+            m.totals.errors.to_string(),
+            size(stored_bytes(m)),
+            if m.recipients.is_empty() { "no" } else { "yes" }.into(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    crate::runtime()?.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
+    match args.action {
+        Action::List {
+            store,
+            policy,
+            format,
+        } => {
+            let target = context::open(&store).await?;
+            let list = target
+                .repository
+                .list_backups(&target.cluster, policy.as_deref())
+                .await?;
+            let text = match format {
+                Format::Json => format!(
+                    "{:#}\n",
+                    serde_json::json!({
+                        "cluster": target.cluster,
+                        "location": target.location,
+                        "backups": list.backups,
+                        "unreadable": list.unreadable.iter().map(|(n, e)| serde_json::json!({"backup": n, "error": e})).collect::<Vec<_>>(),
+                    })
+                ),
+                Format::Text => {
+                    let mut t = if list.backups.is_empty() {
+                        format!(
+                            "no backups of cluster `{}` in `{}`\n",
+                            target.cluster, target.location
+                        )
+                    } else {
+                        table(&list.backups)
+                    };
+                    for (name, err) in &list.unreadable {
+                        t.push_str(&format!(
+                            "warning: the manifest of {name} is unreadable: {err}\n"
+                        ));
+                    }
+                    t
+                }
+            };
+            crate::output::print(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Show {
+            backup,
+            store,
+            format,
+        } => {
+            let target = context::open(&store).await?;
+            let m = target
+                .repository
+                .show_backup(&target.cluster, &backup)
+                .await?;
+            let text = match format {
+                Format::Json => format!("{:#}\n", serde_json::to_value(&m)?),
+                Format::Text => {
+                    let mut t = table(std::slice::from_ref(&m));
+                    t.push_str("\nRESOURCE  ITEMS\n");
+                    for (resource, count) in &m.resources {
+                        t.push_str(&format!("{resource}  {}\n", count.items));
+                    }
+                    t
+                }
+            };
+            crate::output::print(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Delete { backup, store, yes } => {
+            if !yes {
+                bail!("deleting `{backup}` cannot be undone: pass --yes to confirm");
+            }
+            let target = context::open(&store).await?;
+            let files = target
+                .repository
+                .delete_backup(&target.cluster, &backup)
+                .await?;
+            crate::output::print(&format!("deleted {backup} ({files} files)\n"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
