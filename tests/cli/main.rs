@@ -3,6 +3,7 @@
 
 mod backups;
 mod lint;
+mod sandbox;
 mod schema;
 
 use std::path::{Path, PathBuf};

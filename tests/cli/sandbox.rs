@@ -4,20 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SEED: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: nginx}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec: {selector: {app: web}, ports: [{port: 80}]}
-";
+use crate::root;
 
 struct Kill(std::process::Child);
 impl Drop for Kill {
@@ -37,9 +24,7 @@ fn serve_answers_kubectl_get_all() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let seed = dir.path().join("seed");
-    std::fs::create_dir(&seed).unwrap();
-    std::fs::write(seed.join("app.yaml"), SEED).unwrap();
+    let seed = root().join("tests/fixtures/apps");
     let kc = dir.path().join("kubeconfig");
     let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
         .args(["sandbox", "serve", "--port", "0", "--seed"])
@@ -73,7 +58,9 @@ fn serve_answers_kubectl_get_all() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("deployment.apps/web") && text.contains("service/kubernetes"),
+        text.contains("deployment.apps/wordpress")
+            && text.contains("statefulset.apps/ledger")
+            && text.contains("service/kubernetes"),
         "{text}"
     );
 }
