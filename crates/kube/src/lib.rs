@@ -6,6 +6,7 @@
 //! restore: archive ─▶ Selection ─▶ transform ─▶ order into tiers ─▶ apply
 //! ```
 
+pub mod backup;
 pub mod order;
 pub mod select;
 pub mod transform;

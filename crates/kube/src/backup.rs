@@ -1,0 +1,999 @@
+//! The backup engine: discovers every listable resource of a cluster, lists
+//! the selected ones page by page (several resource types at once) and
+//! streams each object into a [`WriterHandle`] as it arrives.
+//!
+//! ```text
+//! discovery ─▶ namespaces ─▶ list units (buffer_unordered) ─▶ Selection ─▶ writer
+//!                                   └─▶ related cluster objects (PV, CRD, RBAC) ─▶ writer
+//! ```
+//!
+//! - **Discovery** uses the legacy discovery endpoints group by group, at the
+//!   preferred version. Subresources and resources without the `list` verb
+//!   are skipped. A group whose discovery fails with an API error (typically
+//!   an aggregated API whose backing service is down, answering 503) is
+//!   logged as a warning and skipped; failing to reach the API server at all
+//!   is an error.
+//! - **Events** (`events`, `events.events.k8s.io`) are never backed up by
+//!   default ([`BackupOptions::skip_resources`]): they are high-volume noise
+//!   that restore would not apply anyway. Other resources that restore skips
+//!   (`order::NEVER_RESTORED`, e.g. endpoints, leases) are still backed up,
+//!   so an archive is a complete record for inspection.
+//! - **Namespaces**: the namespace list is read first. The `Namespace`
+//!   objects of the selected namespaces are stored (when the `namespaces`
+//!   resource is selected) without applying the label selector: they are the
+//!   containers of the selected objects. Namespaced resources are listed
+//!   cluster-wide when every namespace is selected, or when more than
+//!   [`PER_NAMESPACE_LIMIT`] namespaces (or more than half of them) are
+//!   selected, filtering client-side; otherwise per namespace. Per-namespace
+//!   listing costs one request per resource type per namespace but transfers
+//!   only selected objects; with many namespaces selected the request count
+//!   dominates and one cluster-wide list is cheaper.
+//! - **Labels**: the include selector is sent to the server (`labelSelector`)
+//!   and checked again client-side together with the exclude selector and
+//!   the `lifeboat.dev/exclude=true` opt-out label.
+//! - **Cluster-scoped resources** are listed wholesale when
+//!   [`Selection::cluster_scoped`] says so. Otherwise, when
+//!   [`Selection::related_cluster_objects`], the objects related to stored
+//!   ones are fetched afterwards: a PVC's PersistentVolume
+//!   (`spec.volumeName`), a custom resource's CustomResourceDefinition
+//!   (`<plural>.<group>`), and the ClusterRoleBindings whose subjects name a
+//!   stored ServiceAccount together with their ClusterRoles. Related objects
+//!   skip the label selector (they are dependencies) but honour resource
+//!   excludes and the opt-out label.
+//! - **Memory**: objects are written as each page arrives, so memory is
+//!   bounded by `concurrency × page_size` objects, not by cluster size. The
+//!   only per-object state kept is the set of PV names, ServiceAccounts and
+//!   CRD names needed for related objects.
+//! - **Errors**: API 429/500/502/503/504 and connection errors are retried
+//!   per page request with exponential backoff ([`RetryPolicy`]). An API
+//!   error that persists fails that resource only: it is logged as an error
+//!   (the backup finishes `PartiallyFailed`) and counted. Losing the API
+//!   server (connection errors after all retries, or 401) returns
+//!   [`BackupError`]; the caller must then `finish_failed` or `abort` the
+//!   writer so nothing is committed as `Completed`.
+//! - **Expired continue tokens** (410 Gone mid-list) restart that resource's
+//!   list from the beginning (up to 3 times), skipping the objects already
+//!   stored. To know which, each list unit remembers a 128-bit hash of the
+//!   `namespace/name` of every object it has seen (16 bytes per object of
+//!   that unit, freed when the unit ends) — list order differs between etcd
+//!   (`ns/name` bytes) and other servers, so order cannot be relied on.
+//!
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::api::{GetParams, ListParams};
+use kube::core::{ApiResource, DynamicObject, Request, Resource};
+use lifeboat_store::{LogEntry, LogLevel, ObjectEntry, StoreError, WriterHandle};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::select::{EXCLUDE_LABEL, Selection};
+
+/// At most this many selected namespaces are listed one by one; above it
+/// namespaced resources are listed cluster-wide and filtered client-side.
+pub const PER_NAMESPACE_LIMIT: usize = 8;
+
+/// How API requests are retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts per request, including the first (at least 1).
+    pub attempts: u32,
+    /// Delay before the second attempt; doubled for each further one.
+    pub base_delay: Duration,
+    /// Upper bound of a single delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.base_delay
+            .checked_mul(factor)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
+    }
+}
+
+/// Tuning of [`backup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupOptions {
+    /// Resource types (or resource × namespace units) listed at once.
+    pub concurrency: usize,
+    /// Objects per list page (`limit`).
+    pub page_size: u32,
+    /// Retries of each API request.
+    pub retry: RetryPolicy,
+    /// Resources never backed up, as `<resource>[.<group>]`. Defaults to
+    /// `events` and `events.events.k8s.io`.
+    pub skip_resources: Vec<String>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            concurrency: 8,
+            page_size: 500,
+            retry: RetryPolicy::default(),
+            skip_resources: vec!["events".into(), "events.events.k8s.io".into()],
+        }
+    }
+}
+
+/// What [`backup`] stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// Objects stored.
+    pub items: u64,
+    /// Objects stored per `<resource>[.<group>]`.
+    pub per_resource: BTreeMap<String, u64>,
+    /// Error lines logged (the backup is `PartiallyFailed` when non-zero).
+    pub errors: u64,
+    /// Warning lines logged.
+    pub warnings: u64,
+}
+
+/// Progress reports, for logs and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Discovery finished: this many resource types will be considered.
+    Discovered { resources: usize },
+    /// One list page was stored.
+    Page {
+        resource: String,
+        namespace: Option<String>,
+        items: u64,
+    },
+    /// A resource (or one namespace of it) was listed completely.
+    ResourceDone {
+        resource: String,
+        namespace: Option<String>,
+        items: u64,
+    },
+    /// A related cluster-scoped object was stored.
+    Related { resource: String, name: String },
+}
+
+/// Why a backup could not be taken. The archive must not be committed as
+/// `Completed`: call `finish_failed` (or `abort`) on the writer.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Discovery of the API server's resources failed.
+    #[error(
+        "could not discover the API server's resources: {source}; check that the API server is \
+         reachable and that the credentials may read /api and /apis"
+    )]
+    Discovery {
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server stopped answering, or rejected the credentials.
+    #[error(
+        "lost the API server while {doing}: {source}; check connectivity and credentials, then \
+         run the backup again (nothing was committed)"
+    )]
+    ApiUnavailable {
+        doing: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing to the archive failed.
+    #[error(
+        "writing the backup archive failed: {0}; check the object store location and its \
+         credentials, then run the backup again"
+    )]
+    Store(#[from] StoreError),
+}
+
+/// Backs up the objects `selection` selects from the cluster behind `client`
+/// into `sink` (a handle of a [`lifeboat_store::BackupWriter`]).
+///
+/// Returns what was stored. Per-object and per-resource failures are logged
+/// into the backup and counted in [`BackupSummary::errors`]; the caller then
+/// calls `finish`, which yields `PartiallyFailed` when any error was logged.
+/// On `Err` the caller calls `finish_failed` or `abort` instead.
+pub async fn backup(
+    client: &kube::Client,
+    selection: &Selection,
+    sink: &WriterHandle,
+    opts: &BackupOptions,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<BackupSummary, BackupError> {
+    let ctx = Ctx {
+        client,
+        selection,
+        sink,
+        opts,
+        progress,
+        label_query: selection.label_query(),
+        items: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        warnings: AtomicU64::new(0),
+        per_resource: Mutex::new(BTreeMap::new()),
+        related: Mutex::new(Related::default()),
+    };
+    let targets = ctx.discover().await?;
+    progress(Progress::Discovered {
+        resources: targets.len(),
+    });
+
+    // Namespaces first: which exist and are selected, storing their objects.
+    let ns_target = targets
+        .iter()
+        .find(|t| t.ar.plural == "namespaces" && t.ar.group.is_empty());
+    let (selected_ns, total_ns) = match ns_target {
+        Some(t) => {
+            let out = ctx.list_unit(t, None, Mode::Namespaces).await?;
+            (out.names, out.seen)
+        }
+        None => (Vec::new(), 0),
+    };
+
+    // Decide how namespaced resources are listed.
+    let all_ns = selection.all_namespaces();
+    let per_namespace =
+        !all_ns && selected_ns.len() <= PER_NAMESPACE_LIMIT && selected_ns.len() * 2 <= total_ns;
+    let mut units: Vec<(&Target, Option<String>)> = Vec::new();
+    let mut wholesale: HashSet<String> = HashSet::new();
+    for t in &targets {
+        let (r, g) = (t.ar.plural.as_str(), t.ar.group.as_str());
+        if ns_target.is_some_and(|n| std::ptr::eq(n, t)) {
+            continue;
+        }
+        if t.namespaced {
+            if !selection.resource(r, g) || (!all_ns && selected_ns.is_empty()) {
+                continue;
+            }
+            if per_namespace {
+                units.extend(selected_ns.iter().map(|ns| (t, Some(ns.clone()))));
+            } else {
+                units.push((t, None));
+            }
+        } else if selection.cluster_scoped(r, g) {
+            wholesale.insert(t.key.clone());
+            units.push((t, None));
+        }
+    }
+
+    let concurrency = opts.concurrency.max(1);
+    let mut results = stream::iter(units)
+        .map(|(t, ns)| {
+            let ctx = &ctx;
+            async move { ctx.list_unit(t, ns.as_deref(), Mode::Selected).await }
+        })
+        .buffer_unordered(concurrency);
+    while let Some(out) = results.try_next().await? {
+        if out.written > 0 && !out.group.is_empty() {
+            ctx.related_mut()
+                .crds
+                .insert(format!("{}.{}", out.plural, out.group));
+        }
+    }
+    drop(results);
+
+    if selection.related_cluster_objects() {
+        ctx.related_objects(&targets, &wholesale).await?;
+    }
+
+    let per_resource = ctx
+        .per_resource
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Ok(BackupSummary {
+        items: ctx.items.load(Ordering::Relaxed),
+        per_resource,
+        errors: ctx.errors.load(Ordering::Relaxed),
+        warnings: ctx.warnings.load(Ordering::Relaxed),
+    })
+}
+
+/// One discovered, listable resource.
+#[derive(Debug)]
+struct Target {
+    ar: ApiResource,
+    key: String,
+    namespaced: bool,
+}
+
+/// Cluster-scoped objects related to stored ones.
+#[derive(Default)]
+struct Related {
+    pvs: BTreeSet<String>,
+    crds: BTreeSet<String>,
+    service_accounts: HashSet<(String, String)>,
+}
+
+/// How a list unit filters and what it collects.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// The selection: namespaces, labels.
+    Selected,
+    /// Namespace objects: by name, the opt-out label only; names collected.
+    Namespaces,
+    /// ClusterRoleBindings naming one of these ServiceAccounts; their
+    /// ClusterRole names are collected.
+    Bindings(&'a HashSet<(String, String)>),
+}
+
+#[derive(Default)]
+struct UnitOutcome {
+    plural: String,
+    group: String,
+    written: u64,
+    /// Objects the API returned (before filtering).
+    seen: usize,
+    /// Namespace names or ClusterRole names, depending on the mode.
+    names: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    metadata: PageMeta,
+    #[serde(default)]
+    items: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize, Default)]
+struct PageMeta {
+    #[serde(default, rename = "continue")]
+    continue_: Option<String>,
+}
+
+struct Ctx<'a> {
+    client: &'a kube::Client,
+    selection: &'a Selection,
+    sink: &'a WriterHandle,
+    opts: &'a BackupOptions,
+    progress: &'a (dyn Fn(Progress) + Send + Sync),
+    label_query: Option<String>,
+    items: AtomicU64,
+    errors: AtomicU64,
+    warnings: AtomicU64,
+    per_resource: Mutex<BTreeMap<String, u64>>,
+    related: Mutex<Related>,
+}
+
+/// Whether a request error is worth retrying.
+fn retriable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether a request error means the API server is gone for all resources.
+fn fatal(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 401,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::Auth(_) => true,
+        _ => false,
+    }
+}
+
+fn api_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+fn resource_key(resource: &str, group: &str) -> String {
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+/// A 128-bit hash of an object's namespace and name (two SipHash runs).
+fn key_hash(namespace: &str, name: &str) -> u128 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut a = DefaultHasher::new();
+    (namespace, name).hash(&mut a);
+    let mut b = DefaultHasher::new();
+    (name, 0x5au8, namespace).hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+fn str_at<'v>(v: &'v Value, ptr: &str) -> Option<&'v str> {
+    v.pointer(ptr).and_then(Value::as_str)
+}
+
+fn labels_of(obj: &Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn opted_out(obj: &Value) -> bool {
+    obj.pointer("/metadata/labels")
+        .and_then(|l| l.get(EXCLUDE_LABEL))
+        .and_then(Value::as_str)
+        == Some("true")
+}
+
+impl Ctx<'_> {
+    fn related_mut(&self) -> std::sync::MutexGuard<'_, Related> {
+        self.related.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn retry<T, F, Fut>(&self, mut f: F) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let policy = &self.opts.retry;
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if attempt < policy.attempts && retriable(&e) => {
+                    tracing::debug!(error = %e, attempt, "retrying API request");
+                    tokio::time::sleep(policy.delay(attempt)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn log(
+        &self,
+        level: LogLevel,
+        resource: Option<String>,
+        namespace: Option<String>,
+        name: Option<String>,
+        message: String,
+    ) -> Result<(), BackupError> {
+        match level {
+            LogLevel::Error => {
+                tracing::warn!(?resource, ?namespace, ?name, "{message}");
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            LogLevel::Warning => {
+                tracing::info!(?resource, ?namespace, ?name, "{message}");
+                self.warnings.fetch_add(1, Ordering::Relaxed);
+            }
+            LogLevel::Info => {}
+        }
+        self.sink
+            .log(LogEntry {
+                level,
+                time: jiff::Timestamp::now(),
+                resource,
+                namespace,
+                name,
+                message,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn discover(&self) -> Result<Vec<Target>, BackupError> {
+        let client = self.client;
+        let discovery = |source| BackupError::Discovery { source };
+        let core = self
+            .retry(move || client.list_core_api_versions())
+            .await
+            .map_err(discovery)?;
+        let mut lists = Vec::new();
+        if let Some(v) = core.versions.first() {
+            let res = self
+                .retry(move || client.list_core_api_resources(v))
+                .await
+                .map_err(discovery)?;
+            lists.push((String::new(), v.clone(), res));
+        }
+        let groups = self
+            .retry(move || client.list_api_groups())
+            .await
+            .map_err(discovery)?;
+        for g in groups.groups {
+            let Some(gv) = g
+                .preferred_version
+                .as_ref()
+                .or_else(|| g.versions.first())
+                .cloned()
+            else {
+                continue;
+            };
+            let gvs = gv.group_version.as_str();
+            match self
+                .retry(move || client.list_api_group_resources(gvs))
+                .await
+            {
+                Ok(res) => lists.push((g.name.clone(), gv.version.clone(), res)),
+                Err(e) if fatal(&e) => return Err(discovery(e)),
+                Err(e) => {
+                    self.log(
+                        LogLevel::Warning,
+                        None,
+                        None,
+                        None,
+                        format!(
+                            "API group {} is unavailable and was not backed up: {e}",
+                            gv.group_version
+                        ),
+                    )
+                    .await?;
+                }
+            }
+        }
+        let mut targets = Vec::new();
+        let mut seen = HashSet::new();
+        for (group, version, list) in lists {
+            for r in list.resources {
+                if r.name.contains('/') || !r.verbs.iter().any(|v| v == "list") {
+                    continue;
+                }
+                let key = resource_key(&r.name, &group);
+                if self.opts.skip_resources.contains(&key) || !seen.insert(key.clone()) {
+                    continue;
+                }
+                let api_version = if group.is_empty() {
+                    version.clone()
+                } else {
+                    format!("{group}/{version}")
+                };
+                targets.push(Target {
+                    ar: ApiResource {
+                        group: group.clone(),
+                        version: version.clone(),
+                        api_version,
+                        kind: r.kind.clone(),
+                        plural: r.name.clone(),
+                    },
+                    key,
+                    namespaced: r.namespaced,
+                });
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Lists one resource (in one namespace or all), page by page, storing
+    /// what the mode selects.
+    async fn list_unit(
+        &self,
+        t: &Target,
+        namespace: Option<&str>,
+        mode: Mode<'_>,
+    ) -> Result<UnitOutcome, BackupError> {
+        let url = DynamicObject::url_path(&t.ar, namespace);
+        let label_selector = match mode {
+            Mode::Selected => self.label_query.clone(),
+            Mode::Namespaces | Mode::Bindings(_) => None,
+        };
+        let mut out = UnitOutcome {
+            plural: t.ar.plural.clone(),
+            group: t.ar.group.clone(),
+            ..UnitOutcome::default()
+        };
+        let mut cont: Option<String> = None;
+        // Objects seen so far, to skip them after a restart (410 Gone).
+        let mut seen: HashSet<u128> = HashSet::new();
+        let mut restarting = false;
+        let mut restarts = 0u32;
+        loop {
+            let lp = ListParams {
+                label_selector: label_selector.clone(),
+                limit: Some(self.opts.page_size.max(1)),
+                continue_token: cont.clone(),
+                ..ListParams::default()
+            };
+            let (url, lp) = (&url, &lp);
+            let page = self
+                .retry(move || async move {
+                    let req = Request::new(url)
+                        .list(lp)
+                        .map_err(kube::Error::BuildRequest)?;
+                    self.client.request::<Page>(req).await
+                })
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) if fatal(&e) => {
+                    return Err(BackupError::ApiUnavailable {
+                        doing: format!("listing {}", t.key),
+                        source: e,
+                    });
+                }
+                Err(e) if api_code(&e) == Some(410) && cont.is_some() => {
+                    if restarts < 3 {
+                        restarts += 1;
+                        cont = None;
+                        restarting = true;
+                        self.log(
+                            LogLevel::Warning,
+                            Some(t.key.clone()),
+                            namespace.map(str::to_string),
+                            None,
+                            format!(
+                                "the list continue token expired ({e}); listing {} again from \
+                                 the start, skipping objects already stored",
+                                t.key
+                            ),
+                        )
+                        .await?;
+                        continue;
+                    }
+                    self.log(
+                        LogLevel::Error,
+                        Some(t.key.clone()),
+                        namespace.map(str::to_string),
+                        None,
+                        format!(
+                            "the list continue token expired ({e}) {restarts} times; {} is \
+                             incomplete — use a smaller page size or back up when the API \
+                             server is less busy",
+                            t.key
+                        ),
+                    )
+                    .await?;
+                    break;
+                }
+                Err(e) => {
+                    self.log(
+                        LogLevel::Error,
+                        Some(t.key.clone()),
+                        namespace.map(str::to_string),
+                        None,
+                        format!(
+                            "listing {} failed and it was not backed up: {e}; check the API \
+                             server's health and lifeboat's RBAC permissions for it",
+                            t.key
+                        ),
+                    )
+                    .await?;
+                    break;
+                }
+            };
+            let items = page.items.unwrap_or_default();
+            out.seen += items.len();
+            let mut page_written = 0u64;
+            for item in items {
+                let hash = key_hash(
+                    str_at(&item, "/metadata/namespace").unwrap_or_default(),
+                    str_at(&item, "/metadata/name").unwrap_or_default(),
+                );
+                if !seen.insert(hash) && restarting {
+                    continue;
+                }
+                if self.item(t, item, mode, &mut out).await? {
+                    page_written += 1;
+                }
+            }
+            out.written += page_written;
+            (self.progress)(Progress::Page {
+                resource: t.key.clone(),
+                namespace: namespace.map(str::to_string),
+                items: page_written,
+            });
+            cont = page.metadata.continue_.filter(|c| !c.is_empty());
+            if cont.is_none() {
+                break;
+            }
+        }
+        (self.progress)(Progress::ResourceDone {
+            resource: t.key.clone(),
+            namespace: namespace.map(str::to_string),
+            items: out.written,
+        });
+        Ok(out)
+    }
+
+    /// Filters one listed object by mode and stores it. Returns whether it
+    /// was stored.
+    async fn item(
+        &self,
+        t: &Target,
+        item: Value,
+        mode: Mode<'_>,
+        out: &mut UnitOutcome,
+    ) -> Result<bool, BackupError> {
+        match mode {
+            Mode::Selected => {
+                if t.namespaced {
+                    let ns = str_at(&item, "/metadata/namespace").unwrap_or_default();
+                    if !self.selection.namespace(ns) {
+                        return Ok(false);
+                    }
+                }
+                if !self.selection.labels(&labels_of(&item)) {
+                    return Ok(false);
+                }
+            }
+            Mode::Namespaces => {
+                let name = str_at(&item, "/metadata/name").unwrap_or_default();
+                if !self.selection.namespace(name) || opted_out(&item) {
+                    return Ok(false);
+                }
+                out.names.push(name.to_string());
+                if !self.selection.resource("namespaces", "") {
+                    return Ok(false);
+                }
+            }
+            Mode::Bindings(sas) => {
+                let names_sa =
+                    item.get("subjects")
+                        .and_then(Value::as_array)
+                        .is_some_and(|subjects| {
+                            subjects.iter().any(|s| {
+                                str_at(s, "/kind") == Some("ServiceAccount")
+                                    && sas.contains(&(
+                                        str_at(s, "/namespace").unwrap_or_default().to_string(),
+                                        str_at(s, "/name").unwrap_or_default().to_string(),
+                                    ))
+                            })
+                        });
+                if !names_sa || opted_out(&item) {
+                    return Ok(false);
+                }
+                if str_at(&item, "/roleRef/kind") == Some("ClusterRole")
+                    && let Some(role) = str_at(&item, "/roleRef/name")
+                {
+                    out.names.push(role.to_string());
+                }
+            }
+        }
+        self.store(t, item).await
+    }
+
+    /// Stores one object: strips managedFields, sets apiVersion and kind,
+    /// remembers what related objects it needs.
+    async fn store(&self, t: &Target, item: Value) -> Result<bool, BackupError> {
+        let Value::Object(mut obj) = item else {
+            self.log(
+                LogLevel::Error,
+                Some(t.key.clone()),
+                None,
+                None,
+                format!("the API returned a {} item that is not an object", t.key),
+            )
+            .await?;
+            return Ok(false);
+        };
+        let meta = obj.get_mut("metadata").and_then(Value::as_object_mut);
+        let (name, namespace) = match meta {
+            Some(meta) => {
+                meta.remove("managedFields");
+                (
+                    meta.get("name").and_then(Value::as_str).map(str::to_string),
+                    meta.get("namespace")
+                        .and_then(Value::as_str)
+                        .filter(|ns| !ns.is_empty())
+                        .map(str::to_string),
+                )
+            }
+            None => (None, None),
+        };
+        let namespace = if t.namespaced { namespace } else { None };
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            self.log(
+                LogLevel::Error,
+                Some(t.key.clone()),
+                namespace,
+                None,
+                format!("the API returned a {} object without a name", t.key),
+            )
+            .await?;
+            return Ok(false);
+        };
+        if t.ar.group.is_empty() {
+            match t.ar.plural.as_str() {
+                "persistentvolumeclaims" => {
+                    if let Some(pv) = obj
+                        .get("spec")
+                        .and_then(|s| s.get("volumeName"))
+                        .and_then(Value::as_str)
+                        .filter(|pv| !pv.is_empty())
+                    {
+                        self.related_mut().pvs.insert(pv.to_string());
+                    }
+                }
+                "serviceaccounts" => {
+                    if let Some(ns) = &namespace {
+                        self.related_mut()
+                            .service_accounts
+                            .insert((ns.clone(), name.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut typed = Map::with_capacity(obj.len() + 2);
+        typed.insert("apiVersion".into(), Value::String(t.ar.api_version.clone()));
+        typed.insert("kind".into(), Value::String(t.ar.kind.clone()));
+        for (k, v) in obj {
+            if k != "apiVersion" && k != "kind" {
+                typed.insert(k, v);
+            }
+        }
+        let json = match serde_json::to_vec(&Value::Object(typed)) {
+            Ok(j) => Bytes::from(j),
+            Err(e) => {
+                self.log(
+                    LogLevel::Error,
+                    Some(t.key.clone()),
+                    namespace,
+                    Some(name),
+                    format!("could not encode the object: {e}"),
+                )
+                .await?;
+                return Ok(false);
+            }
+        };
+        let entry = ObjectEntry {
+            resource: t.ar.plural.clone(),
+            group: t.ar.group.clone(),
+            namespace,
+            name,
+            api_version: t.ar.api_version.clone(),
+            kind: t.ar.kind.clone(),
+            json,
+        };
+        if let Err(e) = entry.archive_path() {
+            self.log(
+                LogLevel::Error,
+                Some(t.key.clone()),
+                entry.namespace.clone(),
+                Some(entry.name.clone()),
+                format!("the object cannot be stored: {e}"),
+            )
+            .await?;
+            return Ok(false);
+        }
+        self.sink.add(entry).await?;
+        self.items.fetch_add(1, Ordering::Relaxed);
+        *self
+            .per_resource
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(t.key.clone())
+            .or_default() += 1;
+        Ok(true)
+    }
+
+    /// Fetches one cluster-scoped object by name and stores it unless it
+    /// opted out. A missing object is not an error (404 → `Ok(false)`).
+    async fn fetch_related(&self, t: &Target, name: &str) -> Result<bool, BackupError> {
+        let url = DynamicObject::url_path(&t.ar, None);
+        let url = &url;
+        let got = self
+            .retry(move || async move {
+                let req = Request::new(url)
+                    .get(name, &GetParams::default())
+                    .map_err(kube::Error::BuildRequest)?;
+                self.client.request::<Value>(req).await
+            })
+            .await;
+        match got {
+            Ok(obj) => {
+                if opted_out(&obj) {
+                    return Ok(false);
+                }
+                let stored = self.store(t, obj).await?;
+                if stored {
+                    (self.progress)(Progress::Related {
+                        resource: t.key.clone(),
+                        name: name.to_string(),
+                    });
+                }
+                Ok(stored)
+            }
+            Err(e) if api_code(&e) == Some(404) => Ok(false),
+            Err(e) if fatal(&e) => Err(BackupError::ApiUnavailable {
+                doing: format!("reading {} {name}", t.key),
+                source: e,
+            }),
+            Err(e) => {
+                self.log(
+                    LogLevel::Error,
+                    Some(t.key.clone()),
+                    None,
+                    Some(name.to_string()),
+                    format!(
+                        "reading related {} {name} failed and it was not backed up: {e}",
+                        t.key
+                    ),
+                )
+                .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// PVs of stored PVCs, CRDs of stored custom resources, and the
+    /// ClusterRoleBindings (and ClusterRoles) naming stored ServiceAccounts.
+    async fn related_objects(
+        &self,
+        targets: &[Target],
+        wholesale: &HashSet<String>,
+    ) -> Result<(), BackupError> {
+        let find = |key: &str| {
+            targets.iter().find(|t| {
+                t.key == key
+                    && !wholesale.contains(key)
+                    && self.selection.resource(&t.ar.plural, &t.ar.group)
+            })
+        };
+        let related = std::mem::take(&mut *self.related_mut());
+        if let Some(t) = find("persistentvolumes") {
+            for pv in &related.pvs {
+                self.fetch_related(t, pv).await?;
+            }
+        }
+        if let Some(t) = find("customresourcedefinitions.apiextensions.k8s.io") {
+            for crd in &related.crds {
+                self.fetch_related(t, crd).await?;
+            }
+        }
+        if related.service_accounts.is_empty() {
+            return Ok(());
+        }
+        let mut roles = BTreeSet::new();
+        if let Some(t) = find("clusterrolebindings.rbac.authorization.k8s.io") {
+            let out = self
+                .list_unit(t, None, Mode::Bindings(&related.service_accounts))
+                .await?;
+            roles.extend(out.names);
+        }
+        if let Some(t) = find("clusterroles.rbac.authorization.k8s.io") {
+            for role in &roles {
+                self.fetch_related(t, role).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_and_caps() {
+        let p = RetryPolicy {
+            attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        assert_eq!(p.delay(1), Duration::from_millis(100));
+        assert_eq!(p.delay(2), Duration::from_millis(200));
+        assert_eq!(p.delay(5), Duration::from_secs(1));
+        assert_eq!(p.delay(100), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn events_skipped_by_default() {
+        let o = BackupOptions::default();
+        assert!(o.skip_resources.contains(&"events".to_string()));
+        assert!(
+            o.skip_resources
+                .contains(&"events.events.k8s.io".to_string())
+        );
+    }
+}
