@@ -3,10 +3,12 @@
 //!
 //! ```text
 //! backup:  discovery ─▶ list (paged, concurrent) ─▶ Selection ─▶ archive
-//! restore: archive ─▶ Selection ─▶ transform ─▶ order into tiers ─▶ apply
+//! restore: verify ─▶ archive ─▶ Selection ─▶ transform ─▶ order into tiers ─▶ apply
+//!          (see `restore`)
 //! ```
 
 pub mod backup;
 pub mod order;
+pub mod restore;
 pub mod select;
 pub mod transform;

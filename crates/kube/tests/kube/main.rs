@@ -1,1 +1,2 @@
 mod backup;
+mod restore;

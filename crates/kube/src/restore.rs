@@ -1,0 +1,878 @@
+//! The restore engine: applies a verified backup to a cluster.
+//!
+//! ```text
+//! verify (nothing applied on failure)
+//!   ─▶ entries ─▶ Selection (source namespace, resource, labels)
+//!   ─▶ skip_reason / denied target namespaces (skipped lines)
+//!   ─▶ Transform ─▶ tiers (order::tier)
+//!   ─▶ tier 0: CRDs, wait until Established, refresh discovery
+//!   ─▶ tier 1: namespaces (+ every target namespace the objects need)
+//!   ─▶ other tiers: create with bounded parallelism (buffer_unordered)
+//! ```
+//!
+//! Per object the engine POSTs the transformed object. On 409
+//! AlreadyExists, [`ExistingResources`] decides: `Skip` reports it skipped
+//! ("exists"), `Fail` reports it failed, `Update` GETs the live object and,
+//! unless a JSON merge patch of the backed-up object would change nothing
+//! (reported skipped, "unchanged"), merge-patches it. A merge patch sets
+//! every field the backup has; fields added to the live object since the
+//! backup are kept.
+//!
+//! Transient failures (429, 500, 502, 503, 504, connection errors) are
+//! retried with exponential backoff, [`MAX_ATTEMPTS`] attempts in all.
+//!
+//! Dry run sends every write with `dryRun=All`, so the API server validates
+//! each object and changes nothing. Namespaces (and CRDs) that would be
+//! created do not exist afterwards, so the server answers 404 for objects
+//! inside them (and discovery does not know the custom kinds): such objects
+//! are reported `Created` with a reason saying they were not validated by
+//! the server because their namespace (or CRD) would be created first.
+//!
+//! The outcome holds counts and one line per object, sorted by tier,
+//! resource, namespace and name, and converts into the store's
+//! [`RestoreRecord`].
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use jiff::Timestamp;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{Discovery, Scope};
+use lifeboat_core::{ExistingResources, NamespacePattern};
+use lifeboat_store::{
+    BackupReader, LIFEBOAT_VERSION, RestoreAction, RestoreCounts, RestoreItem, RestorePhase,
+    RestoreRecord, StoreError,
+};
+use serde_json::Value;
+
+use crate::order;
+use crate::select::Selection;
+use crate::transform::Transform;
+
+/// Attempts per write (the first try included) on transient failures.
+pub const MAX_ATTEMPTS: u32 = 6;
+
+/// Default parallelism within a tier.
+pub const DEFAULT_PARALLELISM: usize = 16;
+
+/// What to restore and how.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Which objects of the backup to restore (namespaces are the SOURCE
+    /// namespaces).
+    pub selection: Selection,
+    /// Namespace and storage class mappings.
+    pub transform: Transform,
+    /// What to do when an object already exists.
+    pub existing: ExistingResources,
+    /// Send every write with `dryRun=All`.
+    pub dry_run: bool,
+    /// Concurrent writes within a tier (0 is treated as 1).
+    pub parallelism: usize,
+    /// The target Cluster's guard rail: objects whose TARGET namespace
+    /// matches are skipped and reported.
+    pub denied_namespaces: Vec<NamespacePattern>,
+    /// How long to wait for restored CRDs to become Established and served.
+    pub crd_timeout: Duration,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            selection: Selection::all(),
+            transform: Transform::default(),
+            existing: ExistingResources::Skip,
+            dry_run: false,
+            parallelism: DEFAULT_PARALLELISM,
+            denied_namespaces: Vec::new(),
+            crd_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Reported while a restore runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The archive was verified; `objects` objects are in it.
+    Verified { objects: u64 },
+    /// Objects were read and planned; `to_apply` will be written.
+    Planned { to_apply: usize, skipped: usize },
+    /// One object finished (`done` of `total` to apply).
+    Applied {
+        done: usize,
+        total: usize,
+        action: RestoreAction,
+    },
+}
+
+/// The result of a restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    pub dry_run: bool,
+    pub counts: RestoreCounts,
+    /// One line per object, in tier, resource, namespace, name order.
+    pub items: Vec<RestoreItem>,
+}
+
+impl RestoreOutcome {
+    /// `Completed` when nothing failed, `Failed` when something failed
+    /// and nothing was created or updated, else `PartiallyFailed`.
+    pub fn phase(&self) -> RestorePhase {
+        let c = &self.counts;
+        if c.failed == 0 {
+            RestorePhase::Completed
+        } else if c.created + c.updated == 0 {
+            RestorePhase::Failed
+        } else {
+            RestorePhase::PartiallyFailed
+        }
+    }
+
+    /// The record written with `Repository::write_restore_record`.
+    pub fn into_record(
+        self,
+        request: &str,
+        source_cluster: &str,
+        source_backup: &str,
+        target_cluster: &str,
+        start_time: Timestamp,
+        end_time: Timestamp,
+    ) -> RestoreRecord {
+        RestoreRecord {
+            request: request.into(),
+            source_cluster: source_cluster.into(),
+            source_backup: source_backup.into(),
+            target_cluster: target_cluster.into(),
+            start_time,
+            end_time: Some(end_time),
+            phase: self.phase(),
+            dry_run: self.dry_run,
+            counts: self.counts,
+            items: self.items,
+            lifeboat_version: LIFEBOAT_VERSION.into(),
+        }
+    }
+}
+
+/// Why a restore did not run (per-object failures are lines, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(
+        "the backup failed verification, so nothing was restored: {0}. Check that the \
+         repository's identities (age secret keys) match the backup's recipients, run \
+         `lifeboat backup verify`, or restore from another backup"
+    )]
+    Verify(#[source] StoreError),
+    #[error("reading the backup archive failed, nothing more was applied: {0}")]
+    Read(#[source] StoreError),
+    #[error(
+        "the archive entry {path} is not a Kubernetes object ({reason}); the backup is \
+         damaged, restore from another backup"
+    )]
+    InvalidObject { path: String, reason: String },
+    #[error(
+        "invalid deniedNamespaces pattern `{pattern}`: {reason}; fix the target Cluster's \
+         deniedNamespaces"
+    )]
+    DeniedPattern { pattern: String, reason: String },
+    #[error(
+        "API discovery on the target cluster failed: {0}; check that the cluster is reachable \
+         and the credentials may list API groups"
+    )]
+    Discovery(#[source] kube::Error),
+}
+
+/// One object to write.
+#[derive(Debug, Clone)]
+struct Planned {
+    tier: usize,
+    /// `<resource>[.<group>]`.
+    key: String,
+    resource: String,
+    group: String,
+    api_version: String,
+    kind: String,
+    /// Target namespace.
+    namespace: Option<String>,
+    name: String,
+    obj: Value,
+    /// Made up by the engine (a namespace the backup did not contain).
+    synthesized: bool,
+}
+
+type Line = (usize, RestoreItem);
+
+fn line(p: &Planned, action: RestoreAction, reason: Option<String>) -> Line {
+    (
+        p.tier,
+        RestoreItem {
+            resource: p.key.clone(),
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            action,
+            reason,
+        },
+    )
+}
+
+fn denied_set(patterns: &[NamespacePattern]) -> Result<Option<GlobSet>, RestoreError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let g = Glob::new(&p.0).map_err(|e| RestoreError::DeniedPattern {
+            pattern: p.0.clone(),
+            reason: e.kind().to_string(),
+        })?;
+        b.add(g);
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| RestoreError::DeniedPattern {
+            pattern: String::new(),
+            reason: e.to_string(),
+        })
+}
+
+fn labels_of(obj: &Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn selected(sel: &Selection, resource: &str, group: &str, ns: Option<&str>, name: &str) -> bool {
+    match (group, resource, ns) {
+        ("", "namespaces", _) => sel.namespace(name) && sel.resource(resource, group),
+        (_, _, Some(ns)) => sel.namespace(ns) && sel.resource(resource, group),
+        (_, _, None) => sel.cluster_scoped(resource, group),
+    }
+}
+
+/// Restores `reader`'s backup into the cluster behind `client`.
+///
+/// Verifies the whole archive first; on a verification error nothing is
+/// applied. Per-object problems become `Failed` lines; the function only
+/// errors when the restore could not run at all.
+pub async fn restore(
+    client: &kube::Client,
+    reader: &BackupReader,
+    opts: &RestoreOptions,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<RestoreOutcome, RestoreError> {
+    let report = reader.verify().await.map_err(RestoreError::Verify)?;
+    progress(Progress::Verified {
+        objects: report.objects,
+    });
+    let denied = denied_set(&opts.denied_namespaces)?;
+
+    // Read, select, skip, transform.
+    let mut lines: Vec<Line> = Vec::new();
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut entries = std::pin::pin!(reader.entries());
+    while let Some(entry) = entries.try_next().await.map_err(RestoreError::Read)? {
+        let mut obj: Value =
+            serde_json::from_slice(&entry.json).map_err(|e| RestoreError::InvalidObject {
+                path: entry.path.clone(),
+                reason: e.to_string(),
+            })?;
+        if !selected(
+            &opts.selection,
+            &entry.resource,
+            &entry.group,
+            entry.namespace.as_deref(),
+            &entry.name,
+        ) || !opts.selection.labels(&labels_of(&obj))
+        {
+            continue;
+        }
+        let text = |p: &str| {
+            obj.pointer(p)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
+        let (api_version, kind) = (text("/apiVersion"), text("/kind"));
+        if api_version.is_empty() || kind.is_empty() {
+            return Err(RestoreError::InvalidObject {
+                path: entry.path,
+                reason: "apiVersion or kind missing".into(),
+            });
+        }
+        let skip = order::skip_reason(&entry.resource, &entry.group, &obj);
+        opts.transform.apply(&entry.resource, &entry.group, &mut obj);
+        let is_ns = entry.group.is_empty() && entry.resource == "namespaces";
+        let namespace = entry
+            .namespace
+            .as_deref()
+            .map(|ns| opts.transform.namespace(ns).to_string());
+        let name = if is_ns {
+            opts.transform.namespace(&entry.name).to_string()
+        } else {
+            entry.name.clone()
+        };
+        let key = if entry.group.is_empty() {
+            entry.resource.clone()
+        } else {
+            format!("{}.{}", entry.resource, entry.group)
+        };
+        let p = Planned {
+            tier: order::tier(&entry.resource, &entry.group),
+            key,
+            resource: entry.resource,
+            group: entry.group,
+            api_version,
+            kind,
+            namespace,
+            name,
+            obj,
+            synthesized: false,
+        };
+        if let Some(reason) = skip {
+            lines.push(line(&p, RestoreAction::Skipped, Some(reason)));
+            continue;
+        }
+        let target_ns = if is_ns {
+            Some(p.name.as_str())
+        } else {
+            p.namespace.as_deref()
+        };
+        if let (Some(ns), Some(d)) = (target_ns, &denied)
+            && d.is_match(ns)
+        {
+            let reason = format!(
+                "the target namespace {ns} is denied by the target Cluster's deniedNamespaces"
+            );
+            lines.push(line(&p, RestoreAction::Skipped, Some(reason)));
+            continue;
+        }
+        planned.push(p);
+    }
+
+    // Every target namespace the objects need gets a Namespace object.
+    let have: HashSet<String> = planned
+        .iter()
+        .filter(|p| p.group.is_empty() && p.resource == "namespaces")
+        .map(|p| p.name.clone())
+        .collect();
+    let needed: BTreeSet<String> = planned
+        .iter()
+        .filter_map(|p| p.namespace.clone())
+        .filter(|ns| !have.contains(ns))
+        .collect();
+    for ns in needed {
+        planned.push(Planned {
+            tier: order::tier("namespaces", ""),
+            key: "namespaces".into(),
+            resource: "namespaces".into(),
+            group: String::new(),
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            obj: serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}
+            }),
+            name: ns,
+            synthesized: true,
+        });
+    }
+    progress(Progress::Planned {
+        to_apply: planned.len(),
+        skipped: lines.len(),
+    });
+
+    let mut tiers: BTreeMap<usize, Vec<Planned>> = BTreeMap::new();
+    for p in planned {
+        tiers.entry(p.tier).or_default().push(p);
+    }
+    let total: usize = tiers.values().map(Vec::len).sum();
+
+    let mut engine = Engine {
+        client: client.clone(),
+        opts,
+        discovery: None,
+        pending_crd_kinds: HashSet::new(),
+        pending_namespaces: HashSet::new(),
+        done: 0,
+        total,
+        progress,
+    };
+    let crd_tier = order::tier("customresourcedefinitions", "apiextensions.k8s.io");
+    let ns_tier = order::tier("namespaces", "");
+    let groups: BTreeSet<String> = tiers
+        .values()
+        .flatten()
+        .map(|p| p.group.clone())
+        .collect();
+    for (tier, items) in tiers {
+        if engine.discovery.is_none() {
+            engine.discover(&groups).await?;
+        }
+        let results = engine.apply_tier(items).await;
+        if tier == crd_tier {
+            let crds: Vec<(String, Option<String>)> = results
+                .iter()
+                .filter(|(_, l)| l.action != RestoreAction::Failed)
+                .map(|(p, _)| (p.name.clone(), None))
+                .collect();
+            let mut results = results;
+            if !opts.dry_run {
+                let failures = wait_established(client, &crds, opts.crd_timeout).await;
+                for (p, l) in &mut results {
+                    if let Some(reason) = failures.get(&p.name) {
+                        l.action = RestoreAction::Failed;
+                        l.reason = Some(reason.clone());
+                    }
+                }
+            }
+            let mut wanted = Vec::new();
+            for (p, l) in &results {
+                if l.action == RestoreAction::Failed {
+                    continue;
+                }
+                let Some(gk) = crd_group_kind(&p.obj) else {
+                    continue;
+                };
+                if opts.dry_run && l.action == RestoreAction::Created {
+                    engine.pending_crd_kinds.insert(gk);
+                } else if groups.contains(&gk.0) {
+                    wanted.push(gk);
+                }
+            }
+            lines.extend(results.into_iter().map(|(p, l)| (p.tier, l)));
+            engine.discover_until_served(&groups, &wanted).await?;
+            continue;
+        }
+        if tier == ns_tier && opts.dry_run {
+            for (p, l) in &results {
+                if l.action == RestoreAction::Created {
+                    engine.pending_namespaces.insert(p.name.clone());
+                }
+            }
+        }
+        lines.extend(
+            results
+                .into_iter()
+                .filter(|(p, l)| !(p.synthesized && l.action == RestoreAction::Skipped))
+                .map(|(p, l)| (p.tier, l)),
+        );
+    }
+
+    lines.sort_by(|(ta, a), (tb, b)| {
+        (ta, &a.resource, &a.namespace, &a.name).cmp(&(tb, &b.resource, &b.namespace, &b.name))
+    });
+    let mut counts = RestoreCounts::default();
+    for (_, l) in &lines {
+        match l.action {
+            RestoreAction::Created => counts.created += 1,
+            RestoreAction::Updated => counts.updated += 1,
+            RestoreAction::Skipped => counts.skipped += 1,
+            RestoreAction::Failed => counts.failed += 1,
+        }
+    }
+    Ok(RestoreOutcome {
+        dry_run: opts.dry_run,
+        counts,
+        items: lines.into_iter().map(|(_, l)| l).collect(),
+    })
+}
+
+/// `(group, kind)` a CRD object defines.
+fn crd_group_kind(obj: &Value) -> Option<(String, String)> {
+    let g = obj.pointer("/spec/group")?.as_str()?;
+    let k = obj.pointer("/spec/names/kind")?.as_str()?;
+    Some((g.to_string(), k.to_string()))
+}
+
+struct Engine<'a> {
+    client: kube::Client,
+    opts: &'a RestoreOptions,
+    discovery: Option<Discovery>,
+    /// Dry run: kinds of CRDs that would be created.
+    pending_crd_kinds: HashSet<(String, String)>,
+    /// Dry run: namespaces that would be created.
+    pending_namespaces: HashSet<String>,
+    done: usize,
+    total: usize,
+    progress: &'a (dyn Fn(Progress) + Send + Sync),
+}
+
+impl Engine<'_> {
+    async fn discover(&mut self, groups: &BTreeSet<String>) -> Result<(), RestoreError> {
+        let allow: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let d = retry_discovery(&self.client, &allow).await?;
+        self.discovery = Some(d);
+        Ok(())
+    }
+
+    /// After CRDs: refresh discovery until every restored CRD's kind is
+    /// served (or the CRD timeout passes; unresolved kinds then fail).
+    async fn discover_until_served(
+        &mut self,
+        groups: &BTreeSet<String>,
+        wanted: &[(String, String)],
+    ) -> Result<(), RestoreError> {
+        let deadline = tokio::time::Instant::now() + self.opts.crd_timeout;
+        loop {
+            self.discover(groups).await?;
+            let served = |d: &Discovery| {
+                wanted.iter().all(|(g, k)| {
+                    d.get(g)
+                        .is_some_and(|api| api.recommended_kind(k).is_some())
+                })
+            };
+            if self.discovery.as_ref().is_none_or(served)
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn resolve(&self, p: &Planned) -> Result<(ApiResource, bool), String> {
+        let (group, version) = match p.api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), p.api_version.clone()),
+        };
+        let gvk = GroupVersionKind::gvk(&group, &version, &p.kind);
+        match self.discovery.as_ref().and_then(|d| d.resolve_gvk(&gvk)) {
+            Some((ar, caps)) => Ok((ar, caps.scope == Scope::Namespaced)),
+            None => Err(format!(
+                "the target cluster does not serve {} {}; install its CustomResourceDefinition \
+                 or operator first, or exclude {} from the restore",
+                p.api_version, p.kind, p.key
+            )),
+        }
+    }
+
+    async fn apply_tier(&mut self, items: Vec<Planned>) -> Vec<(Planned, RestoreItem)> {
+        let parallelism = self.opts.parallelism.max(1);
+        let this = &*self;
+        let mut stream = futures::stream::iter(items.into_iter().map(|p| async move {
+            let l = this.apply_one(&p).await;
+            (p, l.1)
+        }))
+        .buffer_unordered(parallelism);
+        let mut out = Vec::new();
+        let mut done = self.done;
+        while let Some((p, l)) = stream.next().await {
+            done += 1;
+            (self.progress)(Progress::Applied {
+                done,
+                total: self.total,
+                action: l.action,
+            });
+            out.push((p, l));
+        }
+        drop(stream);
+        self.done = done;
+        out
+    }
+
+    async fn apply_one(&self, p: &Planned) -> Line {
+        let (ar, namespaced) = match self.resolve(p) {
+            Ok(r) => r,
+            Err(reason) => {
+                let pending = self.opts.dry_run
+                    && p.api_version
+                        .split_once('/')
+                        .is_some_and(|(g, _)| {
+                            self.pending_crd_kinds
+                                .contains(&(g.to_string(), p.kind.clone()))
+                        });
+                if pending {
+                    return line(
+                        p,
+                        RestoreAction::Created,
+                        Some(
+                            "dry run: its CustomResourceDefinition would be created first, so \
+                             the server could not validate it"
+                                .into(),
+                        ),
+                    );
+                }
+                return line(p, RestoreAction::Failed, Some(reason));
+            }
+        };
+        let api: Api<DynamicObject> = match (&p.namespace, namespaced) {
+            (Some(ns), true) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            (None, false) => Api::all_with(self.client.clone(), &ar),
+            (Some(_), false) | (None, true) => {
+                let reason = format!(
+                    "{} {} is {} in the target cluster but was {} in the backup",
+                    p.api_version,
+                    p.kind,
+                    if namespaced { "namespaced" } else { "cluster-scoped" },
+                    if namespaced { "cluster-scoped" } else { "namespaced" },
+                );
+                return line(p, RestoreAction::Failed, Some(reason));
+            }
+        };
+        let obj: DynamicObject = match serde_json::from_value(p.obj.clone()) {
+            Ok(o) => o,
+            Err(e) => {
+                return line(
+                    p,
+                    RestoreAction::Failed,
+                    Some(format!("the backed-up object is malformed: {e}")),
+                );
+            }
+        };
+        let pp = PostParams {
+            dry_run: self.opts.dry_run,
+            field_manager: Some("lifeboat".into()),
+        };
+        match with_retry(|| api.create(&pp, &obj)).await {
+            Ok(_) => {
+                let reason = p
+                    .synthesized
+                    .then(|| "created because restored objects live in it".to_string());
+                line(p, RestoreAction::Created, reason)
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 || s.is_already_exists() => {
+                if p.synthesized {
+                    return line(p, RestoreAction::Skipped, Some("exists".into()));
+                }
+                self.existing(p, &api).await
+            }
+            Err(kube::Error::Api(s))
+                if s.code == 404
+                    && self.opts.dry_run
+                    && p
+                        .namespace
+                        .as_ref()
+                        .is_some_and(|ns| self.pending_namespaces.contains(ns)) =>
+            {
+                line(
+                    p,
+                    RestoreAction::Created,
+                    Some(format!(
+                        "dry run: namespace {} would be created first, so the server could not \
+                         validate this object",
+                        p.namespace.as_deref().unwrap_or_default()
+                    )),
+                )
+            }
+            Err(e) => line(p, RestoreAction::Failed, Some(describe(&e, "create"))),
+        }
+    }
+
+    async fn existing(&self, p: &Planned, api: &Api<DynamicObject>) -> Line {
+        match self.opts.existing {
+            ExistingResources::Skip => line(p, RestoreAction::Skipped, Some("exists".into())),
+            ExistingResources::Fail => line(
+                p,
+                RestoreAction::Failed,
+                Some(
+                    "already exists in the target cluster (existingResources: Fail); delete it \
+                     or restore with existingResources Skip or Update"
+                        .into(),
+                ),
+            ),
+            ExistingResources::Update => {
+                let live = match with_retry(|| api.get(&p.name)).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        return line(p, RestoreAction::Failed, Some(describe(&e, "get")));
+                    }
+                };
+                let mut live = match serde_json::to_value(&live) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return line(
+                            p,
+                            RestoreAction::Failed,
+                            Some(format!("the live object is malformed: {e}")),
+                        );
+                    }
+                };
+                crate::transform::strip_server_fields(&mut live);
+                let mut merged = live.clone();
+                merge_patch(&mut merged, &p.obj);
+                if merged == live {
+                    return line(p, RestoreAction::Skipped, Some("unchanged".into()));
+                }
+                let pp = PatchParams {
+                    dry_run: self.opts.dry_run,
+                    field_manager: Some("lifeboat".into()),
+                    ..PatchParams::default()
+                };
+                match with_retry(|| api.patch(&p.name, &pp, &Patch::Merge(&p.obj))).await {
+                    Ok(_) => line(
+                        p,
+                        RestoreAction::Updated,
+                        Some("patched to the backed-up object".into()),
+                    ),
+                    Err(e) => line(p, RestoreAction::Failed, Some(describe(&e, "patch"))),
+                }
+            }
+        }
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in patch {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+fn describe(e: &kube::Error, verb: &str) -> String {
+    match e {
+        kube::Error::Api(s) => format!(
+            "{verb} rejected by the API server ({} {}): {}",
+            s.code, s.reason, s.message
+        ),
+        other => format!("{verb} failed after {MAX_ATTEMPTS} attempts: {other}"),
+    }
+}
+
+async fn with_retry<T, F, Fut>(mut f: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(e) if attempt < MAX_ATTEMPTS && transient(&e) => {
+                tracing::debug!(attempt, error = %e, "transient error, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn retry_discovery(client: &kube::Client, allow: &[&str]) -> Result<Discovery, RestoreError> {
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match Discovery::new(client.clone()).filter(allow).run().await {
+            Ok(d) => return Ok(d),
+            Err(e) if attempt < MAX_ATTEMPTS && transient(&e) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(RestoreError::Discovery(e)),
+        }
+    }
+}
+
+/// Waits until each CRD is Established; returns failure reasons by name.
+async fn wait_established(
+    client: &kube::Client,
+    crds: &[(String, Option<String>)],
+    timeout: Duration,
+) -> BTreeMap<String, String> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pending: BTreeSet<String> = crds.iter().map(|(n, _)| n.clone()).collect();
+    let mut last_error: BTreeMap<String, String> = BTreeMap::new();
+    while !pending.is_empty() {
+        let mut still = BTreeSet::new();
+        for name in &pending {
+            match api.get(name).await {
+                Ok(crd) => {
+                    let established = crd
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter()
+                                .any(|c| c.type_ == "Established" && c.status == "True")
+                        });
+                    if !established {
+                        still.insert(name.clone());
+                    }
+                }
+                Err(e) => {
+                    last_error.insert(name.clone(), e.to_string());
+                    still.insert(name.clone());
+                }
+            }
+        }
+        pending = still;
+        if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pending
+        .into_iter()
+        .map(|n| {
+            let extra = last_error
+                .get(&n)
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default();
+            let reason = format!(
+                "the CustomResourceDefinition was not Established within {}s{extra}; check its \
+                 conditions with `kubectl describe crd {n}` or raise the CRD timeout",
+                timeout.as_secs()
+            );
+            (n, reason)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_rfc7386() {
+        let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}});
+        merge_patch(&mut t, &json!({"b": {"c": null, "e": 4}, "f": [1]}));
+        assert_eq!(t, json!({"a": 1, "b": {"d": 3, "e": 4}, "f": [1]}));
+    }
+
+    #[test]
+    fn phase_from_counts() {
+        let mut o = RestoreOutcome {
+            dry_run: false,
+            counts: RestoreCounts::default(),
+            items: vec![],
+        };
+        assert_eq!(o.phase(), RestorePhase::Completed);
+        o.counts.failed = 1;
+        assert_eq!(o.phase(), RestorePhase::Failed);
+        o.counts.created = 1;
+        assert_eq!(o.phase(), RestorePhase::PartiallyFailed);
+    }
+}
