@@ -12,7 +12,9 @@ use clap::Parser;
 pub mod cmd;
 mod context;
 pub mod files;
+mod kubeclient;
 mod output;
+mod progress;
 pub mod render;
 
 /// The async runtime commands that talk to clusters and object storage use.

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod backup;
 pub mod backups;
 pub mod lint;
+pub mod restore;
 pub mod sandbox;
 pub mod schema;
 
@@ -21,7 +23,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Lint(lint::Args),
+    Backup(backup::Args),
     Backups(backups::Args),
+    Restore(restore::Args),
     Schema(schema::Args),
     /// In-memory Kubernetes API server for tests and demos.
     Sandbox(sandbox::Args),
@@ -30,7 +34,9 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Lint(args) => lint::run(args),
+        Command::Backup(args) => backup::run(args),
         Command::Backups(args) => backups::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Sandbox(args) => sandbox::run(args),
     }

@@ -1,0 +1,152 @@
+//! `lifeboat backup`: take one backup of a policy now.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{anyhow, bail};
+use clap::Args as ClapArgs;
+use lifeboat_kube::backup::{BackupOptions, Progress, backup};
+use lifeboat_kube::select::Selection;
+use lifeboat_store::{BackupSpec, Phase, Repository};
+
+use crate::cmd::backups::Format;
+use crate::context;
+use crate::kubeclient::KubeArgs;
+use crate::progress::Reporter;
+
+/// Take one backup of a BackupPolicy now.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// The policy repository.
+    #[arg(long, default_value = ".", value_name = "DIR", env = "LIFEBOAT_REPO")]
+    pub repo: std::path::PathBuf,
+    /// The BackupPolicy to run.
+    #[arg(long, value_name = "NAME")]
+    pub policy: String,
+    /// The cluster to act as (default: the repository's only Cluster).
+    #[arg(long, value_name = "NAME", env = "LIFEBOAT_CLUSTER")]
+    pub cluster: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Resource types listed at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    crate::runtime()?.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
+    let set = context::load_policies(&args.repo)?;
+    let cluster = context::cluster_name(&set, args.cluster.as_deref())?;
+    let policy = set
+        .policy(&args.policy)
+        .ok_or_else(|| {
+            anyhow!(
+                "no BackupPolicy named `{}` in {}",
+                args.policy,
+                args.repo.display()
+            )
+        })?
+        .doc
+        .clone();
+    let location = set.storage_location(&policy.spec.storage).ok_or_else(|| {
+        anyhow!(
+            "the policy's StorageLocation `{}` does not exist",
+            policy.spec.storage
+        )
+    })?;
+    if location.doc.spec.access_mode == lifeboat_core::AccessMode::ReadOnly {
+        bail!(
+            "StorageLocation `{}` is ReadOnly: backups cannot be written to it",
+            policy.spec.storage
+        );
+    }
+    let config = context::location_config(&location.doc, Vec::new());
+    let repository = Repository::open(&config).await?;
+    let client = args.kube.client().await?;
+    let selection = Selection::new(&policy.spec.include, &policy.spec.exclude)?;
+
+    let now = jiff::Timestamp::now();
+    let slot = jiff::Timestamp::from_second(now.as_second())?;
+    let writer = repository
+        .begin_backup(BackupSpec {
+            cluster: cluster.clone(),
+            policy: policy.metadata.name.clone(),
+            policy_revision: None,
+            schedule_slot: slot,
+            start_time: now,
+            labels: [("lifeboat.dev/trigger".to_string(), "manual".to_string())].into(),
+        })
+        .await?;
+    let name = writer.name().to_string();
+    let reporter = Reporter::new(format!("backing up {name}"));
+    let items = Arc::new(AtomicU64::new(0));
+    let progress = {
+        let reporter = reporter.clone();
+        let items = items.clone();
+        move |p: Progress| {
+            if let Progress::ResourceDone {
+                resource,
+                namespace,
+                items: n,
+            } = &p
+            {
+                let total = items.fetch_add(*n, Ordering::Relaxed) + n;
+                let scope = namespace
+                    .as_deref()
+                    .map(|ns| format!(" in {ns}"))
+                    .unwrap_or_default();
+                reporter.line(
+                    &format!("{resource}{scope}: {n} objects ({total} in all)"),
+                    total,
+                );
+            }
+        }
+    };
+    let options = BackupOptions {
+        concurrency: args.concurrency.max(1),
+        ..BackupOptions::default()
+    };
+    let result = backup(&client, &selection, &writer.handle(), &options, &progress).await;
+    let manifest = match result {
+        Ok(_) => writer.finish(jiff::Timestamp::now()).await?,
+        Err(e) => {
+            let reason = e.to_string();
+            writer
+                .finish_failed(jiff::Timestamp::now(), reason.clone())
+                .await?;
+            reporter.finish();
+            bail!("backup {name} failed: {reason}");
+        }
+    };
+    reporter.finish();
+    let text = match args.format {
+        Format::Json => format!("{:#}\n", serde_json::to_value(&manifest)?),
+        Format::Text => format!(
+            "{} {:?}: {} objects, {} errors, {} warnings, {} bytes stored in `{}`{}\n",
+            manifest.backup_name,
+            manifest.phase,
+            manifest.totals.items,
+            manifest.totals.errors,
+            manifest.totals.warnings,
+            manifest.files.resources.bytes + manifest.files.index.bytes + manifest.files.log.bytes,
+            policy.spec.storage,
+            if manifest.recipients.is_empty() {
+                " (not encrypted)"
+            } else {
+                " (encrypted)"
+            },
+        ),
+    };
+    crate::output::print(&text)?;
+    Ok(if manifest.phase == Phase::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,291 @@
+//! `lifeboat restore`: restore a backup into a cluster now, and record what
+//! the restore did next to the backup.
+
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail};
+use clap::{Args as ClapArgs, ValueEnum};
+use lifeboat_core::load::PolicySet;
+use lifeboat_core::{AccessMode, Exclude, ExistingResources, Include, NamespacePattern};
+use lifeboat_kube::restore::{Progress, RestoreOptions, restore};
+use lifeboat_kube::select::Selection;
+use lifeboat_kube::transform::Transform;
+use lifeboat_store::{Repository, RestoreAction, RestorePhase};
+
+use crate::cmd::backups::Format;
+use crate::context;
+use crate::kubeclient::KubeArgs;
+use crate::progress::Reporter;
+
+/// What to do with objects that already exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Existing {
+    Skip,
+    Update,
+    Fail,
+}
+
+/// Restore a backup into a cluster.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// The policy repository.
+    #[arg(long, default_value = ".", value_name = "DIR", env = "LIFEBOAT_REPO")]
+    pub repo: std::path::PathBuf,
+    /// The backup to restore, e.g. `payments-20261120-140500`.
+    #[arg(long = "from", value_name = "BACKUP")]
+    pub backup: String,
+    /// The StorageLocation holding the backup (default: search them all).
+    #[arg(long, value_name = "NAME")]
+    pub location: Option<String>,
+    /// The cluster the backup was taken from (default: search every Cluster).
+    #[arg(long, value_name = "NAME")]
+    pub source_cluster: Option<String>,
+    /// The cluster to restore into (default: the repository's only Cluster).
+    #[arg(long, value_name = "NAME", env = "LIFEBOAT_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Restore namespace SOURCE as TARGET (repeatable).
+    #[arg(long = "namespace-mapping", value_name = "SOURCE=TARGET", value_parser = parse_mapping)]
+    pub namespace_mapping: Vec<(String, String)>,
+    /// Restore only these (source) namespaces; globs allowed (repeatable).
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
+    /// What to do when an object already exists.
+    #[arg(long, value_enum, default_value_t = Existing::Skip)]
+    pub existing: Existing,
+    /// Send every write with dryRun=All: validated by the API server, nothing changes.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Concurrent writes within a restore tier.
+    #[arg(long, default_value_t = lifeboat_kube::restore::DEFAULT_PARALLELISM)]
+    pub parallelism: usize,
+    /// age identity files for encrypted backups.
+    #[arg(
+        long = "identity",
+        value_name = "FILE",
+        env = "LIFEBOAT_AGE_IDENTITY_FILE"
+    )]
+    pub identities: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
+        _ => Err(format!(
+            "`{s}` is not SOURCE=TARGET, for example `shop=shop-restored`"
+        )),
+    }
+}
+
+/// Finds the location and source cluster holding `backup`.
+async fn find_backup(
+    set: &PolicySet,
+    args: &Args,
+    identities: &[String],
+) -> anyhow::Result<(Repository, String, String, AccessMode)> {
+    let locations: Vec<_> = match &args.location {
+        Some(name) => vec![
+            set.storage_location(name)
+                .ok_or_else(|| anyhow!("no StorageLocation named `{name}`"))?,
+        ],
+        None => set.storage_locations.iter().collect(),
+    };
+    let clusters: Vec<String> = match &args.source_cluster {
+        Some(c) => vec![c.clone()],
+        None => set
+            .clusters
+            .iter()
+            .map(|c| c.doc.metadata.name.clone())
+            .collect(),
+    };
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for location in locations {
+        let config = context::location_config(&location.doc, identities.to_vec());
+        let repository = match Repository::open(&config).await {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("{}: {e}", location.doc.metadata.name));
+                continue;
+            }
+        };
+        for cluster in &clusters {
+            if repository.show_backup(cluster, &args.backup).await.is_ok() {
+                found.push((
+                    repository.clone(),
+                    location.doc.metadata.name.clone(),
+                    cluster.clone(),
+                    location.doc.spec.access_mode,
+                ));
+            }
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => {
+            let mut msg = format!(
+                "no backup named `{}` in the repository's locations",
+                args.backup
+            );
+            if !problems.is_empty() {
+                msg.push_str(&format!(" (could not search: {})", problems.join("; ")));
+            }
+            bail!("{msg}; list backups with `lifeboat backups list`")
+        }
+        _ => bail!(
+            "`{}` exists in several places ({}): pass --location and --source-cluster",
+            args.backup,
+            found
+                .iter()
+                .map(|(_, l, c, _)| format!("{l}/{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    crate::runtime()?.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
+    let set = context::load_policies(&args.repo)?;
+    let target = context::cluster_name(&set, args.cluster.as_deref())?;
+    let identities = context::read_identities(&args.identities)?;
+    let (repository, location, source_cluster, access) =
+        find_backup(&set, &args, &identities).await?;
+    let reader = repository
+        .open_backup(&source_cluster, &args.backup)
+        .await?;
+    let target_doc = set.cluster(&target).map(|c| c.doc.clone());
+    let options = RestoreOptions {
+        selection: Selection::new(
+            &Include {
+                namespaces: args
+                    .namespaces
+                    .iter()
+                    .map(|n| NamespacePattern(n.clone()))
+                    .collect(),
+                ..Include::default()
+            },
+            &Exclude::default(),
+        )?,
+        transform: Transform {
+            namespace_mapping: args.namespace_mapping.iter().cloned().collect(),
+            storage_class_mapping: target_doc
+                .as_ref()
+                .map(|c| c.spec.storage_class_mapping.clone())
+                .unwrap_or_default(),
+        },
+        existing: match args.existing {
+            Existing::Skip => ExistingResources::Skip,
+            Existing::Update => ExistingResources::Update,
+            Existing::Fail => ExistingResources::Fail,
+        },
+        dry_run: args.dry_run,
+        parallelism: args.parallelism.max(1),
+        denied_namespaces: target_doc
+            .map(|c| c.spec.restore.denied_namespaces)
+            .unwrap_or_else(lifeboat_core::model::default_denied_namespaces),
+        ..RestoreOptions::default()
+    };
+    let client = args.kube.client().await?;
+    let start = jiff::Timestamp::now();
+    let what = if args.dry_run {
+        "dry-run restore of"
+    } else {
+        "restoring"
+    };
+    let reporter = Reporter::new(format!(
+        "{what} {} from {location} into {target}",
+        args.backup
+    ));
+    let progress = {
+        let reporter = reporter.clone();
+        move |p: Progress| match p {
+            Progress::Verified { objects } => {
+                reporter.line(&format!("verified {objects} objects"), 0)
+            }
+            Progress::Planned { to_apply, skipped } => reporter.line(
+                &format!("{to_apply} objects to apply, {skipped} skipped"),
+                0,
+            ),
+            Progress::Applied { done, total, .. } => {
+                if done == total || done % 1000 == 0 {
+                    reporter.line(&format!("{done}/{total} applied"), done as u64);
+                }
+            }
+        }
+    };
+    let outcome = restore(&client, &reader, &options, &progress).await;
+    reporter.finish();
+    let outcome = outcome?;
+    // Unique per run: two restores in one second must not share a record.
+    let request = format!(
+        "manual-{}-{:03}{}",
+        start.strftime("%Y%m%d-%H%M%S"),
+        start.subsec_millisecond(),
+        if args.dry_run { "-dry-run" } else { "" }
+    );
+    let record = outcome.into_record(
+        &request,
+        &source_cluster,
+        &args.backup,
+        &target,
+        start,
+        jiff::Timestamp::now(),
+    );
+    if access == AccessMode::ReadOnly {
+        eprintln!("note: `{location}` is ReadOnly, so the restore record was not written");
+    } else {
+        repository
+            .write_restore_record(&target, &request, &record)
+            .await?;
+    }
+    let text = match args.format {
+        Format::Json => format!("{:#}\n", serde_json::to_value(&record)?),
+        Format::Text => {
+            let mut t = String::new();
+            for item in &record.items {
+                if item.action == RestoreAction::Created && record.items.len() > 200 {
+                    continue;
+                }
+                t.push_str(&format!(
+                    "{:<8} {}/{}{}{}\n",
+                    format!("{:?}", item.action).to_lowercase(),
+                    item.resource,
+                    item.namespace
+                        .as_deref()
+                        .map(|n| format!("{n}/"))
+                        .unwrap_or_default(),
+                    item.name,
+                    item.reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default(),
+                ));
+            }
+            let c = &record.counts;
+            t.push_str(&format!(
+                "{}{} {:?}: {} created, {} updated, {} skipped, {} failed; record `{request}` in `{location}`\n",
+                if record.dry_run { "dry run: " } else { "" },
+                args.backup,
+                record.phase,
+                c.created,
+                c.updated,
+                c.skipped,
+                c.failed
+            ));
+            t
+        }
+    };
+    crate::output::print(&text)?;
+    Ok(if record.phase == RestorePhase::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
