@@ -309,7 +309,8 @@ pub async fn restore(
             });
         }
         let skip = order::skip_reason(&entry.resource, &entry.group, &obj);
-        opts.transform.apply(&entry.resource, &entry.group, &mut obj);
+        opts.transform
+            .apply(&entry.resource, &entry.group, &mut obj);
         let is_ns = entry.group.is_empty() && entry.resource == "namespaces";
         let namespace = entry
             .namespace
@@ -408,11 +409,7 @@ pub async fn restore(
     };
     let crd_tier = order::tier("customresourcedefinitions", "apiextensions.k8s.io");
     let ns_tier = order::tier("namespaces", "");
-    let groups: BTreeSet<String> = tiers
-        .values()
-        .flatten()
-        .map(|p| p.group.clone())
-        .collect();
+    let groups: BTreeSet<String> = tiers.values().flatten().map(|p| p.group.clone()).collect();
     for (tier, items) in tiers {
         if engine.discovery.is_none() {
             engine.discover(&groups).await?;
@@ -530,8 +527,7 @@ impl Engine<'_> {
                         .is_some_and(|api| api.recommended_kind(k).is_some())
                 })
             };
-            if self.discovery.as_ref().is_none_or(served)
-                || tokio::time::Instant::now() >= deadline
+            if self.discovery.as_ref().is_none_or(served) || tokio::time::Instant::now() >= deadline
             {
                 return Ok(());
             }
@@ -584,12 +580,10 @@ impl Engine<'_> {
             Ok(r) => r,
             Err(reason) => {
                 let pending = self.opts.dry_run
-                    && p.api_version
-                        .split_once('/')
-                        .is_some_and(|(g, _)| {
-                            self.pending_crd_kinds
-                                .contains(&(g.to_string(), p.kind.clone()))
-                        });
+                    && p.api_version.split_once('/').is_some_and(|(g, _)| {
+                        self.pending_crd_kinds
+                            .contains(&(g.to_string(), p.kind.clone()))
+                    });
                 if pending {
                     return line(
                         p,
@@ -612,8 +606,16 @@ impl Engine<'_> {
                     "{} {} is {} in the target cluster but was {} in the backup",
                     p.api_version,
                     p.kind,
-                    if namespaced { "namespaced" } else { "cluster-scoped" },
-                    if namespaced { "cluster-scoped" } else { "namespaced" },
+                    if namespaced {
+                        "namespaced"
+                    } else {
+                        "cluster-scoped"
+                    },
+                    if namespaced {
+                        "cluster-scoped"
+                    } else {
+                        "namespaced"
+                    },
                 );
                 return line(p, RestoreAction::Failed, Some(reason));
             }
@@ -648,8 +650,7 @@ impl Engine<'_> {
             Err(kube::Error::Api(s))
                 if s.code == 404
                     && self.opts.dry_run
-                    && p
-                        .namespace
+                    && p.namespace
                         .as_ref()
                         .is_some_and(|ns| self.pending_namespaces.contains(ns)) =>
             {
@@ -707,7 +708,8 @@ impl Engine<'_> {
                     field_manager: Some("lifeboat".into()),
                     ..PatchParams::default()
                 };
-                match with_retry(|| api.patch(&p.name, &pp, &Patch::Merge(&p.obj))).await {
+                let patch = Patch::Merge(&p.obj);
+                match with_retry(|| api.patch(&p.name, &pp, &patch)).await {
                     Ok(_) => line(
                         p,
                         RestoreAction::Updated,
