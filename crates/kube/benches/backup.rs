@@ -50,7 +50,7 @@ fn main() {
             let data: serde_json::Map<String, serde_json::Value> = (0..8)
                 .map(|k| (format!("key-{k}"), json!(filler)))
                 .collect();
-            let (kind, name) = if i % 2 == 0 {
+            let (kind, name) = if i.is_multiple_of(2) {
                 ("ConfigMap", format!("cm-{i:06}"))
             } else {
                 ("Secret", format!("secret-{i:06}"))
