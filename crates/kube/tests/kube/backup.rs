@@ -435,3 +435,25 @@ async fn excluded_namespace_with_cluster_wide_lists() {
         .count();
     assert_eq!(per_namespace_lists, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_api_group_is_a_warning() {
+    let sb = sandbox().await;
+    // Discovery of /apis/batch/v1 fails, as for an aggregated API whose
+    // backing service is down.
+    sb.add_fault(FaultRule::error(500).group("batch").verb("get"));
+    let r = run(&sb, &Selection::all()).await;
+    let summary = r.result.as_ref().expect("backup succeeds");
+    assert_eq!(summary.errors, 0, "log: {:?}", r.log);
+    assert!(summary.warnings >= 1);
+    assert_eq!(r.manifest.phase, Phase::Completed);
+    assert!(!r.keys().iter().any(|k| k.starts_with("cronjobs.batch/")));
+    assert!(r.has("statefulsets.apps/ledger/ledger"));
+    assert!(
+        r.log
+            .iter()
+            .any(|l| l.level == LogLevel::Warning && l.message.contains("batch/v1")),
+        "{:?}",
+        r.log
+    );
+}
