@@ -418,17 +418,6 @@ fn str_at<'v>(v: &'v Value, ptr: &str) -> Option<&'v str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
-fn labels_of(obj: &Value) -> BTreeMap<String, String> {
-    obj.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn opted_out(obj: &Value) -> bool {
     obj.pointer("/metadata/labels")
         .and_then(|l| l.get(EXCLUDE_LABEL))
@@ -722,7 +711,7 @@ impl Ctx<'_> {
                         return Ok(false);
                     }
                 }
-                if !self.selection.labels(&labels_of(&item)) {
+                if !self.selection.labels(&crate::select::labels_of(&item)) {
                     return Ok(false);
                 }
             }

@@ -239,17 +239,6 @@ fn denied_set(patterns: &[NamespacePattern]) -> Result<Option<GlobSet>, RestoreE
         })
 }
 
-fn labels_of(obj: &Value) -> BTreeMap<String, String> {
-    obj.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn selected(sel: &Selection, resource: &str, group: &str, ns: Option<&str>, name: &str) -> bool {
     match (group, resource, ns) {
         ("", "namespaces", _) => sel.namespace(name) && sel.resource(resource, group),
@@ -291,7 +280,7 @@ pub async fn restore(
             &entry.group,
             entry.namespace.as_deref(),
             &entry.name,
-        ) || !opts.selection.labels(&labels_of(&obj))
+        ) || !opts.selection.labels(&crate::select::labels_of(&obj))
         {
             continue;
         }

@@ -11,6 +11,19 @@ use lifeboat_core::{ClusterResources, Exclude, Include, NamespacePattern, Resour
 /// Objects carrying this label with value `true` are never backed up.
 pub const EXCLUDE_LABEL: &str = "lifeboat.dev/exclude";
 
+/// The labels of an object as the API returned it (non-string values, which
+/// a valid object never has, are ignored).
+pub fn labels_of(obj: &serde_json::Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A selection compiled from `include` and `exclude`.
 #[derive(Debug, Clone)]
 pub struct Selection {
