@@ -96,8 +96,9 @@ fn back_up_delete_the_namespace_and_restore_it() {
     assert!(err.contains("identit"), "{err}");
 
     // A dry run changes nothing.
-    let (code, out, err) = run(
-        &[
+    let restore_with_identity = |extra: &[&str]| {
+        let id = id.to_str().unwrap();
+        let mut args = vec![
             "restore",
             "--repo",
             r,
@@ -106,11 +107,12 @@ fn back_up_delete_the_namespace_and_restore_it() {
             "--kubeconfig",
             k,
             "--identity",
-            id.to_str().unwrap(),
-            "--dry-run",
-        ],
-        None,
-    );
+            id,
+        ];
+        args.extend_from_slice(extra);
+        run(&args, None)
+    };
+    let (code, out, err) = restore_with_identity(&["--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("dry run:"), "{out}");
     let gone = rt.block_on(async {
@@ -122,22 +124,7 @@ fn back_up_delete_the_namespace_and_restore_it() {
     });
     assert!(gone, "a dry run must not create the namespace");
 
-    let (code, out, err) = run(
-        &[
-            "restore",
-            "--repo",
-            r,
-            "--from",
-            &backup,
-            "--kubeconfig",
-            k,
-            "--identity",
-            id.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
-        None,
-    );
+    let (code, out, err) = restore_with_identity(&["--format", "json"]);
     assert_eq!(code, 0, "{out}{err}");
     let record: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(record["phase"], "Completed", "{out}");
