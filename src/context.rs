@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
+use lifeboat_core::Severity;
 use lifeboat_core::load::PolicySet;
-use lifeboat_core::{Severity, StorageLocation};
 use lifeboat_store::{LocationConfig, Repository};
 
 /// Where backups are: a StorageLocation of the policy repository, or a URL.
@@ -104,27 +104,6 @@ pub fn read_identities(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-/// The object-storage configuration of a StorageLocation. Credentials come
-/// from the provider's default chain (environment variables, instance or
-/// workload identity): the CLI runs outside the cluster and does not read the
-/// Secret a StorageLocation names; the controller does.
-pub fn location_config(location: &StorageLocation, identities: Vec<String>) -> LocationConfig {
-    let spec = &location.spec;
-    LocationConfig {
-        url: spec.url.clone(),
-        region: spec.region.clone(),
-        endpoint: spec.endpoint.clone(),
-        path_style: spec.path_style,
-        recipients: spec
-            .encryption
-            .as_ref()
-            .map(|e| e.recipients.iter().map(|r| r.0.clone()).collect())
-            .unwrap_or_default(),
-        identities,
-        ..LocationConfig::default()
-    }
-}
-
 /// The repository, the cluster and the location name a store command uses.
 pub struct Target {
     pub repository: Repository,
@@ -173,7 +152,7 @@ pub async fn open(args: &StoreArgs) -> anyhow::Result<Target> {
             args.repo.display()
         )
     })?;
-    let config = location_config(&location.doc, identities);
+    let config = lifeboat_controller::locations::config(&location.doc, identities);
     let repository = Repository::open(&config)
         .await
         .with_context(|| format!("cannot open StorageLocation `{name}` ({})", config.url))?;

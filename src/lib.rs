@@ -11,7 +11,6 @@ use clap::Parser;
 
 pub mod cmd;
 mod context;
-pub mod files;
 mod kubeclient;
 mod output;
 mod progress;

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{anyhow, bail};
 use clap::Args as ClapArgs;
-use lifeboat_kube::backup::{BackupOptions, Progress, backup};
-use lifeboat_kube::select::Selection;
-use lifeboat_store::{BackupSpec, Phase, Repository};
+use lifeboat_controller::jobs::{BackupJob, run_backup};
+use lifeboat_kube::backup::{BackupOptions, Progress};
+use lifeboat_store::{Phase, Repository};
 
 use crate::cmd::backups::Format;
 use crate::context;
@@ -66,24 +66,19 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             policy.spec.storage
         );
     }
-    let config = context::location_config(&location.doc, Vec::new());
+    let config = lifeboat_controller::locations::config(&location.doc, Vec::new());
     let repository = Repository::open(&config).await?;
     let client = args.kube.client().await?;
-    let selection = Selection::new(&policy.spec.include, &policy.spec.exclude)?;
 
     let now = jiff::Timestamp::now();
-    let slot = jiff::Timestamp::from_second(now.as_second())?;
-    let writer = repository
-        .begin_backup(BackupSpec {
-            cluster: cluster.clone(),
-            policy: policy.metadata.name.clone(),
-            policy_revision: None,
-            schedule_slot: slot,
-            start_time: now,
-            labels: [("lifeboat.dev/trigger".to_string(), "manual".to_string())].into(),
-        })
-        .await?;
-    let name = writer.name().to_string();
+    let job = BackupJob {
+        cluster: &cluster,
+        policy: &policy,
+        slot: jiff::Timestamp::from_second(now.as_second())?,
+        revision: None,
+        trigger: "manual",
+    };
+    let name = lifeboat_store::backup_name(&policy.metadata.name, job.slot);
     let reporter = Reporter::new(format!("backing up {name}"));
     let items = Arc::new(AtomicU64::new(0));
     let progress = {
@@ -112,19 +107,23 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         ..BackupOptions::default()
     };
-    let result = backup(&client, &selection, &writer.handle(), &options, &progress).await;
-    let manifest = match result {
-        Ok(_) => writer.finish(jiff::Timestamp::now()).await?,
-        Err(e) => {
-            let reason = e.to_string();
-            writer
-                .finish_failed(jiff::Timestamp::now(), reason.clone())
-                .await?;
-            reporter.finish();
-            bail!("backup {name} failed: {reason}");
-        }
-    };
+    let manifest = run_backup(
+        &client,
+        &repository,
+        &job,
+        &options,
+        &progress,
+        jiff::Timestamp::now,
+    )
+    .await;
     reporter.finish();
+    let manifest = manifest?;
+    if manifest.phase == Phase::Failed {
+        bail!(
+            "backup {name} failed: {}",
+            manifest.failure_reason.as_deref().unwrap_or("see its log")
+        );
+    }
     let text = match args.format {
         Format::Json => format!("{:#}\n", serde_json::to_value(&manifest)?),
         Format::Text => format!(

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, ValueEnum};
-use lifeboat_core::load::{InputFile, LoadOutcome, load};
-use lifeboat_core::{Severity, diagnostic};
+use lifeboat_core::Severity;
 
-use crate::files;
 use crate::render::{self, LintReport};
+use lifeboat_controller::policies;
 
 /// Output formats of `lifeboat lint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,37 +48,6 @@ pub enum Color {
     Never,
 }
 
-/// Loads files on every core: parsing and schema validation dominate, and
-/// files are independent. Chunks are merged in file order, so the result is
-/// the same as a sequential load.
-pub fn load_parallel(files: &[files::PolicyFile]) -> LoadOutcome {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = files.len().div_ceil(threads).max(64);
-    let load_chunk = |chunk: &[files::PolicyFile]| {
-        load(chunk.iter().map(|f| InputFile {
-            path: &f.display,
-            bytes: &f.bytes,
-        }))
-    };
-    if files.len() <= chunk {
-        return load_chunk(files);
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|c| scope.spawn(move || load_chunk(c)))
-            .collect();
-        let mut outcome = LoadOutcome::default();
-        for handle in handles {
-            match handle.join() {
-                Ok(part) => outcome.merge(part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        outcome
-    })
-}
-
 /// Loads and checks the files below `paths`.
 pub fn check(paths: &[PathBuf]) -> anyhow::Result<LintReport> {
     check_set(paths).map(|(report, _)| report)
@@ -89,33 +57,19 @@ pub fn check(paths: &[PathBuf]) -> anyhow::Result<LintReport> {
 pub fn check_set(
     paths: &[PathBuf],
 ) -> anyhow::Result<(LintReport, lifeboat_core::load::PolicySet)> {
-    let files = files::read(paths)?;
-    let outcome = load_parallel(&files);
-    let mut diagnostics = outcome.diagnostics;
-    diagnostics.extend(lifeboat_core::lint::check(&outcome.set));
-    diagnostic::sort(&mut diagnostics);
-    let sources = files
-        .iter()
-        .filter(|f| {
-            diagnostics
-                .iter()
-                .any(|d| d.file.as_deref() == Some(&f.display))
-        })
-        .map(|f| {
-            (
-                f.display.clone(),
-                String::from_utf8_lossy(&f.bytes).into_owned(),
-            )
-        })
-        .collect();
-    Ok((
+    Ok(report(policies::check(paths)?))
+}
+
+/// Splits a checked directory into the report and the valid documents.
+pub fn report(checked: policies::Checked) -> (LintReport, lifeboat_core::load::PolicySet) {
+    (
         LintReport {
-            diagnostics,
-            files: files.len(),
-            sources,
+            diagnostics: checked.diagnostics,
+            files: checked.files,
+            sources: checked.sources.into_iter().collect(),
         },
-        outcome.set,
-    ))
+        checked.set,
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail};
 use clap::{Args as ClapArgs, ValueEnum};
+use lifeboat_controller::jobs::{RestoreJob, run_restore};
 use lifeboat_core::load::PolicySet;
 use lifeboat_core::{AccessMode, Exclude, ExistingResources, Include, NamespacePattern};
-use lifeboat_kube::restore::{Progress, RestoreOptions, restore};
+use lifeboat_kube::restore::{Progress, RestoreOptions};
 use lifeboat_kube::select::Selection;
 use lifeboat_kube::transform::Transform;
 use lifeboat_store::{Repository, RestoreAction, RestorePhase};
@@ -104,7 +105,7 @@ async fn find_backup(
     let mut found = Vec::new();
     let mut problems = Vec::new();
     for location in locations {
-        let config = context::location_config(&location.doc, identities.to_vec());
+        let config = lifeboat_controller::locations::config(&location.doc, identities.to_vec());
         let repository = match Repository::open(&config).await {
             Ok(r) => r,
             Err(e) => {
@@ -157,9 +158,6 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let identities = context::read_identities(&args.identities)?;
     let (repository, location, source_cluster, access) =
         find_backup(&set, &args, &identities).await?;
-    let reader = repository
-        .open_backup(&source_cluster, &args.backup)
-        .await?;
     let target_doc = set.cluster(&target).map(|c| c.doc.clone());
     let options = RestoreOptions {
         selection: Selection::new(
@@ -220,9 +218,6 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let outcome = restore(&client, &reader, &options, &progress).await;
-    reporter.finish();
-    let outcome = outcome?;
     // Unique per run: two restores in one second must not share a record.
     let request = format!(
         "manual-{}-{:03}{}",
@@ -230,20 +225,19 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         start.subsec_millisecond(),
         if args.dry_run { "-dry-run" } else { "" }
     );
-    let record = outcome.into_record(
-        &request,
-        &source_cluster,
-        &args.backup,
-        &target,
-        start,
-        jiff::Timestamp::now(),
-    );
+    let job = RestoreJob {
+        request: &request,
+        source_cluster: &source_cluster,
+        backup: &args.backup,
+        target_cluster: &target,
+        options,
+        record: access != AccessMode::ReadOnly,
+    };
+    let record = run_restore(&client, &repository, &job, &progress, jiff::Timestamp::now).await;
+    reporter.finish();
+    let record = record?;
     if access == AccessMode::ReadOnly {
         eprintln!("note: `{location}` is ReadOnly, so the restore record was not written");
-    } else {
-        repository
-            .write_restore_record(&target, &request, &record)
-            .await?;
     }
     let text = match args.format {
         Format::Json => format!("{:#}\n", serde_json::to_value(&record)?),

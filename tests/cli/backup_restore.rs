@@ -140,12 +140,24 @@ fn back_up_delete_the_namespace_and_restore_it() {
         assert_eq!(s.get("mysql-pass").await.unwrap().data, before_secret.data);
     });
 
-    // The record of what the restore did is kept next to the backup.
+    // The record of what each restore did is kept next to the backup,
+    // including the attempt without the identity, recorded as Failed.
     let records = storage.join("clusters/prod/restores");
+    let mut phases: Vec<String> = std::fs::read_dir(records)
+        .unwrap()
+        .map(|e| {
+            let record: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(e.unwrap().path().join("record.json")).unwrap(),
+            )
+            .unwrap();
+            record["phase"].as_str().unwrap().to_string()
+        })
+        .collect();
+    phases.sort();
     assert_eq!(
-        std::fs::read_dir(records).unwrap().count(),
-        2,
-        "dry run and real restore"
+        phases,
+        ["Completed", "Completed", "Failed"],
+        "failed attempt, dry run and real restore"
     );
     drop(sb);
 }

@@ -150,6 +150,7 @@ impl RestoreOutcome {
             start_time,
             end_time: Some(end_time),
             phase: self.phase(),
+            message: None,
             dry_run: self.dry_run,
             counts: self.counts,
             items: self.items,

@@ -16,7 +16,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
 use crate::error::{Result, StoreError};
-use crate::model::{Manifest, RestoreRecord};
+use crate::model::{Manifest, OrphanMark, RestoreRecord};
 use crate::repo::{MANIFEST, Repository, layout, parse_backup_name, validate_name};
 
 const MANIFEST_FETCH_CONCURRENCY: usize = 16;
@@ -184,6 +184,64 @@ impl Repository {
         validate_name("restore request", request)?;
         self.get_json(&layout::restore_record(cluster, request))
             .await
+    }
+
+    /// Records that backups of `policy` lost their policy at `since`
+    /// (idempotent: an existing mark is kept, so the grace period is not
+    /// restarted).
+    pub async fn mark_orphaned(
+        &self,
+        cluster: &str,
+        policy: &str,
+        since: Timestamp,
+    ) -> Result<OrphanMark> {
+        validate_name("cluster", cluster)?;
+        validate_name("policy", policy)?;
+        let path = layout::orphan_mark(cluster, policy);
+        if let Some(existing) = self.get_json::<OrphanMark>(&path).await? {
+            return Ok(existing);
+        }
+        let mark = OrphanMark {
+            policy: policy.into(),
+            since,
+        };
+        self.ensure_marker().await?;
+        self.put_json(&path, &mark).await?;
+        Ok(mark)
+    }
+
+    /// Removes the orphan mark of `policy` (its policy is back in Git).
+    pub async fn unmark_orphaned(&self, cluster: &str, policy: &str) -> Result<()> {
+        validate_name("cluster", cluster)?;
+        validate_name("policy", policy)?;
+        let path = layout::orphan_mark(cluster, policy);
+        match self.store().delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::storage("delete", self.display(&path), e)),
+        }
+    }
+
+    /// Every orphan mark of `cluster`, sorted by policy.
+    pub async fn orphan_marks(&self, cluster: &str) -> Result<Vec<OrphanMark>> {
+        validate_name("cluster", cluster)?;
+        let prefix = layout::orphans(cluster);
+        let metas: Vec<ObjectMeta> = self
+            .store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::storage("list", self.display(&prefix), e))?;
+        let mut marks = Vec::new();
+        for meta in metas {
+            if meta.location.extension() != Some("json") {
+                continue;
+            }
+            if let Some(mark) = self.get_json::<OrphanMark>(&meta.location).await? {
+                marks.push(mark);
+            }
+        }
+        marks.sort_by(|a, b| a.policy.cmp(&b.policy));
+        Ok(marks)
     }
 
     /// One listing of `clusters/<cluster>/backups/`, grouped by directory.

@@ -218,8 +218,22 @@ pub struct RestoreRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<Timestamp>,
     pub phase: RestorePhase,
+    /// Why the restore ended as it did, when there is more to say than the
+    /// items (e.g. it was interrupted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     pub dry_run: bool,
     pub counts: RestoreCounts,
     pub items: Vec<RestoreItem>,
     pub lifeboat_version: String,
+}
+
+/// `clusters/<cluster>/orphans/<policy>.json`: when the controller first saw
+/// backups of a policy that is no longer in Git. The grace period before
+/// they are pruned counts from `since`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrphanMark {
+    pub policy: String,
+    pub since: Timestamp,
 }

@@ -217,6 +217,14 @@ pub(crate) mod layout {
     pub fn restore_record(cluster: &str, request: &str) -> Path {
         Path::from_iter(["clusters", cluster, "restores", request, "record.json"])
     }
+
+    pub fn orphans(cluster: &str) -> Path {
+        Path::from_iter(["clusters", cluster, "orphans"])
+    }
+
+    pub fn orphan_mark(cluster: &str, policy: &str) -> Path {
+        Path::from_iter(["clusters", cluster, "orphans", &format!("{policy}.json")])
+    }
 }
 
 pub(crate) const MANIFEST: &str = "manifest.json";

@@ -986,6 +986,7 @@ fn restore_record(n: usize) -> RestoreRecord {
         start_time: ts("2025-06-02T00:00:00Z"),
         end_time: Some(ts("2025-06-02T00:01:00Z")),
         phase: RestorePhase::Completed,
+        message: None,
         dry_run: false,
         counts: RestoreCounts {
             created: n as u64,
@@ -1099,5 +1100,32 @@ async fn recover_with_age_zstd_tar(#[case] encrypted: bool) -> TestResult {
         .path()
         .join("resources/clusterroles.rbac.authorization.k8s.io/cluster/obj-3.json");
     assert!(cr.exists());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_marks_keep_the_first_sighting() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let repo = Repository::open(&file_config(dir.path(), None)).await?;
+    assert!(repo.orphan_marks(CLUSTER).await?.is_empty());
+    let first = repo
+        .mark_orphaned(CLUSTER, "apps", ts("2025-06-01T00:00:00Z"))
+        .await?;
+    // Marking again does not restart the grace period.
+    let again = repo
+        .mark_orphaned(CLUSTER, "apps", ts("2025-07-01T00:00:00Z"))
+        .await?;
+    assert_eq!(first, again);
+    repo.mark_orphaned(CLUSTER, "db", ts("2025-06-02T00:00:00Z"))
+        .await?;
+    let marks = repo.orphan_marks(CLUSTER).await?;
+    assert_eq!(
+        marks.iter().map(|m| m.policy.as_str()).collect::<Vec<_>>(),
+        ["apps", "db"]
+    );
+    assert_eq!(marks[0].since, ts("2025-06-01T00:00:00Z"));
+    repo.unmark_orphaned(CLUSTER, "apps").await?;
+    repo.unmark_orphaned(CLUSTER, "apps").await?;
+    assert_eq!(repo.orphan_marks(CLUSTER).await?.len(), 1);
     Ok(())
 }

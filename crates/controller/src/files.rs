@@ -69,15 +69,34 @@ pub fn display(path: &Path) -> String {
     s.strip_prefix("./").unwrap_or(&s).to_string()
 }
 
-/// Reads every policy file below `roots`.
+/// Reads every policy file below `roots`; paths are shown relative to the
+/// current directory.
 pub fn read(roots: &[PathBuf]) -> anyhow::Result<Vec<PolicyFile>> {
+    read_shown(roots, display)
+}
+
+/// Reads every policy file below `root`, a checkout; paths are shown
+/// relative to it, as they are in the Git repository.
+pub fn read_tree(root: &Path) -> anyhow::Result<Vec<PolicyFile>> {
+    read_shown(&[root.to_path_buf()], |path| {
+        path.strip_prefix(root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+fn read_shown(
+    roots: &[PathBuf],
+    show: impl Fn(&Path) -> String,
+) -> anyhow::Result<Vec<PolicyFile>> {
     collect(roots)?
         .into_iter()
         .map(|path| {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             Ok(PolicyFile {
-                display: display(&path),
+                display: show(&path),
                 bytes,
             })
         })

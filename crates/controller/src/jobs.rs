@@ -1,0 +1,179 @@
+//! One backup and one restore, as the CLI and the executor run them: the
+//! engine of `lifeboat-kube` wired to a repository of `lifeboat-store`, with
+//! the failure handling that keeps half-written work from being reported as
+//! complete.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use jiff::Timestamp;
+use lifeboat_core::model::default_denied_namespaces;
+use lifeboat_core::{BackupPolicy, Cluster, RestoreRequest};
+use lifeboat_kube::backup::{self, BackupOptions};
+use lifeboat_kube::restore::{self, RestoreOptions};
+use lifeboat_kube::select::Selection;
+use lifeboat_kube::transform::Transform;
+use lifeboat_store::{BackupSpec, Manifest, Repository, RestorePhase, RestoreRecord};
+
+/// What to back up and under which name.
+#[derive(Debug, Clone)]
+pub struct BackupJob<'a> {
+    pub cluster: &'a str,
+    pub policy: &'a BackupPolicy,
+    /// The schedule slot; the backup is named after it.
+    pub slot: Timestamp,
+    /// Git revision of the policy repository, when known.
+    pub revision: Option<String>,
+    /// `schedule` or `manual`, stored as the `lifeboat.dev/trigger` label.
+    pub trigger: &'a str,
+}
+
+/// Runs one backup. A backup the engine could not finish (the API server
+/// went away, say) is committed as `Failed` with the reason and returned;
+/// an error means nothing could be committed (storage failed), and the
+/// writer was aborted.
+pub async fn run_backup(
+    client: &kube::Client,
+    repository: &Repository,
+    job: &BackupJob<'_>,
+    options: &BackupOptions,
+    progress: &(dyn Fn(backup::Progress) + Send + Sync),
+    now: impl Fn() -> Timestamp,
+) -> anyhow::Result<Manifest> {
+    let spec = &job.policy.spec;
+    let selection = Selection::new(&spec.include, &spec.exclude).with_context(|| {
+        format!(
+            "policy `{}` has an invalid selection",
+            job.policy.metadata.name
+        )
+    })?;
+    let writer = repository
+        .begin_backup(BackupSpec {
+            cluster: job.cluster.to_string(),
+            policy: job.policy.metadata.name.clone(),
+            policy_revision: job.revision.clone(),
+            schedule_slot: job.slot,
+            start_time: now(),
+            labels: BTreeMap::from([("lifeboat.dev/trigger".to_string(), job.trigger.to_string())]),
+        })
+        .await?;
+    let name = writer.name().to_string();
+    let result = backup::backup(client, &selection, &writer.handle(), options, progress).await;
+    let committed = match result {
+        Ok(_) => writer.finish(now()).await,
+        Err(e) => writer.finish_failed(now(), e.to_string()).await,
+    };
+    committed.with_context(|| format!("backup `{name}` could not be committed"))
+}
+
+/// The restore options a RestoreRequest asks for, into `target`.
+pub fn restore_options(
+    request: &RestoreRequest,
+    target: Option<&Cluster>,
+) -> anyhow::Result<RestoreOptions> {
+    let spec = &request.spec;
+    Ok(RestoreOptions {
+        selection: Selection::new(&spec.include, &spec.exclude).with_context(|| {
+            format!(
+                "RestoreRequest `{}` has an invalid selection",
+                request.metadata.name
+            )
+        })?,
+        transform: Transform {
+            namespace_mapping: spec.namespace_mapping.clone(),
+            storage_class_mapping: target
+                .map(|c| c.spec.storage_class_mapping.clone())
+                .unwrap_or_default(),
+        },
+        existing: spec.existing_resources,
+        dry_run: spec.dry_run,
+        denied_namespaces: target
+            .map(|c| c.spec.restore.denied_namespaces.clone())
+            .unwrap_or_else(default_denied_namespaces),
+        ..RestoreOptions::default()
+    })
+}
+
+/// What to restore, from where, and as which request.
+#[derive(Debug, Clone)]
+pub struct RestoreJob<'a> {
+    /// The request name the record is kept under.
+    pub request: &'a str,
+    pub source_cluster: &'a str,
+    pub backup: &'a str,
+    pub target_cluster: &'a str,
+    pub options: RestoreOptions,
+    /// Write the record (false for ReadOnly locations).
+    pub record: bool,
+}
+
+/// Runs one restore and records it. The record is first written
+/// `InProgress`, so a controller that dies mid-restore finds it and never
+/// runs the request again; it is then replaced by the final record. A
+/// restore that could not start (verification failed, wrong key) is
+/// recorded `Failed` with the reason, and the error is returned too.
+pub async fn run_restore(
+    client: &kube::Client,
+    repository: &Repository,
+    job: &RestoreJob<'_>,
+    progress: &(dyn Fn(restore::Progress) + Send + Sync),
+    now: impl Fn() -> Timestamp,
+) -> anyhow::Result<RestoreRecord> {
+    let start = now();
+    let mut record = RestoreRecord {
+        request: job.request.to_string(),
+        source_cluster: job.source_cluster.to_string(),
+        source_backup: job.backup.to_string(),
+        target_cluster: job.target_cluster.to_string(),
+        start_time: start,
+        end_time: None,
+        phase: RestorePhase::InProgress,
+        message: None,
+        dry_run: job.options.dry_run,
+        counts: Default::default(),
+        items: Vec::new(),
+        lifeboat_version: lifeboat_store::LIFEBOAT_VERSION.into(),
+    };
+    if job.record {
+        repository
+            .write_restore_record(job.target_cluster, job.request, &record)
+            .await
+            .context("cannot write the restore record, so the restore was not started")?;
+    }
+    let outcome = match repository.open_backup(job.source_cluster, job.backup).await {
+        Ok(reader) => restore::restore(client, &reader, &job.options, progress)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(anyhow::Error::from(e)),
+    };
+    match outcome {
+        Ok(outcome) => {
+            record = outcome.into_record(
+                job.request,
+                job.source_cluster,
+                job.backup,
+                job.target_cluster,
+                start,
+                now(),
+            );
+        }
+        Err(e) => {
+            record.phase = RestorePhase::Failed;
+            record.end_time = Some(now());
+            record.message = Some(format!("{e:#}"));
+            if job.record {
+                repository
+                    .write_restore_record(job.target_cluster, job.request, &record)
+                    .await?;
+            }
+            return Err(e);
+        }
+    }
+    if job.record {
+        repository
+            .write_restore_record(job.target_cluster, job.request, &record)
+            .await
+            .context("the restore ran but its record could not be written")?;
+    }
+    Ok(record)
+}

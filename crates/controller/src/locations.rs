@@ -1,0 +1,263 @@
+//! Opening the object-storage repository of a StorageLocation.
+//!
+//! Outside a cluster (the CLI) credentials come from the provider's default
+//! chain and age identities from files. The controller reads the Secrets a
+//! StorageLocation names (`credentials.secretRef`,
+//! `encryption.identitySecretRef`) from the cluster, in its own namespace
+//! unless the reference names another.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, anyhow, bail};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use lifeboat_core::{SecretRef, StorageLocation};
+use lifeboat_store::{Credentials, LocationConfig, Repository};
+
+/// Where a StorageLocation's secrets come from.
+#[derive(Clone)]
+pub enum Secrets {
+    /// The provider's default credential chain; these age identities.
+    Local { identities: Vec<String> },
+    /// Kubernetes Secrets read through `client`, by default in `namespace`.
+    Cluster {
+        client: kube::Client,
+        namespace: String,
+    },
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secrets::Local { identities } => f
+                .debug_struct("Local")
+                .field(
+                    "identities",
+                    &format_args!("<{} redacted>", identities.len()),
+                )
+                .finish(),
+            Secrets::Cluster { namespace, .. } => f
+                .debug_struct("Cluster")
+                .field("namespace", namespace)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The object-storage configuration of a StorageLocation, without
+/// credentials (the provider's default chain).
+pub fn config(location: &StorageLocation, identities: Vec<String>) -> LocationConfig {
+    let spec = &location.spec;
+    LocationConfig {
+        url: spec.url.clone(),
+        region: spec.region.clone(),
+        endpoint: spec.endpoint.clone(),
+        path_style: spec.path_style,
+        recipients: spec
+            .encryption
+            .as_ref()
+            .map(|e| e.recipients.iter().map(|r| r.0.clone()).collect())
+            .unwrap_or_default(),
+        identities,
+        ..LocationConfig::default()
+    }
+}
+
+/// Opens a StorageLocation's repository with the credentials and identities
+/// `secrets` provides.
+pub async fn open(location: &StorageLocation, secrets: &Secrets) -> anyhow::Result<Repository> {
+    let name = &location.metadata.name;
+    let config = resolve(location, secrets).await?;
+    Repository::open(&config)
+        .await
+        .with_context(|| format!("cannot open StorageLocation `{name}`"))
+}
+
+/// The full configuration of a location: credentials and identities read.
+pub async fn resolve(
+    location: &StorageLocation,
+    secrets: &Secrets,
+) -> anyhow::Result<LocationConfig> {
+    let name = &location.metadata.name;
+    match secrets {
+        Secrets::Local { identities } => Ok(config(location, identities.clone())),
+        Secrets::Cluster { client, namespace } => {
+            let mut identities = Vec::new();
+            if let Some(reference) = location
+                .spec
+                .encryption
+                .as_ref()
+                .and_then(|e| e.identity_secret_ref.as_ref())
+            {
+                let data = read_secret(client, namespace, reference)
+                    .await
+                    .with_context(|| {
+                        format!("StorageLocation `{name}`: encryption.identitySecretRef")
+                    })?;
+                identities =
+                    age_identities(&data, reference.key.as_deref()).with_context(|| {
+                        format!(
+                            "StorageLocation `{name}`: Secret `{}` holds no age identity",
+                            reference.name
+                        )
+                    })?;
+            }
+            let mut config = config(location, identities);
+            if let Some(credentials) = &location.spec.credentials {
+                let data = read_secret(client, namespace, &credentials.secret_ref)
+                    .await
+                    .with_context(|| format!("StorageLocation `{name}`: credentials.secretRef"))?;
+                config.credentials =
+                    Some(credentials_for(&location.spec.url, &data).with_context(|| {
+                        format!(
+                            "StorageLocation `{name}`: Secret `{}`",
+                            credentials.secret_ref.name
+                        )
+                    })?);
+            }
+            Ok(config)
+        }
+    }
+}
+
+async fn read_secret(
+    client: &kube::Client,
+    default_namespace: &str,
+    reference: &SecretRef,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let namespace = reference.namespace.as_deref().unwrap_or(default_namespace);
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api.get(&reference.name).await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 404 => anyhow!(
+            "Secret `{namespace}/{}` does not exist: create it (see the StorageLocation reference for its keys)",
+            reference.name
+        ),
+        kube::Error::Api(s) if s.code == 403 => anyhow!(
+            "the controller may not read Secret `{namespace}/{}`: grant `get` on secrets in `{namespace}`",
+            reference.name
+        ),
+        other => anyhow!("cannot read Secret `{namespace}/{}`: {other}", reference.name),
+    })?;
+    let mut out = BTreeMap::new();
+    for (key, value) in secret.data.unwrap_or_default() {
+        let text = String::from_utf8(value.0).map_err(|_| {
+            anyhow!(
+                "key `{key}` of Secret `{}` is not UTF-8 text",
+                reference.name
+            )
+        })?;
+        out.insert(key, text);
+    }
+    for (key, value) in secret.string_data.unwrap_or_default() {
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+/// Every `AGE-SECRET-KEY-` line of `key`, or of every value when no key is
+/// named.
+fn age_identities(
+    data: &BTreeMap<String, String>,
+    key: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let values: Vec<&String> = match key {
+        Some(k) => vec![data.get(k).ok_or_else(|| anyhow!("it has no key `{k}`"))?],
+        None => data.values().collect(),
+    };
+    let keys: Vec<String> = values
+        .iter()
+        .flat_map(|v| v.lines())
+        .map(str::trim)
+        .filter(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .map(str::to_string)
+        .collect();
+    if keys.is_empty() {
+        bail!("no line starts with AGE-SECRET-KEY-");
+    }
+    Ok(keys)
+}
+
+/// The provider credentials of a Secret, by the key names the
+/// StorageLocation reference documents.
+fn credentials_for(url: &str, data: &BTreeMap<String, String>) -> anyhow::Result<Credentials> {
+    let get = |key: &str| {
+        data.get(key)
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| anyhow!("it has no key `{key}`"))
+    };
+    let scheme = url.split("://").next().unwrap_or_default();
+    Ok(match scheme {
+        "s3" => Credentials::S3 {
+            access_key_id: get("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: get("AWS_SECRET_ACCESS_KEY")?,
+            session_token: data.get("AWS_SESSION_TOKEN").map(|v| v.trim().to_string()),
+        },
+        "az" => Credentials::Azure {
+            account: get("AZURE_STORAGE_ACCOUNT_NAME")?,
+            access_key: get("AZURE_STORAGE_ACCOUNT_KEY")?,
+        },
+        "gs" => Credentials::Gcs {
+            service_account_key: get("GOOGLE_SERVICE_ACCOUNT_KEY")?,
+        },
+        other => bail!("`{other}://` locations take no credentials; remove `credentials`"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn s3_keys_are_read_and_trimmed() {
+        let c = credentials_for(
+            "s3://bucket/p",
+            &data(&[
+                ("AWS_ACCESS_KEY_ID", "AK\n"),
+                ("AWS_SECRET_ACCESS_KEY", "SK"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Credentials::S3 {
+                access_key_id: "AK".into(),
+                secret_access_key: "SK".into(),
+                session_token: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_key_is_named() {
+        let err =
+            credentials_for("az://c/p", &data(&[("AZURE_STORAGE_ACCOUNT_NAME", "a")])).unwrap_err();
+        assert!(
+            err.to_string().contains("AZURE_STORAGE_ACCOUNT_KEY"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn identities_come_from_the_named_key_or_any() {
+        let d = data(&[
+            ("identity", "# comment\nAGE-SECRET-KEY-1ABC\n"),
+            ("other", "x"),
+        ]);
+        assert_eq!(
+            age_identities(&d, Some("identity")).unwrap(),
+            vec!["AGE-SECRET-KEY-1ABC"]
+        );
+        assert_eq!(
+            age_identities(&d, None).unwrap(),
+            vec!["AGE-SECRET-KEY-1ABC"]
+        );
+        assert!(age_identities(&d, Some("other")).is_err());
+    }
+}
