@@ -40,7 +40,6 @@ pub struct CommitInfo {
 }
 
 /// Everything a worker thread needs; shared, immutable.
-#[derive(Debug)]
 pub(crate) struct Inner {
     /// The URL handed to libgit2 (may carry credentials; never shown).
     pub url: String,
@@ -52,6 +51,20 @@ pub(crate) struct Inner {
     pub auth: Auth,
     pub pins: Pins,
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `url` may carry credentials: only the redacted form is shown.
+        f.debug_struct("Inner")
+            .field("url", &self.display_url)
+            .field("local", &self.local)
+            .field("path", &self.path)
+            .field("auth", &self.auth)
+            .field("pinned_certificates", &self.pins.0.len())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// A local bare cache of one remote. Cheap to share: it holds no open
@@ -501,7 +514,9 @@ fn classify(
             access,
         };
     }
-    if e.code() == ErrorCode::Certificate {
+    if e.code() == ErrorCode::Certificate
+        || (e.class() == ErrorClass::Ssl && e.message().contains("certificate"))
+    {
         return Error::UntrustedHost {
             url,
             reason: format!(
@@ -556,10 +571,10 @@ fn check_ref_name(full: &str, name: &str) -> Result<()> {
 }
 
 fn is_plain_name(rev: &str) -> bool {
-    !rev.is_empty()
-        && !rev.contains(['~', '^', ':', '@', ' '])
-        && !(rev.len() >= 7 && rev.len() <= 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()))
-        && rev != "HEAD"
+    let looks_like_sha =
+        (7..=40).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit());
+    let special = rev.is_empty() || rev == "HEAD" || rev.contains(['~', '^', ':', '@', ' ']);
+    !(looks_like_sha || special)
 }
 
 fn is_scp_like(url: &str) -> bool {

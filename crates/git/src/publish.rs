@@ -14,6 +14,10 @@ use crate::auth;
 use crate::error::{Error, Result};
 use crate::mirror::{Access, Mirror};
 
+/// `same(path, old, new)`: true when the difference between two versions of a
+/// status file does not matter (e.g. only timestamps moved).
+pub type SameFn<'a> = dyn Fn(&str, &[u8], &[u8]) -> bool + 'a;
+
 /// The default status branch.
 pub const DEFAULT_STATUS_BRANCH: &str = "lifeboat-status";
 /// Author and committer of status commits.
@@ -95,7 +99,7 @@ impl Mirror {
         target: &StatusTarget,
         files: &BTreeMap<String, Vec<u8>>,
         commit: &StatusCommit,
-        same: &dyn Fn(&str, &[u8], &[u8]) -> bool,
+        same: &SameFn<'_>,
     ) -> Result<Published> {
         let dir = split_path(&target.path, "the status path")?;
         if dir.is_empty() {
@@ -154,7 +158,7 @@ impl Mirror {
         dir_str: &str,
         files: &BTreeMap<String, Vec<u8>>,
         message: &str,
-        same: &dyn Fn(&str, &[u8], &[u8]) -> bool,
+        same: &SameFn<'_>,
     ) -> Result<Option<Oid>> {
         let repo = self.repo()?;
         let parent = match tip {
@@ -364,7 +368,7 @@ fn differs(
     base: Option<&Tree<'_>>,
     dir: &str,
     files: &BTreeMap<String, Vec<u8>>,
-    same: &dyn Fn(&str, &[u8], &[u8]) -> bool,
+    same: &SameFn<'_>,
 ) -> Result<bool> {
     let old = existing_files(repo, base, dir)?;
     if old.keys().any(|k| !files.contains_key(k)) {
