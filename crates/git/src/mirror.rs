@@ -221,16 +221,28 @@ impl Mirror {
     /// Fetches one remote ref into a scratch ref of the cache and returns what it
     /// pointed at, or `None` when the remote does not have it.
     fn fetch_ref(&self, remote_ref: &str) -> Result<Option<Oid>> {
+        match self.fetch_ref_once(remote_ref) {
+            Err(Error::Git(e)) if is_cache_damage(&e) => {
+                tracing::warn!(cache = %self.inner.path.display(), error = %e, "git cache damaged, re-creating it");
+                reset_cache(&self.inner.path, &self.inner.display_url)?;
+                self.fetch_ref_once(remote_ref)
+            }
+            other => other,
+        }
+    }
+
+    fn fetch_ref_once(&self, remote_ref: &str) -> Result<Option<Oid>> {
+        // Unique per call, so concurrent fetches through one cache do not
+        // delete each other's scratch refs.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let scratch = format!(
-            "refs/lifeboat/incoming/{}",
+            "refs/lifeboat/incoming/{}-{n}/{}",
+            std::process::id(),
             remote_ref.trim_start_matches("refs/")
         );
-        let scratch2 = scratch.clone();
         let spec = format!("+{remote_ref}:{scratch}");
-        let result = self.run_remote(Access::Read, move |repo, state, watch, inner| {
-            if let Ok(mut r) = repo.find_reference(&scratch2) {
-                r.delete()?;
-            }
+        self.run_remote(Access::Read, move |repo, state, watch, inner| {
             let mut remote = repo.remote_anonymous(&inner.url)?;
             let mut fo = FetchOptions::new();
             fo.remote_callbacks(auth::callbacks(&inner.auth, &inner.pins, state, watch));
@@ -242,21 +254,12 @@ impl Mirror {
                 fo.proxy_options(proxy);
             }
             remote.fetch(&[spec.as_str()], Some(&mut fo), None)?;
-            let oid = repo.refname_to_id(&scratch2).ok();
-            if let Ok(mut r) = repo.find_reference(&scratch2) {
+            let oid = repo.refname_to_id(&scratch).ok();
+            if let Ok(mut r) = repo.find_reference(&scratch) {
                 r.delete()?;
             }
             Ok(oid)
-        });
-        match result {
-            Err(Error::Git(e)) if is_cache_damage(&e) => {
-                tracing::warn!(cache = %self.inner.path.display(), error = %e, "git cache damaged, re-creating it");
-                reset_cache(&self.inner.path, &self.inner.display_url)?;
-                let _ = scratch;
-                self.fetch_ref(remote_ref)
-            }
-            other => other,
-        }
+        })
     }
 
     /// Runs a network operation on a helper thread with its own repository

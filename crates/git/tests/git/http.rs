@@ -329,3 +329,72 @@ fn https_with_unknown_certificate_is_refused() {
     assert!(matches!(err, Error::UntrustedHost { .. }), "{err:?}");
     assert!(err.to_string().contains("pin it"), "{err}");
 }
+
+#[test]
+fn a_push_refused_by_the_server_says_so() {
+    let fx = Fixture::new();
+    let hook = fx.remote.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'status branch is protected' >&2\nexit 1\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let port = serve(fx.tmp.path().to_owned(), None);
+    let url = format!("http://127.0.0.1:{port}/remote.git");
+    let mirror = Mirror::open(&url, &fx.cache("cache"), token_auth(fx.tmp.path(), TOKEN)).unwrap();
+    let target = StatusTarget::for_cluster("prod-east");
+    let commit = StatusCommit {
+        message: "status".into(),
+    };
+    let err = mirror
+        .publish(
+            &target,
+            &files(&[("a.yaml", "x\n")]),
+            &commit,
+            &|_, _, _| false,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::PushRefused { .. }), "{err:?}");
+    assert!(err.to_string().contains("branch protection"), "{err}");
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept connections and keep them open without ever replying.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/remote.git");
+    let mirror = Mirror::open(&url, &tmp.path().join("cache"), Auth::none())
+        .unwrap()
+        .with_timeout(std::time::Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let err = mirror.fetch("main").unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(err.to_string().contains("did not answer within"), "{err}");
+}
+
+#[test]
+fn token_from_environment_names_the_variable() {
+    // Setting variables is unsafe in edition 2024; PATH is always set.
+    let auth = Auth::from_env_or_files(None, Some("PATH"), None, None).unwrap();
+    assert!(auth.token.is_some());
+    assert_eq!(
+        auth.token_source.as_deref(),
+        Some("environment variable PATH")
+    );
+    let none =
+        Auth::from_env_or_files(None, Some("LIFEBOAT_SURELY_UNSET_VARIABLE"), None, None).unwrap();
+    assert!(none.token.is_none());
+}
