@@ -60,6 +60,10 @@ pub enum Error {
     #[error("the remote {url} has no branch `{branch}`; check --branch")]
     BranchNotFound { url: String, branch: String },
 
+    /// A branch name that Git cannot store.
+    #[error("`{name}` is not a valid Git branch name; check --branch")]
+    InvalidBranch { name: String },
+
     /// A revision could not be resolved in the cache.
     #[error(
         "unknown revision `{rev}`: it is not a commit, branch or tag in the fetched repository; \

@@ -369,21 +369,7 @@ impl Mirror {
         let repo = self.repo()?;
         let oid = self.resolve_oid(sha)?;
         let tree = repo.find_commit(oid)?.tree()?;
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| Error::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-            let entry = entry.map_err(io(dir))?;
-            let path = entry.path();
-            let kind = entry.file_type().map_err(io(&path))?;
-            if kind.is_dir() {
-                std::fs::remove_dir_all(&path).map_err(io(&path))?;
-            } else {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
-        }
+        empty_dir(dir)?;
         write_tree(&repo, &tree, dir)
     }
 
@@ -478,6 +464,27 @@ fn write_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &Path) -> Result<()
     }
 }
 
+/// Creates `dir` or removes everything inside it. The directory itself stays,
+/// so it may be a mount point.
+fn empty_dir(dir: &Path) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io(&path))?;
+        if kind.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        } else {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 fn write_file(path: &Path, content: &[u8], executable: bool) -> std::io::Result<()> {
     std::fs::write(path, content)?;
     #[cfg(unix)]
@@ -566,9 +573,8 @@ fn check_ref_name(full: &str, name: &str) -> Result<()> {
     if git2::Reference::is_valid_name(full) {
         Ok(())
     } else {
-        Err(Error::InvalidPath {
-            path: name.to_owned(),
-            reason: "not a valid Git branch name".into(),
+        Err(Error::InvalidBranch {
+            name: name.to_owned(),
         })
     }
 }

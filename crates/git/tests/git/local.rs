@@ -187,3 +187,27 @@ fn damaged_or_foreign_cache_is_recreated() {
     assert!(err.to_string().contains("delete the directory"), "{err}");
     assert!(foreign.join("notes.txt").is_file());
 }
+
+#[test]
+fn invalid_branch_name_is_refused_before_the_network() {
+    let fx = Fixture::new();
+    let mirror = Mirror::open(&fx.url(), &fx.cache("cache"), Auth::none()).unwrap();
+    let err = mirror.fetch("bad..name").unwrap_err();
+    assert!(matches!(err, Error::InvalidBranch { .. }), "{err:?}");
+    assert!(err.to_string().contains("check --branch"), "{err}");
+}
+
+#[test]
+fn one_mirror_shared_by_threads() {
+    let fx = Fixture::new();
+    let mirror = Mirror::open(&fx.url(), &fx.cache("cache"), Auth::none()).unwrap();
+    let want = fx.rev("main");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| mirror.fetch("main").unwrap()))
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), want);
+        }
+    });
+}
