@@ -19,6 +19,11 @@
 //! fetched last. No remote is configured in the cache: every operation uses
 //! the URL given to `open`, so credentials are never written to disk.
 //!
+//! A cache directory belongs to one process. Within it, every `Mirror` on the
+//! same directory shares a lock, so threads may fetch and publish through one
+//! cache at once; lock files left behind by a killed process are removed when
+//! the cache is opened.
+//!
 //! When the remote is unreachable the cache keeps serving what it fetched last:
 //! [`Mirror::resolve`], [`Mirror::checkout`], [`Mirror::commit_info`] and
 //! [`Mirror::changed_paths`] never touch the network.

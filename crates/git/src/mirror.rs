@@ -1,9 +1,10 @@
 //! The bare cache of one remote: fetch, resolve, checkout, history queries.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use git2::{
@@ -51,6 +52,8 @@ pub(crate) struct Inner {
     pub auth: Auth,
     pub pins: Pins,
     pub timeout: Duration,
+    /// Serialises writers to this cache directory within the process.
+    pub lock: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -100,7 +103,11 @@ impl Mirror {
             Some(p) => p.to_string_lossy().into_owned(),
             None => url.to_owned(),
         };
-        let recreated = prepare_cache(cache_dir, &display_url)?;
+        let lock = cache_lock(cache_dir);
+        let recreated = {
+            let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            prepare_cache(cache_dir, &display_url)?
+        };
         Ok(Mirror {
             inner: Arc::new(Inner {
                 url: git_url,
@@ -110,6 +117,7 @@ impl Mirror {
                 auth,
                 pins: Pins::default(),
                 timeout: DEFAULT_NETWORK_TIMEOUT,
+                lock,
             }),
             max_attempts: DEFAULT_PUBLISH_ATTEMPTS,
             backoff_base: Duration::from_millis(100),
@@ -170,9 +178,19 @@ impl Mirror {
             auth: self.inner.auth.clone(),
             pins: self.inner.pins.clone(),
             timeout: self.inner.timeout,
+            lock: Arc::clone(&self.inner.lock),
         };
         f(&mut inner);
         self.inner = Arc::new(inner);
+    }
+
+    /// Held while the cache's refs change (fetch, publish), so threads sharing
+    /// a cache do not trip over each other's lock files.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn repo(&self) -> Result<Repository> {
@@ -186,6 +204,7 @@ impl Mirror {
     /// The cache keeps it as `refs/heads/<branch>` and `refs/remotes/origin/<branch>`,
     /// and `HEAD` follows the branch fetched last (so `HEAD~1` means its parent).
     pub fn fetch(&self, branch: &str) -> Result<String> {
+        let _guard = self.lock();
         let oid = self
             .fetch_branch(branch)?
             .ok_or_else(|| Error::BranchNotFound {
@@ -336,6 +355,7 @@ impl Mirror {
     /// (or `origin/<branch>`) it is fetched first, so the answer is current.
     pub fn resolve_remote(&self, rev: &str) -> Result<String> {
         if is_plain_name(rev) {
+            let _guard = self.lock();
             let name = rev.strip_prefix("origin/").unwrap_or(rev);
             if self.fetch_branch(name)?.is_none()
                 && git2::Reference::is_valid_name(&format!("refs/tags/{name}"))
@@ -610,6 +630,54 @@ fn local_path(url: &str) -> Option<PathBuf> {
     Some(std::path::absolute(&path).unwrap_or(path))
 }
 
+/// The in-process lock of a cache directory, shared by every `Mirror` on it.
+fn cache_lock(dir: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let key = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let mut map = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(map.entry(key).or_default())
+}
+
+/// Removes lock files left by a process that died mid-operation; they would
+/// make every later fetch fail. Only safe because a cache belongs to one
+/// process (see the crate docs) and we hold its in-process lock.
+fn remove_stale_locks(dir: &Path) {
+    fn walk(dir: &Path, depth: u32) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() && depth > 0 {
+                walk(&path, depth - 1);
+            } else if kind.is_file() && path.extension().is_some_and(|e| e == "lock") {
+                tracing::warn!(file = %path.display(), "removing a stale lock file from the git cache");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    for name in [
+        "shallow.lock",
+        "packed-refs.lock",
+        "config.lock",
+        "HEAD.lock",
+        "index.lock",
+    ] {
+        let p = dir.join(name);
+        if p.is_file() {
+            tracing::warn!(file = %p.display(), "removing a stale lock file from the git cache");
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    walk(&dir.join("refs"), 8);
+}
+
 /// Opens the cache, creating or re-creating it as needed. Returns whether it was re-created.
 fn prepare_cache(dir: &Path, display_url: &str) -> Result<bool> {
     let empty = match std::fs::read_dir(dir) {
@@ -630,7 +698,10 @@ fn prepare_cache(dir: &Path, display_url: &str) -> Result<bool> {
         Ok(repo) => {
             let recorded = repo.config().and_then(|c| c.get_string(URL_KEY)).ok();
             match recorded {
-                Some(u) if u == display_url => return Ok(false),
+                Some(u) if u == display_url => {
+                    remove_stale_locks(dir);
+                    return Ok(false);
+                }
                 Some(u) => format!("it caches another remote ({u})"),
                 None => "it was not made by lifeboat".to_owned(),
             }

@@ -117,6 +117,8 @@ impl Mirror {
             if attempt > 1 {
                 std::thread::sleep(backoff(self.backoff_base, attempt - 1));
             }
+            // One writer per cache at a time; not held while backing off.
+            let guard = self.lock();
             let tip = self.fetch_branch(&target.branch)?;
             let Some(new) = self.prepare_commit(tip, &dir, &target.path, files, &message, same)?
             else {
@@ -126,9 +128,12 @@ impl Mirror {
                 Some(path) => self.push_local(path, &target.branch, tip, new)?,
                 None => self.push_remote(&target.branch, new)?,
             };
+            if matches!(outcome, Push::Landed) {
+                self.record_branch(&target.branch, new)?;
+            }
+            drop(guard);
             match outcome {
                 Push::Landed => {
-                    self.record_branch(&target.branch, new)?;
                     tracing::info!(branch = %target.branch, path = %target.path, sha = %new, attempt, "status published");
                     return Ok(Published::Committed {
                         sha: new.to_string(),

@@ -211,3 +211,19 @@ fn one_mirror_shared_by_threads() {
         }
     });
 }
+
+#[test]
+fn lock_files_left_by_a_killed_process_are_cleared_on_open() {
+    let fx = Fixture::new();
+    let cache = fx.cache("cache");
+    Mirror::open(&fx.url(), &cache, Auth::none())
+        .unwrap()
+        .fetch("main")
+        .unwrap();
+    let second = fx.commit(&[("policies/c.yaml", "name: c\n")], "add c");
+    std::fs::write(cache.join("shallow.lock"), "").unwrap();
+    std::fs::write(cache.join("refs/heads/main.lock"), "").unwrap();
+    let mirror = Mirror::open(&fx.url(), &cache, Auth::none()).unwrap();
+    assert!(!mirror.was_recreated());
+    assert_eq!(mirror.fetch("main").unwrap(), second);
+}
