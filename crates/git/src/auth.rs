@@ -247,6 +247,10 @@ pub(crate) fn callbacks<'a>(
         // For ssh it first asks for the user name only, then for the key.
         let n = state.cred_calls.get() + 1;
         state.cred_calls.set(n);
+        if n > 4 {
+            state.auth_failed.set(true);
+            return Err(git2::Error::from_str("too many credential requests"));
+        }
         if !allowed.contains(CredentialType::USERNAME) {
             if state.offered.get() {
                 state.auth_failed.set(true);
@@ -273,7 +277,11 @@ pub(crate) fn callbacks<'a>(
         if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
             && let Some(token) = &auth.token
         {
-            let user = auth.username.as_deref().unwrap_or("x-access-token");
+            let user = auth
+                .username
+                .as_deref()
+                .or(user_from_url)
+                .unwrap_or("x-access-token");
             return Cred::userpass_plaintext(user, token);
         }
         state.auth_failed.set(true);

@@ -103,6 +103,9 @@ impl Mirror {
             Some(p) => p.to_string_lossy().into_owned(),
             None => url.to_owned(),
         };
+        if url.starts_with("http://") && auth.token.is_some() {
+            tracing::warn!(url = %display_url, "sending a Git token over plain http; use https");
+        }
         let lock = cache_lock(cache_dir);
         let recreated = {
             let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
