@@ -15,6 +15,7 @@ pub mod duration;
 pub mod lint;
 pub mod load;
 pub mod model;
+pub mod plan;
 pub mod retention;
 pub mod schedule;
 pub mod schema;
