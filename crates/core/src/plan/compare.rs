@@ -161,12 +161,8 @@ fn documents_of(set: &PolicySet) -> BTreeMap<(Kind, &str), Value> {
         name: &'s str,
         doc: &T,
     ) {
-        if !out.contains_key(&(kind, name)) {
-            out.insert(
-                (kind, name),
-                serde_json::to_value(doc).unwrap_or(Value::Null),
-            );
-        }
+        out.entry((kind, name))
+            .or_insert_with(|| serde_json::to_value(doc).unwrap_or(Value::Null));
     }
     let mut out = BTreeMap::new();
     for d in &set.storage_locations {

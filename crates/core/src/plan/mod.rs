@@ -765,73 +765,75 @@ impl<'a> Planner<'a> {
 
         // Backup of the latest slot.
         let slot = info.as_ref().and_then(|i| i.slot);
-        if !spec.suspend && !running && unwritable.is_none() {
-            if let Some(slot) = slot {
-                let name_of_slot = backup_name(name, slot);
-                let taken = backups
-                    .iter()
-                    .any(|b| b.slot == slot || b.name == name_of_slot);
-                if !taken {
-                    let reason = match backups.last() {
-                        None => BackupReason::FirstBackup,
-                        Some(b) => BackupReason::Due { previous: b.slot },
-                    };
-                    self.actions.push(Action::Backup {
-                        policy: name.to_string(),
-                        location: location.to_string(),
-                        slot,
-                        name: name_of_slot,
-                        reason,
-                    });
-                }
+        if !spec.suspend
+            && !running
+            && unwritable.is_none()
+            && let Some(slot) = slot
+        {
+            let name_of_slot = backup_name(name, slot);
+            let taken = backups
+                .iter()
+                .any(|b| b.slot == slot || b.name == name_of_slot);
+            if !taken {
+                let reason = match backups.last() {
+                    None => BackupReason::FirstBackup,
+                    Some(b) => BackupReason::Due { previous: b.slot },
+                };
+                self.actions.push(Action::Backup {
+                    policy: name.to_string(),
+                    location: location.to_string(),
+                    slot,
+                    name: name_of_slot,
+                    reason,
+                });
             }
         }
 
         // Retention.
         let mut pruned = 0;
-        if let Some(info) = &info {
-            if !backups.is_empty() {
-                let candidates: Vec<Candidate> = backups
-                    .iter()
-                    .map(|b| Candidate {
-                        name: b.name.clone(),
-                        time: b.slot,
-                        successful: b.phase.is_successful(),
-                    })
-                    .collect();
-                let verdicts = retention::apply(&spec.retention, &info.tz, &candidates, self.now);
-                let doomed = verdicts.iter().filter(|v| !v.keep()).count();
-                let blocked = if running {
-                    Some(Some("a backup of the policy is running".to_string()))
-                } else if unwritable.is_some() {
-                    // Already a problem of the policy.
-                    Some(None)
-                } else {
-                    self.undeletable(location).map(Some)
-                };
-                match blocked {
-                    Some(Some(why)) if doomed > 0 => problems.push(format!(
-                        "retention would prune {doomed} backup(s), but not now: {why}"
-                    )),
-                    Some(_) => {}
-                    None => {
-                        let rules = retention_rules(&spec.retention);
-                        // Verdicts are newest first: the backups reversed.
-                        for (v, b) in verdicts.iter().zip(backups.iter().rev()) {
-                            debug_assert_eq!(v.name, b.name);
-                            if v.keep() {
-                                continue;
-                            }
-                            let reason = if b.phase.is_successful() {
-                                PruneReason::Retention {
-                                    rules: rules.clone(),
-                                }
-                            } else {
-                                PruneReason::FailedHistory
-                            };
-                            self.actions.push(prune(b, reason));
-                            pruned += 1;
+        if let Some(info) = &info
+            && !backups.is_empty()
+        {
+            let candidates: Vec<Candidate> = backups
+                .iter()
+                .map(|b| Candidate {
+                    name: b.name.clone(),
+                    time: b.slot,
+                    successful: b.phase.is_successful(),
+                })
+                .collect();
+            let verdicts = retention::apply(&spec.retention, &info.tz, &candidates, self.now);
+            let doomed = verdicts.iter().filter(|v| !v.keep()).count();
+            let blocked = if running {
+                Some(Some("a backup of the policy is running".to_string()))
+            } else if unwritable.is_some() {
+                // Already a problem of the policy.
+                Some(None)
+            } else {
+                self.undeletable(location).map(Some)
+            };
+            match blocked {
+                Some(Some(why)) if doomed > 0 => problems.push(format!(
+                    "retention would prune {doomed} backup(s), but not now: {why}"
+                )),
+                Some(_) => {}
+                None => {
+                    let rules = retention_rules(&spec.retention);
+                    // Verdicts are newest first: the backups reversed.
+                    for (v, b) in verdicts.iter().zip(backups.iter().rev()) {
+                        debug_assert_eq!(v.name, b.name);
+                        if v.keep() {
+                            continue;
                         }
+                        let reason = if b.phase.is_successful() {
+                            PruneReason::Retention {
+                                rules: rules.clone(),
+                            }
+                        } else {
+                            PruneReason::FailedHistory
+                        };
+                        self.actions.push(prune(b, reason));
+                        pruned += 1;
                     }
                 }
             }
