@@ -8,6 +8,8 @@
 //! (path, bytes) ──yaml::parse──▶ JSON + spans ──schema::validate──▶ Document
 //!                                                       │
 //!                              PolicySet ◀──load────────┘ ──lint::check──▶ Diagnostics
+//!                                  │
+//!        Observed (store), now ──▶ plan::plan ──▶ Plan (actions, facts) ──plan::compare──▶ Change
 //! ```
 
 pub mod diagnostic;
