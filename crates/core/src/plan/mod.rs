@@ -805,18 +805,16 @@ impl<'a> Planner<'a> {
             let verdicts = retention::apply(&spec.retention, &info.tz, &candidates, self.now);
             let doomed = verdicts.iter().filter(|v| !v.keep()).count();
             let blocked = if running {
-                Some(Some("a backup of the policy is running".to_string()))
-            } else if unwritable.is_some() {
-                // Already a problem of the policy.
-                Some(None)
+                Some("a backup of the policy is running".to_string())
             } else {
-                self.undeletable(location).map(Some)
+                self.undeletable(location)
             };
             match blocked {
-                Some(Some(why)) if doomed > 0 => problems.push(format!(
+                // An unwritable location is already a problem of the policy.
+                Some(_) if doomed == 0 || (unwritable.is_some() && !running) => {}
+                Some(why) => problems.push(format!(
                     "retention would prune {doomed} backup(s), but not now: {why}"
                 )),
-                Some(_) => {}
                 None => {
                     let rules = retention_rules(&spec.retention);
                     // Verdicts are newest first: the backups reversed.

@@ -1340,3 +1340,56 @@ fn an_rpo_the_schedule_cannot_meet_is_reported_once() {
         ]
     );
 }
+
+#[test]
+fn a_restore_waits_while_its_location_cannot_be_read() {
+    let set = world(
+        &[Pol {
+            clusters: "{names: [src]}",
+            ..policy("web")
+        }],
+        &[restore("r", "{cluster: src, policy: web}", C, false)],
+    );
+    // Its record could be in the unreadable location: never guess it away.
+    let obs = Observed {
+        unavailable: vec![("s3".into(), "403 Forbidden".into())],
+        ..Default::default()
+    };
+    let plan = run(&set, &obs, "2026-01-10T12:00:00Z");
+    assert!(plan.is_empty());
+    assert_eq!(
+        plan.restores[0].message,
+        "storage location `s3` could not be read (403 Forbidden)"
+    );
+    assert_eq!(plan.restores[0].state, RestoreFactState::Waiting);
+}
+
+#[test]
+fn an_unusable_schedule_or_time_zone_is_a_problem_not_a_crash() {
+    let set = world(
+        &[
+            Pol {
+                tz: "Mars/Olympus_Mons",
+                ..policy("tz")
+            },
+            Pol {
+                schedule: "0 0 30 2 *",
+                retention: "{keepLast: 1}",
+                ..policy("cron")
+            },
+        ],
+        &[],
+    );
+    let mut list = january("tz", 3);
+    list.extend(january("cron", 3));
+    let plan = run(&set, &observed(list), "2026-01-10T12:00:00Z");
+    // Retention still works for the bad cron (its time zone is fine).
+    assert_eq!(
+        pruned(&plan),
+        ["cron-20260101-013000", "cron-20260102-013000"]
+    );
+    assert_eq!(facts(&plan, "tz").problems.len(), 1);
+    assert!(facts(&plan, "tz").problems[0].ends_with("no backups are taken and nothing is pruned"));
+    assert!(facts(&plan, "cron").problems[0].ends_with("no backups are taken"));
+    assert_eq!(facts(&plan, "cron").next_slot, None);
+}
