@@ -8,6 +8,8 @@
 //! (path, bytes) ──yaml::parse──▶ JSON + spans ──schema::validate──▶ Document
 //!                                                       │
 //!                              PolicySet ◀──load────────┘ ──lint::check──▶ Diagnostics
+//!                                  │
+//!        Observed (store), now ──▶ plan::plan ──▶ Plan (actions, facts) ──plan::compare──▶ Change
 //! ```
 
 pub mod diagnostic;
@@ -15,6 +17,7 @@ pub mod duration;
 pub mod lint;
 pub mod load;
 pub mod model;
+pub mod plan;
 pub mod retention;
 pub mod schedule;
 pub mod schema;

@@ -85,6 +85,14 @@ impl PolicySet {
         self.restores.iter().find(|d| d.doc.metadata.name == name)
     }
 
+    /// Whether `policy` applies to the cluster named `cluster`: it names it,
+    /// or its label selector matches that Cluster document's labels. The
+    /// planner and the lint rules decide this the same way.
+    pub fn applies(&self, policy: &BackupPolicy, cluster: &str) -> bool {
+        let labels = self.cluster(cluster).map(|c| &c.doc.metadata.labels);
+        policy.spec.clusters.selects(cluster, labels)
+    }
+
     /// Number of documents in the set.
     pub fn len(&self) -> usize {
         self.storage_locations.len()

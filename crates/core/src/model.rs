@@ -352,6 +352,19 @@ pub struct ClusterSelector {
     pub selector: Option<LabelSelector>,
 }
 
+impl ClusterSelector {
+    /// Whether this selects the cluster `name`, whose Cluster document has
+    /// `labels` (`None` when the set has no such document: then only `names`
+    /// can select it).
+    pub fn selects(&self, name: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+        self.names.iter().any(|n| n == name)
+            || match (&self.selector, labels) {
+                (Some(selector), Some(labels)) => selector.matches(labels),
+                _ => false,
+            }
+    }
+}
+
 /// A namespace name or glob (`*` any run of characters, `?` one character,
 /// `[a-z]` a class), for example `team-*`.
 #[derive(

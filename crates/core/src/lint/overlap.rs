@@ -17,14 +17,15 @@ fn clusters_of<'a>(set: &'a PolicySet, policy: &'a BackupPolicy) -> BTreeSet<&'a
         .iter()
         .map(String::as_str)
         .collect();
-    if let Some(selector) = &policy.spec.clusters.selector {
-        out.extend(
-            set.clusters
-                .iter()
-                .filter(|c| selector.matches(&c.doc.metadata.labels))
-                .map(|c| c.doc.metadata.name.as_str()),
-        );
-    }
+    out.extend(
+        set.clusters
+            .iter()
+            .filter(|c| {
+                let name = &c.doc.metadata.name;
+                (policy.spec.clusters).selects(name, Some(&c.doc.metadata.labels))
+            })
+            .map(|c| c.doc.metadata.name.as_str()),
+    );
     out
 }
 
