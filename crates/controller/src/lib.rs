@@ -5,4 +5,5 @@
 //! server), [`leader`] (Lease-based leader election) and [`shutdown`]
 //! (signals, cancellation, draining tasks within the grace period).
 
+pub mod http;
 pub mod metrics;
