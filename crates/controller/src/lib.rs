@@ -6,5 +6,6 @@
 //! (signals, cancellation, draining tasks within the grace period).
 
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod shutdown;
