@@ -207,8 +207,10 @@ async fn run(
                         // Can no longer prove we hold the lease: stop first,
                         // then try to give it up so the state is consistent.
                         publish(&tx, false, identity);
-                        if let Err(e) = manager.release().await {
-                            tracing::warn!(%identity, error = %e, "cannot release the lease");
+                        match tokio::time::timeout(RELEASE_TIMEOUT, manager.release()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::warn!(%identity, error = %e, "cannot release the lease"),
+                            Err(_) => tracing::warn!(%identity, "timed out releasing the lease"),
                         }
                     }
                     tokio::select! {
