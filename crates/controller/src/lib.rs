@@ -1,8 +1,24 @@
-//! lifeboat's reconciler: reads the policy repository and the backup
-//! catalog, plans with `lifeboat_core::plan`, executes the plan against the
-//! cluster and object storage, and writes status back to Git.
+//! lifeboat's reconciler and the controller around it.
+//!
+//! - The reconcile cycle: [`reconcile`] fetches the policy repository
+//!   ([`files`], [`policies`]), reads the backup catalog ([`catalog`],
+//!   [`locations`]), plans with `lifeboat_core::plan`, runs the plan
+//!   ([`executor`], [`jobs`]) and writes status to Git ([`status`]).
+//! - The long-running parts: [`run`] (the loop), [`metrics`] (Prometheus
+//!   registry), [`http`] (metrics, health and webhook server), [`leader`]
+//!   (Lease-based leader election) and [`shutdown`] (signals, cancellation,
+//!   draining within the grace period).
 
+pub mod catalog;
+pub mod executor;
 pub mod files;
+pub mod http;
 pub mod jobs;
+pub mod leader;
 pub mod locations;
+pub mod metrics;
 pub mod policies;
+pub mod reconcile;
+pub mod run;
+pub mod shutdown;
+pub mod status;

@@ -92,6 +92,37 @@ impl ApiError {
         .with_details(group, resource, name)
     }
 
+    /// 409 Conflict from server-side apply: the fields, each with the
+    /// manager that owns it (`(field, manager)`), that the apply would change.
+    pub fn apply_conflict(
+        group: &str,
+        resource: &str,
+        name: &str,
+        api_version: &str,
+        conflicts: &[(String, String)],
+    ) -> Self {
+        let one =
+            |(f, m): &(String, String)| format!("conflict with \"{m}\" using {api_version}: {f}");
+        let text: Vec<String> = conflicts.iter().map(one).collect();
+        let n = conflicts.len();
+        let plural = if n == 1 { "" } else { "s" };
+        let message = match text.as_slice() {
+            [only] => format!("Apply failed with 1 conflict: {only}"),
+            _ => format!(
+                "Apply failed with {n} conflict{plural}: {}",
+                text.join("\n")
+            ),
+        };
+        let mut e = Self::new(409, "Conflict", message).with_details(group, resource, name);
+        if let Some(d) = e.details.as_mut() {
+            d["causes"] = conflicts
+                .iter()
+                .map(|c| json!({"reason": "FieldManagerConflict", "message": one(c), "field": c.0}))
+                .collect();
+        }
+        e
+    }
+
     /// The usual optimistic-concurrency conflict.
     pub fn stale(group: &str, resource: &str, name: &str) -> Self {
         Self::conflict(

@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use crate::behaviours;
 use crate::error::ApiError;
+use crate::fields::FieldOwners;
 use crate::meta::{self, meta_mut, meta_str};
 use crate::patch::{self, PatchKind};
 use crate::resources::{Registry, ResourceInfo};
@@ -59,6 +60,8 @@ pub struct State {
     pub deferred: Vec<Deferred>,
     /// PEM of the cluster CA (published in `kube-root-ca.crt`).
     pub ca_pem: String,
+    /// Server-side apply field ownership.
+    pub fields: FieldOwners,
 }
 
 /// Query parameters (repeated keys allowed).
@@ -120,6 +123,34 @@ impl Ctx<'_> {
     }
     fn api_version(&self) -> String {
         self.info.api_version(self.version)
+    }
+    /// Key of the addressed object in [`FieldOwners`].
+    fn field_key(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.info.group, self.info.resource, self.namespace, self.name
+        )
+    }
+    /// `fieldManager`, or the name the API server would derive when absent.
+    fn field_manager(&self) -> &str {
+        self.query
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .unwrap_or("unknown")
+    }
+    /// Records a non-apply write for server-side apply field ownership.
+    fn record_update(&self, st: &mut State, old: &Obj) {
+        if self.dry_run() {
+            return;
+        }
+        let key = self.field_key();
+        match st.store.get(&self.info.key(), self.namespace, self.name) {
+            Some(new) => {
+                st.fields
+                    .record_update(&key, &old.value(), &new.value(), self.field_manager())
+            }
+            None => st.fields.forget(&key),
+        }
     }
 }
 
@@ -695,7 +726,9 @@ fn existing(st: &State, cx: &Ctx) -> Result<Arc<Obj>, ApiError> {
 pub fn update(st: &mut State, cx: &Ctx, body: Value) -> Result<Reply, ApiError> {
     let v = object_body(body)?;
     let old = existing(st, cx)?;
-    replace(st, cx, &old, v)
+    let out = replace(st, cx, &old, v)?;
+    cx.record_update(st, &old);
+    Ok(out)
 }
 
 /// PATCH.
@@ -707,8 +740,12 @@ pub fn patch(st: &mut State, cx: &Ctx, kind: PatchKind, body: Value) -> Result<R
                 "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
             ));
         }
-        let body = object_body(body)?;
+        let mut body = object_body(body)?;
         check_type(cx, &body)?;
+        // An apply configuration may leave the name out; the URL names the object.
+        if meta_str(&body, "name").is_empty() {
+            meta_mut(&mut body).insert("name".into(), json!(cx.name));
+        }
         let body_name = meta_str(&body, "name");
         if body_name != cx.name {
             return Err(ApiError::bad_request(format!(
@@ -726,14 +763,43 @@ pub fn patch(st: &mut State, cx: &Ctx, kind: PatchKind, body: Value) -> Result<R
                 dry_run: cx.dry_run(),
                 keep_status: false,
             };
-            let out = create_object(st, cx.info, cx.version, cx.namespace, body, opts)?;
+            let out = create_object(st, cx.info, cx.version, cx.namespace, body.clone(), opts)?;
+            if !cx.dry_run() {
+                st.fields
+                    .record_apply(&cx.field_key(), None, &out, &body, cx.field_manager());
+            }
             return Ok(reply(201, &out));
         }
         let old = existing(st, cx)?;
         let mut doc = old.value();
+        let key = cx.field_key();
+        if cx.query.get("force") != Some("true") {
+            let conflicts = st.fields.check_apply(&key, &doc, &body, cx.field_manager());
+            if !conflicts.is_empty() {
+                return Err(ApiError::apply_conflict(
+                    group,
+                    &cx.info.resource,
+                    cx.name,
+                    &cx.api_version(),
+                    &conflicts,
+                ));
+            }
+        }
         patch::apply(kind, &mut doc, &body)
             .map_err(|e| ApiError::invalid_field(group, &cx.info.kind, cx.name, "body", e))?;
-        return replace(st, cx, &old, doc);
+        let out = replace(st, cx, &old, doc)?;
+        if !cx.dry_run()
+            && let Some(new) = st.store.get(&cx.info.key(), cx.namespace, cx.name)
+        {
+            st.fields.record_apply(
+                &key,
+                Some(&old.value()),
+                &new.value(),
+                &body,
+                cx.field_manager(),
+            );
+        }
+        return Ok(out);
     }
     let old = existing(st, cx)?;
     let mut doc = old.value();
@@ -746,7 +812,9 @@ pub fn patch(st: &mut State, cx: &Ctx, kind: PatchKind, body: Value) -> Result<R
             "the patch turned the object into a non-object",
         ));
     }
-    replace(st, cx, &old, doc)
+    let out = replace(st, cx, &old, doc)?;
+    cx.record_update(st, &old);
+    Ok(out)
 }
 
 /// Marks an object deleted or removes it. Returns the object as answered.

@@ -46,13 +46,15 @@
 //! Not modelled: garbage collection through ownerReferences, workload
 //! controllers (Deployments create no ReplicaSets), admission webhooks,
 //! OpenAPI documents (404), protobuf, aggregated discovery (clients fall
-//! back), managedFields (server-side apply is create-or-merge).
+//! back), `metadata.managedFields` (server-side apply merges, and tracks
+//! field ownership only to answer 409 conflicts; see the `fields` module).
 
 mod behaviours;
 mod discovery;
 mod error;
 mod exec;
 mod faults;
+mod fields;
 mod handlers;
 mod meta;
 mod patch;
@@ -239,6 +241,7 @@ impl SandboxBuilder {
             registry: resources::Registry::builtin(),
             deferred: Vec::new(),
             ca_pem: pki.ca_pem.clone(),
+            fields: fields::FieldOwners::default(),
         };
         behaviours::bootstrap(&mut state).map_err(|e| Error::Seed(e.to_string()))?;
         let mut objs = Vec::new();

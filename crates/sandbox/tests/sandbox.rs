@@ -285,6 +285,105 @@ async fn typed_crud_with_api_semantics() {
     );
 }
 
+/// Server-side apply tracks field managers: an apply that would change a
+/// field another manager set is a 409 Conflict naming the field, unless
+/// forced; other writes take fields over. Leader election relies on it.
+#[tokio::test]
+async fn server_side_apply_conflicts_between_field_managers() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let sb = Sandbox::start().await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(sb.client(), "default");
+    // No metadata.name: the URL names the object, as kube-lease-manager sends it.
+    let take = |who: &str| {
+        Patch::Apply(
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "spec": {"holderIdentity": who, "leaseDurationSeconds": 15}}),
+        )
+    };
+    let (a, b) = (PatchParams::apply("mgr-a"), PatchParams::apply("mgr-b"));
+    leases.patch("l", &a, &take("a")).await.unwrap();
+    // Re-applying one's own fields, or the same values, never conflicts.
+    leases.patch("l", &a, &take("a2")).await.unwrap();
+    leases.patch("l", &b, &take("a2")).await.unwrap();
+    let e = leases.patch("l", &b, &take("b")).await.unwrap_err();
+    assert_eq!((code(&e), reason(&e).as_str()), (409, "Conflict"));
+    let kube::Error::Api(status) = &e else {
+        unreachable!()
+    };
+    assert!(
+        status.message.contains(r#"conflict with "mgr-a""#)
+            && status.message.contains(".spec.holderIdentity"),
+        "{}",
+        status.message
+    );
+    assert_eq!(
+        leases
+            .get("l")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity
+            .as_deref(),
+        Some("a2")
+    );
+    // dryRun checks too, and stores nothing.
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::apply("mgr-b")
+    };
+    assert_eq!(
+        code(&leases.patch("l", &dry, &take("b")).await.unwrap_err()),
+        409
+    );
+    leases
+        .patch("l", &b.clone().force(), &take("b"))
+        .await
+        .unwrap();
+    // Now mgr-b alone owns the field.
+    assert_eq!(
+        code(&leases.patch("l", &a, &take("a")).await.unwrap_err()),
+        409
+    );
+
+    // A strategic merge patch that clears the field frees it for anyone.
+    let release = PatchParams {
+        field_manager: Some("mgr-b".into()),
+        ..Default::default()
+    };
+    leases
+        .patch(
+            "l",
+            &release,
+            &Patch::Strategic(json!({"spec": {"holderIdentity": null}})),
+        )
+        .await
+        .unwrap();
+    leases.patch("l", &a, &take("a")).await.unwrap();
+    // An update that changes the field takes it over: mgr-a's apply now conflicts with it.
+    leases
+        .patch(
+            "l",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "z"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&leases.patch("l", &a, &take("a")).await.unwrap_err()),
+        409
+    );
+
+    // A recreated object starts without owners.
+    leases.delete("l", &DeleteParams::default()).await.unwrap();
+    leases.patch("l", &a, &take("a")).await.unwrap();
+    leases.delete("l", &DeleteParams::default()).await.unwrap();
+    let mut fresh = Lease::default();
+    fresh.metadata.name = Some("l".into());
+    leases.create(&PostParams::default(), &fresh).await.unwrap();
+    leases.patch("l", &b, &take("b")).await.unwrap();
+}
+
 #[tokio::test]
 async fn discovery_dynamic_objects_and_crd_lifecycle() {
     let sb = Sandbox::start().await.unwrap();
