@@ -25,7 +25,14 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = cmd::Cli::parse();
+    let args = match cmd::controller::expand_config(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = cmd::Cli::parse_from(args);
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {

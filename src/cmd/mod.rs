@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 
 pub mod backup;
 pub mod backups;
+pub mod controller;
 pub mod lint;
+pub mod plan;
+pub mod reconcile;
 pub mod restore;
 pub mod sandbox;
 pub mod schema;
@@ -23,8 +26,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Lint(lint::Args),
+    Plan(plan::Args),
+    Reconcile(reconcile::Args),
     Backup(backup::Args),
     Backups(backups::Args),
+    Controller(controller::Args),
     Restore(restore::Args),
     Schema(schema::Args),
     /// In-memory Kubernetes API server for tests and demos.
@@ -34,8 +40,11 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Lint(args) => lint::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Reconcile(args) => reconcile::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Backups(args) => backups::run(args),
+        Command::Controller(args) => controller::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Sandbox(args) => sandbox::run(args),

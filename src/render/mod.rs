@@ -8,6 +8,7 @@ use lifeboat_core::{Diagnostic, Severity};
 mod github;
 mod human;
 mod json;
+pub mod plan;
 mod sarif;
 
 pub use github::github;

@@ -4,6 +4,7 @@
 mod backup_restore;
 mod backups;
 mod lint;
+mod plan;
 mod sandbox;
 mod schema;
 

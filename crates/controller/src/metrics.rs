@@ -248,6 +248,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets `lifeboat_backup_last_success_timestamp_seconds{policy}` from the
+    /// catalog, so the gauge is right after a restart, before this process
+    /// has taken a backup itself.
+    pub fn set_last_success(&self, policy: &str, end_time: jiff::Timestamp) {
+        let end = end_time.as_millisecond() as f64 / 1000.0;
+        self.inner
+            .last_success
+            .get_or_create(&policy_label(policy))
+            .set(end);
+    }
+
     /// Sets `lifeboat_rpo_violated{policy}` to 1 or 0.
     pub fn set_rpo_violated(&self, policy: &str, violated: bool) {
         self.inner

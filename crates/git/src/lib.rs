@@ -68,7 +68,9 @@ mod publish;
 
 pub use auth::{Auth, redact_url};
 pub use error::{Error, Result};
-pub use mirror::{CommitInfo, DEFAULT_NETWORK_TIMEOUT, DEFAULT_PUBLISH_ATTEMPTS, Mirror};
+pub use mirror::{
+    CommitInfo, DEFAULT_NETWORK_TIMEOUT, DEFAULT_PUBLISH_ATTEMPTS, Mirror, checkout_local,
+};
 pub use publish::{
     BOT_EMAIL, BOT_NAME, DEFAULT_STATUS_BRANCH, Published, SameFn, StatusCommit, StatusTarget,
 };

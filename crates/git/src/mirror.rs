@@ -448,6 +448,30 @@ impl Mirror {
     }
 }
 
+/// Writes the tree of `rev` of the local repository containing `repo_dir`
+/// (a working copy, as `lifeboat plan --base origin/main` runs in CI) into
+/// `dir`, as [`Mirror::checkout`] does, and returns the commit SHA. Revisions
+/// resolve in that repository, so `HEAD~1` and remote-tracking branches such
+/// as `origin/main` mean what they mean to `git` there. Nothing is fetched.
+pub fn checkout_local(repo_dir: &Path, rev: &str, dir: &Path) -> Result<String> {
+    let repo = Repository::discover(repo_dir).map_err(|e| Error::Unreachable {
+        url: repo_dir.display().to_string(),
+        reason: format!("not a Git repository: {}", e.message()),
+    })?;
+    let unknown = || Error::UnknownRevision {
+        rev: rev.to_owned(),
+    };
+    let commit = repo
+        .revparse_single(rev)
+        .map_err(|_| unknown())?
+        .peel_to_commit()
+        .map_err(|_| unknown())?;
+    let tree = commit.tree()?;
+    empty_dir(dir)?;
+    write_tree(&repo, &tree, dir)?;
+    Ok(commit.id().to_string())
+}
+
 fn write_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &Path) -> Result<()> {
     let mut failure = None;
     tree.walk(TreeWalkMode::PreOrder, |root, entry| {

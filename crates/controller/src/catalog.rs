@@ -1,0 +1,288 @@
+//! What the planner observes: the backups, incomplete backups, restore
+//! records and orphan marks of the StorageLocations of a policy set, read
+//! from object storage. A location that cannot be opened or listed is
+//! reported as unavailable, so the planner prunes nothing there, and the
+//! other locations are still read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use lifeboat_core::AccessMode;
+use lifeboat_core::load::PolicySet;
+use lifeboat_core::plan::{
+    BackupPhase, IncompleteBackup, Observed, ObservedBackup, ObservedRestore, OrphanMark,
+    RestoreState, Running,
+};
+use lifeboat_store::{Manifest, Phase, Repository, RestorePhase};
+
+use crate::locations::{self, Secrets};
+use crate::status::RecordSummary;
+
+/// Locations opened at once.
+const OPEN_CONCURRENCY: usize = 8;
+
+/// One StorageLocation of the set, opened or not.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub name: String,
+    pub access: AccessMode,
+    /// The repository, or why it could not be opened.
+    pub repository: Result<Repository, String>,
+}
+
+/// The StorageLocations of a policy set, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Locations {
+    pub by_name: BTreeMap<String, Location>,
+}
+
+impl Locations {
+    /// Opens every StorageLocation of `set` (concurrently).
+    pub async fn open(set: &PolicySet, secrets: &Secrets) -> Locations {
+        let opened: Vec<Location> = futures::stream::iter(set.storage_locations.iter())
+            .map(|l| async move {
+                let doc = &l.doc;
+                Location {
+                    name: doc.metadata.name.clone(),
+                    access: doc.spec.access_mode,
+                    repository: locations::open(doc, secrets)
+                        .await
+                        .map_err(|e| format!("{e:#}")),
+                }
+            })
+            .buffer_unordered(OPEN_CONCURRENCY)
+            .collect()
+            .await;
+        Locations {
+            by_name: opened.into_iter().map(|l| (l.name.clone(), l)).collect(),
+        }
+    }
+
+    /// The repository of `name`, or why there is none.
+    pub fn repository(&self, name: &str) -> Result<&Repository, String> {
+        match self.by_name.get(name) {
+            Some(l) => l.repository.as_ref().map_err(Clone::clone),
+            None => Err(format!("no StorageLocation named `{name}`")),
+        }
+    }
+
+    pub fn access(&self, name: &str) -> Option<AccessMode> {
+        self.by_name.get(name).map(|l| l.access)
+    }
+}
+
+/// Converts a manifest into what the planner sees.
+pub fn observed_backup(location: &str, m: &Manifest) -> ObservedBackup {
+    ObservedBackup {
+        location: location.to_string(),
+        cluster: m.cluster.clone(),
+        name: m.backup_name.clone(),
+        policy: m.policy.clone(),
+        slot: m.schedule_slot,
+        start: m.start_time,
+        end: m.end_time,
+        phase: match m.phase {
+            Phase::Completed => BackupPhase::Completed,
+            Phase::PartiallyFailed => BackupPhase::PartiallyFailed,
+            Phase::Failed => BackupPhase::Failed,
+        },
+        items: m.totals.items,
+        bytes: m.files.resources.bytes + m.files.index.bytes + m.files.log.bytes,
+    }
+}
+
+/// What one location holds, or (location, error).
+type LocationPart = (Observed, BTreeMap<String, RecordSummary>);
+
+/// What the catalog holds: the planner's input, plus what the restore
+/// records say for the status report.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub observed: Observed,
+    pub records: BTreeMap<String, RecordSummary>,
+}
+
+/// Reads everything the planner needs about `cluster` from every location.
+pub async fn observe(
+    set: &PolicySet,
+    locations: &Locations,
+    cluster: &str,
+    now: Timestamp,
+    running: Running,
+) -> Observation {
+    let mut observed = Observed {
+        backups: Vec::new(),
+        incomplete: Vec::new(),
+        restores: Vec::new(),
+        orphans: Vec::new(),
+        unavailable: Vec::new(),
+        running,
+    };
+    // Restores into this cluster, and the other clusters they read from.
+    let requests: Vec<&lifeboat_core::RestoreRequest> = set
+        .restores
+        .iter()
+        .map(|r| &r.doc)
+        .filter(|r| r.spec.target.cluster == cluster)
+        .collect();
+    let sources: BTreeSet<(String, String)> = requests
+        .iter()
+        .filter(|r| r.spec.source.cluster != cluster)
+        .filter_map(|r| {
+            let policy = set.policy(&r.spec.source.policy)?;
+            Some((
+                policy.doc.spec.storage.clone(),
+                r.spec.source.cluster.clone(),
+            ))
+        })
+        .collect();
+    let reads = locations.by_name.values().map(|location| {
+        let requests = &requests;
+        let sources = &sources;
+        async move { read_location(location, cluster, now, requests, sources).await }
+    });
+    let results: Vec<Result<LocationPart, (String, String)>> = futures::stream::iter(reads)
+        .buffer_unordered(OPEN_CONCURRENCY)
+        .collect()
+        .await;
+    let mut records = BTreeMap::new();
+    for result in results {
+        match result {
+            Ok((part, part_records)) => {
+                observed.backups.extend(part.backups);
+                observed.incomplete.extend(part.incomplete);
+                observed.restores.extend(part.restores);
+                observed.orphans.extend(part.orphans);
+                records.extend(part_records);
+            }
+            Err(unavailable) => observed.unavailable.push(unavailable),
+        }
+    }
+    observed.unavailable.sort();
+    Observation { observed, records }
+}
+
+fn summary(location: &str, cluster: &str, record: &lifeboat_store::RestoreRecord) -> RecordSummary {
+    RecordSummary {
+        phase: format!("{:?}", record.phase),
+        source_cluster: record.source_cluster.clone(),
+        source_backup: record.source_backup.clone(),
+        dry_run: record.dry_run,
+        start: Some(record.start_time),
+        end: record.end_time,
+        created: record.counts.created,
+        updated: record.counts.updated,
+        skipped: record.counts.skipped,
+        failed: record.counts.failed,
+        message: record.message.clone(),
+        failures: record
+            .items
+            .iter()
+            .filter(|i| i.action == lifeboat_store::RestoreAction::Failed)
+            .take(crate::status::LISTED_FAILURES)
+            .map(|i| {
+                format!(
+                    "{} {}{}: {}",
+                    i.resource,
+                    i.namespace
+                        .as_deref()
+                        .map(|n| format!("{n}/"))
+                        .unwrap_or_default(),
+                    i.name,
+                    i.reason.as_deref().unwrap_or("failed")
+                )
+            })
+            .collect(),
+        record: format!(
+            "{location}: clusters/{cluster}/restores/{}/record.json",
+            record.request
+        ),
+    }
+}
+
+async fn read_location(
+    location: &Location,
+    cluster: &str,
+    now: Timestamp,
+    requests: &[&lifeboat_core::RestoreRequest],
+    sources: &BTreeSet<(String, String)>,
+) -> Result<LocationPart, (String, String)> {
+    let name = location.name.as_str();
+    let fail = |e: String| (name.to_string(), e);
+    let repo = location.repository.as_ref().map_err(|e| fail(e.clone()))?;
+    let mut part = Observed {
+        backups: Vec::new(),
+        incomplete: Vec::new(),
+        restores: Vec::new(),
+        orphans: Vec::new(),
+        unavailable: Vec::new(),
+        running: Running::default(),
+    };
+    let listed = repo
+        .list_backups(cluster, None)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    part.backups
+        .extend(listed.backups.iter().map(|m| observed_backup(name, m)));
+    for (source_location, source_cluster) in sources {
+        if source_location != name {
+            continue;
+        }
+        let listed = repo
+            .list_backups(source_cluster, None)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        part.backups
+            .extend(listed.backups.iter().map(|m| observed_backup(name, m)));
+    }
+    let incomplete = repo
+        .incomplete_backups(cluster, now, SignedDuration::ZERO)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    part.incomplete
+        .extend(incomplete.into_iter().map(|i| IncompleteBackup {
+            location: name.to_string(),
+            cluster: i.cluster,
+            name: i.backup,
+            last_modified: i.last_modified,
+        }));
+    let marks = repo
+        .orphan_marks(cluster)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    part.orphans.extend(marks.into_iter().map(|m| OrphanMark {
+        location: name.to_string(),
+        policy: m.policy,
+        since: m.since,
+    }));
+    let mut records = BTreeMap::new();
+    for request in requests {
+        let request_name = &request.metadata.name;
+        if let Some(record) = repo
+            .read_restore_record(cluster, request_name)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+        {
+            records.insert(record.request.clone(), summary(name, cluster, &record));
+            part.restores.push(ObservedRestore {
+                location: name.to_string(),
+                request: record.request,
+                phase: match record.phase {
+                    RestorePhase::InProgress => RestoreState::InProgress,
+                    RestorePhase::Completed => RestoreState::Completed,
+                    RestorePhase::PartiallyFailed => RestoreState::PartiallyFailed,
+                    RestorePhase::Failed => RestoreState::Failed,
+                },
+                source_backup: record.source_backup,
+                start: record.start_time,
+                end: record.end_time,
+            });
+        }
+    }
+    Ok((part, records))
+}
+
+/// Shared, cheaply cloned locations for concurrent executors.
+pub type SharedLocations = Arc<Locations>;

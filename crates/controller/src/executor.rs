@@ -1,0 +1,353 @@
+//! Executing a plan: every action of [`Plan::actions`] against the cluster
+//! and object storage.
+//!
+//! - Restores run first and one at a time (each is parallel inside), beside
+//!   the backups, which run `backup_concurrency` at a time; the planner
+//!   never plans two backups of one policy.
+//! - Then the bookkeeping: orphan marks, prunes and clean-ups, a few at once.
+//!   Prunes run after the backups so that a failing backup never leaves a
+//!   policy with fewer backups than retention meant to keep.
+//! - Every action is idempotent: a backup slot that already has a manifest
+//!   is not written again; a restore with a record is not run again (the
+//!   record is written `InProgress` before anything is applied); deleting
+//!   what is gone is a no-op.
+//! - One action's failure never stops the others; each result says what
+//!   happened, in words.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use lifeboat_core::AccessMode;
+use lifeboat_core::load::PolicySet;
+use lifeboat_core::plan::{Action, Plan};
+use lifeboat_kube::backup::BackupOptions;
+use lifeboat_store::{Manifest, Phase, RestorePhase, RestoreRecord};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::catalog::Locations;
+use crate::jobs::{self, BackupJob, RestoreJob};
+
+/// How the executor runs.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Backups of different policies at once.
+    pub backup_concurrency: usize,
+    /// Prunes, clean-ups and marks at once.
+    pub bookkeeping_concurrency: usize,
+    pub backup: BackupOptions,
+    /// Restore writes at once within a tier.
+    pub restore_parallelism: usize,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            backup_concurrency: 2,
+            bookkeeping_concurrency: 8,
+            backup: BackupOptions::default(),
+            restore_parallelism: lifeboat_kube::restore::DEFAULT_PARALLELISM,
+        }
+    }
+}
+
+/// What an action did.
+#[derive(Debug, Clone)]
+pub enum Done {
+    Backup(Box<Manifest>),
+    Pruned { objects: u64 },
+    Restored(Box<RestoreRecord>),
+    Cleaned { objects: u64 },
+    Marked,
+    Unmarked,
+    RestoreFinished,
+}
+
+/// One executed action.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub action: Action,
+    pub result: Result<Done, String>,
+    pub duration: Duration,
+}
+
+impl Executed {
+    /// True when the action did what it was meant to (a backup committed as
+    /// `Failed` or a restore that failed counts as not ok).
+    pub fn ok(&self) -> bool {
+        match &self.result {
+            Ok(Done::Backup(m)) => m.phase != Phase::Failed,
+            Ok(Done::Restored(r)) => r.phase != RestorePhase::Failed,
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// The kind of work, as metrics and logs name it.
+    pub fn action_kind(&self) -> &'static str {
+        match self.action {
+            Action::Backup { .. } => "backup",
+            Action::Restore { .. } | Action::FinishInterruptedRestore { .. } => "restore",
+            Action::Prune { .. } | Action::CleanupIncomplete { .. } => "prune",
+            Action::MarkOrphaned { .. } | Action::UnmarkOrphaned { .. } => "prune",
+        }
+    }
+
+    /// One line for logs and the CLI.
+    pub fn describe(&self) -> String {
+        let what = self.action.summary();
+        let secs = self.duration.as_secs_f64();
+        match &self.result {
+            Ok(Done::Backup(m)) => format!(
+                "{what}: {:?}, {} objects, {} bytes in {secs:.1}s{}",
+                m.phase,
+                m.totals.items,
+                m.files.resources.bytes + m.files.index.bytes + m.files.log.bytes,
+                m.failure_reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            Ok(Done::Restored(r)) => format!(
+                "{what}: {:?}{}, {} created, {} updated, {} skipped, {} failed in {secs:.1}s",
+                r.phase,
+                if r.dry_run { " (dry run)" } else { "" },
+                r.counts.created,
+                r.counts.updated,
+                r.counts.skipped,
+                r.counts.failed
+            ),
+            Ok(Done::Pruned { objects }) | Ok(Done::Cleaned { objects }) => {
+                format!("{what}: {objects} objects deleted")
+            }
+            Ok(_) => format!("{what}: done"),
+            Err(e) => format!("{what}: failed: {e}"),
+        }
+    }
+}
+
+/// Runs plans for one cluster.
+#[derive(Clone)]
+pub struct Executor {
+    pub client: kube::Client,
+    pub locations: Arc<Locations>,
+    pub cluster: String,
+    /// Git revision of the policy set, stored in each backup's manifest.
+    pub revision: Option<String>,
+    pub options: ExecOptions,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("cluster", &self.cluster)
+            .field("revision", &self.revision)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// Runs every action of `plan`; the results are in plan order.
+    pub async fn execute(&self, set: &PolicySet, plan: &Plan) -> Vec<Executed> {
+        let indexed: Vec<(usize, &Action)> = plan.actions.iter().enumerate().collect();
+        let (work, bookkeeping): (Vec<_>, Vec<_>) = indexed
+            .into_iter()
+            .partition(|(_, a)| matches!(a, Action::Backup { .. } | Action::Restore { .. }));
+        let (restores, backups): (Vec<_>, Vec<_>) = work
+            .into_iter()
+            .partition(|(_, a)| matches!(a, Action::Restore { .. }));
+
+        let restores = async {
+            let mut out = Vec::new();
+            for (i, action) in restores {
+                out.push((i, self.run(set, action).await));
+            }
+            out
+        };
+        let backups = futures::stream::iter(backups)
+            .map(|(i, action)| async move { (i, self.run(set, action).await) })
+            .buffer_unordered(self.options.backup_concurrency.max(1))
+            .collect::<Vec<_>>();
+        let (mut done, more) = futures::join!(restores, backups);
+        done.extend(more);
+        let rest: Vec<_> = futures::stream::iter(bookkeeping)
+            .map(|(i, action)| async move { (i, self.run(set, action).await) })
+            .buffer_unordered(self.options.bookkeeping_concurrency.max(1))
+            .collect()
+            .await;
+        done.extend(rest);
+        done.sort_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, e)| e).collect()
+    }
+
+    async fn run(&self, set: &PolicySet, action: &Action) -> Executed {
+        let span = info_span!("action", cluster = %self.cluster, action = %action.summary());
+        async {
+            let started = Instant::now();
+            let result = self
+                .dispatch(set, action)
+                .await
+                .map_err(|e| format!("{e:#}"));
+            let executed = Executed {
+                action: action.clone(),
+                result,
+                duration: started.elapsed(),
+            };
+            if executed.ok() {
+                info!("{}", executed.describe());
+            } else {
+                warn!("{}", executed.describe());
+            }
+            executed
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn writable(&self, location: &str) -> anyhow::Result<&lifeboat_store::Repository> {
+        let repository = self
+            .locations
+            .repository(location)
+            .map_err(|e| anyhow::anyhow!("StorageLocation `{location}` is unavailable: {e}"))?;
+        if self.locations.access(location) == Some(AccessMode::ReadOnly) {
+            anyhow::bail!("StorageLocation `{location}` is ReadOnly");
+        }
+        Ok(repository)
+    }
+
+    async fn dispatch(&self, set: &PolicySet, action: &Action) -> anyhow::Result<Done> {
+        match action {
+            Action::Backup {
+                policy,
+                location,
+                slot,
+                ..
+            } => {
+                let repository = self.writable(location)?;
+                let doc = &set
+                    .policy(policy)
+                    .ok_or_else(|| anyhow::anyhow!("policy `{policy}` is not in the set"))?
+                    .doc;
+                let job = BackupJob {
+                    cluster: &self.cluster,
+                    policy: doc,
+                    slot: *slot,
+                    revision: self.revision.clone(),
+                    trigger: "schedule",
+                };
+                let manifest = jobs::run_backup(
+                    &self.client,
+                    repository,
+                    &job,
+                    &self.options.backup,
+                    &|_| {},
+                    Timestamp::now,
+                )
+                .await?;
+                Ok(Done::Backup(Box::new(manifest)))
+            }
+            Action::Restore {
+                request,
+                location,
+                source_cluster,
+                backup,
+                ..
+            } => {
+                let repository = self.locations.repository(location).map_err(|e| {
+                    anyhow::anyhow!("StorageLocation `{location}` is unavailable: {e}")
+                })?;
+                let doc = &set
+                    .restores
+                    .iter()
+                    .find(|r| &r.doc.metadata.name == request)
+                    .ok_or_else(|| anyhow::anyhow!("RestoreRequest `{request}` is not in the set"))?
+                    .doc;
+                let target = set.cluster(&self.cluster).map(|c| &c.doc);
+                let mut options = jobs::restore_options(doc, target)?;
+                options.parallelism = self.options.restore_parallelism;
+                let job = RestoreJob {
+                    request,
+                    source_cluster,
+                    backup,
+                    target_cluster: &self.cluster,
+                    options,
+                    record: self.locations.access(location) != Some(AccessMode::ReadOnly),
+                };
+                let record =
+                    jobs::run_restore(&self.client, repository, &job, &|_| {}, Timestamp::now)
+                        .await?;
+                Ok(Done::Restored(Box::new(record)))
+            }
+            Action::Prune {
+                location,
+                cluster,
+                backup,
+                ..
+            } => {
+                let objects = self.delete(location, cluster, backup).await?;
+                Ok(Done::Pruned { objects })
+            }
+            Action::CleanupIncomplete {
+                location,
+                cluster,
+                backup,
+                ..
+            } => {
+                let objects = self.delete(location, cluster, backup).await?;
+                Ok(Done::Cleaned { objects })
+            }
+            Action::MarkOrphaned {
+                location,
+                policy,
+                since,
+            } => {
+                self.writable(location)?
+                    .mark_orphaned(&self.cluster, policy, *since)
+                    .await?;
+                Ok(Done::Marked)
+            }
+            Action::UnmarkOrphaned { location, policy } => {
+                self.writable(location)?
+                    .unmark_orphaned(&self.cluster, policy)
+                    .await?;
+                Ok(Done::Unmarked)
+            }
+            Action::FinishInterruptedRestore { location, request } => {
+                let repository = self.writable(location)?;
+                if let Some(mut record) = repository
+                    .read_restore_record(&self.cluster, request)
+                    .await?
+                    && record.phase == RestorePhase::InProgress
+                {
+                    record.phase = RestorePhase::Failed;
+                    record.end_time = Some(Timestamp::now());
+                    record.message = Some(
+                        "interrupted: the controller stopped during this restore, which is \
+                         not run again automatically; check the target, then commit a \
+                         RestoreRequest with a new name to run it again"
+                            .into(),
+                    );
+                    repository
+                        .write_restore_record(&self.cluster, request, &record)
+                        .await?;
+                }
+                Ok(Done::RestoreFinished)
+            }
+        }
+    }
+
+    /// Deletes a backup; one that is already gone counts as deleted.
+    async fn delete(&self, location: &str, cluster: &str, backup: &str) -> anyhow::Result<u64> {
+        match self
+            .writable(location)?
+            .delete_backup(cluster, backup)
+            .await
+        {
+            Ok(n) => Ok(n),
+            Err(lifeboat_store::StoreError::BackupNotFound { .. }) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

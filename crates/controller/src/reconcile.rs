@@ -1,0 +1,507 @@
+//! One reconcile cycle: fetch → load and validate → read the catalog → plan
+//! → execute → write status → commit and push.
+//!
+//! - The newest revision that validates is the one acted on. A revision
+//!   with errors is reported (in `revision.yaml`) and never acted on; the
+//!   previous valid one keeps protecting the cluster, and nothing is pruned
+//!   until a valid revision is back.
+//! - A remote that cannot be fetched is reported and the cycle goes on with
+//!   the revision already fetched.
+//! - After executing, the catalog is read again and the plan recomputed, so
+//!   the status reports the state after this cycle's backups and prunes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, anyhow};
+use jiff::Timestamp;
+use lifeboat_core::load::PolicySet;
+use lifeboat_core::plan::{self, Plan, PlanOptions, Running};
+use lifeboat_core::{Diagnostic, Severity};
+use lifeboat_git::{Mirror, Published, StatusCommit, StatusTarget};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::catalog::{self, Locations, Observation};
+use crate::executor::{ExecOptions, Executed, Executor};
+use crate::files;
+use crate::locations::Secrets;
+use crate::policies;
+use crate::status::{self, RevisionStatus, StatusInput};
+
+/// Where policies come from.
+#[derive(Clone)]
+pub enum Source {
+    /// A Git remote, mirrored into a cache; `branch` is followed and its
+    /// tree written to `checkout`.
+    Git {
+        mirror: Arc<Mutex<Mirror>>,
+        branch: String,
+        checkout: PathBuf,
+    },
+    /// A local directory, read as it is (watch mode, tests).
+    Dir(PathBuf),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Git {
+                branch, checkout, ..
+            } => f
+                .debug_struct("Git")
+                .field("branch", branch)
+                .field("checkout", checkout)
+                .finish_non_exhaustive(),
+            Source::Dir(dir) => f.debug_tuple("Dir").field(dir).finish(),
+        }
+    }
+}
+
+/// What a reconciler is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster: String,
+    /// Where to write status; `None` writes none.
+    pub status: Option<StatusTarget>,
+    pub plan: PlanOptions,
+    pub exec: ExecOptions,
+}
+
+/// The valid policy set acted on.
+#[derive(Debug, Clone)]
+pub struct Valid {
+    pub sha: Option<String>,
+    pub set: Arc<PolicySet>,
+}
+
+/// What one cycle did.
+#[derive(Debug)]
+pub struct CycleReport {
+    pub revision: RevisionStatus,
+    /// The plan that was executed (none when no valid revision exists).
+    pub plan: Option<Plan>,
+    /// The plan recomputed after execution: the state the status reports.
+    pub after: Option<Plan>,
+    pub executed: Vec<Executed>,
+    /// The status commit, or why there was none.
+    pub published: Option<Result<Published, String>>,
+    /// Failures by kind (`fetch`, `validate`, `catalog`, `backup`, `prune`,
+    /// `restore`, `status`), for metrics and logs.
+    pub errors: Vec<(&'static str, String)>,
+}
+
+impl CycleReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// A cycle given up before it finished.
+    pub fn abandoned(why: &str) -> CycleReport {
+        CycleReport {
+            revision: RevisionStatus::default(),
+            plan: None,
+            after: None,
+            executed: Vec::new(),
+            published: None,
+            errors: vec![("abandoned", why.to_string())],
+        }
+    }
+}
+
+/// Reconciles one cluster, cycle after cycle.
+pub struct Reconciler {
+    pub settings: Settings,
+    pub source: Source,
+    pub client: kube::Client,
+    pub secrets: Secrets,
+    valid: Option<Valid>,
+    /// The newest revision loaded and whether it validated, with its
+    /// findings, so an unchanged revision is not loaded again.
+    checked: Option<(String, RevisionStatus)>,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler")
+            .field("settings", &self.settings)
+            .field("source", &self.source)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
+}
+
+fn line(d: &Diagnostic) -> String {
+    let place = match (&d.file, &d.span) {
+        (Some(f), Some(s)) => format!("{f}:{}:{}: ", s.line, s.column),
+        (Some(f), None) => format!("{f}: "),
+        _ => String::new(),
+    };
+    format!("{place}{} {}", d.code, d.message)
+}
+
+impl Reconciler {
+    pub fn new(settings: Settings, source: Source, client: kube::Client, secrets: Secrets) -> Self {
+        Reconciler {
+            settings,
+            source,
+            client,
+            secrets,
+            valid: None,
+            checked: None,
+        }
+    }
+
+    /// Forgets which revision was loaded, so the next cycle checks it out
+    /// and validates it again even when the remote has not moved.
+    pub fn reload(&mut self) {
+        self.checked = None;
+    }
+
+    /// The valid revision acted on, if any.
+    pub fn valid(&self) -> Option<&Valid> {
+        self.valid.as_ref()
+    }
+
+    /// Fetches and loads the newest revision; keeps the last valid one when
+    /// it does not validate.
+    async fn refresh(&mut self, errors: &mut Vec<(&'static str, String)>) -> RevisionStatus {
+        let (sha, dir) = match &self.source {
+            Source::Dir(dir) => (None, dir.clone()),
+            Source::Git {
+                mirror,
+                branch,
+                checkout,
+            } => {
+                let mirror = mirror.clone();
+                let branch = branch.clone();
+                let fetched = tokio::task::spawn_blocking(move || {
+                    let m = mirror
+                        .lock()
+                        .map_err(|_| anyhow!("the Git cache lock is poisoned"))?;
+                    m.fetch(&branch).map_err(anyhow::Error::from)
+                })
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r);
+                match fetched {
+                    Ok(sha) => (Some(sha), checkout.clone()),
+                    Err(e) => {
+                        let message = format!("{e:#}");
+                        warn!(error = %message, "fetch failed; acting on the revision already fetched");
+                        errors.push(("fetch", message.clone()));
+                        let mut revision = self
+                            .checked
+                            .as_ref()
+                            .map(|(_, r)| r.clone())
+                            .unwrap_or_default();
+                        revision.fetch_error = Some(message);
+                        return revision;
+                    }
+                }
+            }
+        };
+        if let (Some(sha), Some((checked, revision))) = (&sha, &self.checked)
+            && sha == checked
+        {
+            return revision.clone();
+        }
+        let loaded = self.load(sha.clone(), dir).await;
+        let revision = match loaded {
+            Ok((revision, set)) => {
+                if let Some(set) = set {
+                    self.valid = Some(Valid {
+                        sha: sha.clone(),
+                        set: Arc::new(set),
+                    });
+                }
+                revision
+            }
+            Err(e) => RevisionStatus {
+                sha: sha.clone(),
+                valid: false,
+                acting_on: None,
+                diagnostics: vec![format!("{e:#}")],
+                fetch_error: None,
+            },
+        };
+        let mut revision = revision;
+        revision.acting_on = self.valid.as_ref().and_then(|v| v.sha.clone());
+        if !revision.valid {
+            errors.push((
+                "validate",
+                format!(
+                    "revision {} has {} error(s)",
+                    sha.as_deref().unwrap_or("(working tree)"),
+                    revision.diagnostics.len()
+                ),
+            ));
+        }
+        if let Some(sha) = sha {
+            self.checked = Some((sha, revision.clone()));
+        }
+        revision
+    }
+
+    async fn load(
+        &self,
+        sha: Option<String>,
+        dir: PathBuf,
+    ) -> anyhow::Result<(RevisionStatus, Option<PolicySet>)> {
+        let source = self.source.clone();
+        tokio::task::spawn_blocking(move || {
+            if let (Some(sha), Source::Git { mirror, .. }) = (&sha, &source) {
+                let m = mirror
+                    .lock()
+                    .map_err(|_| anyhow!("the Git cache lock is poisoned"))?;
+                m.checkout(sha, &dir)
+                    .with_context(|| format!("cannot check out {sha}"))?;
+            }
+            let read = files::read_tree(&dir)?;
+            let checked = policies::check_files(&read);
+            let errors: Vec<String> = checked
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(line)
+                .collect();
+            let valid = errors.is_empty();
+            Ok((
+                RevisionStatus {
+                    sha,
+                    valid,
+                    acting_on: None,
+                    diagnostics: errors,
+                    fetch_error: None,
+                },
+                valid.then_some(checked.set),
+            ))
+        })
+        .await?
+    }
+
+    /// Runs one cycle at `now`. With `execute` false it stops after
+    /// planning (and writes no status).
+    pub async fn cycle(&mut self, now: Timestamp, execute: bool) -> CycleReport {
+        let span = info_span!("reconcile", cluster = %self.settings.cluster);
+        async move { self.cycle_inner(now, execute).await }
+            .instrument(span)
+            .await
+    }
+
+    async fn cycle_inner(&mut self, now: Timestamp, execute: bool) -> CycleReport {
+        let mut errors = Vec::new();
+        let revision = self.refresh(&mut errors).await;
+        let cluster = self.settings.cluster.clone();
+        let Some(valid) = self.valid.clone() else {
+            let published = if execute {
+                self.publish_revision_only(&revision, now).await
+            } else {
+                None
+            };
+            push_publish_error(&published, &mut errors);
+            return CycleReport {
+                revision,
+                plan: None,
+                after: None,
+                executed: Vec::new(),
+                published,
+                errors,
+            };
+        };
+        let set = valid.set.clone();
+        let options = PlanOptions {
+            prune: self.settings.plan.prune && revision.valid,
+            ..self.settings.plan.clone()
+        };
+        let locations = Arc::new(Locations::open(&set, &self.secrets).await);
+        let observation =
+            catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
+        for (location, error) in &observation.observed.unavailable {
+            errors.push(("catalog", format!("StorageLocation `{location}`: {error}")));
+        }
+        let planned = plan::plan(&set, &observation.observed, &cluster, now, &options);
+        info!(actions = planned.actions.len(), "planned");
+        if !execute {
+            return CycleReport {
+                revision,
+                plan: Some(planned),
+                after: None,
+                executed: Vec::new(),
+                published: None,
+                errors,
+            };
+        }
+        let executor = Executor {
+            client: self.client.clone(),
+            locations: locations.clone(),
+            cluster: cluster.clone(),
+            revision: valid.sha.clone(),
+            options: self.settings.exec.clone(),
+        };
+        let mut executed = executor.execute(&set, &planned).await;
+        // Retention was planned before this cycle's backups existed. Once a
+        // backup has landed, plan again and apply the retention it allows
+        // now, so a cycle ends with exactly what the rules keep (a failed
+        // backup changes nothing: only successful ones count).
+        let backed_up = executed
+            .iter()
+            .any(|e| e.ok() && matches!(e.action, lifeboat_core::plan::Action::Backup { .. }));
+        if backed_up {
+            let again = catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
+            let mut second = plan::plan(&set, &again.observed, &cluster, now, &options);
+            second.actions.retain(|a| {
+                !matches!(
+                    a,
+                    lifeboat_core::plan::Action::Backup { .. }
+                        | lifeboat_core::plan::Action::Restore { .. }
+                )
+            });
+            if !second.actions.is_empty() {
+                info!(
+                    actions = second.actions.len(),
+                    "retention after this cycle's backups"
+                );
+                executed.extend(executor.execute(&set, &second).await);
+            }
+        }
+        for e in executed.iter().filter(|e| !e.ok()) {
+            errors.push((e.action_kind(), e.describe()));
+        }
+        // The state after this cycle, for the report.
+        let (after, after_plan) = if executed.is_empty() {
+            (observation, planned.clone())
+        } else {
+            let after = catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
+            let after_plan = plan::plan(&set, &after.observed, &cluster, now, &options);
+            (after, after_plan)
+        };
+        let published = self
+            .publish(&revision, &after_plan, &after, &executed, now)
+            .await;
+        push_publish_error(&published, &mut errors);
+        CycleReport {
+            revision,
+            plan: Some(planned),
+            after: Some(after_plan),
+            executed,
+            published,
+            errors,
+        }
+    }
+
+    async fn publish_revision_only(
+        &self,
+        revision: &RevisionStatus,
+        now: Timestamp,
+    ) -> Option<Result<Published, String>> {
+        let empty = Plan {
+            cluster: self.settings.cluster.clone(),
+            now,
+            actions: Vec::new(),
+            policies: Vec::new(),
+            restores: Vec::new(),
+            orphans: Vec::new(),
+            notes: vec!["no policy revision has validated yet, so nothing is protected".into()],
+        };
+        let observation = Observation {
+            observed: plan::Observed::default(),
+            records: Default::default(),
+        };
+        self.publish(revision, &empty, &observation, &[], now).await
+    }
+
+    async fn publish(
+        &self,
+        revision: &RevisionStatus,
+        plan: &Plan,
+        observation: &Observation,
+        executed: &[Executed],
+        now: Timestamp,
+    ) -> Option<Result<Published, String>> {
+        let target = self.settings.status.clone()?;
+        let Source::Git { mirror, .. } = &self.source else {
+            return None;
+        };
+        let files = status::render(&StatusInput {
+            cluster: &self.settings.cluster,
+            now,
+            revision,
+            plan,
+            observed: &observation.observed,
+            records: &observation.records,
+        });
+        let commit = StatusCommit {
+            message: commit_message(&self.settings.cluster, revision, executed),
+        };
+        let mirror = mirror.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let m = mirror
+                .lock()
+                .map_err(|_| "the Git cache lock is poisoned".to_string())?;
+            m.publish(&target, &files, &commit, &status::same)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match &result {
+            Ok(Published::Committed { sha, attempts }) => {
+                info!(%sha, attempts, "status committed")
+            }
+            Ok(Published::Unchanged) => info!("status unchanged"),
+            Err(e) => warn!(error = %e, "status not written"),
+        }
+        Some(result)
+    }
+}
+
+fn push_publish_error(
+    published: &Option<Result<Published, String>>,
+    errors: &mut Vec<(&'static str, String)>,
+) {
+    if let Some(Err(e)) = published {
+        errors.push(("status", e.clone()));
+    }
+}
+
+/// `status(<cluster>): …` with one line per action in the body.
+fn commit_message(cluster: &str, revision: &RevisionStatus, executed: &[Executed]) -> String {
+    let count = |kind: &str| executed.iter().filter(|e| e.action_kind() == kind).count();
+    let mut parts = Vec::new();
+    for (kind, word) in [
+        ("backup", "backup"),
+        ("restore", "restore"),
+        ("prune", "pruned"),
+    ] {
+        let n = count(kind);
+        if n > 0 {
+            parts.push(format!(
+                "{n} {word}{}",
+                if n > 1 && kind != "prune" { "s" } else { "" }
+            ));
+        }
+    }
+    let failed = executed.iter().filter(|e| !e.ok()).count();
+    if failed > 0 {
+        parts.push(format!("{failed} failed"));
+    }
+    if !revision.valid {
+        parts.push("policy revision invalid".into());
+    }
+    let summary = if parts.is_empty() {
+        "status update".to_string()
+    } else {
+        parts.join(", ")
+    };
+    let mut message = format!("status({cluster}): {summary} [skip ci]\n");
+    if let Some(sha) = &revision.acting_on {
+        message.push_str(&format!("\nPolicy revision: {sha}\n"));
+    }
+    if !executed.is_empty() {
+        message.push('\n');
+        for e in executed {
+            message.push_str(&format!("- {}\n", e.describe()));
+        }
+    }
+    message
+}

@@ -1,0 +1,563 @@
+//! The status files a controller writes to Git (see docs/status.md): one
+//! YAML file per policy and per restore, `revision.yaml` for the policy
+//! revision, and a README.md table, all below the cluster's status path.
+//!
+//! Rendering is pure: it reads the plan computed after execution (so the
+//! facts include this cycle's backups), the catalog and this cycle's
+//! results. [`same`] tells the publisher which differences are only the
+//! passing of time, so a cycle that changed nothing commits nothing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use jiff::{SignedDuration, Timestamp};
+use lifeboat_core::plan::{
+    BackupRef, Observed, Plan, PolicyFacts, RestoreFactState, RestoreFacts, RpoStatus,
+};
+use serde::Serialize;
+
+/// Keys whose values change with the clock alone.
+const VOLATILE: &[&str] = &["observedAt", "age"];
+
+/// Backups listed per policy file.
+const LISTED_BACKUPS: usize = 50;
+/// Failed objects listed per restore file.
+pub(crate) const LISTED_FAILURES: usize = 50;
+
+/// The policy revision the controller acts on.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionStatus {
+    /// The newest revision fetched.
+    pub sha: Option<String>,
+    /// Whether it validated.
+    pub valid: bool,
+    /// The revision acted on: the newest valid one.
+    pub acting_on: Option<String>,
+    /// `file:line:column: code: message`, when not valid.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<String>,
+    /// The remote could not be fetched this cycle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetch_error: Option<String>,
+}
+
+/// What a restore record says, for the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub phase: String,
+    pub source_cluster: String,
+    pub source_backup: String,
+    pub dry_run: bool,
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+    pub created: u64,
+    pub updated: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub message: Option<String>,
+    /// `resource namespace/name: reason` of failed objects.
+    pub failures: Vec<String>,
+    /// Where the full record is: `<location>: clusters/<c>/restores/<r>/record.json`.
+    pub record: String,
+}
+
+/// Everything a status rendering needs.
+#[derive(Debug)]
+pub struct StatusInput<'a> {
+    pub cluster: &'a str,
+    pub now: Timestamp,
+    pub revision: &'a RevisionStatus,
+    pub plan: &'a Plan,
+    pub observed: &'a Observed,
+    pub records: &'a BTreeMap<String, RecordSummary>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyFile<'a> {
+    policy: &'a str,
+    cluster: &'a str,
+    state: &'static str,
+    storage: &'a str,
+    observed_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_success: Option<BackupLine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_backup: Option<BackupLine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_slot: Option<Timestamp>,
+    rpo: RpoLine,
+    retained: usize,
+    backups: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    orphaned_since: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune_at: Option<Timestamp>,
+    problems: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BackupLine {
+    backup: String,
+    phase: String,
+    slot: Timestamp,
+    finished: Timestamp,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RpoLine {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objective: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    violated_by: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RestoreFile<'a> {
+    request: &'a str,
+    cluster: &'a str,
+    state: String,
+    message: &'a str,
+    observed_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<RestoreResult<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RestoreResult<'a> {
+    phase: &'a str,
+    source: String,
+    dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished: Option<Timestamp>,
+    created: u64,
+    updated: u64,
+    skipped: u64,
+    failed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    failures: &'a [String],
+    record: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RevisionFile<'a> {
+    cluster: &'a str,
+    observed_at: Timestamp,
+    #[serde(flatten)]
+    revision: &'a RevisionStatus,
+}
+
+const HEADER: &str = "# Written by lifeboat (https://lifeboat.dev); edits are overwritten.\n";
+
+fn yaml<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = HEADER.as_bytes().to_vec();
+    // Serializing plain structs of strings, numbers and lists cannot fail.
+    out.extend(
+        serde_yaml_ng::to_string(value)
+            .unwrap_or_default()
+            .into_bytes(),
+    );
+    out
+}
+
+/// A duration in the largest units that matter: `3d4h`, `2h5m`, `42s`.
+pub fn human(d: SignedDuration) -> String {
+    let mut secs = d.as_secs().unsigned_abs();
+    let sign = if d.is_negative() { "-" } else { "" };
+    if secs == 0 {
+        return "0s".into();
+    }
+    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let mut out = String::from(sign);
+    let mut shown = 0;
+    for (unit, size) in units {
+        if secs >= size && shown < 2 {
+            let _ = write!(out, "{}{unit}", secs / size);
+            secs %= size;
+            shown += 1;
+        } else if shown > 0 {
+            shown += 1;
+        }
+    }
+    out
+}
+
+fn line(b: &BackupRef) -> BackupLine {
+    BackupLine {
+        backup: b.name.clone(),
+        phase: format!("{:?}", b.phase),
+        slot: b.slot,
+        finished: b.end,
+    }
+}
+
+fn rpo_line(f: &PolicyFacts) -> RpoLine {
+    let objective = f.rpo.map(|r| r.to_string());
+    match &f.rpo_status {
+        RpoStatus::NotSet => RpoLine {
+            status: "NotSet",
+            objective,
+            age: None,
+            violated_by: None,
+        },
+        RpoStatus::NoBackup => RpoLine {
+            status: "NoBackup",
+            objective,
+            age: None,
+            violated_by: None,
+        },
+        RpoStatus::Met { age } => RpoLine {
+            status: "Met",
+            objective,
+            age: Some(human(*age)),
+            violated_by: None,
+        },
+        RpoStatus::Violated { age, by } => RpoLine {
+            status: "Violated",
+            objective,
+            age: Some(human(*age)),
+            violated_by: Some(human(*by)),
+        },
+    }
+}
+
+fn backups_of(observed: &Observed, cluster: &str, location: &str, policy: &str) -> Vec<String> {
+    let mut list: Vec<_> = observed
+        .backups
+        .iter()
+        .filter(|b| b.cluster == cluster && b.location == location && b.policy == policy)
+        .collect();
+    list.sort_by_key(|b| std::cmp::Reverse(b.slot));
+    list.iter()
+        .take(LISTED_BACKUPS)
+        .map(|b| format!("{} ({:?})", b.name, b.phase))
+        .collect()
+}
+
+fn restore_state(s: &RestoreFactState) -> String {
+    format!("{s:?}")
+}
+
+/// Renders every status file, by path relative to the cluster's status
+/// directory.
+pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let cluster = input.cluster;
+    for f in &input.plan.policies {
+        let file = PolicyFile {
+            policy: &f.policy,
+            cluster,
+            state: if f.suspended { "Suspended" } else { "Active" },
+            storage: &f.location,
+            observed_at: input.now,
+            last_success: f.last_success.as_ref().map(line),
+            last_backup: f.last_backup.as_ref().map(line),
+            next_slot: f.next_slot,
+            rpo: rpo_line(f),
+            retained: f.retained,
+            backups: backups_of(input.observed, cluster, &f.location, &f.policy),
+            orphaned_since: None,
+            prune_at: None,
+            problems: f.problems.clone(),
+        };
+        files.insert(format!("policies/{}.yaml", f.policy), yaml(&file));
+    }
+    for o in &input.plan.orphans {
+        let file = PolicyFile {
+            policy: &o.policy,
+            cluster,
+            state: "Deleted",
+            storage: &o.location,
+            observed_at: input.now,
+            last_success: None,
+            last_backup: None,
+            next_slot: None,
+            rpo: RpoLine {
+                status: "NotSet",
+                objective: None,
+                age: None,
+                violated_by: None,
+            },
+            retained: o.backups,
+            backups: backups_of(input.observed, cluster, &o.location, &o.policy),
+            orphaned_since: o.since,
+            prune_at: o.prune_at,
+            problems: vec![format!(
+                "the policy is no longer in Git; its {} backup(s) are kept until {}",
+                o.backups,
+                o.prune_at
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "the grace period has started".into())
+            )],
+        };
+        // A policy that exists and also has orphaned backups elsewhere keeps
+        // its own file; the orphans are listed in the README.
+        files
+            .entry(format!("policies/{}.yaml", o.policy))
+            .or_insert_with(|| yaml(&file));
+    }
+    for r in &input.plan.restores {
+        if matches!(r.state, RestoreFactState::NotForThisCluster) {
+            continue;
+        }
+        let record = input.records.get(&r.request);
+        let file = RestoreFile {
+            request: &r.request,
+            cluster,
+            state: restore_state(&r.state),
+            message: &r.message,
+            observed_at: input.now,
+            result: record.map(|s| RestoreResult {
+                phase: &s.phase,
+                source: format!("{}/{}", s.source_cluster, s.source_backup),
+                dry_run: s.dry_run,
+                started: s.start,
+                finished: s.end,
+                created: s.created,
+                updated: s.updated,
+                skipped: s.skipped,
+                failed: s.failed,
+                message: s.message.as_deref(),
+                failures: &s.failures,
+                record: &s.record,
+            }),
+        };
+        files.insert(format!("restores/{}.yaml", r.request), yaml(&file));
+    }
+    files.insert(
+        "revision.yaml".into(),
+        yaml(&RevisionFile {
+            cluster,
+            observed_at: input.now,
+            revision: input.revision,
+        }),
+    );
+    files.insert("README.md".into(), readme(input).into_bytes());
+    files
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn readme(input: &StatusInput<'_>) -> String {
+    let plan = input.plan;
+    let mut out = String::new();
+    let _ = writeln!(out, "# lifeboat status: cluster `{}`\n", input.cluster);
+    let _ = writeln!(
+        out,
+        "Updated {} from policy revision {}{}.\n",
+        input.now,
+        input
+            .revision
+            .acting_on
+            .as_deref()
+            .map(|s| format!("`{}`", &s[..s.len().min(12)]))
+            .unwrap_or_else(|| "(none valid yet)".into()),
+        if input.revision.valid {
+            String::new()
+        } else {
+            format!(
+                "; the newest revision {} is INVALID ({} finding(s), see revision.yaml) and pruning is paused",
+                input
+                    .revision
+                    .sha
+                    .as_deref()
+                    .map(|s| format!("`{}`", &s[..s.len().min(12)]))
+                    .unwrap_or_default(),
+                input.revision.diagnostics.len()
+            )
+        }
+    );
+    let _ = writeln!(
+        out,
+        "| Policy | Last success | Age / RPO | Retained | Next slot | Problems |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for f in &plan.policies {
+        let age = match &f.rpo_status {
+            RpoStatus::NotSet => f
+                .last_success
+                .as_ref()
+                .map(|b| human(input.now.duration_since(b.end)))
+                .unwrap_or_else(|| "—".into()),
+            RpoStatus::NoBackup => format!(
+                "no backup / {}",
+                f.rpo.map(|r| r.to_string()).unwrap_or_default()
+            ),
+            RpoStatus::Met { age } => format!(
+                "{} / {} ✅",
+                human(*age),
+                f.rpo.map(|r| r.to_string()).unwrap_or_default()
+            ),
+            RpoStatus::Violated { age, by } => format!(
+                "{} / {} ❌ (over by {})",
+                human(*age),
+                f.rpo.map(|r| r.to_string()).unwrap_or_default(),
+                human(*by)
+            ),
+        };
+        let mut problems = f.problems.clone();
+        if f.suspended {
+            problems.insert(0, "suspended".into());
+        }
+        let _ = writeln!(
+            out,
+            "| [{p}](policies/{p}.yaml) | {} | {} | {} | {} | {} |",
+            f.last_success
+                .as_ref()
+                .map(|b| format!("`{}` at {}", b.name, b.end))
+                .unwrap_or_else(|| "never".into()),
+            cell(&age),
+            f.retained,
+            f.next_slot
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "—".into()),
+            cell(&problems.join("; ")),
+            p = f.policy,
+        );
+    }
+    if !plan.orphans.is_empty() {
+        let _ = writeln!(out, "\n## Backups of deleted policies\n");
+        let _ = writeln!(
+            out,
+            "| Policy | Location | Backups | Orphaned since | Pruned after |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for o in &plan.orphans {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                o.policy,
+                o.location,
+                o.backups,
+                o.since
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "now".into()),
+                o.prune_at
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "grace period".into())
+            );
+        }
+    }
+    let restores: Vec<&RestoreFacts> = plan
+        .restores
+        .iter()
+        .filter(|r| !matches!(r.state, RestoreFactState::NotForThisCluster))
+        .collect();
+    if !restores.is_empty() {
+        let _ = writeln!(out, "\n## Restores\n");
+        let _ = writeln!(out, "| Request | State | Result |");
+        let _ = writeln!(out, "|---|---|---|");
+        for r in restores {
+            let result = input
+                .records
+                .get(&r.request)
+                .map(|s| {
+                    format!(
+                        "{}{}: {} created, {} updated, {} skipped, {} failed",
+                        s.phase,
+                        if s.dry_run { " (dry run)" } else { "" },
+                        s.created,
+                        s.updated,
+                        s.skipped,
+                        s.failed
+                    )
+                })
+                .unwrap_or_else(|| cell(&r.message));
+            let _ = writeln!(
+                out,
+                "| [{n}](restores/{n}.yaml) | {:?} | {} |",
+                r.state,
+                result,
+                n = r.request
+            );
+        }
+    }
+    if !plan.notes.is_empty() {
+        let _ = writeln!(out, "\n## Notes\n");
+        for n in &plan.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+    }
+    out
+}
+
+fn strip_volatile(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for key in VOLATILE {
+                map.remove(*key);
+            }
+            map.values_mut().for_each(strip_volatile);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_volatile),
+        _ => {}
+    }
+}
+
+/// True when `old` and `new` differ only by the passing of time: the
+/// `observedAt` and `age` values of YAML files, and anything in README.md,
+/// which is derived from the YAML files beside it.
+pub fn same(path: &str, old: &[u8], new: &[u8]) -> bool {
+    if old == new {
+        return true;
+    }
+    if path.ends_with("README.md") {
+        return true;
+    }
+    if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
+        return false;
+    }
+    let parse = |b: &[u8]| serde_yaml_ng::from_slice::<serde_json::Value>(b).ok();
+    match (parse(old), parse(new)) {
+        (Some(mut a), Some(mut b)) => {
+            strip_volatile(&mut a);
+            strip_volatile(&mut b);
+            a == b
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_use_two_units() {
+        assert_eq!(human(SignedDuration::from_secs(0)), "0s");
+        assert_eq!(human(SignedDuration::from_secs(42)), "42s");
+        assert_eq!(
+            human(SignedDuration::from_secs(3_600 * 27 + 60 * 5)),
+            "1d3h"
+        );
+        assert_eq!(human(SignedDuration::from_secs(3_600 * 2 + 65)), "2h1m");
+        assert_eq!(human(SignedDuration::from_secs(86_400 + 5)), "1d");
+    }
+
+    #[test]
+    fn only_time_is_noise() {
+        let a = b"policy: a\nobservedAt: 2026-01-01T00:00:00Z\nrpo:\n  status: Met\n  age: 1h\n";
+        let b = b"policy: a\nobservedAt: 2026-01-01T01:00:00Z\nrpo:\n  status: Met\n  age: 2h\n";
+        let c =
+            b"policy: a\nobservedAt: 2026-01-01T01:00:00Z\nrpo:\n  status: Violated\n  age: 2h\n";
+        assert!(same("policies/a.yaml", a, b));
+        assert!(!same("policies/a.yaml", a, c));
+        assert!(same("README.md", b"x", b"y"));
+        assert!(!same("other.txt", b"x", b"y"));
+    }
+}

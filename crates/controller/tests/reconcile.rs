@@ -1,0 +1,464 @@
+//! End-to-end reconcile cycles against the sandbox API server, local bare
+//! Git repositories and `file://` storage. Time is pinned per cycle.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Api;
+use kube::api::DeleteParams;
+use lifeboat_controller::locations::Secrets;
+use lifeboat_controller::reconcile::{CycleReport, Reconciler, Settings, Source};
+use lifeboat_core::plan::{Action, PlanOptions};
+use lifeboat_git::{Auth, Mirror, Published, StatusTarget};
+use lifeboat_sandbox::Sandbox;
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare "remote", a clone users commit to, storage and a sandbox.
+struct World {
+    dir: tempfile::TempDir,
+    sandbox: Sandbox,
+}
+
+impl World {
+    async fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/apps");
+        let sandbox = Sandbox::builder().seed_dir(fixtures).start().await.unwrap();
+        git(dir.path(), &["init", "--bare", "-b", "main", "remote.git"]);
+        git(dir.path(), &["clone", "-q", "remote.git", "work"]);
+        std::fs::create_dir_all(dir.path().join("storage")).unwrap();
+        World { dir, sandbox }
+    }
+
+    fn remote(&self) -> String {
+        format!("file://{}", self.dir.path().join("remote.git").display())
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// Writes `files` into the clone, commits and pushes to main.
+    fn commit(&self, message: &str, files: &[(&str, Option<&str>)]) -> String {
+        let work = self.work();
+        for (path, content) in files {
+            let p = work.join(path);
+            match content {
+                Some(c) => {
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    std::fs::write(&p, c).unwrap();
+                }
+                None => {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", message]);
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        git(&work, &["rev-parse", "HEAD"])
+    }
+
+    fn base_policies(&self, cluster: &str) -> String {
+        format!(
+            r#"apiVersion: lifeboat.dev/v1alpha1
+kind: StorageLocation
+metadata: {{name: local}}
+spec:
+  url: file://{storage}
+---
+apiVersion: lifeboat.dev/v1alpha1
+kind: Cluster
+metadata: {{name: {cluster}}}
+spec: {{role: primary}}
+"#,
+            storage = self.storage().display()
+        )
+    }
+
+    fn reconciler(&self, cluster: &str, cache: &str) -> Reconciler {
+        let mirror = Mirror::open(
+            &self.remote(),
+            &self.dir.path().join(cache).join("git"),
+            Auth::none(),
+        )
+        .unwrap();
+        let settings = Settings {
+            cluster: cluster.into(),
+            status: Some(StatusTarget::for_cluster(cluster)),
+            plan: PlanOptions::default(),
+            exec: Default::default(),
+        };
+        Reconciler::new(
+            settings,
+            Source::Git {
+                mirror: Arc::new(Mutex::new(mirror)),
+                branch: "main".into(),
+                checkout: self.dir.path().join(cache).join("checkout"),
+            },
+            self.sandbox.client(),
+            Secrets::Local {
+                identities: Vec::new(),
+            },
+        )
+    }
+
+    /// The backups of `cluster` in storage, by name.
+    fn backups(&self, cluster: &str) -> Vec<String> {
+        let dir = self
+            .storage()
+            .join("clusters")
+            .join(cluster)
+            .join("backups");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| {
+                    let e = e.ok()?;
+                    e.path()
+                        .join("manifest.json")
+                        .exists()
+                        .then(|| e.file_name().to_string_lossy().into_owned())
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// A file of the status branch, if present.
+    fn status_file(&self, path: &str) -> Option<String> {
+        let out = Command::new("git")
+            .args(["show", &format!("lifeboat-status:{path}")])
+            .current_dir(self.dir.path().join("remote.git"))
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn status_commits(&self) -> usize {
+        let out = Command::new("git")
+            .args(["rev-list", "--count", "lifeboat-status"])
+            .current_dir(self.dir.path().join("remote.git"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+const HOURLY: &str = r#"apiVersion: lifeboat.dev/v1alpha1
+kind: BackupPolicy
+metadata: {name: blog}
+spec:
+  clusters: {names: [prod]}
+  include: {namespaces: [wordpress]}
+  schedule: "0 * * * *"
+  timezone: UTC
+  storage: local
+  retention: {keepLast: 3}
+  objectives: {rpo: 2h}
+"#;
+
+fn names(report: &CycleReport, kind: &str) -> Vec<String> {
+    report
+        .plan
+        .as_ref()
+        .map(|p| {
+            p.actions
+                .iter()
+                .filter_map(|a| match (a, kind) {
+                    (Action::Backup { name, .. }, "backup") => Some(name.clone()),
+                    (Action::Prune { backup, .. }, "prune") => Some(backup.clone()),
+                    (Action::Restore { request, .. }, "restore") => Some(request.clone()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_ok(report: &CycleReport) {
+    assert!(report.ok(), "cycle errors: {:?}", report.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_status_and_retention_follow_the_clock() {
+    let w = World::new().await;
+    w.commit(
+        "policies",
+        &[
+            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
+            ("blog.yaml", Some(HOURLY)),
+        ],
+    );
+    let mut r = w.reconciler("prod", "cache-a");
+
+    // A new policy backs up at once.
+    let report = r.cycle(ts("2026-03-01T10:30:00Z"), true).await;
+    assert_ok(&report);
+    assert_eq!(names(&report, "backup"), ["blog-20260301-100000"]);
+    assert_eq!(w.backups("prod"), ["blog-20260301-100000"]);
+    assert!(matches!(
+        report.published,
+        Some(Ok(Published::Committed { .. }))
+    ));
+    let status = w
+        .status_file("clusters/prod/policies/blog.yaml")
+        .expect("policy status");
+    assert!(status.contains("blog-20260301-100000"), "{status}");
+    assert!(status.contains("status: Met"), "{status}");
+    let readme = w.status_file("clusters/prod/README.md").unwrap();
+    assert!(readme.contains("| [blog](policies/blog.yaml)"), "{readme}");
+    let commits = w.status_commits();
+
+    // Same slot, later: nothing to do, and nothing but time changed.
+    let report = r.cycle(ts("2026-03-01T10:50:00Z"), true).await;
+    assert_ok(&report);
+    assert!(report.plan.as_ref().unwrap().is_empty());
+    assert!(
+        matches!(report.published, Some(Ok(Published::Unchanged))),
+        "{:?}",
+        report.published
+    );
+    assert_eq!(w.status_commits(), commits);
+
+    // Four more hours: one backup per cycle, keepLast 3 prunes the oldest.
+    for hour in 11..=14 {
+        let report = r
+            .cycle(ts(&format!("2026-03-01T{hour}:05:00Z")), true)
+            .await;
+        assert_ok(&report);
+    }
+    assert_eq!(
+        w.backups("prod"),
+        [
+            "blog-20260301-120000",
+            "blog-20260301-130000",
+            "blog-20260301-140000"
+        ]
+    );
+    assert!(w.status_commits() > commits);
+    let log = Command::new("git")
+        .args(["log", "-1", "--format=%an <%ae>%n%B", "lifeboat-status"])
+        .current_dir(w.dir.path().join("remote.git"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(log.starts_with("lifeboat <lifeboat@localhost>"), "{log}");
+    assert!(log.contains("[skip ci]"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_policy_keeps_its_backups_for_the_grace_period() {
+    let w = World::new().await;
+    w.commit(
+        "policies",
+        &[
+            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
+            ("blog.yaml", Some(HOURLY)),
+        ],
+    );
+    let mut r = w.reconciler("prod", "cache-a");
+    assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
+    assert_ok(&r.cycle(ts("2026-03-01T11:30:00Z"), true).await);
+    w.commit("drop the blog policy", &[("blog.yaml", None)]);
+
+    let report = r.cycle(ts("2026-03-01T12:30:00Z"), true).await;
+    assert_ok(&report);
+    assert!(names(&report, "prune").is_empty());
+    assert_eq!(w.backups("prod").len(), 2);
+    let status = w.status_file("clusters/prod/policies/blog.yaml").unwrap();
+    assert!(status.contains("state: Deleted"), "{status}");
+    assert!(status.contains("pruneAt"), "{status}");
+
+    // Still inside the 30-day grace period.
+    let report = r.cycle(ts("2026-03-20T12:30:00Z"), true).await;
+    assert!(names(&report, "prune").is_empty());
+    assert_eq!(w.backups("prod").len(), 2);
+
+    // After it, both go.
+    let report = r.cycle(ts("2026-04-01T12:31:00Z"), true).await;
+    assert_ok(&report);
+    assert_eq!(names(&report, "prune").len(), 2);
+    assert!(w.backups("prod").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_revision_keeps_the_last_valid_one_and_prunes_nothing() {
+    let w = World::new().await;
+    w.commit(
+        "policies",
+        &[
+            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
+            ("blog.yaml", Some(HOURLY)),
+        ],
+    );
+    let mut r = w.reconciler("prod", "cache-a");
+    for hour in 10..=13 {
+        assert_ok(
+            &r.cycle(ts(&format!("2026-03-01T{hour}:05:00Z")), true)
+                .await,
+        );
+    }
+    assert_eq!(w.backups("prod").len(), 3);
+    let broken = HOURLY.replace("keepLast: 3", "keepLast: three");
+    w.commit("break retention", &[("blog.yaml", Some(&broken))]);
+
+    let report = r.cycle(ts("2026-03-01T14:05:00Z"), true).await;
+    assert!(!report.revision.valid);
+    assert!(report.errors.iter().any(|(k, _)| *k == "validate"));
+    // Protection goes on under the last valid revision…
+    assert_eq!(names(&report, "backup"), ["blog-20260301-140000"]);
+    // …but nothing is pruned while the newest revision is invalid.
+    assert!(names(&report, "prune").is_empty());
+    assert_eq!(w.backups("prod").len(), 4);
+    let revision = w.status_file("clusters/prod/revision.yaml").unwrap();
+    assert!(revision.contains("valid: false"), "{revision}");
+    assert!(revision.contains("blog.yaml:"), "{revision}");
+    assert!(revision.contains("keepLast"), "{revision}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_request_runs_once_even_when_status_cannot_be_pushed() {
+    let w = World::new().await;
+    w.commit(
+        "policies",
+        &[
+            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
+            ("blog.yaml", Some(HOURLY)),
+        ],
+    );
+    let mut r = w.reconciler("prod", "cache-a");
+    assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
+    let client = w.sandbox.client();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "wordpress");
+    let before = configmaps.get("wordpress-config").await.unwrap();
+
+    // Disaster.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete("wordpress", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Namespace deletion finishes asynchronously, as in a real cluster.
+    for _ in 0..100 {
+        if namespaces.get_opt("wordpress").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        configmaps
+            .get_opt("wordpress-config")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Status pushes fail from now on: a writer holds the branch's lock.
+    std::fs::write(
+        w.dir
+            .path()
+            .join("remote.git/refs/heads/lifeboat-status.lock"),
+        "",
+    )
+    .unwrap();
+
+    w.commit(
+        "restore the blog",
+        &[(
+            "restore.yaml",
+            Some(
+                r#"apiVersion: lifeboat.dev/v1alpha1
+kind: RestoreRequest
+metadata: {name: blog-back}
+spec:
+  source: {cluster: prod, policy: blog, backup: latest}
+  target: {cluster: prod}
+"#,
+            ),
+        )],
+    );
+    let report = r.cycle(ts("2026-03-01T10:40:00Z"), true).await;
+    assert_eq!(names(&report, "restore"), ["blog-back"]);
+    assert!(
+        report.executed.iter().all(|e| e.ok()),
+        "{:?}",
+        report.executed
+    );
+    assert!(
+        matches!(report.published, Some(Err(_))),
+        "{:?}",
+        report.published
+    );
+    let after = configmaps.get("wordpress-config").await.unwrap();
+    assert_eq!(after.data, before.data);
+
+    // A fresh controller (a restart) does not run it again.
+    let mut restarted = w.reconciler("prod", "cache-b");
+    let report = restarted.cycle(ts("2026-03-01T10:50:00Z"), true).await;
+    assert!(names(&report, "restore").is_empty(), "{:?}", report.plan);
+    let record = w
+        .storage()
+        .join("clusters/prod/restores/blog-back/record.json");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(record["phase"], "Completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_write_status_to_one_branch_at_once() {
+    let w = World::new().await;
+    let two = format!(
+        "{}---\napiVersion: lifeboat.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: dr}}\nspec: {{role: standby}}\n",
+        w.base_policies("prod")
+    );
+    let policy = HOURLY.replace("names: [prod]", "names: [prod, dr]");
+    w.commit(
+        "policies",
+        &[("lifeboat.yaml", Some(&two)), ("blog.yaml", Some(&policy))],
+    );
+    let mut prod = w.reconciler("prod", "cache-prod");
+    let mut dr = w.reconciler("dr", "cache-dr");
+    let now = ts("2026-03-01T10:30:00Z");
+    let (a, b) = tokio::join!(prod.cycle(now, true), dr.cycle(now, true));
+    assert_ok(&a);
+    assert_ok(&b);
+    assert!(w.status_file("clusters/prod/policies/blog.yaml").is_some());
+    assert!(w.status_file("clusters/dr/policies/blog.yaml").is_some());
+    assert_eq!(w.backups("prod").len(), 1);
+    assert_eq!(w.backups("dr").len(), 1);
+}
