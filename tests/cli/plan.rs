@@ -300,3 +300,210 @@ fn controller_help_documents_every_option_with_its_environment_variable() {
         assert!(out.contains(env), "{env} missing from --help");
     }
 }
+
+/// A free local port (bound, then released for the controller to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.1 request; returns (status, body).
+fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    Some((status, body))
+}
+
+#[test]
+fn the_controller_serves_metrics_takes_webhooks_and_stops_on_sigterm() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sb = rt
+        .block_on(
+            Sandbox::builder()
+                .seed_dir(root().join("tests/fixtures/apps"))
+                .start(),
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (work, storage) = (dir.path().join("work"), dir.path().join("storage"));
+    std::fs::create_dir_all(&storage).unwrap();
+    git(
+        dir.path(),
+        &["init", "-q", "--bare", "-b", "main", "remote.git"],
+    );
+    git(dir.path(), &["clone", "-q", "remote.git", "work"]);
+    std::fs::write(
+        work.join("lifeboat.yaml"),
+        policies(&storage, 7).replace("[shop]", "[wordpress]"),
+    )
+    .unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "policies"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let kubeconfig = dir.path().join("kubeconfig");
+    sb.write_kubeconfig(&kubeconfig).unwrap();
+    let config = dir.path().join("controller.yaml");
+    let port = free_port();
+    // Options from a config file; the command line adds the rest.
+    std::fs::write(
+        &config,
+        format!(
+            "interval: 1h\nlisten: 127.0.0.1:{port}\nleader-election: true\nlease-namespace: default\npod-name: test-0\n"
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args([
+            "controller",
+            "--config",
+            config.to_str().unwrap(),
+            "--repo",
+            &format!("file://{}", dir.path().join("remote.git").display()),
+            "--cluster",
+            "prod",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--cache-dir",
+            dir.path().join("cache").to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Ready once a valid revision is loaded; the first cycle backs up.
+    let started = std::time::Instant::now();
+    let mut metrics = String::new();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        if let Some((200, body)) = http(port, "GET", "/metrics")
+            && body.contains("lifeboat_backup_last_success_timestamp_seconds{policy=\"apps\"}")
+        {
+            metrics = body;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        metrics.contains("lifeboat_policy_revision_info"),
+        "metrics never showed the first backup:\n{metrics}"
+    );
+    assert!(metrics.contains("lifeboat_leader 1"), "{metrics}");
+    assert_eq!(http(port, "GET", "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http(port, "GET", "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(http(port, "POST", "/webhook").map(|r| r.0), Some(202));
+
+    // SIGTERM: the controller stops within the 30 s budget, exit code 0.
+    let stopped = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(30),
+            "the controller did not stop within 30 s of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut logs = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{logs}");
+    // Structured logs: one JSON object per line, with the reconcile span.
+    let first = logs
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("JSON log lines");
+    let line: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert!(line.get("level").is_some(), "{first}");
+    assert!(logs.contains("\"reconcile\""), "{logs}");
+    drop(sb);
+}
+
+#[test]
+fn reconcile_watch_replans_when_a_policy_file_changes() {
+    use std::io::BufRead;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sb = rt.block_on(Sandbox::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (policies_dir, storage) = (dir.path().join("policies"), dir.path().join("storage"));
+    std::fs::create_dir_all(&policies_dir).unwrap();
+    std::fs::create_dir_all(&storage).unwrap();
+    std::fs::write(policies_dir.join("lifeboat.yaml"), policies(&storage, 7)).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    sb.write_kubeconfig(&kubeconfig).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args([
+            "reconcile",
+            "--watch",
+            policies_dir.to_str().unwrap(),
+            "--plan-only",
+            "--cluster",
+            "prod",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--now",
+            "2026-03-14T03:00:00Z",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    assert!(wait_for("back up `apps`"), "the first plan backs up `apps`");
+    std::fs::write(
+        policies_dir.join("more.yaml"),
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {name: more}\nspec:\n  clusters: {names: [prod]}\n  \
+         schedule: '0 * * * *'\n  storage: local\n  retention: {keepLast: 2}\n",
+    )
+    .unwrap();
+    let replanned = wait_for("back up `more`");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(replanned, "a new policy file is planned without restarting");
+    drop(sb);
+}

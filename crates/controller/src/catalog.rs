@@ -41,7 +41,9 @@ pub struct Locations {
 impl Locations {
     /// Opens every StorageLocation of `set` (concurrently).
     pub async fn open(set: &PolicySet, secrets: &Secrets) -> Locations {
-        let opened: Vec<Location> = futures::stream::iter(set.storage_locations.iter())
+        let opening: Vec<_> = set
+            .storage_locations
+            .iter()
             .map(|l| async move {
                 let doc = &l.doc;
                 Location {
@@ -52,6 +54,8 @@ impl Locations {
                         .map_err(|e| format!("{e:#}")),
                 }
             })
+            .collect();
+        let opened: Vec<Location> = futures::stream::iter(opening)
             .buffer_unordered(OPEN_CONCURRENCY)
             .collect()
             .await;
@@ -143,6 +147,7 @@ pub async fn observe(
         let sources = &sources;
         async move { read_location(location, cluster, now, requests, sources).await }
     });
+    let reads: Vec<_> = reads.collect();
     let results: Vec<Result<LocationPart, (String, String)>> = futures::stream::iter(reads)
         .buffer_unordered(OPEN_CONCURRENCY)
         .collect()

@@ -150,7 +150,15 @@ impl std::fmt::Debug for Executor {
 
 impl Executor {
     /// Runs every action of `plan`; the results are in plan order.
-    pub async fn execute(&self, set: &PolicySet, plan: &Plan) -> Vec<Executed> {
+    pub fn execute<'a>(
+        &'a self,
+        set: &'a PolicySet,
+        plan: &'a Plan,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Executed>> + Send + 'a>> {
+        Box::pin(self.execute_inner(set, plan))
+    }
+
+    async fn execute_inner(&self, set: &PolicySet, plan: &Plan) -> Vec<Executed> {
         let indexed: Vec<(usize, &Action)> = plan.actions.iter().enumerate().collect();
         let (work, bookkeeping): (Vec<_>, Vec<_>) = indexed
             .into_iter()
@@ -166,14 +174,22 @@ impl Executor {
             }
             out
         };
-        let backups = futures::stream::iter(backups)
+        // Futures are built before they enter the stream (not by a closure
+        // of the stream) so the whole cycle stays `Send` and can be spawned.
+        let backups: Vec<_> = backups
+            .into_iter()
             .map(|(i, action)| async move { (i, self.run(set, action).await) })
+            .collect();
+        let backups = futures::stream::iter(backups)
             .buffer_unordered(self.options.backup_concurrency.max(1))
             .collect::<Vec<_>>();
         let (mut done, more) = futures::join!(restores, backups);
         done.extend(more);
-        let rest: Vec<_> = futures::stream::iter(bookkeeping)
+        let bookkeeping: Vec<_> = bookkeeping
+            .into_iter()
             .map(|(i, action)| async move { (i, self.run(set, action).await) })
+            .collect();
+        let rest: Vec<_> = futures::stream::iter(bookkeeping)
             .buffer_unordered(self.options.bookkeeping_concurrency.max(1))
             .collect()
             .await;

@@ -281,11 +281,15 @@ impl Reconciler {
 
     /// Runs one cycle at `now`. With `execute` false it stops after
     /// planning (and writes no status).
-    pub async fn cycle(&mut self, now: Timestamp, execute: bool) -> CycleReport {
+    ///
+    /// The future is boxed and `Send` so callers can spawn it.
+    pub fn cycle(
+        &mut self,
+        now: Timestamp,
+        execute: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = CycleReport> + Send + '_>> {
         let span = info_span!("reconcile", cluster = %self.settings.cluster);
-        async move { self.cycle_inner(now, execute).await }
-            .instrument(span)
-            .await
+        Box::pin(self.cycle_inner(now, execute).instrument(span))
     }
 
     async fn cycle_inner(&mut self, now: Timestamp, execute: bool) -> CycleReport {

@@ -462,3 +462,71 @@ async fn two_clusters_write_status_to_one_branch_at_once() {
     assert_eq!(w.backups("prod").len(), 1);
     assert_eq!(w.backups("dr").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_only_the_leader_reconciles() {
+    use lifeboat_controller::http::Health;
+    use lifeboat_controller::leader::{LeaderConfig, Leadership};
+    use lifeboat_controller::metrics::Metrics;
+    use lifeboat_controller::run::{Loop, LoopConfig};
+    use lifeboat_controller::shutdown::Shutdown;
+    use std::time::Duration;
+
+    let w = World::new().await;
+    w.commit(
+        "policies",
+        &[
+            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
+            ("blog.yaml", Some(HOURLY)),
+        ],
+    );
+    let stop = Shutdown::new();
+    let mut replicas = Vec::new();
+    for (i, cache) in ["cache-a", "cache-b"].into_iter().enumerate() {
+        let leader = Leadership::start(
+            w.sandbox.client(),
+            LeaderConfig {
+                duration: Duration::from_secs(3),
+                ..LeaderConfig::new("default", format!("replica-{i}"))
+            },
+        )
+        .await
+        .unwrap();
+        let metrics = Metrics::new();
+        let replica = Loop {
+            reconciler: w.reconciler("prod", cache),
+            config: LoopConfig {
+                interval: Duration::from_millis(500),
+                grace: Duration::from_secs(5),
+            },
+            metrics: metrics.clone(),
+            health: Health::default(),
+            webhook: Arc::new(tokio::sync::Notify::new()),
+            leader: Some(leader),
+            shutdown: stop.clone(),
+        };
+        replicas.push((metrics, tokio::spawn(replica.run())));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.trigger();
+    let mut cycles = Vec::new();
+    for (metrics, task) in replicas {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("a replica stops within the grace period")
+            .unwrap();
+        let text = metrics.encode();
+        let ran = text
+            .lines()
+            .filter(|l| l.starts_with("lifeboat_reconcile_duration_seconds_count"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        cycles.push(ran);
+    }
+    assert!(
+        cycles.iter().filter(|&&n| n > 0.0).count() == 1,
+        "exactly one replica reconciles: cycles per replica {cycles:?}"
+    );
+    // The leader backed up the current slot once.
+    assert_eq!(w.backups("prod").len(), 1);
+}

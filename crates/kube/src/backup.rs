@@ -272,12 +272,14 @@ pub async fn backup(
     }
 
     let concurrency = opts.concurrency.max(1);
-    let mut results = stream::iter(units)
-        .map(|(t, ns)| {
-            let ctx = &ctx;
-            async move { ctx.list_unit(t, ns.as_deref(), Mode::Selected).await }
-        })
-        .buffer_unordered(concurrency);
+    // The futures are built before they enter the stream, not by a closure
+    // of the stream, so `backup()` stays `Send` for callers that spawn it.
+    let ctx_ref = &ctx;
+    let unit_futures: Vec<_> = units
+        .into_iter()
+        .map(|(t, ns)| async move { ctx_ref.list_unit(t, ns.as_deref(), Mode::Selected).await })
+        .collect();
+    let mut results = stream::iter(unit_futures).buffer_unordered(concurrency);
     while let Some(out) = results.try_next().await? {
         if out.written > 0 && !out.group.is_empty() {
             ctx.related_mut()
