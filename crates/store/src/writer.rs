@@ -13,6 +13,10 @@
 //!              BackupWriter::finish → manifest.json (LAST: commit point)
 //! ```
 //!
+//! Objects travel in batches (`add_all`, one list page split into messages
+//! of at most 128 objects / 256 KiB), so the channel costs one hand-off per
+//! batch, not per object.
+//!
 //! Nothing holds the whole archive: memory is bounded by the channel, the
 //! zstd window and the multipart buffers (see `upload.rs`).
 //!
@@ -43,7 +47,13 @@ use crate::repo::{MANIFEST, Repository, backup_name, layout, validate_name};
 use crate::upload::{self, FirstError, UploadSink, Uploaded, error_chain};
 
 const ZSTD_LEVEL: i32 = 3;
-const QUEUE: usize = 256;
+/// Messages waiting for the encoder. A message is one object, one log
+/// line, or a batch of objects of at most `BATCH_OBJECTS` objects and
+/// `BATCH_BYTES` of JSON (or a single larger object), so the queue holds at
+/// most `QUEUE × max(BATCH_BYTES, largest object)` of JSON.
+const QUEUE: usize = 32;
+const BATCH_OBJECTS: usize = 128;
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// What a backup is; everything the manifest records besides the content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +134,7 @@ pub(crate) fn resource_key(resource: &str, group: &str) -> String {
 }
 
 enum Msg {
-    Object(ObjectEntry, String),
+    Objects(Vec<(ObjectEntry, String)>),
     Log(LogEntry),
     Finish,
 }
@@ -141,7 +151,7 @@ pub struct WriterHandle {
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Msg::Object(..) => "Object",
+            Msg::Objects(..) => "Objects",
             Msg::Log(_) => "Log",
             Msg::Finish => "Finish",
         })
@@ -152,7 +162,35 @@ impl WriterHandle {
     /// Queues one object; waits when the encoder is behind.
     pub async fn add(&self, entry: ObjectEntry) -> Result<()> {
         let path = entry.archive_path()?;
-        self.send(Msg::Object(entry, path)).await
+        self.send(Msg::Objects(vec![(entry, path)])).await
+    }
+
+    /// Queues several objects (typically one list page) with fewer hand-offs
+    /// to the encoder than one [`add`](Self::add) each; waits when the
+    /// encoder is behind. Fails without queueing anything when a path is
+    /// unsafe.
+    pub async fn add_all(&self, entries: Vec<ObjectEntry>) -> Result<()> {
+        let mut items = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let path = entry.archive_path()?;
+            items.push((entry, path));
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for item in items {
+            if !batch.is_empty()
+                && (batch.len() >= BATCH_OBJECTS || bytes + item.0.json.len() > BATCH_BYTES)
+            {
+                self.send(Msg::Objects(std::mem::take(&mut batch))).await?;
+                bytes = 0;
+            }
+            bytes += item.0.json.len();
+            batch.push(item);
+        }
+        if !batch.is_empty() {
+            self.send(Msg::Objects(batch)).await?;
+        }
+        Ok(())
     }
 
     /// Queues one log line.
@@ -273,6 +311,11 @@ impl BackupWriter {
     /// Queues one object (see [`WriterHandle::add`]).
     pub async fn add(&self, entry: ObjectEntry) -> Result<()> {
         self.handle.add(entry).await
+    }
+
+    /// Queues several objects (see [`WriterHandle::add_all`]).
+    pub async fn add_all(&self, entries: Vec<ObjectEntry>) -> Result<()> {
+        self.handle.add_all(entries).await
     }
 
     /// Queues one log line (see [`WriterHandle::log`]).
@@ -447,35 +490,37 @@ fn encode(
     let mut totals = Totals::default();
     loop {
         match rx.blocking_recv() {
-            Some(Msg::Object(entry, path)) => {
-                let mut header = tar::Header::new_gnu();
-                header.set_size(entry.json.len() as u64);
-                header.set_mode(0o644);
-                header.set_mtime(mtime);
-                header.set_entry_type(tar::EntryType::Regular);
-                tar.append_data(&mut header, &path, entry.json.as_ref())
-                    .map_err(io_err)?;
-                if totals.items > 0 {
-                    index.write_all(b",").map_err(io_err)?;
+            Some(Msg::Objects(batch)) => {
+                for (entry, path) in batch {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_size(entry.json.len() as u64);
+                    header.set_mode(0o644);
+                    header.set_mtime(mtime);
+                    header.set_entry_type(tar::EntryType::Regular);
+                    tar.append_data(&mut header, &path, entry.json.as_ref())
+                        .map_err(io_err)?;
+                    if totals.items > 0 {
+                        index.write_all(b",").map_err(io_err)?;
+                    }
+                    let line = IndexEntry {
+                        sha256: hex::encode(Sha256::digest(&entry.json)),
+                        bytes: entry.json.len() as u64,
+                        path,
+                        api_version: entry.api_version,
+                        kind: entry.kind,
+                        namespace: entry.namespace,
+                        resource: entry.resource,
+                        group: entry.group,
+                        name: entry.name,
+                    };
+                    serde_json::to_writer(&mut index, &line).map_err(|e| io_err(e.into()))?;
+                    totals.items += 1;
+                    totals.object_bytes += line.bytes;
+                    resources
+                        .entry(resource_key(&line.resource, &line.group))
+                        .or_default()
+                        .items += 1;
                 }
-                let line = IndexEntry {
-                    sha256: hex::encode(Sha256::digest(&entry.json)),
-                    bytes: entry.json.len() as u64,
-                    path,
-                    api_version: entry.api_version,
-                    kind: entry.kind,
-                    namespace: entry.namespace,
-                    resource: entry.resource,
-                    group: entry.group,
-                    name: entry.name,
-                };
-                serde_json::to_writer(&mut index, &line).map_err(|e| io_err(e.into()))?;
-                totals.items += 1;
-                totals.object_bytes += line.bytes;
-                resources
-                    .entry(resource_key(&line.resource, &line.group))
-                    .or_default()
-                    .items += 1;
             }
             Some(Msg::Log(entry)) => {
                 match entry.level {
