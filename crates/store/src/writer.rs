@@ -15,10 +15,12 @@
 //!
 //! Objects travel in batches (`add_all`, one list page split into messages
 //! of at most 128 objects / 256 KiB), so the channel costs one hand-off per
-//! batch, not per object.
+//! batch, not per object. `resources.tar.zst` is compressed by zstd's own
+//! worker threads (one per core, at most four) while the encoder thread
+//! builds tar entries and index lines; the output is ordinary zstd frames.
 //!
 //! Nothing holds the whole archive: memory is bounded by the channel, the
-//! zstd window and the multipart buffers (see `upload.rs`).
+//! zstd window and jobs and the multipart buffers (see `upload.rs`).
 //!
 //! A writer that is dropped, or whose `abort` is called, stops the encoder
 //! and aborts the uploads: no manifest is written, so the backup never
@@ -36,6 +38,7 @@ use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use zstd::stream::raw::CParameter;
 
 use crate::crypto::Keys;
 use crate::error::{Result, StoreError};
@@ -47,6 +50,8 @@ use crate::repo::{MANIFEST, Repository, backup_name, layout, validate_name};
 use crate::upload::{self, FirstError, UploadSink, Uploaded, error_chain};
 
 const ZSTD_LEVEL: i32 = 3;
+const MAX_ZSTD_WORKERS: usize = 4;
+const ZSTD_JOB_SIZE: u32 = 2 * 1024 * 1024;
 /// Messages waiting for the encoder. A message is one object, one log
 /// line, or a batch of objects of at most `BATCH_OBJECTS` objects and
 /// `BATCH_BYTES` of JSON (or a single larger object), so the queue holds at
@@ -459,9 +464,30 @@ impl<W: Write> Write for MaybeAge<W> {
 
 type Compressed = zstd::Encoder<'static, MaybeAge<UploadSink>>;
 
-fn compressed(keys: &Keys, sink: UploadSink) -> Result<Compressed> {
+/// `workers` > 0 makes zstd compress on that many threads of its own
+/// while the caller keeps feeding it; the output is ordinary zstd frames.
+fn compressed(keys: &Keys, sink: UploadSink, workers: u32) -> Result<Compressed> {
     let out = MaybeAge::new(keys, sink)?;
-    zstd::Encoder::new(out, ZSTD_LEVEL).map_err(|e| StoreError::io("cannot start zstd", e))
+    let start = |e| StoreError::io("cannot start zstd", e);
+    let mut enc = zstd::Encoder::new(out, ZSTD_LEVEL).map_err(start)?;
+    if workers > 0 {
+        enc.multithread(workers).map_err(start)?;
+        // zstd's default job (4 × the window, 8 MiB at level 3) would keep
+        // four times more input in flight per worker; 2 MiB jobs bound the
+        // buffers to a few MiB per worker.
+        enc.set_parameter(CParameter::JobSize(ZSTD_JOB_SIZE))
+            .map_err(start)?;
+    }
+    Ok(enc)
+}
+
+/// zstd worker threads for `resources.tar.zst`: one per core, at most
+/// `MAX_ZSTD_WORKERS`. Even one worker takes compression off the encoder
+/// thread, which then only builds tar entries and index lines.
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_ZSTD_WORKERS) as u32
 }
 
 fn finish_compressed(w: Compressed) -> io::Result<Uploaded> {
@@ -481,9 +507,9 @@ fn encode(
     let (Some(res), Some(idx), Some(log)) = (sinks.next(), sinks.next(), sinks.next()) else {
         return Err(StoreError::Task("encoder needs three sinks".into()));
     };
-    let mut tar = tar::Builder::new(compressed(keys, res)?);
-    let mut index = compressed(keys, idx)?;
-    let mut log = compressed(keys, log)?;
+    let mut tar = tar::Builder::new(compressed(keys, res, zstd_workers())?);
+    let mut index = compressed(keys, idx, 0)?;
+    let mut log = compressed(keys, log, 0)?;
     write!(index, "{{\"formatVersion\":{FORMAT_VERSION},\"objects\":[").map_err(io_err)?;
 
     let mut resources: BTreeMap<String, ResourceCount> = BTreeMap::new();
