@@ -279,10 +279,14 @@ impl Repository {
         let mtime = spec.start_time.as_second().max(0).unsigned_abs();
         let fe = first_error.clone();
         let encoder = tokio::task::spawn_blocking(move || {
-            let result = encode(rx, sinks, &keys, mtime);
+            let mut rx = rx;
+            let result = encode(&mut rx, sinks, &keys, mtime);
             if let Err(e) = &result {
                 fe.set(error_chain(e));
             }
+            // Producers see the closed channel only now, when the cause is
+            // recorded for their error message.
+            drop(rx);
             result
         });
         Ok(BackupWriter {
@@ -497,7 +501,7 @@ fn finish_compressed(w: Compressed) -> io::Result<Uploaded> {
 /// The encoder thread: runs until `Finish` (completes the files) or until
 /// the channel closes without it (drops the sinks, which aborts uploads).
 fn encode(
-    mut rx: mpsc::Receiver<Msg>,
+    rx: &mut mpsc::Receiver<Msg>,
     sinks: Vec<UploadSink>,
     keys: &Keys,
     mtime: u64,
