@@ -40,6 +40,13 @@
 //!   stored ServiceAccount together with their ClusterRoles. Related objects
 //!   skip the label selector (they are dependencies) but honour resource
 //!   excludes and the opt-out label.
+//! - **Objects are stored as the API returned them** minus
+//!   `metadata.managedFields`, with `apiVersion` and `kind` first. A page
+//!   is kept as the response text and each object's members are copied
+//!   through without building a `serde_json::Value` (see `raw`); only
+//!   `metadata` (name, namespace, labels) is read, plus `spec` of PVCs and
+//!   `subjects`/`roleRef` of ClusterRoleBindings. A page's objects go to
+//!   the writer together ([`WriterHandle::add_all`]).
 //! - **Memory**: objects are written as each page arrives, so memory is
 //!   bounded by `concurrency × page_size` objects, not by cluster size. The
 //!   only per-object state kept is the set of PV names, ServiceAccounts and
@@ -70,8 +77,10 @@ use kube::api::{GetParams, ListParams};
 use kube::core::{ApiResource, DynamicObject, Request, Resource};
 use lifeboat_store::{LogEntry, LogLevel, ObjectEntry, StoreError, WriterHandle};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
+use crate::raw::Object;
 use crate::select::{EXCLUDE_LABEL, Selection};
 
 /// At most this many selected namespaces are listed one by one; above it
@@ -345,12 +354,13 @@ struct UnitOutcome {
     names: Vec<String>,
 }
 
+/// A list response; the items stay JSON text borrowed from the body.
 #[derive(Deserialize)]
-struct Page {
+struct Page<'a> {
     #[serde(default)]
     metadata: PageMeta,
-    #[serde(default)]
-    items: Option<Vec<Value>>,
+    #[serde(default, borrow)]
+    items: Option<Vec<&'a RawValue>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -420,11 +430,15 @@ fn str_at<'v>(v: &'v Value, ptr: &str) -> Option<&'v str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
-fn opted_out(obj: &Value) -> bool {
-    obj.pointer("/metadata/labels")
-        .and_then(|l| l.get(EXCLUDE_LABEL))
-        .and_then(Value::as_str)
-        == Some("true")
+fn opted_out(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(EXCLUDE_LABEL).map(String::as_str) == Some("true")
+}
+
+fn list_failed(key: &str, e: &kube::Error) -> String {
+    format!(
+        "listing {key} failed and it was not backed up: {e}; check the API server's health and \
+         lifeboat's RBAC permissions for it"
+    )
 }
 
 impl Ctx<'_> {
@@ -596,16 +610,16 @@ impl Ctx<'_> {
                 ..ListParams::default()
             };
             let (url, lp) = (&url, &lp);
-            let page = self
+            let body = self
                 .retry(move || async move {
                     let req = Request::new(url)
                         .list(lp)
                         .map_err(kube::Error::BuildRequest)?;
-                    self.client.request::<Page>(req).await
+                    self.client.request_text(req).await
                 })
                 .await;
-            let page = match page {
-                Ok(p) => p,
+            let body = match body {
+                Ok(b) => b,
                 Err(e) if fatal(&e) => {
                     return Err(BackupError::ApiUnavailable {
                         doing: format!("listing {}", t.key),
@@ -652,11 +666,21 @@ impl Ctx<'_> {
                         Some(t.key.clone()),
                         namespace.map(str::to_string),
                         None,
-                        format!(
-                            "listing {} failed and it was not backed up: {e}; check the API \
-                             server's health and lifeboat's RBAC permissions for it",
-                            t.key
-                        ),
+                        list_failed(&t.key, &e),
+                    )
+                    .await?;
+                    break;
+                }
+            };
+            let page = match serde_json::from_str::<Page<'_>>(&body) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.log(
+                        LogLevel::Error,
+                        Some(t.key.clone()),
+                        namespace.map(str::to_string),
+                        None,
+                        list_failed(&t.key, &kube::Error::SerdeError(e)),
                     )
                     .await?;
                     break;
@@ -664,19 +688,22 @@ impl Ctx<'_> {
             };
             let items = page.items.unwrap_or_default();
             out.seen += items.len();
-            let mut page_written = 0u64;
-            for item in items {
-                let hash = key_hash(
-                    str_at(&item, "/metadata/namespace").unwrap_or_default(),
-                    str_at(&item, "/metadata/name").unwrap_or_default(),
-                );
+            // The page's objects go to the writer together.
+            let mut batch = Vec::with_capacity(items.len());
+            for raw in items {
+                let obj = Object::parse(raw);
+                let (ns, name) = obj.as_ref().map_or((None, None), |o| {
+                    (o.namespace.as_deref(), o.name.as_deref())
+                });
+                let hash = key_hash(ns.unwrap_or_default(), name.unwrap_or_default());
                 if !seen.insert(hash) && restarting {
                     continue;
                 }
-                if self.item(t, item, mode, &mut out).await? {
-                    page_written += 1;
+                if let Some(entry) = self.item(t, obj.as_ref(), mode, &mut out).await? {
+                    batch.push(entry);
                 }
             }
+            let page_written = self.add(t, batch).await?;
             out.written += page_written;
             (self.progress)(Progress::Page {
                 resource: t.key.clone(),
@@ -696,67 +723,93 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    /// Filters one listed object by mode and stores it. Returns whether it
-    /// was stored.
+    /// Filters one listed object (`None`: not a JSON object) by mode and
+    /// prepares it for storing. Returns the entry to store, if any.
     async fn item(
         &self,
         t: &Target,
-        item: Value,
+        obj: Option<&Object<'_>>,
         mode: Mode<'_>,
         out: &mut UnitOutcome,
-    ) -> Result<bool, BackupError> {
+    ) -> Result<Option<ObjectEntry>, BackupError> {
+        let labels = obj.map(Object::labels).unwrap_or_default();
         match mode {
             Mode::Selected => {
                 if t.namespaced {
-                    let ns = str_at(&item, "/metadata/namespace").unwrap_or_default();
-                    if !self.selection.namespace(ns) {
-                        return Ok(false);
+                    let ns = obj.and_then(|o| o.namespace.as_deref());
+                    if !self.selection.namespace(ns.unwrap_or_default()) {
+                        return Ok(None);
                     }
                 }
-                if !self.selection.labels(&crate::select::labels_of(&item)) {
-                    return Ok(false);
+                if !self.selection.labels(&labels) {
+                    return Ok(None);
                 }
             }
             Mode::Namespaces => {
-                let name = str_at(&item, "/metadata/name").unwrap_or_default();
-                if !self.selection.namespace(name) || opted_out(&item) {
-                    return Ok(false);
+                let name = obj.and_then(|o| o.name.as_deref()).unwrap_or_default();
+                if !self.selection.namespace(name) || opted_out(&labels) {
+                    return Ok(None);
                 }
                 out.names.push(name.to_string());
                 if !self.selection.resource("namespaces", "") {
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
             Mode::Bindings(sas) => {
-                let names_sa =
-                    item.get("subjects")
-                        .and_then(Value::as_array)
-                        .is_some_and(|subjects| {
-                            subjects.iter().any(|s| {
-                                str_at(s, "/kind") == Some("ServiceAccount")
-                                    && sas.contains(&(
-                                        str_at(s, "/namespace").unwrap_or_default().to_string(),
-                                        str_at(s, "/name").unwrap_or_default().to_string(),
-                                    ))
-                            })
-                        });
-                if !names_sa || opted_out(&item) {
-                    return Ok(false);
+                let names_sa = obj
+                    .and_then(|o| o.value("subjects"))
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .is_some_and(|subjects| {
+                        subjects.iter().any(|s| {
+                            str_at(s, "/kind") == Some("ServiceAccount")
+                                && sas.contains(&(
+                                    str_at(s, "/namespace").unwrap_or_default().to_string(),
+                                    str_at(s, "/name").unwrap_or_default().to_string(),
+                                ))
+                        })
+                    });
+                if !names_sa || opted_out(&labels) {
+                    return Ok(None);
                 }
-                if str_at(&item, "/roleRef/kind") == Some("ClusterRole")
-                    && let Some(role) = str_at(&item, "/roleRef/name")
+                let role_ref = obj.and_then(|o| o.value("roleRef")).unwrap_or_default();
+                if str_at(&role_ref, "/kind") == Some("ClusterRole")
+                    && let Some(role) = str_at(&role_ref, "/name")
                 {
                     out.names.push(role.to_string());
                 }
             }
         }
-        self.store(t, item).await
+        self.prepare(t, obj).await
     }
 
-    /// Stores one object: strips managedFields, sets apiVersion and kind,
-    /// remembers what related objects it needs.
-    async fn store(&self, t: &Target, item: Value) -> Result<bool, BackupError> {
-        let Value::Object(mut obj) = item else {
+    /// Sends prepared objects to the writer and counts them.
+    async fn add(&self, t: &Target, entries: Vec<ObjectEntry>) -> Result<u64, BackupError> {
+        let n = entries.len() as u64;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.sink.add_all(entries).await?;
+        self.items.fetch_add(n, Ordering::Relaxed);
+        *self
+            .per_resource
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(t.key.clone())
+            .or_default() += n;
+        Ok(n)
+    }
+
+    /// Prepares one object for storing (`None`: the API returned something
+    /// that is not a JSON object): its JSON without managedFields and with
+    /// apiVersion and kind, and what related objects it needs. Unstorable
+    /// objects are logged as errors and yield `None`.
+    async fn prepare(
+        &self,
+        t: &Target,
+        obj: Option<&Object<'_>>,
+    ) -> Result<Option<ObjectEntry>, BackupError> {
+        let Some(obj) = obj else {
             self.log(
                 LogLevel::Error,
                 Some(t.key.clone()),
@@ -765,24 +818,14 @@ impl Ctx<'_> {
                 format!("the API returned a {} item that is not an object", t.key),
             )
             .await?;
-            return Ok(false);
+            return Ok(None);
         };
-        let meta = obj.get_mut("metadata").and_then(Value::as_object_mut);
-        let (name, namespace) = match meta {
-            Some(meta) => {
-                meta.remove("managedFields");
-                (
-                    meta.get("name").and_then(Value::as_str).map(str::to_string),
-                    meta.get("namespace")
-                        .and_then(Value::as_str)
-                        .filter(|ns| !ns.is_empty())
-                        .map(str::to_string),
-                )
-            }
-            None => (None, None),
+        let namespace = if t.namespaced {
+            obj.namespace.clone().filter(|ns| !ns.is_empty())
+        } else {
+            None
         };
-        let namespace = if t.namespaced { namespace } else { None };
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
+        let Some(name) = obj.name.clone().filter(|n| !n.is_empty()) else {
             self.log(
                 LogLevel::Error,
                 Some(t.key.clone()),
@@ -791,13 +834,14 @@ impl Ctx<'_> {
                 format!("the API returned a {} object without a name", t.key),
             )
             .await?;
-            return Ok(false);
+            return Ok(None);
         };
         if t.ar.group.is_empty() {
             match t.ar.plural.as_str() {
                 "persistentvolumeclaims" => {
                     if let Some(pv) = obj
-                        .get("spec")
+                        .value("spec")
+                        .as_ref()
                         .and_then(|s| s.get("volumeName"))
                         .and_then(Value::as_str)
                         .filter(|pv| !pv.is_empty())
@@ -815,28 +859,7 @@ impl Ctx<'_> {
                 _ => {}
             }
         }
-        let mut typed = Map::with_capacity(obj.len() + 2);
-        typed.insert("apiVersion".into(), Value::String(t.ar.api_version.clone()));
-        typed.insert("kind".into(), Value::String(t.ar.kind.clone()));
-        for (k, v) in obj {
-            if k != "apiVersion" && k != "kind" {
-                typed.insert(k, v);
-            }
-        }
-        let json = match serde_json::to_vec(&Value::Object(typed)) {
-            Ok(j) => Bytes::from(j),
-            Err(e) => {
-                self.log(
-                    LogLevel::Error,
-                    Some(t.key.clone()),
-                    namespace,
-                    Some(name),
-                    format!("could not encode the object: {e}"),
-                )
-                .await?;
-                return Ok(false);
-            }
-        };
+        let json = Bytes::from(obj.stored_json(&t.ar.api_version, &t.ar.kind));
         let entry = ObjectEntry {
             resource: t.ar.plural.clone(),
             group: t.ar.group.clone(),
@@ -855,17 +878,9 @@ impl Ctx<'_> {
                 format!("the object cannot be stored: {e}"),
             )
             .await?;
-            return Ok(false);
+            return Ok(None);
         }
-        self.sink.add(entry).await?;
-        self.items.fetch_add(1, Ordering::Relaxed);
-        *self
-            .per_resource
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(t.key.clone())
-            .or_default() += 1;
-        Ok(true)
+        Ok(Some(entry))
     }
 
     /// Fetches one cluster-scoped object by name and stores it unless it
@@ -878,15 +893,25 @@ impl Ctx<'_> {
                 let req = Request::new(url)
                     .get(name, &GetParams::default())
                     .map_err(kube::Error::BuildRequest)?;
-                self.client.request::<Value>(req).await
+                let body = self.client.request_text(req).await?;
+                // Checked here so that a bad body is reported like any
+                // other failed read.
+                serde_json::from_str::<&RawValue>(&body).map_err(kube::Error::SerdeError)?;
+                Ok(body)
             })
             .await;
         match got {
-            Ok(obj) => {
-                if opted_out(&obj) {
+            Ok(body) => {
+                let obj = serde_json::from_str::<&RawValue>(&body)
+                    .ok()
+                    .and_then(Object::parse);
+                if obj.as_ref().is_some_and(|o| opted_out(&o.labels())) {
                     return Ok(false);
                 }
-                let stored = self.store(t, obj).await?;
+                let stored = match self.prepare(t, obj.as_ref()).await? {
+                    Some(entry) => self.add(t, vec![entry]).await? > 0,
+                    None => false,
+                };
                 if stored {
                     (self.progress)(Progress::Related {
                         resource: t.key.clone(),

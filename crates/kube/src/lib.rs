@@ -9,6 +9,7 @@
 
 pub mod backup;
 pub mod order;
+mod raw;
 pub mod restore;
 pub mod select;
 pub mod transform;

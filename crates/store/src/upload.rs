@@ -112,10 +112,12 @@ async fn run(
         match rx.recv().await {
             Some(Msg::Data(chunk)) => {
                 if let Err(e) = writer.put(chunk).await {
-                    // Close the channel first so the encoder stops at once.
+                    // Record the cause, then close the channel so the
+                    // encoder stops at once and reports this cause.
+                    let err = fail(e);
                     drop(rx);
                     let _ = writer.abort().await;
-                    return Err(fail(e));
+                    return Err(err);
                 }
             }
             Some(Msg::Finish) => {

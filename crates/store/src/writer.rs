@@ -13,8 +13,14 @@
 //!              BackupWriter::finish → manifest.json (LAST: commit point)
 //! ```
 //!
+//! Objects travel in batches (`add_all`, one list page split into messages
+//! of at most 128 objects / 256 KiB), so the channel costs one hand-off per
+//! batch, not per object. `resources.tar.zst` is compressed by zstd's own
+//! worker threads (one per core, at most four) while the encoder thread
+//! builds tar entries and index lines; the output is ordinary zstd frames.
+//!
 //! Nothing holds the whole archive: memory is bounded by the channel, the
-//! zstd window and the multipart buffers (see `upload.rs`).
+//! zstd window and jobs and the multipart buffers (see `upload.rs`).
 //!
 //! A writer that is dropped, or whose `abort` is called, stops the encoder
 //! and aborts the uploads: no manifest is written, so the backup never
@@ -32,6 +38,7 @@ use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use zstd::stream::raw::CParameter;
 
 use crate::crypto::Keys;
 use crate::error::{Result, StoreError};
@@ -43,7 +50,15 @@ use crate::repo::{MANIFEST, Repository, backup_name, layout, validate_name};
 use crate::upload::{self, FirstError, UploadSink, Uploaded, error_chain};
 
 const ZSTD_LEVEL: i32 = 3;
-const QUEUE: usize = 256;
+const MAX_ZSTD_WORKERS: usize = 4;
+const ZSTD_JOB_SIZE: u32 = 2 * 1024 * 1024;
+/// Messages waiting for the encoder. A message is one object, one log
+/// line, or a batch of objects of at most `BATCH_OBJECTS` objects and
+/// `BATCH_BYTES` of JSON (or a single larger object), so the queue holds at
+/// most `QUEUE × max(BATCH_BYTES, largest object)` of JSON.
+const QUEUE: usize = 32;
+const BATCH_OBJECTS: usize = 128;
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// What a backup is; everything the manifest records besides the content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +139,7 @@ pub(crate) fn resource_key(resource: &str, group: &str) -> String {
 }
 
 enum Msg {
-    Object(ObjectEntry, String),
+    Objects(Vec<(ObjectEntry, String)>),
     Log(LogEntry),
     Finish,
 }
@@ -141,7 +156,7 @@ pub struct WriterHandle {
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Msg::Object(..) => "Object",
+            Msg::Objects(..) => "Objects",
             Msg::Log(_) => "Log",
             Msg::Finish => "Finish",
         })
@@ -152,7 +167,35 @@ impl WriterHandle {
     /// Queues one object; waits when the encoder is behind.
     pub async fn add(&self, entry: ObjectEntry) -> Result<()> {
         let path = entry.archive_path()?;
-        self.send(Msg::Object(entry, path)).await
+        self.send(Msg::Objects(vec![(entry, path)])).await
+    }
+
+    /// Queues several objects (typically one list page) with fewer hand-offs
+    /// to the encoder than one [`add`](Self::add) each; waits when the
+    /// encoder is behind. Fails without queueing anything when a path is
+    /// unsafe.
+    pub async fn add_all(&self, entries: Vec<ObjectEntry>) -> Result<()> {
+        let mut items = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let path = entry.archive_path()?;
+            items.push((entry, path));
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for item in items {
+            if !batch.is_empty()
+                && (batch.len() >= BATCH_OBJECTS || bytes + item.0.json.len() > BATCH_BYTES)
+            {
+                self.send(Msg::Objects(std::mem::take(&mut batch))).await?;
+                bytes = 0;
+            }
+            bytes += item.0.json.len();
+            batch.push(item);
+        }
+        if !batch.is_empty() {
+            self.send(Msg::Objects(batch)).await?;
+        }
+        Ok(())
     }
 
     /// Queues one log line.
@@ -236,10 +279,14 @@ impl Repository {
         let mtime = spec.start_time.as_second().max(0).unsigned_abs();
         let fe = first_error.clone();
         let encoder = tokio::task::spawn_blocking(move || {
-            let result = encode(rx, sinks, &keys, mtime);
+            let mut rx = rx;
+            let result = encode(&mut rx, sinks, &keys, mtime);
             if let Err(e) = &result {
                 fe.set(error_chain(e));
             }
+            // Producers see the closed channel only now, when the cause is
+            // recorded for their error message.
+            drop(rx);
             result
         });
         Ok(BackupWriter {
@@ -273,6 +320,11 @@ impl BackupWriter {
     /// Queues one object (see [`WriterHandle::add`]).
     pub async fn add(&self, entry: ObjectEntry) -> Result<()> {
         self.handle.add(entry).await
+    }
+
+    /// Queues several objects (see [`WriterHandle::add_all`]).
+    pub async fn add_all(&self, entries: Vec<ObjectEntry>) -> Result<()> {
+        self.handle.add_all(entries).await
     }
 
     /// Queues one log line (see [`WriterHandle::log`]).
@@ -416,9 +468,30 @@ impl<W: Write> Write for MaybeAge<W> {
 
 type Compressed = zstd::Encoder<'static, MaybeAge<UploadSink>>;
 
-fn compressed(keys: &Keys, sink: UploadSink) -> Result<Compressed> {
+/// `workers` > 0 makes zstd compress on that many threads of its own
+/// while the caller keeps feeding it; the output is ordinary zstd frames.
+fn compressed(keys: &Keys, sink: UploadSink, workers: u32) -> Result<Compressed> {
     let out = MaybeAge::new(keys, sink)?;
-    zstd::Encoder::new(out, ZSTD_LEVEL).map_err(|e| StoreError::io("cannot start zstd", e))
+    let start = |e| StoreError::io("cannot start zstd", e);
+    let mut enc = zstd::Encoder::new(out, ZSTD_LEVEL).map_err(start)?;
+    if workers > 0 {
+        enc.multithread(workers).map_err(start)?;
+        // zstd's default job (4 × the window, 8 MiB at level 3) would keep
+        // four times more input in flight per worker; 2 MiB jobs bound the
+        // buffers to a few MiB per worker.
+        enc.set_parameter(CParameter::JobSize(ZSTD_JOB_SIZE))
+            .map_err(start)?;
+    }
+    Ok(enc)
+}
+
+/// zstd worker threads for `resources.tar.zst`: one per core, at most
+/// `MAX_ZSTD_WORKERS`. Even one worker takes compression off the encoder
+/// thread, which then only builds tar entries and index lines.
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_ZSTD_WORKERS) as u32
 }
 
 fn finish_compressed(w: Compressed) -> io::Result<Uploaded> {
@@ -428,7 +501,7 @@ fn finish_compressed(w: Compressed) -> io::Result<Uploaded> {
 /// The encoder thread: runs until `Finish` (completes the files) or until
 /// the channel closes without it (drops the sinks, which aborts uploads).
 fn encode(
-    mut rx: mpsc::Receiver<Msg>,
+    rx: &mut mpsc::Receiver<Msg>,
     sinks: Vec<UploadSink>,
     keys: &Keys,
     mtime: u64,
@@ -438,44 +511,46 @@ fn encode(
     let (Some(res), Some(idx), Some(log)) = (sinks.next(), sinks.next(), sinks.next()) else {
         return Err(StoreError::Task("encoder needs three sinks".into()));
     };
-    let mut tar = tar::Builder::new(compressed(keys, res)?);
-    let mut index = compressed(keys, idx)?;
-    let mut log = compressed(keys, log)?;
+    let mut tar = tar::Builder::new(compressed(keys, res, zstd_workers())?);
+    let mut index = compressed(keys, idx, 0)?;
+    let mut log = compressed(keys, log, 0)?;
     write!(index, "{{\"formatVersion\":{FORMAT_VERSION},\"objects\":[").map_err(io_err)?;
 
     let mut resources: BTreeMap<String, ResourceCount> = BTreeMap::new();
     let mut totals = Totals::default();
     loop {
         match rx.blocking_recv() {
-            Some(Msg::Object(entry, path)) => {
-                let mut header = tar::Header::new_gnu();
-                header.set_size(entry.json.len() as u64);
-                header.set_mode(0o644);
-                header.set_mtime(mtime);
-                header.set_entry_type(tar::EntryType::Regular);
-                tar.append_data(&mut header, &path, entry.json.as_ref())
-                    .map_err(io_err)?;
-                if totals.items > 0 {
-                    index.write_all(b",").map_err(io_err)?;
+            Some(Msg::Objects(batch)) => {
+                for (entry, path) in batch {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_size(entry.json.len() as u64);
+                    header.set_mode(0o644);
+                    header.set_mtime(mtime);
+                    header.set_entry_type(tar::EntryType::Regular);
+                    tar.append_data(&mut header, &path, entry.json.as_ref())
+                        .map_err(io_err)?;
+                    if totals.items > 0 {
+                        index.write_all(b",").map_err(io_err)?;
+                    }
+                    let line = IndexEntry {
+                        sha256: hex::encode(Sha256::digest(&entry.json)),
+                        bytes: entry.json.len() as u64,
+                        path,
+                        api_version: entry.api_version,
+                        kind: entry.kind,
+                        namespace: entry.namespace,
+                        resource: entry.resource,
+                        group: entry.group,
+                        name: entry.name,
+                    };
+                    serde_json::to_writer(&mut index, &line).map_err(|e| io_err(e.into()))?;
+                    totals.items += 1;
+                    totals.object_bytes += line.bytes;
+                    resources
+                        .entry(resource_key(&line.resource, &line.group))
+                        .or_default()
+                        .items += 1;
                 }
-                let line = IndexEntry {
-                    sha256: hex::encode(Sha256::digest(&entry.json)),
-                    bytes: entry.json.len() as u64,
-                    path,
-                    api_version: entry.api_version,
-                    kind: entry.kind,
-                    namespace: entry.namespace,
-                    resource: entry.resource,
-                    group: entry.group,
-                    name: entry.name,
-                };
-                serde_json::to_writer(&mut index, &line).map_err(|e| io_err(e.into()))?;
-                totals.items += 1;
-                totals.object_bytes += line.bytes;
-                resources
-                    .entry(resource_key(&line.resource, &line.group))
-                    .or_default()
-                    .items += 1;
             }
             Some(Msg::Log(entry)) => {
                 match entry.level {
