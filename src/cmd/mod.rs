@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod backup;
 pub mod backups;
 pub mod controller;
+pub mod demo;
 pub mod lint;
 pub mod plan;
 pub mod reconcile;
@@ -31,6 +32,7 @@ pub enum Command {
     Backup(backup::Args),
     Backups(backups::Args),
     Controller(controller::Args),
+    Demo(demo::Args),
     Restore(restore::Args),
     Schema(schema::Args),
     /// In-memory Kubernetes API server for tests and demos.
@@ -45,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => backup::run(args),
         Command::Backups(args) => backups::run(args),
         Command::Controller(args) => controller::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Sandbox(args) => sandbox::run(args),

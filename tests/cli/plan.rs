@@ -507,3 +507,35 @@ fn reconcile_watch_replans_when_a_policy_file_changes() {
     assert!(replanned, "a new policy file is planned without restarting");
     drop(sb);
 }
+
+#[test]
+fn the_demo_backs_up_loses_a_namespace_restores_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let (code, out, err) = run(&["demo", "--dir", demo.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("SIMULATED"),
+        "the demo says the cluster is simulated"
+    );
+    assert!(out.contains("Completed, 13 created"), "{out}");
+    assert!(out.contains("13 objects identical to the backup"), "{out}");
+    assert!(!out.contains('✘'), "{out}");
+    assert!(
+        out.contains("plan: nothing to do"),
+        "the restore runs once:\n{out}"
+    );
+    let log = git(
+        &demo.join("remote.git"),
+        &["log", "--format=%s", "lifeboat-status"],
+    );
+    assert_eq!(
+        log.lines().count(),
+        2,
+        "a backup and a restore commit:\n{log}"
+    );
+    // A non-empty directory is refused rather than mixed into.
+    let (code, _, err) = run(&["demo", "--dir", demo.to_str().unwrap()], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("not empty"), "{err}");
+}

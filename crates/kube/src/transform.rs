@@ -147,6 +147,36 @@ pub fn strip_server_fields(obj: &mut Value) {
     }
 }
 
+/// An object as a restore promises to bring it back: without what the API
+/// server sets or assigns (status, uid, resourceVersion, timestamps, cluster
+/// IPs, node ports, a claim's bound volume, provisioning annotations). Two
+/// objects equal after this are the same object as far as a user is
+/// concerned; tests and `lifeboat demo` compare restores with it.
+pub fn comparable(mut obj: Value) -> Value {
+    strip_server_fields(&mut obj);
+    if let Some(a) = annotations(&mut obj) {
+        a.retain(|k, _| !k.starts_with("pv.kubernetes.io/") && !k.starts_with("volume."));
+        if a.is_empty()
+            && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.remove("annotations");
+        }
+    }
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
+            spec.remove("clusterIP");
+            spec.remove("clusterIPs");
+        }
+        spec.remove("volumeName");
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                p.remove("nodePort");
+            }
+        }
+    }
+    obj
+}
+
 /// The node ports the user wrote in the last applied configuration; the
 /// others were assigned by the API server and are dropped so the target
 /// cluster can assign free ones.

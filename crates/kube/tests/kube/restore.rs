@@ -141,42 +141,8 @@ async fn run(
 }
 
 /// Drops what the server sets, so objects compare across restores.
-fn normalize(mut v: Value) -> Value {
-    if let Some(o) = v.as_object_mut() {
-        o.remove("status");
-    }
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        for k in [
-            "uid",
-            "resourceVersion",
-            "creationTimestamp",
-            "generation",
-            "managedFields",
-        ] {
-            m.remove(k);
-        }
-        if let Some(a) = m.get_mut("annotations").and_then(Value::as_object_mut) {
-            a.retain(|k, _| !k.starts_with("pv.kubernetes.io/") && !k.starts_with("volume."));
-            if a.is_empty() {
-                m.remove("annotations");
-            }
-        }
-    }
-    if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
-        if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
-            spec.remove("clusterIP");
-            spec.remove("clusterIPs");
-        }
-        spec.remove("volumeName");
-        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-            for p in ports {
-                if let Some(p) = p.as_object_mut() {
-                    p.remove("nodePort");
-                }
-            }
-        }
-    }
-    v
+fn normalize(v: Value) -> Value {
+    lifeboat_kube::transform::comparable(v)
 }
 
 /// Normalized objects in `namespaces`, keyed by resource/namespace/name.
