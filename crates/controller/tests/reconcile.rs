@@ -530,3 +530,89 @@ async fn with_two_replicas_only_the_leader_reconciles() {
     // The leader backed up the current slot once.
     assert_eq!(w.backups("prod").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_cleans_up_what_a_killed_one_left() {
+    let w = World::new().await;
+    let restore = r#"apiVersion: lifeboat.dev/v1alpha1
+kind: RestoreRequest
+metadata: {name: blog-back}
+spec:
+  source: {cluster: prod, policy: blog, backup: latest}
+  target: {cluster: prod}
+  namespaceMapping: {wordpress: wordpress-copy}
+"#;
+    w.commit(
+        "policies",
+        &[
+            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
+            ("blog.yaml", Some(HOURLY)),
+        ],
+    );
+    let mut r = w.reconciler("prod", "cache-a");
+    assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
+
+    // A controller killed mid-backup (files, no manifest) and mid-restore
+    // (record still InProgress).
+    let half = w
+        .storage()
+        .join("clusters/prod/backups/blog-20260301-110000");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("resources.tar.zst.age"), b"partial").unwrap();
+    let record_dir = w.storage().join("clusters/prod/restores/blog-back");
+    std::fs::create_dir_all(&record_dir).unwrap();
+    std::fs::write(
+        record_dir.join("record.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "request": "blog-back", "sourceCluster": "prod",
+            "sourceBackup": "blog-20260301-100000", "targetCluster": "prod",
+            "startTime": "2026-03-01T10:35:00Z", "phase": "InProgress", "dryRun": false,
+            "counts": {"created": 3, "updated": 0, "skipped": 0, "failed": 0},
+            "items": [], "lifeboatVersion": "0.1.0"
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    w.commit("restore", &[("restore.yaml", Some(restore))]);
+
+    // The restarted controller writes the interrupted slot again (the
+    // leftovers do not count as a backup), marks the restore interrupted
+    // and does not run it again.
+    let mut restarted = w.reconciler("prod", "cache-b");
+    let report = restarted.cycle(ts("2026-03-01T11:10:00Z"), true).await;
+    assert_ok(&report);
+    assert_eq!(names(&report, "backup"), ["blog-20260301-110000"]);
+    assert!(names(&report, "restore").is_empty());
+    assert_eq!(
+        w.backups("prod"),
+        ["blog-20260301-100000", "blog-20260301-110000"]
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record_dir.join("record.json")).unwrap()).unwrap();
+    assert_eq!(record["phase"], "Failed");
+    assert!(
+        record["message"].as_str().unwrap().contains("interrupted"),
+        "{record}"
+    );
+    let status = w
+        .status_file("clusters/prod/restores/blog-back.yaml")
+        .unwrap();
+    assert!(status.contains("interrupted"), "{status}");
+
+    // Leftovers of a slot that is not written again are deleted after the
+    // incomplete grace period (24 h).
+    let stale = w
+        .storage()
+        .join("clusters/prod/backups/blog-20260301-090000");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("resources.tar.zst.age"), b"partial").unwrap();
+    let report = restarted.cycle(ts("2026-03-01T11:20:00Z"), true).await;
+    assert!(stale.exists(), "within the grace period: {:?}", report.plan);
+    let _ = restarted
+        .cycle(
+            Timestamp::now() + jiff::SignedDuration::from_hours(25),
+            true,
+        )
+        .await;
+    assert!(!stale.exists(), "cleaned after the grace period");
+}
