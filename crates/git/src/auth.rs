@@ -9,9 +9,11 @@
 //! * SSH host keys: when [`Auth::ssh_known_hosts`] is set, the server's key must
 //!   appear in that file (OpenSSH format, plain host names, `[host]:port` for
 //!   non-default ports; hashed `|1|` entries are not understood) or the
-//!   connection is refused. When it is not set, libgit2's own check applies:
-//!   the key must be in `$HOME/.ssh/known_hosts`, otherwise the connection is
-//!   refused. Nothing is ever accepted blindly.
+//!   connection is refused. Entries match on the host name only: the port of
+//!   a `[host]:port` entry is not compared, so `host` and `[host]:2222` both
+//!   cover every port of `host`. When it is not set, libgit2's own check
+//!   applies: the key must be in `$HOME/.ssh/known_hosts`, otherwise the
+//!   connection is refused. Nothing is ever accepted blindly.
 //! * TLS: the system trust store (found by openssl-probe), plus any
 //!   certificates pinned with [`crate::Mirror::with_pinned_certificates`].
 
