@@ -200,10 +200,10 @@ impl Reconciler {
                 }
             }
         };
-        if let (Some(sha), Some((checked, revision))) = (&sha, &self.checked)
-            && sha == checked
-        {
-            return revision.clone();
+        if let (Some(sha), Some((checked, revision))) = (&sha, &self.checked) {
+            if sha == checked || self.only_status_changed(checked, sha).await {
+                return revision.clone();
+            }
         }
         let loaded = self.load(sha.clone(), dir).await;
         let revision = match loaded {
@@ -240,6 +240,27 @@ impl Reconciler {
             self.checked = Some((sha, revision.clone()));
         }
         revision
+    }
+
+    /// True when every path that changed from `from` to `to` is under the
+    /// top-level status directory, which the loader ignores: status commits
+    /// on the policy branch itself are not new policy revisions (otherwise
+    /// each status commit would report a new revision and commit again).
+    async fn only_status_changed(&self, from: &str, to: &str) -> bool {
+        let Source::Git { mirror, .. } = &self.source else {
+            return false;
+        };
+        let (mirror, from, to) = (mirror.clone(), from.to_string(), to.to_string());
+        let changed = tokio::task::spawn_blocking(move || {
+            let m = mirror.lock().ok()?;
+            m.changed_paths(&from, &to).ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        let prefix = format!("{}/", files::STATUS_DIR);
+        changed
+            .is_some_and(|paths| !paths.is_empty() && paths.iter().all(|p| p.starts_with(&prefix)))
     }
 
     async fn load(

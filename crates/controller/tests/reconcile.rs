@@ -616,3 +616,76 @@ spec:
         .await;
     assert!(!stale.exists(), "cleaned after the grace period");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_goes_away_leaves_the_controller_acting_on_what_it_has() {
+    let w = World::new().await;
+    w.commit(
+        "policies",
+        &[
+            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
+            ("blog.yaml", Some(HOURLY)),
+        ],
+    );
+    let mut r = w.reconciler("prod", "cache-a");
+    assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
+    let remote = w.dir.path().join("remote.git");
+    let moved = w.dir.path().join("remote-gone.git");
+    std::fs::rename(&remote, &moved).unwrap();
+
+    let report = r.cycle(ts("2026-03-01T11:30:00Z"), true).await;
+    let fetch = report
+        .errors
+        .iter()
+        .find(|(k, _)| *k == "fetch")
+        .map(|(_, e)| e.clone())
+        .expect("the fetch error is reported");
+    assert!(fetch.contains("remote.git"), "{fetch}");
+    // Protection goes on with the revision already fetched.
+    assert_eq!(names(&report, "backup"), ["blog-20260301-110000"]);
+    assert_eq!(w.backups("prod").len(), 2);
+    std::fs::rename(&moved, &remote).unwrap();
+    assert_ok(&r.cycle(ts("2026-03-01T11:40:00Z"), true).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_on_the_policy_branch_under_status_is_not_loaded_as_policies() {
+    let w = World::new().await;
+    w.commit(
+        "policies",
+        &[
+            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
+            ("blog.yaml", Some(HOURLY)),
+        ],
+    );
+    let mut r = w.reconciler("prod", "cache-a");
+    r.settings.status = Some(StatusTarget {
+        branch: "main".into(),
+        path: "status/clusters/prod".into(),
+    });
+    assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
+    let listing = git(
+        &w.dir.path().join("remote.git"),
+        &["ls-tree", "-r", "--name-only", "main"],
+    );
+    assert!(
+        listing.contains("status/clusters/prod/policies/blog.yaml"),
+        "{listing}"
+    );
+    assert!(listing.contains("blog.yaml\n"), "policies kept: {listing}");
+    // The next cycle fetches its own status commit and still validates:
+    // the status YAML files are not policies.
+    let report = r.cycle(ts("2026-03-01T11:30:00Z"), true).await;
+    assert_ok(&report);
+    assert!(report.revision.valid, "{:?}", report.revision.diagnostics);
+    assert_eq!(names(&report, "backup"), ["blog-20260301-110000"]);
+    // Its own status commits are not new policy revisions: a quiet cycle
+    // commits nothing, rather than reporting its last commit as a new one.
+    let report = r.cycle(ts("2026-03-01T11:40:00Z"), true).await;
+    assert_ok(&report);
+    assert!(
+        matches!(report.published, Some(Ok(Published::Unchanged))),
+        "{:?}",
+        report.published
+    );
+}
