@@ -89,18 +89,25 @@ pub async fn resolve(
                 .as_ref()
                 .and_then(|e| e.identity_secret_ref.as_ref())
             {
-                let data = read_secret(client, namespace, reference)
+                // The identity is needed only to read archives (restores).
+                // A cluster that only backs up may lack the Secret: open the
+                // location without it; a restore from it then fails saying
+                // the identity is missing.
+                let read = read_secret(client, namespace, reference)
                     .await
-                    .with_context(|| {
-                        format!("StorageLocation `{name}`: encryption.identitySecretRef")
-                    })?;
-                identities =
-                    age_identities(&data, reference.key.as_deref()).with_context(|| {
-                        format!(
-                            "StorageLocation `{name}`: Secret `{}` holds no age identity",
-                            reference.name
-                        )
-                    })?;
+                    .and_then(|data| {
+                        age_identities(&data, reference.key.as_deref()).with_context(|| {
+                            format!("Secret `{}` holds no age identity", reference.name)
+                        })
+                    });
+                match read {
+                    Ok(keys) => identities = keys,
+                    Err(e) => tracing::warn!(
+                        location = %name,
+                        error = %format!("{e:#}"),
+                        "no age identity: backups to this location work, restores from it cannot decrypt"
+                    ),
+                }
             }
             let mut config = config(location, identities);
             if let Some(credentials) = &location.spec.credentials {

@@ -200,10 +200,10 @@ impl Reconciler {
                 }
             }
         };
-        if let (Some(sha), Some((checked, revision))) = (&sha, &self.checked) {
-            if sha == checked || self.only_status_changed(checked, sha).await {
-                return revision.clone();
-            }
+        if let (Some(sha), Some((checked, revision))) = (&sha, &self.checked)
+            && (sha == checked || self.only_status_changed(checked, sha).await)
+        {
+            return revision.clone();
         }
         let loaded = self.load(sha.clone(), dir).await;
         let revision = match loaded {
