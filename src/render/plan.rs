@@ -89,7 +89,7 @@ pub fn text(plan: &Plan) -> String {
         out,
         "plan for cluster `{}` at {}: {}",
         plan.cluster,
-        plan.now,
+        lifeboat_controller::status::secs(plan.now),
         counts(&plan.actions)
     );
     for a in &plan.actions {

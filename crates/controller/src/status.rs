@@ -173,6 +173,12 @@ fn yaml<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+/// A time to the second: status files are read by people, and sub-second
+/// digits only make diffs noisier.
+pub fn secs(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 /// A duration in the largest units that matter: `3d4h`, `2h5m`, `42s`.
 pub fn human(d: SignedDuration) -> String {
     let mut secs = d.as_secs().unsigned_abs();
@@ -200,7 +206,7 @@ fn line(b: &BackupRef) -> BackupLine {
         backup: b.name.clone(),
         phase: format!("{:?}", b.phase),
         slot: b.slot,
-        finished: b.end,
+        finished: secs(b.end),
     }
 }
 
@@ -262,7 +268,7 @@ pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
             cluster,
             state: if f.suspended { "Suspended" } else { "Active" },
             storage: &f.location,
-            observed_at: input.now,
+            observed_at: secs(input.now),
             last_success: f.last_success.as_ref().map(line),
             last_backup: f.last_backup.as_ref().map(line),
             next_slot: f.next_slot,
@@ -281,7 +287,7 @@ pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
             cluster,
             state: "Deleted",
             storage: &o.location,
-            observed_at: input.now,
+            observed_at: secs(input.now),
             last_success: None,
             last_backup: None,
             next_slot: None,
@@ -319,13 +325,13 @@ pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
             cluster,
             state: restore_state(&r.state),
             message: &r.message,
-            observed_at: input.now,
+            observed_at: secs(input.now),
             result: record.map(|s| RestoreResult {
                 phase: &s.phase,
                 source: format!("{}/{}", s.source_cluster, s.source_backup),
                 dry_run: s.dry_run,
-                started: s.start,
-                finished: s.end,
+                started: s.start.map(secs),
+                finished: s.end.map(secs),
                 created: s.created,
                 updated: s.updated,
                 skipped: s.skipped,
@@ -341,7 +347,7 @@ pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
         "revision.yaml".into(),
         yaml(&RevisionFile {
             cluster,
-            observed_at: input.now,
+            observed_at: secs(input.now),
             revision: input.revision,
         }),
     );
@@ -360,7 +366,7 @@ fn readme(input: &StatusInput<'_>) -> String {
     let _ = writeln!(
         out,
         "Updated {} from policy revision {}{}.\n",
-        input.now,
+        secs(input.now),
         input
             .revision
             .acting_on
@@ -419,7 +425,7 @@ fn readme(input: &StatusInput<'_>) -> String {
             "| [{p}](policies/{p}.yaml) | {} | {} | {} | {} | {} |",
             f.last_success
                 .as_ref()
-                .map(|b| format!("`{}` at {}", b.name, b.end))
+                .map(|b| format!("`{}` at {}", b.name, secs(b.end)))
                 .unwrap_or_else(|| "never".into()),
             cell(&age),
             f.retained,
