@@ -234,7 +234,10 @@ pub(crate) fn build_store(config: &LocationConfig) -> Result<(Arc<dyn ObjectStor
                 .with_client_options(client)
                 .with_allow_http(allow_http);
             if let Some(endpoint) = &config.endpoint {
-                b = b.with_endpoint(endpoint.clone());
+                // object_store appends `/<container>/<blob>` to the account
+                // URL's path as is, so `…/devstoreaccount1/` (Azurite, Azure
+                // Stack) would become `…/devstoreaccount1//<container>`.
+                b = b.with_endpoint(endpoint.trim_end_matches('/').to_string());
             }
             match &config.credentials {
                 None => {}
