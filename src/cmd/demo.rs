@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -369,7 +369,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             exec: Default::default(),
         },
         Source::Git {
-            mirror: Arc::new(Mutex::new(mirror)),
+            mirror,
             branch: "main".into(),
             checkout: cache.join("checkout"),
         },

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, ValueEnum};
@@ -201,7 +200,7 @@ impl RunArgs {
     pub async fn reconciler(&self) -> anyhow::Result<Reconciler> {
         let (mirror, cache) = self.git.mirror()?;
         let source = Source::Git {
-            mirror: Arc::new(Mutex::new(mirror)),
+            mirror,
             branch: self.git.branch.clone(),
             checkout: cache.join("checkout"),
         };

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -141,7 +141,7 @@ fn main() {
             exec: Default::default(),
         },
         Source::Git {
-            mirror: Arc::new(Mutex::new(mirror)),
+            mirror,
             branch: "main".into(),
             checkout: dir.path().join("cache/checkout"),
         },

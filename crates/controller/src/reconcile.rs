@@ -11,12 +11,12 @@
 //!   the status reports the state after this cycle's backups and prunes.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use jiff::Timestamp;
 use lifeboat_core::load::PolicySet;
-use lifeboat_core::plan::{self, Plan, PlanOptions, Running};
+use lifeboat_core::plan::{self, Action, Plan, PlanOptions, Running};
 use lifeboat_core::{Diagnostic, Severity};
 use lifeboat_git::{Mirror, Published, StatusCommit, StatusTarget};
 use tracing::{Instrument, info, info_span, warn};
@@ -29,32 +29,18 @@ use crate::policies;
 use crate::status::{self, RevisionStatus, StatusInput};
 
 /// Where policies come from.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum Source {
-    /// A Git remote, mirrored into a cache; `branch` is followed and its
+    /// A Git remote, mirrored into a cache (a `Mirror` is cheap to clone and
+    /// serialises its own writers); `branch` is followed and its
     /// tree written to `checkout`.
     Git {
-        mirror: Arc<Mutex<Mirror>>,
+        mirror: Mirror,
         branch: String,
         checkout: PathBuf,
     },
     /// A local directory, read as it is (watch mode, tests).
     Dir(PathBuf),
-}
-
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Git {
-                branch, checkout, ..
-            } => f
-                .debug_struct("Git")
-                .field("branch", branch)
-                .field("checkout", checkout)
-                .finish_non_exhaustive(),
-            Source::Dir(dir) => f.debug_tuple("Dir").field(dir).finish(),
-        }
-    }
 }
 
 /// What a reconciler is configured with.
@@ -175,10 +161,7 @@ impl Reconciler {
                 let mirror = mirror.clone();
                 let branch = branch.clone();
                 let fetched = tokio::task::spawn_blocking(move || {
-                    let m = mirror
-                        .lock()
-                        .map_err(|_| anyhow!("the Git cache lock is poisoned"))?;
-                    m.fetch(&branch).map_err(anyhow::Error::from)
+                    mirror.fetch(&branch).map_err(anyhow::Error::from)
                 })
                 .await
                 .map_err(anyhow::Error::from)
@@ -251,13 +234,10 @@ impl Reconciler {
             return false;
         };
         let (mirror, from, to) = (mirror.clone(), from.to_string(), to.to_string());
-        let changed = tokio::task::spawn_blocking(move || {
-            let m = mirror.lock().ok()?;
-            m.changed_paths(&from, &to).ok()
-        })
-        .await
-        .ok()
-        .flatten();
+        let changed = tokio::task::spawn_blocking(move || mirror.changed_paths(&from, &to).ok())
+            .await
+            .ok()
+            .flatten();
         let prefix = format!("{}/", files::STATUS_DIR);
         changed
             .is_some_and(|paths| !paths.is_empty() && paths.iter().all(|p| p.starts_with(&prefix)))
@@ -271,10 +251,8 @@ impl Reconciler {
         let source = self.source.clone();
         tokio::task::spawn_blocking(move || {
             if let (Some(sha), Source::Git { mirror, .. }) = (&sha, &source) {
-                let m = mirror
-                    .lock()
-                    .map_err(|_| anyhow!("the Git cache lock is poisoned"))?;
-                m.checkout(sha, &dir)
+                mirror
+                    .checkout(sha, &dir)
                     .with_context(|| format!("cannot check out {sha}"))?;
             }
             let read = files::read_tree(&dir)?;
@@ -364,42 +342,39 @@ impl Reconciler {
             options: self.settings.exec.clone(),
         };
         let mut executed = executor.execute(&set, &planned).await;
-        // Retention was planned before this cycle's backups existed. Once a
-        // backup has landed, plan again and apply the retention it allows
-        // now, so a cycle ends with exactly what the rules keep (a failed
-        // backup changes nothing: only successful ones count).
-        let backed_up = executed
-            .iter()
-            .any(|e| e.ok() && matches!(e.action, lifeboat_core::plan::Action::Backup { .. }));
-        if backed_up {
-            let again = catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
-            let mut second = plan::plan(&set, &again.observed, &cluster, now, &options);
-            second.actions.retain(|a| {
-                !matches!(
-                    a,
-                    lifeboat_core::plan::Action::Backup { .. }
-                        | lifeboat_core::plan::Action::Restore { .. }
-                )
-            });
-            if !second.actions.is_empty() {
-                info!(
-                    actions = second.actions.len(),
-                    "retention after this cycle's backups"
-                );
-                executed.extend(executor.execute(&set, &second).await);
-            }
-        }
-        for e in executed.iter().filter(|e| !e.ok()) {
-            errors.push((e.action_kind(), e.describe()));
-        }
-        // The state after this cycle, for the report.
-        let (after, after_plan) = if executed.is_empty() {
+        // The state after this cycle, for the report. Retention was planned
+        // before this cycle's backups existed: once a backup has landed, the
+        // plan of that state also says what retention allows now, which is
+        // applied at once, so a cycle ends with exactly what the rules keep
+        // (a failed backup changes nothing: only successful ones count).
+        let (mut after, mut after_plan) = if executed.is_empty() {
             (observation, planned.clone())
         } else {
             let after = catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
             let after_plan = plan::plan(&set, &after.observed, &cluster, now, &options);
             (after, after_plan)
         };
+        let backed_up = executed
+            .iter()
+            .any(|e| e.ok() && matches!(e.action, Action::Backup { .. }));
+        if backed_up {
+            let mut retention = after_plan.clone();
+            retention
+                .actions
+                .retain(|a| !matches!(a, Action::Backup { .. } | Action::Restore { .. }));
+            if !retention.actions.is_empty() {
+                info!(
+                    actions = retention.actions.len(),
+                    "retention after this cycle's backups"
+                );
+                executed.extend(executor.execute(&set, &retention).await);
+                after = catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
+                after_plan = plan::plan(&set, &after.observed, &cluster, now, &options);
+            }
+        }
+        for e in executed.iter().filter(|e| !e.ok()) {
+            errors.push((e.action_kind(), e.describe()));
+        }
         let published = self
             .publish(&revision, &after_plan, &after, &executed, now)
             .await;
@@ -460,10 +435,8 @@ impl Reconciler {
         };
         let mirror = mirror.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let m = mirror
-                .lock()
-                .map_err(|_| "the Git cache lock is poisoned".to_string())?;
-            m.publish(&target, &files, &commit, &status::same)
+            mirror
+                .publish(&target, &files, &commit, &status::same)
                 .map_err(|e| e.to_string())
         })
         .await

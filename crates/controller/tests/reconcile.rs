@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -120,7 +120,7 @@ spec: {{role: primary}}
         Reconciler::new(
             settings,
             Source::Git {
-                mirror: Arc::new(Mutex::new(mirror)),
+                mirror,
                 branch: "main".into(),
                 checkout: self.dir.path().join(cache).join("checkout"),
             },
