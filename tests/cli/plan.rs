@@ -200,34 +200,64 @@ fn plan_offline_says_what_it_cannot_know() {
     );
 }
 
-#[test]
-fn reconcile_once_backs_up_and_commits_status() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt
-        .block_on(
-            Sandbox::builder()
-                .seed_dir(root().join("tests/fixtures/apps"))
-                .start(),
+/// The sandbox with the sample apps, a bare Git remote holding a daily
+/// policy for `wordpress`, `file://` storage and a kubeconfig.
+struct GitWorld {
+    sb: Sandbox,
+    dir: tempfile::TempDir,
+    storage: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+    /// Serves the sandbox; dropped last.
+    _rt: tokio::runtime::Runtime,
+}
+
+impl GitWorld {
+    fn new() -> GitWorld {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sb = rt
+            .block_on(
+                Sandbox::builder()
+                    .seed_dir(root().join("tests/fixtures/apps"))
+                    .start(),
+            )
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (work, storage) = (dir.path().join("work"), dir.path().join("storage"));
+        std::fs::create_dir_all(&storage).unwrap();
+        git(
+            dir.path(),
+            &["init", "-q", "--bare", "-b", "main", "remote.git"],
+        );
+        git(dir.path(), &["clone", "-q", "remote.git", "work"]);
+        std::fs::write(
+            work.join("lifeboat.yaml"),
+            policies(&storage, 7).replace("[shop]", "[wordpress]"),
         )
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (work, storage) = (dir.path().join("work"), dir.path().join("storage"));
-    std::fs::create_dir_all(&storage).unwrap();
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", "-b", "main", "remote.git"],
-    );
-    git(dir.path(), &["clone", "-q", "remote.git", "work"]);
-    std::fs::write(
-        work.join("lifeboat.yaml"),
-        policies(&storage, 7).replace("[shop]", "[wordpress]"),
-    )
-    .unwrap();
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "policies"]);
-    git(&work, &["push", "-q", "origin", "main"]);
-    let kubeconfig = dir.path().join("kubeconfig");
-    sb.write_kubeconfig(&kubeconfig).unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "policies"]);
+        git(&work, &["push", "-q", "origin", "main"]);
+        let kubeconfig = dir.path().join("kubeconfig");
+        sb.write_kubeconfig(&kubeconfig).unwrap();
+        GitWorld {
+            sb,
+            dir,
+            storage,
+            kubeconfig,
+            _rt: rt,
+        }
+    }
+}
+
+#[test]
+fn reconcile_once_backs_up_and_commits_status() {
+    let GitWorld {
+        sb,
+        dir,
+        storage,
+        kubeconfig,
+        _rt,
+    } = GitWorld::new();
     let remote = format!("file://{}", dir.path().join("remote.git").display());
     let cache = dir.path().join("cache");
     let args = [
@@ -330,32 +360,13 @@ fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
 
 #[test]
 fn the_controller_serves_metrics_takes_webhooks_and_stops_on_sigterm() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt
-        .block_on(
-            Sandbox::builder()
-                .seed_dir(root().join("tests/fixtures/apps"))
-                .start(),
-        )
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (work, storage) = (dir.path().join("work"), dir.path().join("storage"));
-    std::fs::create_dir_all(&storage).unwrap();
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", "-b", "main", "remote.git"],
-    );
-    git(dir.path(), &["clone", "-q", "remote.git", "work"]);
-    std::fs::write(
-        work.join("lifeboat.yaml"),
-        policies(&storage, 7).replace("[shop]", "[wordpress]"),
-    )
-    .unwrap();
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "policies"]);
-    git(&work, &["push", "-q", "origin", "main"]);
-    let kubeconfig = dir.path().join("kubeconfig");
-    sb.write_kubeconfig(&kubeconfig).unwrap();
+    let GitWorld {
+        sb,
+        dir,
+        storage: _,
+        kubeconfig,
+        _rt,
+    } = GitWorld::new();
     let config = dir.path().join("controller.yaml");
     let port = free_port();
     // Options from a config file; the command line adds the rest.
