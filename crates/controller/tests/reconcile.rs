@@ -104,6 +104,18 @@ spec: {{role: primary}}
         )
     }
 
+    /// Commits cluster `prod`, the `local` location and the hourly `blog`
+    /// policy.
+    fn commit_hourly_blog(&self) -> String {
+        self.commit(
+            "policies",
+            &[
+                ("lifeboat.yaml", Some(&self.base_policies("prod"))),
+                ("blog.yaml", Some(HOURLY)),
+            ],
+        )
+    }
+
     fn reconciler(&self, cluster: &str, cache: &str) -> Reconciler {
         let mirror = Mirror::open(
             &self.remote(),
@@ -217,13 +229,7 @@ fn assert_ok(report: &CycleReport) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_status_and_retention_follow_the_clock() {
     let w = World::new().await;
-    w.commit(
-        "policies",
-        &[
-            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
-            ("blog.yaml", Some(HOURLY)),
-        ],
-    );
+    w.commit_hourly_blog();
     let mut r = w.reconciler("prod", "cache-a");
 
     // A new policy backs up at once.
@@ -284,13 +290,7 @@ async fn backups_status_and_retention_follow_the_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_policy_keeps_its_backups_for_the_grace_period() {
     let w = World::new().await;
-    w.commit(
-        "policies",
-        &[
-            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
-            ("blog.yaml", Some(HOURLY)),
-        ],
-    );
+    w.commit_hourly_blog();
     let mut r = w.reconciler("prod", "cache-a");
     assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
     assert_ok(&r.cycle(ts("2026-03-01T11:30:00Z"), true).await);
@@ -319,13 +319,7 @@ async fn a_deleted_policy_keeps_its_backups_for_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_revision_keeps_the_last_valid_one_and_prunes_nothing() {
     let w = World::new().await;
-    w.commit(
-        "policies",
-        &[
-            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
-            ("blog.yaml", Some(HOURLY)),
-        ],
-    );
+    w.commit_hourly_blog();
     let mut r = w.reconciler("prod", "cache-a");
     for hour in 10..=13 {
         assert_ok(
@@ -354,13 +348,7 @@ async fn an_invalid_revision_keeps_the_last_valid_one_and_prunes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_request_runs_once_even_when_status_cannot_be_pushed() {
     let w = World::new().await;
-    w.commit(
-        "policies",
-        &[
-            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
-            ("blog.yaml", Some(HOURLY)),
-        ],
-    );
+    w.commit_hourly_blog();
     let mut r = w.reconciler("prod", "cache-a");
     assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
     let client = w.sandbox.client();
@@ -473,13 +461,7 @@ async fn with_two_replicas_only_the_leader_reconciles() {
     use std::time::Duration;
 
     let w = World::new().await;
-    w.commit(
-        "policies",
-        &[
-            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
-            ("blog.yaml", Some(HOURLY)),
-        ],
-    );
+    w.commit_hourly_blog();
     let stop = Shutdown::new();
     let mut replicas = Vec::new();
     for (i, cache) in ["cache-a", "cache-b"].into_iter().enumerate() {
@@ -542,13 +524,7 @@ spec:
   target: {cluster: prod}
   namespaceMapping: {wordpress: wordpress-copy}
 "#;
-    w.commit(
-        "policies",
-        &[
-            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
-            ("blog.yaml", Some(HOURLY)),
-        ],
-    );
+    w.commit_hourly_blog();
     let mut r = w.reconciler("prod", "cache-a");
     assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
 
@@ -620,13 +596,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_that_goes_away_leaves_the_controller_acting_on_what_it_has() {
     let w = World::new().await;
-    w.commit(
-        "policies",
-        &[
-            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
-            ("blog.yaml", Some(HOURLY)),
-        ],
-    );
+    w.commit_hourly_blog();
     let mut r = w.reconciler("prod", "cache-a");
     assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
     let remote = w.dir.path().join("remote.git");
@@ -651,13 +621,7 @@ async fn a_remote_that_goes_away_leaves_the_controller_acting_on_what_it_has() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_on_the_policy_branch_under_status_is_not_loaded_as_policies() {
     let w = World::new().await;
-    w.commit(
-        "policies",
-        &[
-            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
-            ("blog.yaml", Some(HOURLY)),
-        ],
-    );
+    w.commit_hourly_blog();
     let mut r = w.reconciler("prod", "cache-a");
     r.settings.status = Some(StatusTarget {
         branch: "main".into(),
