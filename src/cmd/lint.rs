@@ -57,19 +57,17 @@ pub fn check(paths: &[PathBuf]) -> anyhow::Result<LintReport> {
 pub fn check_set(
     paths: &[PathBuf],
 ) -> anyhow::Result<(LintReport, lifeboat_core::load::PolicySet)> {
-    Ok(report(policies::check(paths)?))
+    let checked = policies::check(paths)?;
+    Ok((report(&checked), checked.set))
 }
 
-/// Splits a checked directory into the report and the valid documents.
-pub fn report(checked: policies::Checked) -> (LintReport, lifeboat_core::load::PolicySet) {
-    (
-        LintReport {
-            diagnostics: checked.diagnostics,
-            files: checked.files,
-            sources: checked.sources.into_iter().collect(),
-        },
-        checked.set,
-    )
+/// The lint report of a checked directory.
+pub fn report(checked: &policies::Checked) -> LintReport {
+    LintReport {
+        diagnostics: checked.diagnostics.clone(),
+        files: checked.files,
+        sources: checked.sources.iter().cloned().collect(),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

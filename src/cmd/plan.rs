@@ -114,12 +114,7 @@ fn refuse_invalid(label: &str, checked: &policies::Checked) -> anyhow::Result<()
     if checked.is_valid() {
         return Ok(());
     }
-    let (report, _) = crate::cmd::lint::report(policies::Checked {
-        diagnostics: checked.diagnostics.clone(),
-        files: checked.files,
-        sources: checked.sources.clone(),
-        set: PolicySet::default(),
-    });
+    let report = crate::cmd::lint::report(checked);
     eprint!("{}", crate::render::human(&report, false));
     bail!(
         "the policies at {label} have {} error(s): a controller would keep acting on its last valid revision",
