@@ -52,6 +52,9 @@
 mod behaviours;
 mod discovery;
 mod error;
+// Recorded by the scheduler, kubelet, controllers and CSI driver.
+#[allow(dead_code)]
+mod events;
 mod exec;
 mod faults;
 mod fields;
