@@ -55,7 +55,6 @@ mod controllers;
 mod discovery;
 mod error;
 // Recorded by the scheduler, kubelet, controllers and CSI driver.
-#[allow(dead_code)]
 mod events;
 mod exec;
 mod faults;

@@ -246,14 +246,13 @@ fn sync(st: &mut State, d: &Value) -> Option<Duration> {
     let mut rss: Vec<Value> = Vec::new();
     for o in objects_in(st, "apps", "replicasets", &ns) {
         let v = o.value();
-        if controlled_by(&v, &uid)
+        if (controlled_by(&v, &uid)
             || (super::controller_of(&v).is_none()
                 && selector.matches(&o)
-                && adopt(st, "apps", "replicasets", d, &v))
+                && adopt(st, "apps", "replicasets", d, &v)))
+            && let Some(v) = get(st, "apps", "replicasets", &ns, &o.name)
         {
-            if let Some(v) = get(st, "apps", "replicasets", &ns, &o.name) {
-                rss.push(v);
-            }
+            rss.push(v);
         }
     }
     let template = &d["spec"]["template"];

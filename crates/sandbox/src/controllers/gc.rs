@@ -437,15 +437,13 @@ impl GarbageCollector {
         } else {
             return None;
         };
-        let Some(mut cur) = get(
+        let mut cur = get(
             st,
             &info.group,
             &info.resource,
             meta_str(v, "namespace"),
             meta_str(v, "name"),
-        ) else {
-            return None;
-        };
+        )?;
         if let Some(list) = cur["metadata"]["finalizers"].as_array_mut() {
             list.retain(|f| f != finalizer);
         }

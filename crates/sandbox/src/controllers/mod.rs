@@ -455,10 +455,9 @@ pub fn claim_pods(st: &mut State, owner: &Value, selector: &Selector) -> Vec<Val
         } else if controller_of(&v).is_none()
             && selector.matches(&o)
             && adopt(st, "", "pods", owner, &v)
+            && let Some(v) = get(st, "", "pods", &ns, &o.name)
         {
-            if let Some(v) = get(st, "", "pods", &ns, &o.name) {
-                out.push(v);
-            }
+            out.push(v);
         }
     }
     out

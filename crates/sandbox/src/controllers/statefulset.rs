@@ -236,9 +236,9 @@ fn reconcile(st: &mut State, set: &Value) -> Option<Duration> {
             }
         }
         // Create the missing ordinals.
-        for i in 0..n as usize {
-            if let Some(p) = &slots[i] {
-                if !parallel && !(pod_ready(p) && !deleting(p)) {
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if let Some(p) = slot {
+                if !parallel && (!pod_ready(p) || deleting(p)) {
                     break;
                 }
                 continue;
@@ -249,7 +249,7 @@ fn reconcile(st: &mut State, set: &Value) -> Option<Duration> {
                 break;
             }
             match create(st, "", "pods", &ns, new_pod(set, ord, rev)) {
-                Ok(p) => slots[i] = Some(p),
+                Ok(p) => *slot = Some(p),
                 Err(e) => {
                     failure = Some(e.message);
                     break;
