@@ -21,8 +21,8 @@ use serde_json::{Map, Value, json};
 use super::gc::Propagation;
 use super::job::finished;
 use super::{
-    Controller, controlled_by, controller_name, create, delete, deleting, get, int, nn, objects,
-    objects_in, owner_ref, update_status,
+    Controller, controlled_by, create, delete, deleting, get, int, objects_in, owner_ref,
+    update_status,
 };
 use crate::events::{self, EventType};
 use crate::handlers::State;
@@ -39,21 +39,11 @@ impl Controller for CronJobs {
     type Key = (String, String);
 
     fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        match (ev.key.0.as_str(), ev.key.1.as_str()) {
-            ("batch", "cronjobs") => out.push(nn(&ev.obj)),
-            ("batch", "jobs") => {
-                for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
-                    if let Some(name) = controller_name(&o.value(), "CronJob") {
-                        out.push((o.namespace.clone(), name));
-                    }
-                }
-            }
-            _ => {}
-        }
+        super::owner_keys(ev, ("batch", "cronjobs"), ("batch", "jobs"), "CronJob", out);
     }
 
     fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        out.extend(objects(st, "batch", "cronjobs").iter().map(|o| nn(o)));
+        super::all_of(st, "batch", "cronjobs", out);
     }
 
     fn reconcile(

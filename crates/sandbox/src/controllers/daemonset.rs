@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 use super::gc::Propagation;
 use super::{
-    Controller, Selector, claim_pods, controller_name, create, delete, deleting, get, int, nn,
-    objects, omit_zero, pod_active, pod_available, pod_from_template, pod_ready, update_status,
+    Controller, Selector, claim_pods, create, delete, deleting, get, int, objects, omit_zero,
+    pod_active, pod_available, pod_from_template, pod_ready, update_status,
 };
 use crate::handlers::State;
 use crate::meta::meta_str;
@@ -38,22 +38,14 @@ impl Controller for DaemonSets {
     type Key = (String, String);
 
     fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        match (ev.key.0.as_str(), ev.key.1.as_str()) {
-            ("apps", "daemonsets") => out.push(nn(&ev.obj)),
-            ("", "nodes") => out.push((ALL.0.into(), ALL.1.into())),
-            ("", "pods") => {
-                for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
-                    if let Some(name) = controller_name(&o.value(), "DaemonSet") {
-                        out.push((o.namespace.clone(), name));
-                    }
-                }
-            }
-            _ => {}
+        super::owner_keys(ev, ("apps", "daemonsets"), ("", "pods"), "DaemonSet", out);
+        if ev.key.0.is_empty() && ev.key.1 == "nodes" {
+            out.push((ALL.0.into(), ALL.1.into()));
         }
     }
 
     fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        out.extend(objects(st, "apps", "daemonsets").iter().map(|o| nn(o)));
+        super::all_of(st, "apps", "daemonsets", out);
     }
 
     fn reconcile(

@@ -21,8 +21,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Controller, Selector, adopt, controlled_by, controller_name, create, delete, deleting, get,
-    int, nn, objects, objects_in, omit_zero, owner_ref, update, update_status,
+    Controller, Selector, adopt, controlled_by, create, delete, deleting, get, int, objects_in,
+    omit_zero, owner_ref, update, update_status,
 };
 use crate::events::{self, EventType};
 use crate::handlers::State;
@@ -44,21 +44,17 @@ impl Controller for Deployments {
     type Key = (String, String);
 
     fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        match (ev.key.0.as_str(), ev.key.1.as_str()) {
-            ("apps", "deployments") => out.push(nn(&ev.obj)),
-            ("apps", "replicasets") => {
-                for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
-                    if let Some(name) = controller_name(&o.value(), "Deployment") {
-                        out.push((o.namespace.clone(), name));
-                    }
-                }
-            }
-            _ => {}
-        }
+        super::owner_keys(
+            ev,
+            ("apps", "deployments"),
+            ("apps", "replicasets"),
+            "Deployment",
+            out,
+        );
     }
 
     fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        out.extend(objects(st, "apps", "deployments").iter().map(|o| nn(o)));
+        super::all_of(st, "apps", "deployments", out);
     }
 
     fn reconcile(

@@ -23,8 +23,7 @@ use serde_json::{Value, json};
 use super::gc::Propagation;
 use super::{
     Controller, Selector, claim_pods, condition_true, controller_name, create, delete, deleting,
-    get, int, nn, objects, phase, pod_from_template, pod_ready, set_condition, update,
-    update_status,
+    get, int, phase, pod_from_template, pod_ready, set_condition, update, update_status,
 };
 use crate::handlers::State;
 use crate::meta::meta_str;
@@ -41,23 +40,19 @@ impl Controller for Jobs {
     type Key = (String, String);
 
     fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        match (ev.key.0.as_str(), ev.key.1.as_str()) {
-            ("batch", "jobs") => out.push(nn(&ev.obj)),
-            ("", "pods") => {
-                for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
-                    if let Some(name) = controller_name(&o.value(), "Job") {
-                        out.push((o.namespace.clone(), name));
-                    } else if let Some(name) = o.label("batch.kubernetes.io/job-name") {
-                        out.push((o.namespace.clone(), name.to_string()));
-                    }
+        super::owner_keys(ev, ("batch", "jobs"), ("", "pods"), "Job", out);
+        if ev.key.0.is_empty() && ev.key.1 == "pods" {
+            // Pods a gone Job orphaned still carry its tracking finalizer.
+            for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
+                if let Some(name) = o.label("batch.kubernetes.io/job-name") {
+                    out.push((o.namespace.clone(), name.to_string()));
                 }
             }
-            _ => {}
         }
     }
 
     fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        out.extend(objects(st, "batch", "jobs").iter().map(|o| nn(o)));
+        super::all_of(st, "batch", "jobs", out);
     }
 
     fn reconcile(

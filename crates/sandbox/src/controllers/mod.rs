@@ -581,3 +581,30 @@ pub fn omit_zero(status: &mut Value, fields: &[&str]) {
         }
     }
 }
+
+/// Keys of a workload controller for a change: the changed `primary`
+/// object itself, or the owner of kind `kind` that a changed `child` names
+/// in its controller reference (before and after the change).
+pub fn owner_keys(
+    ev: &Event,
+    primary: (&str, &str),
+    child: (&str, &str),
+    kind: &str,
+    out: &mut Vec<(String, String)>,
+) {
+    let key = (ev.key.0.as_str(), ev.key.1.as_str());
+    if key == primary {
+        out.push(nn(&ev.obj));
+    } else if key == child {
+        for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
+            if let Some(name) = controller_name(&o.value(), kind) {
+                out.push((o.namespace.clone(), name));
+            }
+        }
+    }
+}
+
+/// The keys (namespace, name) of every object of a resource.
+pub fn all_of(st: &State, group: &str, resource: &str, out: &mut Vec<(String, String)>) {
+    out.extend(objects(st, group, resource).iter().map(|o| nn(o)));
+}

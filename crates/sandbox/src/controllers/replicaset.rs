@@ -10,9 +10,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    Controller, Selector, claim_pods, controller_name, create, delete, deleting, get, int, nn,
-    objects, omit_zero, pod_active, pod_available, pod_from_template, pod_ready, set_condition,
-    update_status,
+    Controller, Selector, claim_pods, create, delete, deleting, get, int, omit_zero, pod_active,
+    pod_available, pod_from_template, pod_ready, set_condition, update_status,
 };
 use crate::events::{self, EventType};
 use crate::handlers::State;
@@ -27,21 +26,11 @@ impl Controller for ReplicaSets {
     type Key = (String, String);
 
     fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        match (ev.key.0.as_str(), ev.key.1.as_str()) {
-            ("apps", "replicasets") => out.push(nn(&ev.obj)),
-            ("", "pods") => {
-                for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
-                    if let Some(name) = controller_name(&o.value(), "ReplicaSet") {
-                        out.push((o.namespace.clone(), name));
-                    }
-                }
-            }
-            _ => {}
-        }
+        super::owner_keys(ev, ("apps", "replicasets"), ("", "pods"), "ReplicaSet", out);
     }
 
     fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        out.extend(objects(st, "apps", "replicasets").iter().map(|o| nn(o)));
+        super::all_of(st, "apps", "replicasets", out);
     }
 
     fn reconcile(

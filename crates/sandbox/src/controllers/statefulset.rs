@@ -19,9 +19,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    Controller, Selector, claim_pods, controlled_by, controller_name, create, delete, deleting,
-    get, int, nn, objects, objects_in, omit_zero, owner_ref, phase, pod_available,
-    pod_from_template, pod_ready, update_status,
+    Controller, Selector, claim_pods, controlled_by, create, delete, deleting, get, int,
+    objects_in, omit_zero, owner_ref, phase, pod_available, pod_from_template, pod_ready,
+    update_status,
 };
 use crate::handlers::State;
 use crate::meta::meta_str;
@@ -38,21 +38,17 @@ impl Controller for StatefulSets {
     type Key = (String, String);
 
     fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        match (ev.key.0.as_str(), ev.key.1.as_str()) {
-            ("apps", "statefulsets") => out.push(nn(&ev.obj)),
-            ("", "pods") => {
-                for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
-                    if let Some(name) = controller_name(&o.value(), "StatefulSet") {
-                        out.push((o.namespace.clone(), name));
-                    }
-                }
-            }
-            _ => {}
-        }
+        super::owner_keys(
+            ev,
+            ("apps", "statefulsets"),
+            ("", "pods"),
+            "StatefulSet",
+            out,
+        );
     }
 
     fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        out.extend(objects(st, "apps", "statefulsets").iter().map(|o| nn(o)));
+        super::all_of(st, "apps", "statefulsets", out);
     }
 
     fn reconcile(
