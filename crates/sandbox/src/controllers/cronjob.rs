@@ -21,41 +21,23 @@ use serde_json::{Map, Value, json};
 use super::gc::Propagation;
 use super::job::finished;
 use super::{
-    Controller, controlled_by, create, delete, deleting, get, int, objects_in, owner_ref,
-    update_status,
+    controlled_by, create, delete, deleting, get, int, objects_in, owner_ref, update_status,
 };
 use crate::events::{self, EventType};
 use crate::handlers::State;
 use crate::meta::meta_str;
-use crate::store::Event;
 
 const SOURCE: &str = "cronjob-controller";
 
 /// The CronJob controller.
-#[derive(Debug)]
-pub struct CronJobs;
-
-impl Controller for CronJobs {
-    type Key = (String, String);
-
-    fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        super::owner_keys(ev, ("batch", "cronjobs"), ("batch", "jobs"), "CronJob", out);
-    }
-
-    fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        super::all_of(st, "batch", "cronjobs", out);
-    }
-
-    fn reconcile(
-        &mut self,
-        st: &mut State,
-        (ns, name): &Self::Key,
-        _more: &mut Vec<Self::Key>,
-    ) -> Option<Duration> {
-        let cj = get(st, "batch", "cronjobs", ns, name)?;
-        reconcile(st, &cj)
-    }
-}
+pub const CRONJOBS: super::Workload = super::Workload {
+    primary: ("batch", "cronjobs"),
+    child: ("batch", "jobs"),
+    kind: "CronJob",
+    also: super::ignore_event,
+    sync: reconcile,
+    missing: super::nothing,
+};
 
 /// Parses a CronJob schedule as the API accepts it (5 fields or a
 /// nickname).

@@ -18,48 +18,28 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::gc::Propagation;
 use super::{
-    Controller, Selector, claim_pods, create, delete, deleting, get, int, objects, omit_zero,
-    pod_active, pod_available, pod_from_template, pod_ready, update_status,
+    Selector, claim_pods, create, delete_pod, deleting, get, int, objects, omit_zero, pod_active,
+    pod_available, pod_from_template, pod_ready, update_status,
 };
 use crate::handlers::State;
 use crate::meta::meta_str;
 use crate::store::Event;
 
 /// The DaemonSet controller.
-#[derive(Debug)]
-pub struct DaemonSets;
+pub const DAEMONSETS: super::Workload = super::Workload {
+    primary: ("apps", "daemonsets"),
+    child: ("", "pods"),
+    kind: "DaemonSet",
+    also: node_changed,
+    sync: reconcile,
+    missing: super::nothing,
+};
 
-/// A key standing for every DaemonSet (a Node changed).
-const ALL: (&str, &str) = ("", "");
-
-impl Controller for DaemonSets {
-    type Key = (String, String);
-
-    fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        super::owner_keys(ev, ("apps", "daemonsets"), ("", "pods"), "DaemonSet", out);
-        if ev.key.0.is_empty() && ev.key.1 == "nodes" {
-            out.push((ALL.0.into(), ALL.1.into()));
-        }
-    }
-
-    fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        super::all_of(st, "apps", "daemonsets", out);
-    }
-
-    fn reconcile(
-        &mut self,
-        st: &mut State,
-        (ns, name): &Self::Key,
-        more: &mut Vec<Self::Key>,
-    ) -> Option<Duration> {
-        if ns.is_empty() && name.is_empty() {
-            self.all_keys(st, more);
-            return None;
-        }
-        let ds = get(st, "apps", "daemonsets", ns, name)?;
-        reconcile(st, &ds)
+/// A Node changed: every DaemonSet is reconciled.
+fn node_changed(ev: &Event, out: &mut Vec<(String, String)>) {
+    if ev.key.0.is_empty() && ev.key.1 == "nodes" {
+        out.push(super::EVERY.clone());
     }
 }
 
@@ -243,14 +223,7 @@ fn reconcile(st: &mut State, ds: &Value) -> Option<Duration> {
             _ => {
                 misscheduled += 1;
                 if revision.is_some() {
-                    let _ = delete(
-                        st,
-                        "",
-                        "pods",
-                        &ns,
-                        meta_str(&p, "name"),
-                        Propagation::Background,
-                    );
+                    delete_pod(st, &p);
                 }
             }
         }
@@ -266,14 +239,7 @@ fn reconcile(st: &mut State, ds: &Value) -> Option<Duration> {
             });
             let extras: Vec<Value> = list.drain(list.len().min(1)..).collect();
             for extra in &extras {
-                let _ = delete(
-                    st,
-                    "",
-                    "pods",
-                    &ns,
-                    meta_str(extra, "name"),
-                    Propagation::Background,
-                );
+                delete_pod(st, extra);
             }
             if list.is_empty()
                 && let Ok(p) = create(st, "", "pods", &ns, new_pod(ds, node, rev))
@@ -309,14 +275,7 @@ fn reconcile(st: &mut State, ds: &Value) -> Option<Duration> {
                     && p["metadata"]["labels"]["controller-revision-hash"] != hash.as_str()
                     && pod_available(p, min_ready, now)
                 {
-                    let _ = delete(
-                        st,
-                        "",
-                        "pods",
-                        &ns,
-                        meta_str(p, "name"),
-                        Propagation::Background,
-                    );
+                    delete_pod(st, p);
                     budget -= 1;
                 }
             }

@@ -21,13 +21,12 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Controller, Selector, adopt, controlled_by, create, delete, deleting, get, int, objects_in,
-    omit_zero, owner_ref, update, update_status,
+    Selector, adopt, controlled_by, create, delete, deleting, get, int, objects_in, omit_zero,
+    owner_ref, update, update_status,
 };
 use crate::events::{self, EventType};
 use crate::handlers::State;
 use crate::meta::{meta_mut, meta_str};
-use crate::store::Event;
 
 /// The label that ties a ReplicaSet and its pods to one template.
 pub const HASH_LABEL: &str = "pod-template-hash";
@@ -37,36 +36,14 @@ const MAX: &str = "deployment.kubernetes.io/max-replicas";
 const SOURCE: &str = "deployment-controller";
 
 /// The Deployment controller.
-#[derive(Debug)]
-pub struct Deployments;
-
-impl Controller for Deployments {
-    type Key = (String, String);
-
-    fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        super::owner_keys(
-            ev,
-            ("apps", "deployments"),
-            ("apps", "replicasets"),
-            "Deployment",
-            out,
-        );
-    }
-
-    fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        super::all_of(st, "apps", "deployments", out);
-    }
-
-    fn reconcile(
-        &mut self,
-        st: &mut State,
-        (ns, name): &Self::Key,
-        _more: &mut Vec<Self::Key>,
-    ) -> Option<Duration> {
-        let d = get(st, "apps", "deployments", ns, name)?;
-        sync(st, &d)
-    }
-}
+pub const DEPLOYMENTS: super::Workload = super::Workload {
+    primary: ("apps", "deployments"),
+    child: ("apps", "replicasets"),
+    kind: "Deployment",
+    also: super::ignore_event,
+    sync,
+    missing: super::nothing,
+};
 
 /// `controller.ComputeHash`: FNV-32a over the template (here its canonical
 /// JSON, keys sorted) and the collision count, as a safe-encoded decimal.

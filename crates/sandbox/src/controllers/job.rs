@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::gc::Propagation;
 use super::{
-    Controller, Selector, claim_pods, condition_true, controller_name, create, delete, deleting,
+    Selector, claim_pods, condition_true, controller_name, create, delete, delete_pod, deleting,
     get, int, phase, pod_from_template, pod_ready, set_condition, update, update_status,
 };
 use crate::handlers::State;
@@ -33,43 +33,14 @@ use crate::store::Event;
 pub const TRACKING: &str = "batch.kubernetes.io/job-tracking";
 
 /// The Job controller.
-#[derive(Debug)]
-pub struct Jobs;
-
-impl Controller for Jobs {
-    type Key = (String, String);
-
-    fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        super::owner_keys(ev, ("batch", "jobs"), ("", "pods"), "Job", out);
-        if ev.key.0.is_empty() && ev.key.1 == "pods" {
-            // Pods a gone Job orphaned still carry its tracking finalizer.
-            for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
-                if let Some(name) = o.label("batch.kubernetes.io/job-name") {
-                    out.push((o.namespace.clone(), name.to_string()));
-                }
-            }
-        }
-    }
-
-    fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        super::all_of(st, "batch", "jobs", out);
-    }
-
-    fn reconcile(
-        &mut self,
-        st: &mut State,
-        (ns, name): &Self::Key,
-        _more: &mut Vec<Self::Key>,
-    ) -> Option<Duration> {
-        match get(st, "batch", "jobs", ns, name) {
-            Some(job) => reconcile(st, &job),
-            None => {
-                release_pods(st, ns, name);
-                None
-            }
-        }
-    }
-}
+pub const JOBS: super::Workload = super::Workload {
+    primary: ("batch", "jobs"),
+    child: ("", "pods"),
+    kind: "Job",
+    also: orphan_pod,
+    sync: reconcile,
+    missing: release_pods,
+};
 
 /// Whether a Job has finished (Complete or Failed true).
 pub fn finished(job: &Value) -> Option<&'static str> {
@@ -94,6 +65,17 @@ fn untrack(st: &mut State, p: &Value) {
         f.retain(|x| x != TRACKING);
     }
     let _ = update(st, "", "pods", &new);
+}
+
+/// Pods a gone Job orphaned still carry its tracking finalizer.
+fn orphan_pod(ev: &Event, out: &mut Vec<(String, String)>) {
+    if ev.key.0.is_empty() && ev.key.1 == "pods" {
+        for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
+            if let Some(name) = o.label("batch.kubernetes.io/job-name") {
+                out.push((o.namespace.clone(), name.to_string()));
+            }
+        }
+    }
 }
 
 /// Removes the tracking finalizer from the pods of a Job that is gone (or
@@ -208,14 +190,7 @@ fn reconcile(st: &mut State, job: &Value) -> Option<Duration> {
     }
     if outcome.is_some() || suspended {
         for p in &active {
-            let _ = delete(
-                st,
-                "",
-                "pods",
-                &ns,
-                meta_str(p, "name"),
-                Propagation::Background,
-            );
+            delete_pod(st, p);
         }
         active.clear();
     }

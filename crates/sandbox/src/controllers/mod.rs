@@ -77,12 +77,12 @@ pub trait Controller: Send + 'static {
 
 /// Starts every controller on the current runtime.
 pub fn spawn_all(shared: &Arc<Shared>) {
-    spawn(shared, replicaset::ReplicaSets);
-    spawn(shared, deployment::Deployments);
-    spawn(shared, statefulset::StatefulSets);
-    spawn(shared, daemonset::DaemonSets);
-    spawn(shared, job::Jobs);
-    spawn(shared, cronjob::CronJobs);
+    spawn(shared, replicaset::REPLICASETS);
+    spawn(shared, deployment::DEPLOYMENTS);
+    spawn(shared, statefulset::STATEFULSETS);
+    spawn(shared, daemonset::DAEMONSETS);
+    spawn(shared, job::JOBS);
+    spawn(shared, cronjob::CRONJOBS);
     spawn(shared, gc::GarbageCollector::default());
 }
 
@@ -607,4 +607,77 @@ pub fn owner_keys(
 /// The keys (namespace, name) of every object of a resource.
 pub fn all_of(st: &State, group: &str, resource: &str, out: &mut Vec<(String, String)>) {
     out.extend(objects(st, group, resource).iter().map(|o| nn(o)));
+}
+
+/// A workload controller: reconciles the objects of `primary` (by
+/// namespace and name) when they or the `child` objects they control
+/// change.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// The resource it reconciles.
+    pub primary: (&'static str, &'static str),
+    /// The resource whose objects it controls.
+    pub child: (&'static str, &'static str),
+    /// The kind children name in their controller reference.
+    pub kind: &'static str,
+    /// More keys for an event.
+    pub also: fn(&Event, &mut Vec<(String, String)>),
+    /// Reconciles one object.
+    pub sync: fn(&mut State, &Value) -> Option<Duration>,
+    /// Cleans up after an object that is gone (namespace, name).
+    pub missing: fn(&mut State, &str, &str),
+}
+
+/// The key that stands for every object of a workload controller.
+pub static EVERY: (String, String) = (String::new(), String::new());
+
+/// No further keys.
+pub fn ignore_event(_: &Event, _: &mut Vec<(String, String)>) {}
+
+/// Nothing to clean up.
+pub fn nothing(_: &mut State, _: &str, _: &str) {}
+
+impl Controller for Workload {
+    type Key = (String, String);
+
+    fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
+        owner_keys(ev, self.primary, self.child, self.kind, out);
+        (self.also)(ev, out);
+    }
+
+    fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
+        all_of(st, self.primary.0, self.primary.1, out);
+    }
+
+    fn reconcile(
+        &mut self,
+        st: &mut State,
+        key: &Self::Key,
+        more: &mut Vec<Self::Key>,
+    ) -> Option<Duration> {
+        if key == &EVERY {
+            self.all_keys(st, more);
+            return None;
+        }
+        let (ns, name) = key;
+        match get(st, self.primary.0, self.primary.1, ns, name) {
+            Some(v) => (self.sync)(st, &v),
+            None => {
+                (self.missing)(st, ns, name);
+                None
+            }
+        }
+    }
+}
+
+/// Deletes a pod (background propagation: pods have no dependents).
+pub fn delete_pod(st: &mut State, pod: &Value) {
+    let _ = delete(
+        st,
+        "",
+        "pods",
+        meta_str(pod, "namespace"),
+        meta_str(pod, "name"),
+        gc::Propagation::Background,
+    );
 }

@@ -10,39 +10,22 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    Controller, Selector, claim_pods, create, delete, deleting, get, int, omit_zero, pod_active,
+    Selector, claim_pods, create, delete_pod, deleting, get, int, omit_zero, pod_active,
     pod_available, pod_from_template, pod_ready, set_condition, update_status,
 };
 use crate::events::{self, EventType};
 use crate::handlers::State;
 use crate::meta::meta_str;
-use crate::store::Event;
 
 /// The ReplicaSet controller.
-#[derive(Debug)]
-pub struct ReplicaSets;
-
-impl Controller for ReplicaSets {
-    type Key = (String, String);
-
-    fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        super::owner_keys(ev, ("apps", "replicasets"), ("", "pods"), "ReplicaSet", out);
-    }
-
-    fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        super::all_of(st, "apps", "replicasets", out);
-    }
-
-    fn reconcile(
-        &mut self,
-        st: &mut State,
-        (ns, name): &Self::Key,
-        _more: &mut Vec<Self::Key>,
-    ) -> Option<Duration> {
-        let rs = get(st, "apps", "replicasets", ns, name)?;
-        reconcile(st, &rs)
-    }
-}
+pub const REPLICASETS: super::Workload = super::Workload {
+    primary: ("apps", "replicasets"),
+    child: ("", "pods"),
+    kind: "ReplicaSet",
+    also: super::ignore_event,
+    sync: reconcile,
+    missing: super::nothing,
+};
 
 /// Ranks pods for deletion: unscheduled, then pending, then not ready,
 /// then the most recently created go first (as the real controller's
@@ -99,14 +82,7 @@ fn reconcile(st: &mut State, rs: &Value) -> Option<Duration> {
             pods.sort_by_key(deletion_rank);
             let surplus: Vec<Value> = pods.drain(..pods.len() - want).collect();
             for p in surplus {
-                let _ = delete(
-                    st,
-                    "",
-                    "pods",
-                    &ns,
-                    meta_str(&p, "name"),
-                    super::gc::Propagation::Background,
-                );
+                delete_pod(st, &p);
             }
         }
     }

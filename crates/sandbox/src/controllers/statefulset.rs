@@ -19,48 +19,25 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    Controller, Selector, claim_pods, controlled_by, create, delete, deleting, get, int,
+    Selector, claim_pods, controlled_by, create, delete, delete_pod, deleting, get, int,
     objects_in, omit_zero, owner_ref, phase, pod_available, pod_from_template, pod_ready,
     update_status,
 };
 use crate::handlers::State;
 use crate::meta::meta_str;
-use crate::store::Event;
 
 use super::deployment::template_hash;
 use super::gc::Propagation;
 
 /// The StatefulSet controller.
-#[derive(Debug)]
-pub struct StatefulSets;
-
-impl Controller for StatefulSets {
-    type Key = (String, String);
-
-    fn keys_for(&mut self, ev: &Event, out: &mut Vec<Self::Key>) {
-        super::owner_keys(
-            ev,
-            ("apps", "statefulsets"),
-            ("", "pods"),
-            "StatefulSet",
-            out,
-        );
-    }
-
-    fn all_keys(&mut self, st: &State, out: &mut Vec<Self::Key>) {
-        super::all_of(st, "apps", "statefulsets", out);
-    }
-
-    fn reconcile(
-        &mut self,
-        st: &mut State,
-        (ns, name): &Self::Key,
-        _more: &mut Vec<Self::Key>,
-    ) -> Option<Duration> {
-        let set = get(st, "apps", "statefulsets", ns, name)?;
-        reconcile(st, &set)
-    }
-}
+pub const STATEFULSETS: super::Workload = super::Workload {
+    primary: ("apps", "statefulsets"),
+    child: ("", "pods"),
+    kind: "StatefulSet",
+    also: super::ignore_event,
+    sync: reconcile,
+    missing: super::nothing,
+};
 
 fn ordinal(set_name: &str, pod: &Value) -> Option<i64> {
     meta_str(pod, "name")
@@ -220,14 +197,7 @@ fn reconcile(st: &mut State, set: &Value) -> Option<Duration> {
                 && phase(pod) == "Failed"
                 && !deleting(pod)
             {
-                let _ = delete(
-                    st,
-                    "",
-                    "pods",
-                    &ns,
-                    meta_str(pod, "name"),
-                    Propagation::Background,
-                );
+                delete_pod(st, pod);
                 *p = None;
             }
         }
@@ -270,14 +240,7 @@ fn reconcile(st: &mut State, set: &Value) -> Option<Duration> {
             if !parallel && !all_healthy {
                 break;
             }
-            let _ = delete(
-                st,
-                "",
-                "pods",
-                &ns,
-                meta_str(p, "name"),
-                Propagation::Background,
-            );
+            delete_pod(st, p);
             if retention(set, "whenScaled")
                 && let Some(i) = ordinal(&name, p)
             {
@@ -316,14 +279,7 @@ fn reconcile(st: &mut State, set: &Value) -> Option<Duration> {
                     if let Some(p) = p
                         && p["metadata"]["labels"]["controller-revision-hash"] != rev.as_str()
                     {
-                        let _ = delete(
-                            st,
-                            "",
-                            "pods",
-                            &ns,
-                            meta_str(p, "name"),
-                            Propagation::Background,
-                        );
+                        delete_pod(st, p);
                         break;
                     }
                 }
