@@ -27,6 +27,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::behaviours;
+use crate::controllers::gc::{self, Propagation};
 use crate::error::ApiError;
 use crate::fields::FieldOwners;
 use crate::meta::{self, meta_mut, meta_str};
@@ -817,21 +818,44 @@ pub fn patch(st: &mut State, cx: &Ctx, kind: PatchKind, body: Value) -> Result<R
     Ok(out)
 }
 
-/// Marks an object deleted or removes it. Returns the object as answered.
+/// Marks an object deleted or removes it, with the resource's default
+/// propagation policy. Returns the object as answered.
 pub fn delete_object(
     st: &mut State,
     info: &ResourceInfo,
     obj: &Obj,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
+    delete_object_with(st, info, obj, dry_run, None)
+}
+
+/// [`delete_object`] with a propagation policy: Foreground and Orphan add
+/// the garbage collector's finalizer, so the object is only marked.
+pub fn delete_object_with(
+    st: &mut State,
+    info: &ResourceInfo,
+    obj: &Obj,
+    dry_run: bool,
+    policy: Option<Propagation>,
+) -> Result<Value, ApiError> {
     let mut v = obj.value();
     let key = info.key();
+    let policy = policy.unwrap_or_else(|| gc::default_policy(info, info.preferred()));
+    let refinalized = gc::add_finalizer(&mut v, policy);
     let has_finalizers = v["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|f| !f.is_empty());
     let graceful = info.resource == "namespaces" || has_finalizers;
     if graceful {
         if v["metadata"].get("deletionTimestamp").is_some() {
+            if refinalized && !dry_run {
+                // A second delete with another policy switches finalizers.
+                meta_mut(&mut v).insert(
+                    "resourceVersion".into(),
+                    json!(st.store.next_rv().to_string()),
+                );
+                st.store.put(&key, Obj::from_value(&v));
+            }
             return Ok(v);
         }
         meta_mut(&mut v).insert("deletionTimestamp".into(), json!(meta::now()));
@@ -903,7 +927,8 @@ pub fn delete(st: &mut State, cx: &Ctx, body: Option<Value>) -> Result<Reply, Ap
                 .as_array()
                 .is_some_and(|d| d.iter().any(|x| x == "All"))
         });
-    let out = delete_object(st, cx.info, &old, dry)?;
+    let policy = gc::policy(cx.info, cx.version, body.as_ref(), cx.query)?;
+    let out = delete_object_with(st, cx.info, &old, dry, Some(policy))?;
     Ok(reply(200, &out))
 }
 

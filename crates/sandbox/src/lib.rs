@@ -19,7 +19,9 @@
 //! [`patch`], [`selectors`], [`watch`], [`exec`], [`faults`] (fault
 //! injection, request log), [`behaviours`] (what cluster controllers would
 //! do: namespaces, services, volumes, snapshots, CRDs, pods), [`tls`],
-//! [`seed`], [`server`].
+//! [`seed`], [`server`]; [`controllers`] (kube-controller-manager:
+//! Deployment, ReplicaSet, StatefulSet, DaemonSet, Job and CronJob
+//! controllers and ownerReference garbage collection, as background tasks).
 //!
 //! # Behaviours
 //!
@@ -43,17 +45,16 @@
 //! - Objects with finalizers are only marked (`deletionTimestamp`) on
 //!   delete and go when the last finalizer is removed.
 //!
-//! Not modelled: garbage collection through ownerReferences, workload
-//! controllers (Deployments create no ReplicaSets), admission webhooks,
+//! Not modelled: admission webhooks,
 //! OpenAPI documents (404), protobuf, aggregated discovery (clients fall
 //! back), `metadata.managedFields` (server-side apply merges, and tracks
 //! field ownership only to answer 409 conflicts; see the `fields` module).
 
 mod behaviours;
+mod controllers;
 mod discovery;
 mod error;
 // Recorded by the scheduler, kubelet, controllers and CSI driver.
-#[allow(dead_code)]
 mod events;
 mod exec;
 mod faults;
@@ -271,6 +272,7 @@ impl SandboxBuilder {
             url: url.clone(),
         });
         server::run_deferred(&shared, deferred);
+        controllers::spawn_all(&shared);
         tokio::spawn(server::serve(listener, shared.clone(), acceptor));
         let kubeconfig = kubeconfig_yaml(
             &url,

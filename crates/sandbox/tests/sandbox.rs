@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
     ServiceAccount,
@@ -198,42 +199,47 @@ async fn typed_crud_with_api_semantics() {
     .unwrap();
     let s = secrets.create(&pp, &s).await.unwrap();
     assert_eq!(s.data.unwrap()["p"].0, b"pass");
-    let deps: Api<Deployment> = Api::namespaced(c.clone(), "default");
-    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"replicas": 2,
-        "selector": {"matchLabels": {"app": "web"}},
-        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})).unwrap();
-    let d = deps.create(&pp, &d).await.unwrap();
-    assert_eq!(d.metadata.generation, Some(1));
-    let d = deps
-        .patch("web", &pa, &Patch::Merge(json!({"spec": {"replicas": 3}})))
+    // A kind no sandbox controller writes the status of (the Deployment
+    // controller would race the hand-written status below).
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(c.clone(), "default");
+    let h: HorizontalPodAutoscaler = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"maxReplicas": 2, "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}})).unwrap();
+    let h = hpas.create(&pp, &h).await.unwrap();
+    assert_eq!(h.metadata.generation, Some(1));
+    let h = hpas
+        .patch(
+            "web",
+            &pa,
+            &Patch::Merge(json!({"spec": {"maxReplicas": 3}})),
+        )
         .await
         .unwrap();
-    assert_eq!(d.metadata.generation, Some(2));
-    let d = deps
+    assert_eq!(h.metadata.generation, Some(2));
+    let h = hpas
         .patch_status(
             "web",
             &pa,
-            &Patch::Merge(json!({"status": {"replicas": 3, "readyReplicas": 3}})),
+            &Patch::Merge(json!({"status": {"currentReplicas": 3, "desiredReplicas": 3}})),
         )
         .await
         .unwrap();
     assert_eq!(
         (
-            d.metadata.generation,
-            d.status.as_ref().unwrap().ready_replicas
+            h.metadata.generation,
+            h.status.as_ref().unwrap().current_replicas
         ),
         (Some(2), Some(3))
     );
-    let d = deps
+    let h = hpas
         .patch(
             "web",
             &pa,
-            &Patch::Merge(json!({"status": {"readyReplicas": 0}})),
+            &Patch::Merge(json!({"status": {"currentReplicas": 0}})),
         )
         .await
         .unwrap();
     assert_eq!(
-        d.status.unwrap().ready_replicas,
+        h.status.unwrap().current_replicas,
         Some(3),
         "main resource writes ignore status"
     );
@@ -1265,3 +1271,6 @@ async fn kubectl_get_create_apply_delete() {
     );
     assert!(log.iter().any(|r| r.user_agent.starts_with("kubectl")));
 }
+
+#[path = "v2/controllers.rs"]
+mod controllers;
