@@ -824,18 +824,43 @@ pub fn delete_object(
     obj: &Obj,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
+    delete_object_with_grace(st, info, obj, dry_run, None)
+}
+
+/// [`delete_object`] with the `gracePeriodSeconds` of the DeleteOptions.
+pub fn delete_object_with_grace(
+    st: &mut State,
+    info: &ResourceInfo,
+    obj: &Obj,
+    dry_run: bool,
+    grace: Option<i64>,
+) -> Result<Value, ApiError> {
     let mut v = obj.value();
     let key = info.key();
     let has_finalizers = v["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|f| !f.is_empty());
-    let graceful = info.resource == "namespaces" || has_finalizers;
+    let pod_grace = if info.group.is_empty() && info.resource == "pods" {
+        crate::kubelet::grace_period(&v, grace)
+    } else {
+        0
+    };
+    let graceful = info.resource == "namespaces" || has_finalizers || pod_grace > 0;
     if graceful {
         if v["metadata"].get("deletionTimestamp").is_some() {
-            return Ok(v);
+            let current = v["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(0);
+            if pod_grace == 0 || pod_grace >= current {
+                return Ok(v);
+            }
         }
-        meta_mut(&mut v).insert("deletionTimestamp".into(), json!(meta::now()));
-        meta_mut(&mut v).insert("deletionGracePeriodSeconds".into(), json!(0));
+        let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(pod_grace);
+        meta_mut(&mut v).insert(
+            "deletionTimestamp".into(),
+            json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        );
+        meta_mut(&mut v).insert("deletionGracePeriodSeconds".into(), json!(pod_grace));
         if info.resource == "namespaces" {
             v["status"]["phase"] = json!("Terminating");
         }
@@ -903,7 +928,15 @@ pub fn delete(st: &mut State, cx: &Ctx, body: Option<Value>) -> Result<Reply, Ap
                 .as_array()
                 .is_some_and(|d| d.iter().any(|x| x == "All"))
         });
-    let out = delete_object(st, cx.info, &old, dry)?;
+    let grace = body
+        .as_ref()
+        .and_then(|b| b["gracePeriodSeconds"].as_i64())
+        .or_else(|| {
+            cx.query
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse().ok())
+        });
+    let out = delete_object_with_grace(st, cx.info, &old, dry, grace)?;
     Ok(reply(200, &out))
 }
 
@@ -913,8 +946,18 @@ pub fn delete_collection(st: &mut State, cx: &Ctx) -> Result<Reply, ApiError> {
     let table = st.store.table(&cx.info.key());
     let victims: Vec<Arc<Obj>> = filter.iter(&table, None).cloned().collect();
     let mut items = Vec::new();
+    let grace = cx
+        .query
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok());
     for o in victims {
-        items.push(delete_object(st, cx.info, &o, cx.dry_run())?);
+        items.push(delete_object_with_grace(
+            st,
+            cx.info,
+            &o,
+            cx.dry_run(),
+            grace,
+        )?);
     }
     Ok(reply(
         200,
