@@ -36,7 +36,13 @@ pub struct ServeArgs {
     /// Serve HTTPS with a self-signed CA (carried in the kubeconfig).
     #[arg(long)]
     pub tls: bool,
+    /// Number of nodes (sandbox-node-1 … sandbox-node-N).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=250))]
+    pub nodes: u16,
 }
+
+/// lifeboat's own image; its containers run this executable.
+const LIFEBOAT_IMAGE: &str = "ghcr.io/lifeboat-dev/lifeboat";
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -51,7 +57,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let mut b = lifeboat_sandbox::Sandbox::builder()
             .port(args.port)
-            .tls(args.tls);
+            .tls(args.tls)
+            .nodes(usize::from(args.nodes));
+        match std::env::current_exe() {
+            // `<image>:<tag>` and `<image>@<digest>`; not `<image>-other`.
+            Ok(exe) => {
+                b = b
+                    .image_binary(format!("{LIFEBOAT_IMAGE}:"), &exe)
+                    .image_binary(format!("{LIFEBOAT_IMAGE}@"), &exe);
+            }
+            Err(e) => eprintln!(
+                "warning: cannot find lifeboat's own executable ({e}); pods of {LIFEBOAT_IMAGE} will be simulated"
+            ),
+        }
         for d in &args.seed {
             b = b.seed_dir(d);
         }
@@ -66,9 +84,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             std::fs::rename(&tmp, path)?;
         }
         eprintln!(
-            "sandbox API server listening on {} ({} objects){}",
+            "sandbox API server listening on {} ({} objects, {} node(s), data in {}){}",
             sandbox.url(),
             sandbox.object_count(),
+            args.nodes,
+            sandbox.data_dir().display(),
             args.kubeconfig
                 .as_ref()
                 .map(|p| format!("; kubeconfig: {}", p.display()))

@@ -9,7 +9,10 @@
 
 pub mod backup;
 pub mod order;
+pub mod paths;
 mod raw;
 pub mod restore;
 pub mod select;
 pub mod transform;
+
+pub use paths::pod_path;

@@ -3,7 +3,7 @@
 //! returns) or after it (deferred, for the delayed ones).
 //!
 //! - **Bootstrap**: namespaces `default`, `kube-system`, `kube-public`,
-//!   `kube-node-lease`; node `sandbox-node`; the `kubernetes` Service
+//!   `kube-node-lease` (nodes: see `nodes`); the `kubernetes` Service
 //!   (10.96.0.1); default StorageClass `standard` and default
 //!   VolumeSnapshotClass `sandbox-snapclass` (driver `sandbox.csi.lifeboat.dev`).
 //! - **Namespaces** get phase `Active`, the `kubernetes.io/metadata.name`
@@ -24,8 +24,7 @@
 //!   else marks it `Released`.
 //! - **VolumeSnapshots** become `readyToUse` with a VolumeSnapshotContent
 //!   after a configurable delay.
-//! - **Pods** without `nodeName` are scheduled to `sandbox-node`; pods get
-//!   phase `Running`, a pod IP and ready container statuses.
+//! - **Pods** are scheduled by `scheduler` and run by `kubelet`.
 //! - **CustomResourceDefinitions** are validated, get `Established` and
 //!   `NamesAccepted` conditions and add their resource to discovery;
 //!   deleting one removes the resource and all its objects.
@@ -42,8 +41,6 @@ use crate::store::Obj;
 
 /// The CSI driver name of the simulated provisioner and snapshotter.
 pub const DRIVER: &str = "sandbox.csi.lifeboat.dev";
-/// The node pods are scheduled to.
-pub const NODE: &str = "sandbox-node";
 
 fn key(group: &str, resource: &str) -> ResKey {
     (group.to_string(), resource.to_string())
@@ -94,17 +91,6 @@ pub fn bootstrap(st: &mut State) -> Result<(), ApiError> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         create_builtin(st, "", "namespaces", "", json!({"metadata": {"name": ns}}))?;
     }
-    create_builtin(
-        st,
-        "",
-        "nodes",
-        "",
-        json!({"metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux"}},
-            "spec": {"podCIDR": "10.244.0.0/24"},
-            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-                "addresses": [{"type": "InternalIP", "address": "172.18.0.2"}, {"type": "Hostname", "address": NODE}],
-                "nodeInfo": {"kubeletVersion": "v1.33.0", "operatingSystem": "linux", "architecture": "amd64"}}}),
-    )?;
     create_builtin(
         st,
         "",
@@ -175,24 +161,6 @@ pub fn before_create(st: &mut State, info: &ResourceInfo, v: &mut Value) -> Resu
                 "Available"
             };
             v["status"] = json!({"phase": phase});
-        }
-        ("", "pods") => {
-            if v["spec"]["nodeName"].as_str().is_none_or(str::is_empty) {
-                v["spec"]["nodeName"] = json!(NODE);
-            }
-            if v.get("status").is_none() {
-                let statuses: Vec<Value> = v["spec"]["containers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|c| json!({"name": c["name"], "image": c["image"], "ready": true, "restartCount": 0,
-                        "started": true, "state": {"running": {"startedAt": meta::now()}}}))
-                    .collect();
-                v["status"] = json!({"phase": "Running", "podIP": "10.244.0.10", "hostIP": "172.18.0.2",
-                    "startTime": meta::now(), "qosClass": "BestEffort",
-                    "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
-                    "containerStatuses": statuses});
-            }
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             let name = meta_str(v, "name").to_string();

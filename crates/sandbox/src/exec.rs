@@ -144,6 +144,13 @@ pub async fn exec(
             }
             let st = serde_json::to_vec(&status(&out, &request.command)).unwrap_or_default();
             let _ = socket.send(frame(3, &st)).await;
-            let _ = socket.send(Message::Close(None)).await;
+            // A normal closure (1000): kubectl reports a close without a
+            // status code (1005) as an error.
+            let _ = socket
+                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                })))
+                .await;
         }))
 }

@@ -826,17 +826,19 @@ pub fn delete_object(
     obj: &Obj,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
-    delete_object_with(st, info, obj, dry_run, None)
+    delete_object_with(st, info, obj, dry_run, None, None)
 }
 
-/// [`delete_object`] with a propagation policy: Foreground and Orphan add
-/// the garbage collector's finalizer, so the object is only marked.
+/// [`delete_object`] with a propagation policy (Foreground and Orphan add
+/// the garbage collector's finalizer, so the object is only marked) and the
+/// `gracePeriodSeconds` of the DeleteOptions.
 pub fn delete_object_with(
     st: &mut State,
     info: &ResourceInfo,
     obj: &Obj,
     dry_run: bool,
     policy: Option<Propagation>,
+    grace: Option<i64>,
 ) -> Result<Value, ApiError> {
     let mut v = obj.value();
     let key = info.key();
@@ -845,7 +847,12 @@ pub fn delete_object_with(
     let has_finalizers = v["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|f| !f.is_empty());
-    let graceful = info.resource == "namespaces" || has_finalizers;
+    let pod_grace = if info.group.is_empty() && info.resource == "pods" {
+        crate::kubelet::grace_period(&v, grace)
+    } else {
+        0
+    };
+    let graceful = info.resource == "namespaces" || has_finalizers || pod_grace > 0;
     if graceful {
         if v["metadata"].get("deletionTimestamp").is_some() {
             if refinalized && !dry_run {
@@ -855,11 +862,21 @@ pub fn delete_object_with(
                     json!(st.store.next_rv().to_string()),
                 );
                 st.store.put(&key, Obj::from_value(&v));
+                return Ok(v);
             }
-            return Ok(v);
+            let current = v["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(0);
+            if pod_grace == 0 || pod_grace >= current {
+                return Ok(v);
+            }
         }
-        meta_mut(&mut v).insert("deletionTimestamp".into(), json!(meta::now()));
-        meta_mut(&mut v).insert("deletionGracePeriodSeconds".into(), json!(0));
+        let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(pod_grace);
+        meta_mut(&mut v).insert(
+            "deletionTimestamp".into(),
+            json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        );
+        meta_mut(&mut v).insert("deletionGracePeriodSeconds".into(), json!(pod_grace));
         if info.resource == "namespaces" {
             v["status"]["phase"] = json!("Terminating");
         }
@@ -928,7 +945,15 @@ pub fn delete(st: &mut State, cx: &Ctx, body: Option<Value>) -> Result<Reply, Ap
                 .is_some_and(|d| d.iter().any(|x| x == "All"))
         });
     let policy = gc::policy(cx.info, cx.version, body.as_ref(), cx.query)?;
-    let out = delete_object_with(st, cx.info, &old, dry, Some(policy))?;
+    let grace = body
+        .as_ref()
+        .and_then(|b| b["gracePeriodSeconds"].as_i64())
+        .or_else(|| {
+            cx.query
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse().ok())
+        });
+    let out = delete_object_with(st, cx.info, &old, dry, Some(policy), grace)?;
     Ok(reply(200, &out))
 }
 
@@ -938,8 +963,19 @@ pub fn delete_collection(st: &mut State, cx: &Ctx) -> Result<Reply, ApiError> {
     let table = st.store.table(&cx.info.key());
     let victims: Vec<Arc<Obj>> = filter.iter(&table, None).cloned().collect();
     let mut items = Vec::new();
+    let grace = cx
+        .query
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok());
     for o in victims {
-        items.push(delete_object(st, cx.info, &o, cx.dry_run())?);
+        items.push(delete_object_with(
+            st,
+            cx.info,
+            &o,
+            cx.dry_run(),
+            None,
+            grace,
+        )?);
     }
     Ok(reply(
         200,

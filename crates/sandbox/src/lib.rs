@@ -18,10 +18,12 @@
 //! and [`discovery`] (what is served), [`handlers`] (CRUD semantics),
 //! [`patch`], [`selectors`], [`watch`], [`exec`], [`faults`] (fault
 //! injection, request log), [`behaviours`] (what cluster controllers would
-//! do: namespaces, services, volumes, snapshots, CRDs, pods), [`tls`],
+//! do: namespaces, services, volumes, snapshots, CRDs), [`tls`],
 //! [`seed`], [`server`]; [`controllers`] (kube-controller-manager:
 //! Deployment, ReplicaSet, StatefulSet, DaemonSet, Job and CronJob
-//! controllers and ownerReference garbage collection, as background tasks).
+//! controllers and ownerReference garbage collection, as background tasks);
+//! [`nodes`], [`scheduler`] and [`kubelet`] (nodes, kube-scheduler, the
+//! kubelet with real processes, logs and host paths).
 //!
 //! # Behaviours
 //!
@@ -38,8 +40,13 @@
 //!   (`claimRef` set; PVC gets `spec.volumeName` and phase `Bound`).
 //! - A VolumeSnapshot becomes `readyToUse` with a VolumeSnapshotContent
 //!   after [`SandboxBuilder::snapshot_delay`] (default 100 ms).
-//! - Pods are "scheduled" to `sandbox-node` unless they carry a `nodeName`,
-//!   and reported `Running`.
+//! - Nodes `sandbox-node-1` … `sandbox-node-N` ([`SandboxBuilder::nodes`]);
+//!   the scheduler binds pods to them (selectors, affinity, taints, volume
+//!   topology, WaitForFirstConsumer claims) and their kubelets run the pods:
+//!   simulated containers, or local processes for images mapped with
+//!   [`SandboxBuilder::image_binary`], with volumes as real directories
+//!   under [`SandboxBuilder::data_dir`], logs, exit codes and graceful
+//!   deletion.
 //! - Creating a CRD adds its resource to discovery and sets `Established`;
 //!   deleting it removes the resource and all its objects.
 //! - Objects with finalizers are only marked (`deletionTimestamp`) on
@@ -54,15 +61,17 @@ mod behaviours;
 mod controllers;
 mod discovery;
 mod error;
-// Recorded by the scheduler, kubelet, controllers and CSI driver.
 mod events;
 mod exec;
 mod faults;
 mod fields;
 mod handlers;
+mod kubelet;
 mod meta;
+mod nodes;
 mod patch;
 mod resources;
+mod scheduler;
 mod seed;
 mod selectors;
 mod server;
@@ -130,6 +139,9 @@ pub struct SandboxBuilder {
     namespace_delay: Duration,
     fault_seed: u64,
     exec: Option<ExecHandler>,
+    nodes: usize,
+    images: Vec<(String, PathBuf)>,
+    data_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SandboxBuilder {
@@ -157,6 +169,9 @@ impl Default for SandboxBuilder {
             namespace_delay: Duration::ZERO,
             fault_seed: 0,
             exec: None,
+            nodes: 1,
+            images: Vec::new(),
+            data_dir: None,
         }
     }
 }
@@ -221,6 +236,26 @@ impl SandboxBuilder {
         self
     }
 
+    /// Number of nodes (`sandbox-node-1` … `sandbox-node-N`; default 1).
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n.max(1);
+        self
+    }
+    /// Runs containers whose image starts with `prefix` as local processes
+    /// of this executable (the longest matching prefix wins); other images
+    /// run as simulated containers.
+    pub fn image_binary(mut self, prefix: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        self.images.push((prefix.into(), path.into()));
+        self
+    }
+    /// The data directory: volume bytes (`volumes/<pv>/`) and the kubelet's
+    /// host paths (`var/lib/kubelet/pods/<uid>/…`). Default: a temporary
+    /// directory that lives as long as the [`Sandbox`].
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(path.into());
+        self
+    }
+
     /// Seeds, binds 127.0.0.1 and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<Sandbox, Error> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
@@ -248,6 +283,34 @@ impl SandboxBuilder {
             fields: fields::FieldOwners::default(),
         };
         behaviours::bootstrap(&mut state).map_err(|e| Error::Seed(e.to_string()))?;
+        let node_names =
+            nodes::register(&mut state, self.nodes).map_err(|e| Error::Seed(e.to_string()))?;
+        let (data, data_tmp) = match &self.data_dir {
+            Some(p) => {
+                std::fs::create_dir_all(p).map_err(|source| Error::Write {
+                    path: p.clone(),
+                    source,
+                })?;
+                (p.clone(), None)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("lifeboat-sandbox-")
+                    .tempdir()
+                    .map_err(|source| Error::Write {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let runtime = Arc::new(kubelet::Runtime::new(
+            data.clone(),
+            self.images.clone(),
+            node_names.into_iter().collect(),
+            (addr.ip().to_string(), addr.port()),
+            self.token.clone().unwrap_or_else(|| "sandbox".into()),
+        ));
         let mut objs = Vec::new();
         for d in &self.seed_dirs {
             objs.extend(seed::load_dir(d).map_err(Error::Seed)?);
@@ -270,7 +333,10 @@ impl SandboxBuilder {
             exec: RwLock::new(self.exec),
             shutdown,
             url: url.clone(),
+            kubelet: runtime,
         });
+        tokio::spawn(scheduler::run(shared.clone()));
+        tokio::spawn(kubelet::run(shared.clone()));
         server::run_deferred(&shared, deferred);
         controllers::spawn_all(&shared);
         tokio::spawn(server::serve(listener, shared.clone(), acceptor));
@@ -292,6 +358,8 @@ impl SandboxBuilder {
             client,
             kubeconfig,
             shared,
+            data,
+            _data_tmp: data_tmp,
         })
     }
 }
@@ -374,6 +442,8 @@ pub struct Sandbox {
     client: kube::Client,
     kubeconfig: String,
     shared: Arc<Shared>,
+    data: PathBuf,
+    _data_tmp: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -403,6 +473,11 @@ impl Sandbox {
     /// Listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The data directory (see [`SandboxBuilder::data_dir`]).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
     }
 
     /// A ready client (built from the kubeconfig).
@@ -489,5 +564,7 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.shutdown();
+        // The kubelet task may not run again once the runtime shuts down.
+        self.shared.kubelet.procs.terminate_all();
     }
 }

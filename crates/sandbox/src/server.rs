@@ -61,6 +61,8 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Base URL (for `/api`'s serverAddress).
     pub url: String,
+    /// The nodes' kubelets (logs, processes).
+    pub kubelet: Arc<crate::kubelet::Runtime>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -387,16 +389,20 @@ async fn resource_request(
             )
             .await;
         }
-        "log" => {
-            let st = shared.state.lock().expect("state lock");
-            st.store
-                .get(&info.key(), &rec.namespace, &rec.name)
-                .ok_or_else(|| ApiError::not_found("", "pods", &rec.name))?;
-            return Ok(Response::builder()
-                .status(200)
-                .header("content-type", "text/plain")
-                .body(Body::empty())
-                .expect("valid"));
+        "log" => return crate::kubelet::logs::serve(shared, &rec.namespace, &rec.name, &query),
+        "binding" if rec.verb == "create" => {
+            let body = axum::body::to_bytes(req.into_body(), shared.settings.max_body)
+                .await
+                .map_err(|_| ApiError::too_large())?;
+            let v = handlers::decode_body(&body, "application/json")?;
+            let out = {
+                let mut st = shared.state.lock().expect("state lock");
+                crate::scheduler::binding_subresource(&mut st, &rec.namespace, &rec.name, &v)?
+            };
+            return Ok(json_response(
+                201,
+                Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
+            ));
         }
         "" | "status" => {}
         _ => {

@@ -24,6 +24,9 @@ use kube::{Client, ResourceExt};
 use lifeboat_sandbox::{ExecOutput, FaultRule, Sandbox};
 use serde_json::{Value, json};
 
+#[path = "v2/kubelet.rs"]
+mod kubelet;
+
 fn code(e: &kube::Error) -> u16 {
     match e {
         kube::Error::Api(s) => s.code,
@@ -883,16 +886,31 @@ async fn cluster_behaviours() {
             .starts_with("snapcontent-")
     );
 
-    // Pods get a node; nodeName is kept.
+    // Pods are scheduled to a node and run; a nodeName is kept, and a pod
+    // bound to a node that does not exist stays Pending (no kubelet).
     let pods: Api<Pod> = Api::namespaced(c.clone(), "app");
-    let pod: Pod = serde_json::from_value(
-        json!({"metadata": {"name": "p"}, "spec": {"nodeName": "worker-7",
-        "containers": [{"name": "c", "image": "busybox"}]}}),
-    )
-    .unwrap();
-    let p = pods.create(&PostParams::default(), &pod).await.unwrap();
+    for (name, node) in [("p", Some("worker-7")), ("q", None)] {
+        let mut v = json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        if let Some(n) = node {
+            v["spec"]["nodeName"] = json!(n);
+        }
+        let pod: Pod = serde_json::from_value(v).unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    let node = nodes.list(&ListParams::default()).await.unwrap().items[0].name_any();
+    let running = await_condition(pods.clone(), "q", |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Running")
+    });
+    let q = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(q.spec.unwrap().node_name, Some(node));
+    let p = pods.get("p").await.unwrap();
     assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("worker-7"));
-    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
+    assert_ne!(p.status.and_then(|s| s.phase).as_deref(), Some("Running"));
 
     // Namespace deletion: Terminating, then everything goes.
     let nss: Api<Namespace> = Api::all(c.clone());

@@ -318,7 +318,7 @@ pub fn delete(
     let Some(obj) = st.store.get(&info.key(), ns, name) else {
         return Ok(());
     };
-    handlers::delete_object_with(st, &info, &obj, false, Some(policy)).map(|_| ())
+    handlers::delete_object_with(st, &info, &obj, false, Some(policy), None).map(|_| ())
 }
 
 // ---------------------------------------------------------------------------
