@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Serve HTTPS with a self-signed CA (carried in the kubeconfig).
     #[arg(long)]
     pub tls: bool,
+    /// Keep volume and snapshot bytes in this directory (default: a
+    /// temporary directory, removed on shutdown).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -58,6 +62,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(t) = &args.token {
             b = b.token(t);
         }
+        if let Some(d) = &args.data {
+            b = b.data_dir(d);
+        }
         let sandbox = b.start().await?;
         if let Some(path) = &args.kubeconfig {
             // Write then rename, so a watcher never reads half a file.
@@ -73,6 +80,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|p| format!("; kubeconfig: {}", p.display()))
                 .unwrap_or_default()
+        );
+        eprintln!(
+            "volume data in {}{}",
+            sandbox.data_dir().display(),
+            if sandbox.data_dir_is_temporary() {
+                " (temporary, removed on shutdown)"
+            } else {
+                ""
+            }
         );
         sandbox.serve_until_signal().await;
         Ok(ExitCode::SUCCESS)

@@ -18,8 +18,10 @@
 //! and [`discovery`] (what is served), [`handlers`] (CRUD semantics),
 //! [`patch`], [`selectors`], [`watch`], [`exec`], [`faults`] (fault
 //! injection, request log), [`behaviours`] (what cluster controllers would
-//! do: namespaces, services, volumes, snapshots, CRDs, pods), [`tls`],
-//! [`seed`], [`server`].
+//! do: namespaces, services, CRDs, pods), [`tls`], [`seed`], [`server`];
+//! [`csi`] (the CSI host-path driver with data: volumes and snapshots under
+//! the data directory, provisioners, snapshotter) and [`binding`] (the PV
+//! controller: binding, release, reclaim).
 //!
 //! # Behaviours
 //!
@@ -31,11 +33,11 @@
 //! - Services get a clusterIP from 10.96.0.0/12 and, for NodePort and
 //!   LoadBalancer, node ports from 30000-32767; headless (`None`) is kept;
 //!   changing clusterIP is a 422.
-//! - A PVC whose storage class exists (the default class `standard` is
-//!   filled in when none is given) is bound at once to a generated PV
-//!   (`claimRef` set; PVC gets `spec.volumeName` and phase `Bound`).
-//! - A VolumeSnapshot becomes `readyToUse` with a VolumeSnapshotContent
-//!   after [`SandboxBuilder::snapshot_delay`] (default 100 ms).
+//! - A PVC of the default class `standard` (filled in when none is given)
+//!   is bound at once to a provisioned PV whose bytes are a directory under
+//!   [`SandboxBuilder::data_dir`]; a VolumeSnapshot is a copy of them,
+//!   `readyToUse` after [`SandboxBuilder::snapshot_delay`] (default 100 ms).
+//!   See the [`csi`] and [`binding`] modules.
 //! - Pods are "scheduled" to `sandbox-node` unless they carry a `nodeName`,
 //!   and reported `Running`.
 //! - Creating a CRD adds its resource to discovery and sets `Established`;
@@ -50,10 +52,11 @@
 //! field ownership only to answer 409 conflicts; see the `fields` module).
 
 mod behaviours;
+mod binding;
+mod csi;
 mod discovery;
 mod error;
 // Recorded by the scheduler, kubelet, controllers and CSI driver.
-#[allow(dead_code)]
 mod events;
 mod exec;
 mod faults;
@@ -129,6 +132,7 @@ pub struct SandboxBuilder {
     namespace_delay: Duration,
     fault_seed: u64,
     exec: Option<ExecHandler>,
+    data_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SandboxBuilder {
@@ -156,6 +160,7 @@ impl Default for SandboxBuilder {
             namespace_delay: Duration::ZERO,
             fault_seed: 0,
             exec: None,
+            data_dir: None,
         }
     }
 }
@@ -201,6 +206,13 @@ impl SandboxBuilder {
         self.snapshot_delay = d;
         self
     }
+    /// Keeps volume and snapshot bytes under this directory (created when
+    /// missing, kept on shutdown). Without it a temporary directory is used
+    /// and removed when the [`Sandbox`] is dropped.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
     /// Delay before a Terminating namespace is finalized.
     pub fn namespace_finalize_delay(mut self, d: Duration) -> Self {
         self.namespace_delay = d;
@@ -239,12 +251,31 @@ impl SandboxBuilder {
         };
         let scheme = if self.tls { "https" } else { "http" };
         let url = format!("{scheme}://{addr}");
+        let (data, temp_data) = match &self.data_dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("lifeboat-sandbox-")
+                    .tempdir()
+                    .map_err(|source| Error::Write {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let driver = csi::Driver::new(data.clone(), self.seed_dirs.clone());
+        driver.prepare().map_err(|source| Error::Write {
+            path: data.clone(),
+            source,
+        })?;
         let mut state = State {
             store: store::Store::new(self.history),
             registry: resources::Registry::builtin(),
             deferred: Vec::new(),
             ca_pem: pki.ca_pem.clone(),
             fields: fields::FieldOwners::default(),
+            csi: driver,
         };
         behaviours::bootstrap(&mut state).map_err(|e| Error::Seed(e.to_string()))?;
         let mut objs = Vec::new();
@@ -270,6 +301,7 @@ impl SandboxBuilder {
             shutdown,
             url: url.clone(),
         });
+        tokio::spawn(binding::run(shared.clone()));
         server::run_deferred(&shared, deferred);
         tokio::spawn(server::serve(listener, shared.clone(), acceptor));
         let kubeconfig = kubeconfig_yaml(
@@ -290,6 +322,8 @@ impl SandboxBuilder {
             client,
             kubeconfig,
             shared,
+            data,
+            _temp_data: temp_data,
         })
     }
 }
@@ -372,6 +406,9 @@ pub struct Sandbox {
     client: kube::Client,
     kubeconfig: String,
     shared: Arc<Shared>,
+    data: PathBuf,
+    // Removed on drop, after the server stopped.
+    _temp_data: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -411,6 +448,17 @@ impl Sandbox {
     /// The kubeconfig YAML (server, CA data with TLS, token when set).
     pub fn kubeconfig(&self) -> &str {
         &self.kubeconfig
+    }
+
+    /// The data directory: `volumes/<pv-name>/` (Block: `<pv-name>.img`)
+    /// and `snapshots/<handle>/` (or `.img`) hold the bytes.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Whether the data directory is a temporary one (removed on drop).
+    pub fn data_dir_is_temporary(&self) -> bool {
+        self._temp_data.is_some()
     }
 
     /// Writes the kubeconfig to a file.
