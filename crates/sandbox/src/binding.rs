@@ -34,6 +34,36 @@ use crate::meta::{meta_mut, meta_str};
 use crate::server::Shared;
 
 const COMPONENT: &str = "persistentvolume-controller";
+
+/// Records an event unless the object already has the same one: the
+/// controllers re-sync on every change, and a re-sync that changes nothing
+/// must not write (the real recorder's aggregation, without the churn).
+pub(crate) fn note(
+    st: &mut State,
+    obj: &Value,
+    kind: EventType,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let uid = meta_str(obj, "uid");
+    let ns = match meta_str(obj, "namespace") {
+        "" => "default",
+        n => n,
+    };
+    let seen = st
+        .store
+        .table(&(String::new(), "events".to_string()))
+        .range((ns.to_string(), String::new())..)
+        .take_while(|(k, _)| k.0 == ns)
+        .any(|(_, o)| {
+            let e = o.value();
+            e["involvedObject"]["uid"] == uid && e["reason"] == reason && e["message"] == message
+        });
+    if !seen {
+        events::record(st, obj, kind, reason, message, component);
+    }
+}
 const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 
 /// Defaulting and validation of a new claim (as the API server does).
@@ -260,7 +290,7 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
                 if claim["status"]["phase"] == "Bound" {
                     claim["status"]["phase"] = json!("Lost");
                     put(st, "", "persistentvolumeclaims", claim.clone());
-                    events::record(
+                    note(
                         st,
                         &claim,
                         EventType::Warning,
@@ -275,7 +305,7 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
             }
             Some(_) => {
                 let msg = format!("volume \"{wanted}\" already bound to a different claim.");
-                events::record(
+                note(
                     st,
                     &claim,
                     EventType::Warning,
@@ -301,7 +331,7 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
         .as_str()
         .map(str::to_string);
     if wffc && selected.is_none() {
-        events::record(
+        note(
             st,
             &claim,
             EventType::Normal,
@@ -335,6 +365,13 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
             }
         }
     }
+    // A claim with a data source gets a new volume filled from it.
+    let best =
+        if claim["spec"]["dataSourceRef"].is_object() || claim["spec"]["dataSource"].is_object() {
+            None
+        } else {
+            best
+        };
     if let Some(pv) = pre_bound.or(best.map(|(_, pv)| pv)) {
         bind(st, &pv, &claim);
         return;
@@ -352,7 +389,7 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
                 format!("storageclass.storage.k8s.io \"{class_name}\" not found"),
             )
         };
-        events::record(st, &claim, EventType::Warning, reason, &msg, COMPONENT);
+        note(st, &claim, EventType::Warning, reason, &msg, COMPONENT);
         return;
     };
     let provisioner = class["provisioner"]
@@ -379,7 +416,7 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
         let msg = format!(
             "Waiting for a volume to be created either by the external provisioner '{provisioner}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered."
         );
-        events::record(
+        note(
             st,
             &claim,
             EventType::Normal,
@@ -393,7 +430,7 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
     match csi::provision(st, &claim, &class, selected.as_deref()) {
         Ok(Provisioned::Volume(pv_name)) => {
             let msg = format!("Successfully provisioned volume {pv_name}");
-            events::record(
+            note(
                 st,
                 &claim,
                 EventType::Normal,
@@ -409,7 +446,7 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
         Ok(Provisioned::Filling) => {
             let msg =
                 format!("External provisioner is provisioning volume for claim \"{ns}/{name}\"");
-            events::record(
+            note(
                 st,
                 &claim,
                 EventType::Normal,
@@ -420,7 +457,7 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
         }
         Err(e) => {
             let msg = format!("failed to provision volume with StorageClass \"{class_name}\": {e}");
-            events::record(
+            note(
                 st,
                 &claim,
                 EventType::Warning,

@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 
 use crate::behaviours::{create_builtin, get, put};
 use crate::error::ApiError;
-use crate::events::{self, EventType};
+use crate::events::EventType;
 use crate::handlers::{Deferred, State};
 use crate::meta::{self, meta_str};
 use crate::server::Shared;
@@ -548,7 +548,7 @@ fn snapshot_error(st: &mut State, mut vs: Value, reason: &str, message: String) 
     if vs["status"]["error"]["message"] == json!(message) {
         return;
     }
-    events::record(
+    crate::binding::note(
         st,
         &vs,
         EventType::Warning,
@@ -1003,7 +1003,7 @@ fn fill_done(
     match result {
         Ok(pv) => {
             let msg = format!("Successfully provisioned volume {}", meta_str(&pv, "name"));
-            events::record(
+            crate::binding::note(
                 st,
                 &claim,
                 EventType::Normal,
@@ -1016,7 +1016,7 @@ fn fill_done(
         Err(e) => {
             let _ = copy::remove(dst);
             let msg = format!("failed to provision volume with StorageClass \"{class_name}\": {e}");
-            events::record(
+            crate::binding::note(
                 st,
                 &claim,
                 EventType::Warning,
