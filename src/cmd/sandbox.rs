@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Number of nodes (sandbox-node-1 … sandbox-node-N).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=250))]
     pub nodes: u16,
+    /// Keep volume and snapshot bytes in this directory (default: a
+    /// temporary directory, removed on shutdown).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
 }
 
 /// lifeboat's own image; its containers run this executable.
@@ -76,6 +80,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(t) = &args.token {
             b = b.token(t);
         }
+        if let Some(d) = &args.data {
+            b = b.data_dir(d);
+        }
         let sandbox = b.start().await?;
         if let Some(path) = &args.kubeconfig {
             // Write then rename, so a watcher never reads half a file.
@@ -93,6 +100,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|p| format!("; kubeconfig: {}", p.display()))
                 .unwrap_or_default()
+        );
+        eprintln!(
+            "volume data in {}{}",
+            sandbox.data_dir().display(),
+            if sandbox.data_dir_is_temporary() {
+                " (temporary, removed on shutdown)"
+            } else {
+                ""
+            }
         );
         sandbox.serve_until_signal().await;
         Ok(ExitCode::SUCCESS)

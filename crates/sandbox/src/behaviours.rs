@@ -4,8 +4,7 @@
 //!
 //! - **Bootstrap**: namespaces `default`, `kube-system`, `kube-public`,
 //!   `kube-node-lease` (nodes: see `nodes`); the `kubernetes` Service
-//!   (10.96.0.1); default StorageClass `standard` and default
-//!   VolumeSnapshotClass `sandbox-snapclass` (driver `sandbox.csi.lifeboat.dev`).
+//!   (10.96.0.1); the storage and snapshot classes of [`crate::csi::bootstrap`].
 //! - **Namespaces** get phase `Active`, the `kubernetes.io/metadata.name`
 //!   label, a `default` ServiceAccount and a `kube-root-ca.crt` ConfigMap.
 //!   Deleting one sets phase `Terminating` (creates in it get 403) and a
@@ -16,14 +15,9 @@
 //!   LoadBalancer; a requested IP or port must be free and in range (422);
 //!   changing clusterIP is rejected (422); an update without clusterIP or
 //!   nodePort keeps the allocated values.
-//! - **PersistentVolumeClaims** without `storageClassName` get the default
-//!   class; a claim whose class exists is bound at once to a generated PV
-//!   `pvc-<uid>` (CSI source, `claimRef`, reclaim policy of the class); a
-//!   claim naming `spec.volumeName` binds to that PV when it exists.
-//!   Deleting a claim deletes its PV when the reclaim policy is `Delete`,
-//!   else marks it `Released`.
-//! - **VolumeSnapshots** become `readyToUse` with a VolumeSnapshotContent
-//!   after a configurable delay.
+//! - **Volumes and snapshots**: the PV controller lives in [`crate::binding`],
+//!   the CSI driver, provisioners and snapshotter in [`crate::csi`]; the
+//!   hooks here only call them.
 //! - **Pods** are scheduled by `scheduler` and run by `kubelet`.
 //! - **CustomResourceDefinitions** are validated, get `Established` and
 //!   `NamesAccepted` conditions and add their resource to discovery;
@@ -34,26 +28,25 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::handlers::{CreateOpts, Deferred, State, create_object, delete_object};
+use crate::handlers::{CreateOpts, State, create_object};
 use crate::meta::{self, meta_mut, meta_str};
 use crate::resources::{ResKey, ResourceInfo, crd_resource};
 use crate::store::Obj;
+use crate::{binding, csi};
 
-/// The CSI driver name of the simulated provisioner and snapshotter.
-pub const DRIVER: &str = "sandbox.csi.lifeboat.dev";
 
 fn key(group: &str, resource: &str) -> ResKey {
     (group.to_string(), resource.to_string())
 }
 
-fn get(st: &State, group: &str, resource: &str, ns: &str, name: &str) -> Option<Value> {
+pub(crate) fn get(st: &State, group: &str, resource: &str, ns: &str, name: &str) -> Option<Value> {
     st.store
         .get(&key(group, resource), ns, name)
         .map(|o| o.value())
 }
 
 /// Stores a modified object with the next resourceVersion.
-fn put(st: &mut State, group: &str, resource: &str, mut v: Value) {
+pub(crate) fn put(st: &mut State, group: &str, resource: &str, mut v: Value) {
     meta_mut(&mut v).insert(
         "resourceVersion".into(),
         json!(st.store.next_rv().to_string()),
@@ -61,7 +54,7 @@ fn put(st: &mut State, group: &str, resource: &str, mut v: Value) {
     st.store.put(&key(group, resource), Obj::from_value(&v));
 }
 
-fn create_builtin(
+pub(crate) fn create_builtin(
     st: &mut State,
     group: &str,
     resource: &str,
@@ -99,22 +92,7 @@ pub fn bootstrap(st: &mut State) -> Result<(), ApiError> {
         json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}}),
     )?;
-    create_builtin(
-        st,
-        "storage.k8s.io",
-        "storageclasses",
-        "",
-        json!({"metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-            "provisioner": DRIVER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate", "allowVolumeExpansion": true}),
-    )?;
-    create_builtin(
-        st,
-        "snapshot.storage.k8s.io",
-        "volumesnapshotclasses",
-        "",
-        json!({"metadata": {"name": "sandbox-snapclass", "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
-            "driver": DRIVER, "deletionPolicy": "Delete"}),
-    )?;
+    csi::bootstrap(st)?;
     Ok(())
 }
 
@@ -143,24 +121,9 @@ pub fn before_create(st: &mut State, info: &ResourceInfo, v: &mut Value) -> Resu
             v["status"] = json!({"phase": "Active"});
         }
         ("", "services") => allocate_service(st, v, None)?,
-        ("", "persistentvolumeclaims") => {
-            if v["spec"].get("storageClassName").is_none()
-                && let Some(sc) = default_storage_class(st)
-            {
-                v["spec"]["storageClassName"] = json!(sc);
-            }
-            if v["spec"].get("volumeMode").is_none() {
-                v["spec"]["volumeMode"] = json!("Filesystem");
-            }
-            v["status"] = json!({"phase": "Pending"});
-        }
+        ("", "persistentvolumeclaims") => binding::before_create_claim(st, v)?,
         ("", "persistentvolumes") if v.get("status").is_none() => {
-            let phase = if v["spec"]["claimRef"].is_object() {
-                "Bound"
-            } else {
-                "Available"
-            };
-            v["status"] = json!({"phase": phase});
+            v["status"] = json!({"phase": "Pending"});
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             let name = meta_str(v, "name").to_string();
@@ -192,16 +155,6 @@ pub fn before_create(st: &mut State, info: &ResourceInfo, v: &mut Value) -> Resu
                 ],
             });
         }
-        ("snapshot.storage.k8s.io", "volumesnapshots") => {
-            if v["spec"].get("volumeSnapshotClassName").is_none()
-                && v["spec"]["source"]
-                    .get("persistentVolumeClaimName")
-                    .is_some()
-            {
-                v["spec"]["volumeSnapshotClassName"] = json!("sandbox-snapclass");
-            }
-            v["status"] = json!({"readyToUse": false});
-        }
         _ => {}
     }
     Ok(())
@@ -230,7 +183,13 @@ pub fn after_create(st: &mut State, info: &ResourceInfo, v: &Value) -> Result<()
                     "data": {"ca.crt": ca}}),
             )?;
         }
-        ("", "persistentvolumeclaims") => bind_claim(st, v)?,
+        ("", "persistentvolumeclaims") => {
+            binding::sync_claim(st, meta_str(v, "namespace"), meta_str(v, "name"));
+        }
+        ("", "persistentvolumes") => {
+            binding::sync_volume(st, meta_str(v, "name"));
+            binding::resync_pending(st);
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             let name = meta_str(v, "name").to_string();
             st.registry
@@ -238,10 +197,10 @@ pub fn after_create(st: &mut State, info: &ResourceInfo, v: &Value) -> Result<()
                 .map_err(|c| ApiError::invalid(&info.group, &info.kind, &name, &c))?;
         }
         ("snapshot.storage.k8s.io", "volumesnapshots") => {
-            st.deferred.push(Deferred::SnapshotReady {
-                namespace: meta_str(v, "namespace").to_string(),
-                name: meta_str(v, "name").to_string(),
-            });
+            csi::sync_snapshot(st, meta_str(v, "namespace"), meta_str(v, "name"));
+        }
+        ("snapshot.storage.k8s.io", "volumesnapshotcontents") => {
+            csi::sync_content(st, meta_str(v, "name"));
         }
         _ => {}
     }
@@ -299,40 +258,10 @@ pub fn after_delete(st: &mut State, info: &ResourceInfo, v: &Value) {
             st.store.drop_table(&key);
             st.registry.remove(&key);
         }
-        ("", "persistentvolumeclaims") => {
-            let pv_name = v["spec"]["volumeName"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let Some(pv) = st.store.get(&key("", "persistentvolumes"), "", &pv_name) else {
-                return;
-            };
-            let mut pvv = pv.value();
-            if pvv["spec"]["claimRef"]["uid"] != v["metadata"]["uid"] {
-                return;
-            }
-            if pvv["spec"]["persistentVolumeReclaimPolicy"] == "Delete" {
-                if let Some(info) = st.registry.by_key(&key("", "persistentvolumes")) {
-                    let _ = delete_object(st, &info, &pv, false);
-                }
-            } else {
-                pvv["status"] = json!({"phase": "Released"});
-                put(st, "", "persistentvolumes", pvv);
-            }
-        }
-        ("snapshot.storage.k8s.io", "volumesnapshots") => {
-            let content = v["status"]["boundVolumeSnapshotContentName"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let ck = key("snapshot.storage.k8s.io", "volumesnapshotcontents");
-            if let (Some(c), Some(info)) =
-                (st.store.get(&ck, "", &content), st.registry.by_key(&ck))
-                && c.value()["spec"]["deletionPolicy"] == "Delete"
-            {
-                let _ = delete_object(st, &info, &c, false);
-            }
-        }
+        ("", "persistentvolumeclaims") => binding::claim_deleted(st, v),
+        ("", "persistentvolumes") => binding::volume_deleted(st, v),
+        ("snapshot.storage.k8s.io", "volumesnapshots") => csi::snapshot_deleted(st, v),
+        ("snapshot.storage.k8s.io", "volumesnapshotcontents") => csi::content_deleted(st, v),
         _ => {}
     }
 }
@@ -382,145 +311,6 @@ pub fn finalize_namespace(st: &mut State, ns: &str) {
         );
         st.store.remove(&nk, Obj::from_value(&last));
     }
-}
-
-/// Makes a VolumeSnapshot ready with a VolumeSnapshotContent.
-pub fn snapshot_ready(st: &mut State, ns: &str, name: &str) {
-    const G: &str = "snapshot.storage.k8s.io";
-    let Some(mut vs) = get(st, G, "volumesnapshots", ns, name) else {
-        return;
-    };
-    if vs["status"]["readyToUse"] == true {
-        return;
-    }
-    let uid = meta_str(&vs, "uid").to_string();
-    let now = meta::now();
-    let (content_name, size) = if let Some(pre) =
-        vs["spec"]["source"]["volumeSnapshotContentName"].as_str()
-    {
-        let Some(c) = get(st, G, "volumesnapshotcontents", "", pre) else {
-            return;
-        };
-        (pre.to_string(), c["status"]["restoreSize"].clone())
-    } else {
-        let pvc_name = vs["spec"]["source"]["persistentVolumeClaimName"]
-            .as_str()
-            .unwrap_or_default();
-        let pvc = get(st, "", "persistentvolumeclaims", ns, pvc_name);
-        let size = pvc
-            .as_ref()
-            .map(|p| p["status"]["capacity"]["storage"].clone())
-            .unwrap_or(Value::Null);
-        let handle = pvc
-            .as_ref()
-            .and_then(|p| p["spec"]["volumeName"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        let class = vs["spec"]["volumeSnapshotClassName"]
-            .as_str()
-            .unwrap_or("sandbox-snapclass")
-            .to_string();
-        let policy = get(st, G, "volumesnapshotclasses", "", &class)
-            .map(|c| c["deletionPolicy"].clone())
-            .unwrap_or(json!("Delete"));
-        let cname = format!("snapcontent-{uid}");
-        let content = json!({
-            "metadata": {"name": cname},
-            "spec": {"driver": DRIVER, "deletionPolicy": policy, "volumeSnapshotClassName": class,
-                "source": {"volumeHandle": handle},
-                "volumeSnapshotRef": {"kind": "VolumeSnapshot", "apiVersion": "snapshot.storage.k8s.io/v1",
-                    "namespace": ns, "name": name, "uid": uid}},
-            "status": {"readyToUse": true, "snapshotHandle": format!("snap-{uid}"), "restoreSize": size,
-                "creationTime": jiff::Timestamp::now().as_nanosecond() as i64},
-        });
-        if create_builtin(st, G, "volumesnapshotcontents", "", content).is_err() {
-            return;
-        }
-        (cname, size)
-    };
-    vs["status"] = json!({"boundVolumeSnapshotContentName": content_name, "readyToUse": true,
-        "creationTime": now, "restoreSize": size});
-    put(st, G, "volumesnapshots", vs);
-}
-
-fn default_storage_class(st: &State) -> Option<String> {
-    st.store
-        .table(&key("storage.k8s.io", "storageclasses"))
-        .values()
-        .map(|o| o.value())
-        .find(|v| {
-            v["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
-        })
-        .map(|v| meta_str(&v, "name").to_string())
-}
-
-fn bind_claim(st: &mut State, pvc: &Value) -> Result<(), ApiError> {
-    let ns = meta_str(pvc, "namespace").to_string();
-    let name = meta_str(pvc, "name").to_string();
-    let uid = meta_str(pvc, "uid").to_string();
-    let wanted = pvc["spec"]["volumeName"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let claim_ref = |pvc: &Value| {
-        json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": ns, "name": name, "uid": uid,
-            "resourceVersion": meta_str(pvc, "resourceVersion")})
-    };
-    let pv_name = if !wanted.is_empty() {
-        // Static binding to a named volume.
-        let Some(mut pv) = get(st, "", "persistentvolumes", "", &wanted) else {
-            return Ok(());
-        };
-        if pv["spec"]["claimRef"]["uid"]
-            .as_str()
-            .is_some_and(|u| u != uid)
-        {
-            return Ok(());
-        }
-        pv["spec"]["claimRef"] = claim_ref(pvc);
-        pv["status"] = json!({"phase": "Bound"});
-        put(st, "", "persistentvolumes", pv);
-        wanted
-    } else {
-        let class = pvc["spec"]["storageClassName"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let Some(sc) = (!class.is_empty())
-            .then(|| get(st, "storage.k8s.io", "storageclasses", "", &class))
-            .flatten()
-        else {
-            return Ok(());
-        };
-        let pv_name = format!("pvc-{uid}");
-        let size = pvc["spec"]["resources"]["requests"]["storage"].clone();
-        let pv = json!({
-            "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": sc["provisioner"]}},
-            "spec": {"capacity": {"storage": size}, "accessModes": pvc["spec"]["accessModes"],
-                "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy").cloned().unwrap_or(json!("Delete")),
-                "storageClassName": class, "volumeMode": pvc["spec"]["volumeMode"],
-                "claimRef": claim_ref(pvc),
-                "csi": {"driver": sc["provisioner"], "volumeHandle": meta::uid(), "fsType": "ext4"}},
-            "status": {"phase": "Bound"},
-        });
-        create_builtin(st, "", "persistentvolumes", "", pv)?;
-        pv_name
-    };
-    let Some(mut pvc) = get(st, "", "persistentvolumeclaims", &ns, &name) else {
-        return Ok(());
-    };
-    let cap = get(st, "", "persistentvolumes", "", &pv_name)
-        .map(|p| p["spec"]["capacity"].clone())
-        .unwrap_or(Value::Null);
-    pvc["spec"]["volumeName"] = json!(pv_name);
-    let ann = meta_mut(&mut pvc)
-        .entry("annotations")
-        .or_insert_with(|| json!({}));
-    ann["pv.kubernetes.io/bind-completed"] = json!("yes");
-    ann["pv.kubernetes.io/bound-by-controller"] = json!("yes");
-    pvc["status"] =
-        json!({"phase": "Bound", "accessModes": pvc["spec"]["accessModes"], "capacity": cap});
-    put(st, "", "persistentvolumeclaims", pvc);
-    Ok(())
 }
 
 fn parse_ipv4(s: &str) -> Option<u32> {

@@ -41,13 +41,8 @@ use crate::store::{Obj, Store, Table};
 pub enum Deferred {
     /// Finalize a Terminating namespace.
     FinalizeNamespace(String),
-    /// Make a VolumeSnapshot ready.
-    SnapshotReady {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
+    /// Copy volume or snapshot bytes for the CSI driver.
+    Csi(crate::csi::Job),
 }
 
 /// Everything behind the state lock.
@@ -63,6 +58,8 @@ pub struct State {
     pub ca_pem: String,
     /// Server-side apply field ownership.
     pub fields: FieldOwners,
+    /// The CSI driver's storage (volumes, snapshots).
+    pub csi: crate::csi::Driver,
 }
 
 /// Query parameters (repeated keys allowed).

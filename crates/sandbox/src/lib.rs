@@ -18,12 +18,14 @@
 //! and [`discovery`] (what is served), [`handlers`] (CRUD semantics),
 //! [`patch`], [`selectors`], [`watch`], [`exec`], [`faults`] (fault
 //! injection, request log), [`behaviours`] (what cluster controllers would
-//! do: namespaces, services, volumes, snapshots, CRDs), [`tls`],
-//! [`seed`], [`server`]; [`controllers`] (kube-controller-manager:
-//! Deployment, ReplicaSet, StatefulSet, DaemonSet, Job and CronJob
-//! controllers and ownerReference garbage collection, as background tasks);
-//! [`nodes`], [`scheduler`] and [`kubelet`] (nodes, kube-scheduler, the
-//! kubelet with real processes, logs and host paths).
+//! do: namespaces, services, CRDs), [`tls`], [`seed`], [`server`];
+//! [`controllers`] (kube-controller-manager: Deployment, ReplicaSet,
+//! StatefulSet, DaemonSet, Job and CronJob controllers and ownerReference
+//! garbage collection, as background tasks); [`nodes`], [`scheduler`] and
+//! [`kubelet`] (nodes, kube-scheduler, the kubelet with real processes, logs
+//! and host paths); [`csi`] (the CSI host-path driver with data: volumes and
+//! snapshots under the data directory, provisioners, snapshotter) and
+//! [`binding`] (the PV controller: binding, release, reclaim).
 //!
 //! # Behaviours
 //!
@@ -35,11 +37,11 @@
 //! - Services get a clusterIP from 10.96.0.0/12 and, for NodePort and
 //!   LoadBalancer, node ports from 30000-32767; headless (`None`) is kept;
 //!   changing clusterIP is a 422.
-//! - A PVC whose storage class exists (the default class `standard` is
-//!   filled in when none is given) is bound at once to a generated PV
-//!   (`claimRef` set; PVC gets `spec.volumeName` and phase `Bound`).
-//! - A VolumeSnapshot becomes `readyToUse` with a VolumeSnapshotContent
-//!   after [`SandboxBuilder::snapshot_delay`] (default 100 ms).
+//! - A PVC of the default class `standard` (filled in when none is given)
+//!   is bound at once to a provisioned PV whose bytes are a directory under
+//!   [`SandboxBuilder::data_dir`]; a VolumeSnapshot is a copy of them,
+//!   `readyToUse` after [`SandboxBuilder::snapshot_delay`] (default 100 ms).
+//!   See the [`csi`] and [`binding`] modules.
 //! - Nodes `sandbox-node-1` … `sandbox-node-N` ([`SandboxBuilder::nodes`]);
 //!   the scheduler binds pods to them (selectors, affinity, taints, volume
 //!   topology, WaitForFirstConsumer claims) and their kubelets run the pods:
@@ -58,7 +60,9 @@
 //! field ownership only to answer 409 conflicts; see the `fields` module).
 
 mod behaviours;
+mod binding;
 mod controllers;
+mod csi;
 mod discovery;
 mod error;
 mod events;
@@ -217,6 +221,14 @@ impl SandboxBuilder {
         self.snapshot_delay = d;
         self
     }
+    /// Keeps volume and snapshot bytes and the kubelet's host paths
+    /// (`var/lib/kubelet/pods/<uid>/…`) under this directory (created when
+    /// missing, kept on shutdown). Without it a temporary directory is used
+    /// and removed when the [`Sandbox`] is dropped.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
     /// Delay before a Terminating namespace is finalized.
     pub fn namespace_finalize_delay(mut self, d: Duration) -> Self {
         self.namespace_delay = d;
@@ -248,13 +260,6 @@ impl SandboxBuilder {
         self.images.push((prefix.into(), path.into()));
         self
     }
-    /// The data directory: volume bytes (`volumes/<pv>/`) and the kubelet's
-    /// host paths (`var/lib/kubelet/pods/<uid>/…`). Default: a temporary
-    /// directory that lives as long as the [`Sandbox`].
-    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
-        self.data_dir = Some(path.into());
-        self
-    }
 
     /// Seeds, binds 127.0.0.1 and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<Sandbox, Error> {
@@ -275,24 +280,8 @@ impl SandboxBuilder {
         };
         let scheme = if self.tls { "https" } else { "http" };
         let url = format!("{scheme}://{addr}");
-        let mut state = State {
-            store: store::Store::new(self.history),
-            registry: resources::Registry::builtin(),
-            deferred: Vec::new(),
-            ca_pem: pki.ca_pem.clone(),
-            fields: fields::FieldOwners::default(),
-        };
-        behaviours::bootstrap(&mut state).map_err(|e| Error::Seed(e.to_string()))?;
-        let node_names =
-            nodes::register(&mut state, self.nodes).map_err(|e| Error::Seed(e.to_string()))?;
-        let (data, data_tmp) = match &self.data_dir {
-            Some(p) => {
-                std::fs::create_dir_all(p).map_err(|source| Error::Write {
-                    path: p.clone(),
-                    source,
-                })?;
-                (p.clone(), None)
-            }
+        let (data, temp_data) = match &self.data_dir {
+            Some(d) => (d.clone(), None),
             None => {
                 let t = tempfile::Builder::new()
                     .prefix("lifeboat-sandbox-")
@@ -304,6 +293,22 @@ impl SandboxBuilder {
                 (t.path().to_path_buf(), Some(t))
             }
         };
+        let driver = csi::Driver::new(data.clone(), self.seed_dirs.clone());
+        driver.prepare().map_err(|source| Error::Write {
+            path: data.clone(),
+            source,
+        })?;
+        let mut state = State {
+            store: store::Store::new(self.history),
+            registry: resources::Registry::builtin(),
+            deferred: Vec::new(),
+            ca_pem: pki.ca_pem.clone(),
+            fields: fields::FieldOwners::default(),
+            csi: driver,
+        };
+        behaviours::bootstrap(&mut state).map_err(|e| Error::Seed(e.to_string()))?;
+        let node_names =
+            nodes::register(&mut state, self.nodes).map_err(|e| Error::Seed(e.to_string()))?;
         let runtime = Arc::new(kubelet::Runtime::new(
             data.clone(),
             self.images.clone(),
@@ -337,6 +342,7 @@ impl SandboxBuilder {
         });
         tokio::spawn(scheduler::run(shared.clone()));
         tokio::spawn(kubelet::run(shared.clone()));
+        tokio::spawn(binding::run(shared.clone()));
         server::run_deferred(&shared, deferred);
         controllers::spawn_all(&shared);
         tokio::spawn(server::serve(listener, shared.clone(), acceptor));
@@ -359,7 +365,7 @@ impl SandboxBuilder {
             kubeconfig,
             shared,
             data,
-            _data_tmp: data_tmp,
+            _temp_data: temp_data,
         })
     }
 }
@@ -443,7 +449,8 @@ pub struct Sandbox {
     kubeconfig: String,
     shared: Arc<Shared>,
     data: PathBuf,
-    _data_tmp: Option<tempfile::TempDir>,
+    // Removed on drop, after the server stopped.
+    _temp_data: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -475,11 +482,6 @@ impl Sandbox {
         self.addr
     }
 
-    /// The data directory (see [`SandboxBuilder::data_dir`]).
-    pub fn data_dir(&self) -> &Path {
-        &self.data
-    }
-
     /// A ready client (built from the kubeconfig).
     pub fn client(&self) -> kube::Client {
         self.client.clone()
@@ -488,6 +490,18 @@ impl Sandbox {
     /// The kubeconfig YAML (server, CA data with TLS, token when set).
     pub fn kubeconfig(&self) -> &str {
         &self.kubeconfig
+    }
+
+    /// The data directory: `volumes/<pv-name>/` (Block: `<pv-name>.img`)
+    /// and `snapshots/<handle>/` (or `.img`) hold the bytes, and
+    /// `var/lib/kubelet/pods/` the kubelet's host paths.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Whether the data directory is a temporary one (removed on drop).
+    pub fn data_dir_is_temporary(&self) -> bool {
+        self._temp_data.is_some()
     }
 
     /// Writes the kubeconfig to a file.

@@ -4,7 +4,9 @@
 //! namespaces and CRDs first, then storage classes and volumes, then the
 //! rest, so a directory needs no ordering. Missing namespaces are created;
 //! namespaced objects without one go to `default`. Seeded objects keep
-//! their `status`, as if they had been in the cluster already.
+//! their `status`, as if they had been in the cluster already. A top-level
+//! `volumes/<namespace>/<pvc>/` tree holds volume contents, copied into
+//! each claim's volume once it is bound (see the `csi` module).
 
 use std::path::Path;
 
@@ -39,8 +41,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Value>, String> {
     if !dir.is_dir() {
         return Err(format!("{}: not a directory", dir.display()));
     }
+    // `volumes/` holds volume contents (see the csi module), not manifests.
+    let volumes = dir.join("volumes");
     let mut files: Vec<_> = walkdir::WalkDir::new(dir)
         .into_iter()
+        .filter_entry(|e| e.path() != volumes)
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
         .map(|e| e.into_path())

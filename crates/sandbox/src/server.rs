@@ -508,24 +508,23 @@ async fn resource_request(
 pub fn run_deferred(shared: &Arc<Shared>, items: Vec<Deferred>) {
     for d in items {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let delay = match &d {
-                Deferred::FinalizeNamespace(_) => shared.settings.namespace_delay,
-                Deferred::SnapshotReady { .. } => shared.settings.snapshot_delay,
-            };
-            tokio::time::sleep(delay).await;
-            let more = {
-                let mut st = shared.state.lock().expect("state lock");
-                match &d {
-                    Deferred::FinalizeNamespace(ns) => behaviours::finalize_namespace(&mut st, ns),
-                    Deferred::SnapshotReady { namespace, name } => {
-                        behaviours::snapshot_ready(&mut st, namespace, name)
-                    }
-                }
-                std::mem::take(&mut st.deferred)
-            };
-            run_deferred(&shared, more);
-        });
+        match d {
+            Deferred::FinalizeNamespace(ns) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(shared.settings.namespace_delay).await;
+                    let more = {
+                        let mut st = shared.state.lock().expect("state lock");
+                        behaviours::finalize_namespace(&mut st, &ns);
+                        std::mem::take(&mut st.deferred)
+                    };
+                    run_deferred(&shared, more);
+                });
+            }
+            // The CSI driver's copies and readiness delays.
+            Deferred::Csi(job) => {
+                tokio::spawn(crate::csi::run(shared, job));
+            }
+        }
     }
 }
 

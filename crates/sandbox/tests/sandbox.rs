@@ -1292,3 +1292,6 @@ async fn kubectl_get_create_apply_delete() {
 
 #[path = "v2/controllers.rs"]
 mod controllers;
+
+#[path = "v2/csi.rs"]
+mod csi;
