@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Serve HTTPS with a self-signed CA (carried in the kubeconfig).
     #[arg(long)]
     pub tls: bool,
+    /// Append one JSON line per request to this file (flushed per line).
+    #[arg(long, value_name = "FILE")]
+    pub request_log: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -57,6 +60,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(t) = &args.token {
             b = b.token(t);
+        }
+        if let Some(f) = &args.request_log {
+            b = b.request_log(f);
         }
         let sandbox = b.start().await?;
         if let Some(path) = &args.kubeconfig {

@@ -62,6 +62,8 @@ pub struct State {
     pub ca_pem: String,
     /// Server-side apply field ownership.
     pub fields: FieldOwners,
+    /// Warnings for the current request (`Warning` headers).
+    pub warnings: Vec<String>,
 }
 
 /// Query parameters (repeated keys allowed).
@@ -550,7 +552,17 @@ pub fn create_object(
     } else {
         meta_mut(&mut v).remove("generation");
     }
+    crate::secrets::normalize(info, &mut v);
     behaviours::before_create(st, info, &mut v)?;
+    crate::defaults::apply(info, &mut v, true);
+    let ns_obj = info
+        .namespaced
+        .then(|| st.store.get(&(String::new(), "namespaces".into()), "", &ns))
+        .flatten()
+        .map(|o| o.value());
+    let warnings =
+        crate::admission::check(&info.group, &info.resource, &name, ns_obj.as_ref(), &v)?;
+    st.warnings.extend(warnings);
     if opts.dry_run {
         meta_mut(&mut v).remove("resourceVersion");
         return Ok(v);
@@ -681,7 +693,10 @@ fn replace(st: &mut State, cx: &Ctx, old_obj: &Obj, mut new: Value) -> Result<Re
         }
     }
     if cx.subresource != "status" {
+        crate::secrets::normalize(info, &mut new);
         behaviours::before_update(st, info, &old, &mut new)?;
+        crate::defaults::apply(info, &mut new, false);
+        crate::secrets::check_update(info, &old, &new)?;
     }
     // Spec changes (anything outside metadata and status) bump generation.
     let spec_changed = strip(&old, &["metadata", "status"]) != strip(&new, &["metadata", "status"]);

@@ -19,7 +19,9 @@
 //! [`patch`], [`selectors`], [`watch`], [`exec`], [`faults`] (fault
 //! injection, request log), [`behaviours`] (what cluster controllers would
 //! do: namespaces, services, volumes, snapshots, CRDs, pods), [`tls`],
-//! [`seed`], [`server`].
+//! [`seed`], [`server`]. API fidelity: [`secrets`] (`stringData`,
+//! immutable), [`protobuf`] (request bodies), [`defaults`], [`scale`],
+//! [`admission`] (Pod Security), [`reqlog`] (request log file).
 //!
 //! # Behaviours
 //!
@@ -45,11 +47,13 @@
 //!
 //! Not modelled: garbage collection through ownerReferences, workload
 //! controllers (Deployments create no ReplicaSets), admission webhooks,
-//! OpenAPI documents (404), protobuf, aggregated discovery (clients fall
+//! OpenAPI documents (404), protobuf responses, aggregated discovery (clients fall
 //! back), `metadata.managedFields` (server-side apply merges, and tracks
 //! field ownership only to answer 409 conflicts; see the `fields` module).
 
+mod admission;
 mod behaviours;
+mod defaults;
 mod discovery;
 mod error;
 // Recorded by the scheduler, kubelet, controllers and CSI driver.
@@ -61,7 +65,12 @@ mod fields;
 mod handlers;
 mod meta;
 mod patch;
+mod protobuf;
+mod protobuf_schema;
+mod reqlog;
 mod resources;
+mod scale;
+mod secrets;
 mod seed;
 mod selectors;
 mod server;
@@ -129,6 +138,7 @@ pub struct SandboxBuilder {
     namespace_delay: Duration,
     fault_seed: u64,
     exec: Option<ExecHandler>,
+    request_log: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SandboxBuilder {
@@ -156,6 +166,7 @@ impl Default for SandboxBuilder {
             namespace_delay: Duration::ZERO,
             fault_seed: 0,
             exec: None,
+            request_log: None,
         }
     }
 }
@@ -211,6 +222,12 @@ impl SandboxBuilder {
         self.fault_seed = seed;
         self
     }
+    /// Appends one JSON line per served request to this file (created when
+    /// missing), flushed per line; see the README's "Request log file".
+    pub fn request_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.request_log = Some(path.into());
+        self
+    }
     /// Registers the exec handler.
     pub fn exec_handler(
         mut self,
@@ -245,6 +262,7 @@ impl SandboxBuilder {
             deferred: Vec::new(),
             ca_pem: pki.ca_pem.clone(),
             fields: fields::FieldOwners::default(),
+            warnings: Vec::new(),
         };
         behaviours::bootstrap(&mut state).map_err(|e| Error::Seed(e.to_string()))?;
         let mut objs = Vec::new();
@@ -253,6 +271,15 @@ impl SandboxBuilder {
         }
         objs.extend(self.seed_objects);
         seed_into(&mut state, objs).map_err(Error::Seed)?;
+        let reqlog = match &self.request_log {
+            Some(path) => Some(
+                reqlog::RequestLog::open(path).map_err(|source| Error::Write {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let deferred = std::mem::take(&mut state.deferred);
         let shared = Arc::new(Shared {
@@ -269,6 +296,7 @@ impl SandboxBuilder {
             exec: RwLock::new(self.exec),
             shutdown,
             url: url.clone(),
+            reqlog,
         });
         server::run_deferred(&shared, deferred);
         tokio::spawn(server::serve(listener, shared.clone(), acceptor));

@@ -1265,3 +1265,6 @@ async fn kubectl_get_create_apply_delete() {
     );
     assert!(log.iter().any(|r| r.user_agent.starts_with("kubectl")));
 }
+
+#[path = "v2/api.rs"]
+mod api;
