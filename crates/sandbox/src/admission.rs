@@ -76,6 +76,19 @@ const RESTRICTED_VOLUMES: &[&str] = &[
     "secret",
 ];
 
+/// Whether objects of a resource carry a pod spec Pod Security checks.
+pub fn applies(group: &str, resource: &str) -> bool {
+    matches!(
+        (group, resource),
+        ("", "pods" | "podtemplates" | "replicationcontrollers")
+            | ("batch", "cronjobs" | "jobs")
+            | (
+                "apps",
+                "deployments" | "replicasets" | "statefulsets" | "daemonsets"
+            )
+    )
+}
+
 /// The pod templates of workload kinds, by (group, resource).
 fn pod_spec_of<'a>(group: &str, resource: &str, v: &'a Value) -> Option<&'a Value> {
     let spec = match (group, resource) {

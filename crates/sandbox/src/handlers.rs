@@ -424,7 +424,7 @@ fn table_doc(cx: &Ctx, items: &[Arc<Obj>], rv: u64, cont: Option<&str>) -> Value
     t
 }
 
-/// A meta.k8s.io/v1 Table (Name and Age columns; rows carry
+/// A meta.k8s.io/v1 Table (columns from [`crate::tables`]; rows carry
 /// PartialObjectMetadata, or the object with `includeObject=Object`).
 pub fn table(cx: &Ctx, items: &[Arc<Obj>], rv: u64, _cont: Option<&str>) -> Value {
     let full = cx.query.get("includeObject") == Some("Object");
@@ -432,23 +432,20 @@ pub fn table(cx: &Ctx, items: &[Arc<Obj>], rv: u64, _cont: Option<&str>) -> Valu
         .iter()
         .map(|o| {
             let v = o.value();
-            let created = meta_str(&v, "creationTimestamp").to_string();
+            let cells = crate::tables::cells(cx.info, &v);
             let object = if full {
                 v
             } else {
                 json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v["metadata"]})
             };
-            json!({ "cells": [o.name, meta::age(&created)], "object": object })
+            json!({ "cells": cells, "object": object })
         })
         .collect();
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": { "resourceVersion": rv.to_string() },
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0},
-        ],
+        "columnDefinitions": crate::tables::columns(cx.info),
         "rows": rows,
     })
 }
@@ -555,8 +552,7 @@ pub fn create_object(
     crate::secrets::normalize(info, &mut v);
     behaviours::before_create(st, info, &mut v)?;
     crate::defaults::apply(info, &mut v, true);
-    let ns_obj = info
-        .namespaced
+    let ns_obj = (info.namespaced && crate::admission::applies(&info.group, &info.resource))
         .then(|| st.store.get(&(String::new(), "namespaces".into()), "", &ns))
         .flatten()
         .map(|o| o.value());

@@ -21,7 +21,8 @@
 //! do: namespaces, services, volumes, snapshots, CRDs, pods), [`tls`],
 //! [`seed`], [`server`]. API fidelity: [`secrets`] (`stringData`,
 //! immutable), [`protobuf`] (request bodies), [`defaults`], [`scale`],
-//! [`admission`] (Pod Security), [`reqlog`] (request log file).
+//! [`admission`] (Pod Security), [`reqlog`] (request log file), [`tables`]
+//! (kubectl columns, Table watches).
 //!
 //! # Behaviours
 //!
@@ -75,6 +76,7 @@ mod seed;
 mod selectors;
 mod server;
 mod store;
+mod tables;
 mod tls;
 mod watch;
 

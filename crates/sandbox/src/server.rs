@@ -429,6 +429,11 @@ async fn resource_request(
         }
     }
     if rec.verb == "watch" {
+        let table = req
+            .headers()
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=Table"));
         return crate::watch::watch(
             shared.clone(),
             &info,
@@ -436,6 +441,7 @@ async fn resource_request(
             &rec.namespace,
             &rec.name,
             &query,
+            table,
         );
     }
     if !sub.is_empty() && !matches!(rec.verb.as_str(), "get" | "update" | "patch") {

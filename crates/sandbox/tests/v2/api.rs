@@ -404,6 +404,21 @@ async fn wait_for_lines(path: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Val
     panic!("the request log never got the expected lines");
 }
 
+/// Collects lines until one starts with `want` (10 s at most).
+async fn wait_for_line(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: &mut Vec<String>,
+    want: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.iter().any(|l| l.starts_with(want)) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(l)) => seen.push(l),
+            _ => panic!("kubectl get -w never printed {want:?}: {seen:?}"),
+        }
+    }
+}
+
 struct Kubectl {
     bin: PathBuf,
     kubeconfig: PathBuf,
@@ -524,6 +539,56 @@ async fn kubectl_generators_send_protobuf() {
         .unwrap();
     let port = &svc.spec.unwrap().ports.unwrap()[0];
     assert_eq!(port.port, 80);
+    // Tables carry the columns a real cluster prints.
+    let out = k.run(&["get", "deployments", "-n", "x"]).await;
+    let header = out.lines().next().unwrap_or_default();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{out}"
+    );
+    assert!(out.contains("web    0/5"), "{out}");
+    let out = k.run(&["get", "services", "-n", "x", "-o", "wide"]).await;
+    assert!(
+        out.contains("PORT(S)") && out.contains("80/TCP") && out.contains("app=web"),
+        "{out}"
+    );
+    let out = k.run(&["get", "pods", "-n", "x"]).await;
+    assert!(out.starts_with("NAME") && out.contains("RESTARTS"), "{out}");
+    // `get -w` prints the initial rows and then every change.
+    let mut watch = k
+        .command(&["get", "configmaps", "-n", "x", "-w"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    wait_for_line(&mut rx, &mut seen, "settings").await;
+    Api::<ConfigMap>::namespaced(client.clone(), "x")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "later"}, "data": {"k": "v"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    wait_for_line(&mut rx, &mut seen, "later").await;
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(seen[0].starts_with("NAME"), "{seen:?}");
     // Pod Security warnings reach kubectl.
     k.run(&[
         "label",
