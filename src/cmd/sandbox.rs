@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// temporary directory, removed on shutdown).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Append one JSON line per request to this file (flushed per line).
+    #[arg(long, value_name = "FILE")]
+    pub request_log: Option<PathBuf>,
 }
 
 /// lifeboat's own image; its containers run this executable.
@@ -82,6 +85,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(d) = &args.data {
             b = b.data_dir(d);
+        }
+        if let Some(f) = &args.request_log {
+            b = b.request_log(f);
         }
         let sandbox = b.start().await?;
         if let Some(path) = &args.kubeconfig {

@@ -155,9 +155,8 @@ async fn read_secret(
         })?;
         out.insert(key, text);
     }
-    for (key, value) in secret.string_data.unwrap_or_default() {
-        out.insert(key, value);
-    }
+    // Only `data`: an API server merges `stringData` into it on write and
+    // never returns `stringData`.
     Ok(out)
 }
 

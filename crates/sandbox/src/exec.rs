@@ -82,6 +82,7 @@ pub async fn exec(
     namespace: String,
     pod: String,
     query: Query,
+    log: Option<crate::reqlog::PendingExec>,
 ) -> Result<Response, ApiError> {
     let command = query.all("command");
     if command.is_empty() {
@@ -130,6 +131,9 @@ pub async fn exec(
                 Some(h) => h(&request),
                 None => ExecOutput::default(),
             };
+            if let Some(log) = log {
+                log.finish(out.exit_code);
+            }
             let frame = |ch: u8, data: &[u8]| {
                 let mut v = Vec::with_capacity(data.len() + 1);
                 v.push(ch);

@@ -60,6 +60,8 @@ pub struct State {
     pub fields: FieldOwners,
     /// The CSI driver's storage (volumes, snapshots).
     pub csi: crate::csi::Driver,
+    /// Warnings for the current request (`Warning` headers).
+    pub warnings: Vec<String>,
 }
 
 /// Query parameters (repeated keys allowed).
@@ -420,7 +422,7 @@ fn table_doc(cx: &Ctx, items: &[Arc<Obj>], rv: u64, cont: Option<&str>) -> Value
     t
 }
 
-/// A meta.k8s.io/v1 Table (Name and Age columns; rows carry
+/// A meta.k8s.io/v1 Table (columns from [`crate::tables`]; rows carry
 /// PartialObjectMetadata, or the object with `includeObject=Object`).
 pub fn table(cx: &Ctx, items: &[Arc<Obj>], rv: u64, _cont: Option<&str>) -> Value {
     let full = cx.query.get("includeObject") == Some("Object");
@@ -428,23 +430,20 @@ pub fn table(cx: &Ctx, items: &[Arc<Obj>], rv: u64, _cont: Option<&str>) -> Valu
         .iter()
         .map(|o| {
             let v = o.value();
-            let created = meta_str(&v, "creationTimestamp").to_string();
+            let cells = crate::tables::cells(cx.info, &v);
             let object = if full {
                 v
             } else {
                 json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v["metadata"]})
             };
-            json!({ "cells": [o.name, meta::age(&created)], "object": object })
+            json!({ "cells": cells, "object": object })
         })
         .collect();
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": { "resourceVersion": rv.to_string() },
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0},
-        ],
+        "columnDefinitions": crate::tables::columns(cx.info),
         "rows": rows,
     })
 }
@@ -548,7 +547,16 @@ pub fn create_object(
     } else {
         meta_mut(&mut v).remove("generation");
     }
+    crate::secrets::normalize(info, &mut v);
     behaviours::before_create(st, info, &mut v)?;
+    crate::defaults::apply(info, &mut v, true);
+    let ns_obj = (info.namespaced && crate::admission::applies(&info.group, &info.resource))
+        .then(|| st.store.get(&(String::new(), "namespaces".into()), "", &ns))
+        .flatten()
+        .map(|o| o.value());
+    let warnings =
+        crate::admission::check(&info.group, &info.resource, &name, ns_obj.as_ref(), &v)?;
+    st.warnings.extend(warnings);
     if opts.dry_run {
         meta_mut(&mut v).remove("resourceVersion");
         return Ok(v);
@@ -679,7 +687,10 @@ fn replace(st: &mut State, cx: &Ctx, old_obj: &Obj, mut new: Value) -> Result<Re
         }
     }
     if cx.subresource != "status" {
+        crate::secrets::normalize(info, &mut new);
         behaviours::before_update(st, info, &old, &mut new)?;
+        crate::defaults::apply(info, &mut new, false);
+        crate::secrets::check_update(info, &old, &new)?;
     }
     // Spec changes (anything outside metadata and status) bump generation.
     let spec_changed = strip(&old, &["metadata", "status"]) != strip(&new, &["metadata", "status"]);

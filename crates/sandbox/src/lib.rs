@@ -26,6 +26,9 @@
 //! and host paths); [`csi`] (the CSI host-path driver with data: volumes and
 //! snapshots under the data directory, provisioners, snapshotter) and
 //! [`binding`] (the PV controller: binding, release, reclaim).
+//! API fidelity: [`secrets`] (`stringData`, immutable), [`protobuf`]
+//! (request bodies), [`defaults`], [`scale`], [`admission`] (Pod Security),
+//! [`reqlog`] (request log file), [`tables`] (kubectl columns, Table watches).
 //!
 //! # Behaviours
 //!
@@ -55,14 +58,16 @@
 //!   delete and go when the last finalizer is removed.
 //!
 //! Not modelled: admission webhooks,
-//! OpenAPI documents (404), protobuf, aggregated discovery (clients fall
+//! OpenAPI documents (404), protobuf responses, aggregated discovery (clients fall
 //! back), `metadata.managedFields` (server-side apply merges, and tracks
 //! field ownership only to answer 409 conflicts; see the `fields` module).
 
+mod admission;
 mod behaviours;
 mod binding;
 mod controllers;
 mod csi;
+mod defaults;
 mod discovery;
 mod error;
 mod events;
@@ -74,12 +79,18 @@ mod kubelet;
 mod meta;
 mod nodes;
 mod patch;
+mod protobuf;
+mod protobuf_schema;
+mod reqlog;
 mod resources;
+mod scale;
 mod scheduler;
+mod secrets;
 mod seed;
 mod selectors;
 mod server;
 mod store;
+mod tables;
 mod tls;
 mod watch;
 
@@ -146,6 +157,7 @@ pub struct SandboxBuilder {
     nodes: usize,
     images: Vec<(String, PathBuf)>,
     data_dir: Option<PathBuf>,
+    request_log: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SandboxBuilder {
@@ -176,6 +188,7 @@ impl Default for SandboxBuilder {
             nodes: 1,
             images: Vec::new(),
             data_dir: None,
+            request_log: None,
         }
     }
 }
@@ -237,6 +250,12 @@ impl SandboxBuilder {
     /// Seed of the fault-injection RNG.
     pub fn fault_seed(mut self, seed: u64) -> Self {
         self.fault_seed = seed;
+        self
+    }
+    /// Appends one JSON line per served request to this file (created when
+    /// missing), flushed per line; see the README's "Request log file".
+    pub fn request_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.request_log = Some(path.into());
         self
     }
     /// Registers the exec handler.
@@ -305,6 +324,7 @@ impl SandboxBuilder {
             ca_pem: pki.ca_pem.clone(),
             fields: fields::FieldOwners::default(),
             csi: driver,
+            warnings: Vec::new(),
         };
         behaviours::bootstrap(&mut state).map_err(|e| Error::Seed(e.to_string()))?;
         let node_names =
@@ -322,6 +342,15 @@ impl SandboxBuilder {
         }
         objs.extend(self.seed_objects);
         seed_into(&mut state, objs).map_err(Error::Seed)?;
+        let reqlog = match &self.request_log {
+            Some(path) => Some(
+                reqlog::RequestLog::open(path).map_err(|source| Error::Write {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let deferred = std::mem::take(&mut state.deferred);
         let shared = Arc::new(Shared {
@@ -339,6 +368,7 @@ impl SandboxBuilder {
             shutdown,
             url: url.clone(),
             kubelet: runtime,
+            reqlog,
         });
         tokio::spawn(scheduler::run(shared.clone()));
         tokio::spawn(kubelet::run(shared.clone()));

@@ -63,6 +63,8 @@ pub struct Shared {
     pub url: String,
     /// The nodes' kubelets (logs, processes).
     pub kubelet: Arc<crate::kubelet::Runtime>,
+    /// The request log file, when configured.
+    pub reqlog: Option<crate::reqlog::RequestLog>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -253,6 +255,8 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response, Dropped> {
     let req = req.map(Body::new);
+    let start = crate::reqlog::now();
+    let raw_query = req.uri().query().unwrap_or_default().to_string();
     let query = Query::parse(req.uri().query());
     let (route, mut rec) = classify(req.method(), req.uri().path(), &query);
     rec.user_agent = req
@@ -284,12 +288,18 @@ async fn handle(
                 FaultAction::Drop => return Err(Dropped),
             }
         }
-        Ok(route_request(&shared, route, &rec, query, req)
+        Ok(route_request(&shared, route, &rec, query, req, &start)
             .await
             .unwrap_or_else(|e| error_response(&e)))
     }
     .await;
     rec.status = result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+    // A started exec writes its line when the command ends.
+    if let Some(log) = &shared.reqlog
+        && !(rec.subresource == "exec" && rec.status == 101)
+    {
+        log.write(&crate::reqlog::RequestLog::line(&start, &rec, &raw_query));
+    }
     shared.log.lock().expect("log lock").push(rec);
     result
 }
@@ -300,6 +310,7 @@ async fn route_request(
     rec: &RequestRecord,
     query: Query,
     req: axum::extract::Request,
+    start: &str,
 ) -> Result<Response, ApiError> {
     let doc = |v: serde_json::Value| {
         json_response(200, Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
@@ -349,7 +360,7 @@ async fn route_request(
                 .expect("valid response"))
         }
         Route::NotFound => Err(ApiError::no_route()),
-        Route::Resource => resource_request(shared, rec, query, req).await,
+        Route::Resource => resource_request(shared, rec, query, req, start).await,
     }
 }
 
@@ -358,6 +369,7 @@ async fn resource_request(
     rec: &RequestRecord,
     query: Query,
     req: axum::extract::Request,
+    start: &str,
 ) -> Result<Response, ApiError> {
     let info = shared
         .state
@@ -380,12 +392,22 @@ async fn resource_request(
                     "attach is not supported by the sandbox",
                 ));
             }
+            let pending = shared.reqlog.as_ref().map(|log| {
+                let mut r = rec.clone();
+                r.status = 101;
+                let q = req.uri().query().unwrap_or_default();
+                crate::reqlog::PendingExec {
+                    log: log.clone(),
+                    line: crate::reqlog::RequestLog::line(start, &r, q),
+                }
+            });
             return crate::exec::exec(
                 shared.clone(),
                 req,
                 rec.namespace.clone(),
                 rec.name.clone(),
                 query,
+                pending,
             )
             .await;
         }
@@ -404,7 +426,7 @@ async fn resource_request(
                 Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
             ));
         }
-        "" | "status" => {}
+        "" | "status" | "scale" => {}
         _ => {
             return Err(ApiError::method_not_allowed(format!(
                 "the sandbox does not serve {}/{sub}",
@@ -413,6 +435,11 @@ async fn resource_request(
         }
     }
     if rec.verb == "watch" {
+        let table = req
+            .headers()
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=Table"));
         return crate::watch::watch(
             shared.clone(),
             &info,
@@ -420,6 +447,7 @@ async fn resource_request(
             &rec.namespace,
             &rec.name,
             &query,
+            table,
         );
     }
     if !sub.is_empty() && !matches!(rec.verb.as_str(), "get" | "update" | "patch") {
@@ -459,6 +487,9 @@ async fn resource_request(
         table: accept.contains("as=Table"),
     };
     let decode = |ct: &str| -> Result<serde_json::Value, ApiError> {
+        if crate::protobuf::is_protobuf(ct) {
+            return crate::protobuf::decode(&body);
+        }
         if ct.contains("protobuf") {
             return Err(ApiError::unsupported_media_type(ct));
         }
@@ -466,7 +497,23 @@ async fn resource_request(
     };
     let (reply, deferred) = {
         let mut st = shared.state.lock().expect("state lock");
+        // Warnings left by background work or seeding are not this request's.
+        st.warnings.clear();
         let r = match rec.verb.as_str() {
+            "get" if sub == "scale" => crate::scale::get(&st, &cx),
+            "update" if sub == "scale" => {
+                decode(&content_type).and_then(|b| crate::scale::update(&mut st, &cx, b))
+            }
+            "patch" if sub == "scale" => PatchKind::from_content_type(&content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(&content_type))
+                .and_then(|k| {
+                    let ct = if k == PatchKind::Apply {
+                        "application/yaml"
+                    } else {
+                        "application/json"
+                    };
+                    decode(ct).and_then(|b| crate::scale::patch(&mut st, &cx, k, b))
+                }),
             "get" => handlers::get(&st, &cx),
             "list" => handlers::list(&mut st, &cx),
             "create" => decode(&content_type).and_then(|b| handlers::create(&mut st, &cx, b)),
@@ -487,6 +534,8 @@ async fn resource_request(
             "delete" => {
                 let opts = if body.is_empty() {
                     Ok(None)
+                } else if crate::protobuf::is_protobuf(&content_type) {
+                    decode(&content_type).map(Some)
                 } else {
                     decode("application/json").map(Some)
                 };
@@ -497,11 +546,20 @@ async fn resource_request(
                 "unsupported verb {v}"
             ))),
         };
-        (r, std::mem::take(&mut st.deferred))
+        let warnings = std::mem::take(&mut st.warnings);
+        (r.map(|r| (r, warnings)), std::mem::take(&mut st.deferred))
     };
     run_deferred(shared, deferred);
-    let reply = reply?;
-    Ok(json_response(reply.code, reply.body))
+    let (reply, warnings) = reply?;
+    let mut resp = json_response(reply.code, reply.body);
+    for w in warnings {
+        // RFC 7234 warn-code 299 with the text quoted, as kube-apiserver sends it.
+        let quoted = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(h) = http::HeaderValue::from_str(&quoted) {
+            resp.headers_mut().append("warning", h);
+        }
+    }
+    Ok(resp)
 }
 
 /// Spawns the delayed behaviours.

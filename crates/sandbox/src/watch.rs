@@ -37,11 +37,19 @@ struct Watch {
     key: (String, String),
     api_version: String,
     kind: String,
+    /// Events carry one-row Tables (`kubectl get -w`).
+    table: Option<(ResourceInfo, bool)>,
 }
 
 impl Watch {
     fn line(&self, ty: &str, obj: &Obj) -> Bytes {
-        let body = served_bytes(obj, &self.api_version);
+        let body = match &self.table {
+            Some((info, full)) => Bytes::from(
+                serde_json::to_vec(&crate::tables::watch_table(info, obj, *full))
+                    .unwrap_or_default(),
+            ),
+            None => served_bytes(obj, &self.api_version),
+        };
         let mut out = Vec::with_capacity(body.len() + 32);
         out.extend_from_slice(b"{\"type\":\"");
         out.extend_from_slice(ty.as_bytes());
@@ -100,6 +108,7 @@ pub fn watch(
     namespace: &str,
     name: &str,
     query: &Query,
+    table: bool,
 ) -> Result<Response, ApiError> {
     let mut filter = Filter::from_query(query, namespace)?;
     if !name.is_empty() {
@@ -112,6 +121,7 @@ pub fn watch(
         key: info.key(),
         api_version: info.api_version(version),
         kind: info.kind.clone(),
+        table: table.then(|| (info.clone(), query.get("includeObject") == Some("Object"))),
     };
     let rv_param = query.get("resourceVersion").unwrap_or_default().to_string();
     let send_initial = query.flag("sendInitialEvents");

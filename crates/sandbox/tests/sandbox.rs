@@ -1295,3 +1295,6 @@ mod controllers;
 
 #[path = "v2/csi.rs"]
 mod csi;
+
+#[path = "v2/api.rs"]
+mod api;
