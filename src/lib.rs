@@ -33,10 +33,11 @@ pub fn main() -> ExitCode {
         }
     };
     let cli = cmd::Cli::parse_from(args);
+    output::set_verbose(cli.verbose);
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            output::print_error(&err);
             ExitCode::from(2)
         }
     }

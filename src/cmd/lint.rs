@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
 use lifeboat_core::Severity;
 
@@ -35,6 +36,11 @@ pub struct Args {
     /// Exit 1 on warnings too.
     #[arg(long)]
     pub strict: bool,
+    /// `%SRCROOT%` of the SARIF format: result URIs are relative to it
+    /// (default: the Git repository around the current directory, else the
+    /// current directory).
+    #[arg(long, value_name = "DIR")]
+    pub sarif_root: Option<PathBuf>,
     /// Color the human format: auto (when stdout is a terminal), always, never.
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
@@ -70,6 +76,14 @@ pub fn report(checked: &policies::Checked) -> LintReport {
     }
 }
 
+/// The root of the Git repository (work tree) holding `dir`, else `dir`.
+fn repository_root(dir: &std::path::Path) -> PathBuf {
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .unwrap_or(dir)
+        .to_path_buf()
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = check(&args.paths)?;
     let text = match args.format {
@@ -82,7 +96,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             render::human(&report, color)
         }
         Format::Json => format!("{:#}\n", render::json(&report)),
-        Format::Sarif => format!("{:#}\n", render::sarif(&report)),
+        Format::Sarif => {
+            let cwd = std::env::current_dir()
+                .context("cannot read the current directory (for SARIF's %SRCROOT%)")?;
+            let root = args
+                .sarif_root
+                .clone()
+                .unwrap_or_else(|| repository_root(&cwd));
+            format!("{:#}\n", render::sarif(&report, &root, &cwd))
+        }
         Format::Github => render::github(&report),
     };
     crate::output::print(&text)?;

@@ -20,6 +20,10 @@ pub mod schema;
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Print every cause of an error, object storage providers' responses
+    /// included.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args as ClapArgs, ValueEnum};
 use lifeboat_controller::catalog::{self, Locations};
 use lifeboat_controller::locations::Secrets;
@@ -56,18 +56,33 @@ pub struct Args {
     pub git: GitArgs,
 }
 
+/// What a plan found, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    NoChanges,
+    Changes,
+    /// The planned revision does not validate: a finding (exit 1), in every
+    /// mode, after the report was printed.
+    Invalid,
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let detailed = args.detailed_exitcode;
     match crate::runtime()?.block_on(run_async(args)) {
-        Ok(changes) if detailed && changes => Ok(ExitCode::from(2)),
+        Ok(Outcome::Invalid) => Ok(ExitCode::from(1)),
+        Ok(Outcome::Changes) if detailed => Ok(ExitCode::from(2)),
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(e) if detailed => {
-            eprintln!("error: {e:#}");
+            crate::output::print_error(&e);
             Ok(ExitCode::from(1))
         }
         Err(e) => Err(e),
     }
 }
+
+/// How many first-parent ancestors are searched for the last valid
+/// revision when the planned one does not validate.
+const HISTORY_DEPTH: usize = 50;
 
 /// Where revisions come from.
 enum Revisions<'a> {
@@ -78,48 +93,81 @@ enum Revisions<'a> {
     Remote(Mirror),
 }
 
+/// One loaded revision.
+struct Revision {
+    /// `main (0123456789ab)`, or the directory of a working tree.
+    label: String,
+    /// The commit's abbreviated SHA (none for a working tree).
+    short: Option<String>,
+    checked: policies::Checked,
+}
+
+impl Revision {
+    /// The short SHA, else the label.
+    fn name(&self) -> &str {
+        self.short.as_deref().unwrap_or(&self.label)
+    }
+}
+
 /// Loads one revision (`None`: the working tree of a local directory).
 fn load_revision(
     source: &Revisions<'_>,
     rev: Option<&str>,
     scratch: &Path,
-) -> anyhow::Result<(String, policies::Checked)> {
+) -> anyhow::Result<Revision> {
     let short = |sha: &str| sha[..sha.len().min(12)].to_string();
-    let (label, root) = match (source, rev) {
-        (Revisions::Local(dir), None) => (dir.display().to_string(), dir.to_path_buf()),
+    let (label, sha, root) = match (source, rev) {
+        (Revisions::Local(dir), None) => (dir.display().to_string(), None, dir.to_path_buf()),
         (Revisions::Local(dir), Some(rev)) => {
             let out = scratch.join(format!("rev-{}", scratch_name(rev)));
             let sha = lifeboat_git::checkout_local(dir, rev, &out)?;
-            (format!("{rev} ({})", short(&sha)), out)
+            (format!("{rev} ({})", short(&sha)), Some(short(&sha)), out)
         }
         (Revisions::Remote(m), rev) => {
             let rev = rev.unwrap_or("HEAD");
             let sha = m.resolve_remote(rev)?;
             let out = scratch.join(&sha);
             m.checkout(&sha, &out)?;
-            (format!("{rev} ({})", short(&sha)), out)
+            (format!("{rev} ({})", short(&sha)), Some(short(&sha)), out)
         }
     };
     let read = files::read_tree(&root)?;
-    Ok((label, policies::check_files(&read)))
+    Ok(Revision {
+        label,
+        short: sha,
+        checked: policies::check_files(&read),
+    })
+}
+
+/// The newest revision at or before `from` (first parents only, as a
+/// controller following the branch saw them) that validates: what a
+/// controller keeps acting on. `None` when none of the last
+/// [`HISTORY_DEPTH`] does, or there is no history (a plain directory).
+fn last_valid(
+    source: &Revisions<'_>,
+    from: &str,
+    skip_first: bool,
+    scratch: &Path,
+) -> Option<Revision> {
+    for depth in usize::from(skip_first)..HISTORY_DEPTH {
+        let rev = if depth == 0 {
+            from.to_string()
+        } else {
+            format!("{from}~{depth}")
+        };
+        // The end of the history, or no Git repository: stop looking.
+        let revision = load_revision(source, Some(&rev), scratch).ok()?;
+        if revision.checked.is_valid() {
+            return Some(revision);
+        }
+    }
+    None
 }
 
 fn scratch_name(rev: &str) -> String {
     rev.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
-}
-
-fn refuse_invalid(label: &str, checked: &policies::Checked) -> anyhow::Result<()> {
-    if checked.is_valid() {
-        return Ok(());
-    }
-    let report = crate::cmd::lint::report(checked);
-    eprint!("{}", crate::render::human(&report, false));
-    bail!(
-        "the policies at {label} have {} error(s): a controller would keep acting on its last valid revision",
-        checked.count(lifeboat_core::Severity::Error)
-    )
 }
 
 async fn observe(
@@ -147,7 +195,7 @@ async fn observe(
     (observation.observed, Vec::new())
 }
 
-async fn run_async(args: Args) -> anyhow::Result<bool> {
+async fn run_async(args: Args) -> anyhow::Result<Outcome> {
     let repo = args.git.repo.clone().unwrap_or_else(|| ".".into());
     let local_dir = PathBuf::from(&repo);
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
@@ -165,10 +213,23 @@ async fn run_async(args: Args) -> anyhow::Result<bool> {
         (Revisions::Remote(_), None) => Some(args.git.branch.clone()),
         (Revisions::Local(_), None) => None,
     };
-    let (head_label, head) = load_revision(&source, head_rev.as_deref(), scratch.path())?;
-    refuse_invalid(&head_label, &head)?;
-    let cluster = crate::context::cluster_name(&head.set, args.cluster.as_deref())?;
+    let head = load_revision(&source, head_rev.as_deref(), scratch.path())?;
     let now = args.now.unwrap_or_else(jiff::Timestamp::now);
+    if !head.checked.is_valid() {
+        return invalid(
+            &args,
+            &source,
+            head_rev.as_deref(),
+            head,
+            now,
+            scratch.path(),
+        )
+        .await;
+    }
+    let head_label = head.label.clone();
+    let diagnostics = json_diagnostics(&head.checked);
+    let head = head.checked;
+    let cluster = crate::context::cluster_name(&head.set, args.cluster.as_deref())?;
     let (observed, offline_notes) = observe(&head.set, &cluster, now, args.offline).await;
     let options = PlanOptions::default();
     let mut head_plan = plan::plan(&head.set, &observed, &cluster, now, &options);
@@ -180,14 +241,21 @@ async fn run_async(args: Args) -> anyhow::Result<bool> {
             Format::Markdown => crate::render::plan::markdown(&head_plan),
             Format::Json => format!(
                 "{:#}\n",
-                serde_json::json!({ "revision": head_label, "plan": head_plan })
+                serde_json::json!({
+                    "revision": head_label,
+                    "valid": true,
+                    "diagnostics": diagnostics,
+                    "plan": head_plan,
+                })
             ),
         };
         crate::output::print(&text)?;
-        return Ok(!head_plan.is_empty());
+        return Ok(changes(!head_plan.is_empty()));
     };
 
-    let (base_label, base) = load_revision(&source, Some(base_rev), scratch.path())?;
+    let base = load_revision(&source, Some(base_rev), scratch.path())?;
+    let base_label = base.label;
+    let base = base.checked;
     if !base.is_valid() {
         eprintln!(
             "warning: the base {base_label} has {} error(s); comparing with its valid documents only",
@@ -204,11 +272,101 @@ async fn run_async(args: Args) -> anyhow::Result<bool> {
             serde_json::json!({
                 "base": base_label,
                 "revision": head_label,
+                "valid": true,
+                "diagnostics": diagnostics,
                 "change": change,
                 "plan": head_plan,
             })
         ),
     };
     crate::output::print(&text)?;
-    Ok(!change.is_empty())
+    Ok(changes(!change.is_empty()))
+}
+
+fn changes(any: bool) -> Outcome {
+    if any {
+        Outcome::Changes
+    } else {
+        Outcome::NoChanges
+    }
+}
+
+/// The diagnostics of a revision as `lifeboat lint --format json` writes them.
+fn json_diagnostics(checked: &policies::Checked) -> serde_json::Value {
+    crate::render::json(&crate::cmd::lint::report(checked))["diagnostics"].take()
+}
+
+/// Reports a revision that does not validate: its diagnostics, then the
+/// plan of the revision a controller keeps acting on (the base when it
+/// validates, else the newest valid ancestor), in the chosen format.
+async fn invalid(
+    args: &Args,
+    source: &Revisions<'_>,
+    head_rev: Option<&str>,
+    head: Revision,
+    now: jiff::Timestamp,
+    scratch: &Path,
+) -> anyhow::Result<Outcome> {
+    let mut base_label = None;
+    let acting = match (&args.base, head_rev) {
+        (Some(base), _) => {
+            let revision = load_revision(source, Some(base), scratch)?;
+            base_label = Some(revision.label.clone());
+            if revision.checked.is_valid() {
+                Some(revision)
+            } else {
+                last_valid(source, base, true, scratch)
+            }
+        }
+        // A working tree: its last commit may well validate.
+        (None, None) => last_valid(source, "HEAD", false, scratch),
+        (None, Some(rev)) => last_valid(source, rev, true, scratch),
+    };
+    let cluster = match (&args.cluster, &acting) {
+        (Some(name), _) => Some(name.clone()),
+        (None, Some(valid)) => Some(crate::context::cluster_name(&valid.checked.set, None)?),
+        (None, None) => crate::context::cluster_name(&head.checked.set, None).ok(),
+    };
+    let plan = match (&acting, &cluster) {
+        (Some(valid), Some(cluster)) => {
+            let (observed, notes) = observe(&valid.checked.set, cluster, now, args.offline).await;
+            let mut plan = plan::plan(
+                &valid.checked.set,
+                &observed,
+                cluster,
+                now,
+                &PlanOptions::default(),
+            );
+            plan.notes.extend(notes);
+            Some(plan)
+        }
+        _ => None,
+    };
+    let report = crate::cmd::lint::report(&head.checked);
+    let view = crate::render::plan::Invalid {
+        revision: &head.label,
+        change: args.base.is_some(),
+        report: &report,
+        cluster: cluster.as_deref(),
+        acting_on: acting.as_ref().map(|r| (r.name(), r.label.as_str())),
+        plan: plan.as_ref(),
+    };
+    let text = match args.format {
+        Format::Text => crate::render::plan::invalid_text(&view),
+        Format::Markdown => crate::render::plan::invalid_markdown(&view),
+        Format::Json => format!(
+            "{:#}\n",
+            serde_json::json!({
+                "base": base_label,
+                "revision": head.label,
+                "valid": false,
+                "diagnostics": json_diagnostics(&head.checked),
+                "summary": crate::render::plan::invalid_summary(&view),
+                "lastValidRevision": acting.as_ref().map(|r| r.label.clone()),
+                "plan": plan,
+            })
+        ),
+    };
+    crate::output::print(&text)?;
+    Ok(Outcome::Invalid)
 }

@@ -8,7 +8,7 @@ use clap::{Args as ClapArgs, ValueEnum};
 use lifeboat_controller::jobs::{RestoreJob, run_restore};
 use lifeboat_core::load::PolicySet;
 use lifeboat_core::{AccessMode, Exclude, ExistingResources, Include, NamespacePattern};
-use lifeboat_kube::restore::{Progress, RestoreOptions};
+use lifeboat_kube::restore::{Progress, RestoreError, RestoreOptions};
 use lifeboat_kube::select::Selection;
 use lifeboat_kube::transform::Transform;
 use lifeboat_store::{Repository, RestoreAction, RestorePhase};
@@ -148,6 +148,23 @@ async fn find_backup(
     }
 }
 
+/// True when `e` says the restore itself failed or was refused (exit 1),
+/// as opposed to an unreachable cluster or store (exit 2).
+fn is_restore_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<RestoreError>(),
+            Some(
+                RestoreError::Verify(_)
+                    | RestoreError::Read(_)
+                    | RestoreError::InvalidObject { .. }
+            )
+        ) || cause
+            .downcast_ref::<lifeboat_store::StoreError>()
+            .is_some_and(lifeboat_store::StoreError::is_integrity)
+    })
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(run_async(args))
 }
@@ -235,7 +252,17 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     };
     let record = run_restore(&client, &repository, &job, &progress, jiff::Timestamp::now).await;
     reporter.finish();
-    let record = record?;
+    let record = match record {
+        Ok(record) => record,
+        // A restore that was refused (the backup failed verification) or
+        // that failed part-way is a finding (exit 1), not a usage or I/O
+        // error; so is an integrity failure found while opening it.
+        Err(e) if is_restore_failure(&e) => {
+            crate::output::print_error(&e);
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e),
+    };
     if access == AccessMode::ReadOnly {
         eprintln!("note: `{location}` is ReadOnly, so the restore record was not written");
     }

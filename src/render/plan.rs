@@ -4,9 +4,12 @@
 
 use std::fmt::Write as _;
 
+use lifeboat_core::Severity;
 use lifeboat_core::plan::{
     Action, Change, ChangeType, Plan, PolicyFacts, RestoreFactState, RpoStatus,
 };
+
+use super::LintReport;
 
 /// Counts of a plan's actions, as a phrase: "2 backups, 3 prunes".
 pub fn counts(actions: &[Action]) -> String {
@@ -358,5 +361,114 @@ pub fn change_markdown(change: &Change, head: &Plan) -> String {
         &format!("Plan at the new revision: {}", counts(&head.actions)),
         &plan_markdown_body(head),
     );
+    out
+}
+
+/// A revision that does not validate, and what a controller does instead.
+#[derive(Debug)]
+pub struct Invalid<'a> {
+    /// The revision planned.
+    pub revision: &'a str,
+    /// True for a change (`--base`), false for a revision on its own.
+    pub change: bool,
+    pub report: &'a LintReport,
+    pub cluster: Option<&'a str>,
+    /// The revision a controller keeps acting on: (short SHA, label).
+    pub acting_on: Option<(&'a str, &'a str)>,
+    /// The plan of that revision.
+    pub plan: Option<&'a Plan>,
+}
+
+/// "❌ this change does not validate: 2 errors; a controller keeps acting on
+/// 0123456789ab".
+pub fn invalid_summary(v: &Invalid<'_>) -> String {
+    let errors = v.report.count(Severity::Error);
+    let what = if v.change { "change" } else { "revision" };
+    let fallback = match v.acting_on {
+        Some((sha, _)) => format!("a controller keeps acting on {sha}"),
+        None => "no earlier revision validates, so a controller has nothing to act on".into(),
+    };
+    format!(
+        "❌ this {what} does not validate: {errors} error{}; {fallback}",
+        if errors == 1 { "" } else { "s" }
+    )
+}
+
+/// `file:line:column` of a diagnostic, as far as it is known.
+fn location(d: &lifeboat_core::Diagnostic) -> String {
+    match (&d.file, d.span) {
+        (Some(f), Some(s)) => format!("{f}:{}:{}", s.line, s.column),
+        (Some(f), None) => f.clone(),
+        (None, _) => "(no file)".into(),
+    }
+}
+
+/// An invalid revision for a terminal: the diagnostics with code frames,
+/// the summary, then the plan a controller keeps acting on.
+pub fn invalid_text(v: &Invalid<'_>) -> String {
+    let mut out = super::human(v.report, false);
+    let _ = writeln!(out, "\n{}", invalid_summary(v));
+    if let (Some((_, label)), Some(plan)) = (v.acting_on, v.plan) {
+        let _ = writeln!(out, "\nthe plan at the last valid revision {label}:");
+        out.push_str(&text(plan));
+    }
+    out
+}
+
+/// An invalid revision as a pull-request comment: the summary, every
+/// diagnostic with its place and rule, then the plan a controller keeps
+/// acting on (folded).
+pub fn invalid_markdown(v: &Invalid<'_>) -> String {
+    let mut out = String::new();
+    let on = v.cluster.map(|c| format!(" on `{c}`")).unwrap_or_default();
+    let _ = writeln!(out, "**lifeboat{on}: {}**\n", invalid_summary(v));
+    let _ = writeln!(
+        out,
+        "### ❌ Diagnostics at {}: {}\n",
+        v.revision,
+        v.report.summary()
+    );
+    for d in &v.report.diagnostics {
+        let icon = match d.severity {
+            Severity::Error => "❌",
+            Severity::Warning => "⚠️",
+            Severity::Info => "ℹ️",
+        };
+        let _ = writeln!(
+            out,
+            "- {icon} `{}` [{} {}]({}): {}",
+            location(d),
+            d.code.id(),
+            d.code.name(),
+            super::docs_url(d.code),
+            d.message
+        );
+        if let Some(help) = &d.help {
+            let _ = writeln!(out, "  help: {help}");
+        }
+    }
+    out.push('\n');
+    details(
+        &mut out,
+        "Code frames",
+        &format!("```text\n{}```", super::human(v.report, false)),
+    );
+    match (v.acting_on, v.plan) {
+        (Some((_, label)), Some(plan)) => details(
+            &mut out,
+            &format!(
+                "Plan at the last valid revision {label}: {}",
+                counts(&plan.actions)
+            ),
+            &plan_markdown_body(plan),
+        ),
+        (Some((_, label)), None) => {
+            let _ = writeln!(
+                out,
+                "> The last valid revision is {label}; name the cluster (`--cluster`) to see its plan."
+            );
+        }
+        (None, _) => {}
+    }
     out
 }

@@ -1,6 +1,14 @@
 //! SARIF 2.1.0 output, for GitHub code scanning and other SARIF viewers.
 //! Columns are counted in Unicode code points (`columnKind`), as lifeboat
 //! counts them everywhere.
+//!
+//! Every `artifactLocation.uri` is relative to `%SRCROOT%` (the repository
+//! root, or `--sarif-root`), whether the paths were given relative or
+//! absolute: code scanning places a result only by a path inside the
+//! repository. A file outside the root keeps an absolute `file://` URI and no
+//! base.
+
+use std::path::{Component, Path, PathBuf};
 
 use lifeboat_core::{Code, Diagnostic, Severity};
 use serde_json::{Value, json};
@@ -28,7 +36,70 @@ fn fingerprint(d: &Diagnostic) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-pub fn sarif(report: &LintReport) -> Value {
+/// `path` without `.` and with `..` applied, lexically (the file may be gone).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// An absolute, symlink-free form of `path` as seen from `cwd`.
+fn absolute(cwd: &Path, path: &Path) -> PathBuf {
+    let joined = normalize(&cwd.join(path));
+    joined.canonicalize().unwrap_or(joined)
+}
+
+/// Where a diagnostic's file is: relative to `root` (with `/`), or an
+/// absolute `file://` URI when it lies outside.
+fn artifact_location(file: &str, root: &Path, cwd: &Path) -> Value {
+    let path = absolute(cwd, Path::new(file));
+    match path.strip_prefix(root) {
+        Ok(relative) => {
+            let parts: Vec<String> = relative
+                .components()
+                .map(|c| percent_encode(&c.as_os_str().to_string_lossy()))
+                .collect();
+            json!({ "uri": parts.join("/"), "uriBaseId": "%SRCROOT%" })
+        }
+        Err(_) => json!({ "uri": file_uri(&path) }),
+    }
+}
+
+/// `file:///abs/path` for an absolute directory.
+fn file_uri(dir: &Path) -> String {
+    let parts: Vec<String> = dir
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .map(|c| percent_encode(&c.as_os_str().to_string_lossy()))
+        .collect();
+    format!("file:///{}", parts.join("/"))
+}
+
+/// Escapes what a URI path segment cannot hold as it is (RFC 3986).
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The SARIF log of `report`; `root` is `%SRCROOT%` and `cwd` the directory
+/// relative file names are relative to.
+pub fn sarif(report: &LintReport, root: &Path, cwd: &Path) -> Value {
+    let root = absolute(cwd, root);
     let rules: Vec<Value> = Code::ALL
         .iter()
         .map(|c| {
@@ -58,7 +129,7 @@ pub fn sarif(report: &LintReport) -> Value {
             });
             if let Some(file) = &d.file {
                 let mut physical = json!({
-                    "artifactLocation": { "uri": file.replace('\\', "/"), "uriBaseId": "%SRCROOT%" },
+                    "artifactLocation": artifact_location(file, &root, cwd),
                 });
                 if let Some(s) = d.span {
                     physical["region"] = json!({
@@ -84,6 +155,9 @@ pub fn sarif(report: &LintReport) -> Value {
                     "informationUri": env!("CARGO_PKG_REPOSITORY"),
                     "rules": rules,
                 }
+            },
+            "originalUriBaseIds": {
+                "%SRCROOT%": { "uri": format!("{}/", file_uri(&root)) },
             },
             "columnKind": "unicodeCodePoints",
             "results": results,

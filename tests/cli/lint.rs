@@ -344,3 +344,95 @@ fn every_code_has_a_documentation_page_and_an_index_entry() {
         );
     }
 }
+
+/// The URIs of a SARIF log's results.
+fn sarif_uris(out: &str) -> Vec<(String, Option<String>)> {
+    let v: Value = serde_json::from_str(out).unwrap();
+    v["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let loc = &r["locations"][0]["physicalLocation"]["artifactLocation"];
+            (
+                loc["uri"].as_str().unwrap().to_string(),
+                loc["uriBaseId"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sarif_uris_are_relative_to_the_repository_root_also_for_absolute_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    std::fs::create_dir_all(repo.join("policies/team a")).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/lint/rule-invalid-schedule.yaml"),
+        repo.join("policies/team a/bad.yaml"),
+    )
+    .unwrap();
+    let expected = vec![(
+        "policies/team%20a/bad.yaml".to_string(),
+        Some("%SRCROOT%".to_string()),
+    )];
+    let absolute = repo.join("policies");
+    let absolute = absolute.to_str().unwrap();
+
+    // Absolute paths, run inside the repository: the root is found by `.git`.
+    let (code, out, err) = run(
+        &["lint", absolute, "--format", "sarif"],
+        Some(&repo.join("policies")),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(sarif_uris(&out), expected, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let base = v["runs"][0]["originalUriBaseIds"]["%SRCROOT%"]["uri"]
+        .as_str()
+        .unwrap();
+    assert!(
+        base.starts_with("file:///") && base.ends_with("/repo/"),
+        "{base}"
+    );
+
+    // Relative paths from a subdirectory mean the same files.
+    let (_, out, _) = run(
+        &["lint", "team a", "--format", "sarif"],
+        Some(&repo.join("policies")),
+    );
+    assert_eq!(sarif_uris(&out), expected, "{out}");
+
+    // From elsewhere, --sarif-root names the root.
+    let (_, out, _) = run(
+        &[
+            "lint",
+            absolute,
+            "--format",
+            "sarif",
+            "--sarif-root",
+            repo.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(sarif_uris(&out), expected, "{out}");
+    let (_, out, _) = run(
+        &[
+            "lint",
+            absolute,
+            "--format",
+            "sarif",
+            "--sarif-root",
+            repo.join("policies").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        sarif_uris(&out),
+        vec![(
+            "team%20a/bad.yaml".to_string(),
+            Some("%SRCROOT%".to_string())
+        )],
+        "{out}"
+    );
+}

@@ -7,6 +7,8 @@ mod lint;
 mod plan;
 mod sandbox;
 mod schema;
+mod storage;
+mod verify;
 
 use std::path::{Path, PathBuf};
 

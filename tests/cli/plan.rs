@@ -550,3 +550,146 @@ fn the_demo_backs_up_loses_a_namespace_restores_and_verifies() {
     assert_eq!(code, 2);
     assert!(err.contains("not empty"), "{err}");
 }
+
+/// A repository whose `main` validates and whose HEAD (one commit on top)
+/// breaks the schedule: the pull request of issue 15.
+fn invalid_change(dir: &Path) -> (std::path::PathBuf, String) {
+    let (work, storage) = (dir.join("work"), dir.join("storage"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&storage).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    std::fs::write(work.join("lifeboat.yaml"), policies(&storage, 7)).unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "nightly backups"]);
+    let base = git(&work, &["rev-parse", "--short=12", "HEAD"]);
+    let broken = policies(&storage, 7).replace("'0 2 * * *'", "'61 2 * * *'");
+    std::fs::write(work.join("lifeboat.yaml"), broken).unwrap();
+    git(&work, &["commit", "-q", "-am", "back up at 02:61"]);
+    (work, base)
+}
+
+#[test]
+fn an_invalid_change_renders_its_diagnostics_and_the_plan_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (work, base) = invalid_change(dir.path());
+    let head = git(&work, &["rev-parse", "--short=12", "HEAD"]);
+    let w = work.to_str().unwrap();
+    let args = |format: &'static str, extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "plan",
+            "--repo",
+            w,
+            "--base",
+            "main",
+            "--ref",
+            "HEAD",
+            "--offline",
+            "--now",
+            "2026-03-14T03:00:00Z",
+            "--format",
+            format,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run_owned = |v: Vec<String>| run(&v.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    let redact = |s: &str| {
+        s.replace(&base, "[BASE]")
+            .replace(&head, "[HEAD]")
+            .replace(dir.path().to_str().unwrap(), "[TMP]")
+    };
+
+    let (code, md, err) = run_owned(args("markdown", &[]));
+    assert_eq!(code, 1, "an invalid change is a finding\n{md}{err}");
+    assert!(
+        md.starts_with(&format!(
+            "**lifeboat on `prod`: ❌ this change does not validate: 1 error; a controller keeps acting on {base}**"
+        )),
+        "{md}"
+    );
+    assert!(
+        md.contains("`lifeboat.yaml:16:13` [LB103 invalid-schedule]"),
+        "{md}"
+    );
+    assert!(md.contains("minute 61 is out of range 0–59"), "{md}");
+    assert!(
+        md.contains("Plan at the last valid revision main"),
+        "the base's plan follows:\n{md}"
+    );
+    insta::assert_snapshot!("invalid_change_markdown", redact(&md));
+
+    // --detailed-exitcode keeps terraform's convention: 1 is an error.
+    let (code, _, _) = run_owned(args("markdown", &["--detailed-exitcode"]));
+    assert_eq!(code, 1);
+
+    let (code, json, err) = run_owned(args("json", &["--detailed-exitcode"]));
+    assert_eq!(code, 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["diagnostics"][0]["code"], "LB103");
+    assert_eq!(v["diagnostics"][0]["line"], 16);
+    assert_eq!(v["plan"]["cluster"], "prod");
+    insta::assert_snapshot!("invalid_change_json", redact(&json));
+
+    let (code, text, _) = run_owned(args("text", &[]));
+    assert_eq!(code, 1);
+    assert!(text.contains("LB103(invalid-schedule)"), "{text}");
+    assert!(
+        text.contains("the plan at the last valid revision main"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_invalid_revision_without_base_falls_back_to_its_newest_valid_ancestor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (work, base) = invalid_change(dir.path());
+    let w = work.to_str().unwrap();
+    let common = [
+        "plan",
+        "--repo",
+        w,
+        "--offline",
+        "--now",
+        "2026-03-14T03:00:00Z",
+    ];
+    // The committed HEAD, and the working tree (which is HEAD here).
+    for extra in [&["--ref", "HEAD"][..], &[][..]] {
+        let (code, out, err) = run(&[&common[..], extra, &["--format", "json"]].concat(), None);
+        assert_eq!(code, 1, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["valid"], false, "{out}");
+        assert!(
+            v["lastValidRevision"].as_str().unwrap().contains(&base),
+            "{out}"
+        );
+        assert!(
+            v["summary"].as_str().unwrap().starts_with(
+                "❌ this revision does not validate: 1 error; a controller keeps acting on"
+            ),
+            "{out}"
+        );
+        assert_eq!(v["plan"]["actions"][0]["type"], "Backup", "{out}");
+    }
+    // A directory without history has nothing to fall back on.
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::copy(work.join("lifeboat.yaml"), plain.join("lifeboat.yaml")).unwrap();
+    let (code, out, err) = run(
+        &[
+            "plan",
+            "--repo",
+            plain.to_str().unwrap(),
+            "--offline",
+            "--format",
+            "markdown",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("no earlier revision validates"), "{out}");
+    assert!(out.contains("LB103"), "{out}");
+}

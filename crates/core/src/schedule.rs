@@ -153,7 +153,7 @@ impl Schedule {
             .build();
         let parsed = parser.parse(expr).map_err(|e| ScheduleError::InvalidCron {
             expr: expr.to_string(),
-            reason: cron_reason(&e),
+            reason: out_of_range(expr).unwrap_or_else(|| cron_reason(&e)),
         })?;
         let time_zone = time_zone(tz)?;
         let times_of_day: Vec<i64> = (0..24u32)
@@ -399,6 +399,45 @@ fn time_of_day(secs: i64) -> Time {
         .unwrap_or(Time::midnight())
 }
 
+/// The five fields of a cron expression: name and allowed range. Day of
+/// week allows 7 for Sunday, as croner (and Vixie cron) do.
+const FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+];
+
+/// "minute 61 is out of range 0–59" for the first number outside its
+/// field's range, so the message names the field, the value and the range
+/// rather than croner's "Number out of bounds". Steps (`*/90`) and names
+/// (`MON`, `JAN`) are left to croner; `None` when every number is in range.
+fn out_of_range(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != FIELDS.len() {
+        return None;
+    }
+    for (field, (name, lo, hi)) in fields.iter().zip(FIELDS) {
+        for part in field.split(',') {
+            let values = part.split('/').next().unwrap_or_default();
+            // `5#2` (the second Friday) and `15W` carry a qualifier after the value.
+            let values = values.split('#').next().unwrap_or_default();
+            for value in values.split('-') {
+                let digits = value.trim_end_matches(['W', 'w', 'L', 'l']);
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                match digits.parse::<u32>() {
+                    Ok(n) if (lo..=hi).contains(&n) => {}
+                    _ => return Some(format!("{name} {digits} is out of range {lo}–{hi}")),
+                }
+            }
+        }
+    }
+    None
+}
+
 /// croner's reason, without its type-name prefixes.
 fn cron_reason(e: &croner::errors::CronError) -> String {
     use croner::errors::CronError as E;
@@ -437,6 +476,33 @@ mod tests {
 
     fn hours(h: f64) -> SignedDuration {
         SignedDuration::from_secs_f64(h * 3600.0)
+    }
+
+    #[rstest]
+    #[case("61 2 * * *", "minute 61 is out of range 0–59")]
+    #[case("0 24 * * *", "hour 24 is out of range 0–23")]
+    #[case("0 2 0 * *", "day of month 0 is out of range 1–31")]
+    #[case("0 2 1-32 * *", "day of month 32 is out of range 1–31")]
+    #[case("0 2 * 13 *", "month 13 is out of range 1–12")]
+    #[case("0 2 * * 1,8", "day of week 8 is out of range 0–7")]
+    #[case("5,70/5 2 * * *", "minute 70 is out of range 0–59")]
+    fn an_out_of_range_field_is_named_with_its_range(#[case] cron: &str, #[case] reason: &str) {
+        match Schedule::parse(cron, "UTC") {
+            Err(ScheduleError::InvalidCron { reason: r, .. }) => assert_eq!(r, reason),
+            other => panic!("{cron}: {other:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case("0 2 * * 7")]
+    #[case("59 23 31 12 0")]
+    #[case("0 2 L * *")]
+    #[case("0 2 * * 5#2")]
+    #[case("0 2 15W * *")]
+    #[case("*/20 0-23 1-31 JAN-DEC MON-SUN")]
+    fn numbers_at_the_ends_of_their_ranges_are_accepted(#[case] cron: &str) {
+        Schedule::parse(cron, "UTC").unwrap();
+        assert_eq!(out_of_range(cron), None);
     }
 
     #[rstest]

@@ -162,13 +162,14 @@ impl RestoreOutcome {
 /// Why a restore did not run (per-object failures are lines, not errors).
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The archive failed verification before anything was applied. The
+    /// message holds no copy of the cause: callers print the source chain.
     #[error(
-        "the backup failed verification, so nothing was restored: {0}. Check that the \
-         repository's identities (age secret keys) match the backup's recipients, run \
-         `lifeboat backup verify`, or restore from another backup"
+        "the backup failed verification, so nothing was restored; run `lifeboat backups \
+         verify <backup>` to see every damaged file, or restore from another backup"
     )]
     Verify(#[source] StoreError),
-    #[error("reading the backup archive failed, nothing more was applied: {0}")]
+    #[error("reading the backup archive failed, nothing more was applied")]
     Read(#[source] StoreError),
     #[error(
         "the archive entry {path} is not a Kubernetes object ({reason}); the backup is \

@@ -7,13 +7,22 @@
 //! Tests register an [`ExecHandler`] that maps (pod, container, command)
 //! to stdout, stderr and an exit code. Without one, every command exits 0
 //! with no output. Stdin and TTY resizing are accepted and ignored.
+//!
+//! The WebSocket handshake (RFC 6455) is answered here and the upgraded
+//! connection driven by tokio-tungstenite, the same version kube's client
+//! uses, so the build carries one tungstenite.
 
 use std::sync::Arc;
 
-use axum::extract::FromRequest;
-use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::response::Response;
+use futures::SinkExt;
+use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use crate::error::ApiError;
 use crate::handlers::Query;
@@ -114,9 +123,8 @@ pub async fn exec(
                 .ok_or_else(|| ApiError::bad_request(format!("pod {pod} has no containers")))?,
         }
     };
-    let ws = WebSocketUpgrade::from_request(req, &())
-        .await
-        .map_err(|_| ApiError::bad_request("Upgrade request required"))?;
+    let (accept, protocol) = handshake(&req)?;
+    let on_upgrade = hyper::upgrade::on(req);
     let request = ExecRequest {
         namespace,
         pod,
@@ -124,37 +132,90 @@ pub async fn exec(
         command,
     };
     let handler = shared.exec.read().expect("exec lock").clone();
-    Ok(ws
-        .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
-        .on_upgrade(move |mut socket| async move {
-            let out = match handler {
-                Some(h) => h(&request),
-                None => ExecOutput::default(),
-            };
-            if let Some(log) = log {
-                log.finish(out.exit_code);
-            }
-            let frame = |ch: u8, data: &[u8]| {
-                let mut v = Vec::with_capacity(data.len() + 1);
-                v.push(ch);
-                v.extend_from_slice(data);
-                Message::Binary(v.into())
-            };
-            if !out.stdout.is_empty() {
-                let _ = socket.send(frame(1, &out.stdout)).await;
-            }
-            if !out.stderr.is_empty() {
-                let _ = socket.send(frame(2, &out.stderr)).await;
-            }
-            let st = serde_json::to_vec(&status(&out, &request.command)).unwrap_or_default();
-            let _ = socket.send(frame(3, &st)).await;
-            // A normal closure (1000): kubectl reports a close without a
-            // status code (1005) as an error.
-            let _ = socket
-                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                    code: 1000,
-                    reason: "".into(),
-                })))
-                .await;
-        }))
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        let out = match handler {
+            Some(h) => h(&request),
+            None => ExecOutput::default(),
+        };
+        if let Some(log) = log {
+            log.finish(out.exit_code);
+        }
+        let frame = |ch: u8, data: &[u8]| {
+            let mut v = Vec::with_capacity(data.len() + 1);
+            v.push(ch);
+            v.extend_from_slice(data);
+            Message::Binary(v.into())
+        };
+        if !out.stdout.is_empty() {
+            let _ = socket.send(frame(1, &out.stdout)).await;
+        }
+        if !out.stderr.is_empty() {
+            let _ = socket.send(frame(2, &out.stderr)).await;
+        }
+        let st = serde_json::to_vec(&status(&out, &request.command)).unwrap_or_default();
+        let _ = socket.send(frame(3, &st)).await;
+        // A normal closure (1000): kubectl reports a close without a
+        // status code (1005) as an error.
+        let _ = socket
+            .close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    });
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|_| ApiError::bad_request("bad key"))?,
+    );
+    if let Some(p) = protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    Ok(response)
+}
+
+/// The subprotocols served, preferred first (kubelet's order).
+const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+/// Checks a WebSocket upgrade request; returns the `Sec-WebSocket-Accept`
+/// value and the chosen subprotocol (none when the client offers none we
+/// speak, as kubelet then falls back to its oldest protocol).
+fn handshake(req: &axum::extract::Request) -> Result<(String, Option<&'static str>), ApiError> {
+    let h = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .unwrap_or_default()
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    if !has(header::CONNECTION, "upgrade")
+        || !has(header::UPGRADE, "websocket")
+        || h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13")
+    {
+        return Err(ApiError::bad_request("Upgrade request required"));
+    }
+    let key = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| ApiError::bad_request("Upgrade request required"))?;
+    let offered: Vec<String> = h
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or_default().split(','))
+        .map(|t| t.trim().to_string())
+        .collect();
+    let protocol = PROTOCOLS
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o == p));
+    Ok((derive_accept_key(key.as_bytes()), protocol))
 }

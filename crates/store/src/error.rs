@@ -5,6 +5,18 @@
 
 use std::io;
 
+use crate::diagnose::{Cause, Explained, endpoint};
+
+fn explained(op: &str, path: &str, cause: Option<&Cause>, endpoint: Option<&str>) -> String {
+    Explained {
+        op,
+        path,
+        cause,
+        endpoint,
+    }
+    .to_string()
+}
+
 /// Result alias used throughout `lifeboat-store`.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -88,14 +100,16 @@ pub enum StoreError {
         value: String,
     },
 
-    /// An object storage request failed (after retries).
-    #[error(
-        "object storage request failed: {op} {path}; check the endpoint, credentials, \
-         bucket and network"
-    )]
+    /// An object storage request failed (after retries). The message names
+    /// the cause in words when it is a common one ([`Cause`]); the
+    /// provider's response is the source, for `-v` and logs.
+    #[error("{}", explained(op, path, cause.as_ref(), endpoint.as_deref()))]
     Storage {
         op: &'static str,
         path: String,
+        cause: Option<Cause>,
+        /// `scheme://host:port` of the request, when object_store shows it.
+        endpoint: Option<String>,
         #[source]
         source: object_store::Error,
     },
@@ -211,8 +225,24 @@ impl StoreError {
         StoreError::Storage {
             op,
             path: path.to_string(),
+            cause: Cause::of(&source),
+            endpoint: endpoint(&source),
             source,
         }
+    }
+
+    /// The common cause of a storage failure, when it is one.
+    pub fn storage_cause(&self) -> Option<&Cause> {
+        match self {
+            StoreError::Storage { cause, .. } => cause.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// True when the message says all a person needs: the source chain
+    /// below it is the provider's detail (shown with `-v`, logged).
+    pub fn is_explained(&self) -> bool {
+        self.storage_cause().is_some()
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {

@@ -4,13 +4,15 @@
 //! LocationConfig ─▶ Repository::open (marker check)
 //!                     ├─ begin_backup ─▶ BackupWriter ─add…─▶ finish ─▶ manifest.json
 //!                     ├─ open_backup  ─▶ BackupReader ─▶ verify, then entries()
+//!                     │                                └▶ verify_all (every check, for `backups verify`)
 //!                     ├─ list_backups / show_backup / delete_backup / incomplete_backups
 //!                     └─ write_restore_record / read_restore_record
 //! ```
 //!
 //! Modules: `config` (URLs, credentials, retries → an `ObjectStore`),
 //! `repo` (marker, layout, names), `writer` / `upload` (streaming archive
-//! writer and multipart uploads), `reader` (verified streaming reads),
+//! writer and multipart uploads), `reader` (verified streaming reads), `verify` (complete
+//! verification with a finding per check, and the `BackupCheck` extension point),
 //! `crypto` (age), `catalog` (listing, deletion, restore records) and
 //! `model` (the JSON types). The on-storage format is documented in
 //! `docs/format.md`. This crate does not depend on `lifeboat-core`.
@@ -18,15 +20,18 @@
 mod catalog;
 mod config;
 mod crypto;
+mod diagnose;
 mod error;
 mod model;
 mod reader;
 mod repo;
 mod upload;
+mod verify;
 mod writer;
 
 pub use catalog::{BackupList, IncompleteBackup};
 pub use config::{Credentials, LocationConfig, RetryOptions};
+pub use diagnose::Cause as StorageCause;
 pub use error::{Result, StoreError};
 pub use model::{
     BackupFiles, FORMAT_VERSION, FileInfo, Index, IndexEntry, LIFEBOAT_VERSION, LogEntry, LogLevel,
@@ -35,4 +40,5 @@ pub use model::{
 };
 pub use reader::{ArchiveEntry, BackupReader, VerifyReport};
 pub use repo::{Repository, backup_name, parse_backup_name, validate_name};
+pub use verify::{BackupCheck, CheckStatus, Finding, Verification};
 pub use writer::{BackupSpec, BackupWriter, ObjectEntry, WriterHandle};

@@ -74,7 +74,7 @@ pub struct VerifyReport {
 }
 
 /// Why decoding stopped.
-enum Stop {
+pub(crate) enum Stop {
     Io(io::Error),
     Invalid(String),
     Cancelled,
@@ -216,7 +216,7 @@ impl BackupReader {
         })
     }
 
-    fn display(&self, file: &FileInfo) -> String {
+    pub(crate) fn display(&self, file: &FileInfo) -> String {
         self.repo.display(&self.path(file))
     }
 
@@ -235,21 +235,61 @@ impl BackupReader {
         T: Send + 'static,
         F: FnOnce(&mut dyn Read) -> Result<T, Stop> + Send + 'static,
     {
-        let path = self.path(file);
-        let display = self.repo.display(&path);
+        let display = self.display(file);
         if self.manifest.encrypted() && self.repo.inner.keys.identities.is_empty() {
             return Err(StoreError::MissingIdentity { path: display });
         }
-        let got = self
-            .repo
-            .store()
-            .get(&path)
-            .await
-            .map_err(|e| StoreError::storage("get", &display, e))?;
-        if got.meta.size != file.bytes {
-            return Err(StoreError::SizeMismatch {
+        match self.stream_file(file, Some(decode)).await? {
+            Streamed::Missing(e) => Err(StoreError::storage("get", &display, e)),
+            Streamed::Size { actual } => Err(StoreError::SizeMismatch {
                 path: display,
                 expected: file.bytes,
+                actual,
+            }),
+            Streamed::Read { sha256, .. } if sha256 != file.sha256 => {
+                Err(StoreError::ChecksumMismatch {
+                    path: display,
+                    expected: file.sha256.clone(),
+                    actual: sha256,
+                })
+            }
+            Streamed::Read { decoded, .. } => {
+                decoded.unwrap_or_else(|| Err(StoreError::Task("the file was not decoded".into())))
+            }
+        }
+    }
+
+    /// True when the files can be decrypted (or need no decryption).
+    pub(crate) fn can_decrypt(&self) -> bool {
+        !self.manifest.encrypted() || !self.repo.inner.keys.identities.is_empty()
+    }
+
+    /// GETs `file` and streams it once: checks its size, hashes the stored
+    /// bytes and, with `decode`, decrypts, decompresses and decodes them on
+    /// a blocking thread. Damage is in the answer; `Err` is a storage or
+    /// local failure.
+    pub(crate) async fn stream_file<T, F>(
+        &self,
+        file: &FileInfo,
+        decode: Option<F>,
+    ) -> Result<Streamed<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Read) -> Result<T, Stop> + Send + 'static,
+    {
+        let path = self.path(file);
+        let display = self.repo.display(&path);
+        let got = match self.repo.store().get(&path).await {
+            Ok(got) => got,
+            Err(e @ object_store::Error::NotFound { .. })
+                if crate::diagnose::Cause::of(&e) != Some(crate::diagnose::Cause::NoSuchBucket) =>
+            {
+                return Ok(Streamed::Missing(e));
+            }
+            Err(e) => return Err(StoreError::storage("get", &display, e)),
+        };
+        if got.meta.size != file.bytes {
+            return Ok(Streamed::Size {
                 actual: got.meta.size,
             });
         }
@@ -257,14 +297,13 @@ impl BackupReader {
         let bridge = SyncIoBridge::new(StreamReader::new(stream));
         let repo = self.repo.clone();
         let manifest = self.manifest.clone();
-        let file = file.clone();
         tokio::task::spawn_blocking(move || {
             let mut hashing = HashingReader {
                 inner: bridge,
                 hasher: Sha256::new(),
                 read_error: None,
             };
-            let decoded = decode_file(&mut hashing, &repo, &manifest, &display, decode);
+            let decoded = decode.map(|d| decode_file(&mut hashing, &repo, &manifest, &display, d));
             // Hash whatever the decoder did not read, then judge.
             let drained = io::copy(&mut hashing, &mut io::sink());
             if let Some(e) = hashing.read_error.take() {
@@ -275,39 +314,47 @@ impl BackupReader {
             }
             if decoded
                 .as_ref()
-                .err()
+                .and_then(|d| d.as_ref().err())
                 .is_some_and(DecodeFailure::is_cancelled)
             {
                 return Err(StoreError::Task("reading was cancelled".into()));
             }
             drained.map_err(|e| StoreError::io(format!("reading {display} failed"), e))?;
-            let actual = hex::encode(hashing.hasher.finalize());
-            if actual != file.sha256 {
-                return Err(StoreError::ChecksumMismatch {
-                    path: display,
-                    expected: file.sha256.clone(),
-                    actual,
-                });
-            }
-            match decoded {
+            let sha256 = hex::encode(hashing.hasher.finalize());
+            let decoded = decoded.map(|d| match d {
                 Ok(v) => Ok(v),
                 Err(DecodeFailure::Store(e)) => Err(e),
                 Err(DecodeFailure::Stop(Stop::Io(e))) => Err(StoreError::Corrupt {
-                    path: display,
+                    path: display.clone(),
                     reason: e.to_string(),
                 }),
                 Err(DecodeFailure::Stop(Stop::Invalid(reason))) => Err(StoreError::Corrupt {
-                    path: display,
+                    path: display.clone(),
                     reason,
                 }),
                 Err(DecodeFailure::Stop(Stop::Cancelled)) => {
                     Err(StoreError::Task("reading was cancelled".into()))
                 }
-            }
+            });
+            Ok(Streamed::Read { sha256, decoded })
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
+}
+
+/// What streaming one file found.
+pub(crate) enum Streamed<T> {
+    /// The object does not exist.
+    Missing(object_store::Error),
+    /// Its size differs from the manifest's (it was not read).
+    Size { actual: u64 },
+    /// It was read: the SHA-256 of the stored bytes and, when asked for,
+    /// the decoded content (or why decoding failed).
+    Read {
+        sha256: String,
+        decoded: Option<Result<T>>,
+    },
 }
 
 enum DecodeFailure {
@@ -357,7 +404,7 @@ fn decode_file<T>(
     }
 }
 
-fn count_log_lines(r: &mut dyn Read) -> Result<Vec<LogEntry>, Stop> {
+pub(crate) fn count_log_lines(r: &mut dyn Read) -> Result<Vec<LogEntry>, Stop> {
     let mut lines = Vec::new();
     for line in io::BufReader::new(r).lines() {
         let line = line?;

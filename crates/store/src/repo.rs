@@ -165,7 +165,12 @@ impl Repository {
                 .await
                 .map(Some)
                 .map_err(|e| StoreError::storage("get", self.display(path), e)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            // A missing bucket answers 404 too: that is no missing object.
+            Err(e @ object_store::Error::NotFound { .. })
+                if crate::diagnose::Cause::of(&e) != Some(crate::diagnose::Cause::NoSuchBucket) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(StoreError::storage("get", self.display(path), e)),
         }
     }

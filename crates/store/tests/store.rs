@@ -1290,3 +1290,118 @@ async fn azure_delete_incomplete_and_restore_records() -> TestResult {
     assert!(repo.marker().await?.is_some_and(|m| m.format == 1));
     Ok(())
 }
+
+// ---------------------------------------------------------------- errors in words
+
+/// The one-line message and cause of opening `config`, which must fail.
+async fn open_error(config: &LocationConfig) -> (String, Option<lifeboat_store::StorageCause>) {
+    match Repository::open(config).await {
+        Ok(_) => panic!("opening {} succeeded", config.url),
+        Err(e) => (e.to_string(), e.storage_cause().cloned()),
+    }
+}
+
+fn quick(mut config: LocationConfig) -> LocationConfig {
+    config.retry = Some(RetryOptions {
+        max_retries: 0,
+        retry_timeout: Duration::from_secs(2),
+        init_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+        request_timeout: Duration::from_millis(700),
+        connect_timeout: Duration::from_millis(700),
+    });
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_failures_are_named_in_words() -> TestResult {
+    use lifeboat_store::StorageCause as C;
+    let dir = tempfile::tempdir()?;
+    let server = start_s3(dir.path()).await?;
+
+    let mut missing = s3_config(&server, None);
+    missing.url = "s3://missing/lifeboat".into();
+    let (text, cause) = open_error(&quick(missing)).await;
+    assert_eq!(cause, Some(C::NoSuchBucket), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "bucket `missing` does not exist at {}",
+            server.endpoint
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("<Code>"), "{text}");
+
+    let mut wrong = s3_config(&server, None);
+    wrong.credentials = Some(Credentials::S3 {
+        access_key_id: "AKTEST".into(),
+        secret_access_key: "WRONG".into(),
+        session_token: None,
+    });
+    let (text, cause) = open_error(&quick(wrong)).await;
+    assert_eq!(cause, Some(C::BadCredentials), "{text}");
+
+    // Nothing listens on a port just closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut refused = s3_config(&server, None);
+    refused.endpoint = Some(format!("http://{closed}"));
+    let (text, cause) = open_error(&quick(refused)).await;
+    assert_eq!(cause, Some(C::ConnectionRefused), "{text}");
+    assert!(
+        text.starts_with(&format!("connection refused by http://{closed}")),
+        "{text}"
+    );
+
+    // HTTPS to a plain-HTTP server: the handshake fails.
+    let mut tls = s3_config(&server, None);
+    tls.endpoint = Some(server.endpoint.replace("http://", "https://"));
+    let (text, cause) = open_error(&quick(tls)).await;
+    assert_eq!(cause, Some(C::Tls), "{text}");
+    assert!(
+        text.contains("the TLS handshake with https://127.0.0.1:"),
+        "{text}"
+    );
+
+    // A server that accepts and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await?;
+    let silent_addr = silent.local_addr()?;
+    let hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let mut slow = s3_config(&server, None);
+    slow.endpoint = Some(format!("http://{silent_addr}"));
+    let (text, cause) = open_error(&quick(slow)).await;
+    hold.abort();
+    assert_eq!(cause, Some(C::Timeout), "{text}");
+    assert!(text.contains("did not answer in time"), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_failures_are_named_in_words() -> TestResult {
+    use lifeboat_store::StorageCause as C;
+    if azurite::binary().is_none() {
+        return Ok(());
+    }
+    let server = start_azurite().await?;
+    let mut missing = azure_config(&server, None);
+    missing.url = "az://missing/prefix".into();
+    let (text, cause) = open_error(&quick(missing)).await;
+    assert_eq!(cause, Some(C::NoSuchBucket), "{text}");
+    assert!(
+        text.starts_with("container `missing` does not exist"),
+        "{text}"
+    );
+
+    let mut wrong = azure_config(&server, None);
+    wrong.credentials = Some(Credentials::Azure {
+        account: azurite::ACCOUNT.into(),
+        access_key: "AAAAdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into(),
+    });
+    let (text, cause) = open_error(&quick(wrong)).await;
+    assert_eq!(cause, Some(C::BadCredentials), "{text}");
+    Ok(())
+}
