@@ -11,7 +11,8 @@
 //! Modules: `config` (URLs, credentials, retries → an `ObjectStore`),
 //! `repo` (marker, layout, names), `writer` / `upload` (streaming archive
 //! writer and multipart uploads), `reader` (verified streaming reads),
-//! `crypto` (age), `catalog` (listing, deletion, restore records) and
+//! `crypto` (age), `signing` (minisign signatures of manifests and
+//! records, and trust), `catalog` (listing, deletion, restore records) and
 //! `model` (the JSON types). The on-storage format is documented in
 //! `docs/format.md`. This crate does not depend on `lifeboat-core`.
 
@@ -22,6 +23,7 @@ mod error;
 mod model;
 mod reader;
 mod repo;
+mod signing;
 mod upload;
 mod writer;
 
@@ -35,4 +37,8 @@ pub use model::{
 };
 pub use reader::{ArchiveEntry, BackupReader, VerifyReport};
 pub use repo::{Repository, backup_name, parse_backup_name, validate_name};
+pub use signing::{
+    GeneratedKeyPair, SIGNATURE_SUFFIX, SignatureCheck, SignatureState, SignedKind, SigningKey,
+    Subject, Trust, TrustedKey, generate_key_pair, parse_public_key,
+};
 pub use writer::{BackupSpec, BackupWriter, ObjectEntry, WriterHandle};
