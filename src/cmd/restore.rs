@@ -105,7 +105,8 @@ async fn find_backup(
     let mut found = Vec::new();
     let mut problems = Vec::new();
     for location in locations {
-        let config = lifeboat_controller::locations::config(&location.doc, identities.to_vec());
+        let config =
+            lifeboat_controller::locations::config(set, &location.doc, identities.to_vec());
         let repository = match Repository::open(&config).await {
             Ok(r) => r,
             Err(e) => {
@@ -236,6 +237,9 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let record = run_restore(&client, &repository, &job, &progress, jiff::Timestamp::now).await;
     reporter.finish();
     let record = record?;
+    if let Some(message) = &record.message {
+        eprintln!("note: {message}");
+    }
     if access == AccessMode::ReadOnly {
         eprintln!("note: `{location}` is ReadOnly, so the restore record was not written");
     }

@@ -1208,6 +1208,31 @@ impl<'a> Planner<'a> {
                     );
                 }
                 None => {
+                    let key = (location, source.cluster.as_str(), source.backup.as_str());
+                    if let Some(b) = self.rejected.get(&key) {
+                        // Run it so the store refuses it before applying
+                        // anything and the refusal is recorded: a request
+                        // runs once, and this one cannot ever succeed.
+                        self.actions.push(Action::Restore {
+                            request: name.to_string(),
+                            location: location.to_string(),
+                            source_cluster: source.cluster.clone(),
+                            backup: b.name.clone(),
+                            dry_run: request.spec.dry_run,
+                        });
+                        return (
+                            RestoreFactState::Pending,
+                            format!(
+                                "backup `{}` {what} has a signature that is {}{}: the restore is refused and recorded Failed",
+                                b.name,
+                                b.signature,
+                                b.signature_detail
+                                    .as_deref()
+                                    .map(|d| format!(" ({d})"))
+                                    .unwrap_or_default()
+                            ),
+                        );
+                    }
                     return (
                         RestoreFactState::Waiting,
                         format!("backup `{}` {what} not found", source.backup),

@@ -1482,6 +1482,24 @@ fn forged_backups_count_for_nothing_where_signing_applies() {
         ok("p", "2026-01-10T01:30:00Z"),
         SignatureStatus::Untrusted,
     ));
+    let named = signing_world(
+        &[policy("p")],
+        &[restore(
+            "r",
+            "{cluster: prd, policy: p, backup: p-20260110-013000}",
+            "prd",
+            false,
+        )],
+    );
+    let plan = run(&named, &observed(list.clone()), "2026-01-10T12:00:00Z");
+    // A request naming a forged backup is handed to the store, which
+    // refuses it and records why.
+    let fact = plan
+        .restores
+        .iter()
+        .find(|r| r.request == "r")
+        .expect("fact");
+    assert!(fact.message.contains("refused"), "{fact:#?}");
     let plan = run(&set, &observed(list), "2026-01-10T12:00:00Z");
     assert!(backups(&plan).is_empty(), "{plan:#?}");
     let problems = &facts(&plan, "p").problems;
