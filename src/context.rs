@@ -104,6 +104,18 @@ pub fn read_identities(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// The minisign secret key file at `file`, checked, if one is named.
+pub fn read_signing_key(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the signing key file {}", file.display()))?;
+    lifeboat_store::SigningKey::parse(&text)
+        .with_context(|| format!("{} is not a usable signing key", file.display()))?;
+    Ok(Some(text))
+}
+
 /// The repository, the cluster and the location name a store command uses.
 pub struct Target {
     pub repository: Repository,
@@ -152,7 +164,7 @@ pub async fn open(args: &StoreArgs) -> anyhow::Result<Target> {
             args.repo.display()
         )
     })?;
-    let config = lifeboat_controller::locations::config(&location.doc, identities);
+    let config = lifeboat_controller::locations::config(&set, &location.doc, identities);
     let repository = Repository::open(&config)
         .await
         .with_context(|| format!("cannot open StorageLocation `{name}` ({})", config.url))?;

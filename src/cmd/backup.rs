@@ -29,6 +29,13 @@ pub struct Args {
     pub cluster: Option<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// Sign with this minisign secret key file instead of reading the
+    /// Cluster's `signing.keySecretRef` through the kubeconfig.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_SIGNING_KEY_FILE")]
+    pub signing_key: Option<std::path::PathBuf>,
+    /// Namespace of the signing key Secret when its reference names none.
+    #[arg(long, value_name = "NAMESPACE", default_value = "lifeboat")]
+    pub secrets_namespace: String,
     /// Resource types listed at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -66,9 +73,21 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             policy.spec.storage
         );
     }
-    let config = lifeboat_controller::locations::config(&location.doc, Vec::new());
-    let repository = Repository::open(&config).await?;
     let client = args.kube.client().await?;
+    let mut config = lifeboat_controller::locations::config(&set, &location.doc, Vec::new());
+    config.signing_key = match context::read_signing_key(args.signing_key.as_deref())? {
+        Some(key) => Some(key),
+        None => {
+            lifeboat_controller::locations::signing_key(
+                &client,
+                &args.secrets_namespace,
+                &set,
+                &cluster,
+            )
+            .await?
+        }
+    };
+    let repository = Repository::open(&config).await?;
 
     let now = jiff::Timestamp::now();
     let job = BackupJob {

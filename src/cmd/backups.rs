@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
-use lifeboat_store::{Finding, Manifest, StoreError, Verification};
+use lifeboat_store::{BackupList, Finding, Manifest, SignatureCheck, StoreError, Verification};
 
 /// The commit point of a backup, named in findings about it.
 const MANIFEST: &str = "manifest.json";
@@ -96,7 +96,38 @@ fn stored_bytes(m: &Manifest) -> u64 {
     m.files.resources.bytes + m.files.index.bytes + m.files.log.bytes
 }
 
-fn table(backups: &[Manifest]) -> String {
+/// The `SIGNED` cell of a backup.
+fn signed_label(check: Option<&SignatureCheck>) -> &'static str {
+    check.map_or("unsigned", SignatureCheck::label)
+}
+
+/// The signature of a backup as JSON.
+fn signature_json(check: &SignatureCheck) -> serde_json::Value {
+    serde_json::json!({
+        "state": check.label(),
+        "keyId": check.key_id(),
+        "required": check.required,
+        "accepted": check.accepted(),
+        "detail": check.describe(),
+    })
+}
+
+/// Warnings for listed backups a restore would refuse, or accept only with
+/// a warning.
+fn signature_warnings(list: &BackupList) -> String {
+    let mut out = String::new();
+    for m in &list.backups {
+        let Some(check) = list.signature(m) else {
+            continue;
+        };
+        if let Some(refusal) = check.refusal() {
+            out.push_str(&format!("warning: {refusal}; restores refuse it\n"));
+        }
+    }
+    out
+}
+
+fn table(backups: &[Manifest], signed: impl Fn(&Manifest) -> &'static str) -> String {
     let mut rows = vec![[
         "NAME".to_string(),
         "POLICY".into(),
@@ -107,6 +138,7 @@ fn table(backups: &[Manifest]) -> String {
         "ERRORS".into(),
         "SIZE".into(),
         "ENCRYPTED".into(),
+        "SIGNED".into(),
     ]];
     for m in backups {
         let secs = m.end_time.duration_since(m.start_time).as_secs_f64();
@@ -120,6 +152,7 @@ fn table(backups: &[Manifest]) -> String {
             m.totals.errors.to_string(),
             size(stored_bytes(m)),
             if m.recipients.is_empty() { "no" } else { "yes" }.into(),
+            signed(m).into(),
         ]);
     }
     let widths: Vec<usize> = (0..rows[0].len())
@@ -161,6 +194,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                         "cluster": target.cluster,
                         "location": target.location,
                         "backups": list.backups,
+                        "signatures": list.signatures.iter().map(|(n, c)| (n.clone(), signature_json(c))).collect::<serde_json::Map<_, _>>(),
                         "unreadable": list.unreadable.iter().map(|(n, e)| serde_json::json!({"backup": n, "error": e})).collect::<Vec<_>>(),
                     })
                 ),
@@ -171,8 +205,9 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                             target.cluster, target.location
                         )
                     } else {
-                        table(&list.backups)
+                        table(&list.backups, |m| signed_label(list.signature(m)))
                     };
+                    t.push_str(&signature_warnings(&list));
                     for (name, err) in &list.unreadable {
                         t.push_str(&format!(
                             "warning: the manifest of {name} is unreadable: {err}\n"
@@ -190,14 +225,23 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let target = context::open(&store).await?;
-            let m = target
+            let reader = target
                 .repository
-                .show_backup(&target.cluster, &backup)
+                .open_backup(&target.cluster, &backup)
                 .await?;
+            let (m, check) = (reader.manifest().clone(), reader.signature());
             let text = match format {
-                Format::Json => format!("{:#}\n", serde_json::to_value(&m)?),
+                Format::Json => {
+                    let mut v = serde_json::to_value(&m)?;
+                    v["signature"] = signature_json(check);
+                    format!("{v:#}\n")
+                }
                 Format::Text => {
-                    let mut t = table(std::slice::from_ref(&m));
+                    let mut t = table(std::slice::from_ref(&m), |_| check.label());
+                    t.push_str(&format!("\nsignature: {}\n", check.describe()));
+                    if let Some(refusal) = check.refusal() {
+                        t.push_str(&format!("warning: {refusal}; restores refuse it\n"));
+                    }
                     t.push_str("\nRESOURCE  ITEMS\n");
                     for (resource, count) in &m.resources {
                         t.push_str(&format!("{resource}  {}\n", count.items));

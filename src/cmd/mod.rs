@@ -9,6 +9,7 @@ pub mod backup;
 pub mod backups;
 pub mod controller;
 pub mod demo;
+pub mod keys;
 pub mod lint;
 pub mod plan;
 pub mod reconcile;
@@ -38,6 +39,7 @@ pub enum Command {
     Controller(controller::Args),
     Demo(demo::Args),
     Restore(restore::Args),
+    Keys(keys::Args),
     Schema(schema::Args),
     /// In-memory Kubernetes API server for tests and demos.
     Sandbox(sandbox::Args),
@@ -53,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Controller(args) => controller::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Sandbox(args) => sandbox::run(args),
     }

@@ -189,8 +189,9 @@ async fn observe(
     }
     let secrets = Secrets::Local {
         identities: Vec::new(),
+        signing_key: None,
     };
-    let locations = Locations::open(set, &secrets).await;
+    let locations = Locations::open(set, &secrets, cluster).await;
     let observation = catalog::observe(set, &locations, cluster, now, Running::default()).await;
     (observation.observed, Vec::new())
 }

@@ -134,6 +134,11 @@ pub struct RunArgs {
         env = "LIFEBOAT_AGE_IDENTITY_FILE"
     )]
     pub identities: Vec<PathBuf>,
+    /// The minisign secret key to sign backups and restore records with
+    /// (when Secrets are not read from the cluster; there, the Cluster's
+    /// `signing.keySecretRef` is read).
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_SIGNING_KEY_FILE")]
+    pub signing_key: Option<PathBuf>,
     /// How long backups of a policy deleted from Git are kept.
     #[arg(
         long,
@@ -192,6 +197,7 @@ impl RunArgs {
             },
             None => Secrets::Local {
                 identities: crate::context::read_identities(&self.identities)?,
+                signing_key: crate::context::read_signing_key(self.signing_key.as_deref())?,
             },
         })
     }

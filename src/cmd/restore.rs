@@ -105,7 +105,8 @@ async fn find_backup(
     let mut found = Vec::new();
     let mut problems = Vec::new();
     for location in locations {
-        let config = lifeboat_controller::locations::config(&location.doc, identities.to_vec());
+        let config =
+            lifeboat_controller::locations::config(set, &location.doc, identities.to_vec());
         let repository = match Repository::open(&config).await {
             Ok(r) => r,
             Err(e) => {
@@ -263,6 +264,9 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e),
     };
+    if let Some(message) = &record.message {
+        eprintln!("note: {message}");
+    }
     if access == AccessMode::ReadOnly {
         eprintln!("note: `{location}` is ReadOnly, so the restore record was not written");
     }

@@ -151,6 +151,12 @@ pub fn change_text(change: &Change, head: &Plan) -> String {
             let _ = writeln!(out, "  - {}", a.summary());
         }
     }
+    if !change.trust_changes.is_empty() {
+        let _ = writeln!(out, "SECURITY: who may sign restorable backups changes:");
+        for t in &change.trust_changes {
+            let _ = writeln!(out, "  - {t}");
+        }
+    }
     for d in &change.documents {
         let _ = writeln!(out, "{:?} {} `{}`", d.change, d.kind, d.name);
         for f in &d.fields {
@@ -212,6 +218,12 @@ pub fn summary(change: &Change) -> String {
         parts.push(format!(
             "❌ {} RPO(s) unmeetable",
             change.rpo_now_unmeetable.len()
+        ));
+    }
+    if !change.trust_changes.is_empty() {
+        parts.push(format!(
+            "🔑 {} signing trust change(s)",
+            change.trust_changes.len()
         ));
     }
     parts.join(", ")
@@ -294,6 +306,16 @@ pub fn change_markdown(change: &Change, head: &Plan) -> String {
         );
         for a in &change.newly_pruned {
             let _ = writeln!(out, "- {}", a.summary());
+        }
+        out.push('\n');
+    }
+    if !change.trust_changes.is_empty() {
+        let _ = writeln!(
+            out,
+            "### 🔑 Security: who may sign restorable backups changes\n"
+        );
+        for t in &change.trust_changes {
+            let _ = writeln!(out, "- {t}");
         }
         out.push('\n');
     }

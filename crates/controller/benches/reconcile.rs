@@ -147,6 +147,7 @@ fn main() {
         sandbox.client(),
         Secrets::Local {
             identities: Vec::new(),
+            signing_key: None,
         },
     );
 

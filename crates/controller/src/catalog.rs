@@ -13,9 +13,9 @@ use lifeboat_core::AccessMode;
 use lifeboat_core::load::PolicySet;
 use lifeboat_core::plan::{
     BackupPhase, IncompleteBackup, Observed, ObservedBackup, ObservedRestore, OrphanMark,
-    RestoreState, Running,
+    RestoreState, Running, SignatureStatus,
 };
-use lifeboat_store::{Manifest, Phase, Repository, RestorePhase};
+use lifeboat_store::{Manifest, Phase, Repository, RestorePhase, SignatureCheck, SignatureState};
 
 use crate::locations::{self, Secrets};
 use crate::status::RecordSummary;
@@ -39,8 +39,10 @@ pub struct Locations {
 }
 
 impl Locations {
-    /// Opens every StorageLocation of `set` (concurrently).
-    pub async fn open(set: &PolicySet, secrets: &Secrets) -> Locations {
+    /// Opens every StorageLocation of `set` (concurrently), trusting the
+    /// keys Git trusts there and signing as `cluster` (with its
+    /// `signing.keySecretRef`, when `secrets` come from the cluster).
+    pub async fn open(set: &PolicySet, secrets: &Secrets, cluster: &str) -> Locations {
         let opening: Vec<_> = set
             .storage_locations
             .iter()
@@ -49,7 +51,7 @@ impl Locations {
                 Location {
                     name: doc.metadata.name.clone(),
                     access: doc.spec.access_mode,
-                    repository: locations::open(doc, secrets)
+                    repository: locations::open(set, doc, secrets, cluster)
                         .await
                         .map_err(|e| format!("{e:#}")),
                 }
@@ -77,8 +79,20 @@ impl Locations {
     }
 }
 
-/// Converts a manifest into what the planner sees.
-pub fn observed_backup(location: &str, m: &Manifest) -> ObservedBackup {
+/// Converts a manifest and its signature check into what the planner sees.
+pub fn observed_backup(
+    location: &str,
+    m: &Manifest,
+    signature: Option<&SignatureCheck>,
+) -> ObservedBackup {
+    let (signature, signature_detail) = match signature.map(|c| (c, &c.state)) {
+        None | Some((_, SignatureState::Unsigned)) => (SignatureStatus::Unsigned, None),
+        Some((_, SignatureState::Valid { .. })) => (SignatureStatus::Valid, None),
+        Some((c, SignatureState::Untrusted { .. })) => {
+            (SignatureStatus::Untrusted, Some(c.describe()))
+        }
+        Some((c, SignatureState::Bad { .. })) => (SignatureStatus::Bad, Some(c.describe())),
+    };
     ObservedBackup {
         location: location.to_string(),
         cluster: m.cluster.clone(),
@@ -94,6 +108,8 @@ pub fn observed_backup(location: &str, m: &Manifest) -> ObservedBackup {
         },
         items: m.totals.items,
         bytes: m.files.resources.bytes + m.files.index.bytes + m.files.log.bytes,
+        signature,
+        signature_detail,
     }
 }
 
@@ -229,8 +245,12 @@ async fn read_location(
         .list_backups(cluster, None)
         .await
         .map_err(|e| fail(e.to_string()))?;
-    part.backups
-        .extend(listed.backups.iter().map(|m| observed_backup(name, m)));
+    part.backups.extend(
+        listed
+            .backups
+            .iter()
+            .map(|m| observed_backup(name, m, listed.signature(m))),
+    );
     for (source_location, source_cluster) in sources {
         if source_location != name {
             continue;
@@ -239,8 +259,12 @@ async fn read_location(
             .list_backups(source_cluster, None)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        part.backups
-            .extend(listed.backups.iter().map(|m| observed_backup(name, m)));
+        part.backups.extend(
+            listed
+                .backups
+                .iter()
+                .map(|m| observed_backup(name, m, listed.signature(m))),
+        );
     }
     let incomplete = repo
         .incomplete_backups(cluster, now, SignedDuration::ZERO)

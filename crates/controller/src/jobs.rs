@@ -140,10 +140,19 @@ pub async fn run_restore(
             .await
             .context("cannot write the restore record, so the restore was not started")?;
     }
+    // The signature is checked when the backup is opened; a refused one
+    // fails in `restore` before anything is applied.
+    let mut warning = None;
     let outcome = match repository.open_backup(job.source_cluster, job.backup).await {
-        Ok(reader) => restore::restore(client, &reader, &job.options, progress)
-            .await
-            .map_err(anyhow::Error::from),
+        Ok(reader) => {
+            warning = reader.signature().warning();
+            if let Some(w) = &warning {
+                tracing::warn!(request = job.request, backup = job.backup, "{w}");
+            }
+            restore::restore(client, &reader, &job.options, progress)
+                .await
+                .map_err(anyhow::Error::from)
+        }
         Err(e) => Err(anyhow::Error::from(e)),
     };
     match outcome {
@@ -156,6 +165,12 @@ pub async fn run_restore(
                 start,
                 now(),
             );
+            if let Some(w) = warning {
+                record.message = Some(match record.message.take() {
+                    Some(m) => format!("{m}; {w}"),
+                    None => w,
+                });
+            }
         }
         Err(e) => {
             record.phase = RestorePhase::Failed;

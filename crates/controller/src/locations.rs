@@ -11,14 +11,19 @@ use std::collections::BTreeMap;
 use anyhow::{Context, anyhow, bail};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use lifeboat_core::{SecretRef, StorageLocation};
-use lifeboat_store::{Credentials, LocationConfig, Repository};
+use lifeboat_core::load::PolicySet;
+use lifeboat_core::{SIGNING_SECRET_KEY, SecretRef, StorageLocation};
+use lifeboat_store::{Credentials, LocationConfig, Repository, TrustedKey};
 
 /// Where a StorageLocation's secrets come from.
 #[derive(Clone)]
 pub enum Secrets {
-    /// The provider's default credential chain; these age identities.
-    Local { identities: Vec<String> },
+    /// The provider's default credential chain; these age identities and
+    /// this signing key (a minisign secret key file).
+    Local {
+        identities: Vec<String>,
+        signing_key: Option<String>,
+    },
     /// Kubernetes Secrets read through `client`, by default in `namespace`.
     Cluster {
         client: kube::Client,
@@ -29,12 +34,16 @@ pub enum Secrets {
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Secrets::Local { identities } => f
+            Secrets::Local {
+                identities,
+                signing_key,
+            } => f
                 .debug_struct("Local")
                 .field(
                     "identities",
                     &format_args!("<{} redacted>", identities.len()),
                 )
+                .field("signing_key", &signing_key.as_ref().map(|_| "<redacted>"))
                 .finish(),
             Secrets::Cluster { namespace, .. } => f
                 .debug_struct("Cluster")
@@ -45,9 +54,23 @@ impl std::fmt::Debug for Secrets {
 }
 
 /// The object-storage configuration of a StorageLocation, without
-/// credentials (the provider's default chain).
-pub fn config(location: &StorageLocation, identities: Vec<String>) -> LocationConfig {
+/// credentials (the provider's default chain) or signing key, trusting the
+/// keys `set` trusts for it.
+pub fn config(
+    set: &PolicySet,
+    location: &StorageLocation,
+    identities: Vec<String>,
+) -> LocationConfig {
     let spec = &location.spec;
+    let trusted_keys = set
+        .trusted_keys(&location.metadata.name)
+        .into_iter()
+        .map(|k| TrustedKey {
+            cluster: k.cluster,
+            public_key: k.key.0,
+            trusted_until: k.trusted_until,
+        })
+        .collect();
     LocationConfig {
         url: spec.url.clone(),
         region: spec.region.clone(),
@@ -59,28 +82,43 @@ pub fn config(location: &StorageLocation, identities: Vec<String>) -> LocationCo
             .map(|e| e.recipients.iter().map(|r| r.0.clone()).collect())
             .unwrap_or_default(),
         identities,
+        trusted_keys,
         ..LocationConfig::default()
     }
 }
 
 /// Opens a StorageLocation's repository with the credentials and identities
 /// `secrets` provides.
-pub async fn open(location: &StorageLocation, secrets: &Secrets) -> anyhow::Result<Repository> {
+pub async fn open(
+    set: &PolicySet,
+    location: &StorageLocation,
+    secrets: &Secrets,
+    cluster: &str,
+) -> anyhow::Result<Repository> {
     let name = &location.metadata.name;
-    let config = resolve(location, secrets).await?;
+    let config = resolve(set, location, secrets, cluster).await?;
     Repository::open(&config)
         .await
         .with_context(|| format!("cannot open StorageLocation `{name}`"))
 }
 
-/// The full configuration of a location: credentials and identities read.
+/// The full configuration of a location: credentials, identities and the
+/// signing key of `cluster` read.
 pub async fn resolve(
+    set: &PolicySet,
     location: &StorageLocation,
     secrets: &Secrets,
+    cluster: &str,
 ) -> anyhow::Result<LocationConfig> {
     let name = &location.metadata.name;
     match secrets {
-        Secrets::Local { identities } => Ok(config(location, identities.clone())),
+        Secrets::Local {
+            identities,
+            signing_key,
+        } => Ok(LocationConfig {
+            signing_key: signing_key.clone(),
+            ..config(set, location, identities.clone())
+        }),
         Secrets::Cluster { client, namespace } => {
             let mut identities = Vec::new();
             if let Some(reference) = location
@@ -109,7 +147,8 @@ pub async fn resolve(
                     ),
                 }
             }
-            let mut config = config(location, identities);
+            let mut config = config(set, location, identities);
+            config.signing_key = signing_key(client, namespace, set, cluster).await?;
             if let Some(credentials) = &location.spec.credentials {
                 let data = read_secret(client, namespace, &credentials.secret_ref)
                     .await
@@ -125,6 +164,35 @@ pub async fn resolve(
             Ok(config)
         }
     }
+}
+
+/// The signing key of `cluster` from its `signing.keySecretRef` (namespace
+/// `default_namespace` unless named, key `minisign.key` unless named), or
+/// `None` when it has none.
+pub async fn signing_key(
+    client: &kube::Client,
+    default_namespace: &str,
+    set: &PolicySet,
+    cluster: &str,
+) -> anyhow::Result<Option<String>> {
+    let Some(reference) = set
+        .cluster(cluster)
+        .and_then(|c| c.doc.spec.signing.as_ref())
+        .and_then(|s| s.key_secret_ref.as_ref())
+    else {
+        return Ok(None);
+    };
+    let data = read_secret(client, default_namespace, reference)
+        .await
+        .with_context(|| format!("Cluster `{cluster}`: signing.keySecretRef"))?;
+    let key = reference.key.as_deref().unwrap_or(SIGNING_SECRET_KEY);
+    let text = data.get(key).ok_or_else(|| {
+        anyhow!(
+            "Cluster `{cluster}`: Secret `{}` has no key `{key}` holding the minisign secret key",
+            reference.name
+        )
+    })?;
+    Ok(Some(text.clone()))
 }
 
 async fn read_secret(

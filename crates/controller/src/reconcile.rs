@@ -316,7 +316,7 @@ impl Reconciler {
             prune: self.settings.plan.prune && revision.valid,
             ..self.settings.plan.clone()
         };
-        let locations = Arc::new(Locations::open(&set, &self.secrets).await);
+        let locations = Arc::new(Locations::open(&set, &self.secrets, &cluster).await);
         let observation =
             catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
         for (location, error) in &observation.observed.unavailable {

@@ -117,6 +117,16 @@ spec: {{role: primary}}
     }
 
     fn reconciler(&self, cluster: &str, cache: &str) -> Reconciler {
+        self.reconciler_signing(cluster, cache, None)
+    }
+
+    /// A reconciler that signs with `signing_key` (a minisign secret key file).
+    fn reconciler_signing(
+        &self,
+        cluster: &str,
+        cache: &str,
+        signing_key: Option<String>,
+    ) -> Reconciler {
         let mirror = Mirror::open(
             &self.remote(),
             &self.dir.path().join(cache).join("git"),
@@ -139,6 +149,7 @@ spec: {{role: primary}}
             self.sandbox.client(),
             Secrets::Local {
                 identities: Vec::new(),
+                signing_key,
             },
         )
     }
@@ -652,4 +663,137 @@ async fn status_on_the_policy_branch_under_status_is_not_loaded_as_policies() {
         "{:?}",
         report.published
     );
+}
+
+/// Someone who can write to the bucket but holds no trusted key writes a
+/// backup of `prod` holding a ClusterRoleBinding to cluster-admin, with the
+/// store's own writer: valid archive, consistent SHA-256 sums, signed by
+/// `signer` (or unsigned).
+async fn forge_admin_backup(storage: &Path, slot: &str, signer: Option<String>) -> String {
+    let repo = lifeboat_store::Repository::open(&lifeboat_store::LocationConfig {
+        url: format!("file://{}", storage.display()),
+        signing_key: signer,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let writer = repo
+        .begin_backup(lifeboat_store::BackupSpec {
+            cluster: "prod".into(),
+            policy: "blog".into(),
+            policy_revision: None,
+            schedule_slot: ts(slot),
+            start_time: ts(slot),
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "totally-legit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "miner", "namespace": "default"}],
+    });
+    writer
+        .add(lifeboat_store::ObjectEntry {
+            resource: "clusterrolebindings".into(),
+            group: "rbac.authorization.k8s.io".into(),
+            namespace: None,
+            name: "totally-legit".into(),
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: "ClusterRoleBinding".into(),
+            json: serde_json::to_vec(&binding).unwrap().into(),
+        })
+        .await
+        .unwrap();
+    writer.finish(ts(slot)).await.unwrap().backup_name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_request_refuses_a_forged_backup_before_applying_anything() {
+    let w = World::new().await;
+    let ours = lifeboat_store::generate_key_pair("prod").unwrap();
+    let theirs = lifeboat_store::generate_key_pair("attacker").unwrap();
+    let policies = w.base_policies("prod").replace(
+        "spec: {role: primary}",
+        &format!(
+            "spec:\n  role: primary\n  signing:\n    keySecretRef: {{name: signing}}\n    publicKey: {}",
+            ours.public_key
+        ),
+    );
+    w.commit(
+        "signed policies",
+        &[
+            ("lifeboat.yaml", Some(&policies)),
+            ("blog.yaml", Some(HOURLY)),
+        ],
+    );
+    let mut r = w.reconciler_signing("prod", "cache-a", Some(ours.secret_key_file.clone()));
+    assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
+    assert_eq!(w.backups("prod"), ["blog-20260301-100000"]);
+    let genuine = w
+        .storage()
+        .join("clusters/prod/backups/blog-20260301-100000/manifest.json.minisig");
+    assert!(genuine.exists());
+
+    // Forgeries at later slots: one unsigned, one signed by the attacker.
+    let unsigned = forge_admin_backup(&w.storage(), "2026-03-01T11:00:00Z", None).await;
+    let signed = forge_admin_backup(
+        &w.storage(),
+        "2026-03-01T12:00:00Z",
+        Some(theirs.secret_key_file.clone()),
+    )
+    .await;
+
+    w.commit(
+        "restore the forgeries",
+        &[(
+            "restore.yaml",
+            Some(&format!(
+                "apiVersion: lifeboat.dev/v1alpha1\nkind: RestoreRequest\nmetadata: {{name: evil-unsigned}}\nspec:\n  source: {{cluster: prod, policy: blog, backup: {unsigned}}}\n  target: {{cluster: prod}}\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: RestoreRequest\nmetadata: {{name: evil-signed}}\nspec:\n  source: {{cluster: prod, policy: blog, backup: {signed}}}\n  target: {{cluster: prod}}\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: RestoreRequest\nmetadata: {{name: latest}}\nspec:\n  source: {{cluster: prod, policy: blog, backup: latest}}\n  target: {{cluster: prod}}\n  dryRun: true\n"
+            )),
+        )],
+    );
+    let report = r.cycle(ts("2026-03-01T12:30:00Z"), true).await;
+    let plan = report.plan.as_ref().expect("a plan");
+    // `latest` is the genuine backup, not the newer forgeries.
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::Restore { request, backup, .. }
+            if request == "latest" && backup == "blog-20260301-100000")),
+        "{:#?}",
+        plan.actions
+    );
+    // The forgeries are reported and do not count as the 12:00 slot.
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains(&signed) && n.contains(&theirs.key_id))
+    );
+    assert!(!names(&report, "backup").contains(&signed));
+
+    // Nothing of either forgery was applied.
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> =
+        Api::all(w.sandbox.client());
+    assert!(bindings.get_opt("totally-legit").await.unwrap().is_none());
+
+    // Each request ran once and was recorded Failed, naming the key.
+    for (request, needle) in [
+        ("evil-unsigned", "not signed".to_string()),
+        ("evil-signed", format!("untrusted key {}", theirs.key_id)),
+    ] {
+        let record = w
+            .storage()
+            .join(format!("clusters/prod/restores/{request}/record.json"));
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+        assert_eq!(record["phase"], "Failed", "{request}: {record:#}");
+        let message = record["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&needle) && message.contains("`prod`"),
+            "{request}: {message}"
+        );
+    }
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use lifeboat_core::load::{InputFile, load};
 use lifeboat_core::plan::{
-    Action, BackupPhase, Observed, ObservedBackup, OrphanMark, PlanOptions, backup_name, plan,
+    Action, BackupPhase, Observed, ObservedBackup, OrphanMark, PlanOptions, SignatureStatus,
+    backup_name, plan,
 };
 
 const POLICIES: usize = 1_000;
@@ -85,6 +86,8 @@ fn backup(location: String, policy: String, slot: Timestamp, i: usize) -> Observ
         },
         items: 1_000,
         bytes: 1 << 20,
+        signature: SignatureStatus::Unsigned,
+        signature_detail: None,
     }
 }
 

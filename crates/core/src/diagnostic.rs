@@ -90,6 +90,8 @@ codes! {
     InvalidPattern = "LB114", "invalid-pattern", Error, "A namespace glob or label selector is malformed.";
     SelectorMatchesNoCluster = "LB115", "selector-matches-no-cluster", Warning, "A BackupPolicy's `clusters.selector` matches no Cluster document.";
     RetentionOnlyMinKeep = "LB116", "retention-only-min-keep", Warning, "The retention rules keep nothing, so only the `minKeep` newest backups survive.";
+    TrustedKeyWithoutSigningKey = "LB118", "trusted-key-without-signing-key", Error, "A key is trusted for a cluster whose Cluster document has no signing key, so its backups are unsigned and refused.";
+    SigningKeyNotTrusted = "LB119", "signing-key-not-trusted", Warning, "A Cluster signs its backups but no key is trusted for it, so nobody checks the signatures.";
 }
 
 impl fmt::Display for Code {

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::diagnostic::{Code, Diagnostic, Span, did_you_mean};
 use crate::model::{
-    API_VERSION, BackupPolicy, Cluster, Document, Kind, RestoreRequest, StorageLocation,
+    API_VERSION, BackupPolicy, Cluster, Document, Kind, RestoreRequest, StorageLocation, TrustedKey,
 };
 use crate::schema;
 use crate::yaml::{self, MAX_FILE_BYTES, SpanIndex};
@@ -91,6 +91,38 @@ impl PolicySet {
     pub fn applies(&self, policy: &BackupPolicy, cluster: &str) -> bool {
         let labels = self.cluster(cluster).map(|c| &c.doc.metadata.labels);
         policy.spec.clusters.selects(cluster, labels)
+    }
+
+    /// Every key trusted to sign backups read from the StorageLocation
+    /// `location`: each Cluster's `signing.publicKey` (for that cluster) and
+    /// the location's own `signing.trustedKeys`, in document order.
+    pub fn trusted_keys(&self, location: &str) -> Vec<TrustedKey> {
+        let mut keys: Vec<TrustedKey> = self
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                let key = c.doc.spec.signing.as_ref()?.public_key.as_ref()?;
+                Some(TrustedKey {
+                    cluster: c.doc.metadata.name.clone(),
+                    key: key.clone(),
+                    trusted_until: None,
+                })
+            })
+            .collect();
+        if let Some(l) = self.storage_location(location)
+            && let Some(signing) = &l.doc.spec.signing
+        {
+            keys.extend(signing.trusted_keys.iter().cloned());
+        }
+        keys
+    }
+
+    /// Whether backups of `cluster` read from `location` must be signed:
+    /// some key (retired or not) is trusted for that cluster there.
+    pub fn signing_required(&self, location: &str, cluster: &str) -> bool {
+        self.trusted_keys(location)
+            .iter()
+            .any(|k| k.cluster == cluster)
     }
 
     /// Number of documents in the set.

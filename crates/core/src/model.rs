@@ -196,7 +196,43 @@ pub struct StorageLocationSpec {
     /// `ReadOnly` locations are restored from but never written to or pruned.
     #[serde(default)]
     pub access_mode: AccessMode,
+    /// Keys trusted to sign the backups of clusters whose Cluster document
+    /// does not carry them (their policies live elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<LocationSigning>,
 }
+
+/// Signature trust of a storage location.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocationSigning {
+    /// Public keys trusted for the backups of one cluster each. Several keys
+    /// per cluster are allowed (rotation); removing a key revokes it.
+    #[serde(default)]
+    pub trusted_keys: Vec<TrustedKey>,
+}
+
+/// A minisign public key trusted for one cluster's backups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrustedKey {
+    /// The cluster whose backups this key signs.
+    #[schemars(length(min = 1, max = 253))]
+    pub cluster: String,
+    /// The public key: the `RW…` line of the `.pub` file.
+    pub key: SigningPublicKey,
+    /// Retires the key (RFC 3339): backups it signed before this time stay
+    /// restorable, later signatures are not trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub trusted_until: Option<jiff::Timestamp>,
+}
+
+/// A minisign (Ed25519) public key in base64, as the second line of a
+/// `minisign.pub` file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct SigningPublicKey(#[schemars(regex(pattern = r"^RW[Q-T][A-Za-z0-9+/]{53}$"))] pub String);
 
 /// Credentials for a storage location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -265,7 +301,28 @@ pub struct ClusterSpec {
     /// Guard rails for restores into this cluster.
     #[serde(default)]
     pub restore: ClusterRestore,
+    /// How this cluster signs its backups and which key others trust for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<ClusterSigning>,
 }
+
+/// Backup signing of a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterSigning {
+    /// A Secret holding this cluster's minisign secret key (unencrypted, as
+    /// `lifeboat keys generate` or `minisign -G -W` writes it). Its
+    /// namespace defaults to `lifeboat`, its key to `minisign.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_ref: Option<SecretRef>,
+    /// The matching public key, trusted for backups that name this cluster
+    /// in every StorageLocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<SigningPublicKey>,
+}
+
+/// The default key of `signing.keySecretRef`.
+pub const SIGNING_SECRET_KEY: &str = "minisign.key";
 
 /// The role of a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -18,6 +18,7 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 use crate::error::{Result, StoreError};
 use crate::model::{Manifest, OrphanMark, RestoreRecord};
 use crate::repo::{MANIFEST, Repository, layout, parse_backup_name, validate_name};
+use crate::signing::{SignatureCheck, SignedKind, Subject};
 
 const MANIFEST_FETCH_CONCURRENCY: usize = 16;
 
@@ -29,6 +30,15 @@ pub struct BackupList {
     /// Manifests that exist but could not be read: (backup name, error).
     /// They do not stop the listing so planning keeps working.
     pub unreadable: Vec<(String, String)>,
+    /// The signature of each listed backup, by backup directory name.
+    pub signatures: BTreeMap<String, SignatureCheck>,
+}
+
+impl BackupList {
+    /// The signature check of a listed manifest.
+    pub fn signature(&self, manifest: &Manifest) -> Option<&SignatureCheck> {
+        self.signatures.get(&manifest.backup_name)
+    }
 }
 
 /// A backup directory without a manifest.
@@ -63,10 +73,10 @@ impl Repository {
             })
             .map(|(name, _)| name)
             .collect();
-        let fetched: Vec<(String, Result<Option<Manifest>>)> = futures::stream::iter(names)
+        type Fetched = Result<Option<(Manifest, SignatureCheck)>>;
+        let fetched: Vec<(String, Fetched)> = futures::stream::iter(names)
             .map(|name| async move {
-                let path = layout::backup_file(cluster, &name, MANIFEST);
-                let manifest = self.get_json::<Manifest>(&path).await;
+                let manifest = self.read_manifest(cluster, &name).await;
                 (name, manifest)
             })
             .buffered(MANIFEST_FETCH_CONCURRENCY)
@@ -75,7 +85,16 @@ impl Repository {
         let mut list = BackupList::default();
         for (name, manifest) in fetched {
             match manifest {
-                Ok(Some(m)) if policy.is_none_or(|p| m.policy == p) => list.backups.push(m),
+                Ok(Some((m, check))) if policy.is_none_or(|p| m.policy == p) => {
+                    // A manifest stored under another name would shadow
+                    // the real one: key it by its directory.
+                    if m.backup_name == name {
+                        list.signatures.insert(name, check);
+                        list.backups.push(m);
+                    } else {
+                        list.unreadable.push((name, check.describe()));
+                    }
+                }
                 // Deleted between listing and reading, or another policy.
                 Ok(_) => {}
                 Err(e @ StoreError::InvalidJson { .. }) => {
@@ -85,6 +104,31 @@ impl Repository {
             }
         }
         Ok(list)
+    }
+
+    /// A manifest, its signature checked against the trusted keys.
+    pub(crate) async fn read_manifest(
+        &self,
+        cluster: &str,
+        backup: &str,
+    ) -> Result<Option<(Manifest, SignatureCheck)>> {
+        let path = layout::backup_file(cluster, backup, MANIFEST);
+        let Some((bytes, sig)) = self.get_signed(&path).await? else {
+            return Ok(None);
+        };
+        let manifest: Manifest = self.parse_json(&path, &bytes)?;
+        let check = self.trust().check(
+            &Subject {
+                kind: SignedKind::Backup,
+                path_cluster: cluster,
+                path_name: backup,
+                claimed_cluster: &manifest.cluster,
+                claimed_name: &manifest.backup_name,
+            },
+            &bytes,
+            sig.as_deref(),
+        );
+        Ok(Some((manifest, check)))
     }
 
     /// The manifest of one committed backup.
@@ -170,8 +214,41 @@ impl Repository {
         validate_name("cluster", cluster)?;
         validate_name("restore request", request)?;
         self.ensure_marker().await?;
-        self.put_json(&layout::restore_record(cluster, request), record)
-            .await
+        self.put_signed_json(
+            &layout::restore_record(cluster, request),
+            record,
+            SignedKind::Restore,
+            cluster,
+            request,
+            record.end_time.unwrap_or(record.start_time),
+        )
+        .await
+    }
+
+    /// The signature state of a restore record, `None` if it never ran.
+    pub async fn restore_record_signature(
+        &self,
+        cluster: &str,
+        request: &str,
+    ) -> Result<Option<SignatureCheck>> {
+        validate_name("cluster", cluster)?;
+        validate_name("restore request", request)?;
+        let path = layout::restore_record(cluster, request);
+        let Some((bytes, sig)) = self.get_signed(&path).await? else {
+            return Ok(None);
+        };
+        let record: RestoreRecord = self.parse_json(&path, &bytes)?;
+        Ok(Some(self.trust().check(
+            &Subject {
+                kind: SignedKind::Restore,
+                path_cluster: cluster,
+                path_name: request,
+                claimed_cluster: &record.target_cluster,
+                claimed_name: &record.request,
+            },
+            &bytes,
+            sig.as_deref(),
+        )))
     }
 
     /// The record of a restore request, `None` if it never ran.

@@ -59,6 +59,12 @@ pub struct LocationConfig {
     /// Retry and timeout behaviour for cloud stores; `None` uses
     /// [`RetryOptions::default`].
     pub retry: Option<RetryOptions>,
+    /// Public keys trusted to sign backups read from this location, each
+    /// bound to a cluster.
+    pub trusted_keys: Vec<crate::TrustedKey>,
+    /// The minisign secret key file this writer signs manifests and restore
+    /// records with; `None` writes them unsigned.
+    pub signing_key: Option<String>,
 }
 
 impl std::fmt::Debug for LocationConfig {
@@ -77,6 +83,11 @@ impl std::fmt::Debug for LocationConfig {
                 &format_args!("<{} redacted>", self.identities.len()),
             )
             .field("retry", &self.retry)
+            .field("trusted_keys", &self.trusted_keys)
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

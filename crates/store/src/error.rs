@@ -195,6 +195,40 @@ pub enum StoreError {
         recipients: Vec<String>,
     },
 
+    /// A signing key (minisign secret key) could not be parsed. The key
+    /// itself is never printed.
+    #[error(
+        "the signing key is not an unencrypted minisign secret key ({reason}); create one with \
+         `lifeboat keys generate` or `minisign -G -W`"
+    )]
+    InvalidSigningKey { reason: String },
+
+    /// A trusted public key could not be parsed.
+    #[error(
+        "the public key trusted for cluster {cluster:?} is not a minisign public key ({reason}); \
+         use the `RW…` line of the `.pub` file `lifeboat keys generate` wrote"
+    )]
+    InvalidPublicKey { cluster: String, reason: String },
+
+    /// A backup of a cluster that must sign was started without a key.
+    #[error(
+        "keys are trusted for cluster {cluster:?}, so its backups must be signed, but no signing \
+         key is configured: set the Cluster's signing.keySecretRef (or pass --signing-key FILE)"
+    )]
+    SigningKeyMissing { cluster: String },
+
+    /// Signing failed.
+    #[error("cannot sign: {0}")]
+    Sign(String),
+
+    /// The signature of a backup is bad or untrusted (or missing where
+    /// signing is required): nothing of it may be read.
+    #[error(
+        "refusing {what}: {reason}; restore a backup with a valid signature, or see \
+         \"Signed backups\" in docs/operations.md if the key was rotated"
+    )]
+    SignatureRefused { what: String, reason: String },
+
     /// Encryption failed.
     #[error("cannot set up age encryption: {0}")]
     Encrypt(String),
@@ -262,6 +296,7 @@ impl StoreError {
                 | StoreError::Corrupt { .. }
                 | StoreError::MissingIdentity { .. }
                 | StoreError::WrongIdentity { .. }
+                | StoreError::SignatureRefused { .. }
         )
     }
 }

@@ -13,7 +13,8 @@
 //! `repo` (marker, layout, names), `writer` / `upload` (streaming archive
 //! writer and multipart uploads), `reader` (verified streaming reads), `verify` (complete
 //! verification with a finding per check, and the `BackupCheck` extension point),
-//! `crypto` (age), `catalog` (listing, deletion, restore records) and
+//! `crypto` (age), `signing` (minisign signatures of manifests and
+//! records, and trust), `catalog` (listing, deletion, restore records) and
 //! `model` (the JSON types). The on-storage format is documented in
 //! `docs/format.md`. This crate does not depend on `lifeboat-core`.
 
@@ -25,6 +26,7 @@ mod error;
 mod model;
 mod reader;
 mod repo;
+mod signing;
 mod upload;
 mod verify;
 mod writer;
@@ -41,4 +43,8 @@ pub use model::{
 pub use reader::{ArchiveEntry, BackupReader, VerifyReport};
 pub use repo::{Repository, backup_name, parse_backup_name, validate_name};
 pub use verify::{BackupCheck, CheckStatus, Finding, Verification};
+pub use signing::{
+    GeneratedKeyPair, SIGNATURE_SUFFIX, SignatureCheck, SignatureState, SignedKind, SigningKey,
+    Subject, Trust, TrustedKey, generate_key_pair, parse_public_key,
+};
 pub use writer::{BackupSpec, BackupWriter, ObjectEntry, WriterHandle};

@@ -28,12 +28,14 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::error::{Result, StoreError};
 use crate::model::{FORMAT_VERSION, FileInfo, Index, LogEntry, Manifest};
 use crate::repo::{MANIFEST, Repository, layout, validate_name};
+use crate::signing::SignatureCheck;
 
 /// Reads one committed backup.
 #[derive(Debug, Clone)]
 pub struct BackupReader {
     repo: Repository,
     manifest: Arc<Manifest>,
+    signature: Arc<SignatureCheck>,
 }
 
 /// One object from `resources.tar.zst`.
@@ -92,14 +94,14 @@ impl Repository {
         validate_name("cluster", cluster)?;
         validate_name("backup", backup)?;
         let path = layout::backup_file(cluster, backup, MANIFEST);
-        let manifest: Manifest =
-            self.get_json(&path)
-                .await?
-                .ok_or_else(|| StoreError::BackupNotFound {
+        let (manifest, signature) =
+            self.read_manifest(cluster, backup).await?.ok_or_else(|| {
+                StoreError::BackupNotFound {
                     url: self.url().to_string(),
                     cluster: cluster.into(),
                     backup: backup.into(),
-                })?;
+                }
+            })?;
         if manifest.format_version > FORMAT_VERSION {
             return Err(StoreError::NewerManifest {
                 path: self.display(&path),
@@ -110,6 +112,7 @@ impl Repository {
         Ok(BackupReader {
             repo: self.clone(),
             manifest: Arc::new(manifest),
+            signature: Arc::new(signature),
         })
     }
 }
@@ -119,9 +122,35 @@ impl BackupReader {
         &self.manifest
     }
 
+    /// The manifest's signature, checked against the trusted keys when the
+    /// backup was opened.
+    pub fn signature(&self) -> &SignatureCheck {
+        &self.signature
+    }
+
+    /// Fails when the signature is bad or untrusted, or missing although
+    /// signing is required for the backup's cluster. [`BackupReader::verify`]
+    /// and [`BackupReader::entries`] call it first, so nothing of a refused
+    /// backup is ever read.
+    pub fn check_signature(&self) -> Result<()> {
+        match self.signature.refusal() {
+            None => Ok(()),
+            Some(reason) => Err(StoreError::SignatureRefused {
+                what: format!(
+                    "backup {} of cluster {} in {}",
+                    self.manifest.backup_name,
+                    self.manifest.cluster,
+                    self.repo.url()
+                ),
+                reason,
+            }),
+        }
+    }
+
     /// Streams every file once and checks it completely. Run this before
     /// applying anything.
     pub async fn verify(&self) -> Result<VerifyReport> {
+        self.check_signature()?;
         let files = &self.manifest.files;
         let objects = self
             .read_file(&files.resources, |r| {
@@ -178,6 +207,10 @@ impl BackupReader {
         let (tx, rx) = mpsc::channel::<Result<ArchiveEntry>>(32);
         let reader = self.clone();
         tokio::spawn(async move {
+            if let Err(e) = reader.check_signature() {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
             let sender = tx.clone();
             let result = reader
                 .read_file(&reader.manifest.files.resources, move |r| {

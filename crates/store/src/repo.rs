@@ -26,6 +26,7 @@ use crate::config::{LocationConfig, build_store};
 use crate::crypto::Keys;
 use crate::error::{Result, StoreError};
 use crate::model::{FORMAT_VERSION, LIFEBOAT_VERSION, RepositoryMarker};
+use crate::signing::{SIGNATURE_SUFFIX, SignedKind, SigningKey, Trust};
 
 pub(crate) const MARKER: &str = "lifeboat.json";
 
@@ -40,6 +41,10 @@ pub(crate) struct Inner {
     pub store: Arc<dyn ObjectStore>,
     pub url: String,
     pub keys: Keys,
+    /// Keys trusted to sign what is read here.
+    pub trust: Trust,
+    /// The key this writer signs with.
+    pub signer: Option<SigningKey>,
     marker_written: OnceCell<()>,
 }
 
@@ -47,8 +52,46 @@ impl Repository {
     /// Connects to the location and checks its marker. Writes nothing.
     pub async fn open(config: &LocationConfig) -> Result<Repository> {
         let keys = Keys::parse(&config.recipients, &config.identities)?;
+        let trust = Trust::new(&config.trusted_keys)?;
+        let signer = config
+            .signing_key
+            .as_deref()
+            .map(SigningKey::parse)
+            .transpose()?;
         let (store, url) = build_store(config)?;
-        Repository::with_store(store, url, keys).await
+        Ok(Repository::with_store(store, url, keys)
+            .await?
+            .with_signing(trust, signer))
+    }
+
+    /// The same repository, trusting `trust` when reading and signing with
+    /// `signer` when writing.
+    pub fn with_signing(self, trust: Trust, signer: Option<SigningKey>) -> Repository {
+        let inner = &self.inner;
+        let marker_written = OnceCell::new();
+        if inner.marker_written.initialized() {
+            let _ = marker_written.set(());
+        }
+        Repository {
+            inner: Arc::new(Inner {
+                store: inner.store.clone(),
+                url: inner.url.clone(),
+                keys: inner.keys.clone(),
+                trust,
+                signer,
+                marker_written,
+            }),
+        }
+    }
+
+    /// The keys trusted to sign what is read here.
+    pub fn trust(&self) -> &Trust {
+        &self.inner.trust
+    }
+
+    /// The key id this repository signs with, if any.
+    pub fn signing_key_id(&self) -> Option<&str> {
+        self.inner.signer.as_ref().map(SigningKey::key_id)
     }
 
     /// Uses an existing object store (for example `InMemory` in tests of
@@ -73,6 +116,8 @@ impl Repository {
                 store,
                 url,
                 keys,
+                trust: Trust::default(),
+                signer: None,
                 marker_written: OnceCell::new(),
             }),
         };
@@ -188,18 +233,73 @@ impl Repository {
     }
 
     pub(crate) async fn put_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let bytes = self.json_bytes(path, value)?;
+        self.put_bytes(path, bytes).await
+    }
+
+    fn json_bytes<T: Serialize>(&self, path: &Path, value: &T) -> Result<Vec<u8>> {
         let mut bytes =
             serde_json::to_vec_pretty(value).map_err(|source| StoreError::InvalidJson {
                 path: self.display(path),
                 source,
             })?;
         bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    async fn put_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
         self.inner
             .store
             .put(path, PutPayload::from(bytes))
             .await
             .map(|_| ())
             .map_err(|e| StoreError::storage("put", self.display(path), e))
+    }
+
+    /// Writes `value` as JSON at `path`, first its signature at
+    /// `path.minisig` when this repository signs, so the JSON (the commit
+    /// point) never exists without it. Without a signer a stale signature
+    /// is removed, so it cannot be mistaken for one over the new bytes.
+    pub(crate) async fn put_signed_json<T: Serialize>(
+        &self,
+        path: &Path,
+        value: &T,
+        kind: SignedKind,
+        cluster: &str,
+        name: &str,
+        time: Timestamp,
+    ) -> Result<()> {
+        let bytes = self.json_bytes(path, value)?;
+        let sig_path = signature_path(path);
+        match &self.inner.signer {
+            Some(signer) => {
+                let sig = signer.sign(kind, cluster, name, time, &bytes)?;
+                self.put_bytes(&sig_path, sig.into_bytes()).await?;
+            }
+            None => match self.inner.store.delete(&sig_path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(StoreError::storage("delete", self.display(&sig_path), e)),
+            },
+        }
+        self.put_bytes(path, bytes).await
+    }
+
+    /// The bytes at `path` and the signature next to it, if any.
+    pub(crate) async fn get_signed(&self, path: &Path) -> Result<Option<(Bytes, Option<String>)>> {
+        let sig_path = signature_path(path);
+        let (data, sig) = futures::join!(self.get_optional(path), self.get_optional(&sig_path));
+        let Some(data) = data? else {
+            return Ok(None);
+        };
+        let sig = sig?.map(|b| String::from_utf8_lossy(&b).into_owned());
+        Ok(Some((data, sig)))
+    }
+
+    pub(crate) fn parse_json<T: DeserializeOwned>(&self, path: &Path, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|source| StoreError::InvalidJson {
+            path: self.display(path),
+            source,
+        })
     }
 }
 
@@ -233,6 +333,11 @@ pub(crate) mod layout {
 }
 
 pub(crate) const MANIFEST: &str = "manifest.json";
+
+/// `<path>.minisig`.
+pub(crate) fn signature_path(path: &Path) -> Path {
+    Path::from(format!("{path}{SIGNATURE_SUFFIX}"))
+}
 
 /// Checks a cluster, policy, backup or request name used as a path segment.
 pub fn validate_name(what: &'static str, name: &str) -> Result<()> {

@@ -10,7 +10,8 @@
 //!   log     → JSONL → zstd → [age] → UploadSink → log.jsonl.zst[.age]
 //!                                 │ each sink: SHA-256 of the stored bytes
 //!                                 ▼
-//!              BackupWriter::finish → manifest.json (LAST: commit point)
+//!   BackupWriter::finish → manifest.json.minisig (when signing), then
+//!                          manifest.json (LAST: commit point)
 //! ```
 //!
 //! Objects travel in batches (`add_all`, one list page split into messages
@@ -47,6 +48,7 @@ use crate::model::{
     Manifest, Phase, ResourceCount, Totals,
 };
 use crate::repo::{MANIFEST, Repository, backup_name, layout, validate_name};
+use crate::signing::SignedKind;
 use crate::upload::{self, FirstError, UploadSink, Uploaded, error_chain};
 
 const ZSTD_LEVEL: i32 = 3;
@@ -243,6 +245,11 @@ impl Repository {
     pub async fn begin_backup(&self, spec: BackupSpec) -> Result<BackupWriter> {
         validate_name("cluster", &spec.cluster)?;
         validate_name("policy", &spec.policy)?;
+        if self.inner.signer.is_none() && self.inner.trust.required_for(&spec.cluster) {
+            return Err(StoreError::SigningKeyMissing {
+                cluster: spec.cluster.clone(),
+            });
+        }
         let name = backup_name(&spec.policy, spec.schedule_slot);
         let manifest_path = layout::backup_file(&spec.cluster, &name, MANIFEST);
         if self.get_optional(&manifest_path).await?.is_some() {
@@ -422,7 +429,16 @@ impl BackupWriter {
             labels: self.spec.labels.clone(),
         };
         let path = layout::backup_file(&self.spec.cluster, &self.name, MANIFEST);
-        self.repo.put_json(&path, &manifest).await?;
+        self.repo
+            .put_signed_json(
+                &path,
+                &manifest,
+                SignedKind::Backup,
+                &manifest.cluster,
+                &manifest.backup_name,
+                end_time,
+            )
+            .await?;
         Ok(manifest)
     }
 }

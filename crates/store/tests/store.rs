@@ -1377,6 +1377,64 @@ async fn s3_failures_are_named_in_words() -> TestResult {
     hold.abort();
     assert_eq!(cause, Some(C::Timeout), "{text}");
     assert!(text.contains("did not answer in time"), "{text}");
+
+// ---------------------------------------------------------------- signatures
+
+/// `file_config` that trusts `trusted` for `CLUSTER` and signs with `signer`.
+fn signed_config(
+    dir: &FsPath,
+    keys: &Keys,
+    trusted: &[&lifeboat_store::GeneratedKeyPair],
+    signer: Option<&lifeboat_store::GeneratedKeyPair>,
+) -> LocationConfig {
+    LocationConfig {
+        trusted_keys: trusted
+            .iter()
+            .map(|k| lifeboat_store::TrustedKey {
+                cluster: CLUSTER.into(),
+                public_key: k.public_key.clone(),
+                trusted_until: None,
+            })
+            .collect(),
+        signing_key: signer.map(|k| k.secret_key_file.clone()),
+        ..file_config(dir, Some(keys))
+    }
+}
+
+/// Copies a genuine backup to a new name with a manifest that matches its
+/// files (valid age encryption, consistent SHA-256 sums): a forgery by
+/// someone who can write to the bucket. Signed by `signer` if given.
+fn forge(
+    root: &FsPath,
+    genuine: &Manifest,
+    name: &str,
+    signer: Option<&lifeboat_store::GeneratedKeyPair>,
+) -> TestResult {
+    let from = backup_dir(root, &genuine.backup_name);
+    let to = backup_dir(root, name);
+    std::fs::create_dir_all(&to)?;
+    for f in [
+        &genuine.files.resources,
+        &genuine.files.index,
+        &genuine.files.log,
+    ] {
+        std::fs::copy(from.join(&f.name), to.join(&f.name))?;
+    }
+    let mut forged = genuine.clone();
+    forged.backup_name = name.into();
+    let bytes = serde_json::to_vec_pretty(&forged)?;
+    if let Some(key) = signer {
+        let key = lifeboat_store::SigningKey::parse(&key.secret_key_file)?;
+        let sig = key.sign(
+            lifeboat_store::SignedKind::Backup,
+            CLUSTER,
+            name,
+            genuine.end_time,
+            &bytes,
+        )?;
+        std::fs::write(to.join("manifest.json.minisig"), sig)?;
+    }
+    std::fs::write(to.join("manifest.json"), bytes)?;
     Ok(())
 }
 
@@ -1403,5 +1461,172 @@ async fn azure_failures_are_named_in_words() -> TestResult {
     });
     let (text, cause) = open_error(&quick(wrong)).await;
     assert_eq!(cause, Some(C::BadCredentials), "{text}");
+
+async fn signed_backups_round_trip_and_forgeries_are_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let age = keys();
+    let ours = lifeboat_store::generate_key_pair("test")?;
+    let theirs = lifeboat_store::generate_key_pair("attacker")?;
+    let repo = Repository::open(&signed_config(dir.path(), &age, &[&ours], Some(&ours))).await?;
+    let genuine = write_backup(&repo, "apps", "2025-06-01T02:00:00Z", 40).await?;
+    let gdir = backup_dir(dir.path(), &genuine.backup_name);
+    assert!(gdir.join("manifest.json.minisig").exists());
+
+    let reader = repo.open_backup(CLUSTER, &genuine.backup_name).await?;
+    assert_eq!(
+        reader.signature().label(),
+        "valid",
+        "{}",
+        reader.signature().describe()
+    );
+    assert_eq!(reader.signature().key_id(), Some(ours.key_id.as_str()));
+    assert_eq!(reader.verify().await?.objects, 40);
+
+    // Forged: unsigned, and signed by a key nobody trusts.
+    forge(dir.path(), &genuine, "apps-20250602-020000", None)?;
+    forge(dir.path(), &genuine, "apps-20250603-020000", Some(&theirs))?;
+    let unsigned = repo.open_backup(CLUSTER, "apps-20250602-020000").await?;
+    let err = unsigned
+        .verify()
+        .await
+        .expect_err("an unsigned forgery is refused");
+    assert!(matches!(err, StoreError::SignatureRefused { .. }), "{err}");
+    assert!(message(&err).contains("not signed"), "{}", message(&err));
+    let untrusted = repo.open_backup(CLUSTER, "apps-20250603-020000").await?;
+    let err = untrusted
+        .verify()
+        .await
+        .expect_err("an untrusted signer is refused");
+    let text = message(&err);
+    assert!(
+        text.contains(&theirs.key_id) && text.contains(&format!("`{CLUSTER}`")),
+        "{text}"
+    );
+    // Nothing of a refused backup is streamed either.
+    let first = untrusted.entries().next().await;
+    assert!(matches!(
+        first,
+        Some(Err(StoreError::SignatureRefused { .. }))
+    ));
+
+    // The catalog flags them.
+    let list = repo.list_backups(CLUSTER, None).await?;
+    let labels: Vec<(&str, &str)> = list
+        .backups
+        .iter()
+        .map(|m| {
+            (
+                m.backup_name.as_str(),
+                list.signature(m).map_or("-", |c| c.label()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("apps-20250601-020000", "valid"),
+            ("apps-20250602-020000", "unsigned"),
+            ("apps-20250603-020000", "untrusted"),
+        ]
+    );
+
+    // Edited after signing.
+    let manifest = gdir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest)?;
+    std::fs::write(&manifest, text.replace("\"platform\"", "\"attacker\""))?;
+    let edited = repo.open_backup(CLUSTER, &genuine.backup_name).await?;
+    assert_eq!(edited.signature().label(), "bad");
+    assert!(edited.verify().await.is_err());
+    std::fs::write(&manifest, text)?;
+
+    // Rotation: trusting a second key keeps the first one's backups valid.
+    let next = lifeboat_store::generate_key_pair("next")?;
+    let rotated = Repository::open(&signed_config(
+        dir.path(),
+        &age,
+        &[&ours, &next],
+        Some(&next),
+    ))
+    .await?;
+    let newer = write_backup(&rotated, "apps", "2025-06-05T02:00:00Z", 4).await?;
+    for name in [&genuine.backup_name, &newer.backup_name] {
+        let r = rotated.open_backup(CLUSTER, name).await?;
+        assert_eq!(r.signature().label(), "valid", "{name}");
+    }
+    // Without any trusted key, an unsigned backup is read with a warning.
+    let open = Repository::open(&file_config(dir.path(), Some(&age))).await?;
+    let r = open.open_backup(CLUSTER, "apps-20250602-020000").await?;
+    assert!(r.signature().warning().is_some());
+    r.verify().await?;
+    // A cluster that must sign cannot write unsigned backups.
+    let unsigned_writer =
+        Repository::open(&signed_config(dir.path(), &age, &[&ours], None)).await?;
+    let err = write_backup(&unsigned_writer, "apps", "2025-06-06T02:00:00Z", 1)
+        .await
+        .expect_err("must sign");
+    assert!(matches!(err, StoreError::SigningKeyMissing { .. }), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minisign_cli_verifies_a_manifest() -> TestResult {
+    if !Command::new("minisign")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: the minisign CLI is not installed (Debian package `minisign`)");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let age = keys();
+    let key = lifeboat_store::generate_key_pair("test")?;
+    let repo = Repository::open(&signed_config(dir.path(), &age, &[&key], Some(&key))).await?;
+    let m = write_backup(&repo, "apps", "2025-06-01T02:00:00Z", 5).await?;
+    let bdir = backup_dir(dir.path(), &m.backup_name);
+    let out = Command::new("minisign")
+        .current_dir(&bdir)
+        .args(["-Vm", "manifest.json", "-P", &key.public_key])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "lifeboat backup cluster:{CLUSTER} name:{} time:",
+            m.backup_name
+        )),
+        "{stdout}"
+    );
+    // Any change is caught by the CLI too.
+    let manifest = bdir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest)?;
+    std::fs::write(&manifest, text.replacen("\"apps\"", "\"evil\"", 1))?;
+    let out = Command::new("minisign")
+        .current_dir(&bdir)
+        .args(["-Vm", "manifest.json", "-P", &key.public_key])
+        .output()?;
+    assert!(!out.status.success());
+    // A key minisign itself generated (`minisign -G -W`) signs for lifeboat.
+    let keydir = tempfile::tempdir()?;
+    let gen_out = Command::new("minisign")
+        .current_dir(keydir.path())
+        .args(["-G", "-W", "-p", "k.pub", "-s", "k.key"])
+        .output()?;
+    assert!(
+        gen_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen_out.stderr)
+    );
+    let secret = std::fs::read_to_string(keydir.path().join("k.key"))?;
+    let signer = lifeboat_store::SigningKey::parse(&secret)?;
+    let public = std::fs::read_to_string(keydir.path().join("k.pub"))?;
+    assert_eq!(
+        lifeboat_store::parse_public_key(&public)?.0,
+        signer.public_key()
+    );
     Ok(())
 }

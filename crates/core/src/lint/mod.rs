@@ -19,7 +19,8 @@
 //!             ├─ restores::denied_namespaces         LB111
 //!             ├─ restores::restore_overwrites_source LB112
 //!             ├─ overlap::overlapping_policies       LB113
-//!             └─ patterns::invalid_patterns          LB114 ──▶ sort ──▶ Vec<Diagnostic>
+//!             ├─ patterns::invalid_patterns          LB114
+//!             └─ signing::signing_keys               LB118, LB119 ──▶ sort ──▶ Vec<Diagnostic>
 //! ```
 //!
 //! LB108 (inline credentials) is found while loading: a StorageLocation with
@@ -37,6 +38,7 @@ mod restores;
 mod retention;
 mod schedules;
 mod secrets;
+mod signing;
 
 use globset::{GlobBuilder, GlobMatcher};
 use jiff::{SignedDuration, Timestamp};
@@ -66,6 +68,7 @@ pub const RULES: &[Rule] = &[
     restores::restore_overwrites_source,
     overlap::overlapping_policies,
     patterns::invalid_patterns,
+    signing::signing_keys,
 ];
 
 /// Runs every rule over `set` and returns the findings in report order.

@@ -33,6 +33,66 @@ pub struct Change {
     pub rpo_now_unmeetable: Vec<RpoChange>,
     /// Prune actions in base that head no longer has.
     pub no_longer_pruned: Vec<Action>,
+    /// Keys newly trusted, retired or revoked for signing backups: a
+    /// security-relevant change (who may write restorable backups).
+    pub trust_changes: Vec<TrustChange>,
+}
+
+/// A change to who is trusted to sign a cluster's backups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustChange {
+    /// Where the key is written: `Cluster/<name>` or `StorageLocation/<name>`.
+    pub source: String,
+    /// The cluster whose backups the key signs.
+    pub cluster: String,
+    /// The public key (`RW…`).
+    pub key: String,
+    pub change: TrustChangeType,
+}
+
+/// How trust in a key changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum TrustChangeType {
+    /// The key is trusted now and was not before.
+    Trusted,
+    /// The key was removed: revoked, even for backups it signed before.
+    Revoked,
+    /// `trustedUntil` changed (retired, un-retired or moved).
+    TrustedUntil {
+        before: Option<jiff::Timestamp>,
+        after: Option<jiff::Timestamp>,
+    },
+}
+
+impl std::fmt::Display for TrustChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = format!(
+            "key `{}` for cluster `{}` ({})",
+            self.key, self.cluster, self.source
+        );
+        match &self.change {
+            TrustChangeType::Trusted => {
+                write!(f, "newly trusted: {key}: backups it signs are restored")
+            }
+            TrustChangeType::Revoked => write!(
+                f,
+                "revoked: {key}: backups it signed are no longer restored"
+            ),
+            TrustChangeType::TrustedUntil { before, after } => {
+                let show = |t: &Option<jiff::Timestamp>| {
+                    t.map_or_else(|| "never".to_string(), |t| t.to_string())
+                };
+                write!(
+                    f,
+                    "retirement changed: {key}: trustedUntil {} → {}",
+                    show(before),
+                    show(after)
+                )
+            }
+        }
+    }
 }
 
 impl Change {
@@ -44,6 +104,7 @@ impl Change {
             && self.new_backups.is_empty()
             && self.rpo_now_unmeetable.is_empty()
             && self.no_longer_pruned.is_empty()
+            && self.trust_changes.is_empty()
     }
 }
 
@@ -129,7 +190,72 @@ pub fn compare(
         new_backups,
         rpo_now_unmeetable: rpo_changes(base_set, head_set),
         no_longer_pruned,
+        trust_changes: trust_changes(base_set, head_set),
     }
+}
+
+/// Every trusted key of a set: (source, cluster, key) → trustedUntil.
+fn trusted(set: &PolicySet) -> BTreeMap<(String, String, String), Option<jiff::Timestamp>> {
+    let mut out = BTreeMap::new();
+    for c in &set.clusters {
+        if let Some(key) = c
+            .doc
+            .spec
+            .signing
+            .as_ref()
+            .and_then(|s| s.public_key.as_ref())
+        {
+            let name = &c.doc.metadata.name;
+            out.entry((format!("Cluster/{name}"), name.clone(), key.0.clone()))
+                .or_insert(None);
+        }
+    }
+    for l in &set.storage_locations {
+        let Some(signing) = &l.doc.spec.signing else {
+            continue;
+        };
+        for k in &signing.trusted_keys {
+            out.entry((
+                format!("StorageLocation/{}", l.doc.metadata.name),
+                k.cluster.clone(),
+                k.key.0.clone(),
+            ))
+            .or_insert(k.trusted_until);
+        }
+    }
+    out
+}
+
+fn trust_changes(base: &PolicySet, head: &PolicySet) -> Vec<TrustChange> {
+    let before = trusted(base);
+    let mut after = trusted(head);
+    let mut out = Vec::new();
+    let change = |(source, cluster, key): (String, String, String), change| TrustChange {
+        source,
+        cluster,
+        key,
+        change,
+    };
+    for (k, until) in before {
+        match after.remove(&k) {
+            None => out.push(change(k, TrustChangeType::Revoked)),
+            Some(now) if now != until => out.push(change(
+                k,
+                TrustChangeType::TrustedUntil {
+                    before: until,
+                    after: now,
+                },
+            )),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        after
+            .into_keys()
+            .map(|k| change(k, TrustChangeType::Trusted)),
+    );
+    out.sort_by(|a, b| (&a.source, &a.cluster, &a.key).cmp(&(&b.source, &b.cluster, &b.key)));
+    out
 }
 
 /// The actions `key` picks out that are only in head, and those only in

@@ -62,7 +62,10 @@ use crate::model::{AccessMode, BackupPolicy, RestoreRequest, Retention, StorageL
 use crate::retention::{self, Candidate, FAILED_HISTORY};
 use crate::schedule::{self, Schedule};
 
-pub use compare::{Change, ChangeType, DocumentChange, FieldChange, RpoChange, compare};
+pub use compare::{
+    Change, ChangeType, DocumentChange, FieldChange, RpoChange, TrustChange, TrustChangeType,
+    compare,
+};
 
 /// The name of the backup of `policy` for a schedule slot:
 /// `<policy>-<YYYYMMDD>-<HHMMSS>` of the slot in UTC. The store names backup
@@ -118,6 +121,54 @@ pub struct ObservedBackup {
     pub phase: BackupPhase,
     pub items: u64,
     pub bytes: u64,
+    /// The state of the manifest's signature.
+    #[serde(default)]
+    pub signature: SignatureStatus,
+    /// Why the signature is not valid (key id, reason), for reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_detail: Option<String>,
+}
+
+/// The signature of a backup's manifest, as the store checked it against
+/// the keys trusted in Git.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureStatus {
+    /// Signed by a key trusted for the backup's cluster.
+    Valid,
+    /// No signature.
+    #[default]
+    Unsigned,
+    /// Signed by a key not trusted for the backup's cluster.
+    Untrusted,
+    /// The signature does not verify, or the manifest disagrees with its
+    /// path or signature.
+    Bad,
+}
+
+impl fmt::Display for SignatureStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SignatureStatus::Valid => "valid",
+            SignatureStatus::Unsigned => "unsigned",
+            SignatureStatus::Untrusted => "untrusted",
+            SignatureStatus::Bad => "bad",
+        })
+    }
+}
+
+impl ObservedBackup {
+    /// Whether the backup counts (for retention, `latest` and "this slot is
+    /// done") given whether signing is required for it: only valid
+    /// signatures where it is, anything but a bad one where it is not. The
+    /// store refuses to restore exactly the backups that do not count.
+    pub fn counts(&self, signing_required: bool) -> bool {
+        match self.signature {
+            SignatureStatus::Valid => true,
+            SignatureStatus::Unsigned | SignatureStatus::Untrusted => !signing_required,
+            SignatureStatus::Bad => false,
+        }
+    }
 }
 
 /// The outcome of a backup, from its manifest.
@@ -571,6 +622,9 @@ struct Planner<'a> {
     /// Backups by (location, cluster, policy), ascending by (slot, name),
     /// one per name.
     groups: HashMap<GroupKey<'a>, Vec<&'a ObservedBackup>>,
+    /// Backups that failed signature verification, by (location, cluster,
+    /// name): never counted, never pruned, but their names are taken.
+    rejected: BTreeMap<(&'a str, &'a str, &'a str), &'a ObservedBackup>,
     /// The applicable policies, by name (the first of a duplicated name).
     applicable: BTreeMap<&'a str, &'a BackupPolicy>,
     schedules: HashMap<(&'a str, &'a str), Result<SlotInfo, String>>,
@@ -604,7 +658,19 @@ impl<'a> Planner<'a> {
             }
         }
         let mut groups: HashMap<GroupKey<'a>, Vec<&'a ObservedBackup>> = HashMap::new();
+        let mut rejected = BTreeMap::new();
+        let mut required: HashMap<(&str, &str), bool> = HashMap::new();
         for b in &observed.backups {
+            let required = *required
+                .entry((b.location.as_str(), b.cluster.as_str()))
+                .or_insert_with(|| set.signing_required(&b.location, &b.cluster));
+            if !b.counts(required) {
+                rejected.insert(
+                    (b.location.as_str(), b.cluster.as_str(), b.name.as_str()),
+                    b,
+                );
+                continue;
+            }
             groups
                 .entry((b.location.as_str(), b.cluster.as_str(), b.policy.as_str()))
                 .or_default()
@@ -641,6 +707,16 @@ impl<'a> Planner<'a> {
                 "storage location `{name}` could not be read ({error}): nothing there is backed up, pruned or cleaned up"
             ));
         }
+        for ((location, cluster, name), b) in &rejected {
+            notes.push(format!(
+                "backup `{name}` of cluster `{cluster}` in `{location}` is ignored: its signature is {}{} (forged, or written with a key Git does not trust); it is not restored, counted by retention or pruned, delete it by hand after investigating",
+                b.signature,
+                b.signature_detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ));
+        }
         Planner {
             set,
             observed,
@@ -662,6 +738,7 @@ impl<'a> Planner<'a> {
                 .map(String::as_str)
                 .collect(),
             groups,
+            rejected,
             applicable,
             schedules: HashMap::new(),
             actions: Vec::new(),
@@ -774,7 +851,14 @@ impl<'a> Planner<'a> {
             let taken = backups
                 .iter()
                 .any(|b| b.slot == slot || b.name == name_of_slot);
-            if !taken {
+            let forged =
+                self.rejected
+                    .contains_key(&(location, self.cluster, name_of_slot.as_str()));
+            if forged {
+                problems.push(format!(
+                    "the latest slot is not backed up: `{name_of_slot}` holds a backup whose signature failed verification, so the name is taken; delete it after investigating"
+                ));
+            } else if !taken {
                 let reason = match backups.last() {
                     None => BackupReason::FirstBackup,
                     Some(b) => BackupReason::Due { previous: b.slot },
@@ -1124,6 +1208,31 @@ impl<'a> Planner<'a> {
                     );
                 }
                 None => {
+                    let key = (location, source.cluster.as_str(), source.backup.as_str());
+                    if let Some(b) = self.rejected.get(&key) {
+                        // Run it so the store refuses it before applying
+                        // anything and the refusal is recorded: a request
+                        // runs once, and this one cannot ever succeed.
+                        self.actions.push(Action::Restore {
+                            request: name.to_string(),
+                            location: location.to_string(),
+                            source_cluster: source.cluster.clone(),
+                            backup: b.name.clone(),
+                            dry_run: request.spec.dry_run,
+                        });
+                        return (
+                            RestoreFactState::Pending,
+                            format!(
+                                "backup `{}` {what} has a signature that is {}{}: the restore is refused and recorded Failed",
+                                b.name,
+                                b.signature,
+                                b.signature_detail
+                                    .as_deref()
+                                    .map(|d| format!(" ({d})"))
+                                    .unwrap_or_default()
+                            ),
+                        );
+                    }
                     return (
                         RestoreFactState::Waiting,
                         format!("backup `{}` {what} not found", source.backup),

@@ -120,6 +120,8 @@ fn backup_in(
         phase,
         items: 10,
         bytes: 1_000,
+        signature: SignatureStatus::Unsigned,
+        signature_detail: None,
     }
 }
 
@@ -1392,4 +1394,174 @@ fn an_unusable_schedule_or_time_zone_is_a_problem_not_a_crash() {
     assert!(facts(&plan, "tz").problems[0].ends_with("no backups are taken and nothing is pruned"));
     assert!(facts(&plan, "cron").problems[0].ends_with("no backups are taken"));
     assert_eq!(facts(&plan, "cron").next_slot, None);
+}
+
+// ---------------------------------------------------------------- signatures
+
+const KEY: &str = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+const KEY2: &str = "RWSSw1gnggDACqVmY3+tFg1AhOCZz7+JDDL0SHxDLeP26P40THVxaTJx";
+
+/// `world`, but cluster `prd` signs its backups and its key is trusted.
+fn signing_world(policies: &[Pol], extra: &[String]) -> PolicySet {
+    let mut docs = vec![
+        location("s3", "ReadWrite"),
+        format!(
+            "{API}kind: Cluster\nmetadata:\n  name: prd\nspec:\n  role: primary\n  signing:\n    keySecretRef: {{name: signing}}\n    publicKey: {KEY}\n"
+        ),
+    ];
+    docs.extend(policies.iter().map(Pol::yaml));
+    docs.extend(extra.iter().cloned());
+    load_set(&docs)
+}
+
+fn signed(mut b: ObservedBackup, signature: SignatureStatus) -> ObservedBackup {
+    b.signature = signature;
+    if signature != SignatureStatus::Valid {
+        b.signature_detail = Some("signed by untrusted key 0123456789ABCDEF".into());
+    }
+    b
+}
+
+#[test]
+fn forged_backups_count_for_nothing_where_signing_applies() {
+    let set = signing_world(
+        &[policy("p")],
+        &[restore("r", "{cluster: prd, policy: p}", "prd", true)],
+    );
+    // Three genuine backups, then six newer forged ones (unsigned,
+    // untrusted, bad) that would push them out of keepLast 3.
+    let mut list: Vec<ObservedBackup> = january("p", 3)
+        .into_iter()
+        .map(|b| signed(b, SignatureStatus::Valid))
+        .collect();
+    for (d, s) in (4..=9).zip(
+        [
+            SignatureStatus::Unsigned,
+            SignatureStatus::Untrusted,
+            SignatureStatus::Bad,
+        ]
+        .into_iter()
+        .cycle(),
+    ) {
+        list.push(signed(ok("p", &format!("2026-01-{d:02}T01:30:00Z")), s));
+    }
+    let plan = run(&set, &observed(list.clone()), "2026-01-10T12:00:00Z");
+    assert!(pruned(&plan).is_empty(), "{plan:#?}");
+    // The slot is due: the newest counted backup is of January 3rd.
+    assert_eq!(
+        backups(&plan),
+        [(
+            "p-20260110-013000".to_string(),
+            BackupReason::Due {
+                previous: ts("2026-01-03T01:30:00Z")
+            }
+        )]
+    );
+    // `latest` is the newest genuine backup.
+    let restores: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Restore { backup, .. } => Some(backup.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restores, ["p-20260103-013000"]);
+    // Each forged backup is reported.
+    let reported = plan
+        .notes
+        .iter()
+        .filter(|n| n.contains("is ignored"))
+        .count();
+    assert_eq!(reported, 6, "{:#?}", plan.notes);
+    assert!(plan.notes.iter().any(|n| n.contains("0123456789ABCDEF")));
+
+    // A forged backup holding today's slot does not make it look done, and
+    // the name it takes is not retried in a loop.
+    list.push(signed(
+        ok("p", "2026-01-10T01:30:00Z"),
+        SignatureStatus::Untrusted,
+    ));
+    let named = signing_world(
+        &[policy("p")],
+        &[restore(
+            "r",
+            "{cluster: prd, policy: p, backup: p-20260110-013000}",
+            "prd",
+            false,
+        )],
+    );
+    let plan = run(&named, &observed(list.clone()), "2026-01-10T12:00:00Z");
+    // A request naming a forged backup is handed to the store, which
+    // refuses it and records why.
+    let fact = plan
+        .restores
+        .iter()
+        .find(|r| r.request == "r")
+        .expect("fact");
+    assert!(fact.message.contains("refused"), "{fact:#?}");
+    let plan = run(&set, &observed(list), "2026-01-10T12:00:00Z");
+    assert!(backups(&plan).is_empty(), "{plan:#?}");
+    let problems = &facts(&plan, "p").problems;
+    assert!(
+        problems.iter().any(|p| p.contains("p-20260110-013000")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn unsigned_backups_count_where_no_key_is_trusted() {
+    let set = world(&[policy("p")], &[]);
+    let mut list = january("p", 9);
+    list[8] = signed(list[8].clone(), SignatureStatus::Untrusted);
+    list[7] = signed(list[7].clone(), SignatureStatus::Bad);
+    let plan = run(&set, &observed(list), "2026-01-10T12:00:00Z");
+    // Unsigned and untrusted count (nothing is required); bad never does.
+    assert_eq!(
+        backups(&plan)[0].1,
+        BackupReason::Due {
+            previous: ts("2026-01-09T01:30:00Z")
+        }
+    );
+    assert!(!pruned(&plan).contains(&"p-20260108-013000".to_string()));
+    assert_eq!(pruned(&plan).len(), 5, "{plan:#?}");
+}
+
+#[test]
+fn trust_changes_are_security_relevant() {
+    let base = signing_world(&[policy("p")], &[]);
+    let head = load_set(&[
+        format!(
+            "{API}kind: StorageLocation\nmetadata:\n  name: s3\nspec:\n  url: s3://b/s3\n  signing:\n    trustedKeys:\n      - {{cluster: prd, key: {KEY}, trustedUntil: '2026-02-01T00:00:00Z'}}\n"
+        ),
+        format!(
+            "{API}kind: Cluster\nmetadata:\n  name: prd\nspec:\n  role: primary\n  signing:\n    keySecretRef: {{name: signing}}\n    publicKey: {KEY2}\n"
+        ),
+        policy("p").yaml(),
+    ]);
+    let obs = Observed::default();
+    let now = "2026-01-10T12:00:00Z";
+    let change = compare(&base, &head, &run(&base, &obs, now), &run(&head, &obs, now));
+    let got: Vec<(String, String, TrustChangeType)> = change
+        .trust_changes
+        .iter()
+        .map(|t| (t.source.clone(), t.key.clone(), t.change.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("Cluster/prd".into(), KEY.into(), TrustChangeType::Revoked),
+            ("Cluster/prd".into(), KEY2.into(), TrustChangeType::Trusted),
+            (
+                "StorageLocation/s3".into(),
+                KEY.into(),
+                TrustChangeType::Trusted
+            ),
+        ]
+    );
+    assert!(!change.is_empty());
+    assert!(change.trust_changes[0].to_string().contains("revoked"));
+    // Retiring a key is its own kind of change.
+    let retired = compare(&head, &head, &run(&head, &obs, now), &run(&head, &obs, now));
+    assert!(retired.trust_changes.is_empty());
 }
