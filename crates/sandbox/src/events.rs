@@ -61,11 +61,7 @@ pub fn record(
             v
         }
         None => {
-            let name = format!(
-                "{}.{:016x}",
-                meta_str(involved, "name"),
-                fastrand::u64(..)
-            );
+            let name = format!("{}.{:016x}", meta_str(involved, "name"), fastrand::u64(..));
             json!({
                 "apiVersion": "v1",
                 "kind": "Event",
