@@ -195,6 +195,10 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|c| c.spec.storage_class_mapping.clone())
                 .unwrap_or_default(),
+            openshift: lifeboat_kube::openshift::RestoreConfig::for_clusters(
+                set.cluster(&source_cluster).map(|c| &c.doc.spec),
+                target_doc.as_ref().map(|c| &c.spec),
+            ),
         },
         existing: match args.existing {
             Existing::Skip => ExistingResources::Skip,
@@ -274,6 +278,9 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         Format::Json => format!("{:#}\n", serde_json::to_value(&record)?),
         Format::Text => {
             let mut t = String::new();
+            for m in &record.missing_prerequisites {
+                t.push_str(&format!("missing  prerequisite {m}\n"));
+            }
             for item in &record.items {
                 if item.action == RestoreAction::Created && record.items.len() > 200 {
                     continue;
@@ -292,6 +299,9 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                         .map(|r| format!(": {r}"))
                         .unwrap_or_default(),
                 ));
+                for change in &item.changes {
+                    t.push_str(&format!("         ~ {change}\n"));
+                }
             }
             let c = &record.counts;
             t.push_str(&format!(

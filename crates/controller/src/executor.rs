@@ -283,6 +283,10 @@ impl Executor {
                 let target = set.cluster(&self.cluster).map(|c| &c.doc);
                 let mut options = jobs::restore_options(doc, target)?;
                 options.parallelism = self.options.restore_parallelism;
+                options.transform.openshift = lifeboat_kube::openshift::RestoreConfig::for_clusters(
+                    set.cluster(source_cluster).map(|c| &c.doc.spec),
+                    target.map(|c| &c.spec),
+                );
                 let job = RestoreJob {
                     request,
                     source_cluster,

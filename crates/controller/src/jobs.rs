@@ -84,6 +84,7 @@ pub fn restore_options(
             storage_class_mapping: target
                 .map(|c| c.spec.storage_class_mapping.clone())
                 .unwrap_or_default(),
+            ..Transform::default()
         },
         existing: spec.existing_resources,
         dry_run: spec.dry_run,
@@ -132,6 +133,7 @@ pub async fn run_restore(
         dry_run: job.options.dry_run,
         counts: Default::default(),
         items: Vec::new(),
+        missing_prerequisites: Vec::new(),
         lifeboat_version: lifeboat_store::LIFEBOAT_VERSION.into(),
     };
     if job.record {

@@ -304,6 +304,38 @@ pub struct ClusterSpec {
     /// How this cluster signs its backups and which key others trust for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<ClusterSigning>,
+    /// OpenShift settings of this cluster (ignored on other clusters).
+    #[serde(default, skip_serializing_if = "ClusterOpenShift::is_default")]
+    pub openshift: ClusterOpenShift,
+}
+
+/// OpenShift settings of a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterOpenShift {
+    /// The address (`host[:port]`) of this cluster's internal image
+    /// registry. Image references to a source cluster's internal registry
+    /// are rewritten to the target's on restore. Default
+    /// `image-registry.openshift-image-registry.svc:5000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), regex(pattern = r"^[A-Za-z0-9.-]+(:[0-9]+)?$"))]
+    pub internal_registry: Option<String>,
+}
+
+impl ClusterOpenShift {
+    /// The internal registry OpenShift 4 serves by default.
+    pub const DEFAULT_INTERNAL_REGISTRY: &str = "image-registry.openshift-image-registry.svc:5000";
+
+    fn is_default(&self) -> bool {
+        self == &ClusterOpenShift::default()
+    }
+
+    /// The configured internal registry, or the default.
+    pub fn internal_registry(&self) -> &str {
+        self.internal_registry
+            .as_deref()
+            .unwrap_or(Self::DEFAULT_INTERNAL_REGISTRY)
+    }
 }
 
 /// Backup signing of a cluster.

@@ -80,8 +80,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::openshift::{self, Platform};
 use crate::raw::Object;
 use crate::select::{EXCLUDE_LABEL, Selection};
+use lifeboat_store::{Prerequisite, PrerequisiteKind};
 
 /// At most this many selected namespaces are listed one by one; above it
 /// namespaced resources are listed cluster-wide and filtered client-side.
@@ -236,8 +238,11 @@ pub async fn backup(
         warnings: AtomicU64::new(0),
         per_resource: Mutex::new(BTreeMap::new()),
         related: Mutex::new(Related::default()),
+        platform: std::sync::OnceLock::new(),
     };
     let targets = ctx.discover().await?;
+    let platform = Platform::from_groups(targets.iter().map(|t| t.ar.group.as_str()));
+    let _ = ctx.platform.set(platform);
     progress(Progress::Discovered {
         resources: targets.len(),
     });
@@ -259,6 +264,7 @@ pub async fn backup(
     let per_namespace =
         !all_ns && selected_ns.len() <= PER_NAMESPACE_LIMIT && selected_ns.len() * 2 <= total_ns;
     let mut units: Vec<(&Target, Option<String>)> = Vec::new();
+    let mut olm: Vec<&Target> = Vec::new();
     let mut wholesale: HashSet<String> = HashSet::new();
     for t in &targets {
         let (r, g) = (t.ar.plural.as_str(), t.ar.group.as_str());
@@ -267,6 +273,12 @@ pub async fn backup(
         }
         if t.namespaced {
             if !selection.resource(r, g) || (!all_ns && selected_ns.is_empty()) {
+                continue;
+            }
+            // OLM's objects are excluded unless named: listed only to
+            // record the operators as prerequisites.
+            if openshift::is_olm(r, g) && !selection.names_resource(r, g) {
+                olm.push(t);
                 continue;
             }
             if per_namespace {
@@ -284,9 +296,19 @@ pub async fn backup(
     // The futures are built before they enter the stream, not by a closure
     // of the stream, so `backup()` stays `Send` for callers that spawn it.
     let ctx_ref = &ctx;
+    let olm_units = olm.into_iter().flat_map(|t| {
+        let per_ns: Vec<Option<String>> = if per_namespace {
+            selected_ns.iter().cloned().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        per_ns.into_iter().map(move |ns| (t, ns, Mode::Olm))
+    });
     let unit_futures: Vec<_> = units
         .into_iter()
-        .map(|(t, ns)| async move { ctx_ref.list_unit(t, ns.as_deref(), Mode::Selected).await })
+        .map(|(t, ns)| (t, ns, Mode::Selected))
+        .chain(olm_units)
+        .map(|(t, ns, mode)| async move { ctx_ref.list_unit(t, ns.as_deref(), mode).await })
         .collect();
     let mut results = stream::iter(unit_futures).buffer_unordered(concurrency);
     while let Some(out) = results.try_next().await? {
@@ -298,8 +320,22 @@ pub async fn backup(
     }
     drop(results);
 
+    let needed_crds = ctx.related_mut().crds.clone();
     if selection.related_cluster_objects() {
-        ctx.related_objects(&targets, &wholesale).await?;
+        let namespaces: BTreeSet<String> = selected_ns.iter().cloned().collect();
+        ctx.related_objects(&targets, &wholesale, &namespaces)
+            .await?;
+    }
+    // The CRDs the stored custom resources need are prerequisites of the
+    // backup (the backup holds them too, but a restore may leave them out).
+    let stored_crds = std::mem::take(&mut ctx.related_mut().stored_crds);
+    for crd in needed_crds.intersection(&stored_crds) {
+        sink.prerequisite(Prerequisite {
+            kind: PrerequisiteKind::CustomResourceDefinition,
+            name: crd.clone(),
+            namespace: None,
+            detail: None,
+        });
     }
 
     let per_resource = ctx
@@ -329,6 +365,8 @@ struct Related {
     pvs: BTreeSet<String>,
     crds: BTreeSet<String>,
     service_accounts: HashSet<(String, String)>,
+    /// Names of the CRDs stored (wholesale or as related objects).
+    stored_crds: BTreeSet<String>,
 }
 
 /// How a list unit filters and what it collects.
@@ -341,6 +379,11 @@ enum Mode<'a> {
     /// ClusterRoleBindings naming one of these ServiceAccounts; their
     /// ClusterRole names are collected.
     Bindings(&'a HashSet<(String, String)>),
+    /// OpenShift SecurityContextConstraints granting one of these
+    /// ServiceAccounts or these namespaces' ServiceAccount groups.
+    Sccs(&'a BTreeSet<(String, String)>, &'a BTreeSet<String>),
+    /// OLM objects: not stored; Subscriptions recorded as prerequisites.
+    Olm,
 }
 
 #[derive(Default)]
@@ -381,6 +424,8 @@ struct Ctx<'a> {
     warnings: AtomicU64,
     per_resource: Mutex<BTreeMap<String, u64>>,
     related: Mutex<Related>,
+    /// The OpenShift groups discovery found.
+    platform: std::sync::OnceLock<Platform>,
 }
 
 /// Whether a request error is worth retrying.
@@ -424,6 +469,17 @@ fn key_hash(namespace: &str, name: &str) -> u128 {
     let mut b = DefaultHasher::new();
     (name, 0x5au8, namespace).hash(&mut b);
     (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// Some top-level members of an object as a JSON object.
+fn json_members(obj: Option<&Object<'_>>, keys: &[&str]) -> Value {
+    let mut m = serde_json::Map::new();
+    for k in keys {
+        if let Some(v) = obj.and_then(|o| o.value(k)) {
+            m.insert((*k).to_string(), v);
+        }
+    }
+    Value::Object(m)
 }
 
 fn str_at<'v>(v: &'v Value, ptr: &str) -> Option<&'v str> {
@@ -590,7 +646,8 @@ impl Ctx<'_> {
         let url = DynamicObject::url_path(&t.ar, namespace);
         let label_selector = match mode {
             Mode::Selected => self.label_query.clone(),
-            Mode::Namespaces | Mode::Bindings(_) => None,
+            Mode::Namespaces | Mode::Bindings(_) | Mode::Sccs(..) => None,
+            Mode::Olm => self.label_query.clone(),
         };
         let mut out = UnitOutcome {
             plural: t.ar.plural.clone(),
@@ -744,6 +801,65 @@ impl Ctx<'_> {
                 if !self.selection.labels(&labels) {
                     return Ok(None);
                 }
+                if let Some(o) = obj
+                    && let Some(reason) = self.openshift_skip(t, o)
+                {
+                    self.log(
+                        LogLevel::Info,
+                        Some(t.key.clone()),
+                        o.namespace.clone(),
+                        o.name.clone(),
+                        format!("skipped: {reason}"),
+                    )
+                    .await?;
+                    return Ok(None);
+                }
+            }
+            Mode::Olm => {
+                let ns = obj.and_then(|o| o.namespace.clone());
+                if !self.selection.namespace(ns.as_deref().unwrap_or_default())
+                    || !self.selection.labels(&labels)
+                {
+                    return Ok(None);
+                }
+                let name = obj.and_then(|o| o.name.clone());
+                let mut message = format!(
+                    "skipped: {} are excluded by default (OLM installs operators on the                      target); include {} by name to back them up",
+                    t.key, t.key
+                );
+                if t.ar.plural == "subscriptions" {
+                    let spec = obj.and_then(|o| o.value("spec")).unwrap_or_default();
+                    let status = obj.and_then(|o| o.value("status")).unwrap_or_default();
+                    if let Some(package) = str_at(&spec, "/name") {
+                        let mut detail = Vec::new();
+                        if let Some(c) = str_at(&spec, "/channel") {
+                            detail.push(format!("channel {c}"));
+                        }
+                        if let Some(src) = str_at(&spec, "/source") {
+                            detail.push(format!("catalog source {src}"));
+                        }
+                        if let Some(csv) = str_at(&status, "/installedCSV") {
+                            detail.push(format!("installed {csv}"));
+                        }
+                        self.sink.prerequisite(Prerequisite {
+                            kind: PrerequisiteKind::Operator,
+                            name: package.to_string(),
+                            namespace: ns.clone(),
+                            detail: (!detail.is_empty()).then(|| detail.join(", ")),
+                        });
+                        message
+                            .push_str(&format!("; operator {package} recorded as a prerequisite"));
+                    }
+                }
+                self.log(LogLevel::Info, Some(t.key.clone()), ns, name, message)
+                    .await?;
+                return Ok(None);
+            }
+            Mode::Sccs(sas, namespaces) => {
+                let grants = json_members(obj, &["users", "groups"]);
+                if !openshift::scc_grants(&grants, sas, namespaces) || opted_out(&labels) {
+                    return Ok(None);
+                }
             }
             Mode::Namespaces => {
                 let name = obj.and_then(|o| o.name.as_deref()).unwrap_or_default();
@@ -781,6 +897,18 @@ impl Ctx<'_> {
             }
         }
         self.prepare(t, obj).await
+    }
+
+    /// Why an OpenShift rule keeps this object out of the backup.
+    fn openshift_skip(&self, t: &Target, obj: &Object<'_>) -> Option<String> {
+        let platform = self.platform.get().copied().unwrap_or_default();
+        let (r, g) = (t.ar.plural.as_str(), t.ar.group.as_str());
+        if !platform.checks(r, g) {
+            return None;
+        }
+        let meta = obj.value("metadata").unwrap_or_default();
+        let ty = obj.value("type");
+        openshift::backup_skip(&platform, r, g, &meta, ty.as_ref().and_then(Value::as_str))
     }
 
     /// Sends prepared objects to the writer and counts them.
@@ -858,6 +986,9 @@ impl Ctx<'_> {
                 }
                 _ => {}
             }
+        }
+        if t.key == "customresourcedefinitions.apiextensions.k8s.io" {
+            self.related_mut().stored_crds.insert(name.clone());
         }
         let json = Bytes::from(obj.stored_json(&t.ar.api_version, &t.ar.kind));
         let entry = ObjectEntry {
@@ -948,6 +1079,7 @@ impl Ctx<'_> {
         &self,
         targets: &[Target],
         wholesale: &HashSet<String>,
+        namespaces: &BTreeSet<String>,
     ) -> Result<(), BackupError> {
         let find = |key: &str| {
             targets.iter().find(|t| {
@@ -966,6 +1098,12 @@ impl Ctx<'_> {
             for crd in &related.crds {
                 self.fetch_related(t, crd).await?;
             }
+        }
+        if let Some(t) = find("securitycontextconstraints.security.openshift.io") {
+            let sas: BTreeSet<(String, String)> =
+                related.service_accounts.iter().cloned().collect();
+            self.list_unit(t, None, Mode::Sccs(&sas, namespaces))
+                .await?;
         }
         if related.service_accounts.is_empty() {
             return Ok(());

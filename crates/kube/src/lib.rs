@@ -8,6 +8,7 @@
 //! ```
 
 pub mod backup;
+pub mod openshift;
 pub mod order;
 pub mod paths;
 mod raw;

@@ -17,10 +17,12 @@ pub const TIERS: &[&[&str]] = &[
         "priorityclasses.scheduling.k8s.io",
         "ingressclasses.networking.k8s.io",
         "volumesnapshotclasses.snapshot.storage.k8s.io",
+        // Before the ServiceAccounts they grant and the pods they admit.
+        "securitycontextconstraints.security.openshift.io",
     ],
     &["persistentvolumes"],
     &["persistentvolumeclaims"],
-    &["secrets", "configmaps"],
+    &["secrets", "configmaps", "imagestreams.image.openshift.io"],
     &["serviceaccounts"],
     &[
         "clusterroles.rbac.authorization.k8s.io",
@@ -39,6 +41,8 @@ pub const TIERS: &[&[&str]] = &[
         "replicationcontrollers",
         "cronjobs.batch",
         "jobs.batch",
+        "deploymentconfigs.apps.openshift.io",
+        "buildconfigs.build.openshift.io",
     ],
     &["pods"],
 ];
@@ -71,6 +75,8 @@ pub const NEVER_RESTORED: &[&str] = &[
     "volumeattachments.storage.k8s.io",
     "certificatesigningrequests.certificates.k8s.io",
     "apiservices.apiregistration.k8s.io",
+    // OpenShift: the history of a BuildConfig, not configuration.
+    "builds.build.openshift.io",
 ];
 
 /// Workload kinds whose owned objects are recreated by their controllers.
@@ -82,6 +88,8 @@ const CONTROLLER_KINDS: &[&str] = &[
     "Job",
     "CronJob",
     "ReplicationController",
+    "DeploymentConfig",
+    "Build",
 ];
 
 /// Why an object is not restored, or `None` when it is.

@@ -44,11 +44,12 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Discovery, Scope};
 use lifeboat_core::{ExistingResources, NamespacePattern};
 use lifeboat_store::{
-    BackupReader, LIFEBOAT_VERSION, RestoreAction, RestoreCounts, RestoreItem, RestorePhase,
-    RestoreRecord, StoreError,
+    BackupReader, LIFEBOAT_VERSION, Prerequisite, PrerequisiteKind, RestoreAction, RestoreCounts,
+    RestoreItem, RestorePhase, RestoreRecord, StoreError,
 };
 use serde_json::Value;
 
+use crate::openshift;
 use crate::order;
 use crate::select::Selection;
 use crate::transform::Transform;
@@ -113,6 +114,9 @@ pub enum Progress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreOutcome {
     pub dry_run: bool,
+    /// Prerequisites of the backup (CRDs, operators) the target lacked
+    /// before anything was applied, each with what to do.
+    pub missing_prerequisites: Vec<String>,
     pub counts: RestoreCounts,
     /// One line per object, in tier, resource, namespace, name order.
     pub items: Vec<RestoreItem>,
@@ -154,6 +158,7 @@ impl RestoreOutcome {
             dry_run: self.dry_run,
             counts: self.counts,
             items: self.items,
+            missing_prerequisites: self.missing_prerequisites,
             lifeboat_version: LIFEBOAT_VERSION.into(),
         }
     }
@@ -204,6 +209,23 @@ struct Planned {
     obj: Value,
     /// Made up by the engine (a namespace the backup did not contain).
     synthesized: bool,
+    /// What the transforms changed, for the record.
+    changes: Vec<String>,
+    /// What an existing object of the same name means.
+    on_exists: OnExists,
+}
+
+/// How a create answered AlreadyExists is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnExists {
+    /// As [`RestoreOptions::existing`] says.
+    Options,
+    /// A user-created OpenShift SCC: the backed-up `users`/`groups` are
+    /// merged into the live one (grants are only ever added).
+    MergeScc,
+    /// Made by the target's own controllers (OpenShift's per-namespace
+    /// RoleBindings): kept as they are.
+    KeepTargets,
 }
 
 type Line = (usize, RestoreItem);
@@ -217,6 +239,7 @@ fn line(p: &Planned, action: RestoreAction, reason: Option<String>) -> Line {
             name: p.name.clone(),
             action,
             reason,
+            changes: p.changes.clone(),
         },
     )
 }
@@ -244,6 +267,10 @@ fn denied_set(patterns: &[NamespacePattern]) -> Result<Option<GlobSet>, RestoreE
 fn selected(sel: &Selection, resource: &str, group: &str, ns: Option<&str>, name: &str) -> bool {
     match (group, resource, ns) {
         ("", "namespaces", _) => sel.namespace(name) && sel.resource(resource, group),
+        // Kept when they grant a restored ServiceAccount (decided later).
+        (openshift::SCC_GROUP, openshift::SCC_RESOURCE, None) => {
+            sel.related_cluster_objects() && sel.resource(resource, group)
+        }
         (_, _, Some(ns)) => sel.namespace(ns) && sel.resource(resource, group),
         (_, _, None) => sel.cluster_scoped(resource, group),
     }
@@ -300,8 +327,18 @@ pub async fn restore(
             });
         }
         let skip = order::skip_reason(&entry.resource, &entry.group, &obj);
-        opts.transform
+        let changes = opts
+            .transform
             .apply(&entry.resource, &entry.group, &mut obj);
+        let on_exists = match (entry.group.as_str(), entry.resource.as_str()) {
+            ("rbac.authorization.k8s.io", "rolebindings")
+                if openshift::SYSTEM_ROLE_BINDINGS.contains(&entry.name.as_str()) =>
+            {
+                OnExists::KeepTargets
+            }
+            (openshift::SCC_GROUP, openshift::SCC_RESOURCE) => OnExists::MergeScc,
+            _ => OnExists::Options,
+        };
         let is_ns = entry.group.is_empty() && entry.resource == "namespaces";
         let namespace = entry
             .namespace
@@ -328,6 +365,8 @@ pub async fn restore(
             name,
             obj,
             synthesized: false,
+            changes,
+            on_exists,
         };
         if let Some(reason) = skip {
             lines.push(line(&p, RestoreAction::Skipped, Some(reason)));
@@ -348,6 +387,87 @@ pub async fn restore(
             continue;
         }
         planned.push(p);
+    }
+
+    // OpenShift SCCs: kept when they grant what is restored (or when
+    // cluster-scoped objects are restored wholesale); built-in ones become
+    // RoleBindings in the target namespaces.
+    let (sccs, rest): (Vec<Planned>, Vec<Planned>) = planned
+        .into_iter()
+        .partition(|p| p.group == openshift::SCC_GROUP && p.resource == openshift::SCC_RESOURCE);
+    planned = rest;
+    let restored_ns: BTreeSet<String> = planned
+        .iter()
+        .filter_map(|p| match (p.group.as_str(), p.resource.as_str()) {
+            ("", "namespaces") => Some(p.name.clone()),
+            _ => p.namespace.clone(),
+        })
+        .collect();
+    let restored_sas: BTreeSet<(String, String)> = planned
+        .iter()
+        .filter(|p| p.group.is_empty() && p.resource == "serviceaccounts")
+        .filter_map(|p| Some((p.namespace.clone()?, p.name.clone())))
+        .collect();
+    let wholesale_sccs = opts
+        .selection
+        .cluster_scoped(openshift::SCC_RESOURCE, openshift::SCC_GROUP);
+    for p in sccs {
+        let grants = openshift::scc_grants(&p.obj, &restored_sas, &restored_ns);
+        if !grants && !wholesale_sccs {
+            continue;
+        }
+        if !openshift::builtin_scc(&p.name) {
+            planned.push(p);
+            continue;
+        }
+        let bindings = openshift::scc_grant_bindings(&p.obj, &restored_ns);
+        let reason = format!(
+            "built-in SCC {} is never edited; {}",
+            p.name,
+            if bindings.is_empty() {
+                "it grants nothing restored".to_string()
+            } else {
+                format!(
+                    "its grants are restored as RoleBindings to system:openshift:scc:{}",
+                    p.name
+                )
+            }
+        );
+        lines.push(line(&p, RestoreAction::Skipped, Some(reason)));
+        for b in bindings {
+            let text = |ptr: &str| b.pointer(ptr).and_then(Value::as_str).unwrap_or_default();
+            let subjects: Vec<String> = b["subjects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect();
+            planned.push(Planned {
+                tier: order::tier("rolebindings", "rbac.authorization.k8s.io"),
+                key: "rolebindings.rbac.authorization.k8s.io".into(),
+                resource: "rolebindings".into(),
+                group: "rbac.authorization.k8s.io".into(),
+                api_version: "rbac.authorization.k8s.io/v1".into(),
+                kind: "RoleBinding".into(),
+                namespace: Some(text("/metadata/namespace").to_string()),
+                name: text("/metadata/name").to_string(),
+                changes: vec![format!(
+                    "grants built-in SCC {} to {} (from the SCC's users and groups in the                      backup)",
+                    p.name,
+                    subjects.join(", ")
+                )],
+                obj: b,
+                synthesized: false,
+                on_exists: OnExists::Options,
+            });
+        }
+    }
+
+    // Prerequisites the target lacks, reported before anything is applied.
+    let missing_prerequisites =
+        missing_prerequisites(client, &reader.manifest().prerequisites, &planned).await?;
+    for m in &missing_prerequisites {
+        tracing::warn!("missing prerequisite: {m}");
     }
 
     // Every target namespace the objects need gets a Namespace object.
@@ -375,6 +495,8 @@ pub async fn restore(
             }),
             name: ns,
             synthesized: true,
+            changes: Vec::new(),
+            on_exists: OnExists::Options,
         });
     }
     progress(Progress::Planned {
@@ -469,9 +591,101 @@ pub async fn restore(
     }
     Ok(RestoreOutcome {
         dry_run: opts.dry_run,
+        missing_prerequisites,
         counts,
         items: lines.into_iter().map(|(_, l)| l).collect(),
     })
+}
+
+/// The backup's prerequisites the target does not provide: CRDs it does
+/// not serve (unless this restore creates them) and operators without a
+/// Subscription (or without OLM at all).
+async fn missing_prerequisites(
+    client: &kube::Client,
+    prerequisites: &[Prerequisite],
+    planned: &[Planned],
+) -> Result<Vec<String>, RestoreError> {
+    if prerequisites.is_empty() {
+        return Ok(Vec::new());
+    }
+    let restored_crds: HashSet<&str> = planned
+        .iter()
+        .filter(|p| p.key == "customresourcedefinitions.apiextensions.k8s.io")
+        .map(|p| p.name.as_str())
+        .collect();
+    let mut groups: BTreeSet<String> = [openshift::OLM_GROUP.to_string()].into();
+    for p in prerequisites {
+        if p.kind == PrerequisiteKind::CustomResourceDefinition
+            && let Some((_, g)) = p.name.split_once('.')
+        {
+            groups.insert(g.to_string());
+        }
+    }
+    let allow: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let discovery = retry_discovery(client, &allow).await?;
+    let served = |plural: &str, group: &str| {
+        discovery.get(group).is_some_and(|g| {
+            g.recommended_resources()
+                .iter()
+                .any(|(ar, _)| ar.plural == plural)
+        })
+    };
+    let mut packages: Option<HashSet<String>> = None;
+    let mut missing = Vec::new();
+    for p in prerequisites {
+        match p.kind {
+            PrerequisiteKind::CustomResourceDefinition => {
+                let Some((plural, group)) = p.name.split_once('.') else {
+                    continue;
+                };
+                if !served(plural, group) && !restored_crds.contains(p.name.as_str()) {
+                    missing.push(format!(
+                        "{p}: the target does not serve it and this restore does not create it;                          install the CRD (or the operator that owns it) first"
+                    ));
+                }
+            }
+            PrerequisiteKind::Operator => {
+                let Some((ar, _)) = discovery
+                    .get(openshift::OLM_GROUP)
+                    .and_then(|g| g.recommended_kind("Subscription"))
+                else {
+                    missing.push(format!(
+                        "{p}: OLM (operators.coreos.com) is not installed on the target;                          install OLM and the operator first"
+                    ));
+                    continue;
+                };
+                if packages.is_none() {
+                    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+                    let lp = kube::api::ListParams::default();
+                    let names = match with_retry(|| api.list(&lp)).await {
+                        Ok(list) => list
+                            .items
+                            .iter()
+                            .filter_map(|s| {
+                                s.data
+                                    .pointer("/spec/name")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_string)
+                            })
+                            .collect(),
+                        Err(e) => {
+                            missing.push(format!(
+                                "{p}: could not list the target's Subscriptions ({e}); check                                  that the operator is installed"
+                            ));
+                            continue;
+                        }
+                    };
+                    packages = Some(names);
+                }
+                if !packages.as_ref().is_some_and(|n| n.contains(&p.name)) {
+                    missing.push(format!(
+                        "{p}: no Subscription to it on the target; install the operator                          through OLM first"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(missing)
 }
 
 /// `(group, kind)` a CRD object defines.
@@ -636,7 +850,18 @@ impl Engine<'_> {
                 if p.synthesized {
                     return line(p, RestoreAction::Skipped, Some("exists".into()));
                 }
-                self.existing(p, &api).await
+                match p.on_exists {
+                    OnExists::Options => self.existing(p, &api).await,
+                    OnExists::MergeScc => self.merge_scc(p, &api).await,
+                    OnExists::KeepTargets => line(
+                        p,
+                        RestoreAction::Skipped,
+                        Some(
+                            "the target's OpenShift controller manager already created it for                              the namespace"
+                                .into(),
+                        ),
+                    ),
+                }
             }
             Err(kube::Error::Api(s))
                 if s.code == 404
@@ -656,6 +881,49 @@ impl Engine<'_> {
                 )
             }
             Err(e) => line(p, RestoreAction::Failed, Some(describe(&e, "create"))),
+        }
+    }
+
+    /// A user-created SCC that exists: adds the backed-up grants to it.
+    async fn merge_scc(&self, p: &Planned, api: &Api<DynamicObject>) -> Line {
+        let live = match with_retry(|| api.get(&p.name)).await {
+            Ok(l) => l,
+            Err(e) => return line(p, RestoreAction::Failed, Some(describe(&e, "get"))),
+        };
+        let live = match serde_json::to_value(&live) {
+            Ok(v) => v,
+            Err(e) => {
+                return line(
+                    p,
+                    RestoreAction::Failed,
+                    Some(format!("the live object is malformed: {e}")),
+                );
+            }
+        };
+        let Some((patch, changes)) = openshift::scc_merge(&live, &p.obj) else {
+            return line(
+                p,
+                RestoreAction::Skipped,
+                Some("exists and already grants every backed-up user and group".into()),
+            );
+        };
+        let pp = PatchParams {
+            dry_run: self.opts.dry_run,
+            field_manager: Some("lifeboat".into()),
+            ..PatchParams::default()
+        };
+        let patch = Patch::Merge(&patch);
+        match with_retry(|| api.patch(&p.name, &pp, &patch)).await {
+            Ok(_) => {
+                let mut l = line(
+                    p,
+                    RestoreAction::Updated,
+                    Some("exists; the backed-up grants were merged into it".into()),
+                );
+                l.1.changes.extend(changes);
+                l
+            }
+            Err(e) => line(p, RestoreAction::Failed, Some(describe(&e, "patch"))),
         }
     }
 
@@ -859,6 +1127,7 @@ mod tests {
     fn phase_from_counts() {
         let mut o = RestoreOutcome {
             dry_run: false,
+            missing_prerequisites: vec![],
             counts: RestoreCounts::default(),
             items: vec![],
         };

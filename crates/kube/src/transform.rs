@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::openshift;
+
 /// Annotation kubectl writes with the user's last applied configuration.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Legacy storage-class annotation on claims and volumes.
@@ -24,6 +26,8 @@ pub struct Transform {
     pub namespace_mapping: BTreeMap<String, String>,
     /// Source storage class → target storage class.
     pub storage_class_mapping: BTreeMap<String, String>,
+    /// The OpenShift rules' settings (internal registries).
+    pub openshift: crate::openshift::RestoreConfig,
 }
 
 impl Transform {
@@ -40,7 +44,10 @@ impl Transform {
     }
 
     /// Rewrites `obj` (of the given resource and group) for restore.
-    pub fn apply(&self, resource: &str, group: &str, obj: &mut Value) {
+    /// Returns what changed beyond the routine stripping and namespace
+    /// mapping (the OpenShift rules), one line per change, for the
+    /// restore record.
+    pub fn apply(&self, resource: &str, group: &str, obj: &mut Value) -> Vec<String> {
         strip_server_fields(obj);
         if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
             let mapped = self.namespace(ns).to_string();
@@ -94,11 +101,25 @@ impl Transform {
                             let mapped = self.namespace(ns).to_string();
                             s["namespace"] = Value::String(mapped);
                         }
+                        // Users and groups that name ServiceAccounts by namespace.
+                        let Some(name) = s.get("name").and_then(Value::as_str) else {
+                            continue;
+                        };
+                        let mapped = if let Some((ns, sa)) = openshift::parse_sa_user(name) {
+                            openshift::sa_user(self.namespace(ns), sa)
+                        } else if let Some(ns) = openshift::parse_sa_group(name) {
+                            openshift::sa_group(self.namespace(ns))
+                        } else {
+                            continue;
+                        };
+                        s["name"] = Value::String(mapped);
                     }
                 }
             }
             _ => {}
         }
+        let map_ns = |ns: &str| self.namespace(ns).to_string();
+        openshift::restore_rules(&self.openshift, &map_ns, resource, group, obj)
     }
 
     fn map_storage_class(&self, obj: &mut Value) {
@@ -254,6 +275,7 @@ mod tests {
         Transform {
             namespace_mapping: [("shop".to_string(), "shop-restored".to_string())].into(),
             storage_class_mapping: [("gp3".to_string(), "standard".to_string())].into(),
+            ..Transform::default()
         }
     }
 
@@ -344,11 +366,21 @@ mod tests {
     fn binding_subjects_follow_the_mapping() {
         let mut crb = json!({"metadata": {"name": "b"}, "subjects": [
             {"kind": "ServiceAccount", "name": "app", "namespace": "shop"},
-            {"kind": "User", "name": "alice"}
+            {"kind": "User", "name": "alice"},
+            {"kind": "Group", "name": "system:serviceaccounts:shop"},
+            {"kind": "User", "name": "system:serviceaccount:shop:app"}
         ]});
         t().apply("clusterrolebindings", "rbac.authorization.k8s.io", &mut crb);
         assert_eq!(crb["subjects"][0]["namespace"], "shop-restored");
         assert!(crb["subjects"][1].get("namespace").is_none());
+        assert_eq!(
+            crb["subjects"][2]["name"],
+            "system:serviceaccounts:shop-restored"
+        );
+        assert_eq!(
+            crb["subjects"][3]["name"],
+            "system:serviceaccount:shop-restored:app"
+        );
         let mut ns = json!({"metadata": {"name": "shop"}, "spec": {"finalizers": ["kubernetes"]}});
         t().apply("namespaces", "", &mut ns);
         assert_eq!(

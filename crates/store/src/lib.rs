@@ -37,8 +37,8 @@ pub use diagnose::Cause as StorageCause;
 pub use error::{Result, StoreError};
 pub use model::{
     BackupFiles, FORMAT_VERSION, FileInfo, Index, IndexEntry, LIFEBOAT_VERSION, LogEntry, LogLevel,
-    Manifest, OrphanMark, Phase, RepositoryMarker, ResourceCount, RestoreAction, RestoreCounts,
-    RestoreItem, RestorePhase, RestoreRecord, Totals,
+    Manifest, OrphanMark, Phase, Prerequisite, PrerequisiteKind, RepositoryMarker, ResourceCount,
+    RestoreAction, RestoreCounts, RestoreItem, RestorePhase, RestoreRecord, Totals,
 };
 pub use reader::{ArchiveEntry, BackupReader, VerifyReport};
 pub use repo::{Repository, backup_name, parse_backup_name, validate_name};

@@ -102,6 +102,57 @@ pub struct Manifest {
     pub lifeboat_version: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// What the target cluster must provide before this backup can be
+    /// restored (CRDs of the backed-up custom resources, operators that
+    /// were installed through OLM). Absent in older manifests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prerequisites: Vec<Prerequisite>,
+}
+
+/// Something a backup's objects need on the target that the backup itself
+/// does not restore.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prerequisite {
+    pub kind: PrerequisiteKind,
+    /// A CRD's name (`<plural>.<group>`) or an operator's package name.
+    pub name: String,
+    /// Where the operator's Subscription was (operators only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// For people: channel, catalog source and installed CSV of an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The kind of a [`Prerequisite`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PrerequisiteKind {
+    /// A CustomResourceDefinition the target must serve.
+    CustomResourceDefinition,
+    /// An operator installed through OLM (a Subscription to a package).
+    Operator,
+}
+
+impl std::fmt::Display for Prerequisite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            PrerequisiteKind::CustomResourceDefinition => {
+                write!(f, "CustomResourceDefinition {}", self.name)
+            }
+            PrerequisiteKind::Operator => {
+                write!(f, "operator {}", self.name)?;
+                if let Some(ns) = &self.namespace {
+                    write!(f, " (Subscription in {ns})")?;
+                }
+                Ok(())
+            }
+        }?;
+        if let Some(d) = &self.detail {
+            write!(f, ": {d}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Manifest {
@@ -203,6 +254,11 @@ pub struct RestoreItem {
     pub action: RestoreAction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the restore changed in the object besides the usual stripping
+    /// of server-set fields (one line per rule that fired, e.g. an
+    /// OpenShift Route losing its generated host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
 }
 
 /// `clusters/<cluster>/restores/<request>/record.json`: the source of truth
@@ -225,6 +281,10 @@ pub struct RestoreRecord {
     pub dry_run: bool,
     pub counts: RestoreCounts,
     pub items: Vec<RestoreItem>,
+    /// Prerequisites of the backup (CRDs, operators) the target did not
+    /// provide when the restore started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_prerequisites: Vec<String>,
     pub lifeboat_version: String,
 }
 

@@ -31,8 +31,9 @@
 //! `finish_failed` commits a manifest with phase `Failed` (nothing usable)
 //! and keeps the files for inspection; retention deletes them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use jiff::Timestamp;
@@ -45,7 +46,7 @@ use crate::crypto::Keys;
 use crate::error::{Result, StoreError};
 use crate::model::{
     BackupFiles, FORMAT_VERSION, FileInfo, IndexEntry, LIFEBOAT_VERSION, LogEntry, LogLevel,
-    Manifest, Phase, ResourceCount, Totals,
+    Manifest, Phase, Prerequisite, ResourceCount, Totals,
 };
 use crate::repo::{MANIFEST, Repository, backup_name, layout, validate_name};
 use crate::signing::SignedKind;
@@ -153,6 +154,7 @@ enum Msg {
 pub struct WriterHandle {
     tx: mpsc::WeakSender<Msg>,
     first_error: FirstError,
+    prerequisites: Arc<Mutex<BTreeSet<Prerequisite>>>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -203,6 +205,15 @@ impl WriterHandle {
     /// Queues one log line.
     pub async fn log(&self, entry: LogEntry) -> Result<()> {
         self.send(Msg::Log(entry)).await
+    }
+
+    /// Records a prerequisite of the backup for the manifest (duplicates
+    /// are kept once).
+    pub fn prerequisite(&self, p: Prerequisite) {
+        self.prerequisites
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p);
     }
 
     async fn send(&self, msg: Msg) -> Result<()> {
@@ -301,6 +312,7 @@ impl Repository {
             handle: WriterHandle {
                 tx: tx.downgrade(),
                 first_error: first_error.clone(),
+                prerequisites: Arc::default(),
             },
             spec,
             name,
@@ -427,6 +439,14 @@ impl BackupWriter {
             recipients: self.repo.recipients(),
             lifeboat_version: LIFEBOAT_VERSION.to_string(),
             labels: self.spec.labels.clone(),
+            prerequisites: self
+                .handle
+                .prerequisites
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
         };
         let path = layout::backup_file(&self.spec.cluster, &self.name, MANIFEST);
         self.repo

@@ -820,6 +820,7 @@ fn cheap_manifest(policy: &str, i: i64) -> Manifest {
         recipients: vec![],
         lifeboat_version: "test".into(),
         labels: BTreeMap::new(),
+        prerequisites: vec![],
     }
 }
 
@@ -1059,8 +1060,10 @@ fn restore_record(n: usize) -> RestoreRecord {
                 name: format!("cm-{i}"),
                 action: RestoreAction::Created,
                 reason: None,
+                changes: vec![],
             })
             .collect(),
+        missing_prerequisites: vec![],
         lifeboat_version: "test".into(),
     }
 }

@@ -1,2 +1,3 @@
 mod backup;
+mod openshift;
 mod restore;
