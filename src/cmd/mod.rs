@@ -10,11 +10,13 @@ pub mod backups;
 pub mod controller;
 pub mod demo;
 pub mod lint;
+pub mod mover;
 pub mod plan;
 pub mod reconcile;
 pub mod restore;
 pub mod sandbox;
 pub mod schema;
+pub mod volumes;
 
 /// GitOps disaster recovery for Kubernetes.
 #[derive(Debug, Parser)]
@@ -35,6 +37,8 @@ pub enum Command {
     Demo(demo::Args),
     Restore(restore::Args),
     Schema(schema::Args),
+    Volumes(volumes::Args),
+    Mover(mover::Args),
     /// In-memory Kubernetes API server for tests and demos.
     Sandbox(sandbox::Args),
 }
@@ -50,6 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Volumes(args) => volumes::run(args),
+        Command::Mover(args) => mover::run(args),
         Command::Sandbox(args) => sandbox::run(args),
     }
 }
