@@ -7,6 +7,7 @@ mod lint;
 mod plan;
 mod sandbox;
 mod schema;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 

@@ -121,8 +121,8 @@ impl ObjectBackend {
         let hex = hex.as_str();
         match tpe {
             FileType::Config => self.base.clone().join("config"),
-            FileType::Pack => self.dir(tpe).clone().join(&hex[..2]).clone().join(hex),
-            _ => self.dir(tpe).clone().join(hex),
+            FileType::Pack => self.dir(tpe).join(&hex[..2]).join(hex),
+            _ => self.dir(tpe).join(hex),
         }
     }
 

@@ -23,6 +23,7 @@ pub mod lock;
 mod ops;
 mod repo;
 pub mod restore;
+pub mod secret_cache;
 pub mod source;
 
 pub use backend::Control;

@@ -95,10 +95,10 @@ impl Lock {
         expiry: Duration,
     ) -> Result<Lock> {
         let name = format!("write-{}.json", hex::encode(random_bytes()?));
-        let path = base.clone().join(DIR).clone().join(name.as_str());
+        let path = base.clone().join(DIR).join(name.as_str());
         let info = info("write", expiry);
         put(&store, &path, &info, PutMode::Overwrite).await?;
-        match read(&store, &base.clone().join(DIR).clone().join(PRUNE)).await? {
+        match read(&store, &base.clone().join(DIR).join(PRUNE)).await? {
             Some(prune) if prune.expires > now() => {
                 let _ = store.delete(&path).await;
                 return Err(locked(display, &prune, expiry));
@@ -115,7 +115,7 @@ impl Lock {
         display: &str,
         expiry: Duration,
     ) -> Result<Lock> {
-        let path = base.clone().join(DIR).clone().join(PRUNE);
+        let path = base.clone().join(DIR).join(PRUNE);
         let info = info("prune", expiry);
         let mut attempts = 0;
         loop {

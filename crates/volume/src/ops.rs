@@ -285,7 +285,7 @@ impl VolumeRepo {
     /// reused instead of uploaded again.
     async fn index_orphans(&self, own: &Lock) -> Result<()> {
         let store = self.store();
-        let dir = self.reference.base().clone().join(PENDING);
+        let dir = self.reference.base().join(PENDING);
         let markers = crate::repo::list_all(&store, &dir).await?;
         let mut stale = Vec::new();
         for m in markers {

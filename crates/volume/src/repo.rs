@@ -136,7 +136,7 @@ pub async fn current_generation(
     namespace: &str,
 ) -> Result<u32> {
     let store = location.object_store();
-    let dir = Path::from("volumes").clone().join(cluster);
+    let dir = Path::from("volumes").join(cluster);
     let listing = store
         .list_with_delimiter(Some(&dir))
         .await
@@ -247,7 +247,7 @@ impl VolumeRepo {
             generation,
         };
         let store = location.object_store();
-        let config = reference.base().clone().join("config");
+        let config = reference.base().join("config");
         match store.head(&config).await {
             Ok(_) => {}
             Err(object_store::Error::NotFound { .. }) => {
@@ -463,7 +463,7 @@ impl VolumeRepo {
     /// Re-seals `lifeboat-key.age` when the location's recipients changed.
     pub async fn reseal_if_needed(&self) -> Result<bool> {
         let store = self.location.object_store();
-        let info_path = self.reference.base().clone().join(KEY_INFO_FILE);
+        let info_path = self.reference.base().join(KEY_INFO_FILE);
         let mut wanted = self.location.recipients();
         wanted.sort();
         let current: Option<KeyInfo> = get_optional(&store, &info_path)
@@ -480,7 +480,7 @@ impl VolumeRepo {
     /// `lifeboat-key.age` (the holder of the key does this).
     pub async fn reseal(&self) -> Result<()> {
         let store = self.location.object_store();
-        let key_path = self.reference.base().clone().join(KEY_FILE);
+        let key_path = self.reference.base().join(KEY_FILE);
         let sealed = self.location.seal(self.password.as_bytes())?;
         store
             .put(&key_path, PutPayload::from(sealed))
@@ -549,7 +549,7 @@ async fn write_key_info(location: &lifeboat_store::Repository, reference: &RepoR
     let mut bytes =
         serde_json::to_vec_pretty(&info).map_err(|e| VolumeError::Internal(e.to_string()))?;
     bytes.push(b'\n');
-    let path = reference.base().clone().join(KEY_INFO_FILE);
+    let path = reference.base().join(KEY_INFO_FILE);
     location
         .object_store()
         .put(&path, PutPayload::from(bytes))

@@ -166,7 +166,7 @@ pub(crate) fn restore_node<S: IndexedFull + Sync>(
                 if n.meta.links > 1 && n.meta.inode != 0 {
                     let key = (n.meta.device_id, n.meta.inode);
                     if let Some(first) = links.get(&key) {
-                        hardlinks.push((first.clone(), path, n));
+                        hardlinks.push((first.clone(), path));
                         continue;
                     }
                     links.insert(key, path.clone());
@@ -218,13 +218,12 @@ pub(crate) fn restore_node<S: IndexedFull + Sync>(
         return Err(VolumeError::Cancelled);
     }
 
-    for (first, path, n) in &hardlinks {
+    for (first, path) in &hardlinks {
         remove_existing(path);
         std::fs::hard_link(first, path).map_err(|source| VolumeError::Destination {
             path: path.clone(),
             source,
         })?;
-        let _ = n;
     }
     for (path, n) in &others {
         create_special(path, n, progress)?;
@@ -359,9 +358,9 @@ fn create_special(path: &Path, node: &Node, progress: &RestoreProgress) -> Resul
     let perm = Mode::from_bits_truncate(node.meta.mode.unwrap_or(0o644) & 0o777);
     let result = match &node.node_type {
         NodeType::Symlink { .. } => {
-            std::os::unix::fs::symlink(node.node_type.to_link(), path).map_err(nix_io)
+            std::os::unix::fs::symlink(node.node_type.to_link(), path)
         }
-        NodeType::Fifo => nix::unistd::mkfifo(path, perm).map_err(|e| std::io::Error::from(e)),
+        NodeType::Fifo => nix::unistd::mkfifo(path, perm).map_err(std::io::Error::from),
         NodeType::Dev { device } => {
             mknod(path, SFlag::S_IFBLK, perm, *device).map_err(std::io::Error::from)
         }
@@ -391,15 +390,11 @@ fn create_special(path: &Path, node: &Node, progress: &RestoreProgress) -> Resul
     }
 }
 
-fn nix_io(e: std::io::Error) -> std::io::Error {
-    e
-}
-
 /// Owner, mode, xattrs and times; failures are warnings (an unprivileged
 /// restore cannot set owners, as with restic).
 fn set_metadata(path: &Path, node: &Node, progress: &RestoreProgress) {
     let is_link = matches!(node.node_type, NodeType::Symlink { .. });
-    if !path.symlink_metadata().is_ok() {
+    if path.symlink_metadata().is_err() {
         return;
     }
     let root = nix::unistd::geteuid().is_root();

@@ -85,6 +85,10 @@ pub fn make_tree(root: &Path, small: usize, sparse_size: u64) -> TestResult<Tree
     std::fs::create_dir_all(root.join("empty/nested-empty"))?;
     std::fs::write(root.join("hello.txt"), b"hello volume\n")?;
     std::fs::write(root.join("zero-length"), b"")?;
+    // Ignore files and hidden files are data like any other.
+    std::fs::write(root.join(".gitignore"), b"*.dat\n*\n")?;
+    std::fs::write(root.join(".ignore"), b"*\n")?;
+    std::fs::write(root.join(".hidden"), b"dot file\n")?;
     std::fs::write(root.join("binary.bin"), bytes(1, 300_000))?;
     std::os::unix::fs::symlink("hello.txt", root.join("link-relative"))?;
     std::os::unix::fs::symlink("/etc/hostname", root.join("link-absolute"))?;
