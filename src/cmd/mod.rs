@@ -11,11 +11,13 @@ pub mod controller;
 pub mod demo;
 pub mod keys;
 pub mod lint;
+pub mod mover;
 pub mod plan;
 pub mod reconcile;
 pub mod restore;
 pub mod sandbox;
 pub mod schema;
+pub mod volumes;
 
 /// GitOps disaster recovery for Kubernetes.
 #[derive(Debug, Parser)]
@@ -41,6 +43,8 @@ pub enum Command {
     Restore(restore::Args),
     Keys(keys::Args),
     Schema(schema::Args),
+    Volumes(volumes::Args),
+    Mover(mover::Args),
     /// In-memory Kubernetes API server for tests and demos.
     Sandbox(sandbox::Args),
 }
@@ -57,6 +61,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => restore::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Volumes(args) => volumes::run(args),
+        Command::Mover(args) => mover::run(args),
         Command::Sandbox(args) => sandbox::run(args),
     }
 }

@@ -9,6 +9,7 @@ mod sandbox;
 mod schema;
 mod storage;
 mod verify;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 

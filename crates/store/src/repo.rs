@@ -177,7 +177,9 @@ impl Repository {
     }
 
     /// Writes the marker once per process if the repository has none.
-    pub(crate) async fn ensure_marker(&self) -> Result<()> {
+    /// Other writers below the location (volume data) call it before their
+    /// first write, so the location is never mistaken for foreign data.
+    pub async fn ensure_marker(&self) -> Result<()> {
         self.inner
             .marker_written
             .get_or_try_init(|| async {
@@ -197,6 +199,49 @@ impl Repository {
 
     pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.inner.store
+    }
+
+    /// The object store rooted at the location (for data lifeboat keeps
+    /// below it in other formats, such as the restic repositories of volume
+    /// data).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.store.clone()
+    }
+
+    /// Whether age identities were given (so sealed files can be opened).
+    pub fn has_identities(&self) -> bool {
+        !self.inner.keys.identities.is_empty()
+    }
+
+    /// Encrypts `plaintext` to the location's recipients (an age v1 file).
+    /// Fails when the location has no recipients.
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        if self.inner.keys.recipients.is_empty() {
+            return Err(StoreError::InvalidConfig(format!(
+                "the storage location {} has no encryption recipients; add \
+                 spec.encryption.recipients (age public keys) to seal keys to",
+                self.inner.url
+            )));
+        }
+        let mut out = Vec::new();
+        let mut w = self.inner.keys.encrypt(&mut out)?;
+        std::io::Write::write_all(&mut w, plaintext)
+            .and_then(|()| w.finish().map(|_| ()))
+            .map_err(|e| StoreError::Encrypt(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Decrypts an age file with the configured identities. `path` names the
+    /// file in messages.
+    pub fn unseal(&self, sealed: &[u8], path: &str) -> Result<Vec<u8>> {
+        let recipients = self.recipients();
+        let mut r = self.inner.keys.decrypt(sealed, path, &recipients)?;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut out).map_err(|e| StoreError::Corrupt {
+            path: path.into(),
+            reason: format!("age: {e}"),
+        })?;
+        Ok(out)
     }
 
     pub(crate) fn display(&self, path: &Path) -> String {

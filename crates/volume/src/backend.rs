@@ -1,0 +1,281 @@
+//! rustic's `ReadBackend`/`WriteBackend` over an `object_store` location.
+//!
+//! ```text
+//! rustic (sync, its own threads) ──▶ ObjectBackend ──block_on──▶ ObjectStore (async)
+//!                                         │
+//!                                         └─ Control: cancelled? failed? → refuse writes
+//! ```
+//!
+//! rustic is synchronous and calls the backend from its own worker threads;
+//! each call blocks that thread on the tokio runtime handle captured when
+//! the backend was built. It must therefore never be called from inside an
+//! async task: lifeboat runs every rustic operation under `spawn_blocking`.
+//!
+//! The [`Control`] is the commit guard. Once a backup is cancelled (SIGTERM)
+//! or any write has failed, every further write is refused, so rustic cannot
+//! write the snapshot file (restic's commit point) of an incomplete backup.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use rustic_core::{
+    BytesList, ErrorKind, FileType, Id, ReadBackend, RusticError, RusticResult, WriteBackend,
+};
+use tokio::runtime::Handle;
+
+/// Shared state of one operation: cancellation and the first failure.
+#[derive(Debug, Default)]
+pub struct Control {
+    cancelled: AtomicBool,
+    failure: Mutex<Option<String>>,
+}
+
+impl Control {
+    pub fn new() -> Arc<Control> {
+        Arc::new(Control::default())
+    }
+
+    /// Stops the operation: further writes (and source reads) fail.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Records a failure (the first one is kept) and refuses later writes.
+    pub fn fail(&self, reason: String) {
+        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(reason);
+        }
+    }
+
+    /// The first failure, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn check_writable(&self) -> RusticResult<()> {
+        if self.is_cancelled() {
+            return Err(RusticError::new(
+                ErrorKind::Backend,
+                "The operation was cancelled; nothing more is written.",
+            ));
+        }
+        if let Some(reason) = self.failure() {
+            return Err(RusticError::new(
+                ErrorKind::Backend,
+                "An earlier write failed (`{reason}`); nothing more is written.",
+            )
+            .attach_context("reason", reason));
+        }
+        Ok(())
+    }
+}
+
+/// A restic repository below `base` in an object store.
+#[derive(Debug, Clone)]
+pub struct ObjectBackend {
+    store: Arc<dyn ObjectStore>,
+    base: Path,
+    display: String,
+    handle: Handle,
+    control: Arc<Control>,
+}
+
+impl ObjectBackend {
+    /// `handle` is the runtime the store's futures run on; `display` names
+    /// the repository in messages.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        base: Path,
+        display: String,
+        handle: Handle,
+        control: Arc<Control>,
+    ) -> ObjectBackend {
+        ObjectBackend {
+            store,
+            base,
+            display,
+            handle,
+            control,
+        }
+    }
+
+    fn dir(&self, tpe: FileType) -> Path {
+        self.base.clone().join(tpe.dirname())
+    }
+
+    /// restic's layout: `config`, `keys/<id>`, `data/<id[..2]>/<id>`, ….
+    fn path(&self, tpe: FileType, id: &Id) -> Path {
+        let hex = id.to_hex();
+        let hex = hex.as_str();
+        match tpe {
+            FileType::Config => self.base.clone().join("config"),
+            FileType::Pack => self.dir(tpe).join(&hex[..2]).join(hex),
+            _ => self.dir(tpe).join(hex),
+        }
+    }
+
+    fn storage_error(&self, what: &str, path: &Path, err: object_store::Error) -> Box<RusticError> {
+        let msg = format!("{what} {}/{path}: {err}", self.display);
+        RusticError::with_source(
+            ErrorKind::Backend,
+            "Storage request failed: `{detail}`. Check that the storage location is reachable and \
+             the credentials allow it, then run the command again.",
+            err,
+        )
+        .attach_context("detail", msg)
+    }
+}
+
+impl ReadBackend for ObjectBackend {
+    fn location(&self) -> String {
+        self.display.clone()
+    }
+
+    fn list_with_size(&self, tpe: FileType) -> RusticResult<Vec<(Id, u32)>> {
+        if tpe == FileType::Config {
+            let path = self.base.clone().join("config");
+            return match self.handle.block_on(self.store.head(&path)) {
+                Ok(meta) => Ok(vec![(Id::default(), size_u32(meta.size)?)]),
+                Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+                Err(e) => Err(self.storage_error("head", &path, e)),
+            };
+        }
+        let dir = self.dir(tpe);
+        let metas: Vec<_> = self
+            .handle
+            .block_on(self.store.list(Some(&dir)).try_collect())
+            .map_err(|e| self.storage_error("list", &dir, e))?;
+        let mut out = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            // Anything that is not a 64-digit hex name (temporary files of
+            // other tools, notes) is not part of the repository.
+            if name.len() != 64 {
+                continue;
+            }
+            let Ok(id) = name.parse::<Id>() else {
+                continue;
+            };
+            out.push((id, size_u32(meta.size)?));
+        }
+        Ok(out)
+    }
+
+    fn read_full(&self, tpe: FileType, id: &Id) -> RusticResult<Bytes> {
+        let path = self.path(tpe, id);
+        self.handle
+            .block_on(async { self.store.get(&path).await?.bytes().await })
+            .map_err(|e| self.storage_error("read", &path, e))
+    }
+
+    fn read_partial(
+        &self,
+        tpe: FileType,
+        id: &Id,
+        _cacheable: bool,
+        offset: u32,
+        length: u32,
+    ) -> RusticResult<Bytes> {
+        let path = self.path(tpe, id);
+        let range = u64::from(offset)..u64::from(offset) + u64::from(length);
+        let bytes = self
+            .handle
+            .block_on(self.store.get_range(&path, range))
+            .map_err(|e| self.storage_error("read", &path, e))?;
+        if bytes.len() != length as usize {
+            return Err(RusticError::new(
+                ErrorKind::Backend,
+                "Short read of `{path}`: the object is truncated. Run `lifeboat volumes check`.",
+            )
+            .attach_context("path", path.to_string()));
+        }
+        Ok(bytes)
+    }
+
+    fn warmup_path(&self, tpe: FileType, id: &Id) -> String {
+        self.path(tpe, id).to_string()
+    }
+}
+
+impl WriteBackend for ObjectBackend {
+    fn create(&self) -> RusticResult<()> {
+        // Object stores have no directories.
+        Ok(())
+    }
+
+    fn write_bytes(
+        &self,
+        tpe: FileType,
+        id: &Id,
+        _cacheable: bool,
+        content: BytesList,
+    ) -> RusticResult<()> {
+        self.control.check_writable()?;
+        let path = self.path(tpe, id);
+        let payload: PutPayload = content.into_vec().into_iter().collect();
+        // The config file is the repository's identity: create-if-absent, so
+        // two first writers cannot both initialise the repository.
+        let mode = if tpe == FileType::Config {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        match self
+            .handle
+            .block_on(self.store.put_opts(&path, payload, opts))
+        {
+            Ok(_) => Ok(()),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) if tpe == FileType::Config => Err(RusticError::new(
+                ErrorKind::Repository,
+                "The repository `{repo}` was initialised by another writer at the same time.",
+            )
+            .attach_context("repo", self.display.clone())),
+            Err(e) => {
+                let err = self.storage_error("write", &path, e);
+                self.control.fail(err.to_string());
+                Err(err)
+            }
+        }
+    }
+
+    fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {
+        if self.control.is_cancelled() {
+            return self.control.check_writable();
+        }
+        let path = self.path(tpe, id);
+        match self.handle.block_on(self.store.delete(&path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.storage_error("delete", &path, e)),
+        }
+    }
+}
+
+fn size_u32(size: u64) -> RusticResult<u32> {
+    u32::try_from(size).map_err(|_| {
+        RusticError::new(
+            ErrorKind::Backend,
+            "A repository file is larger than 4 GiB; this is not a restic repository.",
+        )
+    })
+}

@@ -1,0 +1,266 @@
+//! `lifeboat mover backup|restore --work FILE`: what a mover pod runs.
+//!
+//! The work file (JSON, mounted from the per-operation Secret) says what to
+//! do. Progress goes to stdout as JSON lines; the result (or the failure)
+//! goes to the termination-message file, so the orchestrator reads it from
+//! the pod's status. SIGTERM stops the mover without writing a snapshot.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, Subcommand};
+use lifeboat_store::{LocationConfig, Repository};
+use lifeboat_volume::{BackupRequest, Control, Counters, FileKeyCache, VolumeKind, VolumeRepo};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Run one volume data operation (inside a mover pod).
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Back up the volume the work file names.
+    Backup(Common),
+    /// Restore a snapshot into the volume the work file names.
+    Restore(Common),
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Common {
+    /// The work file (JSON; see docs/volumes.md).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/lifeboat/work/work.json"
+    )]
+    pub work: PathBuf,
+    /// Where the result goes (Kubernetes reads it as the termination message).
+    #[arg(long, value_name = "FILE", default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 1.0)]
+    pub progress_interval: f64,
+}
+
+/// The work file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Work {
+    /// The storage location (credentials from the environment's default chain).
+    pub location: WorkLocation,
+    /// The StorageLocation's name (names the key in the cache).
+    pub location_name: String,
+    pub cluster: String,
+    pub namespace: String,
+    pub pvc: String,
+    #[serde(default)]
+    pub pvc_uid: Option<String>,
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// The mounted volume (a directory) or the block device.
+    pub path: PathBuf,
+    #[serde(default = "filesystem")]
+    pub kind: VolumeKind,
+    /// Restore: the snapshot id (or `latest`).
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// The directory of cached repository keys.
+    pub key_cache_dir: PathBuf,
+}
+
+fn filesystem() -> VolumeKind {
+    VolumeKind::Filesystem
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkLocation {
+    pub url: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub path_style: bool,
+    #[serde(default)]
+    pub allow_http: bool,
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (restore, common) = match args.action {
+        Action::Backup(c) => (false, c),
+        Action::Restore(c) => (true, c),
+    };
+    let runtime = crate::runtime()?;
+    let started = Instant::now();
+    let outcome = runtime.block_on(run_async(restore, &common));
+    let (code, message) = match outcome {
+        Ok(result) => (ExitCode::SUCCESS, result),
+        Err(err) => (
+            ExitCode::from(1),
+            json!({
+                "phase": "Failed",
+                "error": format!("{err:#}"),
+                "durationSeconds": started.elapsed().as_secs_f64(),
+            }),
+        ),
+    };
+    write_termination(&common.termination_log, &message)?;
+    if code != ExitCode::SUCCESS {
+        eprintln!("error: {}", message["error"].as_str().unwrap_or_default());
+    }
+    Ok(code)
+}
+
+/// Kubernetes keeps at most 4096 bytes of a termination message: long
+/// warning lists are cut, with a count of what was left off.
+fn write_termination(path: &Path, message: &serde_json::Value) -> anyhow::Result<()> {
+    let mut message = message.clone();
+    let mut text = message.to_string();
+    while text.len() > 4000 {
+        let Some(list) = message.get_mut("warnings").and_then(|w| w.as_array_mut()) else {
+            break;
+        };
+        if list.is_empty() {
+            break;
+        }
+        list.pop();
+        let left = message["warningsLeftOff"].as_u64().unwrap_or(0) + 1;
+        message["warningsLeftOff"] = json!(left);
+        text = message.to_string();
+    }
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("cannot write the result to {}", path.display()))
+}
+
+async fn run_async(restore: bool, common: &Common) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(&common.work)
+        .with_context(|| format!("cannot read the work file {}", common.work.display()))?;
+    let work: Work = serde_json::from_str(&text)
+        .with_context(|| format!("the work file {} is not valid", common.work.display()))?;
+    let config = LocationConfig {
+        url: work.location.url.clone(),
+        region: work.location.region.clone(),
+        endpoint: work.location.endpoint.clone(),
+        path_style: work.location.path_style,
+        allow_http: work.location.allow_http,
+        recipients: work.location.recipients.clone(),
+        ..LocationConfig::default()
+    };
+    let location = Repository::open(&config)
+        .await
+        .with_context(|| format!("cannot open the storage location {}", config.url))?;
+    let cache = FileKeyCache::new(&work.key_cache_dir);
+
+    let control = Control::new();
+    let c = control.clone();
+    tokio::spawn(async move {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            term.recv().await;
+            eprintln!("SIGTERM: stopping; no snapshot is written");
+            c.cancel();
+        }
+    });
+    let counters = Arc::new(Counters::default());
+    let reporter = tokio::spawn(report(
+        counters.clone(),
+        Duration::from_secs_f64(common.progress_interval.max(0.05)),
+    ));
+
+    let result = if restore {
+        let v = VolumeRepo::open_existing(
+            &location,
+            &work.location_name,
+            &work.cluster,
+            &work.namespace,
+            None,
+            Some(&cache),
+        )
+        .await?;
+        let snapshot = work.snapshot.clone().unwrap_or_else(|| "latest".into());
+        let r = v
+            .restore(
+                &snapshot,
+                Some(&work.pvc),
+                &work.path,
+                counters.clone(),
+                control.clone(),
+            )
+            .await;
+        reporter.abort();
+        let mut value = serde_json::to_value(r?)?;
+        value["phase"] = json!("Succeeded");
+        value
+    } else {
+        let v = VolumeRepo::open_or_create(
+            &location,
+            &work.location_name,
+            &work.cluster,
+            &work.namespace,
+            &cache,
+        )
+        .await?;
+        let r = v
+            .backup(
+                BackupRequest {
+                    source: work.path.clone(),
+                    kind: work.kind,
+                    pvc: work.pvc.clone(),
+                    pvc_uid: work.pvc_uid.clone(),
+                    backup: work.backup.clone(),
+                    force_read: false,
+                },
+                counters.clone(),
+                control.clone(),
+            )
+            .await;
+        reporter.abort();
+        let mut value = serde_json::to_value(r?)?;
+        value["phase"] = json!("Succeeded");
+        value
+    };
+    let s = counters.sample();
+    println!(
+        "{}",
+        json!({"event": "done", "bytesDone": s.bytes_done, "bytesTotal": s.bytes_total,
+               "filesDone": s.files_done, "filesTotal": s.files_total})
+    );
+    Ok(result)
+}
+
+/// Prints a JSON line of progress every `every`.
+async fn report(counters: Arc<Counters>, every: Duration) {
+    let started = Instant::now();
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tokio::time::sleep(every).await;
+        let s = counters.sample();
+        let now = Instant::now();
+        let secs = now.duration_since(last.0).as_secs_f64().max(1e-3);
+        let rate = (s.bytes_done.saturating_sub(last.1)) as f64 / secs;
+        last = (now, s.bytes_done);
+        println!(
+            "{}",
+            json!({
+                "event": "progress",
+                "bytesDone": s.bytes_done,
+                "bytesTotal": s.bytes_total,
+                "filesDone": s.files_done,
+                "filesTotal": s.files_total,
+                "bytesPerSecond": rate.round(),
+                "elapsedSeconds": started.elapsed().as_secs_f64(),
+            })
+        );
+    }
+}
