@@ -64,6 +64,7 @@ pub(crate) fn note(
         events::record(st, obj, kind, reason, message, component);
     }
 }
+
 const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 
 /// Defaulting and validation of a new claim (as the API server does).
