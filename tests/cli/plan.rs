@@ -551,8 +551,8 @@ fn the_demo_backs_up_loses_a_namespace_restores_and_verifies() {
     assert!(err.contains("not empty"), "{err}");
 }
 
-/// A repository whose `main` validates and whose HEAD (one commit on top)
-/// breaks the schedule: the pull request of issue 15.
+/// A repository whose `main` validates and whose branch `change` (HEAD,
+/// one commit on top) breaks the schedule: a pull request.
 fn invalid_change(dir: &Path) -> (std::path::PathBuf, String) {
     let (work, storage) = (dir.join("work"), dir.join("storage"));
     std::fs::create_dir_all(&work).unwrap();
@@ -562,6 +562,7 @@ fn invalid_change(dir: &Path) -> (std::path::PathBuf, String) {
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "nightly backups"]);
     let base = git(&work, &["rev-parse", "--short=12", "HEAD"]);
+    git(&work, &["checkout", "-q", "-b", "change"]);
     let broken = policies(&storage, 7).replace("'0 2 * * *'", "'61 2 * * *'");
     std::fs::write(work.join("lifeboat.yaml"), broken).unwrap();
     git(&work, &["commit", "-q", "-am", "back up at 02:61"]);
@@ -611,7 +612,7 @@ fn an_invalid_change_renders_its_diagnostics_and_the_plan_it_keeps() {
         "{md}"
     );
     assert!(
-        md.contains("`lifeboat.yaml:16:13` [LB103 invalid-schedule]"),
+        md.contains("`lifeboat.yaml:18:13` [LB103 invalid-schedule]"),
         "{md}"
     );
     assert!(md.contains("minute 61 is out of range 0–59"), "{md}");
@@ -630,7 +631,7 @@ fn an_invalid_change_renders_its_diagnostics_and_the_plan_it_keeps() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["valid"], false);
     assert_eq!(v["diagnostics"][0]["code"], "LB103");
-    assert_eq!(v["diagnostics"][0]["line"], 16);
+    assert_eq!(v["diagnostics"][0]["line"], 18);
     assert_eq!(v["plan"]["cluster"], "prod");
     insta::assert_snapshot!("invalid_change_json", redact(&json));
 

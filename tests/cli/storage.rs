@@ -10,8 +10,6 @@ use s3s::{S3Result, s3_error};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::run;
-
 /// Denies every request signed with the key `AKREADONLY`: valid
 /// credentials without permission.
 struct DenyReadOnly;
@@ -112,10 +110,16 @@ fn s3_errors_name_the_cause_location_and_remedy() {
         err.contains(&format!("bucket `missing` does not exist at {endpoint}")),
         "{err}"
     );
-    assert!(err.contains("create it, or correct the bucket name"), "{err}");
+    assert!(
+        err.contains("create it, or correct the bucket name"),
+        "{err}"
+    );
     assert!(err.contains("(-v shows the provider's response)"), "{err}");
     let (_, verbose) = list_s3(&policies, "AKTEST", "SECRETTEST", &["-v"]);
-    assert!(verbose.contains("NoSuchBucket"), "-v shows the detail:\n{verbose}");
+    assert!(
+        verbose.contains("NoSuchBucket"),
+        "-v shows the detail:\n{verbose}"
+    );
 
     // Wrong secret, unknown key: the credentials are rejected.
     let url = "s3://bucket/lifeboat";
@@ -134,7 +138,10 @@ fn s3_errors_name_the_cause_location_and_remedy() {
     let (code, err) = list_s3(&policies, "AKREADONLY", "SECRETREADONLY", &[]);
     assert_eq!(code, 2, "{err}");
     assert_one_line(&err, url);
-    assert!(err.contains("access denied: the credentials may not"), "{err}");
+    assert!(
+        err.contains("access denied: the credentials may not"),
+        "{err}"
+    );
 
     // And the happy path still works.
     let (code, err) = list_s3(&policies, "AKTEST", "SECRETTEST", &[]);
@@ -145,7 +152,9 @@ fn s3_errors_name_the_cause_location_and_remedy() {
 fn azure_errors_name_the_container_and_the_credentials() {
     let bin = crate::root().join("target/test-deps/azurite/node_modules/.bin/azurite-blob");
     if !bin.is_file() {
-        eprintln!("skipped: Azurite is not installed (.ci/run installs it into target/test-deps/azurite)");
+        eprintln!(
+            "skipped: Azurite is not installed (.ci/run installs it into target/test-deps/azurite)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -158,7 +167,12 @@ fn azure_errors_name_the_container_and_the_credentials() {
         .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
         .arg("--location")
         .arg(dir.path().join("data"))
-        .args(["--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry"])
+        .args([
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -191,13 +205,15 @@ fn azure_errors_name_the_container_and_the_credentials() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let key =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
     let (code, err) = list(key);
     assert_eq!(code, 2, "{err}");
     assert_one_line(&err, url);
     assert!(err.contains("container `missing` does not exist"), "{err}");
 
-    let wrong = "AAAAdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let wrong =
+        "AAAAvdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
     let (code, err) = list(wrong);
     assert_eq!(code, 2, "{err}");
     assert_one_line(&err, url);

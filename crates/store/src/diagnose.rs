@@ -44,6 +44,12 @@ pub enum Cause {
 /// the `x-ms-error-code` header.
 const CODES: &[(&str, Cause)] = &[
     ("NoSuchBucket", Cause::NoSuchBucket),
+    // Azure's (and Azurite's) message for a signature made with a wrong
+    // key, whatever code accompanies it.
+    (
+        "Server failed to authenticate the request",
+        Cause::BadCredentials,
+    ),
     ("ContainerNotFound", Cause::NoSuchBucket),
     ("AccountIsDisabled", Cause::AccessDenied),
     ("AuthorizationPermissionMismatch", Cause::AccessDenied),
@@ -136,13 +142,15 @@ fn chain_text(err: &object_store::Error) -> String {
 /// "Error performing GET http://… in 3ms" (none when it redacted the URL).
 pub(crate) fn endpoint(err: &object_store::Error) -> Option<String> {
     let text = chain_text(err);
-    let rest = &text[text.find("Error performing ")? + "Error performing ".len()..];
-    let uri = rest.split_whitespace().nth(1)?;
-    let url = url::Url::parse(uri).ok()?;
-    let host = url.host_str()?;
-    Some(match url.port() {
-        Some(port) => format!("{}://{host}:{port}", url.scheme()),
-        None => format!("{}://{host}", url.scheme()),
+    // Wrappers say "Error performing list request: Error performing GET …".
+    text.split("Error performing ").skip(1).find_map(|rest| {
+        let uri = rest.split_whitespace().nth(1)?;
+        let url = url::Url::parse(uri).ok()?;
+        let host = url.host_str()?;
+        Some(match url.port() {
+            Some(port) => format!("{}://{host}:{port}", url.scheme()),
+            None => format!("{}://{host}", url.scheme()),
+        })
     })
 }
 

@@ -1460,7 +1460,7 @@ async fn azure_failures_are_named_in_words() -> TestResult {
     let mut wrong = azure_config(&server, None);
     wrong.credentials = Some(Credentials::Azure {
         account: azurite::ACCOUNT.into(),
-        access_key: "AAAAdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into(),
+        access_key: "AAAAvdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into(),
     });
     let (text, cause) = open_error(&quick(wrong)).await;
     assert_eq!(cause, Some(C::BadCredentials), "{text}");
