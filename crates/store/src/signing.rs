@@ -223,14 +223,17 @@ impl fmt::Debug for Trust {
     }
 }
 
-/// Parses a base64 public key (`RW…`) or a `.pub` file (its last line).
-pub fn parse_public_key(text: &str) -> std::result::Result<(String, String), String> {
-    let line = text
-        .lines()
+/// The last non-empty line of a key given as a bare line or a whole file.
+fn last_line(text: &str) -> &str {
+    text.lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty())
-        .unwrap_or_default();
-    let key = minisign::PublicKey::from_base64(line).map_err(|e| e.to_string())?;
+        .unwrap_or_default()
+}
+
+/// Parses a base64 public key (`RW…`) or a `.pub` file (its last line).
+pub fn parse_public_key(text: &str) -> std::result::Result<(String, String), String> {
+    let key = minisign::PublicKey::from_base64(last_line(text)).map_err(|e| e.to_string())?;
     Ok((key.to_base64(), key_id(key.keynum())))
 }
 
@@ -239,13 +242,7 @@ impl Trust {
     pub fn new(keys: &[TrustedKey]) -> Result<Trust> {
         let mut parsed = Vec::with_capacity(keys.len());
         for k in keys {
-            let line = k
-                .public_key
-                .lines()
-                .map(str::trim)
-                .rfind(|l| !l.is_empty())
-                .unwrap_or_default();
-            let key = minisign::PublicKey::from_base64(line).map_err(|e| {
+            let key = minisign::PublicKey::from_base64(last_line(&k.public_key)).map_err(|e| {
                 StoreError::InvalidPublicKey {
                     cluster: k.cluster.clone(),
                     reason: e.to_string(),
@@ -673,33 +670,19 @@ mod tests {
         let (old, kold) = pair();
         let (new, knew) = pair();
         let data = b"manifest";
-        let before = kold
-            .sign(
+        let sign_at = |key: &SigningKey, time: &str| {
+            key.sign(
                 SignedKind::Backup,
                 "prod",
                 "p-1",
-                "2026-01-01T00:00:00Z".parse().expect("t"),
+                time.parse().expect("t"),
                 data,
             )
-            .expect("sign");
-        let after = kold
-            .sign(
-                SignedKind::Backup,
-                "prod",
-                "p-1",
-                "2026-03-01T00:00:00Z".parse().expect("t"),
-                data,
-            )
-            .expect("sign");
-        let by_new = knew
-            .sign(
-                SignedKind::Backup,
-                "prod",
-                "p-1",
-                "2026-03-01T00:00:00Z".parse().expect("t"),
-                data,
-            )
-            .expect("sign");
+            .expect("sign")
+        };
+        let before = sign_at(&kold, "2026-01-01T00:00:00Z");
+        let after = sign_at(&kold, "2026-03-01T00:00:00Z");
+        let by_new = sign_at(&knew, "2026-03-01T00:00:00Z");
         let trusted = trust(&[
             ("prod", &old.public_key, Some("2026-02-01T00:00:00Z")),
             ("prod", &new.public_key, None),
