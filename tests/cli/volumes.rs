@@ -41,7 +41,14 @@ fn tree(root: &Path) {
 }
 
 fn repo_args<'a>(storage: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--storage", storage, "--cluster", "prod", "--namespace", "shop"];
+    let mut v = vec![
+        "--storage",
+        storage,
+        "--cluster",
+        "prod",
+        "--namespace",
+        "shop",
+    ];
     v.extend_from_slice(extra);
     v
 }
@@ -62,10 +69,16 @@ fn volumes_backup_snapshots_restore_key_check_and_restic_by_hand() {
     let id_s = id.file.display().to_string();
 
     let mut args = vec!["volumes", "backup", src_s.as_str(), "--pvc", "data"];
-    args.extend(repo_args(&storage, &["--recipient", &id.recipient, "--key-cache", &cache_s]));
+    args.extend(repo_args(
+        &storage,
+        &["--recipient", &id.recipient, "--key-cache", &cache_s],
+    ));
     let (code, out, err) = run(&args, None);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("snapshot ") && out.contains("/shop/data"), "{out}");
+    assert!(
+        out.contains("snapshot ") && out.contains("/shop/data"),
+        "{out}"
+    );
 
     // The second backup finds the key in the cache and the parent.
     let (code, out, err) = run(&args, None);
@@ -82,13 +95,26 @@ fn volumes_backup_snapshots_restore_key_check_and_restic_by_hand() {
 
     let dest = dir.path().join("out");
     let dest_s = dest.display().to_string();
-    let mut args = vec!["volumes", "restore", "latest", dest_s.as_str(), "--pvc", "data"];
+    let mut args = vec![
+        "volumes",
+        "restore",
+        "latest",
+        dest_s.as_str(),
+        "--pvc",
+        "data",
+    ];
     args.extend(repo_args(&storage, &["--identity", &id_s]));
     let (code, out, err) = run(&args, None);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(std::fs::read(dest.join("sub/b.bin")).unwrap(), vec![7u8; 200_000]);
+    assert_eq!(
+        std::fs::read(dest.join("sub/b.bin")).unwrap(),
+        vec![7u8; 200_000]
+    );
     assert!(dest.join("sub/empty").is_dir());
-    assert_eq!(std::fs::read_link(dest.join("link")).unwrap(), Path::new("a.txt"));
+    assert_eq!(
+        std::fs::read_link(dest.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
 
     // Without an identity and without the cache: the error names the fix.
     let mut args = vec!["volumes", "snapshots"];
@@ -112,7 +138,12 @@ fn volumes_backup_snapshots_restore_key_check_and_restic_by_hand() {
 
     // By hand: age -d of lifeboat-key.age, then restic.
     let key = dir.path().join("store/volumes/prod/shop/lifeboat-key.age");
-    let age = StdCommand::new("age").arg("-d").arg("-i").arg(&id.file).arg(&key).output();
+    let age = StdCommand::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&id.file)
+        .arg(&key)
+        .output();
     if let Ok(age) = age {
         assert!(age.status.success());
         assert_eq!(String::from_utf8_lossy(&age.stdout).trim(), password);
@@ -132,12 +163,20 @@ fn volumes_backup_snapshots_restore_key_check_and_restic_by_hand() {
             let back = std::fs::read(dir.path().join("by-restic/shop/data/a.txt")).unwrap();
             assert_eq!(back, b"alpha\n");
         }
-        Ok(o) => panic!("restic restore failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Ok(o) => panic!(
+            "restic restore failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
         Err(e) => eprintln!("SKIPPED the restic part: {e}"),
     }
 }
 
-fn work_file(dir: &Path, recipient: &str, path: &Path, snapshot: Option<&str>) -> std::path::PathBuf {
+fn work_file(
+    dir: &Path,
+    recipient: &str,
+    path: &Path,
+    snapshot: Option<&str>,
+) -> std::path::PathBuf {
     let work = serde_json::json!({
         "location": {"url": format!("file://{}", dir.join("store").display()), "recipients": [recipient]},
         "locationName": "primary",
@@ -173,7 +212,11 @@ fn mover_reports_progress_lines_and_a_termination_message() {
         .arg(&term)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = stdout
         .lines()
@@ -197,7 +240,11 @@ fn mover_reports_progress_lines_and_a_termination_message() {
         .arg(&term)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"alpha\n");
 
     // A failure: exit 1 and the reason in the termination message.
@@ -213,7 +260,10 @@ fn mover_reports_progress_lines_and_a_termination_message() {
     let result: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&term).unwrap()).unwrap();
     assert_eq!(result["phase"], "Failed");
-    assert!(result["error"].as_str().unwrap().contains("nope"), "{result}");
+    assert!(
+        result["error"].as_str().unwrap().contains("nope"),
+        "{result}"
+    );
 }
 
 #[test]
@@ -268,7 +318,10 @@ fn sigterm_stops_the_mover_without_a_snapshot() {
         return;
     }
     assert_eq!(status.code(), Some(1));
-    assert!(result["error"].as_str().unwrap().contains("cancelled"), "{result}");
+    assert!(
+        result["error"].as_str().unwrap().contains("cancelled"),
+        "{result}"
+    );
     let snaps = dir.path().join("store/volumes/prod/shop/snapshots");
     let count = std::fs::read_dir(&snaps).map(|d| d.count()).unwrap_or(0);
     assert_eq!(count, 0, "no snapshot after SIGTERM");

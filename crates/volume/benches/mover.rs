@@ -41,7 +41,10 @@ fn main() -> R {
     std::fs::create_dir_all(&root)?;
     let restic_version = output("restic", &["version"]).unwrap_or_else(|_| "absent".into());
     println!("restic: {}", restic_version.trim());
-    println!("machine: {} cores, shared with other builds", std::thread::available_parallelism()?.get());
+    println!(
+        "machine: {} cores, shared with other builds",
+        std::thread::available_parallelism()?.get()
+    );
     println!("scale: {scale}\n");
 
     let a = root.join("a-small-files");
@@ -57,7 +60,13 @@ fn main() -> R {
         // tar | zstd, the limit.
         let (t, rss) = timed(
             "bash",
-            &["-c", &format!("tar -cf - -C {} . | zstd -q -T0 -1 > /dev/null", src.display())],
+            &[
+                "-c",
+                &format!(
+                    "tar -cf - -C {} . | zstd -q -T0 -1 > /dev/null",
+                    src.display()
+                ),
+            ],
             &[],
         )?;
         row(name, "tar|zstd", "full", t, mb, files, rss, None);
@@ -68,17 +77,47 @@ fn main() -> R {
         let exe = std::env::current_exe()?;
         let exe = exe.to_str().ok_or("exe path")?;
         let (t, rss) = timed(exe, &["child", "backup", p(&lrepo), p(src)], &[])?;
-        row(name, "lifeboat", "full", t, mb, files, rss, Some(du(&lrepo)?));
-        let env = [("RESTIC_PASSWORD", PASSWORD), ("RESTIC_CACHE_DIR", p(&cache))];
+        row(
+            name,
+            "lifeboat",
+            "full",
+            t,
+            mb,
+            files,
+            rss,
+            Some(du(&lrepo)?),
+        );
+        let env = [
+            ("RESTIC_PASSWORD", PASSWORD),
+            ("RESTIC_CACHE_DIR", p(&cache)),
+        ];
         timed("restic", &["-q", "-r", p(&rrepo), "init"], &env)?;
         let (t, rss) = timed("restic", &["-q", "-r", p(&rrepo), "backup", p(src)], &env)?;
         row(name, "restic", "full", t, mb, files, rss, Some(du(&rrepo)?));
 
         let changed = change_one_percent(src, name == "b")?;
         let (t, rss) = timed(exe, &["child", "backup", p(&lrepo), p(src)], &[])?;
-        row(name, "lifeboat", &format!("incremental ({changed} changed)"), t, mb, files, rss, Some(du(&lrepo)?));
+        row(
+            name,
+            "lifeboat",
+            &format!("incremental ({changed} changed)"),
+            t,
+            mb,
+            files,
+            rss,
+            Some(du(&lrepo)?),
+        );
         let (t, rss) = timed("restic", &["-q", "-r", p(&rrepo), "backup", p(src)], &env)?;
-        row(name, "restic", &format!("incremental ({changed} changed)"), t, mb, files, rss, Some(du(&rrepo)?));
+        row(
+            name,
+            "restic",
+            &format!("incremental ({changed} changed)"),
+            t,
+            mb,
+            files,
+            rss,
+            Some(du(&rrepo)?),
+        );
 
         let lout = root.join(format!("lifeboat-out-{name}"));
         let rout = root.join(format!("restic-out-{name}"));
@@ -86,7 +125,15 @@ fn main() -> R {
         row(name, "lifeboat", "restore", t, mb, files, rss, None);
         let (t, rss) = timed(
             "restic",
-            &["-q", "-r", p(&rrepo), "restore", "latest", "--target", p(&rout)],
+            &[
+                "-q",
+                "-r",
+                p(&rrepo),
+                "restore",
+                "latest",
+                "--target",
+                p(&rout),
+            ],
             &env,
         )?;
         row(name, "restic", "restore", t, mb, files, rss, None);
@@ -102,13 +149,23 @@ fn p(path: &Path) -> &str {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn row(set: &str, tool: &str, step: &str, secs: f64, mb: f64, files: usize, rss_kb: u64, repo: Option<u64>) {
+fn row(
+    set: &str,
+    tool: &str,
+    step: &str,
+    secs: f64,
+    mb: f64,
+    files: usize,
+    rss_kb: u64,
+    repo: Option<u64>,
+) {
     println!(
         "| {set} | {tool} | {step} | {secs:.1} | {:.0} | {:.0} | {:.0} | {} |",
         mb / secs,
         files as f64 / secs,
         rss_kb as f64 / 1024.0,
-        repo.map(|b| format!("{:.0}", b as f64 / 1e6)).unwrap_or_default()
+        repo.map(|b| format!("{:.0}", b as f64 / 1e6))
+            .unwrap_or_default()
     );
 }
 
@@ -136,7 +193,9 @@ fn timed(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> R<(f64, u64)> {
 }
 
 fn output(cmd: &str, args: &[&str]) -> R<String> {
-    Ok(String::from_utf8(Command::new(cmd).args(args).output()?.stdout)?)
+    Ok(String::from_utf8(
+        Command::new(cmd).args(args).output()?.stdout,
+    )?)
 }
 
 fn du(path: &Path) -> R<u64> {
@@ -166,7 +225,10 @@ fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     let half = len / 2;
     rng.fill(&mut buf[..half]);
-    let line = format!("log line {} with some repeated words and numbers\n", rng.next() % 1000);
+    let line = format!(
+        "log line {} with some repeated words and numbers\n",
+        rng.next() % 1000
+    );
     for (i, b) in buf[half..].iter_mut().enumerate() {
         *b = line.as_bytes()[i % line.len()];
     }
@@ -176,7 +238,12 @@ fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
 fn gen_small(root: &Path, n: usize) -> R<usize> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for i in 0..n {
-        let dir = root.join(format!("d{:02}/e{:02}/f{:02}", i % 20, (i / 20) % 25, (i / 500) % 100));
+        let dir = root.join(format!(
+            "d{:02}/e{:02}/f{:02}",
+            i % 20,
+            (i / 20) % 25,
+            (i / 500) % 100
+        ));
         std::fs::create_dir_all(&dir)?;
         let r = (rng.next() % 1000) as f64 / 1000.0;
         let len = 1024 + (r * r * 63.0 * 1024.0) as usize;
@@ -194,7 +261,8 @@ fn gen_large(root: &Path, total: u64) -> R<usize> {
     let per_file = total / 4;
     let mut seen: Vec<Vec<u8>> = Vec::new();
     for f in 0..4 {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(root.join(format!("big{f}.img")))?);
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(root.join(format!("big{f}.img")))?);
         let mut written = 0u64;
         while written < per_file {
             let dup = !seen.is_empty() && rng.next() % 10 < 3;
@@ -247,13 +315,22 @@ fn change_one_percent(root: &Path, large: bool) -> R<String> {
 /// The lifeboat side, in its own process: `child backup REPO SRC` or
 /// `child restore REPO DEST`.
 fn child(args: &[String]) -> R {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
-        let (op, repo, path) = (args[0].as_str(), PathBuf::from(&args[1]), PathBuf::from(&args[2]));
+        let (op, repo, path) = (
+            args[0].as_str(),
+            PathBuf::from(&args[1]),
+            PathBuf::from(&args[2]),
+        );
         let id_file = repo.with_extension("identity");
         let (recipient, identity) = if let Ok(s) = std::fs::read_to_string(&id_file) {
             let mut l = s.lines();
-            (l.next().unwrap_or_default().to_string(), l.next().unwrap_or_default().to_string())
+            (
+                l.next().unwrap_or_default().to_string(),
+                l.next().unwrap_or_default().to_string(),
+            )
         } else {
             let id = age::x25519::Identity::generate();
             let r = id.to_public().to_string();
@@ -272,7 +349,10 @@ fn child(args: &[String]) -> R {
         let counters = Arc::new(lifeboat_volume::Counters::default());
         match op {
             "backup" => {
-                let v = lifeboat_volume::VolumeRepo::open_or_create(&location, "bench", "bench", "bench", &cache).await?;
+                let v = lifeboat_volume::VolumeRepo::open_or_create(
+                    &location, "bench", "bench", "bench", &cache,
+                )
+                .await?;
                 v.backup(
                     lifeboat_volume::BackupRequest {
                         source: path,
@@ -288,8 +368,18 @@ fn child(args: &[String]) -> R {
                 .await?;
             }
             _ => {
-                let v = lifeboat_volume::VolumeRepo::open_existing(&location, "bench", "bench", "bench", None, None).await?;
-                v.restore("latest", None, &path, counters, lifeboat_volume::Control::new()).await?;
+                let v = lifeboat_volume::VolumeRepo::open_existing(
+                    &location, "bench", "bench", "bench", None, None,
+                )
+                .await?;
+                v.restore(
+                    "latest",
+                    None,
+                    &path,
+                    counters,
+                    lifeboat_volume::Control::new(),
+                )
+                .await?;
             }
         }
         R::Ok(())

@@ -357,9 +357,7 @@ fn create_special(path: &Path, node: &Node, progress: &RestoreProgress) -> Resul
     remove_existing(path);
     let perm = Mode::from_bits_truncate(node.meta.mode.unwrap_or(0o644) & 0o777);
     let result = match &node.node_type {
-        NodeType::Symlink { .. } => {
-            std::os::unix::fs::symlink(node.node_type.to_link(), path)
-        }
+        NodeType::Symlink { .. } => std::os::unix::fs::symlink(node.node_type.to_link(), path),
         NodeType::Fifo => nix::unistd::mkfifo(path, perm).map_err(std::io::Error::from),
         NodeType::Dev { device } => {
             mknod(path, SFlag::S_IFBLK, perm, *device).map_err(std::io::Error::from)

@@ -49,7 +49,12 @@ impl SecretKeyCache {
     /// stored value.
     async fn upsert(&self, name: &str, password: &str, replace: bool) -> Result<String> {
         for _ in 0..10 {
-            match self.api.get_opt(&self.name).await.map_err(|e| self.error("cannot read", e))? {
+            match self
+                .api
+                .get_opt(&self.name)
+                .await
+                .map_err(|e| self.error("cannot read", e))?
+            {
                 None => {
                     let secret = Secret {
                         metadata: ObjectMeta {

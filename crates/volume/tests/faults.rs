@@ -29,7 +29,10 @@ fn request(source: &std::path::Path, backup: &str) -> BackupRequest {
 fn random_tree(root: &std::path::Path, n: usize, size: usize, seed: u64) -> TestResult {
     std::fs::create_dir_all(root)?;
     for i in 0..n {
-        std::fs::write(root.join(format!("blob{i:03}")), bytes(seed + i as u64, size))?;
+        std::fs::write(
+            root.join(format!("blob{i:03}")),
+            bytes(seed + i as u64, size),
+        )?;
     }
     Ok(())
 }
@@ -44,7 +47,12 @@ async fn interrupted_backup(
     let counters = Arc::new(Counters::default());
     let control = Control::new();
     let task = {
-        let (v, req, c, ctl) = (v.clone(), request(src, "b1"), counters.clone(), control.clone());
+        let (v, req, c, ctl) = (
+            v.clone(),
+            request(src, "b1"),
+            counters.clone(),
+            control.clone(),
+        );
         tokio::spawn(async move { v.backup(req, c, ctl).await })
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -55,7 +63,8 @@ async fn interrupted_backup(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     interrupt(&control);
-    task.await.map_err(|e| VolumeError::Internal(e.to_string()))?
+    task.await
+        .map_err(|e| VolumeError::Internal(e.to_string()))?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,9 +81,16 @@ async fn a_cancelled_backup_leaves_no_snapshot_and_the_next_one_works() -> TestR
         .err()
         .ok_or("a cancelled backup reported success")?;
     assert!(matches!(err, VolumeError::Cancelled), "{err}");
-    assert!(v.snapshots(None).await?.is_empty(), "no snapshot after a cancel");
+    assert!(
+        v.snapshots(None).await?.is_empty(),
+        "no snapshot after a cancel"
+    );
     let done = v
-        .backup(request(&src, "b2"), Arc::new(Counters::default()), Control::new())
+        .backup(
+            request(&src, "b2"),
+            Arc::new(Counters::default()),
+            Control::new(),
+        )
         .await?;
     assert_eq!(done.total_bytes, 48 << 20);
     assert_eq!(v.snapshots(None).await?.len(), 1);
@@ -83,8 +99,8 @@ async fn a_cancelled_backup_leaves_no_snapshot_and_the_next_one_works() -> TestR
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_that_goes_away_mid_upload_commits_nothing_and_the_next_backup_reuses_packs(
-) -> TestResult {
+async fn a_store_that_goes_away_mid_upload_commits_nothing_and_the_next_backup_reuses_packs()
+-> TestResult {
     let dir = scratch()?;
     let src = dir.path().join("src");
     random_tree(&src, 24, 2 << 20, 2)?;
@@ -99,16 +115,26 @@ async fn a_store_that_goes_away_mid_upload_commits_nothing_and_the_next_backup_r
         .err()
         .ok_or("a backup whose store went away reported success")?;
     let msg = err.to_string();
-    assert!(msg.contains("no snapshot was written") || msg.contains("storage"), "{msg}");
+    assert!(
+        msg.contains("no snapshot was written") || msg.contains("storage"),
+        "{msg}"
+    );
     drop(server);
 
     // The store is back (same data, new address).
     let server = start_s3(&root).await?;
     let location = Repository::open(&s3_config(&server, &k, false)).await?;
     let v = VolumeRepo::open_or_create(&location, "s3", "prod", "shop", &cache).await?;
-    assert!(v.snapshots(None).await?.is_empty(), "the interrupted backup is not listed");
+    assert!(
+        v.snapshots(None).await?.is_empty(),
+        "the interrupted backup is not listed"
+    );
     let done = v
-        .backup(request(&src, "b2"), Arc::new(Counters::default()), Control::new())
+        .backup(
+            request(&src, "b2"),
+            Arc::new(Counters::default()),
+            Control::new(),
+        )
         .await?;
     assert_eq!(done.total_bytes, 48 << 20);
     assert!(
@@ -131,7 +157,11 @@ async fn damaged_packs_and_truncated_indexes_are_clear_errors() -> TestResult {
     let cache = MemoryKeyCache::new();
     let v = VolumeRepo::open_or_create(&location, "l", "prod", "shop", &cache).await?;
     let r = v
-        .backup(request(&src, "b1"), Arc::new(Counters::default()), Control::new())
+        .backup(
+            request(&src, "b1"),
+            Arc::new(Counters::default()),
+            Control::new(),
+        )
         .await?;
     let repo = store_dir.join("volumes/prod/shop");
 
@@ -149,7 +179,13 @@ async fn damaged_packs_and_truncated_indexes_are_clear_errors() -> TestResult {
     }
     let out = dir.path().join("out");
     let err = v
-        .restore(&r.snapshot, None, &out, Arc::new(Counters::default()), Control::new())
+        .restore(
+            &r.snapshot,
+            None,
+            &out,
+            Arc::new(Counters::default()),
+            Control::new(),
+        )
         .await
         .err()
         .ok_or("restored from damaged packs")?;
@@ -161,10 +197,19 @@ async fn damaged_packs_and_truncated_indexes_are_clear_errors() -> TestResult {
     for entry in std::fs::read_dir(repo.join("index"))? {
         let path = entry?.path();
         let len = std::fs::metadata(&path)?.len();
-        std::fs::OpenOptions::new().write(true).open(&path)?.set_len(len / 2)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)?
+            .set_len(len / 2)?;
     }
     let result = v
-        .restore(&r.snapshot, None, &dir.path().join("out2"), Arc::new(Counters::default()), Control::new())
+        .restore(
+            &r.snapshot,
+            None,
+            &dir.path().join("out2"),
+            Arc::new(Counters::default()),
+            Control::new(),
+        )
         .await;
     let err = result.err().ok_or("restored with a truncated index")?;
     assert!(!err.to_string().is_empty());
@@ -200,14 +245,26 @@ async fn an_unreadable_or_missing_source_is_a_clear_error() -> TestResult {
     std::fs::write(src.join("open"), b"y")?;
     std::fs::set_permissions(src.join("closed"), std::fs::Permissions::from_mode(0o000))?;
     let r = v
-        .backup(request(&src, "b"), Arc::new(Counters::default()), Control::new())
+        .backup(
+            request(&src, "b"),
+            Arc::new(Counters::default()),
+            Control::new(),
+        )
         .await;
     std::fs::set_permissions(src.join("closed"), std::fs::Permissions::from_mode(0o755))?;
     let r = r?;
-    assert!(r.warnings.iter().any(|w| w.contains("closed")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("closed")),
+        "{:?}",
+        r.warnings
+    );
     std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o000))?;
     let err = v
-        .backup(request(&src, "b"), Arc::new(Counters::default()), Control::new())
+        .backup(
+            request(&src, "b"),
+            Arc::new(Counters::default()),
+            Control::new(),
+        )
         .await
         .err();
     std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755))?;
@@ -228,14 +285,23 @@ async fn prune_and_writers_exclude_each_other_through_conditional_puts() -> Test
     let expiry = Duration::from_secs(30);
 
     let writer = Lock::write(store.clone(), &base, "repo", expiry).await?;
-    let err = Lock::prune(store.clone(), &base, "repo", expiry).await.err();
+    let err = Lock::prune(store.clone(), &base, "repo", expiry)
+        .await
+        .err();
     assert!(matches!(err, Some(VolumeError::Locked { .. })), "{err:?}");
     writer.release().await?;
 
     let prune = Lock::prune(store.clone(), &base, "repo", expiry).await?;
-    let second = Lock::prune(store.clone(), &base, "repo", expiry).await.err();
-    assert!(matches!(second, Some(VolumeError::Locked { .. })), "{second:?}");
-    let w = Lock::write(store.clone(), &base, "repo", expiry).await.err();
+    let second = Lock::prune(store.clone(), &base, "repo", expiry)
+        .await
+        .err();
+    assert!(
+        matches!(second, Some(VolumeError::Locked { .. })),
+        "{second:?}"
+    );
+    let w = Lock::write(store.clone(), &base, "repo", expiry)
+        .await
+        .err();
     assert!(matches!(w, Some(VolumeError::Locked { .. })), "{w:?}");
     prune.release().await?;
     let w = Lock::write(store.clone(), &base, "repo", expiry).await?;
@@ -260,25 +326,42 @@ async fn forget_then_two_phase_prune() -> TestResult {
     let location = Repository::open(&file_config(&store_dir, &k, false)).await?;
     let cache = MemoryKeyCache::new();
     let v = VolumeRepo::open_or_create(&location, "l", "prod", "shop", &cache).await?;
-    v.backup(request(&src, "old"), Arc::new(Counters::default()), Control::new())
-        .await?;
+    v.backup(
+        request(&src, "old"),
+        Arc::new(Counters::default()),
+        Control::new(),
+    )
+    .await?;
     std::fs::remove_dir_all(&src)?;
     random_tree(&src, 6, 1 << 20, 20)?;
     let keep = v
-        .backup(request(&src, "new"), Arc::new(Counters::default()), Control::new())
+        .backup(
+            request(&src, "new"),
+            Arc::new(Counters::default()),
+            Control::new(),
+        )
         .await?;
     let forgotten = v.forget_backup("old").await?;
     assert_eq!(forgotten.len(), 1);
 
     let first = v.prune(None).await?;
     assert!(first.packs_marked > 0, "{first:?}");
-    assert_eq!(first.packs_to_delete, 0, "nothing is deleted in the first phase");
+    assert_eq!(
+        first.packs_to_delete, 0,
+        "nothing is deleted in the first phase"
+    );
     let second = v.prune(Some(Duration::ZERO)).await?;
     assert!(second.packs_to_delete > 0, "{second:?}");
     assert!(v.check(true).await?.is_empty());
     let out = dir.path().join("out");
-    v.restore(&keep.snapshot, None, &out, Arc::new(Counters::default()), Control::new())
-        .await?;
+    v.restore(
+        &keep.snapshot,
+        None,
+        &out,
+        Arc::new(Counters::default()),
+        Control::new(),
+    )
+    .await?;
     assert_same_tree(&src, &out, &Options::all())?;
     if restic().is_some() {
         run_restic(

@@ -4,7 +4,8 @@ use lifeboat_volume::KeyCache;
 use lifeboat_volume::secret_cache::SecretKeyCache;
 
 #[tokio::test]
-async fn the_secret_cache_keeps_the_first_key_and_reads_data_only() -> Result<(), Box<dyn std::error::Error>> {
+async fn the_secret_cache_keeps_the_first_key_and_reads_data_only()
+-> Result<(), Box<dyn std::error::Error>> {
     let sandbox = lifeboat_sandbox::Sandbox::start().await?;
     let client = sandbox.client();
     let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
@@ -19,12 +20,29 @@ async fn the_secret_cache_keeps_the_first_key_and_reads_data_only() -> Result<()
         cache.insert_if_absent("primary.prod.shop.g1", "second"),
     );
     let (a, b) = (a?, b?);
-    let stored = cache.get("primary.prod.shop.g1").await?.ok_or("no key stored")?;
-    assert!(stored == a && stored == b, "both writers agree on one key: {a} {b} {stored}");
-    cache.insert_if_absent("primary.prod.web.g1", "other").await?;
-    assert_eq!(cache.get("primary.prod.shop.g1").await?.as_deref(), Some(stored.as_str()));
+    let stored = cache
+        .get("primary.prod.shop.g1")
+        .await?
+        .ok_or("no key stored")?;
+    assert!(
+        stored == a && stored == b,
+        "both writers agree on one key: {a} {b} {stored}"
+    );
+    cache
+        .insert_if_absent("primary.prod.web.g1", "other")
+        .await?;
+    assert_eq!(
+        cache.get("primary.prod.shop.g1").await?.as_deref(),
+        Some(stored.as_str())
+    );
     cache.put("primary.prod.shop.g1", "reseeded").await?;
-    assert_eq!(cache.get("primary.prod.shop.g1").await?.as_deref(), Some("reseeded"));
-    assert_eq!(cache.get("primary.prod.web.g1").await?.as_deref(), Some("other"));
+    assert_eq!(
+        cache.get("primary.prod.shop.g1").await?.as_deref(),
+        Some("reseeded")
+    );
+    assert_eq!(
+        cache.get("primary.prod.web.g1").await?.as_deref(),
+        Some("other")
+    );
     Ok(())
 }

@@ -233,7 +233,11 @@ async fn s3_round_trip_and_restic_over_s3() -> TestResult {
     // Over S3 it lists snapshots; restic 0.14's ranged pack reads get "does
     // not exist" from s3s-fs, so the full check and the restore run on the
     // objects s3s-fs stored (plain files, one per key).
-    let local = dir.path().join("s3/bucket/lifeboat/volumes/prod/shop").display().to_string();
+    let local = dir
+        .path()
+        .join("s3/bucket/lifeboat/volumes/prod/shop")
+        .display()
+        .to_string();
     tokio::task::spawn_blocking(move || -> TestResult {
         let listed = run_restic(&repo2, &pw, &env, &["snapshots", "--json"])?;
         assert!(listed.contains(&snap), "{listed}");
