@@ -34,7 +34,6 @@ use crate::resources::{ResKey, ResourceInfo, crd_resource};
 use crate::store::Obj;
 use crate::{binding, csi};
 
-
 fn key(group: &str, resource: &str) -> ResKey {
     (group.to_string(), resource.to_string())
 }

@@ -42,9 +42,9 @@ pub use model::{
 };
 pub use reader::{ArchiveEntry, BackupReader, VerifyReport};
 pub use repo::{Repository, backup_name, parse_backup_name, validate_name};
-pub use verify::{BackupCheck, CheckStatus, Finding, Verification};
 pub use signing::{
     GeneratedKeyPair, SIGNATURE_SUFFIX, SignatureCheck, SignatureState, SignedKind, SigningKey,
     Subject, Trust, TrustedKey, generate_key_pair, parse_public_key,
 };
+pub use verify::{BackupCheck, CheckStatus, Finding, Verification};
 pub use writer::{BackupSpec, BackupWriter, ObjectEntry, WriterHandle};

@@ -820,7 +820,6 @@ fn cheap_manifest(policy: &str, i: i64) -> Manifest {
         recipients: vec![],
         lifeboat_version: "test".into(),
         labels: BTreeMap::new(),
-        prerequisites: vec![],
     }
 }
 
@@ -1060,10 +1059,8 @@ fn restore_record(n: usize) -> RestoreRecord {
                 name: format!("cm-{i}"),
                 action: RestoreAction::Created,
                 reason: None,
-                changes: vec![],
             })
             .collect(),
-        missing_prerequisites: vec![],
         lifeboat_version: "test".into(),
     }
 }
@@ -1380,6 +1377,34 @@ async fn s3_failures_are_named_in_words() -> TestResult {
     hold.abort();
     assert_eq!(cause, Some(C::Timeout), "{text}");
     assert!(text.contains("did not answer in time"), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_failures_are_named_in_words() -> TestResult {
+    use lifeboat_store::StorageCause as C;
+    if azurite::binary().is_none() {
+        return Ok(());
+    }
+    let server = start_azurite().await?;
+    let mut missing = azure_config(&server, None);
+    missing.url = "az://missing/prefix".into();
+    let (text, cause) = open_error(&quick(missing)).await;
+    assert_eq!(cause, Some(C::NoSuchBucket), "{text}");
+    assert!(
+        text.starts_with("container `missing` does not exist"),
+        "{text}"
+    );
+
+    let mut wrong = azure_config(&server, None);
+    wrong.credentials = Some(Credentials::Azure {
+        account: azurite::ACCOUNT.into(),
+        access_key: "AAAAdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into(),
+    });
+    let (text, cause) = open_error(&quick(wrong)).await;
+    assert_eq!(cause, Some(C::BadCredentials), "{text}");
+    Ok(())
+}
 
 // ---------------------------------------------------------------- signatures
 
@@ -1442,29 +1467,6 @@ fn forge(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn azure_failures_are_named_in_words() -> TestResult {
-    use lifeboat_store::StorageCause as C;
-    if azurite::binary().is_none() {
-        return Ok(());
-    }
-    let server = start_azurite().await?;
-    let mut missing = azure_config(&server, None);
-    missing.url = "az://missing/prefix".into();
-    let (text, cause) = open_error(&quick(missing)).await;
-    assert_eq!(cause, Some(C::NoSuchBucket), "{text}");
-    assert!(
-        text.starts_with("container `missing` does not exist"),
-        "{text}"
-    );
-
-    let mut wrong = azure_config(&server, None);
-    wrong.credentials = Some(Credentials::Azure {
-        account: azurite::ACCOUNT.into(),
-        access_key: "AAAAvdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into(),
-    });
-    let (text, cause) = open_error(&quick(wrong)).await;
-    assert_eq!(cause, Some(C::BadCredentials), "{text}");
-
 async fn signed_backups_round_trip_and_forgeries_are_refused() -> TestResult {
     let dir = tempfile::tempdir()?;
     let age = keys();
