@@ -800,6 +800,7 @@ fn cheap_manifest(policy: &str, i: i64) -> Manifest {
         sha256: String::new(),
     };
     Manifest {
+        prerequisites: Default::default(),
         format_version: 1,
         backup_name: lifeboat_store::backup_name(policy, slot),
         policy: policy.into(),
@@ -1039,6 +1040,7 @@ async fn delete_removes_the_manifest_first() -> TestResult {
 
 fn restore_record(n: usize) -> RestoreRecord {
     RestoreRecord {
+        missing_prerequisites: Default::default(),
         request: "restore-1".into(),
         source_cluster: CLUSTER.into(),
         source_backup: "apps-20250601-020000".into(),
@@ -1054,6 +1056,7 @@ fn restore_record(n: usize) -> RestoreRecord {
         },
         items: (0..n)
             .map(|i| RestoreItem {
+                changes: Default::default(),
                 resource: "configmaps".into(),
                 namespace: Some("web".into()),
                 name: format!("cm-{i}"),
@@ -1508,7 +1511,7 @@ async fn signed_backups_round_trip_and_forgeries_are_refused() -> TestResult {
         "{text}"
     );
     // Nothing of a refused backup is streamed either.
-    let first = untrusted.entries().next().await;
+    let first = Box::pin(untrusted.entries()).next().await;
     assert!(matches!(
         first,
         Some(Err(StoreError::SignatureRefused { .. }))
