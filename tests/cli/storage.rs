@@ -5,51 +5,19 @@
 
 use std::path::{Path, PathBuf};
 
-use s3s::auth::SimpleAuth;
-use s3s::{S3Result, s3_error};
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use lifeboat_testkit::s3::{self, Grant, S3Server};
 
-/// Denies every request signed with the key `AKREADONLY`: valid
-/// credentials without permission.
-struct DenyReadOnly;
-
-#[async_trait::async_trait]
-impl s3s::access::S3Access for DenyReadOnly {
-    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
-        match cx.credentials() {
-            Some(c) if c.access_key == "AKREADONLY" => Err(s3_error!(AccessDenied)),
-            Some(_) => Ok(()),
-            None => Err(s3_error!(AccessDenied)),
-        }
-    }
-}
-
-/// An s3s server on 127.0.0.1 with one bucket, `bucket`; stops with the runtime.
-fn start_s3(rt: &tokio::runtime::Runtime, root: &Path) -> String {
-    std::fs::create_dir_all(root.join("bucket")).unwrap();
-    let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    let mut auth = SimpleAuth::from_single("AKTEST", "SECRETTEST");
-    auth.register("AKREADONLY".into(), "SECRETREADONLY".into());
-    builder.set_auth(auth);
-    builder.set_access(DenyReadOnly);
-    let service = builder.build();
-    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move {
-        let mut conns = JoinSet::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            let service = service.clone();
-            conns.spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(socket);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
-        }
-    });
-    endpoint
+/// An S3 server with bucket `bucket`, the user `AKTEST` and `AKREADONLY`,
+/// whose valid credentials have no permission; stops with the runtime.
+fn start_s3(rt: &tokio::runtime::Runtime, root: &Path) -> S3Server {
+    rt.block_on(S3Server::start_with_users(
+        root,
+        &[
+            (s3::ACCESS_KEY, s3::SECRET_KEY, Grant::Full),
+            ("AKREADONLY", "SECRETREADONLY", Grant::None),
+        ],
+    ))
+    .unwrap()
 }
 
 /// A policy repository whose only StorageLocation is `backups` at `url`.
@@ -98,7 +66,8 @@ fn assert_one_line(err: &str, url: &str) {
 fn s3_errors_name_the_cause_location_and_remedy() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let endpoint = start_s3(&rt, &dir.path().join("s3"));
+    let server = start_s3(&rt, &dir.path().join("s3"));
+    let endpoint = server.endpoint().to_string();
 
     // No such bucket.
     let url = "s3://missing/lifeboat";

@@ -1,5 +1,5 @@
 //! Integration tests of lifeboat-store against `file://` (a temp dir), an
-//! in-process S3 server (s3s + s3s-fs behind hyper on 127.0.0.1:0) and, when
+//! in-process S3 server (lifeboat-testkit: s3s-fs on 127.0.0.1:0) and, when
 //! installed, an Azurite blob server (`az://`), driven through the real
 //! object_store clients.
 
@@ -21,6 +21,7 @@ use lifeboat_store::{
     Repository, RestoreAction, RestoreCounts, RestoreItem, RestorePhase, RestoreRecord,
     RetryOptions, StoreError,
 };
+use lifeboat_testkit::s3::S3Server;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -29,7 +30,7 @@ use object_store::{
 use rstest::rstest;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use azurite::Azurite;
 
@@ -119,47 +120,15 @@ fn file_config(dir: &FsPath, keys: Option<&Keys>) -> LocationConfig {
     }
 }
 
-/// An S3 server on 127.0.0.1:0 storing into `root`. Aborting `task` stops
-/// the listener and every open connection.
-struct S3Server {
-    endpoint: String,
-    task: JoinHandle<()>,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn start_s3(root: &FsPath) -> Result<S3Server, Box<dyn std::error::Error + Send + Sync>> {
-    std::fs::create_dir_all(root.join("bucket"))?;
-    let fs = s3s_fs::FileSystem::new(root).map_err(|e| format!("s3s-fs: {e:?}"))?;
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single("AKTEST", "SECRETTEST"));
-    let service = builder.build();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            let service = service.clone();
-            conns.spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(socket);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
-        }
-    });
-    Ok(S3Server { endpoint, task })
+async fn start_s3(root: &FsPath) -> std::io::Result<S3Server> {
+    S3Server::start(root).await
 }
 
 fn s3_config(server: &S3Server, keys: Option<&Keys>) -> LocationConfig {
     LocationConfig {
         url: "s3://bucket/lifeboat".into(),
         region: Some("us-east-1".into()),
-        endpoint: Some(server.endpoint.clone()),
+        endpoint: Some(server.endpoint().to_string()),
         path_style: true,
         credentials: Some(Credentials::S3 {
             access_key_id: "AKTEST".into(),
@@ -564,7 +533,7 @@ async fn s3_server_stopped_mid_upload_fails_cleanly() -> TestResult {
         // ~40 MiB of JSON: several 8 MiB parts. Stop the server after ~20 MiB.
         for i in 0..10_000 {
             if i == 5_000 {
-                server.task.abort();
+                server.stop();
             }
             writer.add(big_object(i, &mut seed)).await?;
         }
@@ -1329,7 +1298,7 @@ async fn s3_failures_are_named_in_words() -> TestResult {
     assert!(
         text.starts_with(&format!(
             "bucket `missing` does not exist at {}",
-            server.endpoint
+            server.endpoint()
         )),
         "{text}"
     );
@@ -1357,7 +1326,7 @@ async fn s3_failures_are_named_in_words() -> TestResult {
 
     // HTTPS to a plain-HTTP server: the handshake fails.
     let mut tls = s3_config(&server, None);
-    tls.endpoint = Some(server.endpoint.replace("http://", "https://"));
+    tls.endpoint = Some(server.endpoint().replace("http://", "https://"));
     let (text, cause) = open_error(&quick(tls)).await;
     assert_eq!(cause, Some(C::Tls), "{text}");
     assert!(
