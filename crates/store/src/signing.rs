@@ -89,11 +89,14 @@ impl SigningKey {
             }
         };
         let sk_box = minisign::SecretKeyBox::from_string(&boxed).map_err(|e| bad(e.to_string()))?;
-        let secret = sk_box.into_unencrypted_secret_key().map_err(|e| {
-            bad(format!(
-                "{e} (is it password-protected? use `minisign -G -W`)"
-            ))
-        })?;
+        let secret = match sk_box.into_unencrypted_secret_key() {
+            Ok(secret) => secret,
+            Err(e) => unchecksummed_key(&boxed).ok_or_else(|| {
+                bad(format!(
+                    "{e} (is it password-protected? use `minisign -G -W`)"
+                ))
+            })?,
+        };
         if secret.is_encrypted() {
             return Err(bad(
                 "the key is password-protected; lifeboat needs an unencrypted key (`minisign -G -W`)"
@@ -142,6 +145,30 @@ impl SigningKey {
         .map_err(|e| StoreError::Sign(e.to_string()))?;
         Ok(sig.into_string())
     }
+}
+
+/// minisign 0.11 (the C tool; Debian bookworm and trixie ship it) writes
+/// the keys of `minisign -G -W` with an all-zero checksum, which the
+/// minisign crate refuses as corrupted. Such a key is accepted when it is
+/// unencrypted, its checksum is all zeros, and it signs a probe that its
+/// own public key verifies: a key damaged any other way still fails.
+fn unchecksummed_key(boxed: &str) -> Option<minisign::SecretKey> {
+    use base64::Engine as _;
+    const KDF_NONE: [u8; 2] = [0, 0];
+    // sig_alg(2) kdf_alg(2) chk_alg(2) salt(32) opslimit(8) memlimit(8)
+    // keynum(8) sk(64) chk(32).
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(boxed.lines().nth(1)?.trim())
+        .ok()?;
+    if bytes.len() != 158 || bytes[2..4] != KDF_NONE || bytes[126..].iter().any(|b| *b != 0) {
+        return None;
+    }
+    let secret = minisign::SecretKey::from_bytes(&bytes).ok()?;
+    let public = minisign::PublicKey::from_secret_key(&secret).ok()?;
+    let probe = b"lifeboat signing key probe";
+    let sig = minisign::sign(None, &secret, Cursor::new(probe), None, None).ok()?;
+    minisign::verify(&public, &sig, Cursor::new(probe), true, false, false).ok()?;
+    Some(secret)
 }
 
 /// A freshly generated signing key pair, as files.
@@ -582,6 +609,31 @@ fn parse_trusted_comment(comment: &str) -> Option<Comment> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `key` re-encoded with its checksum zeroed (as minisign 0.11 writes
+    /// `-W` keys) and, optionally, one secret byte flipped.
+    fn zero_checksum(key: &str, flip: Option<usize>) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut lines = key.lines();
+        let comment = lines.next().unwrap();
+        let mut bytes = b64.decode(lines.next().unwrap()).unwrap();
+        bytes[126..].fill(0);
+        if let Some(i) = flip {
+            bytes[i] ^= 1;
+        }
+        format!("{comment}\n{}\n", b64.encode(bytes))
+    }
+
+    #[test]
+    fn keys_without_a_checksum_are_accepted_only_when_whole() {
+        let pair = generate_key_pair("t").unwrap();
+        let parsed = SigningKey::parse(&zero_checksum(&pair.secret_key_file, None)).unwrap();
+        assert_eq!(parsed.public_key(), pair.public_key);
+        // A flipped bit in the seed: the probe signature fails.
+        let err = SigningKey::parse(&zero_checksum(&pair.secret_key_file, Some(70))).unwrap_err();
+        assert!(err.to_string().contains("Corrupted key"), "{err}");
+    }
 
     fn subject<'a>(cluster: &'a str, name: &'a str) -> Subject<'a> {
         Subject {
