@@ -306,7 +306,10 @@ pub fn restore_rules(
     let mut changes = Vec::new();
     match (group, resource) {
         ("route.openshift.io", "routes") => {
-            let generated = str_at(obj, &format!("/metadata/annotations/{HOST_GENERATED}"))
+            let generated = obj
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(HOST_GENERATED))
+                .and_then(Value::as_str)
                 .map(|v| v.eq_ignore_ascii_case("true"))
                 .unwrap_or(false);
             if generated
