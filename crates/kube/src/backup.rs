@@ -7,8 +7,9 @@
 //!                                   └─▶ related cluster objects (PV, CRD, RBAC) ─▶ writer
 //! ```
 //!
-//! - **Discovery** uses the legacy discovery endpoints group by group, at the
-//!   preferred version. Subresources and resources without the `list` verb
+//! - **Discovery** uses the legacy discovery endpoints group by group and
+//!   version; each resource is stored at the most preferred version that
+//!   serves it (the group's preferred version first). Subresources and resources without the `list` verb
 //!   are skipped. A group whose discovery fails with an API error (typically
 //!   an aggregated API whose backing service is down, answering 503) is
 //!   logged as a warning and skipped; failing to reach the API server at all
@@ -573,33 +574,38 @@ impl Ctx<'_> {
             .await
             .map_err(discovery)?;
         for g in groups.groups {
-            let Some(gv) = g
-                .preferred_version
-                .as_ref()
-                .or_else(|| g.versions.first())
-                .cloned()
-            else {
-                continue;
-            };
-            let gvs = gv.group_version.as_str();
-            match self
-                .retry(move || client.list_api_group_resources(gvs))
-                .await
+            // Every served version, the preferred one first: a resource
+            // only some versions serve (OLM's v1alpha1 Subscriptions beside
+            // its v1 OperatorGroups) is stored at the most preferred
+            // version that has it, as `kubectl api-resources` lists it.
+            let mut versions = g.versions.clone();
+            if let Some(p) = &g.preferred_version
+                && let Some(i) = versions.iter().position(|v| v.version == p.version)
             {
-                Ok(res) => lists.push((g.name.clone(), gv.version.clone(), res)),
-                Err(e) if fatal(&e) => return Err(discovery(e)),
-                Err(e) => {
-                    self.log(
-                        LogLevel::Warning,
-                        None,
-                        None,
-                        None,
-                        format!(
-                            "API group {} is unavailable and was not backed up: {e}",
-                            gv.group_version
-                        ),
-                    )
-                    .await?;
+                let preferred = versions.remove(i);
+                versions.insert(0, preferred);
+            }
+            for gv in versions {
+                let gvs = gv.group_version.as_str();
+                match self
+                    .retry(move || client.list_api_group_resources(gvs))
+                    .await
+                {
+                    Ok(res) => lists.push((g.name.clone(), gv.version.clone(), res)),
+                    Err(e) if fatal(&e) => return Err(discovery(e)),
+                    Err(e) => {
+                        self.log(
+                            LogLevel::Warning,
+                            None,
+                            None,
+                            None,
+                            format!(
+                                "API group version {} is unavailable and was not backed up: {e}",
+                                gv.group_version
+                            ),
+                        )
+                        .await?;
+                    }
                 }
             }
         }
@@ -824,7 +830,8 @@ impl Ctx<'_> {
                 }
                 let name = obj.and_then(|o| o.name.clone());
                 let mut message = format!(
-                    "skipped: {} are excluded by default (OLM installs operators on the                      target); include {} by name to back them up",
+                    "skipped: {} are excluded by default (OLM installs operators on the \
+                     target); include {} by name to back them up",
                     t.key, t.key
                 );
                 if t.ar.plural == "subscriptions" {

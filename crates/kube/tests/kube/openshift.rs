@@ -455,7 +455,7 @@ async fn oadp_mysql_persistent_round_trips_with_its_scc() -> R {
         !b.entries.iter().any(|e| e.group == "operators.coreos.com"),
         "OLM objects were backed up"
     );
-    assert!(b.skipped("mysql-operator"));
+    assert!(b.skipped("mysql-operator"), "{:#?}", b.log);
     let operator = b
         .manifest
         .prerequisites
