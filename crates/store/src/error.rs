@@ -110,8 +110,10 @@ pub enum StoreError {
         cause: Option<Cause>,
         /// `scheme://host:port` of the request, when object_store shows it.
         endpoint: Option<String>,
+        /// Boxed: object_store's error is large and this enum is the
+        /// `Err` of every store call.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 
     /// The backup does not exist (no manifest).
@@ -261,7 +263,7 @@ impl StoreError {
             path: path.to_string(),
             cause: Cause::of(&source),
             endpoint: endpoint(&source),
-            source,
+            source: Box::new(source),
         }
     }
 
