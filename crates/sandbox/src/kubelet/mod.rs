@@ -1159,12 +1159,11 @@ impl Kubelet {
                 if message.is_empty()
                     && code != 0
                     && c.spec["terminationMessagePolicy"] == "FallbackToLogsOnError"
+                    && let Some(log) = self.rt.log(&uid, &name)
                 {
-                    if let Some(log) = self.rt.log(&uid, &name) {
-                        let (all, _) = log.snapshot();
-                        let start = all.len().saturating_sub(2048);
-                        message = String::from_utf8_lossy(&all[start..]).into_owned();
-                    }
+                    let (all, _) = log.snapshot();
+                    let start = all.len().saturating_sub(2048);
+                    message = String::from_utf8_lossy(&all[start..]).into_owned();
                 }
                 let reason = if code == 0 { "Completed" } else { "Error" };
                 c.state = CState::Terminated {
