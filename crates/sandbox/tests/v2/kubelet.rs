@@ -85,6 +85,15 @@ async fn events_of(client: &Client, ns: &str, name: &str) -> Vec<Event> {
         .items
 }
 
+/// A one-node sandbox running [`SH`] images as /bin/sh.
+async fn sh_sandbox() -> Sandbox {
+    Sandbox::builder()
+        .image_binary(SH, "/bin/sh")
+        .start()
+        .await
+        .unwrap()
+}
+
 fn sh_pod(name: &str, script: &str, extra: Value) -> Value {
     let mut v = json!({"metadata": {"name": name}, "spec": {"restartPolicy": "Never",
         "containers": [{"name": "main", "image": format!("{SH}:1"), "command": ["sh", "-c", script]}]}});
@@ -367,7 +376,8 @@ async fn wait_for_first_consumer_claims_get_a_selected_node() {
 
     // The sandbox's own CSI driver: the scheduler selects the node, the
     // external-provisioner provisions a volume reachable from that node,
-    // the claim binds, and only then is the pod bound to the node.
+    // the claim binds, and the pod runs there (that the pod waits for the
+    // binding is shown below, with a provisioner that does not act).
     claim(
         &c,
         "default",
@@ -457,11 +467,7 @@ async fn wait_for_first_consumer_claims_get_a_selected_node() {
 
 #[tokio::test]
 async fn a_process_writes_into_its_claim_and_the_next_pod_reads_it() {
-    let sb = Sandbox::builder()
-        .image_binary(SH, "/bin/sh")
-        .start()
-        .await
-        .unwrap();
+    let sb = sh_sandbox().await;
     let c = sb.client();
     let pvc = claim(&c, "default", "data", json!({})).await;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "default");
@@ -662,11 +668,7 @@ async fn a_read_write_once_volume_attaches_to_one_node_at_a_time() {
 
 #[tokio::test]
 async fn deletion_honours_the_grace_period() {
-    let sb = Sandbox::builder()
-        .image_binary(SH, "/bin/sh")
-        .start()
-        .await
-        .unwrap();
+    let sb = sh_sandbox().await;
     let c = sb.client();
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     let out = sb.data_dir().join("host-out");
@@ -741,11 +743,7 @@ async fn deletion_honours_the_grace_period() {
 
 #[tokio::test]
 async fn init_containers_run_first_and_restart_policy_applies() {
-    let sb = Sandbox::builder()
-        .image_binary(SH, "/bin/sh")
-        .start()
-        .await
-        .unwrap();
+    let sb = sh_sandbox().await;
     let c = sb.client();
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     let work = json!([{"name": "w", "mountPath": "/work"}]);
@@ -898,11 +896,7 @@ async fn kubectl_logs_exec_wait_and_describe() {
 
 #[tokio::test]
 async fn a_terminal_phase_set_through_the_api_stops_the_pod_for_good() {
-    let sb = Sandbox::builder()
-        .image_binary(SH, "/bin/sh")
-        .start()
-        .await
-        .unwrap();
+    let sb = sh_sandbox().await;
     let c = sb.client();
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     // Restarted forever by its policy, were it not for the phase.
