@@ -50,7 +50,7 @@ pub fn format(bytes: u64) -> String {
         ("Mi", 1 << 20),
         ("Ki", 1 << 10),
     ] {
-        if bytes % unit == 0 {
+        if bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }
@@ -62,7 +62,7 @@ pub fn format(bytes: u64) -> String {
         ("M", 1_000_000),
         ("k", 1_000),
     ] {
-        if bytes % unit == 0 {
+        if bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }

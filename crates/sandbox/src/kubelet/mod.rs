@@ -27,7 +27,7 @@ pub mod volumes;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -137,11 +137,7 @@ impl Runtime {
 /// on a node or already finished, as kube-apiserver decides.
 pub fn grace_period(pod: &Value, requested: Option<i64>) -> i64 {
     let unscheduled = pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty);
-    let done = matches!(
-        pod["status"]["phase"].as_str(),
-        Some("Succeeded" | "Failed")
-    );
-    if unscheduled || done {
+    if unscheduled || api_terminal(pod) {
         return 0;
     }
     requested
@@ -435,10 +431,11 @@ struct PodRun {
     ctrs: Vec<Ctr>,
     volumes: Vec<Volume>,
     attached: Vec<String>,
+    /// Stopping (deleted, or terminal in the API): nothing starts again.
     terminating: bool,
     deleted: bool,
-    /// The kill deadline passed.
-    killed: bool,
+    /// When the containers still running get SIGKILL.
+    kill_at: Option<Instant>,
 }
 
 impl PodRun {
@@ -603,16 +600,22 @@ impl Kubelet {
             return;
         }
         if !self.pods.contains_key(key) {
-            if matches!(
-                pod["status"]["phase"].as_str(),
-                Some("Succeeded" | "Failed")
-            ) {
+            if api_terminal(&pod) {
                 return;
             }
             if !self.admit(st, key, &pod) {
                 return;
             }
             self.blocked.remove(key);
+        }
+        if api_terminal(&pod) {
+            // Someone else ended the pod (the kubelet's status was
+            // overridden, or another component failed it): it never runs
+            // again, so its containers stop, as kubelet's pod workers do.
+            let grace = pod["spec"]["terminationGracePeriodSeconds"]
+                .as_u64()
+                .unwrap_or(30);
+            self.stop(st, key, &pod, grace);
         }
         self.progress(st, key, &pod);
         self.write_status(st, key, &pod);
@@ -796,7 +799,7 @@ impl Kubelet {
                 attached,
                 terminating: false,
                 deleted: false,
-                killed: false,
+                kill_at: None,
             },
         );
         true
@@ -1156,12 +1159,11 @@ impl Kubelet {
                 if message.is_empty()
                     && code != 0
                     && c.spec["terminationMessagePolicy"] == "FallbackToLogsOnError"
+                    && let Some(log) = self.rt.log(&uid, &name)
                 {
-                    if let Some(log) = self.rt.log(&uid, &name) {
-                        let (all, _) = log.snapshot();
-                        let start = all.len().saturating_sub(2048);
-                        message = String::from_utf8_lossy(&all[start..]).into_owned();
-                    }
+                    let (all, _) = log.snapshot();
+                    let start = all.len().saturating_sub(2048);
+                    message = String::from_utf8_lossy(&all[start..]).into_owned();
                 }
                 let reason = if code == 0 { "Completed" } else { "Error" };
                 c.state = CState::Terminated {
@@ -1199,7 +1201,6 @@ impl Kubelet {
             }
             Msg::Deadline { key, uid } => {
                 if let Some(run) = self.pods.get_mut(&key).filter(|r| r.uid == uid) {
-                    run.killed = true;
                     for c in &run.ctrs {
                         if let Some(pid) = c.pid {
                             Processes::signal(pid, nix::sys::signal::Signal::SIGKILL);
@@ -1211,18 +1212,15 @@ impl Kubelet {
         }
     }
 
-    /// Stops a pod being deleted, then removes it.
-    fn terminate(&mut self, st: &mut State, key: &Key, pod: &Value) {
+    /// Stops a pod's containers: SIGTERM to its processes (simulated
+    /// containers stop at once) and SIGKILL once `grace` seconds have
+    /// passed. Called again with a shorter grace, the SIGKILL comes sooner.
+    fn stop(&mut self, st: &mut State, key: &Key, pod: &Value, grace: u64) {
         let Some(run) = self.pods.get_mut(key) else {
-            // Never started here: nothing to stop.
-            finish_delete(st, key);
             return;
         };
         if !run.terminating {
             run.terminating = true;
-            let grace = pod["metadata"]["deletionGracePeriodSeconds"]
-                .as_u64()
-                .unwrap_or(0);
             for c in run.ctrs.iter_mut() {
                 if !matches!(c.state, CState::Running { .. }) {
                     continue;
@@ -1251,18 +1249,36 @@ impl Kubelet {
                     }
                 }
             }
-            let (tx, msg) = (
-                self.tx.clone(),
-                Msg::Deadline {
-                    key: key.clone(),
-                    uid: run.uid.clone(),
-                },
-            );
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(grace)).await;
-                let _ = tx.send(msg);
-            });
         }
+        let deadline = Instant::now() + Duration::from_secs(grace);
+        if run.kill_at.is_some_and(|at| at <= deadline) {
+            return;
+        }
+        run.kill_at = Some(deadline);
+        let (tx, msg) = (
+            self.tx.clone(),
+            Msg::Deadline {
+                key: key.clone(),
+                uid: run.uid.clone(),
+            },
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            let _ = tx.send(msg);
+        });
+    }
+
+    /// Stops a pod being deleted, then removes it.
+    fn terminate(&mut self, st: &mut State, key: &Key, pod: &Value) {
+        if !self.pods.contains_key(key) {
+            // Never started here: nothing to stop.
+            finish_delete(st, key);
+            return;
+        }
+        let grace = pod["metadata"]["deletionGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or(0);
+        self.stop(st, key, pod, grace);
         let Some(run) = self.pods.get_mut(key) else {
             return;
         };
@@ -1310,6 +1326,13 @@ impl Kubelet {
         } else {
             "Running"
         };
+        // Pods never leave a terminal phase the API shows, whoever set it
+        // (kubelet's generateAPIPodStatus forces it back the same way).
+        let phase = if api_terminal(pod) {
+            pod["status"]["phase"].as_str().unwrap_or(phase)
+        } else {
+            phase
+        };
         let mut status = if pod["status"].is_object() {
             pod["status"].clone()
         } else {
@@ -1340,12 +1363,11 @@ impl Kubelet {
             );
         }
         let terminal = matches!(phase, "Succeeded" | "Failed");
+        let gates = unready_gates(pod, &status);
         for ty in ["Ready", "ContainersReady"] {
-            if unready.is_empty() && !terminal {
-                set_condition(&mut status, ty, "True", "", "");
-            } else if terminal {
+            if terminal {
                 set_condition(&mut status, ty, "False", "PodCompleted", "");
-            } else {
+            } else if !unready.is_empty() {
                 set_condition(
                     &mut status,
                     ty,
@@ -1353,6 +1375,19 @@ impl Kubelet {
                     "ContainersNotReady",
                     &format!("containers with unready status: [{}]", unready.join(" ")),
                 );
+            } else if ty == "Ready" && !gates.is_empty() {
+                // Readiness gates: conditions other components set on the
+                // pod (a load balancer's, say) hold back Ready, not
+                // ContainersReady.
+                set_condition(
+                    &mut status,
+                    ty,
+                    "False",
+                    "ReadinessGatesNotReady",
+                    &gates.join(", "),
+                );
+            } else {
+                set_condition(&mut status, ty, "True", "", "");
             }
         }
         set_condition(&mut status, "PodScheduled", "True", "", "");
@@ -1406,6 +1441,39 @@ impl Kubelet {
     fn shutdown(&mut self) {
         self.rt.procs.terminate_all();
     }
+}
+
+/// Whether the pod's phase in the API is terminal (`Succeeded`, `Failed`).
+fn api_terminal(pod: &Value) -> bool {
+    matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Why each of the pod's readiness gates is not satisfied by the
+/// conditions in `status`, as the kubelet words it (empty: all are).
+fn unready_gates(pod: &Value, status: &Value) -> Vec<String> {
+    let conditions = status["conditions"].as_array();
+    pod["spec"]["readinessGates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| {
+            let ty = g["conditionType"].as_str().unwrap_or_default();
+            let c = conditions.into_iter().flatten().find(|c| c["type"] == ty);
+            match c {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate \"{ty}\" does not exist."
+                )),
+                Some(c) if c["status"] != "True" => Some(format!(
+                    "the status of pod readiness gate \"{ty}\" is not \"True\", but {}",
+                    c["status"].as_str().unwrap_or_default()
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect()
 }
 
 /// Waiting reasons after which the kubelet (re)tries to start a container.

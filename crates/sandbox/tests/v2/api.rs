@@ -539,15 +539,29 @@ async fn kubectl_generators_send_protobuf() {
         .unwrap();
     let port = &svc.spec.unwrap().ports.unwrap()[0];
     assert_eq!(port.port, 80);
-    // Tables carry the columns a real cluster prints.
+    // Tables carry the columns a real cluster prints; once the rollout is
+    // complete, all five replicas count as ready, updated and available.
+    k.run(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "x",
+        "--timeout=30s",
+    ])
+    .await;
     let out = k.run(&["get", "deployments", "-n", "x"]).await;
-    let header = out.lines().next().unwrap_or_default();
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(
-        header.split_whitespace().collect::<Vec<_>>(),
+        rows[0],
         ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
         "{out}"
     );
-    assert!(out.contains("web    0/5"), "{out}");
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows[1][..4], ["web", "5/5", "5", "5"], "{out}");
     let out = k.run(&["get", "services", "-n", "x", "-o", "wide"]).await;
     assert!(
         out.contains("PORT(S)") && out.contains("80/TCP") && out.contains("app=web"),

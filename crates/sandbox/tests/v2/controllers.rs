@@ -588,32 +588,66 @@ async fn ordered_ready_waits_for_each_pod_to_be_ready() {
     let c = sb.client();
     let sets: Api<StatefulSet> = Api::namespaced(c.clone(), "default");
     let pods_api: Api<Pod> = Api::namespaced(c.clone(), "default");
+    // A readiness gate: the pod is Ready only once another component (a
+    // load balancer controller, say) sets its condition to True, whatever
+    // its containers do.
+    const GATE: &str = "example.com/serving";
     let set: StatefulSet = serde_json::from_value(json!({
         "metadata": {"name": "q"},
         "spec": {"replicas": 2, "serviceName": "q", "selector": {"matchLabels": {"app": "q"}},
             "template": {"metadata": {"labels": {"app": "q"}},
-                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+                "spec": {"readinessGates": [{"conditionType": GATE}],
+                    "containers": [{"name": "c", "image": "busybox"}]}}},
     }))
     .unwrap();
     sets.create(&PostParams::default(), &set).await.unwrap();
-    // With today's pods Ready at creation, q-1 follows q-0.
-    eventually("q-1", || {
+    let gate = |name: &'static str, value: &'static str| {
+        let pods_api = pods_api.clone();
+        async move {
+            pods_api
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"status": {"conditions": [{"type": GATE, "status": value}]}}),
+                    ),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let ready = |p: &Pod| -> Option<(String, Option<String>)> {
+        p.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    // q-0 runs, but its gate holds back Ready, and with it q-1.
+    let q0 = eventually("q-0 running", || {
+        let pods_api = pods_api.clone();
+        async move {
+            let p = pods_api.get("q-0").await.ok()?;
+            (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+        }
+    })
+    .await;
+    assert_eq!(
+        ready(&q0),
+        Some(("False".into(), Some("ReadinessGatesNotReady".into())))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(pods_api.get("q-1").await.is_err(), "q-1 waits for q-0");
+    gate("q-0", "True").await;
+    eventually("q-1 after q-0 is Ready", || {
         let pods_api = pods_api.clone();
         async move { pods_api.get("q-1").await.ok() }
     })
     .await;
-    // A pod that is not Ready (the kubelet's report while a readiness
-    // probe fails) holds back the next ordinal.
-    pods_api
-        .patch_status(
-            "q-1",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
-            ),
-        )
-        .await
-        .unwrap();
+    // The gate's condition False (not just missing) holds back q-2 as well.
+    gate("q-1", "False").await;
     sets.patch(
         "q",
         &PatchParams::default(),
@@ -626,37 +660,42 @@ async fn ordered_ready_waits_for_each_pod_to_be_ready() {
         pods_api.get("q-2").await.is_err(),
         "q-2 waits for q-1 to be Ready"
     );
-    pods_api
-        .patch_status(
-            "q-1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
-        )
-        .await
-        .unwrap();
+    let q1 = pods_api.get("q-1").await.unwrap();
+    assert_eq!(
+        ready(&q1),
+        Some(("False".into(), Some("ReadinessGatesNotReady".into())))
+    );
+    gate("q-1", "True").await;
     eventually("q-2 after q-1 is Ready", || {
         let pods_api = pods_api.clone();
         async move { pods_api.get("q-2").await.ok() }
     })
     .await;
+    let q1 = pods_api.get("q-1").await.unwrap();
+    assert_eq!(ready(&q1), Some(("True".into(), None)));
 }
 
 #[tokio::test]
 async fn a_daemonset_runs_a_pod_per_matching_node() {
-    let sb = Sandbox::start().await.unwrap();
+    // Nodes with kubelets: a Node object nobody runs would never run (nor
+    // ready) the pods bound to it, as on a real cluster.
+    let sb = Sandbox::builder().nodes(3).start().await.unwrap();
     let c = sb.client();
-    let node = |name: &str, disk: &str| {
-        json!({"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "disk": disk}},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
-    };
-    sb.seed([
-        node("extra-1", "ssd"),
-        node("extra-2", "ssd"),
-        node("extra-3", "hdd"),
-    ])
-    .unwrap();
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    for (name, disk) in [
+        ("sandbox-node-1", "ssd"),
+        ("sandbox-node-2", "ssd"),
+        ("sandbox-node-3", "hdd"),
+    ] {
+        nodes
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"disk": disk}}})),
+            )
+            .await
+            .unwrap();
+    }
     let all_nodes = nodes
         .list(&ListParams::default())
         .await
@@ -713,24 +752,24 @@ async fn a_daemonset_runs_a_pod_per_matching_node() {
         on.dedup();
         assert_eq!(on.len(), want, "one pod per node: {on:?}");
         if app == "fast" {
-            assert_eq!(on, ["extra-1", "extra-2"]);
+            assert_eq!(on, ["sandbox-node-1", "sandbox-node-2"]);
         }
         assert!(pods.iter().all(|p| controller_ref(p).0 == "DaemonSet"));
     }
     // A node that stops matching loses its pod.
     nodes
         .patch(
-            "extra-2",
+            "sandbox-node-2",
             &PatchParams::default(),
             &Patch::Merge(json!({"metadata": {"labels": {"disk": "hdd"}}})),
         )
         .await
         .unwrap();
-    eventually("fast leaves extra-2", || {
+    eventually("fast leaves sandbox-node-2", || {
         let c = c.clone();
         async move {
             let pods = pods_of(&c, "default", "fast").await;
-            (pods.len() == 1 && target(&pods[0]) == "extra-1").then_some(())
+            (pods.len() == 1 && target(&pods[0]) == "sandbox-node-1").then_some(())
         }
     })
     .await;
@@ -743,6 +782,10 @@ fn job(name: &str, spec: serde_json::Value) -> Job {
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
 }
 
+/// Ends a running pod in `phase` through the status subresource, as a
+/// component other than the kubelet may (eviction, the pod GC): the kubelet
+/// keeps a terminal phase the API shows and stops the containers, so the
+/// Job controller sees what a container's exit would have given it.
 async fn finish_pod(pods: &Api<Pod>, name: &str, phase: &str) {
     pods.patch_status(
         name,
@@ -787,7 +830,7 @@ async fn a_job_completes_when_its_pods_succeed_and_fails_past_its_backoff_limit(
             controller_ref(&p),
             ("Job".into(), "once".into(), true, true)
         );
-        // The kubelet's part: the container exited 0.
+        // The pod's work is done: it ends Succeeded.
         finish_pod(&pods, &p.name_any(), "Succeeded").await;
         eventually("succeeded counted", || {
             let jobs = jobs.clone();

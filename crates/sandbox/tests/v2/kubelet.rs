@@ -85,6 +85,15 @@ async fn events_of(client: &Client, ns: &str, name: &str) -> Vec<Event> {
         .items
 }
 
+/// A one-node sandbox running [`SH`] images as /bin/sh.
+async fn sh_sandbox() -> Sandbox {
+    Sandbox::builder()
+        .image_binary(SH, "/bin/sh")
+        .start()
+        .await
+        .unwrap()
+}
+
 fn sh_pod(name: &str, script: &str, extra: Value) -> Value {
     let mut v = json!({"metadata": {"name": name}, "spec": {"restartPolicy": "Never",
         "containers": [{"name": "main", "image": format!("{SH}:1"), "command": ["sh", "-c", script]}]}});
@@ -322,84 +331,124 @@ async fn the_binding_subresource_binds_once() {
     }
 }
 
-#[tokio::test]
-async fn wait_for_first_consumer_claims_get_a_selected_node() {
-    let sb = Sandbox::builder().nodes(3).start().await.unwrap();
-    let c = sb.client();
-    // The claim exists before its class, so nothing provisions it here;
-    // the test plays the provisioner once the scheduler selected a node.
-    claim(
-        &c,
-        "default",
-        "late",
-        json!({"spec": {"storageClassName": "wffc"}}),
-    )
-    .await;
-    sb.seed([json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "wffc"},
-        "provisioner": "sandbox.csi.lifeboat.dev", "volumeBindingMode": "WaitForFirstConsumer"})])
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
-    create(&pods, json!({"metadata": {"name": "consumer"}, "spec": {"nodeSelector": {"topology.kubernetes.io/zone": "sandbox-zone-2"},
-        "containers": [{"name": "c", "image": "busybox", "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
-        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}]}}))
-    .await;
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "default");
-    let selected = await_condition(pvcs.clone(), "late", |p: Option<&PersistentVolumeClaim>| {
+/// Waits until the claim carries the scheduler's selected node.
+async fn selected_node(pvcs: &Api<PersistentVolumeClaim>, name: &str) -> String {
+    let cond = await_condition(pvcs.clone(), name, |p: Option<&PersistentVolumeClaim>| {
         p.is_some_and(|p| {
             p.annotations()
                 .contains_key("volume.kubernetes.io/selected-node")
         })
     });
-    let late = tokio::time::timeout(Duration::from_secs(10), selected)
+    let claim = tokio::time::timeout(Duration::from_secs(10), cond)
         .await
-        .unwrap()
+        .unwrap_or_else(|_| panic!("claim {name} never got a selected node"))
         .unwrap()
         .unwrap();
-    assert_eq!(
-        late.annotations()["volume.kubernetes.io/selected-node"],
-        "sandbox-node-2"
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        node_of(&pods.get("consumer").await.unwrap()),
-        "",
-        "the pod waits for its claim"
-    );
-    // Provision: a PV with node affinity to the selected node, bound to the claim.
-    let uid = late.uid().unwrap();
-    sb.seed([json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-late"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "wffc",
-            "csi": {"driver": "sandbox.csi.lifeboat.dev", "volumeHandle": "h"},
-            "claimRef": {"kind": "PersistentVolumeClaim", "namespace": "default", "name": "late", "uid": uid},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["sandbox-node-2"]}]}]}}},
-        "status": {"phase": "Bound"}})])
-    .unwrap();
-    pvcs.patch(
+    claim.annotations()["volume.kubernetes.io/selected-node"].clone()
+}
+
+/// Waits until the claim is Bound and returns its volume's name.
+async fn bound_volume(pvcs: &Api<PersistentVolumeClaim>, name: &str) -> String {
+    let cond = await_condition(pvcs.clone(), name, |p: Option<&PersistentVolumeClaim>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.phase.as_deref() == Some("Bound"))
+    });
+    let claim = tokio::time::timeout(Duration::from_secs(10), cond)
+        .await
+        .unwrap_or_else(|_| panic!("claim {name} never bound"))
+        .unwrap()
+        .unwrap();
+    claim.spec.unwrap().volume_name.unwrap()
+}
+
+fn consumer(name: &str, claim: &str) -> Value {
+    json!({"metadata": {"name": name}, "spec": {"nodeSelector": {"topology.kubernetes.io/zone": "sandbox-zone-2"},
+        "containers": [{"name": "c", "image": "busybox", "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
+        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]}})
+}
+
+#[tokio::test]
+async fn wait_for_first_consumer_claims_get_a_selected_node() {
+    let sb = Sandbox::builder().nodes(3).start().await.unwrap();
+    let c = sb.client();
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "default");
+
+    // The sandbox's own CSI driver: the scheduler selects the node, the
+    // external-provisioner provisions a volume reachable from that node,
+    // the claim binds, and the pod runs there (that the pod waits for the
+    // binding is shown below, with a provisioner that does not act).
+    claim(
+        &c,
+        "default",
         "late",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"volumeName": "pv-late"}})),
+        json!({"spec": {"storageClassName": "standard-wffc"}}),
     )
-    .await
-    .unwrap();
-    pvcs.patch_status(
-        "late",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Bound",
-        "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}})),
-    )
-    .await
-    .unwrap();
+    .await;
+    create(&pods, consumer("consumer", "late")).await;
+    assert_eq!(selected_node(&pvcs, "late").await, "sandbox-node-2");
+    let pv = bound_volume(&pvcs, "late").await;
+    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(c.clone());
+    let affinity =
+        serde_json::to_value(pvs.get(&pv).await.unwrap().spec.unwrap().node_affinity).unwrap();
+    assert_eq!(
+        affinity["required"]["nodeSelectorTerms"][0]["matchExpressions"][0],
+        json!({"key": "kubernetes.io/hostname", "operator": "In", "values": ["sandbox-node-2"]})
+    );
     let p = wait_for(&pods, "consumer", "Running", running).await;
     assert_eq!(node_of(&p), "sandbox-node-2");
     let mount = sb
         .data_dir()
         .join("var/lib/kubelet/pods")
         .join(p.uid().unwrap())
-        .join("volumes/kubernetes.io~csi/pv-late/mount");
+        .join("volumes/kubernetes.io~csi")
+        .join(&pv)
+        .join("mount");
     assert_eq!(
         std::fs::read_link(&mount).unwrap(),
-        sb.data_dir().join("volumes/pv-late")
+        sb.data_dir().join("volumes").join(&pv)
+    );
+
+    // A provisioner the cluster does not run (here rancher's local-path
+    // provisioner, which the test then plays): the claim gets its selected
+    // node, and the pod waits unbound until the claim is bound.
+    sb.seed([json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "local-path"},
+        "provisioner": "rancher.io/local-path", "volumeBindingMode": "WaitForFirstConsumer"})])
+        .unwrap();
+    let ext = claim(
+        &c,
+        "default",
+        "ext",
+        json!({"spec": {"storageClassName": "local-path"}}),
+    )
+    .await;
+    create(&pods, consumer("waiter", "ext")).await;
+    assert_eq!(selected_node(&pvcs, "ext").await, "sandbox-node-2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        node_of(&pods.get("waiter").await.unwrap()),
+        "",
+        "the pod waits for its claim"
+    );
+    let claim_now = pvcs.get("ext").await.unwrap();
+    assert_eq!(claim_now.status.unwrap().phase.as_deref(), Some("Pending"));
+    // Provision as local-path-provisioner does: a hostPath volume on the
+    // selected node, pre-bound to the claim; the PV controller binds it.
+    sb.seed([json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-ext"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "local-path",
+            "persistentVolumeReclaimPolicy": "Delete",
+            "hostPath": {"path": "/opt/local-path-provisioner/pv-ext", "type": "DirectoryOrCreate"},
+            "claimRef": {"kind": "PersistentVolumeClaim", "namespace": "default", "name": "ext", "uid": ext.uid().unwrap()},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["sandbox-node-2"]}]}]}}}})])
+    .unwrap();
+    assert_eq!(bound_volume(&pvcs, "ext").await, "pv-ext");
+    let p = wait_for(&pods, "waiter", "Running", running).await;
+    assert_eq!(node_of(&p), "sandbox-node-2");
+    assert!(
+        sb.data_dir()
+            .join("opt/local-path-provisioner/pv-ext")
+            .is_dir()
     );
 
     // A bound volume's node affinity keeps other pods to its node.
@@ -407,7 +456,7 @@ async fn wait_for_first_consumer_claims_get_a_selected_node() {
         &pods,
         json!({"metadata": {"name": "second"}, "spec": {
         "containers": [{"name": "c", "image": "busybox"}],
-        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "late"}}]}}),
+        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "ext"}}]}}),
     )
     .await;
     assert_eq!(
@@ -418,11 +467,7 @@ async fn wait_for_first_consumer_claims_get_a_selected_node() {
 
 #[tokio::test]
 async fn a_process_writes_into_its_claim_and_the_next_pod_reads_it() {
-    let sb = Sandbox::builder()
-        .image_binary(SH, "/bin/sh")
-        .start()
-        .await
-        .unwrap();
+    let sb = sh_sandbox().await;
     let c = sb.client();
     let pvc = claim(&c, "default", "data", json!({})).await;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "default");
@@ -623,11 +668,7 @@ async fn a_read_write_once_volume_attaches_to_one_node_at_a_time() {
 
 #[tokio::test]
 async fn deletion_honours_the_grace_period() {
-    let sb = Sandbox::builder()
-        .image_binary(SH, "/bin/sh")
-        .start()
-        .await
-        .unwrap();
+    let sb = sh_sandbox().await;
     let c = sb.client();
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     let out = sb.data_dir().join("host-out");
@@ -702,11 +743,7 @@ async fn deletion_honours_the_grace_period() {
 
 #[tokio::test]
 async fn init_containers_run_first_and_restart_policy_applies() {
-    let sb = Sandbox::builder()
-        .image_binary(SH, "/bin/sh")
-        .start()
-        .await
-        .unwrap();
+    let sb = sh_sandbox().await;
     let c = sb.client();
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     let work = json!([{"name": "w", "mountPath": "/work"}]);
@@ -855,4 +892,54 @@ async fn kubectl_logs_exec_wait_and_describe() {
     }
     let out = kc_run(&["delete", "pod", "talker", "--grace-period=1"]);
     assert!(out.contains("deleted"), "{out}");
+}
+
+#[tokio::test]
+async fn a_terminal_phase_set_through_the_api_stops_the_pod_for_good() {
+    let sb = sh_sandbox().await;
+    let c = sb.client();
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    // Restarted forever by its policy, were it not for the phase.
+    create(
+        &pods,
+        sh_pod(
+            "ended",
+            "echo up; exec sleep 600",
+            json!({"spec": {"restartPolicy": "Always", "terminationGracePeriodSeconds": 1}}),
+        ),
+    )
+    .await;
+    wait_for(&pods, "ended", "Running", running).await;
+    // Another component ends the pod (eviction does this).
+    pods.patch_status(
+        "ended",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Failed", "reason": "Evicted"}})),
+    )
+    .await
+    .unwrap();
+    let p = wait_for(&pods, "ended", "stopped", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs[0].state.as_ref().is_some_and(|s| s.terminated.is_some()))
+    })
+    .await;
+    let st = p.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Failed"), "the kubelet keeps it");
+    assert_eq!(st.reason.as_deref(), Some("Evicted"));
+    assert_eq!(
+        condition(&pods.get("ended").await.unwrap(), "Ready").map(|c| c.0),
+        Some("False".into())
+    );
+    let evs = events_of(&c, "default", "ended").await;
+    assert!(evs.iter().any(|e| e.reason.as_deref() == Some("Killing")));
+    // Nothing restarts it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let p = pods.get("ended").await.unwrap();
+    let st = p.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    let cs = &st.container_statuses.unwrap()[0];
+    assert_eq!(cs.restart_count, 0);
+    assert!(cs.state.as_ref().unwrap().terminated.is_some(), "{cs:?}");
 }
