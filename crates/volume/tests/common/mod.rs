@@ -344,24 +344,26 @@ pub fn allocated(path: &Path) -> TestResult<u64> {
 /// instead of the packs, so `restic check` over S3 found no pack.
 struct S3Fs(s3s_fs::FileSystem);
 
+fn no_empty_delimiter(delimiter: &mut Option<String>) {
+    if delimiter.as_deref() == Some("") {
+        *delimiter = None;
+    }
+}
+
 #[async_trait::async_trait]
 impl S3 for S3Fs {
     async fn list_objects(
         &self,
         mut req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        if req.input.delimiter.as_deref() == Some("") {
-            req.input.delimiter = None;
-        }
+        no_empty_delimiter(&mut req.input.delimiter);
         self.0.list_objects(req).await
     }
     async fn list_objects_v2(
         &self,
         mut req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        if req.input.delimiter.as_deref() == Some("") {
-            req.input.delimiter = None;
-        }
+        no_empty_delimiter(&mut req.input.delimiter);
         self.0.list_objects_v2(req).await
     }
     async fn create_bucket(
