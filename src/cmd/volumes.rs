@@ -427,8 +427,12 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 .prune(Some(Duration::from_secs(keep_delete_hours * 3600)))
                 .await?;
             crate::output::print(&format!(
-                "deleted {} pack(s) ({} bytes) marked earlier; marked {} pack(s) ({} bytes) for a later prune\n",
-                r.packs_to_delete, r.bytes_to_delete, r.packs_marked, r.bytes_marked
+                "deleted {} pack(s) ({} bytes) marked earlier; marked {} pack(s) ({} bytes) for a later prune; {} marked pack(s) wait for their grace period\n",
+                r.packs_to_delete,
+                r.bytes_to_delete,
+                r.packs_marked,
+                r.bytes_marked,
+                r.packs_waiting
             ))?;
             Ok(ExitCode::SUCCESS)
         }

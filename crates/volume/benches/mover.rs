@@ -50,10 +50,12 @@ fn main() -> R {
     let a = root.join("a-small-files");
     let files_a = gen_small(&a, (50_000.0 * scale) as usize)?;
     let b = root.join("b-large-files");
-    let files_b = gen_large(&b, (1024.0 * 1024.0 * 1024.0 * scale) as u64)?;
+    let files_b = gen_large(&b, (4.0 * 1024.0 * 1024.0 * 1024.0 * scale) as u64)?;
 
     println!("| dataset | tool | step | seconds | MB/s | files/s | peak RSS MB | repo MB |");
     println!("|---|---|---|---|---|---|---|---|");
+    // (dataset, step, lifeboat seconds, restic seconds)
+    let mut pairs: Vec<(&str, &str, f64, f64)> = Vec::new();
     for (name, src, files) in [("a", &a, files_a), ("b", &b, files_b)] {
         let bytes = du(src)?;
         let mb = bytes as f64 / 1e6;
@@ -87,6 +89,7 @@ fn main() -> R {
             rss,
             Some(du(&lrepo)?),
         );
+        let lifeboat_full = t;
         let env = [
             ("RESTIC_PASSWORD", PASSWORD),
             ("RESTIC_CACHE_DIR", p(&cache)),
@@ -94,6 +97,7 @@ fn main() -> R {
         timed("restic", &["-q", "-r", p(&rrepo), "init"], &env)?;
         let (t, rss) = timed("restic", &["-q", "-r", p(&rrepo), "backup", p(src)], &env)?;
         row(name, "restic", "full", t, mb, files, rss, Some(du(&rrepo)?));
+        pairs.push((name, "full backup", lifeboat_full, t));
 
         let changed = change_one_percent(src, name == "b")?;
         let (t, rss) = timed(exe, &["child", "backup", p(&lrepo), p(src)], &[])?;
@@ -107,6 +111,7 @@ fn main() -> R {
             rss,
             Some(du(&lrepo)?),
         );
+        let lifeboat_incr = t;
         let (t, rss) = timed("restic", &["-q", "-r", p(&rrepo), "backup", p(src)], &env)?;
         row(
             name,
@@ -118,11 +123,13 @@ fn main() -> R {
             rss,
             Some(du(&rrepo)?),
         );
+        pairs.push((name, "incremental backup", lifeboat_incr, t));
 
         let lout = root.join(format!("lifeboat-out-{name}"));
         let rout = root.join(format!("restic-out-{name}"));
         let (t, rss) = timed(exe, &["child", "restore", p(&lrepo), p(&lout)], &[])?;
         row(name, "lifeboat", "restore", t, mb, files, rss, None);
+        let lifeboat_restore = t;
         let (t, rss) = timed(
             "restic",
             &[
@@ -137,9 +144,20 @@ fn main() -> R {
             &env,
         )?;
         row(name, "restic", "restore", t, mb, files, rss, None);
+        pairs.push((name, "restore", lifeboat_restore, t));
         for d in [&lout, &rout, &cache] {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+    // The same data in the same run: restic's time over lifeboat's is
+    // lifeboat's throughput as a multiple of restic's.
+    println!("\n| dataset | step | lifeboat s | restic s | lifeboat speed / restic speed |");
+    println!("|---|---|---|---|---|");
+    for (set, step, l, r) in pairs {
+        println!(
+            "| {set} | {step} | {l:.1} | {r:.1} | {:.2}x |",
+            r / l.max(0.01)
+        );
     }
     Ok(())
 }

@@ -85,9 +85,10 @@ pub enum VolumeError {
     #[error("{context}: {message}")]
     Rustic { context: String, message: String },
 
-    /// Lifeboat's own storage layer.
+    /// Lifeboat's own storage layer (boxed: its errors carry a diagnosis
+    /// and would make every `Result` of this crate large).
     #[error(transparent)]
-    Store(#[from] lifeboat_store::StoreError),
+    Store(Box<lifeboat_store::StoreError>),
 
     /// Reading or writing the key cache failed.
     #[error("key cache: {0}")]
@@ -115,5 +116,11 @@ impl VolumeError {
             context: context.into(),
             message: err.display_log(),
         }
+    }
+}
+
+impl From<lifeboat_store::StoreError> for VolumeError {
+    fn from(e: lifeboat_store::StoreError) -> VolumeError {
+        VolumeError::Store(Box::new(e))
     }
 }

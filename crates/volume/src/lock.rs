@@ -12,9 +12,14 @@
 //! a live write lock exists, so the two never overlap. The prune lock is
 //! created with a conditional put (`If-None-Match: *` on S3), so two pruners
 //! cannot both hold it. Every lock carries an expiry that a heartbeat moves
-//! forward; a lock whose holder died stops blocking others once it expires.
+//! forward; a lock whose holder died stops blocking others once it expires,
+//! or at once when its holder is known to be gone: as restic does, a lock
+//! taken on this machine (same boot and process namespace) by a process that
+//! no longer runs, or by this process and no longer held by it (a backup
+//! whose store went away could not delete its lock), is stale.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
@@ -43,6 +48,98 @@ pub struct LockInfo {
     pub created: u64,
     /// Seconds since the Unix epoch after which the lock is stale.
     pub expires: u64,
+    /// Where the holder runs: the kernel's boot id and the holder's process
+    /// namespace; with `pid`, whether the holder still runs can be checked
+    /// there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Distinguishes the locks of one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl LockInfo {
+    /// Held: not expired, and its holder is not known to be gone.
+    pub fn is_live(&self) -> bool {
+        self.expires > now() && !self.holder_is_gone()
+    }
+
+    /// Whether the holder is known not to hold this lock any more: it ran
+    /// in this process namespace and either no longer runs or is this
+    /// process, which no longer holds the lock.
+    fn holder_is_gone(&self) -> bool {
+        let (Some(boot), Some(ns), Some(pid), Some(token)) =
+            (&self.boot, &self.pid_namespace, self.pid, &self.token)
+        else {
+            return false;
+        };
+        let here = whereami();
+        if here.boot.as_ref() != Some(boot) || here.pid_namespace.as_ref() != Some(ns) {
+            return false;
+        }
+        if pid == std::process::id() {
+            !held()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(token)
+        } else {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+    }
+}
+
+/// This process's boot id and process namespace (either `None` when the
+/// system does not tell; such locks only expire).
+struct Whereami {
+    boot: Option<String>,
+    pid_namespace: Option<String>,
+}
+
+fn whereami() -> &'static Whereami {
+    static HERE: OnceLock<Whereami> = OnceLock::new();
+    HERE.get_or_init(|| Whereami {
+        boot: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty()),
+        pid_namespace: std::fs::read_link("/proc/self/ns/pid")
+            .ok()
+            .map(|p| p.display().to_string()),
+    })
+}
+
+/// The tokens of the locks this process holds.
+fn held() -> &'static Mutex<HashSet<String>> {
+    static HELD: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    HELD.get_or_init(Mutex::default)
+}
+
+/// Registers a lock token as held by this process until dropped.
+#[derive(Debug)]
+struct Holding(String);
+
+impl Holding {
+    fn new() -> Result<Holding> {
+        let token = hex::encode(random_bytes()?);
+        held()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.clone());
+        Ok(Holding(token))
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        held()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
 }
 
 /// A held lock; its heartbeat runs until [`Lock::release`] (or drop, after
@@ -52,11 +149,12 @@ pub struct Lock {
     store: Arc<dyn ObjectStore>,
     path: Path,
     heartbeat: JoinHandle<()>,
+    _holding: Holding,
 }
 
-/// Whether the lock at `path` is held (exists and has not expired).
+/// Whether the lock at `path` is held (see [`LockInfo::is_live`]).
 pub async fn is_live(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<bool> {
-    Ok(read(store, path).await?.is_some_and(|l| l.expires > now()))
+    Ok(read(store, path).await?.is_some_and(|l| l.is_live()))
 }
 
 /// The live write locks of the repository at `base`.
@@ -96,16 +194,17 @@ impl Lock {
     ) -> Result<Lock> {
         let name = format!("write-{}.json", hex::encode(random_bytes()?));
         let path = base.clone().join(DIR).join(name.as_str());
-        let info = info("write", expiry);
+        let holding = Holding::new()?;
+        let info = info("write", expiry, &holding);
         put(&store, &path, &info, PutMode::Overwrite).await?;
         match read(&store, &base.clone().join(DIR).join(PRUNE)).await? {
-            Some(prune) if prune.expires > now() => {
+            Some(prune) if prune.is_live() => {
                 let _ = store.delete(&path).await;
                 return Err(locked(display, &prune, expiry));
             }
             _ => {}
         }
-        Ok(Lock::hold(store, path, info, expiry))
+        Ok(Lock::hold(store, path, info, expiry, holding))
     }
 
     /// Takes the exclusive prune lock on the repository at `base`.
@@ -116,7 +215,8 @@ impl Lock {
         expiry: Duration,
     ) -> Result<Lock> {
         let path = base.clone().join(DIR).join(PRUNE);
-        let info = info("prune", expiry);
+        let holding = Holding::new()?;
+        let info = info("prune", expiry, &holding);
         let mut attempts = 0;
         loop {
             match put(&store, &path, &info, PutMode::Create).await {
@@ -124,7 +224,7 @@ impl Lock {
                 Err(VolumeError::Locked { .. }) if attempts == 0 => {
                     attempts += 1;
                     match read(&store, &path).await? {
-                        Some(other) if other.expires > now() => {
+                        Some(other) if other.is_live() => {
                             return Err(locked(display, &other, expiry));
                         }
                         // Stale (its holder died) or gone: take it over.
@@ -155,16 +255,22 @@ impl Lock {
                 .filename()
                 .is_some_and(|n| n.starts_with("write-"))
                 && let Some(w) = read(&store, &meta.location).await?
-                && w.expires > now()
+                && w.is_live()
             {
                 let _ = store.delete(&path).await;
                 return Err(locked(display, &w, expiry));
             }
         }
-        Ok(Lock::hold(store, path, info, expiry))
+        Ok(Lock::hold(store, path, info, expiry, holding))
     }
 
-    fn hold(store: Arc<dyn ObjectStore>, path: Path, mut info: LockInfo, expiry: Duration) -> Lock {
+    fn hold(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        mut info: LockInfo,
+        expiry: Duration,
+        holding: Holding,
+    ) -> Lock {
         let (s, p) = (store.clone(), path.clone());
         let heartbeat = tokio::spawn(async move {
             let every = (expiry / 3).max(Duration::from_millis(100));
@@ -180,6 +286,7 @@ impl Lock {
             store,
             path,
             heartbeat,
+            _holding: holding,
         }
     }
 
@@ -199,7 +306,7 @@ impl Drop for Lock {
     }
 }
 
-fn info(kind: &str, expiry: Duration) -> LockInfo {
+fn info(kind: &str, expiry: Duration, holding: &Holding) -> LockInfo {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown host".into());
@@ -208,6 +315,10 @@ fn info(kind: &str, expiry: Duration) -> LockInfo {
         holder: format!("lifeboat on {host} (pid {})", std::process::id()),
         created: now(),
         expires: now() + expiry.as_secs().max(1),
+        boot: whereami().boot.clone(),
+        pid_namespace: whereami().pid_namespace.clone(),
+        pid: Some(std::process::id()),
+        token: Some(holding.0.clone()),
     }
 }
 
@@ -256,6 +367,10 @@ async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<LockIn
                 holder: format!("an unreadable lock object {path}"),
                 created: 0,
                 expires: u64::MAX,
+                boot: None,
+                pid_namespace: None,
+                pid: None,
+                token: None,
             })))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),

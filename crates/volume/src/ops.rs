@@ -631,12 +631,19 @@ impl VolumeRepo {
             let plan = rustic
                 .prune_plan(&opts)
                 .map_err(|e| VolumeError::rustic("cannot plan the prune", &e))?;
+            // rustic's `packs_to_delete` counts packs marked by an earlier
+            // prune (deleted now, kept in their grace period, or recovered);
+            // the packs this prune marks are the unused ones (`keep_pack` is
+            // zero, so none is too young to mark) and the repacked ones.
+            let stats = &plan.stats;
+            let size = stats.size_sum();
             let report = PruneReport {
-                packs_to_delete: plan.stats.packs_to_delete.remove,
-                packs_marked: plan.stats.packs_to_delete.keep,
-                packs_recovered: plan.stats.packs_to_delete.recover,
-                bytes_to_delete: plan.stats.size_to_delete.remove,
-                bytes_marked: plan.stats.size_to_delete.keep,
+                packs_to_delete: stats.packs_to_delete.remove,
+                packs_marked: stats.packs.unused + stats.packs.repack,
+                packs_waiting: stats.packs_to_delete.keep,
+                packs_recovered: stats.packs_to_delete.recover,
+                bytes_to_delete: stats.size_to_delete.remove,
+                bytes_marked: size.remove + size.repack,
             };
             rustic
                 .prune(&opts, plan)
@@ -677,11 +684,15 @@ impl VolumeRepo {
 pub struct PruneReport {
     /// Packs deleted now (marked by an earlier prune, grace period over).
     pub packs_to_delete: u64,
-    /// Packs marked now, deleted by a later prune.
+    /// Packs marked now, deleted by a later prune after the grace period.
     pub packs_marked: u64,
+    /// Packs marked by an earlier prune whose grace period is not over.
+    pub packs_waiting: u64,
     /// Marked packs that are needed again.
     pub packs_recovered: u64,
+    /// Bytes of the packs deleted now.
     pub bytes_to_delete: u64,
+    /// Bytes of the blobs in the packs marked now.
     pub bytes_marked: u64,
 }
 

@@ -147,7 +147,7 @@ pub(crate) fn restore_node<S: IndexedFull + Sync>(
     opts.recursive = true;
     let entries = repo
         .ls(node, &opts)
-        .map_err(|e| VolumeError::rustic("cannot read the snapshot's tree", &e))?;
+        .map_err(|e| unreadable("cannot read the snapshot's tree".into(), &e))?;
     let mut dirs = Vec::new();
     let mut files = Vec::new();
     let mut others = Vec::new();
@@ -155,7 +155,7 @@ pub(crate) fn restore_node<S: IndexedFull + Sync>(
     let mut hardlinks = Vec::new();
     for entry in entries {
         let (rel, n) =
-            entry.map_err(|e| VolumeError::rustic("cannot read the snapshot's tree", &e))?;
+            entry.map_err(|e| unreadable("cannot read the snapshot's tree".into(), &e))?;
         let path = dest.join(&rel);
         match n.node_type {
             NodeType::Dir => {
@@ -321,9 +321,19 @@ fn read_blob<S: IndexedFull>(
     path: &Path,
 ) -> Result<bytes::Bytes> {
     repo.get_blob_cached(&id.into(), BlobType::Data)
-        .map_err(|e| {
-            VolumeError::rustic(format!("cannot read the content of {}", path.display()), &e)
-        })
+        .map_err(|e| unreadable(format!("cannot read the content of {}", path.display()), &e))
+}
+
+/// A read from the repository failed: a damaged or missing pack, or the
+/// storage. Says how to find out which.
+fn unreadable(what: String, e: &rustic_core::RusticError) -> VolumeError {
+    VolumeError::rustic(
+        format!(
+            "{what} (if the storage is reachable, the repository is damaged: \
+             `lifeboat volumes check --read-data` lists what)"
+        ),
+        e,
+    )
 }
 
 /// Writes `data` at `offset`; when `sparse`, skips the all-zero pages.

@@ -37,11 +37,11 @@ fn random_tree(root: &std::path::Path, n: usize, size: usize, seed: u64) -> Test
     Ok(())
 }
 
-/// Starts a backup and calls `interrupt` once `after` bytes were read.
+/// Starts a backup and calls `interrupt` once `ready` says so.
 async fn interrupted_backup(
     v: &VolumeRepo,
     src: &std::path::Path,
-    after: u64,
+    ready: impl Fn(&Counters) -> bool,
     interrupt: impl FnOnce(&Control),
 ) -> Result<lifeboat_volume::BackupResult, VolumeError> {
     let counters = Arc::new(Counters::default());
@@ -56,7 +56,7 @@ async fn interrupted_backup(
         tokio::spawn(async move { v.backup(req, c, ctl).await })
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while counters.bytes_done.load(Ordering::Relaxed) < after && !task.is_finished() {
+    while !ready(&counters) && !task.is_finished() {
         if std::time::Instant::now() > deadline {
             break;
         }
@@ -76,10 +76,15 @@ async fn a_cancelled_backup_leaves_no_snapshot_and_the_next_one_works() -> TestR
     let location = Repository::open(&file_config(&dir.path().join("store"), &k, false)).await?;
     let cache = MemoryKeyCache::new();
     let v = VolumeRepo::open_or_create(&location, "l", "prod", "shop", &cache).await?;
-    let err = interrupted_backup(&v, &src, 12 << 20, |c| c.cancel())
-        .await
-        .err()
-        .ok_or("a cancelled backup reported success")?;
+    let err = interrupted_backup(
+        &v,
+        &src,
+        |c| c.bytes_done.load(Ordering::Relaxed) >= 12 << 20,
+        |c| c.cancel(),
+    )
+    .await
+    .err()
+    .ok_or("a cancelled backup reported success")?;
     assert!(matches!(err, VolumeError::Cancelled), "{err}");
     assert!(
         v.snapshots(None).await?.is_empty(),
@@ -110,7 +115,16 @@ async fn a_store_that_goes_away_mid_upload_commits_nothing_and_the_next_backup_r
     let location = Repository::open(&s3_config(&server, &k, false)).await?;
     let cache = MemoryKeyCache::new();
     let v = VolumeRepo::open_or_create(&location, "s3", "prod", "shop", &cache).await?;
-    let err = interrupted_backup(&v, &src, 30 << 20, |_| server.stop())
+    // Stop the store once the first data pack (32 MiB, rustic's default
+    // size) is stored: s3s-fs renames a complete object into place.
+    let data = root.join("bucket/lifeboat/volumes/prod/shop/data");
+    let pack_stored = |_: &Counters| {
+        walkdir::WalkDir::new(&data)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_type().is_file() && e.file_name().len() == 64)
+    };
+    let err = interrupted_backup(&v, &src, pack_stored, |_| server.stop())
         .await
         .err()
         .ok_or("a backup whose store went away reported success")?;
@@ -165,33 +179,64 @@ async fn damaged_packs_and_truncated_indexes_are_clear_errors() -> TestResult {
         .await?;
     let repo = store_dir.join("volumes/prod/shop");
 
-    // Flip bytes in the middle of every data pack.
+    // restic keeps tree blobs and file content in separate packs. The tree
+    // pack of four files is a few hundred bytes; the content packs hold the
+    // 4 MiB of incompressible data.
+    let mut content_packs = Vec::new();
+    let mut tree_packs = Vec::new();
     for entry in walkdir::WalkDir::new(repo.join("data")) {
         let entry = entry?;
         if entry.file_type().is_file() {
-            let mut b = std::fs::read(entry.path())?;
-            let mid = b.len() / 3;
-            for x in &mut b[mid..mid + 64] {
-                *x ^= 0x5a;
+            if entry.metadata()?.len() > 64 << 10 {
+                content_packs.push(entry.path().to_path_buf());
+            } else {
+                tree_packs.push(entry.path().to_path_buf());
             }
-            std::fs::write(entry.path(), b)?;
         }
     }
-    let out = dir.path().join("out");
-    let err = v
-        .restore(
-            &r.snapshot,
-            None,
-            &out,
-            Arc::new(Counters::default()),
-            Control::new(),
-        )
-        .await
-        .err()
-        .ok_or("restored from damaged packs")?;
-    assert!(err.to_string().contains("cannot read the content"), "{err}");
+    assert!(!content_packs.is_empty() && !tree_packs.is_empty());
+    let flip = |path: &std::path::Path| -> TestResult {
+        let mut b = std::fs::read(path)?;
+        let mid = b.len() / 3;
+        for x in &mut b[mid..mid + 64] {
+            *x ^= 0x5a;
+        }
+        std::fs::write(path, b)?;
+        Ok(())
+    };
+    let restore_err = |out: &'static str| {
+        let (v, snap, out) = (v.clone(), r.snapshot.clone(), dir.path().join(out));
+        async move {
+            v.restore(
+                &snap,
+                None,
+                &out,
+                Arc::new(Counters::default()),
+                Control::new(),
+            )
+            .await
+            .err()
+            .ok_or("restored from damaged packs")
+        }
+    };
+
+    // Damaged content: the tree lists the files, their content fails.
+    for p in &content_packs {
+        flip(p)?;
+    }
+    let err = restore_err("out").await?.to_string();
+    assert!(err.contains("cannot read the content"), "{err}");
+    assert!(err.contains("lifeboat volumes check --read-data"), "{err}");
     let problems = v.check(true).await?;
     assert!(!problems.is_empty(), "check --read-data finds the damage");
+
+    // A damaged tree: nothing below it can be found.
+    for p in &tree_packs {
+        flip(p)?;
+    }
+    let err = restore_err("out1").await?.to_string();
+    assert!(err.contains("cannot read the snapshot's tree"), "{err}");
+    assert!(err.contains("lifeboat volumes check --read-data"), "{err}");
 
     // A truncated index.
     for entry in std::fs::read_dir(repo.join("index"))? {
