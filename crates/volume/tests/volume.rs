@@ -218,7 +218,7 @@ async fn s3_round_trip_and_restic_over_s3() -> TestResult {
         eprintln!("SKIPPED the restic part: `restic` is not installed");
         return Ok(());
     };
-    let repo = format!("s3:{}/bucket/lifeboat/volumes/prod/shop", server.endpoint);
+    let repo = format!("s3:{}/bucket/lifeboat/volumes/prod/shop", server.endpoint());
     let env = [
         ("AWS_ACCESS_KEY_ID", "AKTEST"),
         ("AWS_SECRET_ACCESS_KEY", "SECRETTEST"),

@@ -11,20 +11,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use lifeboat_store::{Credentials, LocationConfig, RetryOptions};
-use s3s::dto::{
-    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput,
-    CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput, CreateBucketInput,
-    CreateBucketOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteBucketInput,
-    DeleteBucketOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput,
-    DeleteObjectsOutput, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput,
-    GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
-    ListBucketsInput, ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
-    ListObjectsV2Output, ListPartsInput, ListPartsOutput, PutObjectInput, PutObjectOutput,
-    UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
-};
-use s3s::{S3, S3Request, S3Response, S3Result};
-use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
 
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -336,186 +322,18 @@ pub fn allocated(path: &Path) -> TestResult<u64> {
     Ok(std::fs::metadata(path)?.blocks() * 512)
 }
 
-/// s3s-fs as S3 answers: an empty `delimiter=` means no delimiter.
-///
-/// minio-go (restic's S3 client) always sends `delimiter=`, empty for a
-/// recursive listing (restic lists `data/` so); s3s-fs 0.14 takes the empty
-/// string as a delimiter and answers with one-character common prefixes
-/// instead of the packs, so `restic check` over S3 found no pack.
-struct S3Fs(s3s_fs::FileSystem);
+pub use lifeboat_testkit::s3::S3Server;
 
-fn no_empty_delimiter(delimiter: &mut Option<String>) {
-    if delimiter.as_deref() == Some("") {
-        *delimiter = None;
-    }
-}
-
-#[async_trait::async_trait]
-impl S3 for S3Fs {
-    async fn list_objects(
-        &self,
-        mut req: S3Request<ListObjectsInput>,
-    ) -> S3Result<S3Response<ListObjectsOutput>> {
-        no_empty_delimiter(&mut req.input.delimiter);
-        self.0.list_objects(req).await
-    }
-    async fn list_objects_v2(
-        &self,
-        mut req: S3Request<ListObjectsV2Input>,
-    ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        no_empty_delimiter(&mut req.input.delimiter);
-        self.0.list_objects_v2(req).await
-    }
-    async fn create_bucket(
-        &self,
-        req: S3Request<CreateBucketInput>,
-    ) -> S3Result<S3Response<CreateBucketOutput>> {
-        self.0.create_bucket(req).await
-    }
-    async fn copy_object(
-        &self,
-        req: S3Request<CopyObjectInput>,
-    ) -> S3Result<S3Response<CopyObjectOutput>> {
-        self.0.copy_object(req).await
-    }
-    async fn delete_bucket(
-        &self,
-        req: S3Request<DeleteBucketInput>,
-    ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.0.delete_bucket(req).await
-    }
-    async fn delete_object(
-        &self,
-        req: S3Request<DeleteObjectInput>,
-    ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        self.0.delete_object(req).await
-    }
-    async fn delete_objects(
-        &self,
-        req: S3Request<DeleteObjectsInput>,
-    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        self.0.delete_objects(req).await
-    }
-    async fn get_bucket_location(
-        &self,
-        req: S3Request<GetBucketLocationInput>,
-    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.0.get_bucket_location(req).await
-    }
-    async fn get_object(
-        &self,
-        req: S3Request<GetObjectInput>,
-    ) -> S3Result<S3Response<GetObjectOutput>> {
-        self.0.get_object(req).await
-    }
-    async fn head_bucket(
-        &self,
-        req: S3Request<HeadBucketInput>,
-    ) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.0.head_bucket(req).await
-    }
-    async fn head_object(
-        &self,
-        req: S3Request<HeadObjectInput>,
-    ) -> S3Result<S3Response<HeadObjectOutput>> {
-        self.0.head_object(req).await
-    }
-    async fn list_buckets(
-        &self,
-        req: S3Request<ListBucketsInput>,
-    ) -> S3Result<S3Response<ListBucketsOutput>> {
-        self.0.list_buckets(req).await
-    }
-    async fn put_object(
-        &self,
-        req: S3Request<PutObjectInput>,
-    ) -> S3Result<S3Response<PutObjectOutput>> {
-        self.0.put_object(req).await
-    }
-    async fn create_multipart_upload(
-        &self,
-        req: S3Request<CreateMultipartUploadInput>,
-    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        self.0.create_multipart_upload(req).await
-    }
-    async fn upload_part(
-        &self,
-        req: S3Request<UploadPartInput>,
-    ) -> S3Result<S3Response<UploadPartOutput>> {
-        self.0.upload_part(req).await
-    }
-    async fn upload_part_copy(
-        &self,
-        req: S3Request<UploadPartCopyInput>,
-    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        self.0.upload_part_copy(req).await
-    }
-    async fn list_parts(
-        &self,
-        req: S3Request<ListPartsInput>,
-    ) -> S3Result<S3Response<ListPartsOutput>> {
-        self.0.list_parts(req).await
-    }
-    async fn complete_multipart_upload(
-        &self,
-        req: S3Request<CompleteMultipartUploadInput>,
-    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        self.0.complete_multipart_upload(req).await
-    }
-    async fn abort_multipart_upload(
-        &self,
-        req: S3Request<AbortMultipartUploadInput>,
-    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        self.0.abort_multipart_upload(req).await
-    }
-}
-
-/// An S3 server on 127.0.0.1:0 storing into `root`.
-pub struct S3Server {
-    pub endpoint: String,
-    task: JoinHandle<()>,
-}
-
-impl S3Server {
-    pub fn stop(&self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
+/// An S3 server (lifeboat-testkit) storing into `root`, bucket `bucket`.
 pub async fn start_s3(root: &Path) -> TestResult<S3Server> {
-    std::fs::create_dir_all(root.join("bucket"))?;
-    let fs = s3s_fs::FileSystem::new(root).map_err(|e| format!("s3s-fs: {e:?}"))?;
-    let mut builder = s3s::service::S3ServiceBuilder::new(S3Fs(fs));
-    builder.set_auth(s3s::auth::SimpleAuth::from_single("AKTEST", "SECRETTEST"));
-    let service = builder.build();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            let service = service.clone();
-            conns.spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(socket);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
-        }
-    });
-    Ok(S3Server { endpoint, task })
+    Ok(S3Server::start(root).await?)
 }
 
 pub fn s3_config(server: &S3Server, keys: &Keys, with_identity: bool) -> LocationConfig {
     LocationConfig {
         url: "s3://bucket/lifeboat".into(),
         region: Some("us-east-1".into()),
-        endpoint: Some(server.endpoint.clone()),
+        endpoint: Some(server.endpoint().to_string()),
         path_style: true,
         credentials: Some(Credentials::S3 {
             access_key_id: "AKTEST".into(),
