@@ -81,7 +81,7 @@ impl std::fmt::Debug for Shared {
 struct Dropped;
 impl std::fmt::Display for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection dropped by fault injection")
+        f.write_str("connection dropped (fault injection or shutdown)")
     }
 }
 impl std::error::Error for Dropped {}
@@ -101,6 +101,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAc
             },
             _ = stop.changed() => return,
         };
+        if *shared.shutdown.borrow() {
+            return;
+        }
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let tls = tls.clone();
@@ -254,6 +257,11 @@ async fn handle(
     shared: Arc<Shared>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response, Dropped> {
+    // A stopped server answers nothing, even on a kept-alive connection
+    // whose task has not yet seen the shutdown.
+    if *shared.shutdown.borrow() {
+        return Err(Dropped);
+    }
     let req = req.map(Body::new);
     let start = crate::reqlog::now();
     let raw_query = req.uri().query().unwrap_or_default().to_string();
