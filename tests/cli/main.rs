@@ -7,6 +7,7 @@ mod lint;
 mod plan;
 mod sandbox;
 mod schema;
+mod signing;
 mod storage;
 mod verify;
 mod volumes;

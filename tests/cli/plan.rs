@@ -10,7 +10,7 @@ use lifeboat_store::{BackupSpec, LocationConfig, ObjectEntry, Repository};
 
 use crate::{root, run};
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)

@@ -321,7 +321,7 @@ fn verify_usage_and_unknown_backups_exit_2() {
 
 /// A kubeconfig for a cluster that does not exist: the restore must be
 /// refused before it talks to one.
-fn dead_kubeconfig(dir: &Path) -> PathBuf {
+pub(crate) fn dead_kubeconfig(dir: &Path) -> PathBuf {
     let path = dir.join("kubeconfig");
     std::fs::write(
         &path,

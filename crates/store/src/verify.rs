@@ -28,6 +28,9 @@ use crate::error::{Result, StoreError};
 use crate::model::FileInfo;
 use crate::reader::{ArchiveEntry, BackupReader, Stop, Streamed, count_log_lines};
 
+/// The file a backup's signature is in, beside `manifest.json`.
+const SIGNATURE_FILE: &str = "manifest.json.minisig";
+
 /// How a check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -240,6 +243,16 @@ impl BackupReader {
                     ),
                 )
             });
+        }
+        // The signature, as a restore would judge it: a backup restores
+        // refuse (unsigned or untrusted where a key is trusted for its
+        // cluster, or a bad signature) is damaged. Where no key applies an
+        // unsigned backup is not a finding; `backups list` shows it.
+        let signature = self.signature();
+        if let Some(refusal) = signature.refusal() {
+            out.push(Finding::damaged(SIGNATURE_FILE, "signature", refusal));
+        } else if matches!(signature.state, crate::SignatureState::Valid { .. }) {
+            out.push(Finding::ok(SIGNATURE_FILE, "signature"));
         }
         for check in extra {
             check.check(self, &mut out).await?;
