@@ -39,6 +39,21 @@ pub struct Obj {
     pub labels: Vec<(String, String)>,
     /// `apiVersion` it was stored with.
     pub api_version: String,
+    /// The controller reference (`ownerReferences` entry with
+    /// `controller: true`), kept parsed as an informer's index would be:
+    /// controllers match children to owners on every event and reconcile.
+    pub controller: Option<ControllerRef>,
+}
+
+/// An object's controller reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerRef {
+    /// `kind` of the owner.
+    pub kind: String,
+    /// `name` of the owner.
+    pub name: String,
+    /// `uid` of the owner.
+    pub uid: String,
 }
 
 impl Obj {
@@ -60,6 +75,14 @@ impl Obj {
                 .unwrap_or(0),
             labels,
             api_version: s(&v["apiVersion"]),
+            controller: meta["ownerReferences"]
+                .as_array()
+                .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+                .map(|r| ControllerRef {
+                    kind: s(&r["kind"]),
+                    name: s(&r["name"]),
+                    uid: s(&r["uid"]),
+                }),
         })
     }
 
