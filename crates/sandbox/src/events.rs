@@ -185,3 +185,97 @@ pub fn record(
     st.recorder.remember(agg, meta_str(&ev, "name").to_string());
     st.store.put(&key, Obj::from_value(&ev));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(dir: &std::path::Path) -> State {
+        State {
+            store: crate::store::Store::new(1000),
+            registry: crate::resources::Registry::builtin(),
+            deferred: Vec::new(),
+            ca_pem: String::new(),
+            fields: crate::fields::FieldOwners::default(),
+            csi: crate::csi::Driver::new(dir.to_path_buf(), Vec::new()),
+            warnings: Vec::new(),
+            recorder: Recorder::default(),
+        }
+    }
+
+    fn events(st: &State) -> Vec<Value> {
+        st.store
+            .table(&events_key())
+            .values()
+            .map(|o| o.value())
+            .collect()
+    }
+
+    #[test]
+    fn repeats_aggregate_and_a_deleted_event_starts_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut st = state(dir.path());
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"namespace": "ns", "name": "p", "uid": "u1", "resourceVersion": "5"}});
+        for _ in 0..3 {
+            record(
+                &mut st,
+                &pod,
+                EventType::Warning,
+                "BackOff",
+                "again",
+                "kubelet",
+            );
+        }
+        record(
+            &mut st,
+            &pod,
+            EventType::Normal,
+            "Pulled",
+            "pulled",
+            "kubelet",
+        );
+        let evs = events(&st);
+        assert_eq!(evs.len(), 2, "{evs:#?}");
+        let backoff = evs
+            .iter()
+            .find(|e| e["reason"] == "BackOff")
+            .expect("BackOff");
+        assert_eq!(backoff["count"], 3);
+        assert_eq!(backoff["involvedObject"]["uid"], "u1");
+        // Already recorded: record_once writes nothing.
+        record_once(
+            &mut st,
+            &pod,
+            EventType::Normal,
+            "Pulled",
+            "pulled",
+            "kubelet",
+        );
+        assert_eq!(events(&st).len(), 2);
+        // A client deleted the event: the next repeat is a new event.
+        let obj = st
+            .store
+            .get(&events_key(), "ns", meta_str(backoff, "name"))
+            .expect("stored");
+        let rv = st.store.next_rv();
+        let mut last = obj.value();
+        last["metadata"]["resourceVersion"] = json!(rv.to_string());
+        st.store.remove(&events_key(), Obj::from_value(&last));
+        record(
+            &mut st,
+            &pod,
+            EventType::Warning,
+            "BackOff",
+            "again",
+            "kubelet",
+        );
+        let evs = events(&st);
+        let backoff = evs
+            .iter()
+            .find(|e| e["reason"] == "BackOff")
+            .expect("BackOff");
+        assert_eq!(backoff["count"], 1);
+        assert_eq!(evs.len(), 2);
+    }
+}

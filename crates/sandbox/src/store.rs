@@ -288,6 +288,21 @@ mod tests {
     }
 
     #[test]
+    fn the_controller_reference_is_kept_parsed() {
+        let o = Obj::from_value(&json!({"metadata": {"name": "p", "ownerReferences": [
+            {"kind": "Node", "name": "n", "uid": "u0"},
+            {"kind": "ReplicaSet", "name": "rs", "uid": "u1", "controller": true}]}}));
+        let c = o.controller.as_ref().expect("a controller");
+        assert_eq!(
+            (c.kind.as_str(), c.name.as_str(), c.uid.as_str()),
+            ("ReplicaSet", "rs", "u1")
+        );
+        let o = Obj::from_value(&json!({"metadata": {"name": "p", "ownerReferences": [
+            {"kind": "Node", "name": "n", "uid": "u0", "controller": false}]}}));
+        assert!(o.controller.is_none());
+    }
+
+    #[test]
     fn history_is_bounded_and_compacts() {
         let mut s = Store::new(2);
         let key = (String::new(), "configmaps".to_string());
