@@ -211,6 +211,17 @@ mod tests {
             .collect()
     }
 
+    fn backoff(st: &mut State, pod: &Value) {
+        record(st, pod, EventType::Warning, "BackOff", "again", "kubelet");
+    }
+
+    fn find_backoff(st: &State) -> Value {
+        events(st)
+            .into_iter()
+            .find(|e| e["reason"] == "BackOff")
+            .expect("BackOff")
+    }
+
     #[test]
     fn repeats_aggregate_and_a_deleted_event_starts_over() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -218,64 +229,28 @@ mod tests {
         let pod = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"namespace": "ns", "name": "p", "uid": "u1", "resourceVersion": "5"}});
         for _ in 0..3 {
-            record(
-                &mut st,
-                &pod,
-                EventType::Warning,
-                "BackOff",
-                "again",
-                "kubelet",
-            );
+            backoff(&mut st, &pod);
         }
-        record(
-            &mut st,
-            &pod,
-            EventType::Normal,
-            "Pulled",
-            "pulled",
-            "kubelet",
-        );
+        let pulled = |st: &mut State, once: bool| {
+            let f = if once { record_once } else { record };
+            f(st, &pod, EventType::Normal, "Pulled", "pulled", "kubelet");
+        };
+        pulled(&mut st, false);
         let evs = events(&st);
         assert_eq!(evs.len(), 2, "{evs:#?}");
-        let backoff = evs
-            .iter()
-            .find(|e| e["reason"] == "BackOff")
-            .expect("BackOff");
-        assert_eq!(backoff["count"], 3);
-        assert_eq!(backoff["involvedObject"]["uid"], "u1");
+        let first = find_backoff(&st);
+        assert_eq!(first["count"], 3);
+        assert_eq!(first["involvedObject"]["uid"], "u1");
         // Already recorded: record_once writes nothing.
-        record_once(
-            &mut st,
-            &pod,
-            EventType::Normal,
-            "Pulled",
-            "pulled",
-            "kubelet",
-        );
+        pulled(&mut st, true);
         assert_eq!(events(&st).len(), 2);
         // A client deleted the event: the next repeat is a new event.
-        let obj = st
-            .store
-            .get(&events_key(), "ns", meta_str(backoff, "name"))
-            .expect("stored");
         let rv = st.store.next_rv();
-        let mut last = obj.value();
+        let mut last = first.clone();
         last["metadata"]["resourceVersion"] = json!(rv.to_string());
         st.store.remove(&events_key(), Obj::from_value(&last));
-        record(
-            &mut st,
-            &pod,
-            EventType::Warning,
-            "BackOff",
-            "again",
-            "kubelet",
-        );
-        let evs = events(&st);
-        let backoff = evs
-            .iter()
-            .find(|e| e["reason"] == "BackOff")
-            .expect("BackOff");
-        assert_eq!(backoff["count"], 1);
-        assert_eq!(evs.len(), 2);
+        backoff(&mut st, &pod);
+        assert_eq!(find_backoff(&st)["count"], 1);
+        assert_eq!(events(&st).len(), 2);
     }
 }
