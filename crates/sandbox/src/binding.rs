@@ -46,23 +46,7 @@ pub(crate) fn note(
     message: &str,
     component: &str,
 ) {
-    let uid = meta_str(obj, "uid");
-    let ns = match meta_str(obj, "namespace") {
-        "" => "default",
-        n => n,
-    };
-    let seen = st
-        .store
-        .table(&(String::new(), "events".to_string()))
-        .range((ns.to_string(), String::new())..)
-        .take_while(|(k, _)| k.0 == ns)
-        .any(|(_, o)| {
-            let e = o.value();
-            e["involvedObject"]["uid"] == uid && e["reason"] == reason && e["message"] == message
-        });
-    if !seen {
-        events::record(st, obj, kind, reason, message, component);
-    }
+    events::record_once(st, obj, kind, reason, message, component);
 }
 
 const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";

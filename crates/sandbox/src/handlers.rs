@@ -62,6 +62,8 @@ pub struct State {
     pub csi: crate::csi::Driver,
     /// Warnings for the current request (`Warning` headers).
     pub warnings: Vec<String>,
+    /// The event recorder's aggregation cache.
+    pub recorder: crate::events::Recorder,
 }
 
 /// Query parameters (repeated keys allowed).

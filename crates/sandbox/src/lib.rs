@@ -325,6 +325,7 @@ impl SandboxBuilder {
             fields: fields::FieldOwners::default(),
             csi: driver,
             warnings: Vec::new(),
+            recorder: events::Recorder::default(),
         };
         behaviours::bootstrap(&mut state).map_err(|e| Error::Seed(e.to_string()))?;
         let node_names =

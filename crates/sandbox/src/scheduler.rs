@@ -568,6 +568,9 @@ impl Queue {
     }
 }
 
+/// How many pods one hold of the state lock schedules.
+const BATCH: usize = 64;
+
 /// Runs the scheduler until the sandbox shuts down.
 pub async fn run(shared: Arc<Shared>) {
     let mut stop = shared.shutdown.subscribe();
@@ -582,15 +585,23 @@ pub async fn run(shared: Arc<Shared>) {
     loop {
         if !q.dirty.is_empty() {
             let mut st = shared.state.lock().expect("state lock");
-            for key in std::mem::take(&mut q.dirty) {
+            // A bounded batch per lock hold, so API requests and the other
+            // components are not held up behind a thousand pending pods.
+            for _ in 0..BATCH {
+                let Some(key) = q.dirty.pop_first() else {
+                    break;
+                };
                 if let Outcome::Bound(node) = schedule_one(&mut st, &key, &q.counts) {
                     q.pending.remove(&key);
                     q.place(key, &node);
                 }
             }
         }
+        let more = !q.dirty.is_empty();
         let first = tokio::select! {
             r = rx.recv() => r,
+            // More to schedule: go round again once other tasks had a turn.
+            () = tokio::task::yield_now(), if more => continue,
             _ = stop.changed() => return,
         };
         let mut next = Some(first);

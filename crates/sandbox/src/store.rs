@@ -39,6 +39,21 @@ pub struct Obj {
     pub labels: Vec<(String, String)>,
     /// `apiVersion` it was stored with.
     pub api_version: String,
+    /// The controller reference (`ownerReferences` entry with
+    /// `controller: true`), kept parsed as an informer's index would be:
+    /// controllers match children to owners on every event and reconcile.
+    pub controller: Option<ControllerRef>,
+}
+
+/// An object's controller reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerRef {
+    /// `kind` of the owner.
+    pub kind: String,
+    /// `name` of the owner.
+    pub name: String,
+    /// `uid` of the owner.
+    pub uid: String,
 }
 
 impl Obj {
@@ -60,6 +75,14 @@ impl Obj {
                 .unwrap_or(0),
             labels,
             api_version: s(&v["apiVersion"]),
+            controller: meta["ownerReferences"]
+                .as_array()
+                .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+                .map(|r| ControllerRef {
+                    kind: s(&r["kind"]),
+                    name: s(&r["name"]),
+                    uid: s(&r["uid"]),
+                }),
         })
     }
 
@@ -262,6 +285,21 @@ mod tests {
     fn obj(ns: &str, name: &str, rv: u64) -> Arc<Obj> {
         Obj::from_value(&json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"namespace": ns, "name": name, "resourceVersion": rv.to_string(), "labels": {"a": "b"}}}))
+    }
+
+    #[test]
+    fn the_controller_reference_is_kept_parsed() {
+        let o = Obj::from_value(&json!({"metadata": {"name": "p", "ownerReferences": [
+            {"kind": "Node", "name": "n", "uid": "u0"},
+            {"kind": "ReplicaSet", "name": "rs", "uid": "u1", "controller": true}]}}));
+        let c = o.controller.as_ref().expect("a controller");
+        assert_eq!(
+            (c.kind.as_str(), c.name.as_str(), c.uid.as_str()),
+            ("ReplicaSet", "rs", "u1")
+        );
+        let o = Obj::from_value(&json!({"metadata": {"name": "p", "ownerReferences": [
+            {"kind": "Node", "name": "n", "uid": "u0", "controller": false}]}}));
+        assert!(o.controller.is_none());
     }
 
     #[test]

@@ -448,16 +448,20 @@ pub fn claim_pods(st: &mut State, owner: &Value, selector: &Selector) -> Vec<Val
     let ns = meta_str(owner, "namespace").to_string();
     let uid = meta_str(owner, "uid").to_string();
     let mut out = Vec::new();
+    // Only this owner's pods and matching orphans are parsed: the stored
+    // controller reference and labels decide without reading the JSON.
     for o in objects_in(st, "", "pods", &ns) {
-        let v = o.value();
-        if controlled_by(&v, &uid) {
-            out.push(v);
-        } else if controller_of(&v).is_none()
-            && selector.matches(&o)
-            && adopt(st, "", "pods", owner, &v)
-            && let Some(v) = get(st, "", "pods", &ns, &o.name)
-        {
-            out.push(v);
+        match &o.controller {
+            Some(c) if c.uid == uid => out.push(o.value()),
+            Some(_) => {}
+            None => {
+                if selector.matches(&o)
+                    && adopt(st, "", "pods", owner, &o.value())
+                    && let Some(v) = get(st, "", "pods", &ns, &o.name)
+                {
+                    out.push(v);
+                }
+            }
         }
     }
     out
@@ -597,8 +601,8 @@ pub fn owner_keys(
         out.push(nn(&ev.obj));
     } else if key == child {
         for o in std::iter::once(&ev.obj).chain(ev.prev.iter()) {
-            if let Some(name) = controller_name(&o.value(), kind) {
-                out.push((o.namespace.clone(), name));
+            if let Some(c) = o.controller.as_ref().filter(|c| c.kind == kind) {
+                out.push((o.namespace.clone(), c.name.clone()));
             }
         }
     }

@@ -1537,6 +1537,9 @@ fn finish_delete(st: &mut State, key: &Key) {
     }
 }
 
+/// How many pods one hold of the state lock syncs.
+const SYNC_BATCH: usize = 64;
+
 /// Runs the kubelets until the sandbox shuts down.
 pub async fn run(shared: Arc<Shared>) {
     let rt = shared.kubelet.clone();
@@ -1568,12 +1571,20 @@ pub async fn run(shared: Arc<Shared>) {
         if !k.dirty.is_empty() {
             let shared = k.shared.clone();
             let mut st = shared.state.lock().expect("state lock");
-            // Syncs write pods, which come back as events; settle them here.
-            for key in std::mem::take(&mut k.dirty) {
+            // A bounded batch per lock hold, as the controllers do: API
+            // requests and the other components get the lock in between,
+            // so a thousand new pods do not freeze the server.
+            for _ in 0..SYNC_BATCH {
+                let Some(key) = k.dirty.pop_first() else {
+                    break;
+                };
                 k.sync(&mut st, &key);
             }
         }
+        let more = !k.dirty.is_empty();
         let first = tokio::select! {
+            // More dirty pods: go round again once other tasks had a turn.
+            () = tokio::task::yield_now(), if more => None,
             r = rx.recv() => Some(r),
             m = msgs.recv() => {
                 if let Some(m) = m {
