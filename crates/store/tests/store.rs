@@ -1371,7 +1371,9 @@ async fn azure_failures_are_named_in_words() -> TestResult {
     let mut wrong = azure_config(&server, None);
     wrong.credentials = Some(Credentials::Azure {
         account: azurite::ACCOUNT.into(),
-        access_key: "AAAAdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into(),
+        // The emulator's key with its first bytes changed: valid base64
+        // of the right length, so the server, not the client, rejects it.
+        access_key: "AAAAAdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into(),
     });
     let (text, cause) = open_error(&quick(wrong)).await;
     assert_eq!(cause, Some(C::BadCredentials), "{text}");
