@@ -16,9 +16,18 @@ fn policy_repo(dir: &std::path::Path, storage: &std::path::Path) {
     .unwrap();
 }
 
-async fn write_backup(storage: &std::path::Path, slot: &str) -> String {
+/// Writes a one-object backup of cluster `prod`, policy `apps`, at `slot`
+/// into `storage`, signed with `signing_key` (a minisign secret key file)
+/// when given; returns its name.
+pub(crate) async fn write_one_object_backup(
+    storage: &std::path::Path,
+    slot: &str,
+    signing_key: Option<String>,
+    entry: ObjectEntry,
+) -> String {
     let repo = Repository::open(&LocationConfig {
         url: format!("file://{}", storage.display()),
+        signing_key,
         ..LocationConfig::default()
     })
     .await
@@ -36,22 +45,24 @@ async fn write_backup(storage: &std::path::Path, slot: &str) -> String {
         .await
         .unwrap();
     let name = writer.name().to_string();
-    writer
-        .add(ObjectEntry {
-            resource: "configmaps".into(),
-            group: String::new(),
-            namespace: Some("shop".into()),
-            name: "settings".into(),
-            api_version: "v1".into(),
-            kind: "ConfigMap".into(),
-            json: br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"settings","namespace":"shop"}}"#
-                .to_vec()
-                .into(),
-        })
-        .await
-        .unwrap();
+    writer.add(entry).await.unwrap();
     writer.finish(slot).await.unwrap();
     name
+}
+
+async fn write_backup(storage: &std::path::Path, slot: &str) -> String {
+    let entry = ObjectEntry {
+        resource: "configmaps".into(),
+        group: String::new(),
+        namespace: Some("shop".into()),
+        name: "settings".into(),
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        json: br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"settings","namespace":"shop"}}"#
+            .to_vec()
+            .into(),
+    };
+    write_one_object_backup(storage, slot, None, entry).await
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use lifeboat_store::{BackupSpec, GeneratedKeyPair, LocationConfig, ObjectEntry, Repository};
+use lifeboat_store::{GeneratedKeyPair, ObjectEntry};
 
 use crate::run;
 
@@ -20,44 +20,22 @@ fn policies(storage: &Path, trusted: &str) -> String {
     )
 }
 
-/// Writes a one-object backup of `prod` at `slot`, signed by `signer`.
+/// Writes a backup of `prod` at `slot` holding a ClusterRoleBinding to
+/// `cluster-admin`, signed by `signer`.
 async fn write_backup(storage: &Path, slot: &str, signer: Option<&GeneratedKeyPair>) -> String {
-    let repo = Repository::open(&LocationConfig {
-        url: format!("file://{}", storage.display()),
-        signing_key: signer.map(|k| k.secret_key_file.clone()),
-        ..LocationConfig::default()
-    })
-    .await
-    .unwrap();
-    let slot: jiff::Timestamp = slot.parse().unwrap();
-    let writer = repo
-        .begin_backup(BackupSpec {
-            cluster: "prod".into(),
-            policy: "apps".into(),
-            policy_revision: None,
-            schedule_slot: slot,
-            start_time: slot,
-            labels: Default::default(),
-        })
-        .await
-        .unwrap();
-    let name = writer.name().to_string();
-    writer
-        .add(ObjectEntry {
-            resource: "clusterrolebindings".into(),
-            group: "rbac.authorization.k8s.io".into(),
-            namespace: None,
-            name: "miner-admin".into(),
-            api_version: "rbac.authorization.k8s.io/v1".into(),
-            kind: "ClusterRoleBinding".into(),
-            json: br#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"miner-admin"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"},"subjects":[{"kind":"ServiceAccount","name":"miner","namespace":"default"}]}"#
-                .to_vec()
-                .into(),
-        })
-        .await
-        .unwrap();
-    writer.finish(slot).await.unwrap();
-    name
+    let entry = ObjectEntry {
+        resource: "clusterrolebindings".into(),
+        group: "rbac.authorization.k8s.io".into(),
+        namespace: None,
+        name: "miner-admin".into(),
+        api_version: "rbac.authorization.k8s.io/v1".into(),
+        kind: "ClusterRoleBinding".into(),
+        json: br#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"miner-admin"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"},"subjects":[{"kind":"ServiceAccount","name":"miner","namespace":"default"}]}"#
+            .to_vec()
+            .into(),
+    };
+    let key = signer.map(|k| k.secret_key_file.clone());
+    crate::backups::write_one_object_backup(storage, slot, key, entry).await
 }
 
 /// The row of `name` in a `backups list` table.

@@ -223,8 +223,7 @@ async fn read_secret(
         })?;
         out.insert(key, text);
     }
-    // Only `data`: an API server merges `stringData` into it on write and
-    // never returns `stringData`.
+    // Only `data`: it is all an API server returns of a Secret's contents.
     Ok(out)
 }
 

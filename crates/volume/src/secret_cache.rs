@@ -1,8 +1,8 @@
 //! The key cache where backups run: one Kubernetes Secret lifeboat manages,
 //! one `data` entry per repository.
 //!
-//! Only `data` is read (never `stringData`, which the API server folds into
-//! `data` on write). Writes use the Secret's resourceVersion, so two movers
+//! Only `data` is read: it is all an API server returns of a Secret's
+//! contents. Writes use the Secret's resourceVersion, so two movers
 //! adding keys at once do not lose one: the loser re-reads and retries.
 
 use std::collections::BTreeMap;
