@@ -199,7 +199,23 @@ fn terms_match(terms: &Value, node: &Value) -> bool {
     }
 }
 
-fn tolerates(tolerations: &Value, taint: &Value) -> bool {
+/// Whether a pod spec's `nodeSelector` and required node affinity admit
+/// the node (the DaemonSet controller asks the same, as upstream's shares
+/// the scheduler's node-affinity helper).
+pub(crate) fn selector_and_affinity_match(spec: &Value, node: &Value) -> bool {
+    let labels = &node["metadata"]["labels"];
+    let selector_ok = spec["nodeSelector"]
+        .as_object()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels[k] == *v));
+    selector_ok
+        && terms_match(
+            &spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
+            node,
+        )
+}
+
+/// Whether `tolerations` (a pod spec's list) tolerate `taint`.
+pub(crate) fn tolerates(tolerations: &Value, taint: &Value) -> bool {
     tolerations.as_array().into_iter().flatten().any(|t| {
         let key_ok = match t["key"].as_str().unwrap_or_default() {
             "" => t["operator"] == "Exists",
@@ -299,13 +315,7 @@ fn filter(pod: &Value, node: &Value, claims: &[ClaimNeed], pods_on_node: usize) 
             )
         });
     }
-    let labels = &node["metadata"]["labels"];
-    let selector_ok = pod["spec"]["nodeSelector"]
-        .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| labels[k] == *v));
-    let affinity = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        ["nodeSelectorTerms"];
-    if !selector_ok || !terms_match(affinity, node) {
+    if !selector_and_affinity_match(&pod["spec"], node) {
         return Some("node(s) didn't match Pod's node affinity/selector".to_string());
     }
     let max_pods = node["status"]["allocatable"]["pods"]

@@ -43,89 +43,19 @@ fn node_changed(ev: &Event, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// Whether a node selector requirement (`matchExpressions` or
-/// `matchFields` entry) holds for a value.
-fn requirement(req: &Value, value: Option<&str>) -> bool {
-    let vals: Vec<&str> = req["values"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let num = |s: &str| s.parse::<i64>().ok();
-    match req["operator"].as_str().unwrap_or_default() {
-        "In" => value.is_some_and(|v| vals.contains(&v)),
-        "NotIn" => value.is_none_or(|v| !vals.contains(&v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => value
-            .and_then(num)
-            .zip(vals.first().and_then(|v| num(v)))
-            .is_some_and(|(a, b)| a > b),
-        "Lt" => value
-            .and_then(num)
-            .zip(vals.first().and_then(|v| num(v)))
-            .is_some_and(|(a, b)| a < b),
-        _ => false,
-    }
-}
-
 /// Whether a node may run the template's pods.
 pub fn node_fits(spec: &Value, node: &Value) -> bool {
-    let labels = &node["metadata"]["labels"];
-    let selector_ok = spec["nodeSelector"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .all(|(k, v)| labels[k] == *v);
-    if !selector_ok {
-        return false;
-    }
-    let terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        ["nodeSelectorTerms"]
-        .as_array();
-    if let Some(terms) = terms
-        && !terms.iter().any(|t| {
-            t["matchExpressions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .all(|r| requirement(r, labels[r["key"].as_str().unwrap_or_default()].as_str()))
-                && t["matchFields"].as_array().into_iter().flatten().all(|r| {
-                    let v = (r["key"] == "metadata.name").then(|| meta_str(node, "name"));
-                    requirement(r, v)
-                })
-        })
-    {
-        return false;
-    }
-    let tolerations: Vec<&Value> = spec["tolerations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .collect();
-    node["spec"]["taints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .all(|taint| {
-            let effect = taint["effect"].as_str().unwrap_or_default();
-            if effect == "PreferNoSchedule" {
-                return true;
-            }
-            tolerations.iter().any(|t| {
-                let key_ok = t["key"].as_str().is_none_or(str::is_empty)
-                    && t["operator"] == "Exists"
-                    || t["key"] == taint["key"];
-                let value_ok = t["operator"] == "Exists"
-                    || t["value"].as_str().unwrap_or_default()
-                        == taint["value"].as_str().unwrap_or_default();
-                let effect_ok = t["effect"]
-                    .as_str()
-                    .is_none_or(|e| e.is_empty() || e == effect);
-                key_ok && value_ok && effect_ok
+    // The node's own taints only: the controller adds tolerations for the
+    // not-ready and unschedulable taints to daemon pods.
+    crate::scheduler::selector_and_affinity_match(spec, node)
+        && node["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|taint| {
+                taint["effect"] == "PreferNoSchedule"
+                    || crate::scheduler::tolerates(&spec["tolerations"], taint)
             })
-        })
 }
 
 /// The node a daemon pod is meant for: the affinity's `metadata.name`
