@@ -290,6 +290,15 @@ impl Lock {
         }
     }
 
+    /// Releases the lock after the work it guarded, returning that work's
+    /// result; its error wins over a failure to release.
+    pub async fn release_after<T>(self, result: Result<T>) -> Result<T> {
+        let released = self.release().await;
+        let value = result?;
+        released?;
+        Ok(value)
+    }
+
     /// Stops the heartbeat and deletes the lock.
     pub async fn release(self) -> Result<()> {
         self.heartbeat.abort();

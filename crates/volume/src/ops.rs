@@ -237,10 +237,7 @@ impl VolumeRepo {
         let result = self
             .backup_locked(req, meta, counters, control, &lock)
             .await;
-        let released = lock.release().await;
-        let result = result?;
-        released?;
-        Ok(result)
+        lock.release_after(result).await
     }
 
     async fn backup_locked(
@@ -602,10 +599,7 @@ impl VolumeRepo {
             Ok(ids.iter().map(ToString::to_string).collect())
         })
         .await;
-        let released = lock.release().await;
-        let r = r?;
-        released?;
-        Ok(r)
+        lock.release_after(r).await
     }
 
     /// Prunes unreferenced data in two phases: packs no snapshot needs are
@@ -651,10 +645,7 @@ impl VolumeRepo {
             Ok(report)
         })
         .await;
-        let released = lock.release().await;
-        let r = r?;
-        released?;
-        Ok(r)
+        lock.release_after(r).await
     }
 
     /// Checks the repository's structure (and with `read_data` every pack's
