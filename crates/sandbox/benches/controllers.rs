@@ -23,6 +23,10 @@ use kube::runtime::watcher;
 use lifeboat_sandbox::Sandbox;
 use serde_json::json;
 
+// The allocator the lifeboat binary uses (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEPLOYMENTS: usize = 10;
 const REPLICAS: usize = 100;
 /// Enough nodes for the pods at 110 per node.

@@ -20,6 +20,10 @@ use std::sync::Arc;
 
 type R<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+// The allocator the lifeboat binary (and so `lifeboat mover`) uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PASSWORD: &str = "bench-password-for-restic";
 
 fn main() -> R {

@@ -15,6 +15,7 @@
 //! or any write has failed, every further write is refused, so rustic cannot
 //! write the snapshot file (restic's commit point) of an incomplete backup.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -82,6 +83,49 @@ impl Control {
     }
 }
 
+/// Memory budget of the tree-pack cache.
+const TREE_CACHE_BYTES: usize = 64 << 20;
+
+/// Whole tree packs, kept in memory while an operation runs.
+///
+/// rustic asks for tree blobs one at a time (`read_partial` with
+/// `cacheable`), and a volume with thousands of directories has thousands
+/// of trees spread over a few packs: without its on-disk cache (off here:
+/// a mover has no cache worth keeping) each tree was a storage request.
+/// The first tree read of a pack fetches the whole pack once, as rustic's
+/// own cache does; the oldest packs are dropped beyond the budget. Packs
+/// are immutable, so a cached one is never stale. Data blobs are never
+/// cached.
+#[derive(Debug, Default)]
+struct TreeCache {
+    packs: HashMap<Id, Bytes>,
+    order: VecDeque<Id>,
+    bytes: usize,
+}
+
+impl TreeCache {
+    fn get(&self, id: &Id) -> Option<Bytes> {
+        self.packs.get(id).cloned()
+    }
+
+    fn insert(&mut self, id: Id, pack: Bytes) {
+        if pack.len() > TREE_CACHE_BYTES / 4 || self.packs.contains_key(&id) {
+            return;
+        }
+        self.bytes += pack.len();
+        self.packs.insert(id, pack);
+        self.order.push_back(id);
+        while self.bytes > TREE_CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(p) = self.packs.remove(&old) {
+                self.bytes -= p.len();
+            }
+        }
+    }
+}
+
 /// A restic repository below `base` in an object store.
 #[derive(Debug, Clone)]
 pub struct ObjectBackend {
@@ -90,6 +134,7 @@ pub struct ObjectBackend {
     display: String,
     handle: Handle,
     control: Arc<Control>,
+    trees: Arc<Mutex<TreeCache>>,
 }
 
 impl ObjectBackend {
@@ -108,6 +153,7 @@ impl ObjectBackend {
             display,
             handle,
             control,
+            trees: Arc::default(),
         }
     }
 
@@ -186,16 +232,34 @@ impl ReadBackend for ObjectBackend {
         &self,
         tpe: FileType,
         id: &Id,
-        _cacheable: bool,
+        cacheable: bool,
         offset: u32,
         length: u32,
     ) -> RusticResult<Bytes> {
         let path = self.path(tpe, id);
-        let range = u64::from(offset)..u64::from(offset) + u64::from(length);
-        let bytes = self
-            .handle
-            .block_on(self.store.get_range(&path, range))
-            .map_err(|e| self.storage_error("read", &path, e))?;
+        let range = offset as usize..offset as usize + length as usize;
+        let bytes = if cacheable && tpe == FileType::Pack {
+            let cached = self.trees.lock().unwrap_or_else(|e| e.into_inner()).get(id);
+            let pack = match cached {
+                Some(p) => p,
+                None => {
+                    let p = self.read_full(tpe, id)?;
+                    self.trees
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(*id, p.clone());
+                    p
+                }
+            };
+            (range.end <= pack.len())
+                .then(|| pack.slice(range))
+                .unwrap_or_default()
+        } else {
+            let range = range.start as u64..range.end as u64;
+            self.handle
+                .block_on(self.store.get_range(&path, range))
+                .map_err(|e| self.storage_error("read", &path, e))?
+        };
         if bytes.len() != length as usize {
             return Err(RusticError::new(
                 ErrorKind::Backend,
@@ -278,4 +342,32 @@ fn size_u32(size: u64) -> RusticResult<u32> {
             "A repository file is larger than 4 GiB; this is not a restic repository.",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> Id {
+        format!("{n:02x}{}", "0".repeat(62)).parse().expect("id")
+    }
+
+    #[test]
+    fn tree_cache_keeps_the_newest_packs_within_its_budget() {
+        let mut c = TreeCache::default();
+        let quarter = TREE_CACHE_BYTES / 4;
+        for n in 0..5 {
+            c.insert(id(n), Bytes::from(vec![n; quarter]));
+        }
+        assert!(c.bytes <= TREE_CACHE_BYTES);
+        assert!(c.get(&id(0)).is_none(), "the oldest pack was dropped");
+        assert_eq!(c.get(&id(4)).expect("newest kept")[0], 4);
+        // A pack larger than a quarter of the budget is never held.
+        c.insert(id(9), Bytes::from(vec![9; quarter + 1]));
+        assert!(c.get(&id(9)).is_none());
+        // Inserting a pack twice counts it once.
+        let before = c.bytes;
+        c.insert(id(4), Bytes::from(vec![4; quarter]));
+        assert_eq!(c.bytes, before);
+    }
 }
