@@ -130,8 +130,9 @@ impl World {
             .unwrap();
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
+        std::fs::create_dir_all(dir.path().join("repo")).unwrap();
         std::fs::write(
-            dir.path().join("lifeboat.yaml"),
+            dir.path().join("repo/lifeboat.yaml"),
             format!(
                 "apiVersion: lifeboat.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: prod\nspec:\n  role: primary\n---\n\
                  apiVersion: lifeboat.dev/v1alpha1\nkind: StorageLocation\nmetadata:\n  name: local\nspec:\n  url: file://{}\n  \
@@ -143,7 +144,7 @@ impl World {
         )
         .unwrap();
         std::fs::write(dir.path().join("identity.txt"), format!("{IDENTITY}\n")).unwrap();
-        sb.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+        sb.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
         let world = World { rt, sb, dir, files };
         world.claim_bound(NS, "mysql");
         world
@@ -154,7 +155,7 @@ impl World {
     }
 
     fn lifeboat(&self, args: &[&str]) -> (i32, String, String) {
-        let (repo, kc) = (self.path(""), self.path("kubeconfig"));
+        let (repo, kc) = (self.path("repo"), self.path("kubeconfig"));
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--repo", &repo, "--kubeconfig", &kc]);
         run(&all, None)
@@ -320,7 +321,7 @@ fn snapshot_move_round_trip_restores_every_file_byte_for_byte() {
             "volumes",
             "key",
             "--repo",
-            &w.path(""),
+            &w.path("repo"),
             "--namespace",
             NS,
             "--identity",

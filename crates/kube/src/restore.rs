@@ -1358,6 +1358,55 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_claim_with_data_asks_for_a_fresh_volume_only_the_restore_provides() {
+        let mut pvc = json!({"metadata": {"name": "data", "annotations": {
+                "pv.kubernetes.io/bind-completed": "yes",
+                "volume.kubernetes.io/storage-provisioner": "csi.example",
+                "team": "shop"}},
+            "spec": {"volumeName": "pvc-1", "storageClassName": "gp3",
+                     "dataSource": {"kind": "VolumeSnapshot", "name": "old"}}});
+        fresh_claim(&mut pvc, "r1", "shop", "data");
+        assert_eq!(pvc["metadata"]["annotations"], json!({"team": "shop"}));
+        assert_eq!(
+            pvc["spec"],
+            json!({"storageClassName": "gp3",
+                   "selector": volumes::restore_selector("r1", "shop", "data")})
+        );
+    }
+
+    #[test]
+    fn mounted_claims_are_found_in_workloads_and_pods() {
+        let planned = |obj: Value| Planned {
+            tier: 0,
+            key: String::new(),
+            resource: String::new(),
+            group: String::new(),
+            api_version: String::new(),
+            kind: String::new(),
+            namespace: Some("shop".into()),
+            name: "x".into(),
+            obj,
+            synthesized: false,
+            changes: Vec::new(),
+            on_exists: OnExists::Options,
+        };
+        let vols = json!({"volumes": [{"name": "a", "persistentVolumeClaim": {"claimName": "data"}},
+                                      {"name": "b", "emptyDir": {}}]});
+        assert_eq!(
+            mounted_claims(&planned(json!({"spec": {"template": {"spec": vols}}}))),
+            ["data"]
+        );
+        assert_eq!(
+            mounted_claims(&planned(
+                json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": vols}}}}})
+            )),
+            ["data"]
+        );
+        assert_eq!(mounted_claims(&planned(json!({"spec": vols}))), ["data"]);
+        assert!(mounted_claims(&planned(json!({"data": {}}))).is_empty());
+    }
+
+    #[test]
     fn merge_patch_rfc7386() {
         let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}});
         merge_patch(&mut t, &json!({"b": {"c": null, "e": 4}, "f": [1]}));
