@@ -936,9 +936,9 @@ impl Mover {
         if self.block {
             container["volumeDevices"] = json!([{"name": "data", "devicePath": DATA_DEVICE}]);
         } else {
-            container["volumeMounts"]
-                .as_array_mut()
-                .map(|m| m.push(json!({"name": "data", "mountPath": DATA_DIR})));
+            if let Some(m) = container["volumeMounts"].as_array_mut() {
+                m.push(json!({"name": "data", "mountPath": DATA_DIR}));
+            }
         }
         let mut spec = json!({
             "restartPolicy": "Never",
