@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{anyhow, bail};
 use clap::Args as ClapArgs;
-use lifeboat_controller::jobs::{BackupJob, run_backup};
+use lifeboat_controller::jobs::{BackupJob, run_backup_then};
 use lifeboat_kube::backup::{BackupOptions, Progress};
-use lifeboat_store::{Phase, Repository};
+use lifeboat_kube::select::Selection;
+use lifeboat_store::{BackupWriter, Phase, Repository};
 
 use crate::cmd::backups::Format;
 use crate::context;
@@ -39,6 +40,11 @@ pub struct Args {
     /// Resource types listed at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Back up objects only, no volume data.
+    #[arg(long)]
+    pub no_volume_data: bool,
+    #[command(flatten)]
+    pub movers: crate::cmd::volume_data::MoverArgs,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -126,13 +132,34 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         ..BackupOptions::default()
     };
-    let manifest = run_backup(
+    let selection = Selection::new(&policy.spec.include, &policy.spec.exclude)?;
+    let mover_options = args.movers.options();
+    let location_name = policy.spec.storage.clone();
+    let volume_data = async |writer: &mut BackupWriter| {
+        if args.no_volume_data {
+            return Ok(());
+        }
+        crate::cmd::volume_data::back_up(
+            &client,
+            writer,
+            &selection,
+            &repository,
+            &config,
+            &location_name,
+            &cluster,
+            &mover_options,
+            &reporter,
+        )
+        .await
+    };
+    let manifest = run_backup_then(
         &client,
         &repository,
         &job,
         &options,
         &progress,
         jiff::Timestamp::now,
+        volume_data,
     )
     .await;
     reporter.finish();
@@ -143,16 +170,22 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             manifest.failure_reason.as_deref().unwrap_or("see its log")
         );
     }
+    for v in &manifest.volumes {
+        if let Some(e) = &v.error {
+            eprintln!("volume {}/{} failed: {e}", v.namespace, v.pvc);
+        }
+    }
     let text = match args.format {
         Format::Json => format!("{:#}\n", serde_json::to_value(&manifest)?),
         Format::Text => format!(
-            "{} {:?}: {} objects, {} errors, {} warnings, {} bytes stored in `{}`{}\n",
+            "{} {:?}: {} objects, {}{} errors, {} warnings, {} bytes stored in `{}`{}\n",
             manifest.backup_name,
             manifest.phase,
             manifest.totals.items,
+            volumes_text(&manifest),
             manifest.totals.errors,
             manifest.totals.warnings,
-            manifest.files.resources.bytes + manifest.files.index.bytes + manifest.files.log.bytes,
+            manifest.files.bytes(),
             policy.spec.storage,
             if manifest.recipients.is_empty() {
                 " (not encrypted)"
@@ -167,4 +200,21 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `N volumes (B bytes), ` when the backup carries volume data.
+fn volumes_text(m: &lifeboat_store::Manifest) -> String {
+    if m.volumes.is_empty() {
+        return String::new();
+    }
+    let done = m
+        .volumes
+        .iter()
+        .filter(|v| v.phase == lifeboat_store::VolumePhase::Completed)
+        .count();
+    let bytes: u64 = m.volumes.iter().map(|v| v.bytes).sum();
+    format!(
+        "{done} of {} volumes ({bytes} bytes of data), ",
+        m.volumes.len()
+    )
 }

@@ -93,7 +93,7 @@ fn size(bytes: u64) -> String {
 }
 
 fn stored_bytes(m: &Manifest) -> u64 {
-    m.files.resources.bytes + m.files.index.bytes + m.files.log.bytes
+    m.files.bytes()
 }
 
 /// The `SIGNED` cell of a backup.

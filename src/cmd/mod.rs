@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod restore;
 pub mod sandbox;
 pub mod schema;
+pub mod volume_data;
 pub mod volumes;
 
 /// GitOps disaster recovery for Kubernetes.

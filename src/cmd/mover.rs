@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args as ClapArgs, Subcommand};
-use lifeboat_store::{LocationConfig, Repository};
+use lifeboat_kube::pod_path;
+use lifeboat_kube::volumes::{DataKind, Work};
+use lifeboat_store::Repository;
 use lifeboat_volume::{BackupRequest, Control, Counters, FileKeyCache, VolumeKind, VolumeRepo};
-use serde::Deserialize;
 use serde_json::json;
 
 /// Run one volume data operation (inside a mover pod).
@@ -49,52 +50,6 @@ pub struct Common {
     pub progress_interval: f64,
 }
 
-/// The work file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Work {
-    /// The storage location (credentials from the environment's default chain).
-    pub location: WorkLocation,
-    /// The StorageLocation's name (names the key in the cache).
-    pub location_name: String,
-    pub cluster: String,
-    pub namespace: String,
-    pub pvc: String,
-    #[serde(default)]
-    pub pvc_uid: Option<String>,
-    #[serde(default)]
-    pub backup: Option<String>,
-    /// The mounted volume (a directory) or the block device.
-    pub path: PathBuf,
-    #[serde(default = "filesystem")]
-    pub kind: VolumeKind,
-    /// Restore: the snapshot id (or `latest`).
-    #[serde(default)]
-    pub snapshot: Option<String>,
-    /// The directory of cached repository keys.
-    pub key_cache_dir: PathBuf,
-}
-
-fn filesystem() -> VolumeKind {
-    VolumeKind::Filesystem
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct WorkLocation {
-    pub url: String,
-    #[serde(default)]
-    pub region: Option<String>,
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    #[serde(default)]
-    pub path_style: bool,
-    #[serde(default)]
-    pub allow_http: bool,
-    #[serde(default)]
-    pub recipients: Vec<String>,
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (restore, common) = match args.action {
         Action::Backup(c) => (false, c),
@@ -114,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }),
         ),
     };
-    write_termination(&common.termination_log, &message)?;
+    write_termination(&pod_path(&common.termination_log), &message)?;
     if code != ExitCode::SUCCESS {
         eprintln!("error: {}", message["error"].as_str().unwrap_or_default());
     }
@@ -143,23 +98,19 @@ fn write_termination(path: &Path, message: &serde_json::Value) -> anyhow::Result
 }
 
 async fn run_async(restore: bool, common: &Common) -> anyhow::Result<serde_json::Value> {
-    let text = std::fs::read_to_string(&common.work)
+    // In a pod paths are used as they are; in the sandbox they resolve
+    // under the container's root.
+    let work_file = pod_path(&common.work);
+    let text = std::fs::read_to_string(&work_file)
         .with_context(|| format!("cannot read the work file {}", common.work.display()))?;
-    let work: Work = serde_json::from_str(&text)
+    let mut work: Work = serde_json::from_str(&text)
         .with_context(|| format!("the work file {} is not valid", common.work.display()))?;
-    let config = LocationConfig {
-        url: work.location.url.clone(),
-        region: work.location.region.clone(),
-        endpoint: work.location.endpoint.clone(),
-        path_style: work.location.path_style,
-        allow_http: work.location.allow_http,
-        recipients: work.location.recipients.clone(),
-        ..LocationConfig::default()
-    };
+    work.path = pod_path(&work.path);
+    let config = work.location.to_config();
     let location = Repository::open(&config)
         .await
         .with_context(|| format!("cannot open the storage location {}", config.url))?;
-    let cache = FileKeyCache::new(&work.key_cache_dir);
+    let cache = FileKeyCache::new(pod_path(&work.key_cache_dir));
 
     let control = Control::new();
     let c = control.clone();
@@ -215,7 +166,10 @@ async fn run_async(restore: bool, common: &Common) -> anyhow::Result<serde_json:
             .backup(
                 BackupRequest {
                     source: work.path.clone(),
-                    kind: work.kind,
+                    kind: match work.kind {
+                        DataKind::Filesystem => VolumeKind::Filesystem,
+                        DataKind::Block => VolumeKind::Block,
+                    },
                     pvc: work.pvc.clone(),
                     pvc_uid: work.pvc_uid.clone(),
                     backup: work.backup.clone(),

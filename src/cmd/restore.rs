@@ -68,6 +68,12 @@ pub struct Args {
     pub identities: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// Restore objects only: claims come back as they were backed up,
+    /// without the backup's volume data.
+    #[arg(long)]
+    pub no_volume_data: bool,
+    #[command(flatten)]
+    pub movers: crate::cmd::volume_data::MoverArgs,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -177,7 +183,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let (repository, location, source_cluster, access) =
         find_backup(&set, &args, &identities).await?;
     let target_doc = set.cluster(&target).map(|c| c.doc.clone());
-    let options = RestoreOptions {
+    let mut options = RestoreOptions {
         selection: Selection::new(
             &Include {
                 namespaces: args
@@ -238,6 +244,11 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                     reporter.line(&format!("{done}/{total} applied"), done as u64);
                 }
             }
+            Progress::Volume {
+                namespace,
+                pvc,
+                progress,
+            } => crate::cmd::volume_data::show(&reporter, &format!("{namespace}/{pvc}"))(progress),
         }
     };
     // Unique per run: two restores in one second must not share a record.
@@ -247,6 +258,20 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         start.subsec_millisecond(),
         if args.dry_run { "-dry-run" } else { "" }
     );
+    if !args.no_volume_data {
+        options.volume_data = crate::cmd::volume_data::for_restore(
+            &set,
+            &repository,
+            &location,
+            &source_cluster,
+            &args.backup,
+            &request,
+            &identities,
+            args.dry_run,
+            args.movers.options(),
+        )
+        .await?;
+    }
     let job = RestoreJob {
         request: &request,
         source_cluster: &source_cluster,
@@ -302,6 +327,27 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 for change in &item.changes {
                     t.push_str(&format!("         ~ {change}\n"));
                 }
+            }
+            for v in &record.volumes {
+                t.push_str(&format!(
+                    "{:<8} volume {}/{}: {}\n",
+                    if v.error.is_some() {
+                        "failed"
+                    } else {
+                        "filled"
+                    },
+                    v.namespace,
+                    v.pvc,
+                    match &v.error {
+                        Some(e) => e.clone(),
+                        None => format!(
+                            "{} files, {} bytes from snapshot {}",
+                            v.files,
+                            v.bytes,
+                            v.snapshot.get(..8).unwrap_or(&v.snapshot)
+                        ),
+                    }
+                ));
             }
             let c = &record.counts;
             t.push_str(&format!(

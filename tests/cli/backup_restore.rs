@@ -52,8 +52,19 @@ fn back_up_delete_the_namespace_and_restore_it() {
         dir.path().join("identity.txt"),
     );
 
+    // Objects only: this is also the test that a format-1 backup (written
+    // before volume data) still restores.
     let (code, out, err) = run(
-        &["backup", "--repo", r, "--policy", "blog", "--kubeconfig", k],
+        &[
+            "backup",
+            "--repo",
+            r,
+            "--policy",
+            "blog",
+            "--kubeconfig",
+            k,
+            "--no-volume-data",
+        ],
         None,
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -63,6 +74,8 @@ fn back_up_delete_the_namespace_and_restore_it() {
     );
     let backup = out.split_whitespace().next().unwrap().to_string();
     assert!(backup.starts_with("blog-"), "{out}");
+
+    as_format_1(&storage.join("clusters/prod/backups").join(&backup));
 
     let client = sb.client();
     let (before_cm, before_secret) = rt.block_on(async {
@@ -160,4 +173,17 @@ fn back_up_delete_the_namespace_and_restore_it() {
         "failed attempt, dry run and real restore"
     );
     drop(sb);
+}
+
+/// Rewrites a backup's manifest as format 1 wrote it (`files` an object of
+/// the three archive files, no `volumes`).
+fn as_format_1(backup: &Path) {
+    let path = backup.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let files = m["files"].as_array().unwrap().clone();
+    assert_eq!(files.len(), 3, "objects only: {m}");
+    m["formatVersion"] = 1.into();
+    m["files"] = serde_json::json!({"resources": files[0], "index": files[1], "log": files[2]});
+    m.as_object_mut().unwrap().remove("volumes");
+    std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }

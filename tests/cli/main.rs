@@ -10,6 +10,7 @@ mod schema;
 mod signing;
 mod storage;
 mod verify;
+mod volume_data;
 mod volumes;
 
 use std::path::{Path, PathBuf};

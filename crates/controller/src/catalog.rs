@@ -107,7 +107,7 @@ pub fn observed_backup(
             Phase::Failed => BackupPhase::Failed,
         },
         items: m.totals.items,
-        bytes: m.files.resources.bytes + m.files.index.bytes + m.files.log.bytes,
+        bytes: m.files.bytes(),
         signature,
         signature_detail,
     }

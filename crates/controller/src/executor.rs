@@ -103,7 +103,7 @@ impl Executed {
                 "{what}: {:?}, {} objects, {} bytes in {secs:.1}s{}",
                 m.phase,
                 m.totals.items,
-                m.files.resources.bytes + m.files.index.bytes + m.files.log.bytes,
+                m.files.bytes(),
                 m.failure_reason
                     .as_deref()
                     .map(|r| format!(" ({r})"))

@@ -13,7 +13,7 @@ use lifeboat_kube::backup::{self, BackupOptions};
 use lifeboat_kube::restore::{self, RestoreOptions};
 use lifeboat_kube::select::Selection;
 use lifeboat_kube::transform::Transform;
-use lifeboat_store::{BackupSpec, Manifest, Repository, RestorePhase, RestoreRecord};
+use lifeboat_store::{BackupSpec, BackupWriter, Manifest, Repository, RestorePhase, RestoreRecord};
 
 /// What to back up and under which name.
 #[derive(Debug, Clone)]
@@ -40,6 +40,29 @@ pub async fn run_backup(
     progress: &(dyn Fn(backup::Progress) + Send + Sync),
     now: impl Fn() -> Timestamp,
 ) -> anyhow::Result<Manifest> {
+    run_backup_then(
+        client,
+        repository,
+        job,
+        options,
+        progress,
+        now,
+        async |_: &mut BackupWriter| Ok(()),
+    )
+    .await
+}
+
+/// [`run_backup`], with `after_objects` run once the objects are stored and
+/// before the manifest commits the backup (volume data goes there).
+pub async fn run_backup_then(
+    client: &kube::Client,
+    repository: &Repository,
+    job: &BackupJob<'_>,
+    options: &BackupOptions,
+    progress: &(dyn Fn(backup::Progress) + Send + Sync),
+    now: impl Fn() -> Timestamp,
+    after_objects: impl AsyncFnOnce(&mut BackupWriter) -> anyhow::Result<()>,
+) -> anyhow::Result<Manifest> {
     let spec = &job.policy.spec;
     let selection = Selection::new(&spec.include, &spec.exclude).with_context(|| {
         format!(
@@ -57,10 +80,14 @@ pub async fn run_backup(
             labels: BTreeMap::from([("lifeboat.dev/trigger".to_string(), job.trigger.to_string())]),
         })
         .await?;
+    let mut writer = writer;
     let name = writer.name().to_string();
     let result = backup::backup(client, &selection, &writer.handle(), options, progress).await;
     let committed = match result {
-        Ok(_) => writer.finish(now()).await,
+        Ok(_) => match after_objects(&mut writer).await {
+            Ok(()) => writer.finish(now()).await,
+            Err(e) => writer.finish_failed(now(), format!("{e:#}")).await,
+        },
         Err(e) => writer.finish_failed(now(), e.to_string()).await,
     };
     committed.with_context(|| format!("backup `{name}` could not be committed"))
@@ -134,6 +161,7 @@ pub async fn run_restore(
         counts: Default::default(),
         items: Vec::new(),
         missing_prerequisites: Vec::new(),
+        volumes: Vec::new(),
         lifeboat_version: lifeboat_store::LIFEBOAT_VERSION.into(),
     };
     if job.record {

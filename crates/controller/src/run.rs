@@ -76,7 +76,7 @@ pub fn record(metrics: &Metrics, report: &CycleReport, known: &mut BTreeSet<Stri
                     end_time: m.end_time,
                     duration: e.duration,
                     objects: m.totals.items,
-                    bytes: m.files.resources.bytes + m.files.index.bytes + m.files.log.bytes,
+                    bytes: m.files.bytes(),
                 },
             ),
             (Action::Backup { policy, .. }, Err(_)) => metrics.backup_finished(

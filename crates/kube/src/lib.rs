@@ -15,5 +15,6 @@ mod raw;
 pub mod restore;
 pub mod select;
 pub mod transform;
+pub mod volumes;
 
 pub use paths::pod_path;

@@ -45,7 +45,7 @@ use kube::discovery::{Discovery, Scope};
 use lifeboat_core::{ExistingResources, NamespacePattern};
 use lifeboat_store::{
     BackupReader, LIFEBOAT_VERSION, Prerequisite, PrerequisiteKind, RestoreAction, RestoreCounts,
-    RestoreItem, RestorePhase, RestoreRecord, StoreError,
+    RestoreItem, RestorePhase, RestoreRecord, RestoredVolume, StoreError, VolumePhase,
 };
 use serde_json::Value;
 
@@ -53,6 +53,7 @@ use crate::openshift;
 use crate::order;
 use crate::select::Selection;
 use crate::transform::Transform;
+use crate::volumes::{self, ClaimToFill, MoverAccess, MoverOptions, RepoKey, VolumeProgress};
 
 /// Attempts per write (the first try included) on transient failures.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -79,7 +80,30 @@ pub struct RestoreOptions {
     pub denied_namespaces: Vec<NamespacePattern>,
     /// How long to wait for restored CRDs to become Established and served.
     pub crd_timeout: Duration,
+    /// Restore the data of the claims whose data the backup carries
+    /// (`None`: objects only; such claims come back as they were backed up).
+    pub volume_data: Option<VolumeData>,
 }
+
+/// How a restore fills claims with the backup's volume data.
+#[derive(Debug, Clone)]
+pub struct VolumeData {
+    /// The restore's name (labels what it creates in the cluster).
+    pub restore: String,
+    pub access: MoverAccess,
+    /// The repository key of each SOURCE namespace (none in a dry run).
+    pub keys: BTreeMap<String, RepoKey>,
+    pub movers: MoverOptions,
+}
+
+/// Annotations of a claim that belong to the volume it was bound to.
+const PROVISIONING_ANNOTATIONS: &[&str] = &[
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "volume.kubernetes.io/selected-node",
+    "volume.beta.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/storage-provisioner",
+];
 
 impl Default for RestoreOptions {
     fn default() -> Self {
@@ -91,6 +115,7 @@ impl Default for RestoreOptions {
             parallelism: DEFAULT_PARALLELISM,
             denied_namespaces: Vec::new(),
             crd_timeout: Duration::from_secs(60),
+            volume_data: None,
         }
     }
 }
@@ -108,6 +133,12 @@ pub enum Progress {
         total: usize,
         action: RestoreAction,
     },
+    /// A claim's data is being restored.
+    Volume {
+        namespace: String,
+        pvc: String,
+        progress: VolumeProgress,
+    },
 }
 
 /// The result of a restore.
@@ -120,6 +151,8 @@ pub struct RestoreOutcome {
     pub counts: RestoreCounts,
     /// One line per object, in tier, resource, namespace, name order.
     pub items: Vec<RestoreItem>,
+    /// The claims filled with the backup's data.
+    pub volumes: Vec<RestoredVolume>,
 }
 
 impl RestoreOutcome {
@@ -159,6 +192,7 @@ impl RestoreOutcome {
             counts: self.counts,
             items: self.items,
             missing_prerequisites: self.missing_prerequisites,
+            volumes: self.volumes,
             lifeboat_version: LIFEBOAT_VERSION.into(),
         }
     }
@@ -292,6 +326,17 @@ pub async fn restore(
         objects: report.objects,
     });
     let denied = denied_set(&opts.denied_namespaces)?;
+    // Claims whose data the backup carries: (source namespace, claim) → snapshot.
+    let with_data: BTreeMap<(String, String), String> = match &opts.volume_data {
+        Some(_) => reader
+            .volumes()
+            .iter()
+            .filter(|v| v.phase == VolumePhase::Completed)
+            .filter_map(|v| Some(((v.namespace.clone(), v.pvc.clone()), v.snapshot.clone()?)))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let mut to_fill: Vec<ClaimToFill> = Vec::new();
 
     // Read, select, skip, transform.
     let mut lines: Vec<Line> = Vec::new();
@@ -326,10 +371,48 @@ pub async fn restore(
                 reason: "apiVersion or kind missing".into(),
             });
         }
-        let skip = order::skip_reason(&entry.resource, &entry.group, &obj);
-        let changes = opts
+        let mut skip = order::skip_reason(&entry.resource, &entry.group, &obj);
+        // A claim whose data is restored gets a fresh volume: its old PV
+        // would bind it to the source's disk (or leave it Pending).
+        let claim_of_pv = (entry.group.is_empty() && entry.resource == "persistentvolumes")
+            .then(|| {
+                let r = |k: &str| {
+                    obj.pointer(&format!("/spec/claimRef/{k}"))
+                        .and_then(Value::as_str)
+                };
+                Some((r("namespace")?.to_string(), r("name")?.to_string()))
+            })
+            .flatten();
+        if skip.is_none()
+            && let Some(claim) = claim_of_pv.filter(|c| with_data.contains_key(c))
+        {
+            skip = Some(format!(
+                "the claim {}/{} gets a fresh volume, filled from the backup's volume data",
+                claim.0, claim.1
+            ));
+        }
+        let mut changes = opts
             .transform
             .apply(&entry.resource, &entry.group, &mut obj);
+        if entry.group.is_empty()
+            && entry.resource == "persistentvolumeclaims"
+            && let (Some(ns), Some(data)) = (entry.namespace.as_deref(), &opts.volume_data)
+            && let Some(snapshot) = with_data.get(&(ns.to_string(), entry.name.clone()))
+        {
+            let target = opts.transform.namespace(ns).to_string();
+            fresh_claim(&mut obj, &data.restore, &target, &entry.name);
+            changes.push(format!(
+                "a fresh volume, filled from volume snapshot {}",
+                snapshot.get(..8).unwrap_or(snapshot)
+            ));
+            to_fill.push(ClaimToFill {
+                namespace: target,
+                pvc: entry.name.clone(),
+                source_namespace: ns.to_string(),
+                source_pvc: entry.name.clone(),
+                snapshot: snapshot.clone(),
+            });
+        }
         let on_exists = match (entry.group.as_str(), entry.resource.as_str()) {
             ("rbac.authorization.k8s.io", "rolebindings")
                 if openshift::SYSTEM_ROLE_BINDINGS.contains(&entry.name.as_str()) =>
@@ -522,12 +605,48 @@ pub async fn restore(
     };
     let crd_tier = order::tier("customresourcedefinitions", "apiextensions.k8s.io");
     let ns_tier = order::tier("namespaces", "");
+    let pvc_tier = order::tier("persistentvolumeclaims", "");
+    let mut restored_volumes: Vec<RestoredVolume> = Vec::new();
+    // Claims whose data did not come back: what mounts them is not applied.
+    let mut empty_claims: BTreeSet<(String, String)> = BTreeSet::new();
     let groups: BTreeSet<String> = tiers.values().flatten().map(|p| p.group.clone()).collect();
     for (tier, items) in tiers {
         if engine.discovery.is_none() {
             engine.discover(&groups).await?;
         }
-        let results = engine.apply_tier(items).await;
+        let (items, held): (Vec<Planned>, Vec<Planned>) = items.into_iter().partition(|p| {
+            mounted_claims(p).iter().all(|c| {
+                !empty_claims.contains(&(p.namespace.clone().unwrap_or_default(), c.clone()))
+            })
+        });
+        for p in held {
+            let reason = format!(
+                "not applied: it mounts a claim whose data could not be restored ({})",
+                mounted_claims(&p)
+                    .into_iter()
+                    .filter(|c| empty_claims
+                        .contains(&(p.namespace.clone().unwrap_or_default(), c.clone())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            lines.push(line(&p, RestoreAction::Skipped, Some(reason)));
+        }
+        let mut results = engine.apply_tier(items).await;
+        if tier == pvc_tier
+            && !opts.dry_run
+            && let Some(data) = &opts.volume_data
+        {
+            fill_claims(
+                client,
+                data,
+                &to_fill,
+                &mut results,
+                &mut restored_volumes,
+                &mut empty_claims,
+                progress,
+            )
+            .await;
+        }
         if tier == crd_tier {
             let crds: Vec<(String, Option<String>)> = results
                 .iter()
@@ -594,7 +713,129 @@ pub async fn restore(
         missing_prerequisites,
         counts,
         items: lines.into_iter().map(|(_, l)| l).collect(),
+        volumes: restored_volumes,
     })
+}
+
+/// Makes a restored claim ask for a fresh volume that only the restore's
+/// filled volume matches: no `volumeName`, no provisioning annotations, no
+/// data source, and a selector no other volume carries (provisioners
+/// leave claims with selectors alone).
+fn fresh_claim(obj: &mut Value, restore: &str, namespace: &str, pvc: &str) {
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        for k in ["volumeName", "dataSource", "dataSourceRef"] {
+            spec.remove(k);
+        }
+        spec.insert(
+            "selector".into(),
+            volumes::restore_selector(restore, namespace, pvc),
+        );
+    }
+    if let Some(a) = obj
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        for k in PROVISIONING_ANNOTATIONS {
+            a.remove(*k);
+        }
+    }
+}
+
+/// The claims a workload or pod mounts (`persistentVolumeClaim.claimName`
+/// in its pod spec).
+fn mounted_claims(p: &Planned) -> Vec<String> {
+    let spec = [
+        "/spec/template/spec",
+        "/spec/jobTemplate/spec/template/spec",
+        "/spec",
+    ]
+    .iter()
+    .find_map(|ptr| p.obj.pointer(ptr).filter(|s| s.get("volumes").is_some()));
+    spec.and_then(|s| s["volumes"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            v.pointer("/persistentVolumeClaim/claimName")
+                .and_then(Value::as_str)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Fills the claims this restore created with their data, one after the
+/// other; a claim that existed already is never written to.
+async fn fill_claims(
+    client: &kube::Client,
+    data: &VolumeData,
+    to_fill: &[ClaimToFill],
+    results: &mut [(Planned, RestoreItem)],
+    restored: &mut Vec<RestoredVolume>,
+    empty: &mut BTreeSet<(String, String)>,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) {
+    for claim in to_fill {
+        let Some((_, item)) = results.iter_mut().find(|(p, _)| {
+            p.namespace.as_deref() == Some(claim.namespace.as_str()) && p.name == claim.pvc
+        }) else {
+            continue;
+        };
+        if item.action != RestoreAction::Created {
+            // It existed (or failed): its data is never overwritten.
+            continue;
+        }
+        let report = |p: VolumeProgress| {
+            progress(Progress::Volume {
+                namespace: claim.namespace.clone(),
+                pvc: claim.pvc.clone(),
+                progress: p,
+            })
+        };
+        let result = match data.keys.get(&claim.source_namespace) {
+            Some(key) => {
+                volumes::restore_claim(
+                    client,
+                    claim,
+                    &data.restore,
+                    &data.access,
+                    key,
+                    &data.movers,
+                    &report,
+                )
+                .await
+            }
+            None => Err(volumes::VolumeError::Invalid(format!(
+                "no key for the volume repository of namespace {}",
+                claim.source_namespace
+            ))),
+        };
+        let mut entry = RestoredVolume {
+            namespace: claim.namespace.clone(),
+            pvc: claim.pvc.clone(),
+            source_namespace: claim.source_namespace.clone(),
+            snapshot: claim.snapshot.clone(),
+            phase: VolumePhase::Completed,
+            bytes: 0,
+            files: 0,
+            duration_ms: 0,
+            error: None,
+        };
+        match result {
+            Ok(r) => {
+                entry.bytes = r.bytes;
+                entry.files = r.files;
+                entry.duration_ms = (r.duration_seconds * 1000.0) as u64;
+            }
+            Err(e) => {
+                let reason = format!("created, but its data could not be restored: {e}");
+                entry.phase = VolumePhase::Failed;
+                entry.error = Some(e.to_string());
+                item.action = RestoreAction::Failed;
+                item.reason = Some(reason);
+                empty.insert((claim.namespace.clone(), claim.pvc.clone()));
+            }
+        }
+        restored.push(entry);
+    }
 }
 
 /// The backup's prerequisites the target does not provide: CRDs it does
@@ -1117,6 +1358,55 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_claim_with_data_asks_for_a_fresh_volume_only_the_restore_provides() {
+        let mut pvc = json!({"metadata": {"name": "data", "annotations": {
+                "pv.kubernetes.io/bind-completed": "yes",
+                "volume.kubernetes.io/storage-provisioner": "csi.example",
+                "team": "shop"}},
+            "spec": {"volumeName": "pvc-1", "storageClassName": "gp3",
+                     "dataSource": {"kind": "VolumeSnapshot", "name": "old"}}});
+        fresh_claim(&mut pvc, "r1", "shop", "data");
+        assert_eq!(pvc["metadata"]["annotations"], json!({"team": "shop"}));
+        assert_eq!(
+            pvc["spec"],
+            json!({"storageClassName": "gp3",
+                   "selector": volumes::restore_selector("r1", "shop", "data")})
+        );
+    }
+
+    #[test]
+    fn mounted_claims_are_found_in_workloads_and_pods() {
+        let planned = |obj: Value| Planned {
+            tier: 0,
+            key: String::new(),
+            resource: String::new(),
+            group: String::new(),
+            api_version: String::new(),
+            kind: String::new(),
+            namespace: Some("shop".into()),
+            name: "x".into(),
+            obj,
+            synthesized: false,
+            changes: Vec::new(),
+            on_exists: OnExists::Options,
+        };
+        let vols = json!({"volumes": [{"name": "a", "persistentVolumeClaim": {"claimName": "data"}},
+                                      {"name": "b", "emptyDir": {}}]});
+        assert_eq!(
+            mounted_claims(&planned(json!({"spec": {"template": {"spec": vols}}}))),
+            ["data"]
+        );
+        assert_eq!(
+            mounted_claims(&planned(
+                json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": vols}}}}})
+            )),
+            ["data"]
+        );
+        assert_eq!(mounted_claims(&planned(json!({"spec": vols}))), ["data"]);
+        assert!(mounted_claims(&planned(json!({"data": {}}))).is_empty());
+    }
+
+    #[test]
     fn merge_patch_rfc7386() {
         let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}});
         merge_patch(&mut t, &json!({"b": {"c": null, "e": 4}, "f": [1]}));
@@ -1130,6 +1420,7 @@ mod tests {
             missing_prerequisites: vec![],
             counts: RestoreCounts::default(),
             items: vec![],
+            volumes: vec![],
         };
         assert_eq!(o.phase(), RestorePhase::Completed);
         o.counts.failed = 1;

@@ -238,6 +238,11 @@ pub fn provision(
     if st.csi.filling.contains(&uid) {
         return Ok(Provisioned::Filling);
     }
+    // As the external-provisioner: a claim with a selector waits for a
+    // matching volume and is never provisioned.
+    if !claim["spec"]["selector"].is_null() {
+        return Err("claim Selector is not supported".into());
+    }
     let provisioner = class["provisioner"].as_str().unwrap_or_default();
     let pv_name = format!("pvc-{uid}");
     let block = is_block(claim);

@@ -7,8 +7,15 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// Archive / repository format this crate writes and the newest it reads.
+/// Format of the repository marker and the object index this crate writes
+/// and the newest it reads (the marker's version is separate from the
+/// manifest's).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Format of `manifest.json` this crate writes and the newest it reads.
+/// Format 2 lists `files` (also `volumes/**`) and `volumes[]`; format 1
+/// (`files` as an object of the three archive files) stays readable.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 
 /// The lifeboat version recorded in markers and manifests.
 pub const LIFEBOAT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -66,13 +73,136 @@ pub struct FileInfo {
     pub sha256: String,
 }
 
-/// The stored files of a backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The stored files of a backup: the three archive files and (format 2)
+/// every other file, such as the volume results under `volumes/`.
+///
+/// Format 2 writes a list of [`FileInfo`]; format 1 manifests hold an
+/// object `{resources, index, log}`, which is read too.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupFiles {
     pub resources: FileInfo,
     pub index: FileInfo,
     pub log: FileInfo,
+    /// Files besides the archive (`volumes/<namespace>/<pvc>.json.zst[.age]`).
+    pub other: Vec<FileInfo>,
+}
+
+impl BackupFiles {
+    /// Every file, the archive's first.
+    pub fn all(&self) -> impl Iterator<Item = &FileInfo> {
+        [&self.resources, &self.index, &self.log]
+            .into_iter()
+            .chain(self.other.iter())
+    }
+
+    /// Stored bytes of every file.
+    pub fn bytes(&self) -> u64 {
+        self.all().map(|f| f.bytes).sum()
+    }
+}
+
+impl Serialize for BackupFiles {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.all())
+    }
+}
+
+impl<'de> Deserialize<'de> for BackupFiles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            List(Vec<FileInfo>),
+            Object {
+                resources: FileInfo,
+                index: FileInfo,
+                log: FileInfo,
+            },
+        }
+        match Form::deserialize(d)? {
+            Form::Object {
+                resources,
+                index,
+                log,
+            } => Ok(BackupFiles {
+                resources,
+                index,
+                log,
+                other: Vec::new(),
+            }),
+            Form::List(list) => {
+                let (mut resources, mut index, mut log, mut other) = (None, None, None, Vec::new());
+                for f in list {
+                    let slot = if f.name.starts_with("resources.tar.zst") {
+                        &mut resources
+                    } else if f.name.starts_with("index.json.zst") {
+                        &mut index
+                    } else if f.name.starts_with("log.jsonl.zst") {
+                        &mut log
+                    } else {
+                        other.push(f);
+                        continue;
+                    };
+                    if slot.replace(f).is_some() {
+                        return Err(serde::de::Error::custom(
+                            "files lists an archive file twice",
+                        ));
+                    }
+                }
+                let missing = |what| serde::de::Error::custom(format!("files has no {what} file"));
+                Ok(BackupFiles {
+                    resources: resources.ok_or_else(|| missing("resources.tar.zst"))?,
+                    index: index.ok_or_else(|| missing("index.json.zst"))?,
+                    log: log.ok_or_else(|| missing("log.jsonl.zst"))?,
+                    other,
+                })
+            }
+        }
+    }
+}
+
+/// How a volume's backup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumePhase {
+    Completed,
+    Failed,
+}
+
+/// One volume of a backup (manifest format 2). The snapshot id is in the
+/// signed manifest, so a signature covers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeEntry {
+    pub namespace: String,
+    pub pvc: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pvc_uid: String,
+    /// `snapshotMove` (the policy method).
+    pub method: String,
+    pub phase: VolumePhase,
+    /// The restic snapshot id in the namespace's volume repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Bytes of every file in the snapshot.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Bytes of new content the backup read.
+    #[serde(default)]
+    pub new_bytes: u64,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// The node the mover ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The result file (`volumes/<namespace>/<pvc>.json.zst[.age]`), listed in
+    /// `files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Why the volume failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `manifest.json`: written last; its presence commits the backup.
@@ -107,6 +237,10 @@ pub struct Manifest {
     /// were installed through OLM). Absent in older manifests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prerequisites: Vec<Prerequisite>,
+    /// The volumes whose data the backup carries (format 2; empty in
+    /// format 1).
+    #[serde(default)]
+    pub volumes: Vec<VolumeEntry>,
 }
 
 /// Something a backup's objects need on the target that the backup itself
@@ -285,7 +419,31 @@ pub struct RestoreRecord {
     /// provide when the restore started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_prerequisites: Vec<String>,
+    /// The claims whose data the restore filled from the backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<RestoredVolume>,
     pub lifeboat_version: String,
+}
+
+/// One claim a restore filled with data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredVolume {
+    /// The claim (target namespace).
+    pub namespace: String,
+    pub pvc: String,
+    /// Where its data came from.
+    pub source_namespace: String,
+    pub snapshot: String,
+    pub phase: VolumePhase,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `clusters/<cluster>/orphans/<policy>.json`: when the controller first saw

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::error::{Result, StoreError};
-use crate::model::{FORMAT_VERSION, FileInfo, Index, LogEntry, Manifest};
+use crate::model::{FileInfo, Index, LogEntry, MANIFEST_FORMAT_VERSION, Manifest, VolumeEntry};
 use crate::repo::{MANIFEST, Repository, layout, validate_name};
 use crate::signing::SignatureCheck;
 
@@ -102,11 +102,11 @@ impl Repository {
                     backup: backup.into(),
                 }
             })?;
-        if manifest.format_version > FORMAT_VERSION {
+        if manifest.format_version > MANIFEST_FORMAT_VERSION {
             return Err(StoreError::NewerManifest {
                 path: self.display(&path),
                 found: manifest.format_version,
-                supported: FORMAT_VERSION,
+                supported: MANIFEST_FORMAT_VERSION,
             });
         }
         Ok(BackupReader {
@@ -165,6 +165,13 @@ impl BackupReader {
             })
             .await?;
         let index = self.index().await?;
+        for file in &files.other {
+            self.read_file(file, |r| {
+                io::copy(r, &mut io::sink())?;
+                Ok(())
+            })
+            .await?;
+        }
         let log_lines = self
             .read_file(&files.log, |r| count_log_lines(r).map(|v| v.len() as u64))
             .await?;
@@ -182,8 +189,37 @@ impl BackupReader {
         Ok(VerifyReport {
             objects,
             log_lines,
-            stored_bytes: files.resources.bytes + files.index.bytes + files.log.bytes,
+            stored_bytes: files.bytes(),
         })
+    }
+
+    /// The volumes whose data the backup carries (none in format 1).
+    pub fn volumes(&self) -> &[VolumeEntry] {
+        &self.manifest.volumes
+    }
+
+    /// A volume's result file (its JSON), checked against the manifest.
+    pub async fn volume_detail(&self, entry: &VolumeEntry) -> Result<serde_json::Value> {
+        self.check_signature()?;
+        let file = entry
+            .file
+            .as_ref()
+            .and_then(|f| self.manifest.files.other.iter().find(|i| &i.name == f))
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.repo.display(&layout::backup_file(
+                    &self.manifest.cluster,
+                    &self.manifest.backup_name,
+                    MANIFEST,
+                )),
+                reason: format!(
+                    "volume {}/{} names no file that the manifest lists",
+                    entry.namespace, entry.pvc
+                ),
+            })?;
+        self.read_file(file, |r| {
+            serde_json::from_reader(r).map_err(|e| Stop::Invalid(format!("volume result: {e}")))
+        })
+        .await
     }
 
     /// The object index (all entries in memory: metadata only).

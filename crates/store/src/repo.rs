@@ -292,6 +292,11 @@ impl Repository {
         Ok(bytes)
     }
 
+    /// Writes `bytes` as they are.
+    pub(crate) async fn put_raw(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
+        self.put_bytes(path, bytes).await
+    }
+
     async fn put_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
         self.inner
             .store
@@ -360,8 +365,14 @@ pub(crate) mod layout {
         Path::from_iter(["clusters", cluster, "backups", backup])
     }
 
+    /// A file of a backup; `file` may name a subdirectory
+    /// (`volumes/<namespace>/<pvc>.json`).
     pub fn backup_file(cluster: &str, backup: &str, file: &str) -> Path {
-        Path::from_iter(["clusters", cluster, "backups", backup, file])
+        Path::from_iter(
+            ["clusters", cluster, "backups", backup]
+                .into_iter()
+                .chain(file.split('/')),
+        )
     }
 
     pub fn restore_record(cluster: &str, request: &str) -> Path {

@@ -224,6 +224,17 @@ impl BackupReader {
             .await?;
         self.check_file(&files.log, count_log_lines, &mut out)
             .await?;
+        for file in &files.other {
+            self.check_file(
+                file,
+                |r| {
+                    serde_json::from_reader::<_, serde_json::Value>(r)
+                        .map_err(|e| Stop::Invalid(format!("volume result: {e}")))
+                },
+                &mut out,
+            )
+            .await?;
+        }
         if let Some(archive) = &archive {
             out.objects = Some(archive.objects);
         }

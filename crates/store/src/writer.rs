@@ -46,7 +46,8 @@ use crate::crypto::Keys;
 use crate::error::{Result, StoreError};
 use crate::model::{
     BackupFiles, FORMAT_VERSION, FileInfo, IndexEntry, LIFEBOAT_VERSION, LogEntry, LogLevel,
-    Manifest, Phase, Prerequisite, ResourceCount, Totals,
+    MANIFEST_FORMAT_VERSION, Manifest, Phase, Prerequisite, ResourceCount, Totals, VolumeEntry,
+    VolumePhase,
 };
 use crate::repo::{MANIFEST, Repository, backup_name, layout, validate_name};
 use crate::signing::SignedKind;
@@ -240,6 +241,9 @@ pub struct BackupWriter {
     uploads: Vec<JoinHandle<Result<()>>>,
     file_names: [String; 3],
     first_error: FirstError,
+    /// Volume result files written so far, and their manifest entries.
+    volume_files: Vec<FileInfo>,
+    volumes: Vec<VolumeEntry>,
 }
 
 /// Result of the encoder thread.
@@ -321,6 +325,8 @@ impl Repository {
             uploads,
             file_names,
             first_error,
+            volume_files: Vec::new(),
+            volumes: Vec::new(),
         })
     }
 }
@@ -349,6 +355,74 @@ impl BackupWriter {
     /// Queues one log line (see [`WriterHandle::log`]).
     pub async fn log(&self, entry: LogEntry) -> Result<()> {
         self.handle.log(entry).await
+    }
+
+    /// Records one volume of the backup: its result `detail` (any JSON) is
+    /// written now to `volumes/<namespace>/<pvc>.json.zst` (`.age`,
+    /// encrypted to the recipients like the index, when the backup is
+    /// encrypted), before the
+    /// manifest, which lists the file and the entry. A `Failed` entry is
+    /// also an error line of the log, so the backup is `PartiallyFailed`.
+    pub async fn add_volume(
+        &mut self,
+        mut entry: VolumeEntry,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
+        validate_name("namespace", &entry.namespace)?;
+        validate_name("claim", &entry.pvc)?;
+        if self
+            .volumes
+            .iter()
+            .any(|v| v.namespace == entry.namespace && v.pvc == entry.pvc)
+        {
+            return Err(StoreError::InvalidConfig(format!(
+                "volume {}/{} was recorded twice in backup {}",
+                entry.namespace, entry.pvc, self.name
+            )));
+        }
+        let encrypted = !self.repo.recipients().is_empty();
+        let name = format!(
+            "volumes/{}/{}.json.zst{}",
+            entry.namespace,
+            entry.pvc,
+            if encrypted { ".age" } else { "" }
+        );
+        let path = layout::backup_file(&self.spec.cluster, &self.name, &name);
+        let mut bytes = serde_json::to_vec(detail).map_err(|source| StoreError::InvalidJson {
+            path: self.repo.display(&path),
+            source,
+        })?;
+        bytes.push(b'\n');
+        bytes = zstd::encode_all(bytes.as_slice(), ZSTD_LEVEL)
+            .map_err(|e| StoreError::io("cannot compress a volume result", e))?;
+        if encrypted {
+            bytes = self.repo.seal(&bytes)?;
+        }
+        let info = FileInfo {
+            name: name.clone(),
+            bytes: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        };
+        self.repo.put_raw(&path, bytes).await?;
+        if entry.phase == VolumePhase::Failed {
+            self.handle
+                .log(LogEntry {
+                    level: LogLevel::Error,
+                    time: Timestamp::now(),
+                    resource: Some("persistentvolumeclaims".into()),
+                    namespace: Some(entry.namespace.clone()),
+                    name: Some(entry.pvc.clone()),
+                    message: format!(
+                        "the volume data was not backed up: {}",
+                        entry.error.as_deref().unwrap_or("unknown error")
+                    ),
+                })
+                .await?;
+        }
+        entry.file = Some(name);
+        self.volume_files.push(info);
+        self.volumes.push(entry);
+        Ok(())
     }
 
     /// Completes the files and commits the backup with a manifest; the phase
@@ -418,8 +492,12 @@ impl BackupWriter {
             (None, 0) => Phase::Completed,
             (None, _) => Phase::PartiallyFailed,
         };
+        let mut volumes = std::mem::take(&mut self.volumes);
+        volumes.sort_by(|a, b| (&a.namespace, &a.pvc).cmp(&(&b.namespace, &b.pvc)));
+        let mut other = std::mem::take(&mut self.volume_files);
+        other.sort_by(|a, b| a.name.cmp(&b.name));
         let manifest = Manifest {
-            format_version: FORMAT_VERSION,
+            format_version: MANIFEST_FORMAT_VERSION,
             backup_name: self.name.clone(),
             policy: self.spec.policy.clone(),
             policy_revision: self.spec.policy_revision.clone(),
@@ -435,6 +513,7 @@ impl BackupWriter {
                 resources: info(0, resources),
                 index: info(1, index),
                 log: info(2, log),
+                other,
             },
             recipients: self.repo.recipients(),
             lifeboat_version: LIFEBOAT_VERSION.to_string(),
@@ -447,6 +526,7 @@ impl BackupWriter {
                 .iter()
                 .cloned()
                 .collect(),
+            volumes,
         };
         let path = layout::backup_file(&self.spec.cluster, &self.name, MANIFEST);
         self.repo

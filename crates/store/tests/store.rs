@@ -786,10 +786,12 @@ fn cheap_manifest(policy: &str, i: i64) -> Manifest {
             resources: file("resources.tar.zst"),
             index: file("index.json.zst"),
             log: file("log.jsonl.zst"),
+            other: Vec::new(),
         },
         recipients: vec![],
         lifeboat_version: "test".into(),
         labels: BTreeMap::new(),
+        volumes: Vec::new(),
     }
 }
 
@@ -1010,6 +1012,7 @@ async fn delete_removes_the_manifest_first() -> TestResult {
 fn restore_record(n: usize) -> RestoreRecord {
     RestoreRecord {
         missing_prerequisites: Default::default(),
+        volumes: Default::default(),
         request: "restore-1".into(),
         source_cluster: CLUSTER.into(),
         source_backup: "apps-20250601-020000".into(),
@@ -1607,5 +1610,146 @@ async fn minisign_cli_verifies_a_manifest() -> TestResult {
         lifeboat_store::parse_public_key(&public)?.0,
         signer.public_key()
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- volumes (format 2)
+
+fn volume(ns: &str, pvc: &str, snapshot: Option<&str>) -> lifeboat_store::VolumeEntry {
+    lifeboat_store::VolumeEntry {
+        namespace: ns.into(),
+        pvc: pvc.into(),
+        pvc_uid: "uid-1".into(),
+        method: "snapshotMove".into(),
+        phase: if snapshot.is_some() {
+            lifeboat_store::VolumePhase::Completed
+        } else {
+            lifeboat_store::VolumePhase::Failed
+        },
+        snapshot: snapshot.map(Into::into),
+        bytes: 10,
+        new_bytes: 10,
+        files: 2,
+        duration_ms: 5,
+        node: Some("node-1".into()),
+        file: None,
+        error: snapshot.is_none().then(|| "the mover failed".to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_results_are_files_of_a_signed_format_2_manifest() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let age = keys();
+    let ours = lifeboat_store::generate_key_pair("test")?;
+    let repo = Repository::open(&signed_config(dir.path(), &age, &[&ours], Some(&ours))).await?;
+    let mut writer = repo
+        .begin_backup(spec("apps", "2025-06-01T02:00:00Z"))
+        .await?;
+    writer.add(object(1)).await?;
+    writer
+        .add_volume(
+            volume("shop", "data", Some("1a2b3c")),
+            &serde_json::json!({"snapshot": "1a2b3c", "files": 2}),
+        )
+        .await?;
+    writer
+        .add_volume(
+            volume("shop", "logs", None),
+            &serde_json::json!({"error": "the mover failed"}),
+        )
+        .await?;
+    // Written before the manifest.
+    let bdir = backup_dir(dir.path(), "apps-20250601-020000");
+    assert!(bdir.join("volumes/shop/data.json.zst.age").is_file());
+    assert!(!bdir.join("manifest.json").exists());
+    let m = writer.finish(ts("2025-06-01T02:01:00Z")).await?;
+    assert_eq!(m.format_version, 2);
+    assert_eq!(m.phase, Phase::PartiallyFailed, "a failed volume");
+    let raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bdir.join("manifest.json"))?)?;
+    let names: Vec<&str> = raw["files"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        names,
+        [
+            "resources.tar.zst.age",
+            "index.json.zst.age",
+            "log.jsonl.zst.age",
+            "volumes/shop/data.json.zst.age",
+            "volumes/shop/logs.json.zst.age"
+        ]
+    );
+    assert_eq!(raw["volumes"][0]["snapshot"], "1a2b3c");
+
+    let reader = repo.open_backup(CLUSTER, &m.backup_name).await?;
+    assert_eq!(reader.signature().label(), "valid");
+    reader.verify().await?;
+    assert_eq!(reader.volumes().len(), 2);
+    let detail = reader.volume_detail(&reader.volumes()[0]).await?;
+    assert_eq!(detail["snapshot"], "1a2b3c");
+    let log = reader.log().await?;
+    assert!(
+        log.iter().any(|l| l.message.contains("the mover failed")),
+        "{log:?}"
+    );
+
+    // A changed snapshot id breaks the signature.
+    let mut text = std::fs::read_to_string(bdir.join("manifest.json"))?;
+    text = text.replace("1a2b3c", "9f9f9f");
+    std::fs::write(bdir.join("manifest.json"), text)?;
+    let reader = repo.open_backup(CLUSTER, &m.backup_name).await?;
+    assert!(reader.verify().await.is_err());
+
+    // A damaged volume file is found by verify.
+    let again = write_volume_backup(&repo, "2025-06-02T02:00:00Z").await?;
+    let adir = backup_dir(dir.path(), &again.backup_name);
+    let file = adir.join("volumes/shop/data.json.zst.age");
+    let mut bytes = std::fs::read(&file)?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&file, bytes)?;
+    let err = repo
+        .open_backup(CLUSTER, &again.backup_name)
+        .await?
+        .verify()
+        .await
+        .expect_err("a flipped byte");
+    assert!(matches!(err, StoreError::ChecksumMismatch { .. }), "{err}");
+    Ok(())
+}
+
+async fn write_volume_backup(repo: &Repository, slot: &str) -> Result<Manifest, StoreError> {
+    let mut writer = repo.begin_backup(spec("apps", slot)).await?;
+    writer.add(object(1)).await?;
+    writer
+        .add_volume(
+            volume("shop", "data", Some("1a2b3c")),
+            &serde_json::json!({"snapshot": "1a2b3c"}),
+        )
+        .await?;
+    writer.finish(ts(slot)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_1_manifests_stay_readable() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let repo = Repository::open(&file_config(dir.path(), None)).await?;
+    let m = write_backup(&repo, "apps", "2025-06-01T02:00:00Z", 5).await?;
+    // Rewrite the manifest as format 1 wrote it: files as an object.
+    let path = backup_dir(dir.path(), &m.backup_name).join("manifest.json");
+    let mut raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let files = raw["files"].as_array().cloned().unwrap_or_default();
+    raw["formatVersion"] = 1.into();
+    raw["files"] = serde_json::json!({"resources": files[0], "index": files[1], "log": files[2]});
+    raw.as_object_mut().map(|o| o.remove("volumes"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&raw)?)?;
+    let reader = repo.open_backup(CLUSTER, &m.backup_name).await?;
+    assert_eq!(reader.manifest().format_version, 1);
+    assert!(reader.volumes().is_empty());
+    assert_eq!(reader.verify().await?.objects, 5);
+    assert_eq!(reader.manifest().files, m.files);
     Ok(())
 }

@@ -1,0 +1,1452 @@
+//! Volume data orchestration: the `snapshotMove` method.
+//!
+//! ```text
+//! backup of one claim (as Velero's CSI snapshot exposer does):
+//!   VolumeSnapshot of the claim (its namespace) ─▶ readyToUse + snapshotHandle
+//!   ─▶ its VolumeSnapshotContent set to Retain
+//!   ─▶ a pre-provisioned VolumeSnapshotContent with the same handle (Delete),
+//!      bound to a VolumeSnapshot in lifeboat-movers
+//!   ─▶ the original VolumeSnapshot and Content deleted (the clone is now the
+//!      handle's only Delete owner)
+//!   ─▶ a PVC from the clone (size: restoreSize) + the work Secret + a mover
+//!      pod (`lifeboat mover backup`, pinned by the source PV's node affinity)
+//!   ─▶ progress from pods/log, the result from the termination message
+//!   ─▶ pod, Secret, PVC, clone deleted (the clone kept when asked)
+//!
+//! restore of one claim (as Velero's generic restore exposer does):
+//!   the target claim exists, unbound (a selector no PV carries keeps
+//!   provisioners away) ─▶ a PVC in lifeboat-movers of the same class and
+//!   size + Secret + mover pod (`lifeboat mover restore`) fill a new volume
+//!   ─▶ its PV set to Retain, pod and PVC deleted, the PV handed to the
+//!   target claim (claimRef, the selector's label) ─▶ bound, policy restored
+//! ```
+//!
+//! Everything created carries `lifeboat.dev/backup=<name>` (or
+//! `lifeboat.dev/restore=<name>`) and `app.kubernetes.io/managed-by`; every
+//! wait is bounded; a failure removes what the operation created and
+//! returns an error saying what went wrong.
+
+mod work;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::{AsyncBufReadExt, StreamExt};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use kube::ResourceExt;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams,
+};
+use kube::core::ApiResource;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub use work::{DataKind, Work, WorkCredentials, WorkLocation};
+
+use crate::select::{EXCLUDE_LABEL, Selection};
+
+/// The namespace mover pods run in.
+pub const MOVERS_NAMESPACE: &str = "lifeboat-movers";
+/// Label on everything a backup creates in the cluster.
+pub const BACKUP_LABEL: &str = "lifeboat.dev/backup";
+/// Label on everything a restore creates in the cluster.
+pub const RESTORE_LABEL: &str = "lifeboat.dev/restore";
+/// Label on the PV a restore fills, matched by the target claim's selector
+/// until the volume is handed over.
+pub const RESTORE_VOLUME_LABEL: &str = "lifeboat.dev/restore-volume";
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "lifeboat");
+/// The mover image by default (lifeboat's own, this version).
+pub const DEFAULT_IMAGE: &str =
+    concat!("ghcr.io/lifeboat-dev/lifeboat:", env!("CARGO_PKG_VERSION"));
+/// The annotation marking a driver's default VolumeSnapshotClass.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-default-class";
+/// Where the work Secret is mounted in a mover pod.
+const WORK_DIR: &str = "/etc/lifeboat/work";
+/// Where the volume is mounted in a mover pod.
+const DATA_DIR: &str = "/data";
+const DATA_DEVICE: &str = "/dev/lifeboat-data";
+
+/// How volume data moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Method {
+    /// A CSI snapshot whose data a mover writes into the location's repository.
+    SnapshotMove,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::SnapshotMove => "snapshotMove",
+        })
+    }
+}
+
+/// Settings of mover pods and the waits around them.
+#[derive(Debug, Clone)]
+pub struct MoverOptions {
+    /// The mover image (lifeboat's own; override for mirrored registries).
+    pub image: String,
+    /// The namespace movers run in.
+    pub namespace: String,
+    /// How long a snapshot may take to become ready.
+    pub snapshot_timeout: Duration,
+    /// How long a mover may take, from its creation to its result
+    /// (scheduling and provisioning of its claim included).
+    pub move_timeout: Duration,
+    /// Keep the CSI snapshot (its clone, Retain, labelled) after the move.
+    pub keep_snapshot: bool,
+    /// How often state is polled.
+    pub poll: Duration,
+}
+
+impl Default for MoverOptions {
+    fn default() -> Self {
+        MoverOptions {
+            image: DEFAULT_IMAGE.into(),
+            namespace: MOVERS_NAMESPACE.into(),
+            snapshot_timeout: Duration::from_secs(600),
+            move_timeout: Duration::from_secs(4 * 3600),
+            keep_snapshot: false,
+            poll: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What a mover needs to reach the repository.
+#[derive(Debug, Clone)]
+pub struct MoverAccess {
+    pub location: WorkLocation,
+    pub location_name: String,
+    pub cluster: String,
+}
+
+/// A repository password, as the mover finds it in its key cache.
+#[derive(Clone)]
+pub struct RepoKey {
+    /// The key cache entry's name (`lifeboat_volume::RepoRef::cache_key`).
+    pub cache_name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RepoKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoKey")
+            .field("cache_name", &self.cache_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A claim chosen for volume data, with what its backup needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChosenVolume {
+    pub namespace: String,
+    pub pvc: String,
+    pub pvc_uid: String,
+    pub pv: String,
+    pub driver: String,
+    pub snapshot_class: String,
+    pub storage_class: Option<String>,
+    pub block: bool,
+    /// The source PV's `spec.nodeAffinity.required` (a NodeSelector).
+    pub node_affinity: Option<Value>,
+    pub capacity: Option<String>,
+    pub method: Method,
+}
+
+/// A claim of the backed-up namespaces that no method protects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unprotected {
+    pub namespace: String,
+    pub pvc: String,
+    pub reason: String,
+}
+
+/// The result of one volume's backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeResult {
+    pub namespace: String,
+    pub pvc: String,
+    pub pvc_uid: String,
+    pub method: Method,
+    /// The restic snapshot id.
+    pub snapshot: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Bytes of every file in the snapshot.
+    pub bytes: u64,
+    /// Bytes of new content this backup read.
+    pub new_bytes: u64,
+    pub files: u64,
+    pub duration_seconds: f64,
+    /// The node the mover ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The result of one volume's restore.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeRestoreResult {
+    pub namespace: String,
+    pub pvc: String,
+    pub snapshot: String,
+    pub bytes: u64,
+    pub files: u64,
+    pub duration_seconds: f64,
+    /// The PV the claim was given.
+    pub pv: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// Reported while a volume moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeProgress {
+    /// A step started (`snapshot`, `expose`, `mover`, `rebind`, `cleanup`).
+    Step { step: &'static str },
+    /// A progress line of the mover.
+    Moving {
+        bytes_done: u64,
+        bytes_total: u64,
+        files_done: u64,
+        files_total: u64,
+    },
+}
+
+/// Why a volume could not be backed up or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("cannot {what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{what} did not happen within {after:?}{detail}")]
+    Timeout {
+        what: String,
+        after: Duration,
+        detail: String,
+    },
+    #[error("the snapshot {name} failed: {message}")]
+    Snapshot { name: String, message: String },
+    #[error("the mover pod {pod} failed: {message}")]
+    Mover { pod: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> VolumeError {
+    let what = what.into();
+    move |source| VolumeError::Kube { what, source }
+}
+
+fn snapshot_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: "snapshot.storage.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "snapshot.storage.k8s.io/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+fn snapshots(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &snapshot_resource("VolumeSnapshot", "volumesnapshots"),
+    )
+}
+
+fn contents(client: &kube::Client) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &snapshot_resource("VolumeSnapshotContent", "volumesnapshotcontents"),
+    )
+}
+
+fn classes(client: &kube::Client) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &snapshot_resource("VolumeSnapshotClass", "volumesnapshotclasses"),
+    )
+}
+
+fn dynamic(v: Value) -> Result<DynamicObject, VolumeError> {
+    serde_json::from_value(v).map_err(|e| VolumeError::Invalid(format!("internal object: {e}")))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, VolumeError> {
+    serde_json::from_value(v).map_err(|e| VolumeError::Invalid(format!("internal object: {e}")))
+}
+
+/// A name for an object of operation `op` for `ns/pvc`: stable (a restarted
+/// run finds it), a valid DNS label, unique per (operation, claim).
+pub fn object_name(prefix: &str, op: &str, ns: &str, pvc: &str) -> String {
+    let hash = hex::encode(Sha256::digest(format!("{op}/{ns}/{pvc}").as_bytes()));
+    let short: String = pvc
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(30)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    format!("{prefix}-{}-{}", short.trim_matches('-'), &hash[..12])
+}
+
+/// Picks the claims of the backed-up namespaces whose data the backup
+/// carries: every bound claim whose CSI driver has a VolumeSnapshotClass
+/// (the driver's default class, else its only one), with `snapshotMove`.
+/// The rest are reported with the reason.
+///
+/// This is the one place that chooses; policy rules replace it.
+pub async fn choose_volumes(
+    client: &kube::Client,
+    selection: &Selection,
+) -> Result<(Vec<ChosenVolume>, Vec<Unprotected>), VolumeError> {
+    if !selection.resource("persistentvolumeclaims", "") {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let claims = claims
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err("list PersistentVolumeClaims"))?;
+    let class_list = match classes(client).list(&ListParams::default()).await {
+        Ok(l) => l.items,
+        // No snapshot CRDs: no claim can be snapshotted.
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(e) => return Err(kube_err("list VolumeSnapshotClasses")(e)),
+    };
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let mut chosen = Vec::new();
+    let mut unprotected = Vec::new();
+    for claim in claims.items {
+        let ns = claim.namespace().unwrap_or_default();
+        let labels = claim.labels().clone();
+        if !selection.namespace(&ns)
+            || !selection.labels(&labels)
+            || labels.get(EXCLUDE_LABEL).map(String::as_str) == Some("true")
+        {
+            continue;
+        }
+        let name = claim.name_any();
+        let mut skip = |reason: String| {
+            unprotected.push(Unprotected {
+                namespace: ns.clone(),
+                pvc: name.clone(),
+                reason,
+            })
+        };
+        let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let Some(pv_name) = claim.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
+            skip("the claim is not bound to a volume".into());
+            continue;
+        };
+        if !bound {
+            skip("the claim is not bound to a volume".into());
+            continue;
+        }
+        let pv = match pvs.get_opt(&pv_name).await {
+            Ok(Some(pv)) => pv,
+            Ok(None) => {
+                skip(format!("its volume {pv_name} does not exist"));
+                continue;
+            }
+            Err(e) => return Err(kube_err(format!("read PersistentVolume {pv_name}"))(e)),
+        };
+        let spec = pv.spec.clone().unwrap_or_default();
+        let Some(csi) = spec.csi.as_ref() else {
+            skip(format!(
+                "its volume {pv_name} is not a CSI volume, so it cannot be snapshotted"
+            ));
+            continue;
+        };
+        let of_driver: Vec<&DynamicObject> = class_list
+            .iter()
+            .filter(|c| c.data["driver"].as_str() == Some(csi.driver.as_str()))
+            .collect();
+        let class = of_driver
+            .iter()
+            .find(|c| {
+                c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                    .map(String::as_str)
+                    == Some("true")
+            })
+            .or(if of_driver.len() == 1 {
+                of_driver.first()
+            } else {
+                None
+            });
+        let Some(class) = class else {
+            skip(if of_driver.is_empty() {
+                format!("the CSI driver {} has no VolumeSnapshotClass", csi.driver)
+            } else {
+                format!(
+                    "the CSI driver {} has {} VolumeSnapshotClasses and none is the default",
+                    csi.driver,
+                    of_driver.len()
+                )
+            });
+            continue;
+        };
+        let cs = claim.spec.clone().unwrap_or_default();
+        chosen.push(ChosenVolume {
+            namespace: ns.clone(),
+            pvc: name.clone(),
+            pvc_uid: claim.uid().unwrap_or_default(),
+            pv: pv_name,
+            driver: csi.driver.clone(),
+            snapshot_class: class.name_any(),
+            storage_class: cs.storage_class_name.clone(),
+            block: cs.volume_mode.as_deref() == Some("Block"),
+            node_affinity: spec
+                .node_affinity
+                .as_ref()
+                .and_then(|a| a.required.as_ref())
+                .and_then(|r| serde_json::to_value(r).ok()),
+            capacity: spec
+                .capacity
+                .as_ref()
+                .and_then(|c| c.get("storage"))
+                .map(|q| q.0.clone()),
+            method: Method::SnapshotMove,
+        });
+    }
+    chosen.sort_by(|a, b| (&a.namespace, &a.pvc).cmp(&(&b.namespace, &b.pvc)));
+    unprotected.sort_by(|a, b| (&a.namespace, &a.pvc).cmp(&(&b.namespace, &b.pvc)));
+    Ok((chosen, unprotected))
+}
+
+/// What one operation created, removed again in reverse order.
+struct Created<'a> {
+    client: &'a kube::Client,
+    movers: String,
+    pod: Option<String>,
+    secret: Option<String>,
+    pvc: Option<String>,
+    clone_snapshot: Option<String>,
+    clone_content: Option<String>,
+    source_snapshot: Option<(String, String)>,
+    source_content: Option<String>,
+}
+
+impl<'a> Created<'a> {
+    fn new(client: &'a kube::Client, movers: &str) -> Self {
+        Created {
+            client,
+            movers: movers.into(),
+            pod: None,
+            secret: None,
+            pvc: None,
+            clone_snapshot: None,
+            clone_content: None,
+            source_snapshot: None,
+            source_content: None,
+        }
+    }
+
+    /// Deletes what is left; returns what could not be deleted.
+    async fn clean_up(&mut self, keep_snapshot: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        let dp = DeleteParams::default();
+        let mut note = |what: String, r: Result<(), kube::Error>| {
+            if let Err(e) = r {
+                problems.push(format!("cannot delete {what}: {e}"));
+            }
+        };
+        if let Some(pod) = self.pod.take() {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.movers);
+            note(format!("pod {pod}"), gone(api.delete(&pod, &now).await));
+        }
+        if let Some(s) = self.secret.take() {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.movers);
+            note(format!("Secret {s}"), gone(api.delete(&s, &dp).await));
+        }
+        if let Some(p) = self.pvc.take() {
+            let api: Api<PersistentVolumeClaim> =
+                Api::namespaced(self.client.clone(), &self.movers);
+            note(format!("PVC {p}"), gone(api.delete(&p, &dp).await));
+        }
+        if keep_snapshot && let Some(c) = &self.clone_content {
+            // The kept snapshot is the clone content alone: Retain, labelled,
+            // no namespaced VolumeSnapshot that could take it along.
+            let patch = json!({"spec": {"deletionPolicy": "Retain"}});
+            note(
+                format!("(keep) VolumeSnapshotContent {c}"),
+                contents(self.client)
+                    .patch(c, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ()),
+            );
+            self.clone_content = None;
+        }
+        if let Some(s) = self.clone_snapshot.take() {
+            let api = snapshots(self.client, &self.movers);
+            note(
+                format!("VolumeSnapshot {s}"),
+                gone(api.delete(&s, &dp).await),
+            );
+        }
+        if let Some(c) = self.clone_content.take() {
+            note(
+                format!("VolumeSnapshotContent {c}"),
+                gone(contents(self.client).delete(&c, &dp).await),
+            );
+        }
+        if let Some((ns, s)) = self.source_snapshot.take() {
+            let api = snapshots(self.client, &ns);
+            note(
+                format!("VolumeSnapshot {ns}/{s}"),
+                gone(api.delete(&s, &dp).await),
+            );
+        }
+        if let Some(c) = self.source_content.take() {
+            note(
+                format!("VolumeSnapshotContent {c}"),
+                gone(contents(self.client).delete(&c, &dp).await),
+            );
+        }
+        problems
+    }
+}
+
+/// A delete whose object is already gone succeeded.
+fn gone<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn labels(key: &str, op: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::from([
+        (key.to_string(), op.to_string()),
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+    ]);
+    for (k, v) in extra {
+        m.insert((*k).to_string(), (*v).to_string());
+    }
+    m
+}
+
+/// Creates the movers' namespace (Pod Security `baseline`) when missing.
+pub async fn ensure_movers_namespace(client: &kube::Client, name: &str) -> Result<(), VolumeError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api
+        .get_opt(name)
+        .await
+        .map_err(kube_err(format!("read namespace {name}")))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let ns: Namespace = typed(json!({"metadata": {"name": name, "labels": {
+        MANAGED_BY.0: MANAGED_BY.1,
+        "pod-security.kubernetes.io/enforce": "baseline",
+    }}}))?;
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(kube_err(format!("create namespace {name}"))(e)),
+    }
+}
+
+/// Polls `f` until it returns `Some`, at most `after`.
+async fn until<T, F, Fut>(
+    what: &str,
+    after: Duration,
+    poll: Duration,
+    mut f: F,
+) -> Result<T, VolumeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Result<T, String>, VolumeError>>,
+{
+    let deadline = Instant::now() + after;
+    loop {
+        let last = match f().await? {
+            Ok(v) => return Ok(v),
+            Err(state) => state,
+        };
+        if Instant::now() >= deadline {
+            return Err(VolumeError::Timeout {
+                what: what.into(),
+                after,
+                detail: if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({last})")
+                },
+            });
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Waits until a VolumeSnapshot is ready; returns it and its content.
+async fn ready_snapshot(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    opts: &MoverOptions,
+) -> Result<(DynamicObject, DynamicObject), VolumeError> {
+    let api = snapshots(client, ns);
+    let vs = until(
+        &format!("VolumeSnapshot {ns}/{name} becoming ready"),
+        opts.snapshot_timeout,
+        opts.poll,
+        || async {
+            let vs = api
+                .get(name)
+                .await
+                .map_err(kube_err(format!("read VolumeSnapshot {ns}/{name}")))?;
+            if let Some(msg) = vs.data["status"]["error"]["message"].as_str() {
+                return Err(VolumeError::Snapshot {
+                    name: format!("{ns}/{name}"),
+                    message: msg.into(),
+                });
+            }
+            let ready = vs.data["status"]["readyToUse"] == true
+                && vs.data["status"]["boundVolumeSnapshotContentName"].is_string();
+            Ok(if ready {
+                Ok(vs)
+            } else {
+                Err("not readyToUse yet".to_string())
+            })
+        },
+    )
+    .await?;
+    let content_name = vs.data["status"]["boundVolumeSnapshotContentName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let content = until(
+        &format!("VolumeSnapshotContent {content_name} getting a snapshotHandle"),
+        opts.snapshot_timeout,
+        opts.poll,
+        || async {
+            let c = contents(client)
+                .get(&content_name)
+                .await
+                .map_err(kube_err(format!(
+                    "read VolumeSnapshotContent {content_name}"
+                )))?;
+            Ok(if c.data["status"]["snapshotHandle"].is_string() {
+                Ok(c)
+            } else {
+                Err("no snapshotHandle yet".to_string())
+            })
+        },
+    )
+    .await?;
+    Ok((vs, content))
+}
+
+/// Backs up one claim by `snapshotMove`. On failure everything created is
+/// removed again and the error says what went wrong.
+pub async fn back_up_claim(
+    client: &kube::Client,
+    volume: &ChosenVolume,
+    backup: &str,
+    access: &MoverAccess,
+    key: &RepoKey,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+) -> Result<VolumeResult, VolumeError> {
+    let started = Instant::now();
+    let mut created = Created::new(client, &opts.namespace);
+    let result = back_up_steps(
+        client,
+        volume,
+        backup,
+        access,
+        key,
+        opts,
+        progress,
+        &mut created,
+    )
+    .await;
+    progress(VolumeProgress::Step { step: "cleanup" });
+    let problems = created.clean_up(result.is_ok() && opts.keep_snapshot).await;
+    let mut result = result?;
+    result.duration_seconds = started.elapsed().as_secs_f64();
+    if !problems.is_empty() {
+        result.warnings.extend(problems);
+    }
+    Ok(result)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn back_up_steps(
+    client: &kube::Client,
+    v: &ChosenVolume,
+    backup: &str,
+    access: &MoverAccess,
+    key: &RepoKey,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+    created: &mut Created<'_>,
+) -> Result<VolumeResult, VolumeError> {
+    let movers = opts.namespace.as_str();
+    ensure_movers_namespace(client, movers).await?;
+    let lbl = labels(BACKUP_LABEL, backup, &[]);
+    let snap_name = object_name("lifeboat", backup, &v.namespace, &v.pvc);
+
+    // 1. The snapshot of the claim, in its namespace.
+    progress(VolumeProgress::Step { step: "snapshot" });
+    let source = snapshots(client, &v.namespace);
+    let vs = dynamic(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": snap_name, "namespace": v.namespace, "labels": lbl},
+        "spec": {"volumeSnapshotClassName": v.snapshot_class,
+                 "source": {"persistentVolumeClaimName": v.pvc}},
+    }))?;
+    source
+        .create(&PostParams::default(), &vs)
+        .await
+        .map_err(kube_err(format!(
+            "create a VolumeSnapshot of {}/{}",
+            v.namespace, v.pvc
+        )))?;
+    created.source_snapshot = Some((v.namespace.clone(), snap_name.clone()));
+    let (vs, content) = ready_snapshot(client, &v.namespace, &snap_name, opts).await?;
+    let content_name = content.name_any();
+    created.source_content = Some(content_name.clone());
+    let handle = content.data["status"]["snapshotHandle"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let restore_size = vs.data["status"]["restoreSize"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| {
+            content.data["status"]["restoreSize"]
+                .as_i64()
+                .map(|n| n.to_string())
+        })
+        .or_else(|| v.capacity.clone())
+        .ok_or_else(|| {
+            VolumeError::Invalid(format!(
+                "VolumeSnapshot {}/{snap_name} has no restoreSize and its volume no capacity",
+                v.namespace
+            ))
+        })?;
+
+    // 2. Expose it in the movers' namespace: Retain on the original, a
+    //    pre-provisioned clone of the handle, the original deleted.
+    progress(VolumeProgress::Step { step: "expose" });
+    contents(client)
+        .patch(
+            &content_name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"deletionPolicy": "Retain"}})),
+        )
+        .await
+        .map_err(kube_err(format!(
+            "set VolumeSnapshotContent {content_name} to Retain"
+        )))?;
+    let clone_content = object_name("lifeboat-c", backup, &v.namespace, &v.pvc);
+    let mut clone_spec = json!({
+        "driver": content.data["spec"]["driver"].as_str().unwrap_or(&v.driver),
+        "deletionPolicy": "Delete",
+        "source": {"snapshotHandle": handle},
+        "volumeSnapshotClassName": v.snapshot_class,
+        "volumeSnapshotRef": {"namespace": movers, "name": snap_name},
+    });
+    if let Some(mode) = content.data["spec"]["sourceVolumeMode"].as_str() {
+        clone_spec["sourceVolumeMode"] = json!(mode);
+    }
+    let c = dynamic(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
+        "metadata": {"name": clone_content, "labels": lbl},
+        "spec": clone_spec,
+    }))?;
+    contents(client)
+        .create(&PostParams::default(), &c)
+        .await
+        .map_err(kube_err(format!(
+            "create VolumeSnapshotContent {clone_content}"
+        )))?;
+    created.clone_content = Some(clone_content.clone());
+    let clone = dynamic(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": snap_name, "namespace": movers, "labels": lbl},
+        "spec": {"volumeSnapshotClassName": v.snapshot_class,
+                 "source": {"volumeSnapshotContentName": clone_content}},
+    }))?;
+    snapshots(client, movers)
+        .create(&PostParams::default(), &clone)
+        .await
+        .map_err(kube_err(format!(
+            "create VolumeSnapshot {movers}/{snap_name}"
+        )))?;
+    created.clone_snapshot = Some(snap_name.clone());
+    ready_snapshot(client, movers, &snap_name, opts).await?;
+    // The clone is the handle's only Delete owner from here on.
+    if let Some((ns, s)) = created.source_snapshot.take() {
+        gone(
+            snapshots(client, &ns)
+                .delete(&s, &DeleteParams::default())
+                .await,
+        )
+        .map_err(kube_err(format!("delete VolumeSnapshot {ns}/{s}")))?;
+    }
+    if let Some(c) = created.source_content.take() {
+        gone(contents(client).delete(&c, &DeleteParams::default()).await)
+            .map_err(kube_err(format!("delete VolumeSnapshotContent {c}")))?;
+    }
+
+    // 3. A claim from the clone, the work Secret and the mover pod.
+    let pvc_name = snap_name.clone();
+    let mut pvc_spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": restore_size}},
+        "volumeMode": if v.block { "Block" } else { "Filesystem" },
+        "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+                       "name": snap_name},
+    });
+    if let Some(sc) = &v.storage_class {
+        pvc_spec["storageClassName"] = json!(sc);
+    }
+    let pvc: PersistentVolumeClaim = typed(json!({
+        "metadata": {"name": pvc_name, "namespace": movers, "labels": lbl},
+        "spec": pvc_spec,
+    }))?;
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), movers)
+        .create(&PostParams::default(), &pvc)
+        .await
+        .map_err(kube_err(format!(
+            "create PersistentVolumeClaim {movers}/{pvc_name}"
+        )))?;
+    created.pvc = Some(pvc_name.clone());
+
+    let work = Work {
+        location: access.location.clone(),
+        location_name: access.location_name.clone(),
+        cluster: access.cluster.clone(),
+        namespace: v.namespace.clone(),
+        pvc: v.pvc.clone(),
+        pvc_uid: Some(v.pvc_uid.clone()),
+        backup: Some(backup.into()),
+        path: if v.block { DATA_DEVICE } else { DATA_DIR }.into(),
+        kind: if v.block {
+            DataKind::Block
+        } else {
+            DataKind::Filesystem
+        },
+        snapshot: None,
+        key_cache_dir: WORK_DIR.into(),
+    };
+    let mover = Mover {
+        name: snap_name.clone(),
+        action: "backup",
+        claim: pvc_name,
+        block: v.block,
+        node_affinity: v.node_affinity.clone(),
+        labels: lbl,
+    };
+    progress(VolumeProgress::Step { step: "mover" });
+    let (message, node) = mover
+        .run(client, &work, key, opts, progress, created)
+        .await?;
+    let r: MoverBackup =
+        serde_json::from_value(message.clone()).map_err(|e| VolumeError::Mover {
+            pod: mover.name.clone(),
+            message: format!("its result is not understood ({e}): {message}"),
+        })?;
+    Ok(VolumeResult {
+        namespace: v.namespace.clone(),
+        pvc: v.pvc.clone(),
+        pvc_uid: v.pvc_uid.clone(),
+        method: v.method,
+        snapshot: r.snapshot,
+        parent: r.parent,
+        bytes: r.total_bytes,
+        new_bytes: r.new_bytes,
+        files: r.files,
+        duration_seconds: 0.0,
+        node,
+        warnings: r.warnings,
+    })
+}
+
+/// The result a backup mover writes as its termination message.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MoverBackup {
+    snapshot: String,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    files: u64,
+    #[serde(default)]
+    total_bytes: u64,
+    #[serde(default)]
+    new_bytes: u64,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+/// The result a restore mover writes as its termination message.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MoverRestore {
+    snapshot: String,
+    #[serde(default)]
+    files: u64,
+    #[serde(default)]
+    bytes: u64,
+}
+
+/// One mover pod.
+struct Mover {
+    name: String,
+    action: &'static str,
+    claim: String,
+    block: bool,
+    node_affinity: Option<Value>,
+    labels: BTreeMap<String, String>,
+}
+
+impl Mover {
+    fn pod(&self, opts: &MoverOptions) -> Result<Pod, VolumeError> {
+        let mut container = json!({
+            "name": "mover",
+            "image": opts.image,
+            "command": ["lifeboat", "mover", self.action,
+                        "--work", format!("{WORK_DIR}/work.json")],
+            "terminationMessagePolicy": "File",
+            "volumeMounts": [{"name": "work", "mountPath": WORK_DIR, "readOnly": true}],
+        });
+        if self.block {
+            container["volumeDevices"] = json!([{"name": "data", "devicePath": DATA_DEVICE}]);
+        } else {
+            if let Some(m) = container["volumeMounts"].as_array_mut() {
+                m.push(json!({"name": "data", "mountPath": DATA_DIR}));
+            }
+        }
+        let mut spec = json!({
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "containers": [container],
+            "volumes": [
+                {"name": "work", "secret": {"secretName": self.name, "defaultMode": 0o400}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": self.claim}},
+            ],
+        });
+        if let Some(required) = &self.node_affinity {
+            spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}});
+        }
+        typed(json!({
+            "metadata": {"name": self.name, "namespace": opts.namespace, "labels": self.labels},
+            "spec": spec,
+        }))
+    }
+
+    /// Creates the Secret and the pod, follows the pod's log and returns
+    /// its termination message (the result) and its node.
+    async fn run(
+        &self,
+        client: &kube::Client,
+        work: &Work,
+        key: &RepoKey,
+        opts: &MoverOptions,
+        progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+        created: &mut Created<'_>,
+    ) -> Result<(Value, Option<String>), VolumeError> {
+        let movers = opts.namespace.as_str();
+        let work_json = serde_json::to_vec(work)
+            .map_err(|e| VolumeError::Invalid(format!("work file: {e}")))?;
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(movers.into()),
+                labels: Some(self.labels.clone()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("work.json".to_string(), ByteString(work_json)),
+                (
+                    format!("{}.key", key.cache_name),
+                    ByteString(key.password.as_bytes().to_vec()),
+                ),
+            ])),
+            type_: Some("Opaque".into()),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(client.clone(), movers)
+            .create(&PostParams::default(), &secret)
+            .await
+            .map_err(kube_err(format!("create Secret {movers}/{}", self.name)))?;
+        created.secret = Some(self.name.clone());
+        let pods: Api<Pod> = Api::namespaced(client.clone(), movers);
+        pods.create(&PostParams::default(), &self.pod(opts)?)
+            .await
+            .map_err(kube_err(format!("create pod {movers}/{}", self.name)))?;
+        created.pod = Some(self.name.clone());
+
+        let deadline = Instant::now() + opts.move_timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        // Started (or already done)?
+        until(
+            &format!("mover pod {movers}/{} starting", self.name),
+            left(),
+            opts.poll,
+            || async {
+                let pod = pods
+                    .get(&self.name)
+                    .await
+                    .map_err(kube_err(format!("read pod {movers}/{}", self.name)))?;
+                let phase = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_default();
+                Ok(if phase == "Pending" || phase.is_empty() {
+                    Err(pending_reason(&pod))
+                } else {
+                    Ok(())
+                })
+            },
+        )
+        .await?;
+        // Progress lines until the container exits.
+        let follow = async {
+            let lp = LogParams {
+                follow: true,
+                container: Some("mover".into()),
+                ..LogParams::default()
+            };
+            match pods.log_stream(&self.name, &lp).await {
+                Ok(stream) => {
+                    let mut lines = stream.lines();
+                    while let Some(Ok(line)) = lines.next().await {
+                        if let Some(p) = progress_line(&line) {
+                            progress(p);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!("cannot follow the mover's log: {e}"),
+            }
+        };
+        if tokio::time::timeout(left(), follow).await.is_err() {
+            return Err(VolumeError::Timeout {
+                what: format!("mover pod {movers}/{} finishing", self.name),
+                after: opts.move_timeout,
+                detail: String::new(),
+            });
+        }
+        let pod = until(
+            &format!("mover pod {movers}/{} finishing", self.name),
+            left().max(opts.poll * 4),
+            opts.poll,
+            || async {
+                let pod = pods
+                    .get(&self.name)
+                    .await
+                    .map_err(kube_err(format!("read pod {movers}/{}", self.name)))?;
+                Ok(if terminated(&pod).is_some() {
+                    Ok(pod)
+                } else {
+                    Err("still running".to_string())
+                })
+            },
+        )
+        .await?;
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let (exit, message) = terminated(&pod).unwrap_or((-1, String::new()));
+        let value: Option<Value> = serde_json::from_str(message.trim()).ok();
+        match value {
+            Some(v) if exit == 0 && v["phase"] == "Succeeded" => Ok((v, node)),
+            Some(v) if v["error"].is_string() => Err(VolumeError::Mover {
+                pod: format!("{movers}/{}", self.name),
+                message: v["error"].as_str().unwrap_or_default().to_string(),
+            }),
+            _ => Err(VolumeError::Mover {
+                pod: format!("{movers}/{}", self.name),
+                message: format!(
+                    "it exited with code {exit}{}",
+                    if message.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", message.trim())
+                    }
+                ),
+            }),
+        }
+    }
+}
+
+/// Why a pod has not started, from its conditions and container states.
+fn pending_reason(pod: &Pod) -> String {
+    let status = pod.status.as_ref();
+    let waiting = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .map(|w| {
+            format!(
+                "{}{}",
+                w.reason.clone().unwrap_or_default(),
+                w.message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            )
+        });
+    let condition = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.status == "False" && c.message.is_some())
+        .map(|c| format!("{}: {}", c.type_, c.message.clone().unwrap_or_default()));
+    waiting
+        .or(condition)
+        .unwrap_or_else(|| "Pending".to_string())
+}
+
+/// The container's exit code and termination message, once it ended.
+fn terminated(pod: &Pod) -> Option<(i32, String)> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "mover")?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(|t| (t.exit_code, t.message.clone().unwrap_or_default()))
+}
+
+/// A mover's JSON progress line.
+fn progress_line(line: &str) -> Option<VolumeProgress> {
+    let v: Value = serde_json::from_str(line.trim()).ok()?;
+    if v["event"] != "progress" && v["event"] != "done" {
+        return None;
+    }
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    Some(VolumeProgress::Moving {
+        bytes_done: n("bytesDone"),
+        bytes_total: n("bytesTotal"),
+        files_done: n("filesDone"),
+        files_total: n("filesTotal"),
+    })
+}
+
+/// What a restore fills: the claim the restore created, and where its
+/// data comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimToFill {
+    /// The target claim (after namespace mapping).
+    pub namespace: String,
+    pub pvc: String,
+    /// The repository's namespace and claim (the source).
+    pub source_namespace: String,
+    pub source_pvc: String,
+    /// The restic snapshot id.
+    pub snapshot: String,
+}
+
+/// The claim selector a restore gives a claim it fills, so no provisioner
+/// and no other volume takes it before its data is in.
+pub fn restore_selector(restore: &str, namespace: &str, pvc: &str) -> Value {
+    json!({"matchLabels": {RESTORE_VOLUME_LABEL: object_name("v", restore, namespace, pvc)}})
+}
+
+/// Fills a claim the restore created (carrying [`restore_selector`]) with
+/// a snapshot's data: a mover writes into a new volume of the claim's class
+/// and size in the movers' namespace, which is then handed to the claim.
+pub async fn restore_claim(
+    client: &kube::Client,
+    claim: &ClaimToFill,
+    restore: &str,
+    access: &MoverAccess,
+    key: &RepoKey,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+) -> Result<VolumeRestoreResult, VolumeError> {
+    let started = Instant::now();
+    let mut created = Created::new(client, &opts.namespace);
+    let result = restore_steps(
+        client,
+        claim,
+        restore,
+        access,
+        key,
+        opts,
+        progress,
+        &mut created,
+    )
+    .await;
+    progress(VolumeProgress::Step { step: "cleanup" });
+    let problems = created.clean_up(false).await;
+    for p in problems {
+        tracing::warn!("{p}");
+    }
+    let mut result = result?;
+    result.duration_seconds = started.elapsed().as_secs_f64();
+    Ok(result)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_steps(
+    client: &kube::Client,
+    c: &ClaimToFill,
+    restore: &str,
+    access: &MoverAccess,
+    key: &RepoKey,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+    created: &mut Created<'_>,
+) -> Result<VolumeRestoreResult, VolumeError> {
+    let movers = opts.namespace.as_str();
+    ensure_movers_namespace(client, movers).await?;
+    let targets: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &c.namespace);
+    let target = targets.get(&c.pvc).await.map_err(kube_err(format!(
+        "read PersistentVolumeClaim {}/{}",
+        c.namespace, c.pvc
+    )))?;
+    let spec = target.spec.clone().unwrap_or_default();
+    let expected = restore_selector(restore, &c.namespace, &c.pvc);
+    if spec.volume_name.is_some()
+        || serde_json::to_value(&spec.selector).ok().as_ref() != Some(&expected)
+    {
+        return Err(VolumeError::Invalid(format!(
+            "the claim {}/{} was not created by this restore; its data is never overwritten",
+            c.namespace, c.pvc
+        )));
+    }
+    let lbl = labels(RESTORE_LABEL, restore, &[]);
+    let name = object_name("lifeboat-r", restore, &c.namespace, &c.pvc);
+    let block = spec.volume_mode.as_deref() == Some("Block");
+    let mut pvc_spec = json!({
+        "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+        "resources": spec.resources.clone(),
+        "volumeMode": if block { "Block" } else { "Filesystem" },
+    });
+    if let Some(sc) = &spec.storage_class_name {
+        pvc_spec["storageClassName"] = json!(sc);
+    }
+    let pvc: PersistentVolumeClaim = typed(json!({
+        "metadata": {"name": name, "namespace": movers, "labels": lbl},
+        "spec": pvc_spec,
+    }))?;
+    let movers_claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), movers);
+    movers_claims
+        .create(&PostParams::default(), &pvc)
+        .await
+        .map_err(kube_err(format!(
+            "create PersistentVolumeClaim {movers}/{name}"
+        )))?;
+    created.pvc = Some(name.clone());
+
+    let work = Work {
+        location: access.location.clone(),
+        location_name: access.location_name.clone(),
+        cluster: access.cluster.clone(),
+        namespace: c.source_namespace.clone(),
+        pvc: c.source_pvc.clone(),
+        pvc_uid: None,
+        backup: None,
+        path: if block { DATA_DEVICE } else { DATA_DIR }.into(),
+        kind: if block {
+            DataKind::Block
+        } else {
+            DataKind::Filesystem
+        },
+        snapshot: Some(c.snapshot.clone()),
+        key_cache_dir: WORK_DIR.into(),
+    };
+    let mover = Mover {
+        name: name.clone(),
+        action: "restore",
+        claim: name.clone(),
+        block,
+        node_affinity: None,
+        labels: lbl,
+    };
+    progress(VolumeProgress::Step { step: "mover" });
+    let (message, node) = mover
+        .run(client, &work, key, opts, progress, created)
+        .await?;
+    let r: MoverRestore =
+        serde_json::from_value(message.clone()).map_err(|e| VolumeError::Mover {
+            pod: name.clone(),
+            message: format!("its result is not understood ({e}): {message}"),
+        })?;
+
+    // Hand the filled volume to the target claim.
+    progress(VolumeProgress::Step { step: "rebind" });
+    let pv_name = movers_claims
+        .get(&name)
+        .await
+        .map_err(kube_err(format!(
+            "read PersistentVolumeClaim {movers}/{name}"
+        )))?
+        .spec
+        .and_then(|s| s.volume_name)
+        .ok_or_else(|| VolumeError::Invalid(format!("the claim {movers}/{name} has no volume")))?;
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = pvs
+        .get(&pv_name)
+        .await
+        .map_err(kube_err(format!("read PersistentVolume {pv_name}")))?;
+    let policy = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_reclaim_policy.clone())
+        .unwrap_or_else(|| "Delete".into());
+    pvs.patch(
+        &pv_name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}})),
+    )
+    .await
+    .map_err(kube_err(format!(
+        "set PersistentVolume {pv_name} to Retain"
+    )))?;
+    // The pod first: its claim is released only once nothing mounts it.
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    if let Some(pod) = created.pod.take() {
+        gone(
+            Api::<Pod>::namespaced(client.clone(), movers)
+                .delete(&pod, &now)
+                .await,
+        )
+        .map_err(kube_err(format!("delete pod {movers}/{pod}")))?;
+    }
+    if let Some(p) = created.pvc.take() {
+        gone(movers_claims.delete(&p, &DeleteParams::default()).await).map_err(kube_err(
+            format!("delete PersistentVolumeClaim {movers}/{p}"),
+        ))?;
+    }
+    let selector_value = expected["matchLabels"][RESTORE_VOLUME_LABEL].clone();
+    let target_uid = target.uid().unwrap_or_default();
+    let hand_over = json!({
+        "metadata": {"labels": {RESTORE_VOLUME_LABEL: selector_value}},
+        "spec": {"claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                              "namespace": c.namespace, "name": c.pvc, "uid": target_uid,
+                              "resourceVersion": null}},
+    });
+    let rebound = async {
+        until(
+            &format!(
+                "claim {}/{} binding to the filled volume {pv_name}",
+                c.namespace, c.pvc
+            ),
+            opts.move_timeout.min(Duration::from_secs(300)),
+            opts.poll,
+            || async {
+                let pvc = targets.get(&c.pvc).await.map_err(kube_err(format!(
+                    "read PersistentVolumeClaim {}/{}",
+                    c.namespace, c.pvc
+                )))?;
+                if pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref())
+                    == Some(pv_name.as_str())
+                    && pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+                {
+                    return Ok(Ok(()));
+                }
+                // Once the movers' claim is gone, point the volume at the target.
+                let pv = pvs
+                    .get(&pv_name)
+                    .await
+                    .map_err(kube_err(format!("read PersistentVolume {pv_name}")))?;
+                let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+                let ours = claim_ref.and_then(|r| r.uid.as_deref()) == Some(target_uid.as_str());
+                if !ours {
+                    pvs.patch(&pv_name, &PatchParams::default(), &Patch::Merge(&hand_over))
+                        .await
+                        .map_err(kube_err(format!("hand PersistentVolume {pv_name} over")))?;
+                }
+                Ok(Err("not bound yet".to_string()))
+            },
+        )
+        .await
+    };
+    let bound = rebound.await;
+    // The reclaim policy the class gave the volume, whatever happened.
+    let reset = pvs
+        .patch(
+            &pv_name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"persistentVolumeReclaimPolicy": policy}})),
+        )
+        .await;
+    bound?;
+    reset.map_err(kube_err(format!(
+        "reset PersistentVolume {pv_name}'s reclaim policy"
+    )))?;
+    Ok(VolumeRestoreResult {
+        namespace: c.namespace.clone(),
+        pvc: c.pvc.clone(),
+        snapshot: r.snapshot,
+        bytes: r.bytes,
+        files: r.files,
+        duration_seconds: 0.0,
+        pv: pv_name,
+        node,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_are_stable_dns_labels() {
+        let a = object_name("lifeboat", "blog-20261201-020000", "shop", "Data_Vol.1");
+        assert_eq!(
+            a,
+            object_name("lifeboat", "blog-20261201-020000", "shop", "Data_Vol.1")
+        );
+        assert_ne!(
+            a,
+            object_name("lifeboat", "blog-20261201-020000", "other", "Data_Vol.1")
+        );
+        assert!(a.len() <= 63, "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn progress_lines_are_parsed_and_other_lines_ignored() {
+        let p = progress_line(
+            r#"{"event":"progress","bytesDone":5,"bytesTotal":10,"filesDone":1,"filesTotal":2}"#,
+        );
+        assert_eq!(
+            p,
+            Some(VolumeProgress::Moving {
+                bytes_done: 5,
+                bytes_total: 10,
+                files_done: 1,
+                files_total: 2
+            })
+        );
+        assert_eq!(progress_line("SIGTERM: stopping"), None);
+    }
+}
