@@ -511,7 +511,8 @@ pub struct PolicyFacts {
     pub problems: Vec<String>,
     /// How each selected bound claim's data is protected, or why it is not
     /// ([`crate::volumes::decide`]); `None`: not evaluated (no view of the
-    /// cluster).
+    /// cluster; absent from JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<VolumeDecision>>,
 }
 
