@@ -212,6 +212,18 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// Whether loading `docs` (with `API` expanded) reports a schema violation.
+    pub fn schema_violation(docs: &str) -> bool {
+        let text = docs.replace("API", API);
+        load([InputFile {
+            path: "p.yaml",
+            bytes: text.as_bytes(),
+        }])
+        .diagnostics
+        .iter()
+        .any(|d| d.code == Code::SchemaViolation)
+    }
+
     /// A StorageLocation.
     pub fn storage_location(name: &str, encrypted: bool) -> String {
         let encryption = if encrypted {
