@@ -13,6 +13,7 @@ use lifeboat_controller::locations::Secrets;
 use lifeboat_controller::{files, policies};
 use lifeboat_core::load::PolicySet;
 use lifeboat_core::plan::{self, Observed, Plan, PlanOptions, Running};
+use lifeboat_core::volumes::Inventory;
 use lifeboat_git::Mirror;
 
 use crate::cmd::reconcile::GitArgs;
@@ -52,6 +53,15 @@ pub struct Args {
     /// says what it could not know.
     #[arg(long)]
     pub offline: bool,
+    /// Read the cluster's claims, storage and snapshot classes and pods
+    /// through this kubeconfig, and list per policy which claims are
+    /// protected and how, and which are not and why (without it: "volumes:
+    /// not evaluated").
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+    pub context: Option<String>,
     #[command(flatten)]
     pub git: GitArgs,
 }
@@ -170,15 +180,40 @@ fn scratch_name(rev: &str) -> String {
         .collect()
 }
 
+/// The cluster inventory through `--kubeconfig`, when given.
+async fn inventory(args: &Args) -> anyhow::Result<Option<Inventory>> {
+    let Some(path) = &args.kubeconfig else {
+        return Ok(None);
+    };
+    let kube = crate::kubeclient::KubeArgs {
+        kubeconfig: Some(path.clone()),
+        context: args.context.clone(),
+    };
+    let client = kube.client().await?;
+    let inventory = lifeboat_kube::inventory::inventory(&client)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read the cluster's volumes through {} (drop --kubeconfig to plan without them)",
+                path.display()
+            )
+        })?;
+    Ok(Some(inventory))
+}
+
 async fn observe(
     set: &PolicySet,
     cluster: &str,
     now: jiff::Timestamp,
     offline: bool,
+    inventory: Option<Inventory>,
 ) -> (Observed, Vec<String>) {
     if offline {
         return (
-            Observed::default(),
+            Observed {
+                inventory,
+                ..Observed::default()
+            },
             vec![
                 "offline: the backup catalog was not read, so every policy looks as if it had no backup \
                  (backups show as due) and no prune can be known; run without --offline where the \
@@ -192,8 +227,11 @@ async fn observe(
         signing_key: None,
     };
     let locations = Locations::open(set, &secrets, cluster).await;
-    let observation = catalog::observe(set, &locations, cluster, now, Running::default()).await;
-    (observation.observed, Vec::new())
+    let mut observed = catalog::observe(set, &locations, cluster, now, Running::default())
+        .await
+        .observed;
+    observed.inventory = inventory;
+    (observed, Vec::new())
 }
 
 async fn run_async(args: Args) -> anyhow::Result<Outcome> {
@@ -231,7 +269,9 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
     let diagnostics = json_diagnostics(&head.checked);
     let head = head.checked;
     let cluster = crate::context::cluster_name(&head.set, args.cluster.as_deref())?;
-    let (observed, offline_notes) = observe(&head.set, &cluster, now, args.offline).await;
+    let inventory = inventory(&args).await?;
+    let (observed, offline_notes) =
+        observe(&head.set, &cluster, now, args.offline, inventory).await;
     let options = PlanOptions::default();
     let mut head_plan = plan::plan(&head.set, &observed, &cluster, now, &options);
     head_plan.notes.extend(offline_notes.iter().cloned());
@@ -330,7 +370,14 @@ async fn invalid(
     };
     let plan = match (&acting, &cluster) {
         (Some(valid), Some(cluster)) => {
-            let (observed, notes) = observe(&valid.checked.set, cluster, now, args.offline).await;
+            let (observed, notes) = observe(
+                &valid.checked.set,
+                cluster,
+                now,
+                args.offline,
+                inventory(args).await?,
+            )
+            .await;
             let mut plan = plan::plan(
                 &valid.checked.set,
                 &observed,

@@ -5,9 +5,11 @@
 use std::fmt::Write as _;
 
 use lifeboat_core::Severity;
+use lifeboat_core::VolumeMethod;
 use lifeboat_core::plan::{
     Action, Change, ChangeType, Plan, PolicyFacts, RestoreFactState, RpoStatus,
 };
+use lifeboat_core::volumes::VolumeDecision;
 
 use super::LintReport;
 
@@ -85,6 +87,58 @@ fn policy_line(f: &PolicyFacts) -> String {
     s
 }
 
+/// "2 protected, 1 skipped, 1 NOT protected".
+fn volume_counts(decisions: &[VolumeDecision]) -> String {
+    let protected = decisions.iter().filter(|d| d.is_protected()).count();
+    let skipped = decisions
+        .iter()
+        .filter(|d| d.method == Some(VolumeMethod::Skip))
+        .count();
+    let unprotected = decisions.iter().filter(|d| d.method.is_none()).count();
+    if decisions.is_empty() {
+        return "no bound claims selected".into();
+    }
+    let mut parts = vec![format!("{protected} protected")];
+    if skipped > 0 {
+        parts.push(format!("{skipped} skipped"));
+    }
+    if unprotected > 0 {
+        parts.push(format!("{unprotected} NOT protected"));
+    }
+    parts.join(", ")
+}
+
+/// How one claim is protected: "snapshotMove, class `x`" or "NOT PROTECTED".
+fn volume_how(d: &VolumeDecision) -> String {
+    match d.method {
+        None => "NOT PROTECTED".into(),
+        Some(m @ (VolumeMethod::SnapshotMove | VolumeMethod::Snapshot)) => format!(
+            "{m}, class `{}`",
+            d.snapshot_class.as_deref().unwrap_or("?")
+        ),
+        Some(m @ VolumeMethod::FileSystem) => format!(
+            "{m} through pod `{}` on node `{}`",
+            d.pod.as_deref().unwrap_or("?"),
+            d.node.as_deref().unwrap_or("?")
+        ),
+        Some(m @ VolumeMethod::Skip) => m.to_string(),
+    }
+}
+
+fn volume_line(d: &VolumeDecision) -> String {
+    format!(
+        "{}/{}: {} ({}){}",
+        d.namespace,
+        d.pvc,
+        volume_how(d),
+        d.decided_by,
+        d.warning
+            .as_deref()
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default()
+    )
+}
+
 /// The plan for a terminal.
 pub fn text(plan: &Plan) -> String {
     let mut out = String::new();
@@ -102,6 +156,28 @@ pub fn text(plan: &Plan) -> String {
         let _ = writeln!(out, "policies:");
         for f in &plan.policies {
             let _ = writeln!(out, "  {}", policy_line(f));
+        }
+        let mut evaluated = false;
+        for f in &plan.policies {
+            let Some(decisions) = &f.volumes else {
+                continue;
+            };
+            evaluated = true;
+            let _ = writeln!(
+                out,
+                "volumes of `{}`: {}",
+                f.policy,
+                volume_counts(decisions)
+            );
+            for d in decisions {
+                let _ = writeln!(out, "  {}", volume_line(d));
+            }
+        }
+        if !evaluated {
+            let _ = writeln!(
+                out,
+                "volumes: not evaluated (no view of the cluster; pass --kubeconfig FILE to see which claims are protected)"
+            );
         }
     }
     let restores: Vec<_> = plan
@@ -260,6 +336,32 @@ fn plan_markdown_body(plan: &Plan) -> String {
                     .unwrap_or_else(|| "—".into()),
                 f.problems.join("; ").replace('|', "\\|")
             );
+        }
+    }
+    let volumes: Vec<_> = plan
+        .policies
+        .iter()
+        .filter_map(|f| f.volumes.as_ref().map(|v| (f, v)))
+        .collect();
+    if !volumes.is_empty() {
+        let _ = writeln!(
+            body,
+            "\n| Policy | Claim | Volume data | Decided by | Why |"
+        );
+        let _ = writeln!(body, "|---|---|---|---|---|");
+        for (f, decisions) in volumes {
+            for d in decisions {
+                let _ = writeln!(
+                    body,
+                    "| `{}` | `{}/{}` | {} | {} | {} |",
+                    f.policy,
+                    d.namespace,
+                    d.pvc,
+                    volume_how(d),
+                    d.decided_by,
+                    d.warning.as_deref().unwrap_or("").replace('|', "\\|")
+                );
+            }
         }
     }
     for n in &plan.notes {

@@ -694,3 +694,147 @@ fn an_invalid_revision_without_base_falls_back_to_its_newest_valid_ancestor() {
     assert!(out.contains("no earlier revision validates"), "{out}");
     assert!(out.contains("LB103"), "{out}");
 }
+
+/// Policies for `lifeboat plan --kubeconfig`: cluster `prod`, an encrypted
+/// `file://` location and policy `blog` over namespace `wordpress`, with
+/// `volumes` (YAML lines under `spec`) when given.
+fn volume_policies(storage: &Path, volumes: &str) -> String {
+    format!(
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: prod}}\nspec: {{role: primary}}\n---\n\
+         apiVersion: lifeboat.dev/v1alpha1\nkind: StorageLocation\nmetadata: {{name: local}}\nspec:\n  url: file://{}\n  \
+         encryption:\n    recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]\n---\n\
+         apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: blog}}\nspec:\n  clusters: {{names: [prod]}}\n  \
+         include: {{namespaces: [wordpress]}}\n  schedule: '0 2 * * *'\n  retention: {{keepDaily: 7}}\n  storage: local\n{volumes}",
+        storage.display()
+    )
+}
+
+#[test]
+fn plan_with_a_cluster_lists_which_claims_are_protected_and_how() {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let nfs_claim = serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "uploads", "namespace": "wordpress"},
+        "spec": {"storageClassName": "nfs", "accessModes": ["ReadWriteMany"],
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    });
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "uploader", "namespace": "wordpress"},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+                                 "volumeMounts": [{"name": "files", "mountPath": "/files"}]}],
+                 "volumes": [{"name": "files", "persistentVolumeClaim": {"claimName": "uploads"}}]},
+    });
+    let sb = rt
+        .block_on(
+            Sandbox::builder()
+                .seed_dir(root().join("tests/fixtures/apps"))
+                .seed_objects([nfs_claim, pod])
+                .start(),
+        )
+        .unwrap();
+    // Wait for the claims to bind and the pod to run, as on a real cluster.
+    let node = rt.block_on(async {
+        let claims: kube::Api<PersistentVolumeClaim> =
+            kube::Api::namespaced(sb.client(), "wordpress");
+        let pods: kube::Api<Pod> = kube::Api::namespaced(sb.client(), "wordpress");
+        for _ in 0..200 {
+            let bound = claims
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .all(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"));
+            let p = pods.get("uploader").await.unwrap();
+            let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            if bound && running {
+                return p.spec.unwrap().node_name.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("claims did not bind or the pod did not run");
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    sb.write_kubeconfig(&kubeconfig).unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let plan = |volumes: &str, cluster: bool| {
+        std::fs::write(
+            repo.join("lifeboat.yaml"),
+            volume_policies(&dir.path().join("storage"), volumes),
+        )
+        .unwrap();
+        let mut args = vec!["plan", "--repo", repo.to_str().unwrap(), "--offline"];
+        if cluster {
+            args.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+        }
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+
+    let out = plan("", false);
+    assert!(out.contains("volumes: not evaluated"), "{out}");
+
+    // No `volumes`: snapshotMove where a snapshot class exists, the nfs
+    // claim reported unprotected.
+    let out = plan("", true);
+    assert!(!out.contains("not evaluated"), "{out}");
+    assert!(
+        out.contains("volumes of `blog`: 2 protected, 1 NOT protected"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "wordpress/mysql-pv-claim: snapshotMove, class `sandbox-snapclass` (default)\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("wordpress/uploads: NOT PROTECTED (default): not protected: its volume `"),
+        "{out}"
+    );
+    assert!(
+        out.contains("is not a CSI volume (storage class `nfs`)"),
+        "{out}"
+    );
+
+    // A rule sends it to fileSystem through the pod that mounts it.
+    let out = plan(
+        "  volumes:\n    rules:\n      - match: {storageClasses: ['nfs*']}\n        method: fileSystem\n",
+        true,
+    );
+    assert!(out.contains("volumes of `blog`: 3 protected\n"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "wordpress/uploads: fileSystem through pod `uploader` on node `{node}` (rule 1)\n"
+        )),
+        "{out}"
+    );
+
+    // JSON carries the decisions for the backup flow and other tools.
+    let (code, json, err) = run(
+        &[
+            "plan",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--offline",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let volumes = v["plan"]["policies"][0]["volumes"].as_array().unwrap();
+    let uploads = volumes.iter().find(|d| d["pvc"] == "uploads").unwrap();
+    assert_eq!(uploads["method"], "fileSystem");
+    assert_eq!(uploads["node"], node.as_str());
+    assert_eq!(uploads["decidedBy"]["type"], "Rule");
+    drop(sb);
+}

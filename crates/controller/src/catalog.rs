@@ -139,6 +139,7 @@ pub async fn observe(
         orphans: Vec::new(),
         unavailable: Vec::new(),
         running,
+        inventory: None,
     };
     // Restores into this cluster, and the other clusters they read from.
     let requests: Vec<&lifeboat_core::RestoreRequest> = set
@@ -240,6 +241,7 @@ async fn read_location(
         orphans: Vec::new(),
         unavailable: Vec::new(),
         running: Running::default(),
+        inventory: None,
     };
     let listed = repo
         .list_backups(cluster, None)

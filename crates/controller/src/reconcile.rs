@@ -317,11 +317,21 @@ impl Reconciler {
             ..self.settings.plan.clone()
         };
         let locations = Arc::new(Locations::open(&set, &self.secrets, &cluster).await);
-        let observation =
+        let mut observation =
             catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
         for (location, error) in &observation.observed.unavailable {
             errors.push(("catalog", format!("StorageLocation `{location}`: {error}")));
         }
+        // The claims, classes and pods volume planning looks at; without
+        // them the plan says "volumes: not evaluated".
+        let inventory = match lifeboat_kube::inventory::inventory(&self.client).await {
+            Ok(inventory) => Some(inventory),
+            Err(e) => {
+                errors.push(("volumes", e.to_string()));
+                None
+            }
+        };
+        observation.observed.inventory = inventory.clone();
         let planned = plan::plan(&set, &observation.observed, &cluster, now, &options);
         info!(actions = planned.actions.len(), "planned");
         if !execute {
@@ -350,7 +360,9 @@ impl Reconciler {
         let (mut after, mut after_plan) = if executed.is_empty() {
             (observation, planned.clone())
         } else {
-            let after = catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
+            let mut after =
+                catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
+            after.observed.inventory = inventory.clone();
             let after_plan = plan::plan(&set, &after.observed, &cluster, now, &options);
             (after, after_plan)
         };
@@ -369,6 +381,7 @@ impl Reconciler {
                 );
                 executed.extend(executor.execute(&set, &retention).await);
                 after = catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
+                after.observed.inventory = inventory.clone();
                 after_plan = plan::plan(&set, &after.observed, &cluster, now, &options);
             }
         }

@@ -87,11 +87,15 @@ codes! {
     DeniedNamespace = "LB111", "restore-into-denied-namespace", Error, "A restore writes into a namespace its target Cluster denies.";
     RestoreOverwritesSource = "LB112", "restore-overwrites-live-objects", Warning, "A restore into its own source cluster with `existingResources: update` and no namespace mapping overwrites live objects.";
     OverlappingPolicies = "LB113", "overlapping-policies", Info, "Two policies back up the same namespace on the same cluster to the same location.";
-    InvalidPattern = "LB114", "invalid-pattern", Error, "A namespace glob or label selector is malformed.";
+    InvalidPattern = "LB114", "invalid-pattern", Error, "A namespace or storage-class glob, or a label selector, is malformed.";
     SelectorMatchesNoCluster = "LB115", "selector-matches-no-cluster", Warning, "A BackupPolicy's `clusters.selector` matches no Cluster document.";
     RetentionOnlyMinKeep = "LB116", "retention-only-min-keep", Warning, "The retention rules keep nothing, so only the `minKeep` newest backups survive.";
+    VolumeDataWithoutRecipients = "LB117", "volume-data-without-recipients", Error, "A policy asks for `snapshotMove` or `fileSystem`, but its storage location has no encryption recipients, so it cannot hold volume data.";
     TrustedKeyWithoutSigningKey = "LB118", "trusted-key-without-signing-key", Error, "A key is trusted for a cluster whose Cluster document has no signing key, so its backups are unsigned and refused.";
     SigningKeyNotTrusted = "LB119", "signing-key-not-trusted", Warning, "A Cluster signs its backups but no key is trusted for it, so nobody checks the signatures.";
+    EmptyCapacityRange = "LB120", "empty-capacity-range", Error, "A volume rule's capacity range has a minimum above its maximum, so it matches no claim.";
+    VolumeTimeoutExceedsBackup = "LB121", "volume-timeout-exceeds-backup", Warning, "A volume step may take longer than the whole backup, so the backup times out first.";
+    ShadowedVolumeRule = "LB122", "shadowed-volume-rule", Warning, "A volume rule matches exactly what an earlier rule matches, so it never applies.";
 }
 
 impl fmt::Display for Code {

@@ -18,10 +18,13 @@ pub mod lint;
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod quantity;
 pub mod retention;
 pub mod schedule;
 pub mod schema;
+pub mod select;
 pub mod selector;
+pub mod volumes;
 pub mod yaml;
 
 pub use diagnostic::{Code, Diagnostic, Severity, Span};

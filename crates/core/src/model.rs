@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
+use crate::quantity::Quantity;
 use crate::selector::LabelSelector;
 
 /// The only API version this release reads and writes.
@@ -420,6 +421,12 @@ pub struct BackupPolicySpec {
     /// Stop taking new backups; retention still applies.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+    /// How the data of the selected PersistentVolumeClaims is protected.
+    /// Without it, each bound claim is protected by `snapshotMove` when its
+    /// CSI driver has a VolumeSnapshotClass and the location has encryption
+    /// recipients, and is otherwise reported unprotected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Volumes>,
 }
 
 /// The default time zone of a schedule.
@@ -585,6 +592,244 @@ impl Objectives {
     pub fn is_empty(&self) -> bool {
         self.rpo.is_none() && self.rto.is_none()
     }
+}
+
+// ---------------------------------------------------------------- volumes
+
+/// How a policy protects volume data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Volumes {
+    /// The method for claims no rule and no Velero pod annotation decides.
+    /// Without it: `snapshotMove` where the claim's CSI driver has a
+    /// VolumeSnapshotClass and the location has encryption recipients,
+    /// otherwise the claim is reported unprotected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<VolumeMethod>,
+    /// Rules tried in order; the first whose `match` fits a claim sets its
+    /// method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<VolumeRule>,
+    /// Also keep the CSI snapshots of the newest N backups in the cluster
+    /// (as VolumeSnapshotContents) for fast restores; pruned with the
+    /// backups. `snapshot` keeps them anyway.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep_local_snapshots: u32,
+    /// How long each step may take.
+    #[serde(default, skip_serializing_if = "VolumeTimeouts::is_default")]
+    pub timeouts: VolumeTimeouts,
+    /// How many movers run at once.
+    #[serde(default, skip_serializing_if = "VolumeConcurrency::is_default")]
+    pub concurrency: VolumeConcurrency,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How the data of a claim is protected.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum VolumeMethod {
+    /// A CSI snapshot whose data a mover pod copies into the location's
+    /// repository; the snapshot is deleted afterwards. Survives losing the
+    /// cluster. Needs a VolumeSnapshotClass and encryption recipients.
+    SnapshotMove,
+    /// A CSI snapshot kept in the storage system only: fast, same-cluster
+    /// restores, lost with the cluster or its storage.
+    Snapshot,
+    /// A mover pod on the node of a running pod that mounts the claim reads
+    /// the mounted files. For drivers without snapshots (NFS, local).
+    /// Needs encryption recipients.
+    FileSystem,
+    /// The claim's data is not backed up (its objects still are).
+    Skip,
+}
+
+impl VolumeMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeMethod::SnapshotMove => "snapshotMove",
+            VolumeMethod::Snapshot => "snapshot",
+            VolumeMethod::FileSystem => "fileSystem",
+            VolumeMethod::Skip => "skip",
+        }
+    }
+
+    /// Whether the data goes into the location's repository (so the
+    /// location needs encryption recipients).
+    pub fn writes_repository(self) -> bool {
+        matches!(self, VolumeMethod::SnapshotMove | VolumeMethod::FileSystem)
+    }
+}
+
+impl std::fmt::Display for VolumeMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rule of `volumes.rules`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeRule {
+    /// Which claims the rule is for; every condition given must hold.
+    #[serde(rename = "match")]
+    pub matches: VolumeMatch,
+    /// The method for those claims.
+    pub method: VolumeMethod,
+}
+
+/// The conditions of a volume rule. Each list matches when any of its
+/// entries does; at least one condition is required.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1))]
+pub struct VolumeMatch {
+    /// Storage class names or globs (`nfs-*`) of the claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_classes: Vec<StorageClassPattern>,
+    /// CSI driver names of the claim's volume (`hostpath.csi.k8s.io`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub csi_drivers: Vec<String>,
+    /// A label selector over the claim's labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+    /// The claim's capacity lies in this range (both ends included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityRange>,
+    /// The claim has at least one of these access modes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_modes: Vec<VolumeAccessMode>,
+}
+
+/// A storage class name or glob (`*`, `?`, `[a-z]`).
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(transparent)]
+pub struct StorageClassPattern(
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9.*?\[\]\-!]+$"))] pub String,
+);
+
+/// A capacity range; either end may be left open.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1))]
+pub struct CapacityRange {
+    /// The smallest capacity, a Kubernetes quantity such as `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Quantity>,
+    /// The largest capacity, a Kubernetes quantity such as `500Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Quantity>,
+}
+
+/// A PersistentVolumeClaim access mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum VolumeAccessMode {
+    ReadWriteOnce,
+    ReadOnlyMany,
+    ReadWriteMany,
+    ReadWriteOncePod,
+}
+
+impl VolumeAccessMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeAccessMode::ReadWriteOnce => "ReadWriteOnce",
+            VolumeAccessMode::ReadOnlyMany => "ReadOnlyMany",
+            VolumeAccessMode::ReadWriteMany => "ReadWriteMany",
+            VolumeAccessMode::ReadWriteOncePod => "ReadWriteOncePod",
+        }
+    }
+}
+
+/// Timeouts of volume work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeTimeouts {
+    /// How long a VolumeSnapshot may take to get its handle and become
+    /// ready to use.
+    #[serde(default = "default_snapshot_ready")]
+    pub snapshot_ready: Duration,
+    /// How long one mover may take to copy one volume.
+    #[serde(default = "default_move", rename = "move")]
+    pub move_data: Duration,
+    /// How long the whole backup, objects and every volume, may take; then
+    /// it fails and what it created is cleaned up.
+    #[serde(default = "default_backup_timeout")]
+    pub backup: Duration,
+}
+
+impl Default for VolumeTimeouts {
+    fn default() -> Self {
+        VolumeTimeouts {
+            snapshot_ready: default_snapshot_ready(),
+            move_data: default_move(),
+            backup: default_backup_timeout(),
+        }
+    }
+}
+
+impl VolumeTimeouts {
+    fn is_default(&self) -> bool {
+        self == &VolumeTimeouts::default()
+    }
+}
+
+/// The default `timeouts.snapshotReady`: 10 minutes, as Velero's
+/// `csiSnapshotTimeout`.
+pub fn default_snapshot_ready() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+
+/// The default `timeouts.move`: 4 hours, as Velero's item operation timeout.
+pub fn default_move() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+
+/// The default `timeouts.backup`: 12 hours (the incomplete-backup grace
+/// period, 24h, must stay longer).
+pub fn default_backup_timeout() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+
+/// How many movers run at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeConcurrency {
+    /// Movers of this policy's backups running on one node at once.
+    #[serde(default = "default_movers_per_node")]
+    #[schemars(range(min = 1))]
+    pub movers_per_node: u32,
+    /// Movers of one backup running at once, across all nodes. Without it,
+    /// only `moversPerNode` limits them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub movers_per_backup: Option<u32>,
+}
+
+impl Default for VolumeConcurrency {
+    fn default() -> Self {
+        VolumeConcurrency {
+            movers_per_node: default_movers_per_node(),
+            movers_per_backup: None,
+        }
+    }
+}
+
+impl VolumeConcurrency {
+    fn is_default(&self) -> bool {
+        self == &VolumeConcurrency::default()
+    }
+}
+
+/// The default `concurrency.moversPerNode`.
+pub fn default_movers_per_node() -> u32 {
+    1
 }
 
 // ---------------------------------------------------------------- RestoreRequest

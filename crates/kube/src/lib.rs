@@ -5,9 +5,11 @@
 //! backup:  discovery ─▶ list (paged, concurrent) ─▶ Selection ─▶ archive
 //! restore: verify ─▶ archive ─▶ Selection ─▶ transform ─▶ order into tiers ─▶ apply
 //!          (see `restore`)
+//! plan:    claims, volumes, classes, pods ─▶ core::volumes::Inventory (see `inventory`)
 //! ```
 
 pub mod backup;
+pub mod inventory;
 pub mod openshift;
 pub mod order;
 pub mod paths;

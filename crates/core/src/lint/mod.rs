@@ -20,7 +20,8 @@
 //!             ├─ restores::restore_overwrites_source LB112
 //!             ├─ overlap::overlapping_policies       LB113
 //!             ├─ patterns::invalid_patterns          LB114
-//!             └─ signing::signing_keys               LB118, LB119 ──▶ sort ──▶ Vec<Diagnostic>
+//!             ├─ signing::signing_keys               LB118, LB119
+//!             └─ volumes::volume_settings            LB117, LB120, LB121, LB122 ──▶ sort ──▶ Vec<Diagnostic>
 //! ```
 //!
 //! LB108 (inline credentials) is found while loading: a StorageLocation with
@@ -39,6 +40,7 @@ mod retention;
 mod schedules;
 mod secrets;
 mod signing;
+mod volumes;
 
 use globset::{GlobBuilder, GlobMatcher};
 use jiff::{SignedDuration, Timestamp};
@@ -69,6 +71,7 @@ pub const RULES: &[Rule] = &[
     overlap::overlapping_policies,
     patterns::invalid_patterns,
     signing::signing_keys,
+    volumes::volume_settings,
 ];
 
 /// Runs every rule over `set` and returns the findings in report order.
@@ -157,7 +160,7 @@ fn patterns_overlap(a: &str, b: &str) -> bool {
 }
 
 /// Whether any of `patterns` matches the plain namespace `name`.
-fn any_matches<'a>(patterns: impl IntoIterator<Item = &'a str>, name: &str) -> bool {
+pub(crate) fn any_matches<'a>(patterns: impl IntoIterator<Item = &'a str>, name: &str) -> bool {
     patterns
         .into_iter()
         .any(|p| p == name || (is_glob(p) && glob_matches(p, name)))
@@ -207,6 +210,18 @@ pub(crate) mod testing {
                 (d.code, span.line, span.column, d.message)
             })
             .collect()
+    }
+
+    /// Whether loading `docs` (with `API` expanded) reports a schema violation.
+    pub fn schema_violation(docs: &str) -> bool {
+        let text = docs.replace("API", API);
+        load([InputFile {
+            path: "p.yaml",
+            bytes: text.as_bytes(),
+        }])
+        .diagnostics
+        .iter()
+        .any(|d| d.code == Code::SchemaViolation)
     }
 
     /// A StorageLocation.

@@ -1,4 +1,4 @@
-//! Malformed namespace globs and label selectors (LB114).
+//! Malformed namespace and storage-class globs and label selectors (LB114).
 
 use super::{at_value, is_glob};
 use crate::diagnostic::{Code, Diagnostic};
@@ -12,11 +12,27 @@ fn check_globs(
     patterns: &[NamespacePattern],
     out: &mut Vec<Diagnostic>,
 ) {
-    for (i, p) in patterns.iter().enumerate() {
-        if !is_glob(&p.0) && !p.0.contains('!') {
+    check_glob_list(
+        source,
+        base,
+        "namespace",
+        patterns.iter().map(|p| p.0.as_str()),
+        out,
+    );
+}
+
+fn check_glob_list<'a>(
+    source: &Source,
+    base: &str,
+    what: &str,
+    patterns: impl IntoIterator<Item = &'a str>,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (i, p) in patterns.into_iter().enumerate() {
+        if !is_glob(p) && !p.contains('!') {
             continue;
         }
-        if let Err(e) = globset::GlobBuilder::new(&p.0)
+        if let Err(e) = globset::GlobBuilder::new(p)
             .literal_separator(false)
             .build()
         {
@@ -24,7 +40,7 @@ fn check_globs(
                 Code::InvalidPattern,
                 source,
                 &format!("{base}/{i}"),
-                format!("`{}` is not a valid namespace glob: {}", p.0, e.kind()),
+                format!("`{p}` is not a valid {what} glob: {}", e.kind()),
                 "use `*` (any run of characters), `?` (one character) and closed classes such as `[a-c]` or `[!x]`",
             ));
         }
@@ -74,7 +90,7 @@ fn check_filters(source: &Source, include: &Include, exclude: &Exclude, out: &mu
     }
 }
 
-/// LB114: namespace globs that do not compile (an unclosed `[`, a misplaced
+/// LB114: namespace and storage-class globs that do not compile (an unclosed `[`, a misplaced
 /// `**`), and label selector requirements with the wrong number of values
 /// (`In`/`NotIn` need values; `Exists`/`DoesNotExist` take none). The API
 /// server rejects such selectors, and a glob that does not compile matches
@@ -85,6 +101,19 @@ pub fn invalid_patterns(set: &PolicySet) -> Vec<Diagnostic> {
         check_filters(source, &doc.spec.include, &doc.spec.exclude, &mut out);
         if let Some(s) = &doc.spec.clusters.selector {
             check_selector(source, "/spec/clusters/selector", s, &mut out);
+        }
+        for (i, rule) in doc.spec.volumes.iter().flat_map(|v| &v.rules).enumerate() {
+            let base = format!("/spec/volumes/rules/{i}/match");
+            check_glob_list(
+                source,
+                &format!("{base}/storageClasses"),
+                "storage class",
+                rule.matches.storage_classes.iter().map(|p| p.0.as_str()),
+                &mut out,
+            );
+            if let Some(s) = &rule.matches.label_selector {
+                check_selector(source, &format!("{base}/labelSelector"), s, &mut out);
+            }
         }
     }
     for Loaded { doc, source } in &set.restores {
@@ -121,6 +150,7 @@ mod tests {
     #[case::in_without_values(policy("  include:\n    labelSelector:\n      matchExpressions:\n        - {key: tier, operator: In}\n"), &[(Code::InvalidPattern, 14, 33, "`In` on `tier` needs at least one value")])]
     #[case::exists_with_values(policy("  include:\n    labelSelector:\n      matchExpressions:\n        - {key: tier, operator: Exists, values: [a]}\n"), &[(Code::InvalidPattern, 14, 49, "`Exists` on `tier` takes no values")])]
     #[case::cluster_selector(policy("").replace("names: [c]", "selector:\n      matchExpressions:\n        - {key: env, operator: NotIn}"), &[(Code::InvalidPattern, 9, 32, "`NotIn` on `env` needs at least one value")])]
+    #[case::volume_rules(policy("  volumes:\n    rules:\n      - match: {storageClasses: [fast, 'nfs-[']}\n        method: fileSystem\n      - match: {labelSelector: {matchExpressions: [{key: a, operator: In}]}}\n        method: skip\n"), &[(Code::InvalidPattern, 13, 40, "`nfs-[` is not a valid storage class glob"), (Code::InvalidPattern, 15, 71, "`In` on `a` needs at least one value")])]
     #[case::denied(cluster("c", "").replace("role: primary", "role: standby\n  restore:\n    deniedNamespaces: ['kube-[']"), &[(Code::InvalidPattern, 9, 24, "`kube-[` is not a valid namespace glob")])]
     fn patterns(#[case] doc: String, #[case] expect: &[(Code, usize, usize, &str)]) {
         let found = run(invalid_patterns, &doc);

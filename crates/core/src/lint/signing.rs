@@ -140,17 +140,9 @@ mod tests {
 
     #[test]
     fn malformed_public_key_is_a_schema_error() {
-        let text = cluster("a", "  signing:\n    publicKey: RWnotakey\n").replace("API", API);
-        let out = crate::load::load([crate::load::InputFile {
-            path: "p.yaml",
-            bytes: text.as_bytes(),
-        }]);
-        assert!(
-            out.diagnostics
-                .iter()
-                .any(|d| d.code == Code::SchemaViolation),
-            "{:#?}",
-            out.diagnostics
-        );
+        assert!(schema_violation(&cluster(
+            "a",
+            "  signing:\n    publicKey: RWnotakey\n"
+        )));
     }
 }

@@ -40,6 +40,9 @@
 //!   running restore explains was interrupted and is marked failed, never
 //!   re-run. Otherwise its source backup is resolved (`latest`, with
 //!   `notAfter`, or by name) and restored, or the request waits.
+//! - **Volumes.** With a cluster inventory in [`Observed::inventory`], each
+//!   policy's facts say how each selected bound claim is protected, or why
+//!   it is not ([`crate::volumes::decide`]); without one, "not evaluated".
 //!
 //! Actions come out sorted: interrupted restores, restores, backups,
 //! orphan marks, prunes, then clean-ups, each by name. Every decision not to
@@ -61,6 +64,7 @@ use crate::load::PolicySet;
 use crate::model::{AccessMode, BackupPolicy, RestoreRequest, Retention, StorageLocation};
 use crate::retention::{self, Candidate, FAILED_HISTORY};
 use crate::schedule::{self, Schedule};
+use crate::volumes::{Inventory, VolumeDecision};
 
 pub use compare::{
     Change, ChangeType, DocumentChange, FieldChange, RpoChange, TrustChange, TrustChangeType,
@@ -94,6 +98,11 @@ pub struct Observed {
     pub unavailable: Vec<(String, String)>,
     /// Work in progress in this controller right now.
     pub running: Running,
+    /// The planning cluster's claims, storage and snapshot classes and
+    /// pods; `None` without a view of the cluster (volumes are then "not
+    /// evaluated").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Inventory>,
 }
 
 /// Work in progress in the controller.
@@ -500,6 +509,11 @@ pub struct PolicyFacts {
     pub running: bool,
     /// What stops the policy from working as written, in words.
     pub problems: Vec<String>,
+    /// How each selected bound claim's data is protected, or why it is not
+    /// ([`crate::volumes::decide`]); `None`: not evaluated (no view of the
+    /// cluster; absent from JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<VolumeDecision>>,
 }
 
 /// A backup, briefly.
@@ -922,6 +936,19 @@ impl<'a> Planner<'a> {
         }
 
         let last_success = backups.iter().rev().find(|b| b.phase.is_successful());
+        let volumes = self.observed.inventory.as_ref().and_then(|inventory| {
+            let recipients = self
+                .locations
+                .get(location)
+                .is_some_and(|l| l.spec.encryption.is_some());
+            match crate::volumes::decide(policy, recipients, inventory) {
+                Ok(decisions) => Some(decisions),
+                Err(e) => {
+                    problems.push(format!("volumes are not evaluated: {e}"));
+                    None
+                }
+            }
+        });
         let rpo = spec.objectives.rpo;
         let rpo_status = match (rpo, last_success) {
             (None, _) => RpoStatus::NotSet,
@@ -953,6 +980,7 @@ impl<'a> Planner<'a> {
             pruned,
             running,
             problems,
+            volumes,
         }
     }
 

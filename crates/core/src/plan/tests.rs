@@ -1044,6 +1044,7 @@ fn busy() -> (PolicySet, Observed) {
         ],
         unavailable: vec![],
         running: Running::default(),
+        inventory: None,
     };
     (set, obs)
 }
@@ -1564,4 +1565,50 @@ fn trust_changes_are_security_relevant() {
     // Retiring a key is its own kind of change.
     let retired = compare(&head, &head, &run(&head, &obs, now), &run(&head, &obs, now));
     assert!(retired.trust_changes.is_empty());
+}
+
+#[test]
+fn volumes_are_evaluated_only_with_a_cluster_inventory() {
+    use crate::volumes::{ClaimInfo, Inventory};
+    let mut nfs = policy("files");
+    nfs.extra =
+        "  volumes:\n    rules:\n      - match: {storageClasses: [nfs]}\n        method: skip\n";
+    let set = world(&[policy("web"), nfs], &[]);
+    let plan = run(&set, &observed(vec![]), "2026-01-10T12:00:00Z");
+    assert_eq!(facts(&plan, "web").volumes, None);
+
+    let claim = ClaimInfo {
+        namespace: "shop".into(),
+        name: "files".into(),
+        uid: "u1".into(),
+        storage_class: Some("nfs".into()),
+        phase: "Bound".into(),
+        volume_name: Some("pv-1".into()),
+        ..Default::default()
+    };
+    let obs = Observed {
+        inventory: Some(Inventory {
+            claims: vec![claim],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let plan = run(&set, &obs, "2026-01-10T12:00:00Z");
+    let web = facts(&plan, "web").volumes.as_ref().unwrap();
+    assert_eq!(web.len(), 1);
+    assert_eq!(web[0].method, None);
+    assert!(
+        web[0]
+            .warning
+            .as_deref()
+            .unwrap()
+            .starts_with("not protected")
+    );
+    let files = facts(&plan, "files").volumes.as_ref().unwrap();
+    assert_eq!(files[0].method, Some(crate::model::VolumeMethod::Skip));
+    // Volume facts never add actions.
+    assert_eq!(
+        plan.actions,
+        run(&set, &observed(vec![]), "2026-01-10T12:00:00Z").actions
+    );
 }

@@ -1,3 +1,4 @@
 mod backup;
+mod inventory;
 mod openshift;
 mod restore;

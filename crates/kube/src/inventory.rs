@@ -1,0 +1,203 @@
+//! The cluster inventory volume planning needs: claims with their bound
+//! volumes, storage classes, VolumeSnapshotClasses and the pods that mount
+//! claims, listed through the API server and turned into
+//! [`lifeboat_core::volumes::Inventory`] (observed state; the planner stays
+//! pure).
+//!
+//! ```text
+//! PVCs, PVs, StorageClasses, VolumeSnapshotClasses (optional), Pods ─▶ Inventory
+//! ```
+//!
+//! A cluster without the CSI snapshot CRDs (the VolumeSnapshotClass API
+//! answers 404) gives `snapshot_classes: None`; every other failure is an
+//! error, so a plan never reports claims as unprotected because a list
+//! failed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::core::GroupVersionKind;
+use lifeboat_core::quantity;
+use lifeboat_core::volumes::{
+    ClaimInfo, Inventory, PodClaimVolume, PodInfo, SnapshotClassInfo, StorageClassInfo, VolumeMode,
+};
+use serde::de::DeserializeOwned;
+
+/// Why the inventory could not be collected.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error(
+        "could not list {what}: {source}; check that the API server is reachable and that the \
+         credentials may list {what} in every namespace"
+    )]
+    List {
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Objects listed per request.
+const PAGE: u32 = 500;
+
+async fn list_all<K>(api: Api<K>, what: &'static str) -> Result<Vec<K>, InventoryError>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(PAGE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api
+            .list(&lp)
+            .await
+            .map_err(|source| InventoryError::List { what, source })?;
+        out.extend(page.items);
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+fn map(m: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    m.unwrap_or_default()
+}
+
+/// Lists what volume planning needs from the cluster behind `client`.
+pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryError> {
+    let (claims, volumes, classes, pods, snapshot_classes) = tokio::try_join!(
+        list_all(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            "persistentvolumeclaims"
+        ),
+        list_all(
+            Api::<PersistentVolume>::all(client.clone()),
+            "persistentvolumes"
+        ),
+        list_all(
+            Api::<StorageClass>::all(client.clone()),
+            "storageclasses.storage.k8s.io"
+        ),
+        list_all(Api::<Pod>::all(client.clone()), "pods"),
+        snapshot_classes(client),
+    )?;
+    let drivers: HashMap<String, Option<String>> = volumes
+        .into_iter()
+        .filter_map(|pv| {
+            let name = pv.metadata.name?;
+            let driver = pv.spec.and_then(|s| s.csi).map(|c| c.driver);
+            Some((name, driver))
+        })
+        .collect();
+    Ok(Inventory {
+        claims: claims.into_iter().map(|c| claim(c, &drivers)).collect(),
+        storage_classes: classes
+            .into_iter()
+            .filter_map(|c| {
+                Some(StorageClassInfo {
+                    name: c.metadata.name?,
+                    provisioner: c.provisioner,
+                })
+            })
+            .collect(),
+        snapshot_classes,
+        pods: pods.into_iter().filter_map(pod).collect(),
+    })
+}
+
+fn claim(c: PersistentVolumeClaim, drivers: &HashMap<String, Option<String>>) -> ClaimInfo {
+    let spec = c.spec.unwrap_or_default();
+    let status = c.status.unwrap_or_default();
+    let storage =
+        |m: Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+            m.and_then(|m| m.get("storage").and_then(|q| quantity::parse_bytes(&q.0)))
+                .and_then(|b| u64::try_from(b).ok())
+        };
+    let capacity =
+        storage(status.capacity).or_else(|| storage(spec.resources.and_then(|r| r.requests)));
+    let volume_name = spec.volume_name.filter(|v| !v.is_empty());
+    ClaimInfo {
+        namespace: c.metadata.namespace.unwrap_or_default(),
+        name: c.metadata.name.unwrap_or_default(),
+        uid: c.metadata.uid.unwrap_or_default(),
+        labels: map(c.metadata.labels),
+        annotations: map(c.metadata.annotations),
+        storage_class: spec.storage_class_name.filter(|s| !s.is_empty()),
+        capacity,
+        access_modes: spec.access_modes.unwrap_or_default(),
+        volume_mode: match spec.volume_mode.as_deref() {
+            Some("Block") => VolumeMode::Block,
+            _ => VolumeMode::Filesystem,
+        },
+        phase: status.phase.unwrap_or_else(|| "Pending".into()),
+        csi_driver: volume_name
+            .as_ref()
+            .and_then(|v| drivers.get(v).cloned().flatten()),
+        volume_name,
+    }
+}
+
+/// A pod that mounts claims, else `None`.
+fn pod(p: Pod) -> Option<PodInfo> {
+    let spec = p.spec?;
+    let volumes: Vec<PodClaimVolume> = spec
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| {
+            Some(PodClaimVolume {
+                claim: v.persistent_volume_claim?.claim_name,
+                name: v.name,
+            })
+        })
+        .collect();
+    if volumes.is_empty() {
+        return None;
+    }
+    Some(PodInfo {
+        namespace: p.metadata.namespace.unwrap_or_default(),
+        name: p.metadata.name.unwrap_or_default(),
+        uid: p.metadata.uid.unwrap_or_default(),
+        node: spec.node_name.filter(|n| !n.is_empty()),
+        phase: p
+            .status
+            .and_then(|s| s.phase)
+            .unwrap_or_else(|| "Pending".into()),
+        annotations: map(p.metadata.annotations),
+        volumes,
+    })
+}
+
+/// The VolumeSnapshotClasses, or `None` when the API is not served.
+async fn snapshot_classes(
+    client: &kube::Client,
+) -> Result<Option<Vec<SnapshotClassInfo>>, InventoryError> {
+    let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "volumesnapshotclasses");
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+    match list_all(api, "volumesnapshotclasses.snapshot.storage.k8s.io").await {
+        Ok(list) => Ok(Some(
+            list.into_iter()
+                .filter_map(|o| {
+                    Some(SnapshotClassInfo {
+                        driver: o.data.get("driver")?.as_str()?.to_string(),
+                        name: o.metadata.name?,
+                        labels: map(o.metadata.labels),
+                        annotations: map(o.metadata.annotations),
+                    })
+                })
+                .collect(),
+        )),
+        Err(InventoryError::List {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
