@@ -251,9 +251,12 @@ impl ReadBackend for ObjectBackend {
                     p
                 }
             };
-            (range.end <= pack.len())
-                .then(|| pack.slice(range))
-                .unwrap_or_default()
+            // A range past the pack's end is a short read (checked below).
+            if range.end <= pack.len() {
+                pack.slice(range)
+            } else {
+                Bytes::new()
+            }
         } else {
             let range = range.start as u64..range.end as u64;
             self.handle
