@@ -669,26 +669,37 @@ pub async fn back_up_claim(
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
     let started = Instant::now();
-    let mut created = Created::new(client, &opts.namespace);
-    let result = back_up_steps(
+    let (result, problems) = with_cleanup(
         client,
-        volume,
-        backup,
-        access,
-        key,
         opts,
         progress,
-        &mut created,
+        |ok| ok && opts.keep_snapshot,
+        async |created: &mut Created<'_>| {
+            back_up_steps(client, volume, backup, access, key, opts, progress, created).await
+        },
     )
     .await;
-    progress(VolumeProgress::Step { step: "cleanup" });
-    let problems = created.clean_up(result.is_ok() && opts.keep_snapshot).await;
     let mut result = result?;
     result.duration_seconds = started.elapsed().as_secs_f64();
-    if !problems.is_empty() {
-        result.warnings.extend(problems);
-    }
+    result.warnings.extend(problems);
     Ok(result)
+}
+
+/// Runs `steps` with a record of what they create, then removes it all
+/// (keeping the snapshot when `keep(succeeded)` says so). Returns the steps'
+/// result and the problems the cleanup met.
+async fn with_cleanup<T>(
+    client: &kube::Client,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+    keep: impl FnOnce(bool) -> bool,
+    steps: impl AsyncFnOnce(&mut Created<'_>) -> Result<T, VolumeError>,
+) -> (Result<T, VolumeError>, Vec<String>) {
+    let mut created = Created::new(client, &opts.namespace);
+    let result = steps(&mut created).await;
+    progress(VolumeProgress::Step { step: "cleanup" });
+    let problems = created.clean_up(keep(result.is_ok())).await;
+    (result, problems)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1184,20 +1195,16 @@ pub async fn restore_claim(
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeRestoreResult, VolumeError> {
     let started = Instant::now();
-    let mut created = Created::new(client, &opts.namespace);
-    let result = restore_steps(
+    let (result, problems) = with_cleanup(
         client,
-        claim,
-        restore,
-        access,
-        key,
         opts,
         progress,
-        &mut created,
+        |_| false,
+        async |created: &mut Created<'_>| {
+            restore_steps(client, claim, restore, access, key, opts, progress, created).await
+        },
     )
     .await;
-    progress(VolumeProgress::Step { step: "cleanup" });
-    let problems = created.clean_up(false).await;
     for p in problems {
         tracing::warn!("{p}");
     }
