@@ -121,7 +121,22 @@ impl Repository {
                 marker_written: OnceCell::new(),
             }),
         };
-        if let Some(marker) = repo.read_marker().await? {
+        let mut marker = repo.read_marker().await?;
+        if marker.is_none() {
+            match repo.first_object().await? {
+                // Another writer created the marker between the read and
+                // the list (two clusters starting on one empty location).
+                Some(example) if example == MARKER => marker = repo.read_marker().await?,
+                Some(example) => {
+                    return Err(StoreError::ForeignData {
+                        url: repo.inner.url.clone(),
+                        example,
+                    });
+                }
+                None => {}
+            }
+        }
+        if let Some(marker) = marker {
             if marker.format > FORMAT_VERSION {
                 return Err(StoreError::NewerFormat {
                     url: repo.inner.url.clone(),
@@ -131,11 +146,6 @@ impl Repository {
             }
             // Already there; never rewrite it.
             let _ = repo.inner.marker_written.set(());
-        } else if let Some(example) = repo.first_object().await? {
-            return Err(StoreError::ForeignData {
-                url: repo.inner.url.clone(),
-                example,
-            });
         }
         Ok(repo)
     }
