@@ -300,6 +300,7 @@ async fn verify(
         }
     };
     let has_identity = !store.identities.is_empty();
+    let snapshots = lifeboat_volume::verify::SnapshotsCheck::new(repo.clone());
     for name in names {
         let reader = match repo.open_backup(&target.cluster, &name).await {
             Ok(reader) => reader,
@@ -312,7 +313,7 @@ async fn verify(
             Err(e) => return Err(e.into()),
         };
         let report = reader
-            .verify_all(&[])
+            .verify_all(&[&snapshots])
             .await
             .with_context(|| format!("cannot verify {name}"))?;
         reports.push(report);
@@ -353,13 +354,23 @@ fn verify_text(reports: &[Verification], cluster: &str, location: &str, identity
                 .objects
                 .map(|n| format!(", {n} objects"))
                 .unwrap_or_default();
+            let volumes = r
+                .findings
+                .iter()
+                .filter(|f| f.check == lifeboat_volume::verify::CHECK)
+                .count();
+            let volumes = match volumes {
+                0 => String::new(),
+                1 => ", 1 volume snapshot".to_string(),
+                n => format!(", {n} volume snapshots"),
+            };
             let partial = if r.not_checked().next().is_some() {
                 " (not decrypted)"
             } else {
                 ""
             };
             out.push_str(&format!(
-                "{}: intact{partial}: {} read{objects}\n",
+                "{}: intact{partial}: {} read{objects}{volumes}\n",
                 r.backup,
                 size(r.stored_bytes)
             ));

@@ -282,11 +282,13 @@ pub async fn for_restore(
         // The restore itself reports why the backup cannot be opened.
         return Ok(None);
     };
-    let namespaces: std::collections::BTreeSet<String> = reader
+    // One snapshot per namespace finds the repository generation the
+    // backup wrote to (all its volumes of a namespace are in one).
+    let namespaces: BTreeMap<String, String> = reader
         .volumes()
         .iter()
-        .filter(|v| v.phase == VolumePhase::Completed && v.snapshot.is_some())
-        .map(|v| v.namespace.clone())
+        .filter(|v| v.phase == VolumePhase::Completed)
+        .filter_map(|v| Some((v.namespace.clone(), v.snapshot.clone()?)))
         .collect();
     if namespaces.is_empty() {
         return Ok(None);
@@ -300,13 +302,13 @@ pub async fn for_restore(
     // Without identities the encrypted archive cannot be read either: the
     // restore fails (and is recorded) before any claim would be filled.
     if !dry_run && !identities.is_empty() {
-        for ns in &namespaces {
-            let repo = VolumeRepo::open_existing(
+        for (ns, snapshot) in &namespaces {
+            let repo = VolumeRepo::open_holding(
                 repository,
                 location_name,
                 source_cluster,
                 ns,
-                None,
+                snapshot,
                 None,
             )
             .await

@@ -351,6 +351,17 @@ fn snapshot_move_round_trip_restores_every_file_byte_for_byte() {
         Err(e) => eprintln!("SKIPPED the restic part: {e}"),
     }
 
+    // `backups verify` finds the snapshot in its repository, without a key.
+    let verify = |w: &World| {
+        run(
+            &["backups", "verify", &backup, "--repo", &w.path("repo")],
+            None,
+        )
+    };
+    let (code, out, err) = verify(&w);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(", 1 volume snapshot"), "{out}");
+
     w.delete_namespace();
     let (code, out, err) = w.lifeboat(&[
         "restore",
@@ -377,6 +388,29 @@ fn snapshot_move_round_trip_restores_every_file_byte_for_byte() {
             .is_some()
     );
     w.nothing_left_behind();
+
+    // A snapshot file replaced by another is damage, and so is a missing one.
+    let file = w
+        .dir
+        .path()
+        .join("storage/volumes/prod")
+        .join(NS)
+        .join("snapshots")
+        .join(&snapshot);
+    let genuine = std::fs::read(&file).unwrap();
+    let mut swapped = genuine.clone();
+    swapped[0] ^= 1;
+    std::fs::write(&file, &swapped).unwrap();
+    let (code, out, err) = verify(&w);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("DAMAGED: volumes/mysql-persistent/mysql") && out.contains("not to its name"),
+        "{out}"
+    );
+    std::fs::remove_file(&file).unwrap();
+    let (code, out, err) = verify(&w);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("forgotten or deleted"), "{out}");
 }
 
 #[test]

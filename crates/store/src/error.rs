@@ -119,7 +119,7 @@ pub enum StoreError {
     /// The backup does not exist (no manifest).
     #[error(
         "backup {backup:?} of cluster {cluster:?} not found in {url}; list backups with \
-         `lifeboat backup list`"
+         `lifeboat backups list`"
     )]
     BackupNotFound {
         url: String,
@@ -247,17 +247,19 @@ pub enum StoreError {
         source: io::Error,
     },
 
+    /// A check of `lifeboat backups verify` beyond the backup's files could
+    /// not run.
+    #[error("the {check} check could not run: {detail}")]
+    Check { check: String, detail: String },
+
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}; this is a lifeboat bug, please report it")]
     Task(String),
 }
 
 impl StoreError {
-    pub(crate) fn storage(
-        op: &'static str,
-        path: impl ToString,
-        source: object_store::Error,
-    ) -> Self {
+    /// A failed storage request, its cause put in words.
+    pub fn storage(op: &'static str, path: impl ToString, source: object_store::Error) -> Self {
         StoreError::Storage {
             op,
             path: path.to_string(),

@@ -223,9 +223,12 @@ impl ReadBackend for ObjectBackend {
 
     fn read_full(&self, tpe: FileType, id: &Id) -> RusticResult<Bytes> {
         let path = self.path(tpe, id);
-        self.handle
+        let bytes = self
+            .handle
             .block_on(async { self.store.get(&path).await?.bytes().await })
-            .map_err(|e| self.storage_error("read", &path, e))
+            .map_err(|e| self.storage_error("read", &path, e))?;
+        check_content(tpe, id, &bytes, &path)?;
+        Ok(bytes)
     }
 
     fn read_partial(
@@ -347,6 +350,32 @@ fn size_u32(size: u64) -> RusticResult<u32> {
     })
 }
 
+/// Checks that a file read whole hashes to its name.
+///
+/// Every restic file but `config` is named by the SHA-256 of its stored
+/// bytes. rustic does not check this on read; lifeboat does, because a
+/// backup's signed manifest names its snapshots by id: a snapshot file
+/// swapped for another (genuine, encrypted with the same key) under the
+/// same name would otherwise restore other data than the signature covers.
+fn check_content(tpe: FileType, id: &Id, bytes: &[u8], path: &Path) -> RusticResult<()> {
+    use sha2::Digest;
+    if tpe == FileType::Config {
+        return Ok(());
+    }
+    let digest = hex::encode(sha2::Sha256::digest(bytes));
+    if digest.parse::<Id>().ok().as_ref() == Some(id) {
+        return Ok(());
+    }
+    Err(RusticError::new(
+        ErrorKind::Backend,
+        "The repository file `{path}` does not hash to its name (its bytes hash to `{digest}`): \
+         it was modified or replaced after it was written. Run `lifeboat volumes check` on this \
+         repository and restore from another backup.",
+    )
+    .attach_context("path", path.to_string())
+    .attach_context("digest", digest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +401,22 @@ mod tests {
         let before = c.bytes;
         c.insert(id(4), Bytes::from(vec![4; quarter]));
         assert_eq!(c.bytes, before);
+    }
+
+    #[test]
+    fn files_read_whole_must_hash_to_their_name() {
+        use sha2::Digest;
+        let data = b"a snapshot file";
+        let named: Id = hex::encode(sha2::Sha256::digest(data)).parse().expect("id");
+        let path = Path::from("snapshots/x");
+        assert!(check_content(FileType::Snapshot, &named, data, &path).is_ok());
+        let err = check_content(FileType::Snapshot, &named, b"another file", &path)
+            .expect_err("a swapped file is refused");
+        assert!(
+            err.to_string().contains("does not hash to its name"),
+            "{err}"
+        );
+        // `config` is not content-addressed.
+        assert!(check_content(FileType::Config, &Id::default(), data, &path).is_ok());
     }
 }

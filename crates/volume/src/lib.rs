@@ -25,6 +25,7 @@ mod repo;
 pub mod restore;
 pub mod secret_cache;
 pub mod source;
+pub mod verify;
 
 pub use backend::Control;
 pub use error::{Result, VolumeError};
@@ -34,5 +35,6 @@ pub use ops::{
     SnapshotInfo, VolumeKind, VolumeNote,
 };
 pub use repo::{
-    KEY_FILE, KEY_INFO_FILE, KeyInfo, RepoRef, VolumeRepo, current_generation, validate,
+    KEY_FILE, KEY_INFO_FILE, KeyInfo, RepoRef, VolumeRepo, current_generation, generation_holding,
+    generations, snapshot_path, validate,
 };

@@ -168,7 +168,7 @@ impl SnapshotInfo {
             .as_deref()
             .and_then(|d| serde_json::from_str(d).ok())
             .unwrap_or_default();
-        let id = s.id.to_string();
+        let id = full_id(&s.id);
         SnapshotInfo {
             short_id: id.chars().take(8).collect(),
             id,
@@ -176,7 +176,7 @@ impl SnapshotInfo {
             host: s.hostname.clone(),
             paths: s.paths.iter().cloned().collect(),
             tags: s.tags.iter().cloned().collect(),
-            parent: s.parent.map(|p| p.to_string()),
+            parent: s.parent.as_ref().map(full_id),
             kind: note.kind,
             files: s.summary.as_ref().map(|x| x.total_files_processed),
             bytes: s.summary.as_ref().map(|x| x.total_bytes_processed),
@@ -435,8 +435,8 @@ impl VolumeRepo {
             )));
         }
         Ok(BackupResult {
-            snapshot: snap.id.to_string(),
-            parent: snap.parent.map(|p| p.to_string()),
+            snapshot: full_id(&snap.id),
+            parent: snap.parent.as_ref().map(full_id),
             repository: self.url(),
             path,
             files: summary.total_files_processed,
@@ -520,11 +520,19 @@ impl VolumeRepo {
             } else {
                 format!("{root}/{sub}")
             };
+            // The snapshot's root always exists: failing to find it is a
+            // damaged tree (or storage), not a wrong path.
             let node = rustic
                 .node_from_snapshot_and_path(snap, &path)
-                .map_err(|_| VolumeError::NoSnapshot {
-                    wanted: format!("{}:{path}", snap.id),
-                    repo: repo.url(),
+                .map_err(|e| {
+                    if sub.is_empty() {
+                        crate::restore::unreadable("cannot read the snapshot's tree".into(), &e)
+                    } else {
+                        VolumeError::NoSnapshot {
+                            wanted: format!("{}:{path}", full_id(&snap.id)),
+                            repo: repo.url(),
+                        }
+                    }
                 })?;
             let progress = RestoreProgress::default();
             let (target, dest) = if node.node_type == NodeType::File {
@@ -555,7 +563,7 @@ impl VolumeRepo {
                 apply_root_note(&dest, &note, &progress);
             }
             Ok(RestoreResult {
-                snapshot: snap.id.to_string(),
+                snapshot: full_id(&snap.id),
                 path,
                 destination: dest.display().to_string(),
                 files: progress.files_done.load(Ordering::Relaxed),
@@ -700,6 +708,13 @@ pub struct RestoreResult {
     pub warnings: Vec<String>,
 }
 
+/// A snapshot id as restic names its file: all 64 hex digits. (rustic's
+/// `Display` of an id shows only the first 8, which is ambiguous and is
+/// not what a signed manifest may name.)
+fn full_id(id: &impl std::ops::Deref<Target = rustic_core::Id>) -> String {
+    id.to_hex().as_str().to_string()
+}
+
 fn spec_display(id: &str, path: Option<&str>) -> String {
     match path {
         Some(p) => format!("{id} of {p}"),
@@ -722,7 +737,7 @@ fn pick_snapshot<'a>(
     let mut found = snaps
         .iter()
         .filter(of_path)
-        .filter(|s| !id.is_empty() && s.id.to_string().starts_with(id));
+        .filter(|s| !id.is_empty() && full_id(&s.id).starts_with(id));
     let first = found.next()?;
     // An ambiguous prefix matches nothing rather than a guess.
     if found.next().is_some() {

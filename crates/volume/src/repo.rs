@@ -129,19 +129,20 @@ pub fn validate(what: &str, name: &str) -> Result<()> {
     }
 }
 
-/// The newest generation of a namespace's repository (1 when none exists).
-pub async fn current_generation(
+/// The generations of a namespace's repository that have a directory,
+/// newest first (`[1]` when none exists yet).
+pub async fn generations(
     location: &lifeboat_store::Repository,
     cluster: &str,
     namespace: &str,
-) -> Result<u32> {
+) -> Result<Vec<u32>> {
     let store = location.object_store();
     let dir = Path::from("volumes").join(cluster);
     let listing = store
         .list_with_delimiter(Some(&dir))
         .await
         .map_err(|e| VolumeError::Storage(format!("list {}/{dir}: {e}", location.url())))?;
-    let mut newest = 1;
+    let mut found = vec![1];
     for p in listing.common_prefixes {
         let Some(name) = p.filename() else { continue };
         if let Some(g) = name
@@ -149,10 +150,64 @@ pub async fn current_generation(
             .and_then(|rest| rest.strip_prefix(".g"))
             .and_then(|g| g.parse::<u32>().ok())
         {
-            newest = newest.max(g);
+            found.push(g);
         }
     }
-    Ok(newest)
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found.dedup();
+    Ok(found)
+}
+
+/// The newest generation of a namespace's repository (1 when none exists).
+pub async fn current_generation(
+    location: &lifeboat_store::Repository,
+    cluster: &str,
+    namespace: &str,
+) -> Result<u32> {
+    Ok(generations(location, cluster, namespace).await?[0])
+}
+
+/// The generation whose repository holds snapshot `id`, newest first;
+/// `None` when no generation has it (forgotten, or never written).
+///
+/// A backup's volumes are in the generation that was newest when it was
+/// written: after a key compromise starts a new one, older backups'
+/// snapshots stay in theirs.
+pub async fn generation_holding(
+    location: &lifeboat_store::Repository,
+    cluster: &str,
+    namespace: &str,
+    id: &str,
+) -> Result<Option<u32>> {
+    let store = location.object_store();
+    for g in generations(location, cluster, namespace).await? {
+        let path = snapshot_path(cluster, namespace, g, id);
+        match store.head(&path).await {
+            Ok(_) => return Ok(Some(g)),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(VolumeError::Storage(format!(
+                    "head {}/{path}: {e}",
+                    location.url()
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Where snapshot `id` of a generation is stored below the location.
+pub fn snapshot_path(cluster: &str, namespace: &str, generation: u32, id: &str) -> Path {
+    RepoRef {
+        location: String::new(),
+        cluster: cluster.into(),
+        namespace: namespace.into(),
+        generation,
+    }
+    .base()
+    .clone()
+    .join("snapshots")
+    .join(id)
 }
 
 impl VolumeRepo {
@@ -258,6 +313,37 @@ impl VolumeRepo {
             Err(e) => return Err(VolumeError::Storage(format!("head {config}: {e}"))),
         }
         VolumeRepo::with_key(location, reference, cache, false).await
+    }
+
+    /// Opens, for reading, the generation of a namespace's repository that
+    /// holds snapshot `id` (a backup's volumes stay in the generation that
+    /// was newest when it ran, also after a compromise started a new one).
+    pub async fn open_holding(
+        location: &lifeboat_store::Repository,
+        location_name: &str,
+        cluster: &str,
+        namespace: &str,
+        id: &str,
+        cache: Option<&dyn KeyCache>,
+    ) -> Result<VolumeRepo> {
+        validate("cluster", cluster)?;
+        validate("namespace", namespace)?;
+        let Some(generation) = generation_holding(location, cluster, namespace, id).await? else {
+            return Err(VolumeError::Invalid(format!(
+                "snapshot {id} is in no volume repository of namespace {namespace} under {}/volumes/{cluster}/: \
+                 it was forgotten or deleted; restore this claim from another backup",
+                location.url()
+            )));
+        };
+        VolumeRepo::open_existing(
+            location,
+            location_name,
+            cluster,
+            namespace,
+            Some(generation),
+            cache,
+        )
+        .await
     }
 
     /// Starts a new generation after a compromise: a new repository with a

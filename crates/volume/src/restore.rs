@@ -326,7 +326,7 @@ fn read_blob<S: IndexedFull>(
 
 /// A read from the repository failed: a damaged or missing pack, or the
 /// storage. Says how to find out which.
-fn unreadable(what: String, e: &rustic_core::RusticError) -> VolumeError {
+pub(crate) fn unreadable(what: String, e: &rustic_core::RusticError) -> VolumeError {
     VolumeError::rustic(
         format!(
             "{what} (if the storage is reachable, the repository is damaged: \

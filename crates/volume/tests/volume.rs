@@ -493,6 +493,21 @@ async fn key_cache_identities_reseal_and_generations() -> TestResult {
     let old = VolumeRepo::open_existing(&rotated, "local", "prod", "shop", Some(1), None).await?;
     let snaps = old.snapshots(None).await?;
     assert_eq!(snaps[0].id, first.snapshot, "old snapshots stay readable");
+    assert_eq!(
+        first.snapshot.len(),
+        64,
+        "ids are whole: {}",
+        first.snapshot
+    );
+    // A restore of an old backup finds the generation holding its snapshot.
+    let holding =
+        VolumeRepo::open_holding(&rotated, "local", "prod", "shop", &first.snapshot, None).await?;
+    assert_eq!(holding.reference().generation, 1);
+    let gone = "0".repeat(64);
+    let err = VolumeRepo::open_holding(&rotated, "local", "prod", "shop", &gone, None)
+        .await
+        .expect_err("no generation holds it");
+    assert!(err.to_string().contains("forgotten or deleted"), "{err}");
     Ok(())
 }
 
