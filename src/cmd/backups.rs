@@ -58,8 +58,9 @@ pub enum Action {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Delete one backup (its manifest first, so a half-deleted backup is
-    /// never listed as complete).
+    /// Delete one backup and forget its volume snapshots (the snapshots
+    /// first, then the manifest, so a half-deleted backup is never listed
+    /// as complete and no snapshot is left unlisted).
     Delete {
         backup: String,
         #[command(flatten)]
@@ -264,11 +265,23 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 bail!("deleting `{backup}` cannot be undone: pass --yes to confirm");
             }
             let target = context::open(&store).await?;
-            let files = target
-                .repository
-                .delete_backup(&target.cluster, &backup)
-                .await?;
-            crate::output::print(&format!("deleted {backup} ({files} files)\n"))?;
+            let deleted = lifeboat_volume::forget::delete_backup(
+                &target.repository,
+                &target.cluster,
+                &backup,
+            )
+            .await?;
+            let mut text = format!("deleted {backup} ({} files", deleted.files);
+            match deleted.snapshots.len() {
+                0 => {}
+                1 => text.push_str(", 1 volume snapshot forgotten"),
+                n => text.push_str(&format!(", {n} volume snapshots forgotten")),
+            }
+            text.push_str(")\n");
+            for kept in &deleted.kept {
+                text.push_str(&format!("  kept {kept}\n"));
+            }
+            crate::output::print(&text)?;
             Ok(ExitCode::SUCCESS)
         }
     }

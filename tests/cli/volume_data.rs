@@ -411,6 +411,31 @@ fn snapshot_move_round_trip_restores_every_file_byte_for_byte() {
     let (code, out, err) = verify(&w);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("forgotten or deleted"), "{out}");
+
+    // Deleting the backup forgets its snapshot too.
+    std::fs::write(&file, &genuine).unwrap();
+    let (code, out, err) = run(
+        &[
+            "backups",
+            "delete",
+            &backup,
+            "--yes",
+            "--repo",
+            &w.path("repo"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 volume snapshot forgotten"), "{out}");
+    assert!(!file.exists(), "the snapshot file is gone");
+    assert!(
+        !w.dir
+            .path()
+            .join("storage/clusters/prod/backups")
+            .join(&backup)
+            .exists(),
+        "the backup is gone"
+    );
 }
 
 #[test]

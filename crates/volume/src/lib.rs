@@ -18,6 +18,7 @@
 
 pub mod backend;
 mod error;
+pub mod forget;
 pub mod keys;
 pub mod lock;
 mod ops;
