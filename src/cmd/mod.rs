@@ -9,6 +9,7 @@ pub mod backup;
 pub mod backups;
 pub mod controller;
 pub mod demo;
+pub mod import;
 pub mod keys;
 pub mod lint;
 pub mod mover;
@@ -43,6 +44,7 @@ pub enum Command {
     Demo(demo::Args),
     Restore(restore::Args),
     Keys(keys::Args),
+    Import(import::Args),
     Schema(schema::Args),
     Volumes(volumes::Args),
     Mover(mover::Args),
@@ -61,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Import(args) => import::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Volumes(args) => volumes::run(args),
         Command::Mover(args) => mover::run(args),

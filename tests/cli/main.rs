@@ -3,6 +3,7 @@
 
 mod backup_restore;
 mod backups;
+mod import;
 mod lint;
 mod plan;
 mod sandbox;
