@@ -208,3 +208,87 @@ fn bad_input_is_a_clear_error() {
     assert!(err.contains("ignored 1 Cluster"), "{err}");
     assert!(!out.exists());
 }
+
+/// The same import, read from a cluster that runs Velero (its CRDs and
+/// objects in the simulated cluster).
+#[test]
+fn import_reads_velero_resources_from_a_cluster() {
+    const VELERO: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: schedules.velero.io}
+spec:
+  group: velero.io
+  scope: Namespaced
+  names: {plural: schedules, singular: schedule, kind: Schedule}
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: backupstoragelocations.velero.io}
+spec:
+  group: velero.io
+  scope: Namespaced
+  names: {plural: backupstoragelocations, singular: backupstoragelocation, kind: BackupStorageLocation, shortNames: [bsl]}
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: velero}
+---
+apiVersion: velero.io/v1
+kind: BackupStorageLocation
+metadata: {name: default, namespace: velero}
+spec:
+  provider: aws
+  default: true
+  objectStorage: {bucket: velero-backups}
+  config: {region: us-east-1}
+---
+apiVersion: velero.io/v1
+kind: Schedule
+metadata: {name: hourly, namespace: velero}
+spec:
+  schedule: "@hourly"
+  template: {includedNamespaces: [shop], ttl: 72h0m0s}
+"#;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    std::fs::write(seed.join("velero.yaml"), VELERO).unwrap();
+    let sb = rt
+        .block_on(lifeboat_sandbox::Sandbox::builder().seed_dir(&seed).start())
+        .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    sb.write_kubeconfig(&kubeconfig).unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, err) = run(
+        &[
+            "import",
+            "velero",
+            "--from-cluster",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--cluster",
+            "prod",
+            "-o",
+            out.to_str().unwrap(),
+            "--recipient",
+            RECIPIENT,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{stdout}{err}");
+    let hourly = yaml(&out.join("policies/hourly.yaml"));
+    assert_eq!(hourly["spec"]["schedule"], "0 * * * *");
+    assert_eq!(hourly["spec"]["retention"]["maxAge"], "3d");
+    assert_eq!(hourly["spec"]["storage"], "default");
+    assert_eq!(
+        yaml(&out.join("storage/default.yaml"))["spec"]["url"],
+        "s3://velero-backups/lifeboat"
+    );
+    let (code, lint, err) = run(&["lint", out.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{lint}{err}");
+    drop(sb);
+}
