@@ -26,6 +26,7 @@
 //! wait is bounded; a failure removes what the operation created and
 //! returns an error saying what went wrong.
 
+pub mod filesystem;
 mod work;
 
 use std::collections::BTreeMap;
@@ -43,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-pub use work::{DataKind, Work, WorkCredentials, WorkLocation};
+pub use work::{DataKind, PodVolumeRef, Work, WorkCredentials, WorkLocation};
 
 use crate::select::{EXCLUDE_LABEL, Selection};
 
@@ -74,12 +75,16 @@ const DATA_DEVICE: &str = "/dev/lifeboat-data";
 pub enum Method {
     /// A CSI snapshot whose data a mover writes into the location's repository.
     SnapshotMove,
+    /// A mover on the node of a pod that mounts the claim reads the mounted
+    /// volume into the location's repository.
+    FileSystem,
 }
 
 impl std::fmt::Display for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Method::SnapshotMove => "snapshotMove",
+            Method::FileSystem => "fileSystem",
         })
     }
 }
@@ -238,6 +243,12 @@ pub enum VolumeError {
     Snapshot { name: String, message: String },
     #[error("the mover pod {pod} failed: {message}")]
     Mover { pod: String, message: String },
+    #[error("the mover pod {pod} was refused: {message}; {hint}")]
+    Admission {
+        pod: String,
+        message: String,
+        hint: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -862,6 +873,7 @@ async fn back_up_steps(
         },
         snapshot: None,
         key_cache_dir: WORK_DIR.into(),
+        pod_volume: None,
     };
     let mover = Mover {
         name: snap_name.clone(),
@@ -980,6 +992,23 @@ impl Mover {
         progress: &(dyn Fn(VolumeProgress) + Send + Sync),
         created: &mut Created<'_>,
     ) -> Result<(Value, Option<String>), VolumeError> {
+        self.run_pod(client, self.pod(opts)?, work, key, opts, progress, created)
+            .await
+    }
+
+    /// [`Mover::run`] with a pod spec built elsewhere (named `self.name`,
+    /// its container `mover`, the work Secret mounted at `WORK_DIR`).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_pod(
+        &self,
+        client: &kube::Client,
+        pod: Pod,
+        work: &Work,
+        key: &RepoKey,
+        opts: &MoverOptions,
+        progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+        created: &mut Created<'_>,
+    ) -> Result<(Value, Option<String>), VolumeError> {
         let movers = opts.namespace.as_str();
         let work_json = serde_json::to_vec(work)
             .map_err(|e| VolumeError::Invalid(format!("work file: {e}")))?;
@@ -1006,9 +1035,9 @@ impl Mover {
             .map_err(kube_err(format!("create Secret {movers}/{}", self.name)))?;
         created.secret = Some(self.name.clone());
         let pods: Api<Pod> = Api::namespaced(client.clone(), movers);
-        pods.create(&PostParams::default(), &self.pod(opts)?)
+        pods.create(&PostParams::default(), &pod)
             .await
-            .map_err(kube_err(format!("create pod {movers}/{}", self.name)))?;
+            .map_err(|e| refused_pod(movers, &pod, e))?;
         created.pod = Some(self.name.clone());
 
         let deadline = Instant::now() + opts.move_timeout;
@@ -1100,6 +1129,40 @@ impl Mover {
                 ),
             }),
         }
+    }
+}
+
+/// The error of a refused mover pod; a Pod Security refusal says what the
+/// movers' namespace needs.
+fn refused_pod(movers: &str, pod: &Pod, e: kube::Error) -> VolumeError {
+    let name = pod.name_any();
+    match &e {
+        kube::Error::Api(s) if s.code == 403 && s.message.contains("PodSecurity") => {
+            let host_path = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .is_some_and(|v| v.iter().any(|v| v.host_path.is_some()));
+            let hint = if host_path {
+                format!(
+                    "a `fileSystem` mover mounts the node's kubelet pods directory (hostPath), \
+                     which only Pod Security `privileged` allows: label the namespace `{movers}` \
+                     `pod-security.kubernetes.io/enforce=privileged` (deploy/ component \
+                     `filesystem-backup`), or protect the claim by `snapshotMove`"
+                )
+            } else {
+                format!(
+                    "movers need Pod Security `baseline` in the namespace `{movers}` \
+                     (`pod-security.kubernetes.io/enforce=baseline`, as deploy/ sets it)"
+                )
+            };
+            VolumeError::Admission {
+                pod: format!("{movers}/{name}"),
+                message: s.message.clone(),
+                hint,
+            }
+        }
+        _ => kube_err(format!("create pod {movers}/{name}"))(e),
     }
 }
 
@@ -1281,6 +1344,7 @@ async fn restore_steps(
         },
         snapshot: Some(c.snapshot.clone()),
         key_cache_dir: WORK_DIR.into(),
+        pod_volume: None,
     };
     let mover = Mover {
         name: name.clone(),
