@@ -34,6 +34,11 @@ pub struct MoverArgs {
     /// The namespace mover pods run in.
     #[arg(long, value_name = "NAMESPACE", default_value = volumes::MOVERS_NAMESPACE)]
     pub movers_namespace: String,
+    /// The ServiceAccount of mover pods (deploy/ creates `lifeboat-mover`;
+    /// OpenShift's SCC for `fileSystem` movers is granted to it). Default:
+    /// the namespace's `default`.
+    #[arg(long, value_name = "NAME", env = "LIFEBOAT_MOVER_SERVICE_ACCOUNT")]
+    pub mover_service_account: Option<String>,
     /// How long a CSI snapshot may take to become ready (seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub snapshot_timeout: u64,
@@ -49,6 +54,7 @@ impl MoverArgs {
             namespace: self.movers_namespace.clone(),
             snapshot_timeout: Duration::from_secs(self.snapshot_timeout),
             move_timeout: Duration::from_secs(self.move_timeout),
+            service_account: self.mover_service_account.clone(),
             ..MoverOptions::default()
         }
     }

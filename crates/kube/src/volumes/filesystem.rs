@@ -224,7 +224,7 @@ fn mover_pod(
     tolerations: Vec<Toleration>,
     opts: &MoverOptions,
 ) -> Result<Pod, VolumeError> {
-    typed(json!({
+    let mut pod = json!({
         "metadata": {"name": name, "namespace": opts.namespace, "labels": lbl},
         "spec": {
             "restartPolicy": "Never",
@@ -254,7 +254,11 @@ fn mover_pod(
                 {"name": "host-pods", "hostPath": {"path": KUBELET_PODS_DIR, "type": "Directory"}},
             ],
         },
-    }))
+    });
+    if let Some(sa) = &opts.service_account {
+        pod["spec"]["serviceAccountName"] = json!(sa);
+    }
+    typed(pod)
 }
 
 /// The workload pod, when it is still the one chosen: same uid, Running on
@@ -475,7 +479,11 @@ mod tests {
         ]))
         .unwrap();
         let lbl = labels(BACKUP_LABEL, "b1", &[]);
-        let pod = mover_pod(&volume(), "m", &lbl, tolerations, &MoverOptions::default()).unwrap();
+        let opts = MoverOptions {
+            service_account: Some("lifeboat-mover".into()),
+            ..MoverOptions::default()
+        };
+        let pod = mover_pod(&volume(), "m", &lbl, tolerations, &opts).unwrap();
         let p = serde_json::to_value(&pod).unwrap();
         assert_eq!(p["metadata"]["namespace"], "lifeboat-movers");
         assert_eq!(
@@ -496,6 +504,7 @@ mod tests {
         );
         assert_eq!(mounts[0]["readOnly"], true);
         assert_eq!(p["spec"]["automountServiceAccountToken"], false);
+        assert_eq!(p["spec"]["serviceAccountName"], "lifeboat-mover");
         assert_eq!(p["spec"]["containers"][0]["command"][2], "backup");
     }
 

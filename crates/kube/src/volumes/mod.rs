@@ -105,6 +105,10 @@ pub struct MoverOptions {
     pub keep_snapshot: bool,
     /// How often state is polled.
     pub poll: Duration,
+    /// The ServiceAccount mover pods run as (deploy/ makes
+    /// `lifeboat-mover`; OpenShift grants its SCC to it); `None`: the
+    /// namespace's `default`.
+    pub service_account: Option<String>,
 }
 
 impl Default for MoverOptions {
@@ -116,6 +120,7 @@ impl Default for MoverOptions {
             move_timeout: Duration::from_secs(4 * 3600),
             keep_snapshot: false,
             poll: Duration::from_millis(250),
+            service_account: None,
         }
     }
 }
@@ -972,6 +977,9 @@ impl Mover {
                 {"name": "data", "persistentVolumeClaim": {"claimName": self.claim}},
             ],
         });
+        if let Some(sa) = &opts.service_account {
+            spec["serviceAccountName"] = json!(sa);
+        }
         if let Some(required) = &self.node_affinity {
             spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}});
         }
