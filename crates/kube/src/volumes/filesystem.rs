@@ -239,10 +239,13 @@ fn mover_pod(
                 "command": ["lifeboat", "mover", "backup", "--work", format!("{WORK_DIR}/work.json")],
                 "terminationMessagePolicy": "File",
                 // Root reads files of every owner; nothing is written but
-                // the termination message.
+                // the termination message. Under SELinux (OpenShift) other
+                // pods' files carry their own MCS categories: `spc_t` may
+                // read them, as the node's own agents do.
                 "securityContext": {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false,
                                     "readOnlyRootFilesystem": true,
-                                    "allowPrivilegeEscalation": false},
+                                    "allowPrivilegeEscalation": false,
+                                    "seLinuxOptions": {"type": "spc_t"}},
                 "volumeMounts": [
                     {"name": "work", "mountPath": WORK_DIR, "readOnly": true},
                     {"name": "host-pods", "mountPath": HOST_PODS_DIR, "readOnly": true,
@@ -503,6 +506,11 @@ mod tests {
                    "mountPropagation": "HostToContainer"})
         );
         assert_eq!(mounts[0]["readOnly"], true);
+        let sc = &p["spec"]["containers"][0]["securityContext"];
+        assert_eq!(sc["runAsUser"], 0);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["seLinuxOptions"]["type"], "spc_t");
         assert_eq!(p["spec"]["automountServiceAccountToken"], false);
         assert_eq!(p["spec"]["serviceAccountName"], "lifeboat-mover");
         assert_eq!(p["spec"]["containers"][0]["command"][2], "backup");
