@@ -981,34 +981,6 @@ fn rbac_grants_what_backup_restore_and_the_controller_use_and_no_more() {
                 .start(),
         )
         .unwrap();
-    // Every claim of the fixtures holds a file. (A snapshot of an empty
-    // volume cannot be restored yet: its tree lacks the claim's path.)
-    rt.block_on(async {
-        let api: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-            kube::Api::all(sb.client());
-        let started = Instant::now();
-        loop {
-            let claims = api.list(&Default::default()).await.unwrap().items;
-            let bound: Vec<String> = claims
-                .iter()
-                .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
-                .filter_map(|c| c.spec.as_ref()?.volume_name.clone())
-                .collect();
-            if bound.len() >= 5 {
-                for pv in bound {
-                    let d = sb.data_dir().join("volumes").join(pv);
-                    std::fs::create_dir_all(&d).unwrap();
-                    std::fs::write(d.join("seed.txt"), b"data\n").unwrap();
-                }
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the fixtures' claims are not bound: {claims:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    });
     let dir = tempfile::tempdir().unwrap();
     let (repo, storage) = (dir.path().join("policies"), dir.path().join("storage"));
     std::fs::create_dir_all(&repo).unwrap();

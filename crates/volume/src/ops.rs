@@ -211,6 +211,14 @@ impl VolumeRepo {
         control: Arc<Control>,
     ) -> Result<BackupResult> {
         crate::repo::validate("claim", &req.pvc)?;
+        let mut req = req;
+        if req.kind == VolumeKind::Filesystem
+            && let Ok(real) = std::fs::canonicalize(&req.source)
+        {
+            // A symlink to the volume (the sandbox's mounts) is read as the
+            // directory it names; rustic would store the link itself.
+            req.source = real;
+        }
         let meta = std::fs::metadata(&req.source).map_err(|source| VolumeError::Source {
             path: req.source.clone(),
             source,
@@ -520,12 +528,44 @@ impl VolumeRepo {
             } else {
                 format!("{root}/{sub}")
             };
-            let node = rustic
-                .node_from_snapshot_and_path(snap, &path)
-                .map_err(|_| VolumeError::NoSnapshot {
-                    wanted: format!("{}:{path}", snap.id),
-                    repo: repo.url(),
-                })?;
+            // An empty volume's snapshot has an empty tree: rustic stores no
+            // node for the root path when nothing lies below it.
+            let empty = sub.is_empty()
+                && note.kind != Some(VolumeKind::Block)
+                && snap
+                    .summary
+                    .as_ref()
+                    .is_some_and(|s| s.total_files_processed == 0);
+            let node = match rustic.node_from_snapshot_and_path(snap, &path) {
+                Ok(node) => node,
+                Err(_) if empty => {
+                    std::fs::create_dir_all(&dest).map_err(|source| VolumeError::Destination {
+                        path: dest.clone(),
+                        source,
+                    })?;
+                    let progress = RestoreProgress::default();
+                    apply_root_note(&dest, &note, &progress);
+                    return Ok(RestoreResult {
+                        snapshot: snap.id.to_string(),
+                        path,
+                        destination: dest.display().to_string(),
+                        files: 0,
+                        bytes: 0,
+                        duration_seconds: started.elapsed().as_secs_f64(),
+                        warnings: progress
+                            .warnings
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .clone(),
+                    });
+                }
+                Err(_) => {
+                    return Err(VolumeError::NoSnapshot {
+                        wanted: format!("{}:{path}", snap.id),
+                        repo: repo.url(),
+                    });
+                }
+            };
             let progress = RestoreProgress::default();
             let (target, dest) = if node.node_type == NodeType::File {
                 let dest = if dest.is_dir() {
