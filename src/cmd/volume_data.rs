@@ -115,10 +115,21 @@ pub fn show(reporter: &Reporter, what: &str) -> impl Fn(VolumeProgress) + Send +
 
 fn entry(v: &ChosenVolume, phase: VolumePhase, error: Option<String>) -> VolumeEntry {
     VolumeEntry {
-        namespace: v.namespace.clone(),
-        pvc: v.pvc.clone(),
-        pvc_uid: v.pvc_uid.clone(),
-        method: v.method.to_string(),
+        error,
+        ..entry_of((&v.namespace, &v.pvc, &v.pvc_uid), v.method, phase)
+    }
+}
+
+fn entry_of(
+    (namespace, pvc, pvc_uid): (&str, &str, &str),
+    method: volumes::Method,
+    phase: VolumePhase,
+) -> VolumeEntry {
+    VolumeEntry {
+        namespace: namespace.to_string(),
+        pvc: pvc.to_string(),
+        pvc_uid: pvc_uid.to_string(),
+        method: method.to_string(),
         phase,
         snapshot: None,
         bytes: 0,
@@ -127,7 +138,7 @@ fn entry(v: &ChosenVolume, phase: VolumePhase, error: Option<String>) -> VolumeE
         duration_ms: 0,
         node: None,
         file: None,
-        error,
+        error: None,
     }
 }
 
@@ -314,21 +325,11 @@ async fn file_system_decisions(
 }
 
 fn fs_entry(v: &volumes::filesystem::PodVolume, phase: VolumePhase) -> VolumeEntry {
-    VolumeEntry {
-        namespace: v.namespace.clone(),
-        pvc: v.pvc.clone(),
-        pvc_uid: v.pvc_uid.clone(),
-        method: volumes::Method::FileSystem.to_string(),
+    entry_of(
+        (&v.namespace, &v.pvc, &v.pvc_uid),
+        volumes::Method::FileSystem,
         phase,
-        snapshot: None,
-        bytes: 0,
-        new_bytes: 0,
-        files: 0,
-        duration_ms: 0,
-        node: None,
-        file: None,
-        error: None,
-    }
+    )
 }
 
 /// What a restore of `backup` needs to fill claims with its volume data:

@@ -251,6 +251,32 @@ impl World {
         });
     }
 
+    /// Asserts that restic lists `snapshot` of the claim, tagged with the
+    /// backup (skipped, with a printed reason, without restic).
+    pub(crate) fn restic_lists(&self, snapshot: &str, pvc: &str, backup: &str) {
+        if let Some(text) = self.restic_snapshots() {
+            assert!(
+                text.contains(snapshot) && text.contains(&format!("/{NS}/{pvc}")),
+                "{text}"
+            );
+            assert!(text.contains(&format!("backup={backup}")), "{text}");
+        }
+    }
+
+    /// `lifeboat restore --from BACKUP --identity …`, which must succeed;
+    /// returns its output.
+    pub(crate) fn restore(&self, backup: &str) -> String {
+        let (code, out, err) = self.lifeboat(&[
+            "restore",
+            "--from",
+            backup,
+            "--identity",
+            &self.path("identity.txt"),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    }
+
     /// `restic snapshots --json` of the namespace's repository, opened with
     /// the password `lifeboat volumes key` prints; `None` (with a printed
     /// reason) when restic is not installed.
@@ -355,23 +381,9 @@ fn snapshot_move_round_trip_restores_every_file_byte_for_byte() {
     w.nothing_left_behind();
 
     // restic reads the repository with its password.
-    if let Some(text) = w.restic_snapshots() {
-        assert!(
-            text.contains(&snapshot) && text.contains("/mysql-persistent/mysql"),
-            "{text}"
-        );
-        assert!(text.contains(&format!("backup={backup}")), "{text}");
-    }
-
+    w.restic_lists(&snapshot, "mysql", &backup);
     w.delete_namespace();
-    let (code, out, err) = w.lifeboat(&[
-        "restore",
-        "--from",
-        &backup,
-        "--identity",
-        &w.path("identity.txt"),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    let out = w.restore(&backup);
     assert!(
         out.contains("filled   volume mysql-persistent/mysql: "),
         "{out}"

@@ -537,28 +537,8 @@ impl VolumeRepo {
                     .as_ref()
                     .is_some_and(|s| s.total_files_processed == 0);
             let node = match rustic.node_from_snapshot_and_path(snap, &path) {
-                Ok(node) => node,
-                Err(_) if empty => {
-                    std::fs::create_dir_all(&dest).map_err(|source| VolumeError::Destination {
-                        path: dest.clone(),
-                        source,
-                    })?;
-                    let progress = RestoreProgress::default();
-                    apply_root_note(&dest, &note, &progress);
-                    return Ok(RestoreResult {
-                        snapshot: snap.id.to_string(),
-                        path,
-                        destination: dest.display().to_string(),
-                        files: 0,
-                        bytes: 0,
-                        duration_seconds: started.elapsed().as_secs_f64(),
-                        warnings: progress
-                            .warnings
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .clone(),
-                    });
-                }
+                Ok(node) => Some(node),
+                Err(_) if empty => None,
                 Err(_) => {
                     return Err(VolumeError::NoSnapshot {
                         wanted: format!("{}:{path}", snap.id),
@@ -567,33 +547,46 @@ impl VolumeRepo {
                 }
             };
             let progress = RestoreProgress::default();
-            let (target, dest) = if node.node_type == NodeType::File {
-                let dest = if dest.is_dir() {
-                    dest.join(node.name())
-                } else {
+            let dest = match node {
+                None => {
+                    std::fs::create_dir_all(&dest).map_err(|source| VolumeError::Destination {
+                        path: dest.clone(),
+                        source,
+                    })?;
+                    apply_root_note(&dest, &note, &progress);
                     dest
-                };
-                (Target::Single { sparse: true }, dest)
-            } else {
-                (Target::Tree, dest)
-            };
-            let done = std::sync::atomic::AtomicBool::new(false);
-            let r = std::thread::scope(|s| {
-                s.spawn(|| {
-                    while !done.load(Ordering::Relaxed) {
-                        copy_counts(&progress, &counters);
-                        std::thread::sleep(Duration::from_millis(200));
+                }
+                Some(node) => {
+                    let (target, dest) = if node.node_type == NodeType::File {
+                        let dest = if dest.is_dir() {
+                            dest.join(node.name())
+                        } else {
+                            dest
+                        };
+                        (Target::Single { sparse: true }, dest)
+                    } else {
+                        (Target::Tree, dest)
+                    };
+                    let done = std::sync::atomic::AtomicBool::new(false);
+                    let r = std::thread::scope(|s| {
+                        s.spawn(|| {
+                            while !done.load(Ordering::Relaxed) {
+                                copy_counts(&progress, &counters);
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                        });
+                        let r = restore_node(&rustic, &node, &dest, target, &progress, &control);
+                        done.store(true, Ordering::Relaxed);
+                        r
+                    });
+                    copy_counts(&progress, &counters);
+                    r?;
+                    if sub.is_empty() && target == Target::Tree {
+                        apply_root_note(&dest, &note, &progress);
                     }
-                });
-                let r = restore_node(&rustic, &node, &dest, target, &progress, &control);
-                done.store(true, Ordering::Relaxed);
-                r
-            });
-            copy_counts(&progress, &counters);
-            r?;
-            if sub.is_empty() && target == Target::Tree {
-                apply_root_note(&dest, &note, &progress);
-            }
+                    dest
+                }
+            };
             Ok(RestoreResult {
                 snapshot: snap.id.to_string(),
                 path,

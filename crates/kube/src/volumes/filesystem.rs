@@ -28,7 +28,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod, Toleration};
 use kube::api::Api;
@@ -39,7 +38,7 @@ use serde_json::json;
 use super::{
     BACKUP_LABEL, Created, DataKind, Method, Mover, MoverAccess, MoverBackup, MoverOptions,
     PodVolumeRef, RepoKey, VolumeError, VolumeProgress, VolumeResult, WORK_DIR, Work, kube_err,
-    labels, object_name, typed, with_cleanup,
+    labels, object_name, timed_backup, typed,
 };
 
 /// The kubelet's pods directory on a node (its default `--root-dir`).
@@ -99,8 +98,7 @@ pub async fn back_up_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    let started = Instant::now();
-    let (result, problems) = with_cleanup(
+    timed_backup(
         client,
         opts,
         progress,
@@ -109,11 +107,7 @@ pub async fn back_up_claim(
             back_up_steps(client, volume, backup, access, key, opts, progress, created).await
         },
     )
-    .await;
-    let mut result = result?;
-    result.duration_seconds = started.elapsed().as_secs_f64();
-    result.warnings.extend(problems);
-    Ok(result)
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -194,25 +188,11 @@ async fn back_up_steps(
     let (message, node) = mover
         .run_pod(client, pod, &work, key, opts, progress, created)
         .await?;
-    let r: MoverBackup =
-        serde_json::from_value(message.clone()).map_err(|e| VolumeError::Mover {
-            pod: name.clone(),
-            message: format!("its result is not understood ({e}): {message}"),
-        })?;
-    Ok(VolumeResult {
-        namespace: v.namespace.clone(),
-        pvc: v.pvc.clone(),
-        pvc_uid: v.pvc_uid.clone(),
-        method: Method::FileSystem,
-        snapshot: r.snapshot,
-        parent: r.parent,
-        bytes: r.total_bytes,
-        new_bytes: r.new_bytes,
-        files: r.files,
-        duration_seconds: 0.0,
-        node: node.or_else(|| Some(v.node.clone())),
-        warnings: r.warnings,
-    })
+    Ok(MoverBackup::parse(message, &name)?.result(
+        (&v.namespace, &v.pvc, &v.pvc_uid),
+        Method::FileSystem,
+        node.or_else(|| Some(v.node.clone())),
+    ))
 }
 
 /// The mover pod of a `fileSystem` backup: on the workload's node (with its
@@ -518,15 +498,7 @@ mod tests {
 
     #[test]
     fn only_the_chosen_running_pod_that_mounts_the_claim_is_read() {
-        let v = PodVolume {
-            namespace: "shop".into(),
-            pvc: "data".into(),
-            pvc_uid: "c1".into(),
-            pv: "pvc-c1".into(),
-            pod: "db-0".into(),
-            pod_uid: "u1".into(),
-            node: "n1".into(),
-        };
+        let v = volume();
         assert!(check_pod(&v, Some(pod("u1", "Running", "n1", "data"))).is_ok());
         for (p, why) in [
             (None, "no longer exists"),

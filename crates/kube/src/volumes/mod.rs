@@ -684,8 +684,7 @@ pub async fn back_up_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    let started = Instant::now();
-    let (result, problems) = with_cleanup(
+    timed_backup(
         client,
         opts,
         progress,
@@ -694,7 +693,20 @@ pub async fn back_up_claim(
             back_up_steps(client, volume, backup, access, key, opts, progress, created).await
         },
     )
-    .await;
+    .await
+}
+
+/// [`with_cleanup`] for a backup: the result carries the whole duration
+/// and, as warnings, what the cleanup could not remove.
+async fn timed_backup(
+    client: &kube::Client,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+    keep: impl FnOnce(bool) -> bool,
+    steps: impl AsyncFnOnce(&mut Created<'_>) -> Result<VolumeResult, VolumeError>,
+) -> Result<VolumeResult, VolumeError> {
+    let started = Instant::now();
+    let (result, problems) = with_cleanup(client, opts, progress, keep, steps).await;
     let mut result = result?;
     result.duration_seconds = started.elapsed().as_secs_f64();
     result.warnings.extend(problems);
@@ -892,25 +904,11 @@ async fn back_up_steps(
     let (message, node) = mover
         .run(client, &work, key, opts, progress, created)
         .await?;
-    let r: MoverBackup =
-        serde_json::from_value(message.clone()).map_err(|e| VolumeError::Mover {
-            pod: mover.name.clone(),
-            message: format!("its result is not understood ({e}): {message}"),
-        })?;
-    Ok(VolumeResult {
-        namespace: v.namespace.clone(),
-        pvc: v.pvc.clone(),
-        pvc_uid: v.pvc_uid.clone(),
-        method: v.method,
-        snapshot: r.snapshot,
-        parent: r.parent,
-        bytes: r.total_bytes,
-        new_bytes: r.new_bytes,
-        files: r.files,
-        duration_seconds: 0.0,
+    Ok(MoverBackup::parse(message, &mover.name)?.result(
+        (&v.namespace, &v.pvc, &v.pvc_uid),
+        v.method,
         node,
-        warnings: r.warnings,
-    })
+    ))
 }
 
 /// The result a backup mover writes as its termination message.
@@ -928,6 +926,38 @@ struct MoverBackup {
     new_bytes: u64,
     #[serde(default)]
     warnings: Vec<String>,
+}
+
+impl MoverBackup {
+    fn parse(message: Value, pod: &str) -> Result<MoverBackup, VolumeError> {
+        serde_json::from_value(message.clone()).map_err(|e| VolumeError::Mover {
+            pod: pod.to_string(),
+            message: format!("its result is not understood ({e}): {message}"),
+        })
+    }
+
+    /// The volume's result (the duration is set by [`timed_backup`]).
+    fn result(
+        self,
+        (namespace, pvc, pvc_uid): (&str, &str, &str),
+        method: Method,
+        node: Option<String>,
+    ) -> VolumeResult {
+        VolumeResult {
+            namespace: namespace.to_string(),
+            pvc: pvc.to_string(),
+            pvc_uid: pvc_uid.to_string(),
+            method,
+            snapshot: self.snapshot,
+            parent: self.parent,
+            bytes: self.total_bytes,
+            new_bytes: self.new_bytes,
+            files: self.files,
+            duration_seconds: 0.0,
+            node,
+            warnings: self.warnings,
+        }
+    }
 }
 
 /// The result a restore mover writes as its termination message.
