@@ -989,6 +989,11 @@ impl Mover {
             "command": ["lifeboat", "mover", self.action,
                         "--work", format!("{WORK_DIR}/work.json")],
             "terminationMessagePolicy": "File",
+            // Root, not the image's user: a backup reads files of every
+            // owner, a restore gives them back their owners (chown).
+            "securityContext": {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false,
+                                "readOnlyRootFilesystem": true,
+                                "allowPrivilegeEscalation": false},
             "volumeMounts": [{"name": "work", "mountPath": WORK_DIR, "readOnly": true}],
         });
         if self.block {
@@ -1540,6 +1545,26 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
             "{a}"
         );
+    }
+
+    #[test]
+    fn movers_run_as_root_without_privilege_escalation_and_pinned_where_asked() {
+        let mover = Mover {
+            name: "m".into(),
+            action: "restore",
+            claim: "c".into(),
+            block: false,
+            node_affinity: Some(json!({"nodeSelectorTerms": []})),
+            labels: labels(RESTORE_LABEL, "r1", &[]),
+        };
+        let p = serde_json::to_value(mover.pod(&MoverOptions::default()).unwrap()).unwrap();
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(c["securityContext"]["runAsUser"], 0);
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["volumeMounts"][1]["mountPath"], DATA_DIR);
+        assert!(p["spec"].get("serviceAccountName").is_none());
+        assert!(p["spec"]["affinity"]["nodeAffinity"].is_object());
     }
 
     #[test]
