@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 
 const NAMESPACE: &str = "lifeboat";
 const SERVICE_ACCOUNT: &str = "lifeboat";
+/// Where mover pods run (volume data).
+const MOVERS_NAMESPACE: &str = "lifeboat-movers";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -564,6 +566,7 @@ fn every_manifest_parses_as_its_kubernetes_type_and_kustomizations_name_existing
         "deploy/overlays/production",
         "deploy/overlays/backup-only",
         "base + deploy/components/git-ssh",
+        "base + deploy/components/filesystem-backup",
     ] {
         assert!(
             names.contains(&expected),
@@ -677,10 +680,30 @@ fn check_wiring(name: &str, objects: &[Value]) {
                 o["metadata"]["name"]
             );
         }
-        if o["metadata"]["namespace"].is_string() {
-            assert_eq!(o["metadata"]["namespace"], NAMESPACE, "{name}");
+        if let Some(ns) = o["metadata"]["namespace"].as_str() {
+            assert!(
+                ns == NAMESPACE || ns == MOVERS_NAMESPACE,
+                "{name}: {kind} {} in namespace {ns}",
+                o["metadata"]["name"]
+            );
         }
     }
+    // Movers: their namespace admits them (baseline, or privileged for
+    // fileSystem movers' hostPath), their ServiceAccount has no token.
+    let movers = find("Namespace", MOVERS_NAMESPACE);
+    let level = &movers["metadata"]["labels"]["pod-security.kubernetes.io/enforce"];
+    let expected = if name.ends_with("components/filesystem-backup") {
+        "privileged"
+    } else {
+        "baseline"
+    };
+    assert_eq!(
+        level, expected,
+        "{name}: Pod Security of {MOVERS_NAMESPACE}"
+    );
+    let mover = find("ServiceAccount", "lifeboat-mover");
+    assert_eq!(mover["metadata"]["namespace"], MOVERS_NAMESPACE, "{name}");
+    assert_eq!(mover["automountServiceAccountToken"], false, "{name}");
 }
 
 // ---------------------------------------------------------------------------
@@ -939,9 +962,18 @@ fn rbac_grants_what_backup_restore_and_the_controller_use_and_no_more() {
     let sb = rt
         .block_on(
             Sandbox::builder()
+                .nodes(2)
+                .image_binary(
+                    "ghcr.io/lifeboat-dev/lifeboat",
+                    env!("CARGO_BIN_EXE_lifeboat"),
+                )
+                .snapshot_delay(Duration::from_millis(20))
                 .seed_dir(root().join("tests/fixtures/apps"))
                 .seed_objects([
                     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+                    // As deploy/ creates it (Pod Security baseline).
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": MOVERS_NAMESPACE,
+                           "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}),
                     json!({"apiVersion": "v1", "kind": "Secret",
                            "metadata": {"name": "lifeboat-age", "namespace": NAMESPACE},
                            "stringData": {"identity.txt": IDENTITY}}),
@@ -965,20 +997,16 @@ fn rbac_grants_what_backup_restore_and_the_controller_use_and_no_more() {
     );
     sb.clear_requests();
 
-    // Backup of the fixtures' objects. deploy/ does not yet grant what
-    // moving volume data needs (VolumeSnapshots, mover pods in
-    // lifeboat-movers), so this checks the object path only.
-    let (code, out, err) = lifeboat(&[
-        "backup",
-        "--repo",
-        r,
-        "--policy",
-        "apps",
-        "--kubeconfig",
-        k,
-        "--no-volume-data",
-    ]);
+    // Backup of the fixtures' objects and their claims' data
+    // (snapshotMove: VolumeSnapshots, their contents, claims, Secrets and
+    // mover pods in lifeboat-movers).
+    let (code, out, err) =
+        lifeboat(&["backup", "--repo", r, "--policy", "apps", "--kubeconfig", k]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Completed") && !out.contains(" 0 of "),
+        "the backup moved no volume data: {out}{err}"
+    );
     let backup = out.split_whitespace().next().unwrap().to_string();
     let backup_requests = take(&sb);
 
@@ -1150,13 +1178,41 @@ fn rbac_grants_what_backup_restore_and_the_controller_use_and_no_more() {
     };
     let (backup_role, restore_role) = (of("lifeboat-backup"), of("lifeboat-restore"));
     let (lease_role, secrets_role) = (of("lifeboat-leader-election"), of("lifeboat-secrets"));
+    let (movers_role, snapshots_role) = (of("lifeboat-movers"), of("lifeboat-volume-snapshots"));
+    let volume_roles = [movers_role.clone(), snapshots_role.clone()].concat();
     assert!(
         !backup_role.is_empty()
             && !restore_role.is_empty()
             && !lease_role.is_empty()
-            && !secrets_role.is_empty(),
+            && !secrets_role.is_empty()
+            && !movers_role.is_empty()
+            && !snapshots_role.is_empty(),
         "a role is missing or unbound: {all_grants:#?}"
     );
+    assert!(
+        movers_role
+            .iter()
+            .all(|g| g.namespace.as_deref() == Some(MOVERS_NAMESPACE)),
+        "lifeboat-movers grants outside {MOVERS_NAMESPACE}: {movers_role:#?}"
+    );
+    // Volume data was moved both ways, so the volume roles were exercised.
+    for (verb, resource, requests) in [
+        ("create", "volumesnapshots", &backup_requests),
+        ("create", "pods", &backup_requests),
+        ("create", "pods", &restore_requests),
+    ] {
+        assert!(
+            requests
+                .iter()
+                .any(|a| a.verb == verb && a.resource == resource),
+            "no {verb} {resource}: {}",
+            observed(requests)
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let volume_request = |a: &Attrs| !granted_by(&volume_roles, a).is_empty();
 
     // Everything is granted by the union, and each job by its own roles.
     let denied_all = denied(&all_grants, &all);
@@ -1164,18 +1220,26 @@ fn rbac_grants_what_backup_restore_and_the_controller_use_and_no_more() {
         denied_all.is_empty(),
         "not granted: {denied_all:?}\n{report}"
     );
-    let d = denied(&backup_role, &backup_requests);
+    let d = denied(
+        &[backup_role.clone(), volume_roles.clone()].concat(),
+        &backup_requests,
+    );
     assert!(
         d.is_empty(),
-        "backup needs more than lifeboat-backup: {d:?}\n{report}"
+        "backup needs more than lifeboat-backup + the volume roles: {d:?}\n{report}"
     );
     let d = denied(
-        &[backup_role.clone(), restore_role.clone()].concat(),
+        &[
+            backup_role.clone(),
+            restore_role.clone(),
+            volume_roles.clone(),
+        ]
+        .concat(),
         &restore_requests,
     );
     assert!(
         d.is_empty(),
-        "restore needs more than backup + restore roles: {d:?}\n{report}"
+        "restore needs more than backup + restore + volume roles: {d:?}\n{report}"
     );
     let d = denied(
         &[
@@ -1199,9 +1263,10 @@ fn rbac_grants_what_backup_restore_and_the_controller_use_and_no_more() {
         &[backup_requests.clone(), controller_requests.clone()].concat(),
     );
     assert!(d.is_empty(), "backup-only denies {d:?}\n{report}");
+    // (Movers' objects aside: backups create the same ones.)
     let writes: Vec<Attrs> = restore_requests
         .iter()
-        .filter(|a| a.verb == "create" || a.verb == "patch")
+        .filter(|a| (a.verb == "create" || a.verb == "patch") && !volume_request(a))
         .cloned()
         .collect();
     assert!(!writes.is_empty());
@@ -1244,10 +1309,14 @@ fn rbac_grants_what_backup_restore_and_the_controller_use_and_no_more() {
     assert!(u.is_empty(), "unused Lease rules: {u:?}\n{report}");
     let u = unused(&secrets_role, &controller_requests);
     assert!(u.is_empty(), "unused Secret rules: {u:?}\n{report}");
-    // The backup role's wildcard rule: exactly the verbs backups use.
+    let volume_requests = [backup_requests.clone(), restore_requests.clone()].concat();
+    let u = unused(&volume_roles, &volume_requests);
+    assert!(u.is_empty(), "unused volume rules: {u:?}\n{report}");
+    // The backup role's wildcard rule: exactly the verbs backups use
+    // (volume data's writes are the volume roles').
     let backup_verbs: BTreeSet<&str> = backup_requests
         .iter()
-        .filter(|a| !a.is_discovery())
+        .filter(|a| !a.is_discovery() && !volume_request(a))
         .map(|a| a.verb.as_str())
         .collect();
     for g in &backup_role {

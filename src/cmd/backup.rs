@@ -149,6 +149,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             &cluster,
             &mover_options,
             &reporter,
+            &policy,
         )
         .await
     };

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args as ClapArgs, Subcommand};
 use lifeboat_kube::pod_path;
+use lifeboat_kube::volumes::filesystem::find_pod_volume;
 use lifeboat_kube::volumes::{DataKind, Work};
 use lifeboat_store::Repository;
 use lifeboat_volume::{BackupRequest, Control, Counters, FileKeyCache, VolumeKind, VolumeRepo};
@@ -106,6 +107,14 @@ async fn run_async(restore: bool, common: &Common) -> anyhow::Result<serde_json:
     let mut work: Work = serde_json::from_str(&text)
         .with_context(|| format!("the work file {} is not valid", common.work.display()))?;
     work.path = pod_path(&work.path);
+    if let Some(volume) = &work.pod_volume {
+        // fileSystem: `path` is the node's kubelet pods directory.
+        anyhow::ensure!(
+            !restore,
+            "the work file names a pod volume, which only backups read"
+        );
+        work.path = find_pod_volume(&work.path, volume)?;
+    }
     let config = work.location.to_config();
     let location = Repository::open(&config)
         .await

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
+use lifeboat_core::model::{BackupPolicy, VolumeMethod};
 use lifeboat_kube::select::Selection;
 use lifeboat_kube::volumes::{
     self, ChosenVolume, MoverAccess, MoverOptions, RepoKey, VolumeProgress, WorkLocation,
@@ -33,6 +34,11 @@ pub struct MoverArgs {
     /// The namespace mover pods run in.
     #[arg(long, value_name = "NAMESPACE", default_value = volumes::MOVERS_NAMESPACE)]
     pub movers_namespace: String,
+    /// The ServiceAccount of mover pods (deploy/ creates `lifeboat-mover`;
+    /// OpenShift's SCC for `fileSystem` movers is granted to it). Default:
+    /// the namespace's `default`.
+    #[arg(long, value_name = "NAME", env = "LIFEBOAT_MOVER_SERVICE_ACCOUNT")]
+    pub mover_service_account: Option<String>,
     /// How long a CSI snapshot may take to become ready (seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub snapshot_timeout: u64,
@@ -48,6 +54,7 @@ impl MoverArgs {
             namespace: self.movers_namespace.clone(),
             snapshot_timeout: Duration::from_secs(self.snapshot_timeout),
             move_timeout: Duration::from_secs(self.move_timeout),
+            service_account: self.mover_service_account.clone(),
             ..MoverOptions::default()
         }
     }
@@ -108,10 +115,21 @@ pub fn show(reporter: &Reporter, what: &str) -> impl Fn(VolumeProgress) + Send +
 
 fn entry(v: &ChosenVolume, phase: VolumePhase, error: Option<String>) -> VolumeEntry {
     VolumeEntry {
-        namespace: v.namespace.clone(),
-        pvc: v.pvc.clone(),
-        pvc_uid: v.pvc_uid.clone(),
-        method: v.method.to_string(),
+        error,
+        ..entry_of((&v.namespace, &v.pvc, &v.pvc_uid), v.method, phase)
+    }
+}
+
+fn entry_of(
+    (namespace, pvc, pvc_uid): (&str, &str, &str),
+    method: volumes::Method,
+    phase: VolumePhase,
+) -> VolumeEntry {
+    VolumeEntry {
+        namespace: namespace.to_string(),
+        pvc: pvc.to_string(),
+        pvc_uid: pvc_uid.to_string(),
+        method: method.to_string(),
         phase,
         snapshot: None,
         bytes: 0,
@@ -120,7 +138,7 @@ fn entry(v: &ChosenVolume, phase: VolumePhase, error: Option<String>) -> VolumeE
         duration_ms: 0,
         node: None,
         file: None,
-        error,
+        error: None,
     }
 }
 
@@ -138,8 +156,23 @@ pub async fn back_up(
     cluster: &str,
     opts: &MoverOptions,
     reporter: &Reporter,
+    policy: &BackupPolicy,
 ) -> anyhow::Result<()> {
     let (mut chosen, mut unprotected) = volumes::choose_volumes(client, selection).await?;
+    // fileSystem where the policy asks for it, as the planner decides.
+    let mut pod_volumes = Vec::new();
+    for d in file_system_decisions(client, policy, !config.recipients.is_empty()).await? {
+        chosen.retain(|v| (&v.namespace, &v.pvc) != (&d.namespace, &d.pvc));
+        unprotected.retain(|v| (&v.namespace, &v.pvc) != (&d.namespace, &d.pvc));
+        match volumes::filesystem::PodVolume::from_decision(&d) {
+            Ok(v) => pod_volumes.push(v),
+            Err(_) => unprotected.push(volumes::Unprotected {
+                namespace: d.namespace,
+                pvc: d.pvc,
+                reason: d.warning.unwrap_or_default(),
+            }),
+        }
+    }
     if config.recipients.is_empty() {
         // Volume data is only ever kept encrypted: without recipients no
         // claim is protected, which the backup says.
@@ -171,7 +204,7 @@ pub async fn back_up(
             })
             .await?;
     }
-    if chosen.is_empty() {
+    if chosen.is_empty() && pod_volumes.is_empty() {
         return Ok(());
     }
     let backup = writer.name().to_string();
@@ -185,20 +218,16 @@ pub async fn back_up(
             KEY_CACHE_SECRET,
         ));
         let mut keys = BTreeMap::new();
-        for v in &chosen {
-            if keys.contains_key(&v.namespace) {
+        let namespaces = chosen.iter().map(|v| &v.namespace);
+        for ns in namespaces.chain(pod_volumes.iter().map(|v| &v.namespace)) {
+            if keys.contains_key(ns) {
                 continue;
             }
-            let repo = VolumeRepo::open_or_create(
-                repository,
-                location_name,
-                cluster,
-                &v.namespace,
-                cache.as_ref(),
-            )
-            .await
-            .with_context(|| format!("cannot open the volume repository of {}", v.namespace))?;
-            keys.insert(v.namespace.clone(), repo_key(&repo).await);
+            let repo =
+                VolumeRepo::open_or_create(repository, location_name, cluster, ns, cache.as_ref())
+                    .await
+                    .with_context(|| format!("cannot open the volume repository of {ns}"))?;
+            keys.insert(ns.clone(), repo_key(&repo).await);
         }
         anyhow::Ok((access, keys))
     }
@@ -207,26 +236,44 @@ pub async fn back_up(
         Ok(p) => p,
         Err(e) => {
             let reason = format!("{e:#}");
-            for v in &chosen {
+            let entries = chosen.iter().map(|v| entry(v, VolumePhase::Failed, None));
+            let fs = pod_volumes.iter().map(|v| fs_entry(v, VolumePhase::Failed));
+            for mut e in entries.chain(fs) {
                 reporter.line(
-                    &format!("volume {}/{}: failed: {reason}", v.namespace, v.pvc),
+                    &format!("volume {}/{}: failed: {reason}", e.namespace, e.pvc),
                     0,
                 );
+                e.error = Some(reason.clone());
                 writer
-                    .add_volume(
-                        entry(v, VolumePhase::Failed, Some(reason.clone())),
-                        &serde_json::json!({"error": reason}),
-                    )
+                    .add_volume(e, &serde_json::json!({"error": reason}))
                     .await?;
             }
             return Ok(());
         }
     };
-    for v in &chosen {
-        let what = format!("{}/{}", v.namespace, v.pvc);
-        let key = &keys[&v.namespace];
+    let snapshot_moves = chosen
+        .iter()
+        .map(|v| (entry(v, VolumePhase::Completed, None), Some(v), None));
+    let file_systems = pod_volumes
+        .iter()
+        .map(|v| (fs_entry(v, VolumePhase::Completed), None, Some(v)));
+    for (mut e, snapshot_move, file_system) in snapshot_moves.chain(file_systems) {
+        let what = format!("{}/{}", e.namespace, e.pvc);
+        let key = &keys[&e.namespace];
         let progress = show(reporter, &what);
-        match volumes::back_up_claim(client, v, &backup, &access, key, opts, &progress).await {
+        let result = match (snapshot_move, file_system) {
+            (Some(v), _) => {
+                volumes::back_up_claim(client, v, &backup, &access, key, opts, &progress).await
+            }
+            (_, Some(v)) => {
+                volumes::filesystem::back_up_claim(
+                    client, v, &backup, &access, key, opts, &progress,
+                )
+                .await
+            }
+            (None, None) => continue,
+        };
+        match result {
             Ok(r) => {
                 reporter.line(
                     &format!(
@@ -238,7 +285,6 @@ pub async fn back_up(
                     ),
                     r.bytes,
                 );
-                let mut e = entry(v, VolumePhase::Completed, None);
                 e.snapshot = Some(r.snapshot.clone());
                 e.bytes = r.bytes;
                 e.new_bytes = r.new_bytes;
@@ -250,16 +296,40 @@ pub async fn back_up(
             Err(err) => {
                 let reason = err.to_string();
                 reporter.line(&format!("volume {what}: failed: {reason}"), 0);
+                e.phase = VolumePhase::Failed;
+                e.error = Some(reason.clone());
                 writer
-                    .add_volume(
-                        entry(v, VolumePhase::Failed, Some(reason.clone())),
-                        &serde_json::json!({"error": reason}),
-                    )
+                    .add_volume(e, &serde_json::json!({"error": reason}))
                     .await?;
             }
         }
     }
     Ok(())
+}
+
+/// The planner's decisions of the claims `policy` wants backed up by
+/// `fileSystem` (carried out, or not protected with the reason).
+async fn file_system_decisions(
+    client: &kube::Client,
+    policy: &BackupPolicy,
+    has_recipients: bool,
+) -> anyhow::Result<Vec<lifeboat_core::volumes::VolumeDecision>> {
+    // Rules, `volumes.method` and Velero's `backup.velero.io/backup-volumes`
+    // pod annotation can each ask for it: the planner sees them all.
+    let inventory = lifeboat_kube::inventory::inventory(client).await?;
+    let decisions = lifeboat_core::volumes::decide(policy, has_recipients, &inventory)?;
+    Ok(decisions
+        .into_iter()
+        .filter(|d| d.wanted == Some(VolumeMethod::FileSystem))
+        .collect())
+}
+
+fn fs_entry(v: &volumes::filesystem::PodVolume, phase: VolumePhase) -> VolumeEntry {
+    entry_of(
+        (&v.namespace, &v.pvc, &v.pvc_uid),
+        volumes::Method::FileSystem,
+        phase,
+    )
 }
 
 /// What a restore of `backup` needs to fill claims with its volume data:

@@ -12,6 +12,7 @@ mod signing;
 mod storage;
 mod verify;
 mod volume_data;
+mod volume_fs;
 mod volumes;
 
 use std::path::{Path, PathBuf};

@@ -17,9 +17,10 @@ use lifeboat_sandbox::Sandbox;
 
 use crate::run;
 
-const NS: &str = "mysql-persistent";
+pub(crate) const NS: &str = "mysql-persistent";
 const RECIPIENT: &str = "age1268crxs6ntgpzr3y2auy80yrejxsfmps549ul66ch93t0p5wr9aqyxanhq";
-const IDENTITY: &str = "AGE-SECRET-KEY-1NUHTD5JXP04HTK00P4CPJCXE9YWJ34TKAX3DSQG7YACT4JHKZZQS9PFD7G";
+pub(crate) const IDENTITY: &str =
+    "AGE-SECRET-KEY-1NUHTD5JXP04HTK00P4CPJCXE9YWJ34TKAX3DSQG7YACT4JHKZZQS9PFD7G";
 
 const APP: &str = r#"apiVersion: v1
 kind: Namespace
@@ -71,7 +72,7 @@ spec:
 
 /// The claim's seeded files: a mix of sizes, a nested tree, an empty
 /// directory and a symlink.
-fn seed_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(crate) fn seed_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut bytes = |n: usize| {
@@ -101,17 +102,17 @@ fn seed_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-struct World {
-    rt: tokio::runtime::Runtime,
-    sb: Sandbox,
-    dir: tempfile::TempDir,
-    files: BTreeMap<PathBuf, Vec<u8>>,
+pub(crate) struct World {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) sb: Sandbox,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) files: BTreeMap<PathBuf, Vec<u8>>,
 }
 
 impl World {
     /// A sandbox (2 nodes) with the app and its seeded claim; a policy
     /// repository backing up its namespace to an encrypted file:// location.
-    fn new(mover: &Path) -> World {
+    pub(crate) fn new(mover: &Path) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let seed = dir.path().join("seed");
@@ -150,11 +151,11 @@ impl World {
         world
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
 
-    fn lifeboat(&self, args: &[&str]) -> (i32, String, String) {
+    pub(crate) fn lifeboat(&self, args: &[&str]) -> (i32, String, String) {
         let (repo, kc) = (self.path("repo"), self.path("kubeconfig"));
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--repo", &repo, "--kubeconfig", &kc]);
@@ -162,7 +163,7 @@ impl World {
     }
 
     /// Waits until the claim is Bound; returns its volume's directory.
-    fn claim_bound(&self, ns: &str, name: &str) -> PathBuf {
+    pub(crate) fn claim_bound(&self, ns: &str, name: &str) -> PathBuf {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.sb.client(), ns);
         for _ in 0..400 {
             if let Some(pvc) = self.rt.block_on(api.get_opt(name)).unwrap()
@@ -177,7 +178,7 @@ impl World {
     }
 
     /// Everything in the cluster labelled as made by a backup or restore.
-    fn labelled_leftovers(&self) -> Vec<String> {
+    pub(crate) fn labelled_leftovers(&self) -> Vec<String> {
         let c = self.sb.client();
         let lp = ListParams::default().labels("app.kubernetes.io/managed-by=lifeboat");
         let snap = |kind: &str, plural: &str| ApiResource {
@@ -224,7 +225,7 @@ impl World {
     }
 
     /// Waits until nothing labelled is left (pods may take a moment).
-    fn nothing_left_behind(&self) {
+    pub(crate) fn nothing_left_behind(&self) {
         let mut left = Vec::new();
         for _ in 0..200 {
             left = self.labelled_leftovers();
@@ -236,7 +237,7 @@ impl World {
         panic!("left behind: {left:?}");
     }
 
-    fn delete_namespace(&self) {
+    pub(crate) fn delete_namespace(&self) {
         let ns: Api<Namespace> = Api::all(self.sb.client());
         self.rt.block_on(async {
             ns.delete(NS, &DeleteParams::default()).await.unwrap();
@@ -250,7 +251,71 @@ impl World {
         });
     }
 
-    fn manifest(&self, backup: &str) -> serde_json::Value {
+    /// Asserts that restic lists `snapshot` of the claim, tagged with the
+    /// backup (skipped, with a printed reason, without restic).
+    pub(crate) fn restic_lists(&self, snapshot: &str, pvc: &str, backup: &str) {
+        if let Some(text) = self.restic_snapshots() {
+            assert!(
+                text.contains(snapshot) && text.contains(&format!("/{NS}/{pvc}")),
+                "{text}"
+            );
+            assert!(text.contains(&format!("backup={backup}")), "{text}");
+        }
+    }
+
+    /// `lifeboat restore --from BACKUP --identity …`, which must succeed;
+    /// returns its output.
+    pub(crate) fn restore(&self, backup: &str) -> String {
+        let (code, out, err) = self.lifeboat(&[
+            "restore",
+            "--from",
+            backup,
+            "--identity",
+            &self.path("identity.txt"),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    }
+
+    /// `restic snapshots --json` of the namespace's repository, opened with
+    /// the password `lifeboat volumes key` prints; `None` (with a printed
+    /// reason) when restic is not installed.
+    pub(crate) fn restic_snapshots(&self) -> Option<String> {
+        let (code, out, err) = run(
+            &[
+                "volumes",
+                "key",
+                "--repo",
+                &self.path("repo"),
+                "--namespace",
+                NS,
+                "--identity",
+                &self.path("identity.txt"),
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        std::fs::write(self.dir.path().join("pw"), out.lines().last().unwrap()).unwrap();
+        match StdCommand::new("restic")
+            .arg("-r")
+            .arg(self.dir.path().join("storage/volumes/prod").join(NS))
+            .arg("--password-file")
+            .arg(self.dir.path().join("pw"))
+            .args(["--no-cache", "snapshots", "--json"])
+            .output()
+        {
+            Ok(o) => {
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                Some(String::from_utf8_lossy(&o.stdout).into_owned())
+            }
+            Err(e) => {
+                eprintln!("SKIPPED the restic part: restic cannot run: {e}");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn manifest(&self, backup: &str) -> serde_json::Value {
         let path = self
             .dir
             .path()
@@ -261,7 +326,7 @@ impl World {
     }
 }
 
-fn assert_same_files(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) {
+pub(crate) fn assert_same_files(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) {
     for (path, content) in files {
         let got = std::fs::read(dir.join(path))
             .unwrap_or_else(|e| panic!("{} in the restored volume: {e}", path.display()));
@@ -316,40 +381,7 @@ fn snapshot_move_round_trip_restores_every_file_byte_for_byte() {
     w.nothing_left_behind();
 
     // restic reads the repository with its password.
-    let (code, out, err) = run(
-        &[
-            "volumes",
-            "key",
-            "--repo",
-            &w.path("repo"),
-            "--namespace",
-            NS,
-            "--identity",
-            &w.path("identity.txt"),
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    std::fs::write(w.dir.path().join("pw"), out.lines().last().unwrap()).unwrap();
-    match StdCommand::new("restic")
-        .arg("-r")
-        .arg(w.dir.path().join("storage/volumes/prod").join(NS))
-        .arg("--password-file")
-        .arg(w.dir.path().join("pw"))
-        .args(["--no-cache", "snapshots", "--json"])
-        .output()
-    {
-        Ok(o) => {
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let text = String::from_utf8_lossy(&o.stdout);
-            assert!(
-                text.contains(&snapshot) && text.contains("/mysql-persistent/mysql"),
-                "{text}"
-            );
-            assert!(text.contains(&format!("backup={backup}")), "{text}");
-        }
-        Err(e) => eprintln!("SKIPPED the restic part: {e}"),
-    }
+    w.restic_lists(&snapshot, "mysql", &backup);
 
     // `backups verify` finds the snapshot in its repository, without a key.
     let verify = |w: &World| {
@@ -363,14 +395,7 @@ fn snapshot_move_round_trip_restores_every_file_byte_for_byte() {
     assert!(out.contains(", 1 volume snapshot"), "{out}");
 
     w.delete_namespace();
-    let (code, out, err) = w.lifeboat(&[
-        "restore",
-        "--from",
-        &backup,
-        "--identity",
-        &w.path("identity.txt"),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    let out = w.restore(&backup);
     assert!(
         out.contains("filled   volume mysql-persistent/mysql: "),
         "{out}"

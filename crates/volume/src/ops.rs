@@ -211,6 +211,14 @@ impl VolumeRepo {
         control: Arc<Control>,
     ) -> Result<BackupResult> {
         crate::repo::validate("claim", &req.pvc)?;
+        let mut req = req;
+        if req.kind == VolumeKind::Filesystem
+            && let Ok(real) = std::fs::canonicalize(&req.source)
+        {
+            // A symlink to the volume (the sandbox's mounts) is read as the
+            // directory it names; rustic would store the link itself.
+            req.source = real;
+        }
         let meta = std::fs::metadata(&req.source).map_err(|source| VolumeError::Source {
             path: req.source.clone(),
             source,
@@ -520,48 +528,73 @@ impl VolumeRepo {
             } else {
                 format!("{root}/{sub}")
             };
-            // The snapshot's root always exists: failing to find it is a
-            // damaged tree (or storage), not a wrong path.
-            let node = rustic
-                .node_from_snapshot_and_path(snap, &path)
-                .map_err(|e| {
-                    if sub.is_empty() {
-                        crate::restore::unreadable("cannot read the snapshot's tree".into(), &e)
-                    } else {
-                        VolumeError::NoSnapshot {
-                            wanted: format!("{}:{path}", full_id(&snap.id)),
-                            repo: repo.url(),
-                        }
-                    }
-                })?;
-            let progress = RestoreProgress::default();
-            let (target, dest) = if node.node_type == NodeType::File {
-                let dest = if dest.is_dir() {
-                    dest.join(node.name())
-                } else {
-                    dest
-                };
-                (Target::Single { sparse: true }, dest)
-            } else {
-                (Target::Tree, dest)
+            // An empty volume's snapshot has an empty tree: rustic stores no
+            // node for the root path when nothing lies below it.
+            let empty = sub.is_empty()
+                && note.kind != Some(VolumeKind::Block)
+                && snap
+                    .summary
+                    .as_ref()
+                    .is_some_and(|s| s.total_files_processed == 0);
+            let node = match rustic.node_from_snapshot_and_path(snap, &path) {
+                Ok(node) => Some(node),
+                Err(_) if empty => None,
+                // The snapshot's root always exists: failing to find it is
+                // a damaged tree (or storage), not a wrong path.
+                Err(e) if sub.is_empty() => {
+                    return Err(crate::restore::unreadable(
+                        "cannot read the snapshot's tree".into(),
+                        &e,
+                    ));
+                }
+                Err(_) => {
+                    return Err(VolumeError::NoSnapshot {
+                        wanted: format!("{}:{path}", full_id(&snap.id)),
+                        repo: repo.url(),
+                    });
+                }
             };
-            let done = std::sync::atomic::AtomicBool::new(false);
-            let r = std::thread::scope(|s| {
-                s.spawn(|| {
-                    while !done.load(Ordering::Relaxed) {
-                        copy_counts(&progress, &counters);
-                        std::thread::sleep(Duration::from_millis(200));
+            let progress = RestoreProgress::default();
+            let dest = match node {
+                None => {
+                    std::fs::create_dir_all(&dest).map_err(|source| VolumeError::Destination {
+                        path: dest.clone(),
+                        source,
+                    })?;
+                    apply_root_note(&dest, &note, &progress);
+                    dest
+                }
+                Some(node) => {
+                    let (target, dest) = if node.node_type == NodeType::File {
+                        let dest = if dest.is_dir() {
+                            dest.join(node.name())
+                        } else {
+                            dest
+                        };
+                        (Target::Single { sparse: true }, dest)
+                    } else {
+                        (Target::Tree, dest)
+                    };
+                    let done = std::sync::atomic::AtomicBool::new(false);
+                    let r = std::thread::scope(|s| {
+                        s.spawn(|| {
+                            while !done.load(Ordering::Relaxed) {
+                                copy_counts(&progress, &counters);
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                        });
+                        let r = restore_node(&rustic, &node, &dest, target, &progress, &control);
+                        done.store(true, Ordering::Relaxed);
+                        r
+                    });
+                    copy_counts(&progress, &counters);
+                    r?;
+                    if sub.is_empty() && target == Target::Tree {
+                        apply_root_note(&dest, &note, &progress);
                     }
-                });
-                let r = restore_node(&rustic, &node, &dest, target, &progress, &control);
-                done.store(true, Ordering::Relaxed);
-                r
-            });
-            copy_counts(&progress, &counters);
-            r?;
-            if sub.is_empty() && target == Target::Tree {
-                apply_root_note(&dest, &note, &progress);
-            }
+                    dest
+                }
+            };
             Ok(RestoreResult {
                 snapshot: full_id(&snap.id),
                 path,

@@ -42,6 +42,49 @@ async fn restore(
     .await?)
 }
 
+/// A claim with nothing in it yet (a fresh database volume) restores as an
+/// empty directory with the root's mode, not as "no snapshot".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_volume_round_trips() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch()?;
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src)?;
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o750))?;
+    let k = keys();
+    let location = Repository::open(&file_config(&dir.path().join("store"), &k, false)).await?;
+    let cache = MemoryKeyCache::new();
+    let v = VolumeRepo::open_or_create(&location, "local", "prod", "shop", &cache).await?;
+    let first = backup(&v, request(&src, "data", VolumeKind::Filesystem)).await?;
+    assert_eq!(first.files, 0, "{first:?}");
+    let out = dir.path().join("restored");
+    let r = restore(&v, &first.snapshot, &out).await?;
+    assert_eq!((r.files, r.bytes), (0, 0), "{r:?}");
+    assert!(out.is_dir() && std::fs::read_dir(&out)?.next().is_none());
+    assert_eq!(
+        std::fs::metadata(&out)?.permissions().mode() & 0o7777,
+        0o750
+    );
+    // Given as a symlink to it, the same.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&src, &link)?;
+    let second = backup(&v, request(&link, "data", VolumeKind::Filesystem)).await?;
+    let out2 = dir.path().join("restored2");
+    restore(&v, &second.snapshot, &out2).await?;
+    assert!(out2.is_dir() && std::fs::read_dir(&out2)?.next().is_none());
+    // A path inside it is still not there.
+    let e = restore(
+        &v,
+        &format!("{}:/sub", first.snapshot),
+        &dir.path().join("x"),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no snapshot"), "{e}");
+    Ok(())
+}
+
 /// The big case: every file kind, 5,000 small files and a 256 MiB sparse
 /// file on a file:// location; lifeboat restore, an incremental run after
 /// changing 1% of the files, and restic 0.14 reading it all.

@@ -26,6 +26,7 @@
 //! wait is bounded; a failure removes what the operation created and
 //! returns an error saying what went wrong.
 
+pub mod filesystem;
 mod work;
 
 use std::collections::BTreeMap;
@@ -43,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-pub use work::{DataKind, Work, WorkCredentials, WorkLocation};
+pub use work::{DataKind, PodVolumeRef, Work, WorkCredentials, WorkLocation};
 
 use crate::select::{EXCLUDE_LABEL, Selection};
 
@@ -74,12 +75,16 @@ const DATA_DEVICE: &str = "/dev/lifeboat-data";
 pub enum Method {
     /// A CSI snapshot whose data a mover writes into the location's repository.
     SnapshotMove,
+    /// A mover on the node of a pod that mounts the claim reads the mounted
+    /// volume into the location's repository.
+    FileSystem,
 }
 
 impl std::fmt::Display for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Method::SnapshotMove => "snapshotMove",
+            Method::FileSystem => "fileSystem",
         })
     }
 }
@@ -100,6 +105,10 @@ pub struct MoverOptions {
     pub keep_snapshot: bool,
     /// How often state is polled.
     pub poll: Duration,
+    /// The ServiceAccount mover pods run as (deploy/ makes
+    /// `lifeboat-mover`; OpenShift grants its SCC to it); `None`: the
+    /// namespace's `default`.
+    pub service_account: Option<String>,
 }
 
 impl Default for MoverOptions {
@@ -111,6 +120,7 @@ impl Default for MoverOptions {
             move_timeout: Duration::from_secs(4 * 3600),
             keep_snapshot: false,
             poll: Duration::from_millis(250),
+            service_account: None,
         }
     }
 }
@@ -238,6 +248,12 @@ pub enum VolumeError {
     Snapshot { name: String, message: String },
     #[error("the mover pod {pod} failed: {message}")]
     Mover { pod: String, message: String },
+    #[error("the mover pod {pod} was refused: {message}; {hint}")]
+    Admission {
+        pod: String,
+        message: String,
+        hint: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -668,8 +684,7 @@ pub async fn back_up_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    let started = Instant::now();
-    let (result, problems) = with_cleanup(
+    timed_backup(
         client,
         opts,
         progress,
@@ -678,7 +693,20 @@ pub async fn back_up_claim(
             back_up_steps(client, volume, backup, access, key, opts, progress, created).await
         },
     )
-    .await;
+    .await
+}
+
+/// [`with_cleanup`] for a backup: the result carries the whole duration
+/// and, as warnings, what the cleanup could not remove.
+async fn timed_backup(
+    client: &kube::Client,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+    keep: impl FnOnce(bool) -> bool,
+    steps: impl AsyncFnOnce(&mut Created<'_>) -> Result<VolumeResult, VolumeError>,
+) -> Result<VolumeResult, VolumeError> {
+    let started = Instant::now();
+    let (result, problems) = with_cleanup(client, opts, progress, keep, steps).await;
     let mut result = result?;
     result.duration_seconds = started.elapsed().as_secs_f64();
     result.warnings.extend(problems);
@@ -862,6 +890,7 @@ async fn back_up_steps(
         },
         snapshot: None,
         key_cache_dir: WORK_DIR.into(),
+        pod_volume: None,
     };
     let mover = Mover {
         name: snap_name.clone(),
@@ -875,25 +904,11 @@ async fn back_up_steps(
     let (message, node) = mover
         .run(client, &work, key, opts, progress, created)
         .await?;
-    let r: MoverBackup =
-        serde_json::from_value(message.clone()).map_err(|e| VolumeError::Mover {
-            pod: mover.name.clone(),
-            message: format!("its result is not understood ({e}): {message}"),
-        })?;
-    Ok(VolumeResult {
-        namespace: v.namespace.clone(),
-        pvc: v.pvc.clone(),
-        pvc_uid: v.pvc_uid.clone(),
-        method: v.method,
-        snapshot: r.snapshot,
-        parent: r.parent,
-        bytes: r.total_bytes,
-        new_bytes: r.new_bytes,
-        files: r.files,
-        duration_seconds: 0.0,
+    Ok(MoverBackup::parse(message, &mover.name)?.result(
+        (&v.namespace, &v.pvc, &v.pvc_uid),
+        v.method,
         node,
-        warnings: r.warnings,
-    })
+    ))
 }
 
 /// The result a backup mover writes as its termination message.
@@ -911,6 +926,38 @@ struct MoverBackup {
     new_bytes: u64,
     #[serde(default)]
     warnings: Vec<String>,
+}
+
+impl MoverBackup {
+    fn parse(message: Value, pod: &str) -> Result<MoverBackup, VolumeError> {
+        serde_json::from_value(message.clone()).map_err(|e| VolumeError::Mover {
+            pod: pod.to_string(),
+            message: format!("its result is not understood ({e}): {message}"),
+        })
+    }
+
+    /// The volume's result (the duration is set by [`timed_backup`]).
+    fn result(
+        self,
+        (namespace, pvc, pvc_uid): (&str, &str, &str),
+        method: Method,
+        node: Option<String>,
+    ) -> VolumeResult {
+        VolumeResult {
+            namespace: namespace.to_string(),
+            pvc: pvc.to_string(),
+            pvc_uid: pvc_uid.to_string(),
+            method,
+            snapshot: self.snapshot,
+            parent: self.parent,
+            bytes: self.total_bytes,
+            new_bytes: self.new_bytes,
+            files: self.files,
+            duration_seconds: 0.0,
+            node,
+            warnings: self.warnings,
+        }
+    }
 }
 
 /// The result a restore mover writes as its termination message.
@@ -942,6 +989,11 @@ impl Mover {
             "command": ["lifeboat", "mover", self.action,
                         "--work", format!("{WORK_DIR}/work.json")],
             "terminationMessagePolicy": "File",
+            // Root, not the image's user: a backup reads files of every
+            // owner, a restore gives them back their owners (chown).
+            "securityContext": {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false,
+                                "readOnlyRootFilesystem": true,
+                                "allowPrivilegeEscalation": false},
             "volumeMounts": [{"name": "work", "mountPath": WORK_DIR, "readOnly": true}],
         });
         if self.block {
@@ -960,6 +1012,9 @@ impl Mover {
                 {"name": "data", "persistentVolumeClaim": {"claimName": self.claim}},
             ],
         });
+        if let Some(sa) = &opts.service_account {
+            spec["serviceAccountName"] = json!(sa);
+        }
         if let Some(required) = &self.node_affinity {
             spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}});
         }
@@ -974,6 +1029,23 @@ impl Mover {
     async fn run(
         &self,
         client: &kube::Client,
+        work: &Work,
+        key: &RepoKey,
+        opts: &MoverOptions,
+        progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+        created: &mut Created<'_>,
+    ) -> Result<(Value, Option<String>), VolumeError> {
+        self.run_pod(client, self.pod(opts)?, work, key, opts, progress, created)
+            .await
+    }
+
+    /// [`Mover::run`] with a pod spec built elsewhere (named `self.name`,
+    /// its container `mover`, the work Secret mounted at `WORK_DIR`).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_pod(
+        &self,
+        client: &kube::Client,
+        pod: Pod,
         work: &Work,
         key: &RepoKey,
         opts: &MoverOptions,
@@ -1006,9 +1078,9 @@ impl Mover {
             .map_err(kube_err(format!("create Secret {movers}/{}", self.name)))?;
         created.secret = Some(self.name.clone());
         let pods: Api<Pod> = Api::namespaced(client.clone(), movers);
-        pods.create(&PostParams::default(), &self.pod(opts)?)
+        pods.create(&PostParams::default(), &pod)
             .await
-            .map_err(kube_err(format!("create pod {movers}/{}", self.name)))?;
+            .map_err(|e| refused_pod(movers, &pod, e))?;
         created.pod = Some(self.name.clone());
 
         let deadline = Instant::now() + opts.move_timeout;
@@ -1100,6 +1172,40 @@ impl Mover {
                 ),
             }),
         }
+    }
+}
+
+/// The error of a refused mover pod; a Pod Security refusal says what the
+/// movers' namespace needs.
+fn refused_pod(movers: &str, pod: &Pod, e: kube::Error) -> VolumeError {
+    let name = pod.name_any();
+    match &e {
+        kube::Error::Api(s) if s.code == 403 && s.message.contains("PodSecurity") => {
+            let host_path = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .is_some_and(|v| v.iter().any(|v| v.host_path.is_some()));
+            let hint = if host_path {
+                format!(
+                    "a `fileSystem` mover mounts the node's kubelet pods directory (hostPath), \
+                     which only Pod Security `privileged` allows: label the namespace `{movers}` \
+                     `pod-security.kubernetes.io/enforce=privileged` (deploy/ component \
+                     `filesystem-backup`), or protect the claim by `snapshotMove`"
+                )
+            } else {
+                format!(
+                    "movers need Pod Security `baseline` in the namespace `{movers}` \
+                     (`pod-security.kubernetes.io/enforce=baseline`, as deploy/ sets it)"
+                )
+            };
+            VolumeError::Admission {
+                pod: format!("{movers}/{name}"),
+                message: s.message.clone(),
+                hint,
+            }
+        }
+        _ => kube_err(format!("create pod {movers}/{name}"))(e),
     }
 }
 
@@ -1281,6 +1387,7 @@ async fn restore_steps(
         },
         snapshot: Some(c.snapshot.clone()),
         key_cache_dir: WORK_DIR.into(),
+        pod_volume: None,
     };
     let mover = Mover {
         name: name.clone(),
@@ -1438,6 +1545,26 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
             "{a}"
         );
+    }
+
+    #[test]
+    fn movers_run_as_root_without_privilege_escalation_and_pinned_where_asked() {
+        let mover = Mover {
+            name: "m".into(),
+            action: "restore",
+            claim: "c".into(),
+            block: false,
+            node_affinity: Some(json!({"nodeSelectorTerms": []})),
+            labels: labels(RESTORE_LABEL, "r1", &[]),
+        };
+        let p = serde_json::to_value(mover.pod(&MoverOptions::default()).unwrap()).unwrap();
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(c["securityContext"]["runAsUser"], 0);
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["volumeMounts"][1]["mountPath"], DATA_DIR);
+        assert!(p["spec"].get("serviceAccountName").is_none());
+        assert!(p["spec"]["affinity"]["nodeAffinity"].is_object());
     }
 
     #[test]

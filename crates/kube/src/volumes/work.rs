@@ -36,6 +36,22 @@ pub struct Work {
     pub snapshot: Option<String>,
     /// The directory of cached repository keys, in the pod.
     pub key_cache_dir: PathBuf,
+    /// `fileSystem` backups: `path` is the node's kubelet pods directory
+    /// (mounted read-only) and the volume to read is this pod's mount of
+    /// this volume, found there as the kubelet lays it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_volume: Option<PodVolumeRef>,
+}
+
+/// A volume as one pod mounts it: `<pods dir>/<podUid>/volumes/<plugin>/<volume>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodVolumeRef {
+    /// The uid of the pod that mounts the volume.
+    pub pod_uid: String,
+    /// The kubelet's directory name of the volume: the PV's name for a
+    /// claim (the pod's volume name for inline volumes).
+    pub volume: String,
 }
 
 /// What a volume holds.

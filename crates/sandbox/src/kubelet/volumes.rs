@@ -6,6 +6,7 @@
 //!   volumes/kubernetes.io~csi/<pv>/mount      ─▶ <data>/volumes/<pv>/   (CSI PVs)
 //!   volumes/kubernetes.io~csi/<pv>/vol_data.json
 //!   volumes/kubernetes.io~nfs/<pv>            ─▶ <data>/volumes/<pv>/   (nfs PVs)
+//!   volumes/kubernetes.io~local-volume/<pv>   ─▶ <data>/<path>          (local PVs)
 //!   volumes/kubernetes.io~empty-dir/<volume>/                           (a directory)
 //!   volumes/kubernetes.io~secret/<volume>/<key>         (also ~configmap,
 //!   volumes/kubernetes.io~projected/<volume>/<path>      ~downward-api)
@@ -14,7 +15,8 @@
 //!   rootfs/<container>/<mountPath>            ─▶ the volume (sandbox only: see kubelet::process)
 //! ```
 //!
-//! hostPath volumes (and hostPath/local PVs) are `<data>/<path>`, so a pod
+//! hostPath volumes (and hostPath/local PVs) are `<data>/<path>` (a local PV
+//! linked from `volumes/kubernetes.io~local-volume/<pv>`), so a pod
 //! that mounts the node's `/var/lib/kubelet` finds the layout above.
 
 use std::collections::BTreeMap;
@@ -233,14 +235,23 @@ pub fn setup(st: &State, data: &Path, pod: &Value, token: &str) -> Result<Vec<Vo
                     size,
                     extra: Vec::new(),
                 }
-            } else if let Some(p) = pvv["spec"]["hostPath"]["path"]
-                .as_str()
-                .or(pvv["spec"]["local"]["path"].as_str())
-            {
+            } else if let Some(p) = pvv["spec"]["hostPath"]["path"].as_str() {
+                // The host-path plugin mounts nothing: the container gets
+                // the node's directory itself.
                 Plan::Host(
                     node_path(data, p).ok_or_else(|| failed(&name, "invalid path"))?,
                     Some(true),
                 )
+            } else if let Some(p) = pvv["spec"]["local"]["path"].as_str() {
+                // The local-volume plugin bind-mounts the node's directory
+                // into the pod's directory, like any other mounted volume.
+                Plan::Link {
+                    link: vols.join("kubernetes.io~local-volume").join(&pv),
+                    target: node_path(data, p).ok_or_else(|| failed(&name, "invalid path"))?,
+                    dir: true,
+                    size,
+                    extra: Vec::new(),
+                }
             } else if pvv["spec"]["nfs"].is_object() {
                 Plan::Link {
                     link: vols.join("kubernetes.io~nfs").join(&pv),

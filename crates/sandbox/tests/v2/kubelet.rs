@@ -608,6 +608,93 @@ printf done > "$LIFEBOAT_SANDBOX_ROOT/dev/termination-log""#;
     assert!(data.join("volumes").join(&pv).join("f").is_file());
 }
 
+/// As the kubelet's plugins do: a `local` PV is bind-mounted into the pod's
+/// directory (`volumes/kubernetes.io~local-volume/<pv>`), a `hostPath` PV is
+/// the node's directory itself and leaves no entry there.
+#[tokio::test]
+async fn local_volumes_are_mounted_into_the_pod_directory_host_path_ones_are_not() {
+    let sb = sh_sandbox().await;
+    let c = sb.client();
+    let pv = |name: &str, source: Value| {
+        let mut v = json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                         {"key": "kubernetes.io/hostname", "operator": "In",
+                          "values": ["sandbox-node-1"]}]}]}}}});
+        merge(&mut v, json!({"spec": source}));
+        v
+    };
+    sb.seed([
+        pv("disk-a", json!({"local": {"path": "/mnt/disks/a"}})),
+        pv("host-b", json!({"hostPath": {"path": "/srv/b"}})),
+    ])
+    .unwrap();
+    for (name, volume) in [("a", "disk-a"), ("b", "host-b")] {
+        claim(
+            &c,
+            "default",
+            name,
+            json!({"spec": {"storageClassName": "", "volumeName": volume}}),
+        )
+        .await;
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "default");
+    bound_volume(&pvcs, "a").await;
+    bound_volume(&pvcs, "b").await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let script =
+        r#"echo a > "$LIFEBOAT_SANDBOX_ROOT/a/f"; echo b > "$LIFEBOAT_SANDBOX_ROOT/b/f"; sleep 30"#;
+    let created = create(
+        &pods,
+        sh_pod(
+            "both",
+            script,
+            json!({"spec": {
+                "containers": [{"name": "main", "image": format!("{SH}:1"), "command": ["sh", "-c", script],
+                    "volumeMounts": [{"name": "a", "mountPath": "/a"}, {"name": "b", "mountPath": "/b"}]}],
+                "volumes": [{"name": "a", "persistentVolumeClaim": {"claimName": "a"}},
+                            {"name": "b", "persistentVolumeClaim": {"claimName": "b"}}]}}),
+        ),
+    )
+    .await;
+    wait_for(&pods, "both", "Running", running).await;
+    let data = sb.data_dir();
+    for _ in 0..200 {
+        if data.join("srv/b/f").is_file() && data.join("mnt/disks/a/f").is_file() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(data.join("mnt/disks/a/f")).unwrap(),
+        "a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("srv/b/f")).unwrap(),
+        "b\n"
+    );
+    let volumes = data
+        .join("var/lib/kubelet/pods")
+        .join(created.uid().unwrap())
+        .join("volumes");
+    assert_eq!(
+        std::fs::read_to_string(volumes.join("kubernetes.io~local-volume/disk-a/f")).unwrap(),
+        "a\n"
+    );
+    let plugins: Vec<String> = std::fs::read_dir(&volumes)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        plugins
+            .iter()
+            .all(|p| !volumes.join(p).join("host-b").exists()),
+        "{plugins:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_read_write_once_volume_attaches_to_one_node_at_a_time() {
     let sb = Sandbox::builder().nodes(2).start().await.unwrap();
