@@ -618,6 +618,41 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A template's resource list for `side` (`include` or `exclude`):
+/// Velero's `<side>dResources` plus its namespaced and cluster-scoped
+/// variants, which lifeboat does not tell apart (noted).
+fn merged_resources(t: &Value, side: &str, src: &str, notes: &mut Vec<Note>) -> Vec<String> {
+    let velero = if side == "include" {
+        "included"
+    } else {
+        "excluded"
+    };
+    let mut out: Vec<String> = strings(&t[format!("{velero}Resources").as_str()]);
+    for scope in ["NamespaceScoped", "ClusterScoped"] {
+        let field = format!("{velero}{scope}Resources");
+        let more = strings(&t[field.as_str()]);
+        if !more.is_empty() {
+            notes.push(note(
+                src,
+                &format!("spec.template.{field}"),
+                NoteKind::Chosen,
+                &format!(
+                    "merged into {side}.resources, which applies to namespaced and \
+                     cluster-scoped resources alike"
+                ),
+            ));
+            out.extend(more);
+        }
+    }
+    // Including `*` is including every resource: the same as listing none.
+    if side == "include" {
+        out.retain(|r| r != "*");
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// A Schedule → a BackupPolicy file.
 fn policy(
     o: &Value,
@@ -649,30 +684,8 @@ fn policy(
     if !namespaces.is_empty() {
         include.insert("namespaces".into(), json!(namespaces));
     }
-    let mut resources = strings(&t["includedResources"]);
-    resources.retain(|r| r != "*");
-    for field in [
-        "includedNamespaceScopedResources",
-        "includedClusterScopedResources",
-    ] {
-        let more: Vec<String> = strings(&t[field])
-            .into_iter()
-            .filter(|r| r != "*")
-            .collect();
-        if !more.is_empty() {
-            notes.push(note(
-                src,
-                &format!("spec.template.{field}"),
-                NoteKind::Chosen,
-                "merged into include.resources, which applies to namespaced and cluster-scoped \
-                 resources alike",
-            ));
-            resources.extend(more);
-        }
-    }
+    let resources = merged_resources(t, "include", src, notes);
     if !resources.is_empty() {
-        resources.sort();
-        resources.dedup();
         include.insert("resources".into(), json!(resources));
     }
     let or_selectors = t["orLabelSelectors"]
@@ -712,26 +725,8 @@ fn policy(
     if !ex_ns.is_empty() {
         exclude.insert("namespaces".into(), json!(ex_ns));
     }
-    let mut ex_res = strings(&t["excludedResources"]);
-    for field in [
-        "excludedNamespaceScopedResources",
-        "excludedClusterScopedResources",
-    ] {
-        let more = strings(&t[field]);
-        if !more.is_empty() {
-            notes.push(note(
-                src,
-                &format!("spec.template.{field}"),
-                NoteKind::Chosen,
-                "merged into exclude.resources, which applies to namespaced and cluster-scoped \
-                 resources alike",
-            ));
-            ex_res.extend(more);
-        }
-    }
+    let ex_res = merged_resources(t, "exclude", src, notes);
     if !ex_res.is_empty() {
-        ex_res.sort();
-        ex_res.dedup();
         exclude.insert("resources".into(), json!(ex_res));
     }
     if !exclude.is_empty() {
