@@ -1,28 +1,14 @@
 //! Volume data for `lifeboat backup` and `lifeboat restore` run by hand:
-//! the repository keys, then one mover per claim through the kubeconfig
-//! (`lifeboat_kube::volumes`), with per-volume progress.
+//! the mover flags and the per-volume progress on the terminal. The work
+//! itself is `lifeboat_controller::volume_data`, as in the controller.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
-use lifeboat_kube::select::Selection;
-use lifeboat_kube::volumes::{
-    self, ChosenVolume, MoverAccess, MoverOptions, RepoKey, VolumeProgress, WorkLocation,
-};
-use lifeboat_store::{
-    BackupWriter, LocationConfig, LogEntry, LogLevel, Repository, VolumeEntry, VolumePhase,
-};
-use lifeboat_volume::secret_cache::SecretKeyCache;
-use lifeboat_volume::{KeyCache, VolumeRepo};
+use lifeboat_controller::volume_data::VolumeEvent;
+use lifeboat_kube::volumes::{self, MoverOptions, VolumeProgress};
 
 use crate::progress::Reporter;
-
-/// The Secret (in the movers' namespace) caching repository keys where
-/// backups run, so later backups need no identity.
-pub const KEY_CACHE_SECRET: &str = "lifeboat-volume-keys";
 
 /// Mover settings shared by `backup` and `restore`.
 #[derive(Debug, Clone, ClapArgs)]
@@ -31,7 +17,7 @@ pub struct MoverArgs {
     #[arg(long, value_name = "IMAGE", default_value = volumes::DEFAULT_IMAGE, env = "LIFEBOAT_MOVER_IMAGE")]
     pub mover_image: String,
     /// The namespace mover pods run in.
-    #[arg(long, value_name = "NAMESPACE", default_value = volumes::MOVERS_NAMESPACE)]
+    #[arg(long, value_name = "NAMESPACE", default_value = volumes::MOVERS_NAMESPACE, env = "LIFEBOAT_MOVERS_NAMESPACE")]
     pub movers_namespace: String,
     /// How long a CSI snapshot may take to become ready (seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
@@ -53,44 +39,9 @@ impl MoverArgs {
     }
 }
 
-/// How movers reach the location; errors when a pod could not.
-pub fn access(
-    config: &LocationConfig,
-    location_name: &str,
-    cluster: &str,
-) -> anyhow::Result<MoverAccess> {
-    if config.recipients.is_empty() {
-        bail!(
-            "StorageLocation `{location_name}` has no spec.encryption.recipients: volume data is \
-             only kept encrypted; add age recipients to the location"
-        );
-    }
-    if !config.url.starts_with("file://") && config.credentials.is_none() {
-        bail!(
-            "StorageLocation `{location_name}` uses this machine's default credential chain, \
-             which a mover pod does not have: give the location spec.credentials (a Secret) so \
-             lifeboat can hand them to the mover"
-        );
-    }
-    Ok(MoverAccess {
-        location: WorkLocation::from_config(config),
-        location_name: location_name.into(),
-        cluster: cluster.into(),
-    })
-}
-
-/// A repository's key, as a mover finds it in its key cache.
-async fn repo_key(repo: &VolumeRepo) -> RepoKey {
-    RepoKey {
-        cache_name: repo.reference().cache_key(),
-        password: repo.password().to_string(),
-    }
-}
-
-pub fn show(reporter: &Reporter, what: &str) -> impl Fn(VolumeProgress) + Send + Sync + use<> {
-    let reporter = reporter.clone();
-    let what = what.to_string();
-    move |p| match p {
+/// One line per step and progress report of the volume `what`.
+pub fn show_progress(reporter: &Reporter, what: &str, p: &VolumeProgress) {
+    match p {
         VolumeProgress::Step { step } => reporter.line(&format!("volume {what}: {step}"), 0),
         VolumeProgress::Moving {
             bytes_done,
@@ -101,232 +52,46 @@ pub fn show(reporter: &Reporter, what: &str) -> impl Fn(VolumeProgress) + Send +
             &format!(
                 "volume {what}: {bytes_done}/{bytes_total} bytes, {files_done}/{files_total} files"
             ),
-            bytes_done,
+            *bytes_done,
         ),
     }
 }
 
-fn entry(v: &ChosenVolume, phase: VolumePhase, error: Option<String>) -> VolumeEntry {
-    VolumeEntry {
-        namespace: v.namespace.clone(),
-        pvc: v.pvc.clone(),
-        pvc_uid: v.pvc_uid.clone(),
-        method: v.method.to_string(),
-        phase,
-        snapshot: None,
-        bytes: 0,
-        new_bytes: 0,
-        files: 0,
-        duration_ms: 0,
-        node: None,
-        file: None,
-        error,
-    }
-}
-
-/// Carries the data of the claims `selection` backs up into `writer`:
-/// one `snapshotMove` per chosen claim; claims no method protects are
-/// warnings of the backup. A volume that fails is recorded as failed.
-#[allow(clippy::too_many_arguments)]
-pub async fn back_up(
-    client: &kube::Client,
-    writer: &mut BackupWriter,
-    selection: &Selection,
-    repository: &Repository,
-    config: &LocationConfig,
-    location_name: &str,
-    cluster: &str,
-    opts: &MoverOptions,
-    reporter: &Reporter,
-) -> anyhow::Result<()> {
-    let (mut chosen, mut unprotected) = volumes::choose_volumes(client, selection).await?;
-    if config.recipients.is_empty() {
-        // Volume data is only ever kept encrypted: without recipients no
-        // claim is protected, which the backup says.
-        unprotected.extend(chosen.drain(..).map(|v| volumes::Unprotected {
-            namespace: v.namespace,
-            pvc: v.pvc,
-            reason: format!(
-                "StorageLocation `{location_name}` has no spec.encryption.recipients, and volume \
-                 data is only kept encrypted"
-            ),
-        }));
-    }
-    for u in &unprotected {
-        reporter.line(
-            &format!(
-                "volume {}/{}: not protected: {}",
-                u.namespace, u.pvc, u.reason
-            ),
+/// Shows what happens to a backup's volumes.
+pub fn show(reporter: &Reporter) -> impl Fn(VolumeEvent<'_>) + Send + Sync + use<> {
+    let reporter = reporter.clone();
+    move |event| match event {
+        VolumeEvent::Progress {
+            namespace,
+            pvc,
+            progress,
+        } => show_progress(&reporter, &format!("{namespace}/{pvc}"), progress),
+        VolumeEvent::NotProtected {
+            namespace,
+            pvc,
+            reason,
+        } => reporter.line(
+            &format!("volume {namespace}/{pvc}: not protected: {reason}"),
             0,
-        );
-        writer
-            .log(LogEntry {
-                level: LogLevel::Warning,
-                time: jiff::Timestamp::now(),
-                resource: Some("persistentvolumeclaims".into()),
-                namespace: Some(u.namespace.clone()),
-                name: Some(u.pvc.clone()),
-                message: format!("the volume data is not protected: {}", u.reason),
-            })
-            .await?;
+        ),
+        VolumeEvent::Done {
+            namespace,
+            pvc,
+            result: r,
+        } => reporter.line(
+            &format!(
+                "volume {namespace}/{pvc}: snapshot {} ({} files, {} bytes, {} new)",
+                r.snapshot.get(..8).unwrap_or(&r.snapshot),
+                r.files,
+                r.bytes,
+                r.new_bytes
+            ),
+            r.bytes,
+        ),
+        VolumeEvent::Failed {
+            namespace,
+            pvc,
+            reason,
+        } => reporter.line(&format!("volume {namespace}/{pvc}: failed: {reason}"), 0),
     }
-    if chosen.is_empty() {
-        return Ok(());
-    }
-    let backup = writer.name().to_string();
-    // Keys: one repository per namespace; the cache lives in the cluster.
-    let prepared = async {
-        let access = access(config, location_name, cluster)?;
-        volumes::ensure_movers_namespace(client, &opts.namespace).await?;
-        let cache: Arc<dyn KeyCache> = Arc::new(SecretKeyCache::new(
-            client.clone(),
-            &opts.namespace,
-            KEY_CACHE_SECRET,
-        ));
-        let mut keys = BTreeMap::new();
-        for v in &chosen {
-            if keys.contains_key(&v.namespace) {
-                continue;
-            }
-            let repo = VolumeRepo::open_or_create(
-                repository,
-                location_name,
-                cluster,
-                &v.namespace,
-                cache.as_ref(),
-            )
-            .await
-            .with_context(|| format!("cannot open the volume repository of {}", v.namespace))?;
-            keys.insert(v.namespace.clone(), repo_key(&repo).await);
-        }
-        anyhow::Ok((access, keys))
-    }
-    .await;
-    let (access, keys) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            let reason = format!("{e:#}");
-            for v in &chosen {
-                reporter.line(
-                    &format!("volume {}/{}: failed: {reason}", v.namespace, v.pvc),
-                    0,
-                );
-                writer
-                    .add_volume(
-                        entry(v, VolumePhase::Failed, Some(reason.clone())),
-                        &serde_json::json!({"error": reason}),
-                    )
-                    .await?;
-            }
-            return Ok(());
-        }
-    };
-    for v in &chosen {
-        let what = format!("{}/{}", v.namespace, v.pvc);
-        let key = &keys[&v.namespace];
-        let progress = show(reporter, &what);
-        match volumes::back_up_claim(client, v, &backup, &access, key, opts, &progress).await {
-            Ok(r) => {
-                reporter.line(
-                    &format!(
-                        "volume {what}: snapshot {} ({} files, {} bytes, {} new)",
-                        short(&r.snapshot),
-                        r.files,
-                        r.bytes,
-                        r.new_bytes
-                    ),
-                    r.bytes,
-                );
-                let mut e = entry(v, VolumePhase::Completed, None);
-                e.snapshot = Some(r.snapshot.clone());
-                e.bytes = r.bytes;
-                e.new_bytes = r.new_bytes;
-                e.files = r.files;
-                e.duration_ms = (r.duration_seconds * 1000.0) as u64;
-                e.node = r.node.clone();
-                writer.add_volume(e, &serde_json::to_value(&r)?).await?;
-            }
-            Err(err) => {
-                let reason = err.to_string();
-                reporter.line(&format!("volume {what}: failed: {reason}"), 0);
-                writer
-                    .add_volume(
-                        entry(v, VolumePhase::Failed, Some(reason.clone())),
-                        &serde_json::json!({"error": reason}),
-                    )
-                    .await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// What a restore of `backup` needs to fill claims with its volume data:
-/// the movers' access and (unless a dry run) each source namespace's
-/// repository key, opened with the identities. `None` when the backup
-/// carries no volume data.
-#[allow(clippy::too_many_arguments)]
-pub async fn for_restore(
-    set: &lifeboat_core::load::PolicySet,
-    repository: &Repository,
-    location_name: &str,
-    source_cluster: &str,
-    backup: &str,
-    request: &str,
-    identities: &[String],
-    dry_run: bool,
-    movers: MoverOptions,
-) -> anyhow::Result<Option<lifeboat_kube::restore::VolumeData>> {
-    let Ok(reader) = repository.open_backup(source_cluster, backup).await else {
-        // The restore itself reports why the backup cannot be opened.
-        return Ok(None);
-    };
-    let namespaces: std::collections::BTreeSet<String> = reader
-        .volumes()
-        .iter()
-        .filter(|v| v.phase == VolumePhase::Completed && v.snapshot.is_some())
-        .map(|v| v.namespace.clone())
-        .collect();
-    if namespaces.is_empty() {
-        return Ok(None);
-    }
-    let location = set
-        .storage_location(location_name)
-        .ok_or_else(|| anyhow::anyhow!("no StorageLocation named `{location_name}`"))?;
-    let config = lifeboat_controller::locations::config(set, &location.doc, identities.to_vec());
-    let access = access(&config, location_name, source_cluster)?;
-    let mut keys = BTreeMap::new();
-    // Without identities the encrypted archive cannot be read either: the
-    // restore fails (and is recorded) before any claim would be filled.
-    if !dry_run && !identities.is_empty() {
-        for ns in &namespaces {
-            let repo = VolumeRepo::open_existing(
-                repository,
-                location_name,
-                source_cluster,
-                ns,
-                None,
-                None,
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the volume repository of namespace {ns}; restoring \
-                             volume data needs an age identity of the location (--identity FILE)"
-                )
-            })?;
-            keys.insert(ns.clone(), repo_key(&repo).await);
-        }
-    }
-    Ok(Some(lifeboat_kube::restore::VolumeData {
-        restore: request.to_string(),
-        access,
-        keys,
-        movers,
-    }))
-}
-
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
 }
