@@ -19,23 +19,43 @@ pub struct MoverArgs {
     /// The namespace mover pods run in.
     #[arg(long, value_name = "NAMESPACE", default_value = volumes::MOVERS_NAMESPACE, env = "LIFEBOAT_MOVERS_NAMESPACE")]
     pub movers_namespace: String,
-    /// How long a CSI snapshot may take to become ready (seconds).
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub snapshot_timeout: u64,
-    /// How long one volume's mover may take (seconds).
-    #[arg(long, value_name = "SECONDS", default_value_t = 4 * 3600)]
-    pub move_timeout: u64,
+    /// How long a CSI snapshot may take to become ready (seconds; default:
+    /// the policy's `volumes.timeouts.snapshotReady`, else 600).
+    #[arg(long, value_name = "SECONDS")]
+    pub snapshot_timeout: Option<u64>,
+    /// How long one volume's mover may take (seconds; default: the
+    /// policy's `volumes.timeouts.move`, else 4 hours).
+    #[arg(long, value_name = "SECONDS")]
+    pub move_timeout: Option<u64>,
 }
 
 impl MoverArgs {
+    /// The settings for a restore (no policy).
     pub fn options(&self) -> MoverOptions {
-        MoverOptions {
+        self.overrides(MoverOptions {
             image: self.mover_image.clone(),
             namespace: self.movers_namespace.clone(),
-            snapshot_timeout: Duration::from_secs(self.snapshot_timeout),
-            move_timeout: Duration::from_secs(self.move_timeout),
             ..MoverOptions::default()
+        })
+    }
+
+    /// The settings for a backup of `policy`: its timeouts unless a flag
+    /// says otherwise.
+    pub fn for_policy(&self, policy: &lifeboat_core::BackupPolicy) -> MoverOptions {
+        self.overrides(lifeboat_controller::volume_data::policy_movers(
+            &self.options(),
+            policy,
+        ))
+    }
+
+    fn overrides(&self, mut opts: MoverOptions) -> MoverOptions {
+        if let Some(s) = self.snapshot_timeout {
+            opts.snapshot_timeout = Duration::from_secs(s);
         }
+        if let Some(s) = self.move_timeout {
+            opts.move_timeout = Duration::from_secs(s);
+        }
+        opts
     }
 }
 
@@ -72,6 +92,14 @@ pub fn show(reporter: &Reporter) -> impl Fn(VolumeEvent<'_>) + Send + Sync + use
             reason,
         } => reporter.line(
             &format!("volume {namespace}/{pvc}: not protected: {reason}"),
+            0,
+        ),
+        VolumeEvent::Skipped {
+            namespace,
+            pvc,
+            decided_by,
+        } => reporter.line(
+            &format!("volume {namespace}/{pvc}: skipped ({decided_by})"),
             0,
         ),
         VolumeEvent::Done {

@@ -396,3 +396,54 @@ fn a_failing_mover_makes_the_backup_partially_failed_and_leaves_nothing() {
     assert_eq!(manifest["volumes"][0]["phase"], "Failed");
     w.nothing_left_behind();
 }
+
+impl World {
+    /// Gives the policy `spec.volumes` (YAML indented for `spec:`).
+    fn set_volumes(&self, volumes: &str) {
+        let path = self.dir.path().join("repo/lifeboat.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let base = text.split("  volumes:").next().unwrap().to_string();
+        std::fs::write(&path, format!("{base}  volumes:\n{volumes}")).unwrap();
+    }
+}
+
+#[test]
+fn volume_rules_choose_the_method_and_a_method_not_carried_out_fails_the_volume() {
+    let w = World::new(Path::new("/bin/false"));
+    // A rule that skips the claim: objects only, said so, nothing created.
+    w.set_volumes(
+        "    rules:\n      - match: {labelSelector: {matchLabels: {app: mysql}}}\n        method: skip\n",
+    );
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("volume mysql-persistent/mysql: skipped (rule 1)"),
+        "{err}"
+    );
+    let backup = out.split_whitespace().next().unwrap().to_string();
+    let manifest = w.manifest(&backup);
+    assert_eq!(manifest["phase"], "Completed", "{manifest}");
+    assert_eq!(manifest["volumes"].as_array().map_or(0, Vec::len), 0);
+    w.nothing_left_behind();
+
+    // `snapshot` is asked for but not carried out yet: the volume fails
+    // with that reason, never reported protected.
+    w.set_volumes("    method: snapshot\n");
+    std::thread::sleep(Duration::from_millis(1100)); // a new backup slot
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let backup = out.split_whitespace().next().unwrap().to_string();
+    let manifest = w.manifest(&backup);
+    assert_eq!(manifest["phase"], "PartiallyFailed", "{manifest}");
+    let volume = &manifest["volumes"][0];
+    assert_eq!(volume["method"], "snapshot");
+    assert_eq!(volume["phase"], "Failed");
+    assert!(
+        volume["error"]
+            .as_str()
+            .unwrap()
+            .contains("`snapshot` (volumes.method) is not carried out"),
+        "{volume}"
+    );
+    w.nothing_left_behind();
+}

@@ -15,9 +15,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lifeboat_kube::select::Selection;
+use lifeboat_core::BackupPolicy;
+use lifeboat_core::model::VolumeMethod;
+use lifeboat_core::volumes::{DecidedBy, VolumeDecision, decide};
 use lifeboat_kube::volumes::{
     self, ChosenVolume, MoverAccess, MoverOptions, RepoKey, VolumeProgress, VolumeResult,
     WorkLocation,
@@ -46,6 +49,12 @@ pub enum VolumeEvent<'a> {
         namespace: &'a str,
         pvc: &'a str,
         reason: &'a str,
+    },
+    /// A claim whose data the policy deliberately does not back up.
+    Skipped {
+        namespace: &'a str,
+        pvc: &'a str,
+        decided_by: &'a DecidedBy,
     },
     /// A claim's data is in the repository.
     Done {
@@ -105,12 +114,17 @@ fn repo_key(repo: &VolumeRepo) -> RepoKey {
     }
 }
 
-fn entry(v: &ChosenVolume, phase: VolumePhase, error: Option<String>) -> VolumeEntry {
+fn entry(
+    d: &VolumeDecision,
+    method: VolumeMethod,
+    phase: VolumePhase,
+    error: Option<String>,
+) -> VolumeEntry {
     VolumeEntry {
-        namespace: v.namespace.clone(),
-        pvc: v.pvc.clone(),
-        pvc_uid: v.pvc_uid.clone(),
-        method: v.method.to_string(),
+        namespace: d.namespace.clone(),
+        pvc: d.pvc.clone(),
+        pvc_uid: d.pvc_uid.clone(),
+        method: method.to_string(),
         phase,
         snapshot: None,
         bytes: 0,
@@ -123,102 +137,164 @@ fn entry(v: &ChosenVolume, phase: VolumePhase, error: Option<String>) -> VolumeE
     }
 }
 
-async fn fail(
+/// The mover settings `base` with the timeouts of `policy`'s `volumes`.
+pub fn policy_movers(base: &MoverOptions, policy: &BackupPolicy) -> MoverOptions {
+    let timeouts = policy
+        .spec
+        .volumes
+        .as_ref()
+        .map(|v| v.timeouts.clone())
+        .unwrap_or_default();
+    MoverOptions {
+        snapshot_timeout: Duration::from_secs(timeouts.snapshot_ready.as_secs()),
+        move_timeout: Duration::from_secs(timeouts.move_data.as_secs()),
+        ..base.clone()
+    }
+}
+
+/// How the claims a backup of `policy` selects are protected, by the
+/// planner's [`decide`] over the cluster as it is now.
+pub async fn decisions(
+    client: &kube::Client,
+    policy: &BackupPolicy,
+    has_recipients: bool,
+) -> anyhow::Result<Vec<VolumeDecision>> {
+    let inventory = lifeboat_kube::inventory::inventory(client)
+        .await
+        .context("cannot list the claims, volumes and snapshot classes to protect")?;
+    decide(policy, has_recipients, &inventory)
+        .with_context(|| format!("policy `{}` has an invalid selection", policy.metadata.name))
+}
+
+async fn warn(
     writer: &mut BackupWriter,
-    v: &ChosenVolume,
-    reason: String,
-    events: &(dyn Fn(VolumeEvent<'_>) + Send + Sync),
+    d: &VolumeDecision,
+    level: LogLevel,
+    message: String,
 ) -> anyhow::Result<()> {
-    events(VolumeEvent::Failed {
-        namespace: &v.namespace,
-        pvc: &v.pvc,
-        reason: &reason,
-    });
     writer
-        .add_volume(
-            entry(v, VolumePhase::Failed, Some(reason.clone())),
-            &serde_json::json!({"error": reason}),
-        )
+        .log(LogEntry {
+            level,
+            time: jiff::Timestamp::now(),
+            resource: Some("persistentvolumeclaims".into()),
+            namespace: Some(d.namespace.clone()),
+            name: Some(d.pvc.clone()),
+            message,
+        })
         .await?;
     Ok(())
 }
 
-/// Carries the data of the claims `selection` backs up into `writer`:
-/// one `snapshotMove` per chosen claim; claims no method protects are
-/// warnings of the backup. A volume that fails is recorded as failed (the
-/// backup becomes `PartiallyFailed`); an error means the backup itself
-/// could not be written.
+/// Carries the data of the claims a backup of `policy` selects into
+/// `writer`, each by the method [`decide`] gives it (`volumes.rules`,
+/// Velero's annotations, the automatic choice). A claim no method protects
+/// is a warning of the backup, a skipped one an info line; a volume that
+/// fails is recorded as failed (the backup becomes `PartiallyFailed`). An
+/// error means the backup itself could not be written.
 pub async fn back_up(
     client: &kube::Client,
     writer: &mut BackupWriter,
-    selection: &Selection,
+    policy: &BackupPolicy,
     to: Destination<'_>,
     opts: &MoverOptions,
     events: &(dyn Fn(VolumeEvent<'_>) + Send + Sync),
 ) -> anyhow::Result<()> {
-    let (mut chosen, mut unprotected) = volumes::choose_volumes(client, selection).await?;
-    if to.config.recipients.is_empty() {
-        // Volume data is only ever kept encrypted: without recipients no
-        // claim is protected, which the backup says.
-        unprotected.extend(chosen.drain(..).map(|v| volumes::Unprotected {
-            namespace: v.namespace,
-            pvc: v.pvc,
-            reason: format!(
-                "StorageLocation `{}` has no spec.encryption.recipients, and volume data is \
-                 only kept encrypted",
-                to.location_name
-            ),
-        }));
-    }
-    for u in &unprotected {
-        events(VolumeEvent::NotProtected {
-            namespace: &u.namespace,
-            pvc: &u.pvc,
-            reason: &u.reason,
-        });
-        writer
-            .log(LogEntry {
-                level: LogLevel::Warning,
-                time: jiff::Timestamp::now(),
-                resource: Some("persistentvolumeclaims".into()),
-                namespace: Some(u.namespace.clone()),
-                name: Some(u.pvc.clone()),
-                message: format!("the volume data is not protected: {}", u.reason),
-            })
-            .await?;
-    }
-    if chosen.is_empty() {
-        return Ok(());
-    }
+    let decisions = decisions(client, policy, !to.config.recipients.is_empty()).await?;
     let backup = writer.name().to_string();
-    let namespaces: BTreeSet<&str> = chosen.iter().map(|v| v.namespace.as_str()).collect();
-    let (access, keys) = match backup_keys(client, to, opts, &namespaces).await {
-        Ok(p) => p,
-        Err(e) => {
-            let reason = format!("{e:#}");
-            for v in &chosen {
-                fail(writer, v, reason.clone(), events).await?;
-            }
-            return Ok(());
-        }
-    };
-    for v in &chosen {
-        let key = &keys[&v.namespace];
+    // Keys of the repositories the methods write, opened once.
+    let namespaces: BTreeSet<&str> = decisions
+        .iter()
+        .filter(|d| d.method.is_some_and(VolumeMethod::writes_repository))
+        .map(|d| d.namespace.as_str())
+        .collect();
+    // Opened when the first claim needs them.
+    let mut prepared: Option<Result<(MoverAccess, BTreeMap<String, RepoKey>), String>> = None;
+    for d in &decisions {
+        let (namespace, pvc) = (d.namespace.as_str(), d.pvc.as_str());
+        let Some(method) = d.method else {
+            let reason = d
+                .warning
+                .clone()
+                .unwrap_or_else(|| "no method protects it".into());
+            events(VolumeEvent::NotProtected {
+                namespace,
+                pvc,
+                reason: &reason,
+            });
+            warn(
+                writer,
+                d,
+                LogLevel::Warning,
+                format!("the volume data is not protected: {reason}"),
+            )
+            .await?;
+            continue;
+        };
         let progress = |p: VolumeProgress| {
             events(VolumeEvent::Progress {
-                namespace: &v.namespace,
-                pvc: &v.pvc,
+                namespace,
+                pvc,
                 progress: &p,
             })
         };
-        match volumes::back_up_claim(client, v, &backup, &access, key, opts, &progress).await {
+        let result: Result<VolumeResult, String> = match method {
+            VolumeMethod::Skip => {
+                let reason = format!("skipped ({})", d.decided_by);
+                events(VolumeEvent::Skipped {
+                    namespace,
+                    pvc,
+                    decided_by: &d.decided_by,
+                });
+                warn(
+                    writer,
+                    d,
+                    LogLevel::Info,
+                    format!("the volume data is not backed up: {reason}"),
+                )
+                .await?;
+                continue;
+            }
+            VolumeMethod::SnapshotMove => {
+                if prepared.is_none() {
+                    prepared = Some(
+                        backup_keys(client, to, opts, &namespaces)
+                            .await
+                            .map_err(|e| format!("{e:#}")),
+                    );
+                }
+                match prepared.as_ref().map(|p| p.as_ref()) {
+                    Some(Ok((access, keys))) => match (
+                        keys.get(namespace),
+                        ChosenVolume::snapshot_move(client, d).await,
+                    ) {
+                        (Some(key), Ok(v)) => volumes::back_up_claim(
+                            client, &v, &backup, access, key, opts, &progress,
+                        )
+                        .await
+                        .map_err(|e| e.to_string()),
+                        (None, _) => Err(format!(
+                            "no key for the volume repository of namespace {namespace}"
+                        )),
+                        (_, Err(e)) => Err(e.to_string()),
+                    },
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err("the volume repositories were not opened".into()),
+                }
+            }
+            VolumeMethod::FileSystem | VolumeMethod::Snapshot => Err(format!(
+                "`{method}` ({}) is not carried out by this version of lifeboat; \
+                 use `snapshotMove` or `skip` for this claim",
+                d.decided_by
+            )),
+        };
+        match result {
             Ok(r) => {
                 events(VolumeEvent::Done {
-                    namespace: &v.namespace,
-                    pvc: &v.pvc,
+                    namespace,
+                    pvc,
                     result: &r,
                 });
-                let mut e = entry(v, VolumePhase::Completed, None);
+                let mut e = entry(d, method, VolumePhase::Completed, None);
                 e.snapshot = Some(r.snapshot.clone());
                 e.bytes = r.bytes;
                 e.new_bytes = r.new_bytes;
@@ -227,7 +303,19 @@ pub async fn back_up(
                 e.node = r.node.clone();
                 writer.add_volume(e, &serde_json::to_value(&r)?).await?;
             }
-            Err(err) => fail(writer, v, err.to_string(), events).await?,
+            Err(reason) => {
+                events(VolumeEvent::Failed {
+                    namespace,
+                    pvc,
+                    reason: &reason,
+                });
+                writer
+                    .add_volume(
+                        entry(d, method, VolumePhase::Failed, Some(reason.clone())),
+                        &serde_json::json!({"error": reason}),
+                    )
+                    .await?;
+            }
         }
     }
     Ok(())

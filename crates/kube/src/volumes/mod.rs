@@ -35,9 +35,7 @@ use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, LogParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -45,7 +43,7 @@ use sha2::{Digest, Sha256};
 
 pub use work::{DataKind, Work, WorkCredentials, WorkLocation};
 
-use crate::select::{EXCLUDE_LABEL, Selection};
+use lifeboat_core::volumes::{VolumeDecision, VolumeMode};
 
 /// The namespace mover pods run in.
 pub const MOVERS_NAMESPACE: &str = "lifeboat-movers";
@@ -60,8 +58,6 @@ const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "lifeboat");
 /// The mover image by default (lifeboat's own, this version).
 pub const DEFAULT_IMAGE: &str =
     concat!("ghcr.io/lifeboat-dev/lifeboat:", env!("CARGO_PKG_VERSION"));
-/// The annotation marking a driver's default VolumeSnapshotClass.
-pub const DEFAULT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-default-class";
 /// Where the work Secret is mounted in a mover pod.
 const WORK_DIR: &str = "/etc/lifeboat/work";
 /// Where the volume is mounted in a mover pod.
@@ -139,7 +135,7 @@ impl std::fmt::Debug for RepoKey {
     }
 }
 
-/// A claim chosen for volume data, with what its backup needs.
+/// A claim whose data moves by `snapshotMove`, with what its backup needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChosenVolume {
     pub namespace: String,
@@ -154,14 +150,6 @@ pub struct ChosenVolume {
     pub node_affinity: Option<Value>,
     pub capacity: Option<String>,
     pub method: Method,
-}
-
-/// A claim of the backed-up namespaces that no method protects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unprotected {
-    pub namespace: String,
-    pub pvc: String,
-    pub reason: String,
 }
 
 /// The result of one volume's backup.
@@ -272,13 +260,6 @@ fn contents(client: &kube::Client) -> Api<DynamicObject> {
     )
 }
 
-fn classes(client: &kube::Client) -> Api<DynamicObject> {
-    Api::all_with(
-        client.clone(),
-        &snapshot_resource("VolumeSnapshotClass", "volumesnapshotclasses"),
-    )
-}
-
 fn dynamic(v: Value) -> Result<DynamicObject, VolumeError> {
     serde_json::from_value(v).map_err(|e| VolumeError::Invalid(format!("internal object: {e}")))
 }
@@ -300,115 +281,40 @@ pub fn object_name(prefix: &str, op: &str, ns: &str, pvc: &str) -> String {
     format!("{prefix}-{}-{}", short.trim_matches('-'), &hash[..12])
 }
 
-/// Picks the claims of the backed-up namespaces whose data the backup
-/// carries: every bound claim whose CSI driver has a VolumeSnapshotClass
-/// (the driver's default class, else its only one), with `snapshotMove`.
-/// The rest are reported with the reason.
-///
-/// This is the one place that chooses; policy rules replace it.
-pub async fn choose_volumes(
-    client: &kube::Client,
-    selection: &Selection,
-) -> Result<(Vec<ChosenVolume>, Vec<Unprotected>), VolumeError> {
-    if !selection.resource("persistentvolumeclaims", "") {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    let claims = claims
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_err("list PersistentVolumeClaims"))?;
-    let class_list = match classes(client).list(&ListParams::default()).await {
-        Ok(l) => l.items,
-        // No snapshot CRDs: no claim can be snapshotted.
-        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
-        Err(e) => return Err(kube_err("list VolumeSnapshotClasses")(e)),
-    };
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let mut chosen = Vec::new();
-    let mut unprotected = Vec::new();
-    for claim in claims.items {
-        let ns = claim.namespace().unwrap_or_default();
-        let labels = claim.labels().clone();
-        if !selection.namespace(&ns)
-            || !selection.labels(&labels)
-            || labels.get(EXCLUDE_LABEL).map(String::as_str) == Some("true")
-        {
-            continue;
-        }
-        let name = claim.name_any();
-        let mut skip = |reason: String| {
-            unprotected.push(Unprotected {
-                namespace: ns.clone(),
-                pvc: name.clone(),
-                reason,
-            })
+impl ChosenVolume {
+    /// What the `snapshotMove` of the claim a planner decision names needs
+    /// (the class it chose; the volume's node affinity and capacity, read
+    /// from its PersistentVolume now).
+    pub async fn snapshot_move(
+        client: &kube::Client,
+        d: &VolumeDecision,
+    ) -> Result<ChosenVolume, VolumeError> {
+        let (Some(pv_name), Some(class)) = (&d.pv, &d.snapshot_class) else {
+            return Err(VolumeError::Invalid(format!(
+                "the claim {}/{} has no volume or no VolumeSnapshotClass to snapshot it with",
+                d.namespace, d.pvc
+            )));
         };
-        let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
-        let Some(pv_name) = claim.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
-            skip("the claim is not bound to a volume".into());
-            continue;
-        };
-        if !bound {
-            skip("the claim is not bound to a volume".into());
-            continue;
-        }
-        let pv = match pvs.get_opt(&pv_name).await {
-            Ok(Some(pv)) => pv,
-            Ok(None) => {
-                skip(format!("its volume {pv_name} does not exist"));
-                continue;
-            }
-            Err(e) => return Err(kube_err(format!("read PersistentVolume {pv_name}"))(e)),
-        };
-        let spec = pv.spec.clone().unwrap_or_default();
-        let Some(csi) = spec.csi.as_ref() else {
-            skip(format!(
+        let pv = Api::<PersistentVolume>::all(client.clone())
+            .get_opt(pv_name)
+            .await
+            .map_err(kube_err(format!("read PersistentVolume {pv_name}")))?
+            .ok_or_else(|| VolumeError::Invalid(format!("its volume {pv_name} does not exist")))?;
+        let spec = pv.spec.unwrap_or_default();
+        let driver = spec.csi.as_ref().map(|c| c.driver.clone()).ok_or_else(|| {
+            VolumeError::Invalid(format!(
                 "its volume {pv_name} is not a CSI volume, so it cannot be snapshotted"
-            ));
-            continue;
-        };
-        let of_driver: Vec<&DynamicObject> = class_list
-            .iter()
-            .filter(|c| c.data["driver"].as_str() == Some(csi.driver.as_str()))
-            .collect();
-        let class = of_driver
-            .iter()
-            .find(|c| {
-                c.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                    .map(String::as_str)
-                    == Some("true")
-            })
-            .or(if of_driver.len() == 1 {
-                of_driver.first()
-            } else {
-                None
-            });
-        let Some(class) = class else {
-            skip(if of_driver.is_empty() {
-                format!("the CSI driver {} has no VolumeSnapshotClass", csi.driver)
-            } else {
-                format!(
-                    "the CSI driver {} has {} VolumeSnapshotClasses and none is the default",
-                    csi.driver,
-                    of_driver.len()
-                )
-            });
-            continue;
-        };
-        let cs = claim.spec.clone().unwrap_or_default();
-        chosen.push(ChosenVolume {
-            namespace: ns.clone(),
-            pvc: name.clone(),
-            pvc_uid: claim.uid().unwrap_or_default(),
-            pv: pv_name,
-            driver: csi.driver.clone(),
-            snapshot_class: class.name_any(),
-            storage_class: cs.storage_class_name.clone(),
-            block: cs.volume_mode.as_deref() == Some("Block"),
+            ))
+        })?;
+        Ok(ChosenVolume {
+            namespace: d.namespace.clone(),
+            pvc: d.pvc.clone(),
+            pvc_uid: d.pvc_uid.clone(),
+            pv: pv_name.clone(),
+            driver,
+            snapshot_class: class.clone(),
+            storage_class: d.storage_class.clone(),
+            block: d.volume_mode == VolumeMode::Block,
             node_affinity: spec
                 .node_affinity
                 .as_ref()
@@ -420,11 +326,8 @@ pub async fn choose_volumes(
                 .and_then(|c| c.get("storage"))
                 .map(|q| q.0.clone()),
             method: Method::SnapshotMove,
-        });
+        })
     }
-    chosen.sort_by(|a, b| (&a.namespace, &a.pvc).cmp(&(&b.namespace, &b.pvc)));
-    unprotected.sort_by(|a, b| (&a.namespace, &a.pvc).cmp(&(&b.namespace, &b.pvc)));
-    Ok((chosen, unprotected))
 }
 
 /// What one operation created, removed again in reverse order.
