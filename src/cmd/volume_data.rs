@@ -27,6 +27,10 @@ pub struct MoverArgs {
     /// policy's `volumes.timeouts.move`, else 4 hours).
     #[arg(long, value_name = "SECONDS")]
     pub move_timeout: Option<u64>,
+    /// How long a mover pod may stay Pending (unschedulable, its image not
+    /// pulled) before its volume fails with the pod's reason (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = volumes::DEFAULT_START_TIMEOUT.as_secs())]
+    pub mover_start_timeout: u64,
 }
 
 impl MoverArgs {
@@ -35,6 +39,7 @@ impl MoverArgs {
         self.overrides(MoverOptions {
             image: self.mover_image.clone(),
             namespace: self.movers_namespace.clone(),
+            start_timeout: Duration::from_secs(self.mover_start_timeout),
             ..MoverOptions::default()
         })
     }

@@ -58,6 +58,8 @@ const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "lifeboat");
 /// The mover image by default (lifeboat's own, this version).
 pub const DEFAULT_IMAGE: &str =
     concat!("ghcr.io/lifeboat-dev/lifeboat:", env!("CARGO_PKG_VERSION"));
+/// How long a mover pod may stay Pending by default.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Where the work Secret is mounted in a mover pod.
 const WORK_DIR: &str = "/etc/lifeboat/work";
 /// Where the volume is mounted in a mover pod.
@@ -92,6 +94,10 @@ pub struct MoverOptions {
     /// How long a mover may take, from its creation to its result
     /// (scheduling and provisioning of its claim included).
     pub move_timeout: Duration,
+    /// How long a mover pod may stay Pending (unschedulable, its image not
+    /// pulled, its container not created) before its volume fails with
+    /// the pod's reason.
+    pub start_timeout: Duration,
     /// Keep the CSI snapshot (its clone, Retain, labelled) after the move.
     pub keep_snapshot: bool,
     /// How often state is polled.
@@ -105,6 +111,7 @@ impl Default for MoverOptions {
             namespace: MOVERS_NAMESPACE.into(),
             snapshot_timeout: Duration::from_secs(600),
             move_timeout: Duration::from_secs(4 * 3600),
+            start_timeout: DEFAULT_START_TIMEOUT,
             keep_snapshot: false,
             poll: Duration::from_millis(250),
         }
@@ -226,6 +233,12 @@ pub enum VolumeError {
     Snapshot { name: String, message: String },
     #[error("the mover pod {pod} failed: {message}")]
     Mover { pod: String, message: String },
+    #[error("the mover pod {pod} did not start within {after:?}: {reason}")]
+    NotStarted {
+        pod: String,
+        after: Duration,
+        reason: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -916,7 +929,10 @@ impl Mover {
 
         let deadline = Instant::now() + opts.move_timeout;
         let left = || deadline.saturating_duration_since(Instant::now());
-        // Started (or already done)?
+        // Started (or already done)? A pod that stays Pending past the
+        // start timeout (unschedulable, image not pulled, container not
+        // created) fails with its reason, long before the move timeout.
+        let start_deadline = Instant::now() + opts.start_timeout;
         until(
             &format!("mover pod {movers}/{} starting", self.name),
             left(),
@@ -926,16 +942,17 @@ impl Mover {
                     .get(&self.name)
                     .await
                     .map_err(kube_err(format!("read pod {movers}/{}", self.name)))?;
-                let phase = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase.clone())
-                    .unwrap_or_default();
-                Ok(if phase == "Pending" || phase.is_empty() {
-                    Err(pending_reason(&pod))
-                } else {
-                    Ok(())
-                })
+                match start_state(&pod) {
+                    StartState::Started => Ok(Ok(())),
+                    StartState::Pending(reason) if Instant::now() < start_deadline => {
+                        Ok(Err(reason))
+                    }
+                    StartState::Pending(reason) => Err(VolumeError::NotStarted {
+                        pod: format!("{movers}/{}", self.name),
+                        after: opts.start_timeout,
+                        reason,
+                    }),
+                }
             },
         )
         .await?;
@@ -1006,6 +1023,28 @@ impl Mover {
     }
 }
 
+/// Whether a mover pod has started, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StartState {
+    /// Running or finished.
+    Started,
+    /// Pending, with the kubelet's or scheduler's reason.
+    Pending(String),
+}
+
+fn start_state(pod: &Pod) -> StartState {
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default();
+    if phase == "Pending" || phase.is_empty() {
+        StartState::Pending(pending_reason(pod))
+    } else {
+        StartState::Started
+    }
+}
+
 /// Why a pod has not started, from its conditions and container states.
 fn pending_reason(pod: &Pod) -> String {
     let status = pod.status.as_ref();
@@ -1029,7 +1068,13 @@ fn pending_reason(pod: &Pod) -> String {
         .into_iter()
         .flatten()
         .find(|c| c.status == "False" && c.message.is_some())
-        .map(|c| format!("{}: {}", c.type_, c.message.clone().unwrap_or_default()));
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or(&c.type_),
+                c.message.clone().unwrap_or_default()
+            )
+        });
     waiting
         .or(condition)
         .unwrap_or_else(|| "Pending".to_string())
@@ -1340,6 +1385,51 @@ mod tests {
             a.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
             "{a}"
+        );
+    }
+
+    #[test]
+    fn a_pending_pod_says_why_it_has_not_started() {
+        let pod = |status: Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "m"}, "status": status})).unwrap()
+        };
+        let waiting = |reason: &str, message: &str| {
+            pod(json!({"phase": "Pending", "containerStatuses": [{
+                "name": "mover", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": message}}}]}))
+        };
+        assert_eq!(
+            start_state(&waiting("ImagePullBackOff", "Back-off pulling image \"x\"")),
+            StartState::Pending("ImagePullBackOff: Back-off pulling image \"x\"".into())
+        );
+        assert_eq!(
+            start_state(&waiting(
+                "CreateContainerConfigError",
+                "secret \"s\" not found"
+            )),
+            StartState::Pending("CreateContainerConfigError: secret \"s\" not found".into())
+        );
+        let unschedulable = pod(json!({"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."}]}));
+        assert_eq!(
+            start_state(&unschedulable),
+            StartState::Pending(
+                "Unschedulable: 0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+                    .into()
+            )
+        );
+        assert_eq!(
+            start_state(&pod(json!({}))),
+            StartState::Pending("Pending".into())
+        );
+        assert_eq!(
+            start_state(&pod(json!({"phase": "Running"}))),
+            StartState::Started
+        );
+        assert_eq!(
+            start_state(&pod(json!({"phase": "Failed"}))),
+            StartState::Started
         );
     }
 
