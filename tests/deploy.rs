@@ -1102,6 +1102,9 @@ fn rbac_grants_what_backup_restore_and_the_controller_use_and_no_more() {
             &listen,
             "--interval",
             "1h",
+            // As for the backup above: volume data needs grants deploy/
+            // does not give yet.
+            "--no-volume-data",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

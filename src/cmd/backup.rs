@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{anyhow, bail};
 use clap::Args as ClapArgs;
 use lifeboat_controller::jobs::{BackupJob, run_backup_then};
+use lifeboat_controller::volume_data;
 use lifeboat_kube::backup::{BackupOptions, Progress};
-use lifeboat_kube::select::Selection;
 use lifeboat_store::{BackupWriter, Phase, Repository};
 
 use crate::cmd::backups::Format;
@@ -132,26 +132,20 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         ..BackupOptions::default()
     };
-    let selection = Selection::new(&policy.spec.include, &policy.spec.exclude)?;
-    let mover_options = args.movers.options();
+    let mover_options = args.movers.for_policy(&policy);
     let location_name = policy.spec.storage.clone();
+    let show = crate::cmd::volume_data::show(&reporter);
     let volume_data = async |writer: &mut BackupWriter| {
         if args.no_volume_data {
             return Ok(());
         }
-        crate::cmd::volume_data::back_up(
-            &client,
-            writer,
-            &selection,
-            &repository,
-            &config,
-            &location_name,
-            &cluster,
-            &mover_options,
-            &reporter,
-            &policy,
-        )
-        .await
+        let to = volume_data::Destination {
+            repository: &repository,
+            config: &config,
+            location_name: &location_name,
+            cluster: &cluster,
+        };
+        volume_data::back_up(&client, writer, &policy, to, &mover_options, &show).await
     };
     let manifest = run_backup_then(
         &client,

@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
-use lifeboat_controller::executor::{Done, Executed};
+use lifeboat_controller::executor::{Done, ExecOptions, Executed};
 use lifeboat_controller::locations::Secrets;
 use lifeboat_controller::reconcile::{CycleReport, Reconciler, Settings, Source};
 use lifeboat_core::plan::PlanOptions;
@@ -366,7 +366,12 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             cluster: CLUSTER.into(),
             status: Some(StatusTarget::for_cluster(CLUSTER)),
             plan: PlanOptions::default(),
-            exec: Default::default(),
+            // The demo's claims hold no data and its cluster runs no mover
+            // image: objects only.
+            exec: ExecOptions {
+                volume_data: false,
+                ..ExecOptions::default()
+            },
         },
         Source::Git {
             mirror,

@@ -248,7 +248,11 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 namespace,
                 pvc,
                 progress,
-            } => crate::cmd::volume_data::show(&reporter, &format!("{namespace}/{pvc}"))(progress),
+            } => crate::cmd::volume_data::show_progress(
+                &reporter,
+                &format!("{namespace}/{pvc}"),
+                &progress,
+            ),
         }
     };
     // Unique per run: two restores in one second must not share a record.
@@ -259,14 +263,21 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         if args.dry_run { "-dry-run" } else { "" }
     );
     if !args.no_volume_data {
-        options.volume_data = crate::cmd::volume_data::for_restore(
-            &set,
-            &repository,
-            &location,
-            &source_cluster,
+        let location_doc = set
+            .storage_location(&location)
+            .ok_or_else(|| anyhow!("no StorageLocation named `{location}`"))?;
+        let config =
+            lifeboat_controller::locations::config(&set, &location_doc.doc, identities.clone());
+        let from = lifeboat_controller::volume_data::Destination {
+            repository: &repository,
+            config: &config,
+            location_name: &location,
+            cluster: &source_cluster,
+        };
+        options.volume_data = lifeboat_controller::volume_data::for_restore(
+            from,
             &args.backup,
             &request,
-            &identities,
             args.dry_run,
             args.movers.options(),
         )

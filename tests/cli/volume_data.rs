@@ -124,6 +124,7 @@ impl World {
                 Sandbox::builder()
                     .nodes(2)
                     .image_binary("ghcr.io/lifeboat-dev/lifeboat", mover)
+                    .missing_image("registry.invalid/")
                     .seed_dir(&seed)
                     .snapshot_delay(Duration::from_millis(20))
                     .start(),
@@ -137,7 +138,7 @@ impl World {
             format!(
                 "apiVersion: lifeboat.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: prod\nspec:\n  role: primary\n---\n\
                  apiVersion: lifeboat.dev/v1alpha1\nkind: StorageLocation\nmetadata:\n  name: local\nspec:\n  url: file://{}\n  \
-                 encryption:\n    recipients: [{RECIPIENT}]\n---\n\
+                 encryption:\n    recipients: [{RECIPIENT}]\n    identitySecretRef: {{name: lifeboat-age, key: identity.txt}}\n---\n\
                  apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: db\nspec:\n  clusters: {{names: [prod]}}\n  \
                  include: {{namespaces: [{NS}]}}\n  schedule: '0 * * * *'\n  retention: {{keepLast: 5}}\n  storage: local\n",
                 storage.display()
@@ -478,5 +479,183 @@ fn a_failing_mover_makes_the_backup_partially_failed_and_leaves_nothing() {
     let manifest = w.manifest(&backup);
     assert_eq!(manifest["phase"], "PartiallyFailed");
     assert_eq!(manifest["volumes"][0]["phase"], "Failed");
+    w.nothing_left_behind();
+}
+
+impl World {
+    /// Gives the policy `spec.volumes` (YAML indented for `spec:`).
+    fn set_volumes(&self, volumes: &str) {
+        let path = self.dir.path().join("repo/lifeboat.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let base = text.split("  volumes:").next().unwrap().to_string();
+        std::fs::write(&path, format!("{base}  volumes:\n{volumes}")).unwrap();
+    }
+}
+
+#[test]
+fn volume_rules_choose_the_method_and_a_method_not_carried_out_fails_the_volume() {
+    let w = World::new(Path::new("/bin/false"));
+    // A rule that skips the claim: objects only, said so, nothing created.
+    w.set_volumes(
+        "    rules:\n      - match: {labelSelector: {matchLabels: {app: mysql}}}\n        method: skip\n",
+    );
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("volume mysql-persistent/mysql: skipped (rule 1)"),
+        "{err}"
+    );
+    let backup = out.split_whitespace().next().unwrap().to_string();
+    let manifest = w.manifest(&backup);
+    assert_eq!(manifest["phase"], "Completed", "{manifest}");
+    assert_eq!(manifest["volumes"].as_array().map_or(0, Vec::len), 0);
+    w.nothing_left_behind();
+
+    // `snapshot` is asked for but not carried out yet: the volume fails
+    // with that reason, never reported protected.
+    w.set_volumes("    method: snapshot\n");
+    std::thread::sleep(Duration::from_millis(1100)); // a new backup slot
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let backup = out.split_whitespace().next().unwrap().to_string();
+    let manifest = w.manifest(&backup);
+    assert_eq!(manifest["phase"], "PartiallyFailed", "{manifest}");
+    let volume = &manifest["volumes"][0];
+    assert_eq!(volume["method"], "snapshot");
+    assert_eq!(volume["phase"], "Failed");
+    assert!(
+        volume["error"]
+            .as_str()
+            .unwrap()
+            .contains("`snapshot` (volumes.method) is not carried out"),
+        "{volume}"
+    );
+    w.nothing_left_behind();
+}
+
+#[test]
+fn the_controller_backs_up_volume_data_and_a_committed_restore_request_fills_the_claim() {
+    use crate::plan::git;
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    // The controller reads the location's identity from its Secret.
+    w.rt.block_on(async {
+        let c = w.sb.client();
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "lifeboat"}})).unwrap();
+        Api::<Namespace>::all(c.clone())
+            .create(&Default::default(), &ns)
+            .await
+            .unwrap();
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "lifeboat-age", "namespace": "lifeboat"},
+            "stringData": {"identity.txt": IDENTITY},
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(c, "lifeboat")
+            .create(&Default::default(), &secret)
+            .await
+            .unwrap();
+    });
+    let root = w.dir.path();
+    git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+    let work = root.join("repo");
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "policies"]);
+    let remote = format!("file://{}", root.join("remote.git").display());
+    git(&work, &["push", "-q", &remote, "main"]);
+    let (kc, cache) = (w.path("kubeconfig"), w.path("cache"));
+    let reconcile = || {
+        run(
+            &[
+                "reconcile",
+                "--once",
+                "--repo",
+                &remote,
+                "--cluster",
+                "prod",
+                "--kubeconfig",
+                &kc,
+                "--cache-dir",
+                &cache,
+                "--secrets-namespace",
+                "lifeboat",
+                "--no-status",
+            ],
+            None,
+        )
+    };
+
+    // The scheduled backup carries the claim's data.
+    let (code, out, err) = reconcile();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok   back up `db`"), "{out}");
+    let backups = root.join("storage/clusters/prod/backups");
+    let backup = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with("db-"))
+        .expect("a backup");
+    let manifest = w.manifest(&backup);
+    assert_eq!(manifest["phase"], "Completed", "{manifest}");
+    assert_eq!(manifest["volumes"][0]["method"], "snapshotMove");
+    assert_eq!(manifest["volumes"][0]["phase"], "Completed");
+    w.nothing_left_behind();
+
+    // The namespace is lost; a RestoreRequest is committed.
+    w.delete_namespace();
+    std::fs::write(
+        work.join("restore.yaml"),
+        format!(
+            "apiVersion: lifeboat.dev/v1alpha1\nkind: RestoreRequest\nmetadata: {{name: bring-back}}\n\
+             spec:\n  source: {{cluster: prod, policy: db, backup: {backup}}}\n  target: {{cluster: prod}}\n"
+        ),
+    )
+    .unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "restore"]);
+    git(&work, &["push", "-q", &remote, "main"]);
+    let (code, out, err) = reconcile();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok   restore"), "{out}");
+    let volume = w.claim_bound(NS, "mysql");
+    assert_same_files(&volume, &w.files);
+    w.nothing_left_behind();
+}
+
+#[test]
+fn a_mover_whose_image_cannot_be_pulled_fails_its_volume_after_the_start_timeout() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let started = std::time::Instant::now();
+    let (code, out, err) = w.lifeboat(&[
+        "backup",
+        "--policy",
+        "db",
+        "--mover-image",
+        "registry.invalid/lifeboat:0",
+        "--mover-start-timeout",
+        "2",
+        "--move-timeout",
+        "20",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let backup = out.split_whitespace().next().unwrap().to_string();
+    let manifest = w.manifest(&backup);
+    assert_eq!(manifest["phase"], "PartiallyFailed", "{manifest}");
+    let error = manifest["volumes"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("did not start within 2s")
+            && (error.contains("ImagePullBackOff") || error.contains("ErrImagePull"))
+            && error.contains("registry.invalid/lifeboat:0"),
+        "{error}"
+    );
     w.nothing_left_behind();
 }

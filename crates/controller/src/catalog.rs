@@ -15,7 +15,9 @@ use lifeboat_core::plan::{
     BackupPhase, IncompleteBackup, Observed, ObservedBackup, ObservedRestore, OrphanMark,
     RestoreState, Running, SignatureStatus,
 };
-use lifeboat_store::{Manifest, Phase, Repository, RestorePhase, SignatureCheck, SignatureState};
+use lifeboat_store::{
+    LocationConfig, Manifest, Phase, Repository, RestorePhase, SignatureCheck, SignatureState,
+};
 
 use crate::locations::{self, Secrets};
 use crate::status::RecordSummary;
@@ -30,6 +32,9 @@ pub struct Location {
     pub access: AccessMode,
     /// The repository, or why it could not be opened.
     pub repository: Result<Repository, String>,
+    /// The configuration it was opened with (credentials and identities
+    /// read), which mover pods reach it by.
+    pub config: Option<LocationConfig>,
 }
 
 /// The StorageLocations of a policy set, by name.
@@ -48,12 +53,16 @@ impl Locations {
             .iter()
             .map(|l| async move {
                 let doc = &l.doc;
+                let opened = locations::open_with_config(set, doc, secrets, cluster).await;
+                let (repository, config) = match opened {
+                    Ok((r, c)) => (Ok(r), Some(c)),
+                    Err(e) => (Err(format!("{e:#}")), None),
+                };
                 Location {
                     name: doc.metadata.name.clone(),
                     access: doc.spec.access_mode,
-                    repository: locations::open(set, doc, secrets, cluster)
-                        .await
-                        .map_err(|e| format!("{e:#}")),
+                    repository,
+                    config,
                 }
             })
             .collect();
@@ -72,6 +81,11 @@ impl Locations {
             Some(l) => l.repository.as_ref().map_err(Clone::clone),
             None => Err(format!("no StorageLocation named `{name}`")),
         }
+    }
+
+    /// The configuration `name` was opened with.
+    pub fn config(&self, name: &str) -> Option<&LocationConfig> {
+        self.by_name.get(name).and_then(|l| l.config.as_ref())
     }
 
     pub fn access(&self, name: &str) -> Option<AccessMode> {

@@ -23,11 +23,60 @@ use lifeboat_core::AccessMode;
 use lifeboat_core::load::PolicySet;
 use lifeboat_core::plan::{Action, Plan};
 use lifeboat_kube::backup::BackupOptions;
+use lifeboat_kube::volumes::MoverOptions;
 use lifeboat_store::{Manifest, Phase, RestorePhase, RestoreRecord};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::catalog::Locations;
 use crate::jobs::{self, BackupJob, RestoreJob};
+use crate::volume_data::{self, Destination, VolumeEvent};
+
+/// Logs what happens to a backup's volumes.
+fn log_volume(policy: &str, event: VolumeEvent<'_>) {
+    match event {
+        VolumeEvent::Progress {
+            namespace,
+            pvc,
+            progress,
+        } => {
+            tracing::debug!(policy, volume = %format!("{namespace}/{pvc}"), ?progress, "volume progress")
+        }
+        VolumeEvent::NotProtected {
+            namespace,
+            pvc,
+            reason,
+        } => {
+            warn!(policy, volume = %format!("{namespace}/{pvc}"), "volume data not protected: {reason}")
+        }
+        VolumeEvent::Skipped {
+            namespace,
+            pvc,
+            decided_by,
+        } => {
+            info!(policy, volume = %format!("{namespace}/{pvc}"), "volume data skipped ({decided_by})")
+        }
+        VolumeEvent::Done {
+            namespace,
+            pvc,
+            result,
+        } => info!(
+            policy,
+            volume = %format!("{namespace}/{pvc}"),
+            snapshot = %result.snapshot,
+            files = result.files,
+            bytes = result.bytes,
+            new_bytes = result.new_bytes,
+            "volume backed up"
+        ),
+        VolumeEvent::Failed {
+            namespace,
+            pvc,
+            reason,
+        } => {
+            warn!(policy, volume = %format!("{namespace}/{pvc}"), "volume backup failed: {reason}")
+        }
+    }
+}
 
 /// How the executor runs.
 #[derive(Debug, Clone)]
@@ -39,6 +88,11 @@ pub struct ExecOptions {
     pub backup: BackupOptions,
     /// Restore writes at once within a tier.
     pub restore_parallelism: usize,
+    /// Carry volume data in backups and restores (false: objects only).
+    pub volume_data: bool,
+    /// Mover pods (image, namespace, waits); a policy's
+    /// `volumes.timeouts` replace the timeouts for its backups.
+    pub movers: MoverOptions,
 }
 
 impl Default for ExecOptions {
@@ -48,6 +102,8 @@ impl Default for ExecOptions {
             bookkeeping_concurrency: 8,
             backup: BackupOptions::default(),
             restore_parallelism: lifeboat_kube::restore::DEFAULT_PARALLELISM,
+            volume_data: true,
+            movers: MoverOptions::default(),
         }
     }
 }
@@ -253,13 +309,28 @@ impl Executor {
                     revision: self.revision.clone(),
                     trigger: "schedule",
                 };
-                let manifest = jobs::run_backup(
+                let movers = volume_data::policy_movers(&self.options.movers, doc);
+                let events = |e: VolumeEvent<'_>| log_volume(policy, e);
+                let to = self.locations.config(location).map(|config| Destination {
+                    repository,
+                    config,
+                    location_name: location,
+                    cluster: &self.cluster,
+                });
+                let volumes = async |writer: &mut lifeboat_store::BackupWriter| match to {
+                    Some(to) if self.options.volume_data => {
+                        volume_data::back_up(&self.client, writer, doc, to, &movers, &events).await
+                    }
+                    _ => Ok(()),
+                };
+                let manifest = jobs::run_backup_then(
                     &self.client,
                     repository,
                     &job,
                     &self.options.backup,
                     &|_| {},
                     Timestamp::now,
+                    volumes,
                 )
                 .await?;
                 Ok(Done::Backup(Box::new(manifest)))
@@ -287,6 +358,24 @@ impl Executor {
                     set.cluster(source_cluster).map(|c| &c.doc.spec),
                     target.map(|c| &c.spec),
                 );
+                if self.options.volume_data
+                    && let Some(config) = self.locations.config(location)
+                {
+                    let from = Destination {
+                        repository,
+                        config,
+                        location_name: location,
+                        cluster: source_cluster,
+                    };
+                    options.volume_data = volume_data::for_restore(
+                        from,
+                        backup,
+                        request,
+                        options.dry_run,
+                        self.options.movers.clone(),
+                    )
+                    .await?;
+                }
                 let job = RestoreJob {
                     request,
                     source_cluster,

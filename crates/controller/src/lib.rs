@@ -8,6 +8,8 @@
 //!   registry), [`http`] (metrics, health and webhook server), [`leader`]
 //!   (Lease-based leader election) and [`shutdown`] (signals, cancellation,
 //!   draining within the grace period).
+//! - Volume data: [`volume_data`] carries claims' data into a backup and
+//!   back (by hand and from the controller alike).
 
 pub mod catalog;
 pub mod executor;
@@ -22,3 +24,4 @@ pub mod reconcile;
 pub mod run;
 pub mod shutdown;
 pub mod status;
+pub mod volume_data;

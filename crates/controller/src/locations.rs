@@ -95,11 +95,23 @@ pub async fn open(
     secrets: &Secrets,
     cluster: &str,
 ) -> anyhow::Result<Repository> {
+    Ok(open_with_config(set, location, secrets, cluster).await?.0)
+}
+
+/// [`open`], also returning the full configuration it opened with (what
+/// mover pods need to reach the location).
+pub async fn open_with_config(
+    set: &PolicySet,
+    location: &StorageLocation,
+    secrets: &Secrets,
+    cluster: &str,
+) -> anyhow::Result<(Repository, LocationConfig)> {
     let name = &location.metadata.name;
     let config = resolve(set, location, secrets, cluster).await?;
-    Repository::open(&config)
+    let repository = Repository::open(&config)
         .await
-        .with_context(|| format!("cannot open StorageLocation `{name}`"))
+        .with_context(|| format!("cannot open StorageLocation `{name}`"))?;
+    Ok((repository, config))
 }
 
 /// The full configuration of a location: credentials, identities and the

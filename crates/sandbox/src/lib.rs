@@ -156,6 +156,7 @@ pub struct SandboxBuilder {
     exec: Option<ExecHandler>,
     nodes: usize,
     images: Vec<(String, PathBuf)>,
+    missing_images: Vec<String>,
     data_dir: Option<PathBuf>,
     request_log: Option<PathBuf>,
 }
@@ -187,6 +188,7 @@ impl Default for SandboxBuilder {
             exec: None,
             nodes: 1,
             images: Vec::new(),
+            missing_images: Vec::new(),
             data_dir: None,
             request_log: None,
         }
@@ -280,6 +282,15 @@ impl SandboxBuilder {
         self
     }
 
+    /// Images starting with `prefix` are not in the registry: a container
+    /// of one waits in `ErrImagePull`, then `ImagePullBackOff`, and never
+    /// starts (unless [`Self::image_binary`] maps it), as with a real
+    /// kubelet. Other unmapped images pull and run simulated.
+    pub fn missing_image(mut self, prefix: impl Into<String>) -> Self {
+        self.missing_images.push(prefix.into());
+        self
+    }
+
     /// Seeds, binds 127.0.0.1 and starts serving on the current tokio runtime.
     pub async fn start(self) -> Result<Sandbox, Error> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
@@ -330,13 +341,15 @@ impl SandboxBuilder {
         behaviours::bootstrap(&mut state).map_err(|e| Error::Seed(e.to_string()))?;
         let node_names =
             nodes::register(&mut state, self.nodes).map_err(|e| Error::Seed(e.to_string()))?;
-        let runtime = Arc::new(kubelet::Runtime::new(
+        let mut runtime = kubelet::Runtime::new(
             data.clone(),
             self.images.clone(),
             node_names.into_iter().collect(),
             (addr.ip().to_string(), addr.port()),
             self.token.clone().unwrap_or_else(|| "sandbox".into()),
-        ));
+        );
+        runtime.missing_images = self.missing_images.clone();
+        let runtime = Arc::new(runtime);
         let mut objs = Vec::new();
         for d in &self.seed_dirs {
             objs.extend(seed::load_dir(d).map_err(Error::Seed)?);

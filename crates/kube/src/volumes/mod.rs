@@ -36,9 +36,7 @@ use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, LogParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -46,7 +44,7 @@ use sha2::{Digest, Sha256};
 
 pub use work::{DataKind, PodVolumeRef, Work, WorkCredentials, WorkLocation};
 
-use crate::select::{EXCLUDE_LABEL, Selection};
+use lifeboat_core::volumes::{VolumeDecision, VolumeMode};
 
 /// The namespace mover pods run in.
 pub const MOVERS_NAMESPACE: &str = "lifeboat-movers";
@@ -61,8 +59,8 @@ const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "lifeboat");
 /// The mover image by default (lifeboat's own, this version).
 pub const DEFAULT_IMAGE: &str =
     concat!("ghcr.io/lifeboat-dev/lifeboat:", env!("CARGO_PKG_VERSION"));
-/// The annotation marking a driver's default VolumeSnapshotClass.
-pub const DEFAULT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-default-class";
+/// How long a mover pod may stay Pending by default.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Where the work Secret is mounted in a mover pod.
 const WORK_DIR: &str = "/etc/lifeboat/work";
 /// Where the volume is mounted in a mover pod.
@@ -101,6 +99,10 @@ pub struct MoverOptions {
     /// How long a mover may take, from its creation to its result
     /// (scheduling and provisioning of its claim included).
     pub move_timeout: Duration,
+    /// How long a mover pod may stay Pending (unschedulable, its image not
+    /// pulled, its container not created) before its volume fails with
+    /// the pod's reason.
+    pub start_timeout: Duration,
     /// Keep the CSI snapshot (its clone, Retain, labelled) after the move.
     pub keep_snapshot: bool,
     /// How often state is polled.
@@ -118,6 +120,7 @@ impl Default for MoverOptions {
             namespace: MOVERS_NAMESPACE.into(),
             snapshot_timeout: Duration::from_secs(600),
             move_timeout: Duration::from_secs(4 * 3600),
+            start_timeout: DEFAULT_START_TIMEOUT,
             keep_snapshot: false,
             poll: Duration::from_millis(250),
             service_account: None,
@@ -149,7 +152,7 @@ impl std::fmt::Debug for RepoKey {
     }
 }
 
-/// A claim chosen for volume data, with what its backup needs.
+/// A claim whose data moves by `snapshotMove`, with what its backup needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChosenVolume {
     pub namespace: String,
@@ -164,14 +167,6 @@ pub struct ChosenVolume {
     pub node_affinity: Option<Value>,
     pub capacity: Option<String>,
     pub method: Method,
-}
-
-/// A claim of the backed-up namespaces that no method protects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unprotected {
-    pub namespace: String,
-    pub pvc: String,
-    pub reason: String,
 }
 
 /// The result of one volume's backup.
@@ -254,6 +249,12 @@ pub enum VolumeError {
         message: String,
         hint: String,
     },
+    #[error("the mover pod {pod} did not start within {after:?}: {reason}")]
+    NotStarted {
+        pod: String,
+        after: Duration,
+        reason: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -288,13 +289,6 @@ fn contents(client: &kube::Client) -> Api<DynamicObject> {
     )
 }
 
-fn classes(client: &kube::Client) -> Api<DynamicObject> {
-    Api::all_with(
-        client.clone(),
-        &snapshot_resource("VolumeSnapshotClass", "volumesnapshotclasses"),
-    )
-}
-
 fn dynamic(v: Value) -> Result<DynamicObject, VolumeError> {
     serde_json::from_value(v).map_err(|e| VolumeError::Invalid(format!("internal object: {e}")))
 }
@@ -316,115 +310,40 @@ pub fn object_name(prefix: &str, op: &str, ns: &str, pvc: &str) -> String {
     format!("{prefix}-{}-{}", short.trim_matches('-'), &hash[..12])
 }
 
-/// Picks the claims of the backed-up namespaces whose data the backup
-/// carries: every bound claim whose CSI driver has a VolumeSnapshotClass
-/// (the driver's default class, else its only one), with `snapshotMove`.
-/// The rest are reported with the reason.
-///
-/// This is the one place that chooses; policy rules replace it.
-pub async fn choose_volumes(
-    client: &kube::Client,
-    selection: &Selection,
-) -> Result<(Vec<ChosenVolume>, Vec<Unprotected>), VolumeError> {
-    if !selection.resource("persistentvolumeclaims", "") {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    let claims = claims
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_err("list PersistentVolumeClaims"))?;
-    let class_list = match classes(client).list(&ListParams::default()).await {
-        Ok(l) => l.items,
-        // No snapshot CRDs: no claim can be snapshotted.
-        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
-        Err(e) => return Err(kube_err("list VolumeSnapshotClasses")(e)),
-    };
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let mut chosen = Vec::new();
-    let mut unprotected = Vec::new();
-    for claim in claims.items {
-        let ns = claim.namespace().unwrap_or_default();
-        let labels = claim.labels().clone();
-        if !selection.namespace(&ns)
-            || !selection.labels(&labels)
-            || labels.get(EXCLUDE_LABEL).map(String::as_str) == Some("true")
-        {
-            continue;
-        }
-        let name = claim.name_any();
-        let mut skip = |reason: String| {
-            unprotected.push(Unprotected {
-                namespace: ns.clone(),
-                pvc: name.clone(),
-                reason,
-            })
+impl ChosenVolume {
+    /// What the `snapshotMove` of the claim a planner decision names needs
+    /// (the class it chose; the volume's node affinity and capacity, read
+    /// from its PersistentVolume now).
+    pub async fn snapshot_move(
+        client: &kube::Client,
+        d: &VolumeDecision,
+    ) -> Result<ChosenVolume, VolumeError> {
+        let (Some(pv_name), Some(class)) = (&d.pv, &d.snapshot_class) else {
+            return Err(VolumeError::Invalid(format!(
+                "the claim {}/{} has no volume or no VolumeSnapshotClass to snapshot it with",
+                d.namespace, d.pvc
+            )));
         };
-        let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
-        let Some(pv_name) = claim.spec.as_ref().and_then(|s| s.volume_name.clone()) else {
-            skip("the claim is not bound to a volume".into());
-            continue;
-        };
-        if !bound {
-            skip("the claim is not bound to a volume".into());
-            continue;
-        }
-        let pv = match pvs.get_opt(&pv_name).await {
-            Ok(Some(pv)) => pv,
-            Ok(None) => {
-                skip(format!("its volume {pv_name} does not exist"));
-                continue;
-            }
-            Err(e) => return Err(kube_err(format!("read PersistentVolume {pv_name}"))(e)),
-        };
-        let spec = pv.spec.clone().unwrap_or_default();
-        let Some(csi) = spec.csi.as_ref() else {
-            skip(format!(
+        let pv = Api::<PersistentVolume>::all(client.clone())
+            .get_opt(pv_name)
+            .await
+            .map_err(kube_err(format!("read PersistentVolume {pv_name}")))?
+            .ok_or_else(|| VolumeError::Invalid(format!("its volume {pv_name} does not exist")))?;
+        let spec = pv.spec.unwrap_or_default();
+        let driver = spec.csi.as_ref().map(|c| c.driver.clone()).ok_or_else(|| {
+            VolumeError::Invalid(format!(
                 "its volume {pv_name} is not a CSI volume, so it cannot be snapshotted"
-            ));
-            continue;
-        };
-        let of_driver: Vec<&DynamicObject> = class_list
-            .iter()
-            .filter(|c| c.data["driver"].as_str() == Some(csi.driver.as_str()))
-            .collect();
-        let class = of_driver
-            .iter()
-            .find(|c| {
-                c.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                    .map(String::as_str)
-                    == Some("true")
-            })
-            .or(if of_driver.len() == 1 {
-                of_driver.first()
-            } else {
-                None
-            });
-        let Some(class) = class else {
-            skip(if of_driver.is_empty() {
-                format!("the CSI driver {} has no VolumeSnapshotClass", csi.driver)
-            } else {
-                format!(
-                    "the CSI driver {} has {} VolumeSnapshotClasses and none is the default",
-                    csi.driver,
-                    of_driver.len()
-                )
-            });
-            continue;
-        };
-        let cs = claim.spec.clone().unwrap_or_default();
-        chosen.push(ChosenVolume {
-            namespace: ns.clone(),
-            pvc: name.clone(),
-            pvc_uid: claim.uid().unwrap_or_default(),
-            pv: pv_name,
-            driver: csi.driver.clone(),
-            snapshot_class: class.name_any(),
-            storage_class: cs.storage_class_name.clone(),
-            block: cs.volume_mode.as_deref() == Some("Block"),
+            ))
+        })?;
+        Ok(ChosenVolume {
+            namespace: d.namespace.clone(),
+            pvc: d.pvc.clone(),
+            pvc_uid: d.pvc_uid.clone(),
+            pv: pv_name.clone(),
+            driver,
+            snapshot_class: class.clone(),
+            storage_class: d.storage_class.clone(),
+            block: d.volume_mode == VolumeMode::Block,
             node_affinity: spec
                 .node_affinity
                 .as_ref()
@@ -436,11 +355,8 @@ pub async fn choose_volumes(
                 .and_then(|c| c.get("storage"))
                 .map(|q| q.0.clone()),
             method: Method::SnapshotMove,
-        });
+        })
     }
-    chosen.sort_by(|a, b| (&a.namespace, &a.pvc).cmp(&(&b.namespace, &b.pvc)));
-    unprotected.sort_by(|a, b| (&a.namespace, &a.pvc).cmp(&(&b.namespace, &b.pvc)));
-    Ok((chosen, unprotected))
 }
 
 /// What one operation created, removed again in reverse order.
@@ -1085,7 +1001,10 @@ impl Mover {
 
         let deadline = Instant::now() + opts.move_timeout;
         let left = || deadline.saturating_duration_since(Instant::now());
-        // Started (or already done)?
+        // Started (or already done)? A pod that stays Pending past the
+        // start timeout (unschedulable, image not pulled, container not
+        // created) fails with its reason, long before the move timeout.
+        let start_deadline = Instant::now() + opts.start_timeout;
         until(
             &format!("mover pod {movers}/{} starting", self.name),
             left(),
@@ -1095,16 +1014,17 @@ impl Mover {
                     .get(&self.name)
                     .await
                     .map_err(kube_err(format!("read pod {movers}/{}", self.name)))?;
-                let phase = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase.clone())
-                    .unwrap_or_default();
-                Ok(if phase == "Pending" || phase.is_empty() {
-                    Err(pending_reason(&pod))
-                } else {
-                    Ok(())
-                })
+                match start_state(&pod) {
+                    StartState::Started => Ok(Ok(())),
+                    StartState::Pending(reason) if Instant::now() < start_deadline => {
+                        Ok(Err(reason))
+                    }
+                    StartState::Pending(reason) => Err(VolumeError::NotStarted {
+                        pod: format!("{movers}/{}", self.name),
+                        after: opts.start_timeout,
+                        reason,
+                    }),
+                }
             },
         )
         .await?;
@@ -1209,6 +1129,28 @@ fn refused_pod(movers: &str, pod: &Pod, e: kube::Error) -> VolumeError {
     }
 }
 
+/// Whether a mover pod has started, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StartState {
+    /// Running or finished.
+    Started,
+    /// Pending, with the kubelet's or scheduler's reason.
+    Pending(String),
+}
+
+fn start_state(pod: &Pod) -> StartState {
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default();
+    if phase == "Pending" || phase.is_empty() {
+        StartState::Pending(pending_reason(pod))
+    } else {
+        StartState::Started
+    }
+}
+
 /// Why a pod has not started, from its conditions and container states.
 fn pending_reason(pod: &Pod) -> String {
     let status = pod.status.as_ref();
@@ -1232,7 +1174,13 @@ fn pending_reason(pod: &Pod) -> String {
         .into_iter()
         .flatten()
         .find(|c| c.status == "False" && c.message.is_some())
-        .map(|c| format!("{}: {}", c.type_, c.message.clone().unwrap_or_default()));
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or(&c.type_),
+                c.message.clone().unwrap_or_default()
+            )
+        });
     waiting
         .or(condition)
         .unwrap_or_else(|| "Pending".to_string())
@@ -1565,6 +1513,51 @@ mod tests {
         assert_eq!(c["volumeMounts"][1]["mountPath"], DATA_DIR);
         assert!(p["spec"].get("serviceAccountName").is_none());
         assert!(p["spec"]["affinity"]["nodeAffinity"].is_object());
+    }
+
+    #[test]
+    fn a_pending_pod_says_why_it_has_not_started() {
+        let pod = |status: Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "m"}, "status": status})).unwrap()
+        };
+        let waiting = |reason: &str, message: &str| {
+            pod(json!({"phase": "Pending", "containerStatuses": [{
+                "name": "mover", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": message}}}]}))
+        };
+        assert_eq!(
+            start_state(&waiting("ImagePullBackOff", "Back-off pulling image \"x\"")),
+            StartState::Pending("ImagePullBackOff: Back-off pulling image \"x\"".into())
+        );
+        assert_eq!(
+            start_state(&waiting(
+                "CreateContainerConfigError",
+                "secret \"s\" not found"
+            )),
+            StartState::Pending("CreateContainerConfigError: secret \"s\" not found".into())
+        );
+        let unschedulable = pod(json!({"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."}]}));
+        assert_eq!(
+            start_state(&unschedulable),
+            StartState::Pending(
+                "Unschedulable: 0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+                    .into()
+            )
+        );
+        assert_eq!(
+            start_state(&pod(json!({}))),
+            StartState::Pending("Pending".into())
+        );
+        assert_eq!(
+            start_state(&pod(json!({"phase": "Running"}))),
+            StartState::Started
+        );
+        assert_eq!(
+            start_state(&pod(json!({"phase": "Failed"}))),
+            StartState::Started
+        );
     }
 
     #[test]

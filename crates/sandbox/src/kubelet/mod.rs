@@ -59,6 +59,10 @@ pub struct Runtime {
     pub data: PathBuf,
     /// Image prefix ─▶ executable.
     pub images: Vec<(String, PathBuf)>,
+    /// Image prefixes the registry does not have: pulls fail
+    /// (`ErrImagePull`, then `ImagePullBackOff`), as a kubelet reports a
+    /// registry's "not found".
+    pub missing_images: Vec<String>,
     /// The nodes this kubelet runs.
     pub nodes: BTreeSet<String>,
     /// `host:port` of the API server, for `KUBERNETES_SERVICE_*`.
@@ -82,6 +86,7 @@ impl Runtime {
         Runtime {
             data,
             images,
+            missing_images: Vec::new(),
             nodes,
             api,
             token,
@@ -120,6 +125,16 @@ impl Runtime {
             }
             u != uid
         });
+    }
+
+    /// Whether the registry lacks `image` (and it was never pulled: no
+    /// mapped executable).
+    pub fn image_missing(&self, image: &str) -> bool {
+        self.executable(image).is_none()
+            && self
+                .missing_images
+                .iter()
+                .any(|p| image.starts_with(p.as_str()))
     }
 
     /// The executable a container image maps to (longest prefix wins).
@@ -858,6 +873,47 @@ impl Kubelet {
         let (spec, init, exe, cname) = (c.spec.clone(), c.init, c.exe.clone(), c.name.clone());
         let vols = run.volumes.clone();
         let image = spec["image"].as_str().unwrap_or_default().to_string();
+        if self.rt.image_missing(&image) {
+            // The pull fails; the kubelet retries with a back-off, and the
+            // container waits in ImagePullBackOff between attempts.
+            let first = self.blocked.insert(key.clone());
+            let (reason, message) = if first {
+                let msg = format!(
+                    "failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": not found"
+                );
+                events::record(
+                    st,
+                    pod,
+                    EventType::Normal,
+                    "Pulling",
+                    &format!("Pulling image \"{image}\""),
+                    KUBELET,
+                );
+                events::record(
+                    st,
+                    pod,
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Failed to pull image \"{image}\": {msg}"),
+                    KUBELET,
+                );
+                ("ErrImagePull", msg)
+            } else {
+                (
+                    "ImagePullBackOff",
+                    format!("Back-off pulling image \"{image}\""),
+                )
+            };
+            self.set_state(
+                key,
+                i,
+                CState::Waiting {
+                    reason: reason.into(),
+                    message,
+                },
+            );
+            return;
+        }
         let env = match container_env(st, pod, &spec) {
             Ok(e) => e,
             Err(msg) => {
@@ -1310,9 +1366,15 @@ impl Kubelet {
         });
         let inits_done = run.inits_done();
         let all_done = main.iter().all(|c| c.finished());
+        // As the kubelet's getPhase: a container waiting that never ran
+        // (image not pulled, config error, still being created) keeps the
+        // pod Pending; one waiting to restart counts as stopped.
+        let never_started = main
+            .iter()
+            .any(|c| matches!(c.state, CState::Waiting { .. }) && c.last.is_none());
         let phase = if init_failed {
             "Failed"
-        } else if !inits_done {
+        } else if !inits_done || never_started {
             "Pending"
         } else if all_done && !main.is_empty() {
             if main
@@ -1480,7 +1542,11 @@ fn unready_gates(pod: &Value, status: &Value) -> Vec<String> {
 fn startable(reason: &str) -> bool {
     matches!(
         reason,
-        "ContainerCreating" | "PodInitializing" | "CreateContainerConfigError"
+        "ContainerCreating"
+            | "PodInitializing"
+            | "CreateContainerConfigError"
+            | "ErrImagePull"
+            | "ImagePullBackOff"
     )
 }
 

@@ -1030,3 +1030,58 @@ async fn a_terminal_phase_set_through_the_api_stops_the_pod_for_good() {
     assert_eq!(cs.restart_count, 0);
     assert!(cs.state.as_ref().unwrap().terminated.is_some(), "{cs:?}");
 }
+
+fn waiting_reason(p: &Pod) -> Option<String> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?
+        .reason
+        .clone()
+}
+
+#[tokio::test]
+async fn an_image_the_registry_lacks_keeps_its_pod_pending_in_image_pull_back_off() {
+    let sb = Sandbox::builder()
+        .image_binary(SH, "/bin/sh")
+        .missing_image("registry.invalid/")
+        .start()
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(sb.client(), "default");
+    let mut v = sh_pod("pull", "true", json!({}));
+    v["spec"]["containers"][0]["image"] = json!("registry.invalid/app:1");
+    create(&pods, v).await;
+    // The failed pull (ErrImagePull) is soon followed by the back-off.
+    let p = wait_for(&pods, "pull", "ErrImagePull", |p| {
+        matches!(
+            waiting_reason(p).as_deref(),
+            Some("ErrImagePull" | "ImagePullBackOff")
+        )
+    })
+    .await;
+    assert_eq!(phase(&p), "Pending");
+    let p = wait_for(&pods, "pull", "ImagePullBackOff", |p| {
+        waiting_reason(p).as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
+    assert_eq!(phase(&p), "Pending");
+    let events = events_of(&sb.client(), "default", "pull").await;
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some("Failed")
+            && e.message
+                .as_deref()
+                .is_some_and(|m| m.contains("Failed to pull image"))),
+        "{events:?}"
+    );
+    // Other images still pull and run.
+    let mut v = sh_pod("mapped", "true", json!({}));
+    v["spec"]["containers"][0]["image"] = json!(format!("{SH}:2"));
+    create(&pods, v).await;
+    wait_for(&pods, "mapped", "Succeeded", |p| phase(p) == "Succeeded").await;
+}

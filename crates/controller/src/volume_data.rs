@@ -1,0 +1,421 @@
+//! Volume data of one backup or restore, for `lifeboat backup` /
+//! `lifeboat restore` run by hand and for the controller alike: the
+//! repository keys, then one mover per claim (`lifeboat_kube::volumes`).
+//!
+//! ```text
+//! backup:  claims to protect ─▶ keys (one repository per namespace, cached
+//!          in a Secret of the movers' namespace) ─▶ back_up_claim per claim
+//!          ─▶ one volume entry (Completed / Failed) or a warning per claim
+//! restore: the backup's completed volumes ─▶ keys opened with the
+//!          location's age identities ─▶ restore::VolumeData
+//! ```
+//!
+//! What happens is reported as [`VolumeEvent`]s; the CLI shows them on a
+//! terminal, the controller logs them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use lifeboat_core::BackupPolicy;
+use lifeboat_core::model::VolumeMethod;
+use lifeboat_core::volumes::{DecidedBy, VolumeDecision, decide};
+use lifeboat_kube::volumes::{
+    self, ChosenVolume, MoverAccess, MoverOptions, RepoKey, VolumeProgress, VolumeResult,
+    WorkLocation,
+};
+use lifeboat_store::{
+    BackupWriter, LocationConfig, LogEntry, LogLevel, Repository, VolumeEntry, VolumePhase,
+};
+use lifeboat_volume::secret_cache::SecretKeyCache;
+use lifeboat_volume::{KeyCache, VolumeRepo};
+
+/// The Secret (in the movers' namespace) caching repository keys where
+/// backups run, so later backups need no identity.
+pub const KEY_CACHE_SECRET: &str = "lifeboat-volume-keys";
+
+/// What happens to the volumes of a backup, as it happens.
+#[derive(Debug, Clone, Copy)]
+pub enum VolumeEvent<'a> {
+    /// A claim's mover reports progress.
+    Progress {
+        namespace: &'a str,
+        pvc: &'a str,
+        progress: &'a VolumeProgress,
+    },
+    /// A claim whose data the backup does not carry, and why.
+    NotProtected {
+        namespace: &'a str,
+        pvc: &'a str,
+        reason: &'a str,
+    },
+    /// A claim whose data the policy deliberately does not back up.
+    Skipped {
+        namespace: &'a str,
+        pvc: &'a str,
+        decided_by: &'a DecidedBy,
+    },
+    /// A claim's data is in the repository.
+    Done {
+        namespace: &'a str,
+        pvc: &'a str,
+        result: &'a VolumeResult,
+    },
+    /// A claim's data could not be backed up.
+    Failed {
+        namespace: &'a str,
+        pvc: &'a str,
+        reason: &'a str,
+    },
+}
+
+/// Where a backup's volume data goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    pub repository: &'a Repository,
+    /// The location's configuration (store settings, credentials, recipients).
+    pub config: &'a LocationConfig,
+    pub location_name: &'a str,
+    pub cluster: &'a str,
+}
+
+/// How movers reach the location; errors when a pod could not.
+pub fn access(
+    config: &LocationConfig,
+    location_name: &str,
+    cluster: &str,
+) -> anyhow::Result<MoverAccess> {
+    if config.recipients.is_empty() {
+        bail!(
+            "StorageLocation `{location_name}` has no spec.encryption.recipients: volume data is \
+             only kept encrypted; add age recipients to the location"
+        );
+    }
+    if !config.url.starts_with("file://") && config.credentials.is_none() {
+        bail!(
+            "StorageLocation `{location_name}` uses the default credential chain of whoever \
+             runs lifeboat, which a mover pod does not have: give the location \
+             spec.credentials (a Secret) so lifeboat can hand them to the mover"
+        );
+    }
+    Ok(MoverAccess {
+        location: WorkLocation::from_config(config),
+        location_name: location_name.into(),
+        cluster: cluster.into(),
+    })
+}
+
+/// A repository's key, as a mover finds it in its key cache.
+fn repo_key(repo: &VolumeRepo) -> RepoKey {
+    RepoKey {
+        cache_name: repo.reference().cache_key(),
+        password: repo.password().to_string(),
+    }
+}
+
+fn entry(
+    d: &VolumeDecision,
+    method: VolumeMethod,
+    phase: VolumePhase,
+    error: Option<String>,
+) -> VolumeEntry {
+    VolumeEntry {
+        namespace: d.namespace.clone(),
+        pvc: d.pvc.clone(),
+        pvc_uid: d.pvc_uid.clone(),
+        method: method.to_string(),
+        phase,
+        snapshot: None,
+        bytes: 0,
+        new_bytes: 0,
+        files: 0,
+        duration_ms: 0,
+        node: None,
+        file: None,
+        error,
+    }
+}
+
+/// The mover settings `base` with the timeouts of `policy`'s `volumes`.
+pub fn policy_movers(base: &MoverOptions, policy: &BackupPolicy) -> MoverOptions {
+    let timeouts = policy
+        .spec
+        .volumes
+        .as_ref()
+        .map(|v| v.timeouts.clone())
+        .unwrap_or_default();
+    MoverOptions {
+        snapshot_timeout: Duration::from_secs(timeouts.snapshot_ready.as_secs()),
+        move_timeout: Duration::from_secs(timeouts.move_data.as_secs()),
+        ..base.clone()
+    }
+}
+
+/// How the claims a backup of `policy` selects are protected, by the
+/// planner's [`decide`] over the cluster as it is now.
+pub async fn decisions(
+    client: &kube::Client,
+    policy: &BackupPolicy,
+    has_recipients: bool,
+) -> anyhow::Result<Vec<VolumeDecision>> {
+    let inventory = lifeboat_kube::inventory::inventory(client)
+        .await
+        .context("cannot list the claims, volumes and snapshot classes to protect")?;
+    decide(policy, has_recipients, &inventory)
+        .with_context(|| format!("policy `{}` has an invalid selection", policy.metadata.name))
+}
+
+async fn warn(
+    writer: &mut BackupWriter,
+    d: &VolumeDecision,
+    level: LogLevel,
+    message: String,
+) -> anyhow::Result<()> {
+    writer
+        .log(LogEntry {
+            level,
+            time: jiff::Timestamp::now(),
+            resource: Some("persistentvolumeclaims".into()),
+            namespace: Some(d.namespace.clone()),
+            name: Some(d.pvc.clone()),
+            message,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Carries the data of the claims a backup of `policy` selects into
+/// `writer`, each by the method [`decide`] gives it (`volumes.rules`,
+/// Velero's annotations, the automatic choice). A claim no method protects
+/// is a warning of the backup, a skipped one an info line; a volume that
+/// fails is recorded as failed (the backup becomes `PartiallyFailed`). An
+/// error means the backup itself could not be written.
+pub async fn back_up(
+    client: &kube::Client,
+    writer: &mut BackupWriter,
+    policy: &BackupPolicy,
+    to: Destination<'_>,
+    opts: &MoverOptions,
+    events: &(dyn Fn(VolumeEvent<'_>) + Send + Sync),
+) -> anyhow::Result<()> {
+    let decisions = decisions(client, policy, !to.config.recipients.is_empty()).await?;
+    let backup = writer.name().to_string();
+    // Keys of the repositories the methods write, opened once.
+    let namespaces: BTreeSet<&str> = decisions
+        .iter()
+        .filter(|d| d.method.is_some_and(VolumeMethod::writes_repository))
+        .map(|d| d.namespace.as_str())
+        .collect();
+    // Opened when the first claim needs them.
+    let mut prepared: Option<Result<(MoverAccess, BTreeMap<String, RepoKey>), String>> = None;
+    for d in &decisions {
+        let (namespace, pvc) = (d.namespace.as_str(), d.pvc.as_str());
+        let Some(method) = d.method else {
+            let reason = d
+                .warning
+                .clone()
+                .unwrap_or_else(|| "no method protects it".into());
+            events(VolumeEvent::NotProtected {
+                namespace,
+                pvc,
+                reason: &reason,
+            });
+            warn(
+                writer,
+                d,
+                LogLevel::Warning,
+                format!("the volume data is not protected: {reason}"),
+            )
+            .await?;
+            continue;
+        };
+        let progress = |p: VolumeProgress| {
+            events(VolumeEvent::Progress {
+                namespace,
+                pvc,
+                progress: &p,
+            })
+        };
+        let result: Result<VolumeResult, String> = match method {
+            VolumeMethod::Skip => {
+                let reason = format!("skipped ({})", d.decided_by);
+                events(VolumeEvent::Skipped {
+                    namespace,
+                    pvc,
+                    decided_by: &d.decided_by,
+                });
+                warn(
+                    writer,
+                    d,
+                    LogLevel::Info,
+                    format!("the volume data is not backed up: {reason}"),
+                )
+                .await?;
+                continue;
+            }
+            VolumeMethod::SnapshotMove | VolumeMethod::FileSystem => {
+                if prepared.is_none() {
+                    prepared = Some(
+                        backup_keys(client, to, opts, &namespaces)
+                            .await
+                            .map_err(|e| format!("{e:#}")),
+                    );
+                }
+                match prepared.as_ref().map(|p| p.as_ref()) {
+                    Some(Ok((access, keys))) => match keys.get(namespace) {
+                        None => Err(format!(
+                            "no key for the volume repository of namespace {namespace}"
+                        )),
+                        Some(key) if method == VolumeMethod::FileSystem => {
+                            match volumes::filesystem::PodVolume::from_decision(d) {
+                                Ok(v) => volumes::filesystem::back_up_claim(
+                                    client, &v, &backup, access, key, opts, &progress,
+                                )
+                                .await
+                                .map_err(|e| e.to_string()),
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
+                        Some(key) => match ChosenVolume::snapshot_move(client, d).await {
+                            Ok(v) => volumes::back_up_claim(
+                                client, &v, &backup, access, key, opts, &progress,
+                            )
+                            .await
+                            .map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                    },
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err("the volume repositories were not opened".into()),
+                }
+            }
+            VolumeMethod::Snapshot => Err(format!(
+                "`{method}` ({}) is not carried out by this version of lifeboat; \
+                 use `snapshotMove` or `skip` for this claim",
+                d.decided_by
+            )),
+        };
+        match result {
+            Ok(r) => {
+                events(VolumeEvent::Done {
+                    namespace,
+                    pvc,
+                    result: &r,
+                });
+                let mut e = entry(d, method, VolumePhase::Completed, None);
+                e.snapshot = Some(r.snapshot.clone());
+                e.bytes = r.bytes;
+                e.new_bytes = r.new_bytes;
+                e.files = r.files;
+                e.duration_ms = (r.duration_seconds * 1000.0) as u64;
+                e.node = r.node.clone();
+                writer.add_volume(e, &serde_json::to_value(&r)?).await?;
+            }
+            Err(reason) => {
+                events(VolumeEvent::Failed {
+                    namespace,
+                    pvc,
+                    reason: &reason,
+                });
+                writer
+                    .add_volume(
+                        entry(d, method, VolumePhase::Failed, Some(reason.clone())),
+                        &serde_json::json!({"error": reason}),
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The movers' access and the key of each namespace's repository (created
+/// when missing; the keys cached in the cluster).
+async fn backup_keys(
+    client: &kube::Client,
+    to: Destination<'_>,
+    opts: &MoverOptions,
+    namespaces: &BTreeSet<&str>,
+) -> anyhow::Result<(MoverAccess, BTreeMap<String, RepoKey>)> {
+    let access = access(to.config, to.location_name, to.cluster)?;
+    volumes::ensure_movers_namespace(client, &opts.namespace).await?;
+    let cache: Arc<dyn KeyCache> = Arc::new(SecretKeyCache::new(
+        client.clone(),
+        &opts.namespace,
+        KEY_CACHE_SECRET,
+    ));
+    let mut keys = BTreeMap::new();
+    for ns in namespaces {
+        let repo = VolumeRepo::open_or_create(
+            to.repository,
+            to.location_name,
+            to.cluster,
+            ns,
+            cache.as_ref(),
+        )
+        .await
+        .with_context(|| format!("cannot open the volume repository of {ns}"))?;
+        keys.insert((*ns).to_string(), repo_key(&repo));
+    }
+    Ok((access, keys))
+}
+
+/// What a restore of `backup` needs to fill claims with its volume data:
+/// the movers' access and (unless a dry run) each source namespace's
+/// repository key, opened with the identities of `from.config`. `None`
+/// when the backup carries no volume data.
+pub async fn for_restore(
+    from: Destination<'_>,
+    backup: &str,
+    request: &str,
+    dry_run: bool,
+    movers: MoverOptions,
+) -> anyhow::Result<Option<lifeboat_kube::restore::VolumeData>> {
+    let Ok(reader) = from.repository.open_backup(from.cluster, backup).await else {
+        // The restore itself reports why the backup cannot be opened.
+        return Ok(None);
+    };
+    // One snapshot per namespace finds the repository generation the
+    // backup wrote to (all its volumes of a namespace are in one).
+    let namespaces: BTreeMap<String, String> = reader
+        .volumes()
+        .iter()
+        .filter(|v| v.phase == VolumePhase::Completed)
+        .filter_map(|v| Some((v.namespace.clone(), v.snapshot.clone()?)))
+        .collect();
+    if namespaces.is_empty() {
+        return Ok(None);
+    }
+    let access = access(from.config, from.location_name, from.cluster)?;
+    let mut keys = BTreeMap::new();
+    // Without identities the encrypted archive cannot be read either: the
+    // restore fails (and is recorded) before any claim would be filled.
+    if !dry_run && !from.config.identities.is_empty() {
+        for (ns, snapshot) in &namespaces {
+            let repo = VolumeRepo::open_holding(
+                from.repository,
+                from.location_name,
+                from.cluster,
+                ns,
+                snapshot,
+                None,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the volume repository of namespace {ns}; restoring volume data \
+                     needs an age identity of the location (by hand: --identity FILE; in the \
+                     controller: the location's encryption.identitySecretRef)"
+                )
+            })?;
+            keys.insert(ns.clone(), repo_key(&repo));
+        }
+    }
+    Ok(Some(lifeboat_kube::restore::VolumeData {
+        restore: request.to_string(),
+        access,
+        keys,
+        movers,
+    }))
+}
