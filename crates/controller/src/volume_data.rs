@@ -211,7 +211,7 @@ pub async fn back_up(
         .map(|d| d.namespace.as_str())
         .collect();
     // Opened when the first claim needs them.
-    let mut prepared: Option<Result<(MoverAccess, BTreeMap<String, RepoKey>), String>> = None;
+    let mut prepared: Option<Result<Prepared, String>> = None;
     for d in &decisions {
         let (namespace, pvc) = (d.namespace.as_str(), d.pvc.as_str());
         let Some(method) = d.method else {
@@ -367,6 +367,9 @@ async fn remove_leftovers_of_policy(
     }
 }
 
+/// The movers' access and the repository key of each namespace.
+type Prepared = (MoverAccess, BTreeMap<String, RepoKey>);
+
 /// The movers' access and the key of each namespace's repository (created
 /// when missing; the keys cached in the cluster).
 async fn backup_keys(
@@ -374,7 +377,7 @@ async fn backup_keys(
     to: Destination<'_>,
     opts: &MoverOptions,
     namespaces: &BTreeSet<&str>,
-) -> anyhow::Result<(MoverAccess, BTreeMap<String, RepoKey>)> {
+) -> anyhow::Result<Prepared> {
     let access = access(to.config, to.location_name, to.cluster)?;
     volumes::ensure_movers_namespace(client, &opts.namespace).await?;
     let cache: Arc<dyn KeyCache> = Arc::new(SecretKeyCache::new(
