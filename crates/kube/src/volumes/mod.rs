@@ -469,44 +469,36 @@ pub async fn remove_leftovers(
         ..DeleteParams::default()
     };
     let dp = DeleteParams::default();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), movers);
-    for p in pods
-        .list(&lp)
-        .await
-        .map_err(kube_err(format!("list pods in {movers}")))?
-    {
-        if op_of(p.labels()) {
-            gone(pods.delete(&p.name_any(), &now).await)
-                .map_err(kube_err(format!("delete pod {movers}/{}", p.name_any())))?;
-            removed.push(format!("pod {movers}/{}", p.name_any()));
-        }
-    }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), movers);
-    for o in secrets
-        .list(&lp)
-        .await
-        .map_err(kube_err(format!("list Secrets in {movers}")))?
-    {
-        if op_of(o.labels()) {
-            gone(secrets.delete(&o.name_any(), &dp).await)
-                .map_err(kube_err(format!("delete Secret {movers}/{}", o.name_any())))?;
-            removed.push(format!("Secret {movers}/{}", o.name_any()));
-        }
-    }
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), movers);
-    for o in claims
-        .list(&lp)
-        .await
-        .map_err(kube_err(format!("list PersistentVolumeClaims in {movers}")))?
-    {
-        if op_of(o.labels()) {
-            gone(claims.delete(&o.name_any(), &dp).await).map_err(kube_err(format!(
-                "delete PersistentVolumeClaim {movers}/{}",
-                o.name_any()
-            )))?;
-            removed.push(format!("PersistentVolumeClaim {movers}/{}", o.name_any()));
-        }
-    }
+    removed.extend(
+        delete_labelled(
+            Api::<Pod>::namespaced(client.clone(), movers),
+            "pod",
+            &lp,
+            &now,
+            &op_of,
+        )
+        .await?,
+    );
+    removed.extend(
+        delete_labelled(
+            Api::<Secret>::namespaced(client.clone(), movers),
+            "Secret",
+            &lp,
+            &dp,
+            &op_of,
+        )
+        .await?,
+    );
+    removed.extend(
+        delete_labelled(
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), movers),
+            "PersistentVolumeClaim",
+            &lp,
+            &dp,
+            &op_of,
+        )
+        .await?,
+    );
     let all_snapshots = Api::<DynamicObject>::all_with(
         client.clone(),
         &snapshot_resource("VolumeSnapshot", "volumesnapshots"),
@@ -578,6 +570,35 @@ pub async fn remove_leftovers(
             c.name_any()
         )))?;
         removed.push(format!("VolumeSnapshotContent {}", c.name_any()));
+    }
+    Ok(removed)
+}
+
+/// Deletes the objects `api` lists with `lp` whose labels `leftover`
+/// accepts; returns them as `kind namespace/name`.
+async fn delete_labelled<K>(
+    api: Api<K>,
+    kind: &str,
+    lp: &kube::api::ListParams,
+    dp: &DeleteParams,
+    leftover: &impl Fn(&BTreeMap<String, String>) -> bool,
+) -> Result<Vec<String>, VolumeError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut removed = Vec::new();
+    let list = api
+        .list(lp)
+        .await
+        .map_err(kube_err(format!("list {kind}s")))?;
+    for o in list.items.iter().filter(|o| leftover(o.labels())) {
+        let what = format!(
+            "{kind} {}/{}",
+            o.namespace().unwrap_or_default(),
+            o.name_any()
+        );
+        gone(api.delete(&o.name_any(), dp).await).map_err(kube_err(format!("delete {what}")))?;
+        removed.push(what);
     }
     Ok(removed)
 }
