@@ -659,3 +659,61 @@ fn a_mover_whose_image_cannot_be_pulled_fails_its_volume_after_the_start_timeout
     );
     w.nothing_left_behind();
 }
+
+#[test]
+fn a_backup_killed_mid_move_leaves_objects_that_the_next_backup_removes() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let (repo, kc) = (w.path("repo"), w.path("kubeconfig"));
+    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args([
+            "backup",
+            "--policy",
+            "db",
+            "--repo",
+            &repo,
+            "--kubeconfig",
+            &kc,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed (SIGKILL: no cleanup) as soon as its mover pod exists.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !w.labelled_leftovers().iter().any(|l| l.starts_with("pod ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mover pod appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended first"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = w.labelled_leftovers();
+    assert!(
+        left.iter().any(|l| l.starts_with("pod "))
+            && left.iter().any(|l| l.starts_with("secret "))
+            && left.iter().any(|l| l.starts_with("VolumeSnapshotContent ")),
+        "{left:?}"
+    );
+
+    std::thread::sleep(Duration::from_millis(1100)); // a new backup slot
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Completed"), "{out}");
+    w.nothing_left_behind();
+    // The storage snapshots went with their contents.
+    let dir = w.sb.data_dir().join("snapshots");
+    let count = || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    for _ in 0..200 {
+        if count() == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(count(), 0, "storage snapshots left in the CSI driver");
+}

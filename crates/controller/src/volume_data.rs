@@ -201,6 +201,9 @@ pub async fn back_up(
 ) -> anyhow::Result<()> {
     let decisions = decisions(client, policy, !to.config.recipients.is_empty()).await?;
     let backup = writer.name().to_string();
+    if decisions.iter().any(VolumeDecision::is_protected) {
+        remove_leftovers_of_policy(client, &opts.namespace, &policy.metadata.name, &backup).await;
+    }
     // Keys of the repositories the methods write, opened once.
     let namespaces: BTreeSet<&str> = decisions
         .iter()
@@ -330,7 +333,50 @@ pub async fn back_up(
     Ok(())
 }
 
-/// The movers' access and each namespace's repository key.
+/// Whether `operation` names a backup of `policy` (`<policy>-YYYYMMDD-HHMMSS`).
+fn is_backup_of(policy: &str, operation: &str) -> bool {
+    operation
+        .strip_prefix(policy)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|slot| {
+            let b = slot.as_bytes();
+            b.len() == 15
+                && b[8] == b'-'
+                && b.iter()
+                    .enumerate()
+                    .all(|(i, c)| i == 8 || c.is_ascii_digit())
+        })
+}
+
+/// Removes what earlier backups of `policy` left in the cluster (a run
+/// killed mid-move). Backups of one policy never run at once — the planner
+/// plans one at a time, by hand one backup is one process — so any other
+/// backup of the policy is finished or gone. Failures are logged: they
+/// never fail this backup.
+async fn remove_leftovers_of_policy(
+    client: &kube::Client,
+    movers: &str,
+    policy: &str,
+    backup: &str,
+) {
+    let leftover = |op: &str| op != backup && is_backup_of(policy, op);
+    match volumes::remove_leftovers(client, movers, volumes::BACKUP_LABEL, leftover).await {
+        Ok(removed) => {
+            for r in removed {
+                tracing::info!(
+                    policy,
+                    "removed {r}, left by an earlier backup of the policy"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            policy,
+            "cannot remove what earlier backups of the policy left in the cluster: {e}"
+        ),
+    }
+}
+
+/// The movers' access and the repository key of each namespace.
 type Prepared = (MoverAccess, BTreeMap<String, RepoKey>);
 
 /// The movers' access and the key of each namespace's repository (created
@@ -421,4 +467,19 @@ pub async fn for_restore(
         keys,
         movers,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_backup_of;
+
+    #[test]
+    fn backups_of_a_policy_are_told_from_other_policies_backups() {
+        assert!(is_backup_of("db", "db-20261201-020000"));
+        assert!(!is_backup_of("db", "db-x-20261201-020000"));
+        assert!(!is_backup_of("db", "dbx-20261201-020000"));
+        assert!(!is_backup_of("db", "db-20261201-02000"));
+        assert!(!is_backup_of("db", "db-2026120a-020000"));
+        assert!(is_backup_of("db-x", "db-x-20261201-020000"));
+    }
 }

@@ -456,6 +456,169 @@ impl<'a> Created<'a> {
     }
 }
 
+/// Removes what earlier operations left in the cluster: every object
+/// labelled `label_key` (with lifeboat's managed-by label) whose operation
+/// `leftover(operation)` says is finished or gone — mover pods, their
+/// Secrets and claims in the movers' namespace, VolumeSnapshots anywhere,
+/// and the VolumeSnapshotContents of those operations, except kept ones
+/// (`deletionPolicy: Retain` on a labelled content is a kept snapshot,
+/// which retention prunes). A source snapshot's content that an
+/// interrupted expose left on Retain is set back to Delete first when no
+/// other content holds its handle, so the storage snapshot does not leak.
+/// Returns what was removed (`kind name`).
+pub async fn remove_leftovers(
+    client: &kube::Client,
+    movers: &str,
+    label_key: &str,
+    leftover: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, VolumeError> {
+    let lp = kube::api::ListParams::default()
+        .labels(&format!("{}={},{label_key}", MANAGED_BY.0, MANAGED_BY.1));
+    let op_of = |labels: &BTreeMap<String, String>| {
+        labels
+            .get(label_key)
+            .is_some_and(|op| leftover(op.as_str()))
+    };
+    let mut removed = Vec::new();
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    let dp = DeleteParams::default();
+    removed.extend(
+        delete_labelled(
+            Api::<Pod>::namespaced(client.clone(), movers),
+            "pod",
+            &lp,
+            &now,
+            &op_of,
+        )
+        .await?,
+    );
+    removed.extend(
+        delete_labelled(
+            Api::<Secret>::namespaced(client.clone(), movers),
+            "Secret",
+            &lp,
+            &dp,
+            &op_of,
+        )
+        .await?,
+    );
+    removed.extend(
+        delete_labelled(
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), movers),
+            "PersistentVolumeClaim",
+            &lp,
+            &dp,
+            &op_of,
+        )
+        .await?,
+    );
+    let all_snapshots = Api::<DynamicObject>::all_with(
+        client.clone(),
+        &snapshot_resource("VolumeSnapshot", "volumesnapshots"),
+    );
+    let listed = match all_snapshots.list(&lp).await {
+        Ok(l) => l.items,
+        // No snapshot API: nothing of that kind was made.
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(removed),
+        Err(e) => return Err(kube_err("list VolumeSnapshots")(e)),
+    };
+    let all_contents = contents(client)
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(kube_err("list VolumeSnapshotContents"))?
+        .items;
+    let handle = |c: &DynamicObject| {
+        c.data["status"]["snapshotHandle"]
+            .as_str()
+            .map(str::to_string)
+    };
+    for vs in listed.iter().filter(|v| op_of(v.labels())) {
+        let ns = vs.namespace().unwrap_or_default();
+        let name = vs.name_any();
+        let bound = vs.data["status"]["boundVolumeSnapshotContentName"].as_str();
+        let content = bound.and_then(|b| all_contents.iter().find(|c| c.name_any() == b));
+        if ns != movers
+            && let Some(c) = content
+            && c.data["spec"]["deletionPolicy"] == "Retain"
+            && !c.labels().contains_key(label_key)
+        {
+            let h = handle(c);
+            let shared = all_contents
+                .iter()
+                .any(|o| o.name_any() != c.name_any() && h.is_some() && handle(o) == h);
+            if !shared {
+                contents(client)
+                    .patch(
+                        &c.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"spec": {"deletionPolicy": "Delete"}})),
+                    )
+                    .await
+                    .map_err(kube_err(format!(
+                        "set VolumeSnapshotContent {} to Delete",
+                        c.name_any()
+                    )))?;
+            }
+        }
+        gone(snapshots(client, &ns).delete(&name, &dp).await)
+            .map_err(kube_err(format!("delete VolumeSnapshot {ns}/{name}")))?;
+        removed.push(format!("VolumeSnapshot {ns}/{name}"));
+        if ns != movers
+            && let Some(c) = content
+            && !c.labels().contains_key(label_key)
+        {
+            gone(contents(client).delete(&c.name_any(), &dp).await).map_err(kube_err(format!(
+                "delete VolumeSnapshotContent {}",
+                c.name_any()
+            )))?;
+            removed.push(format!("VolumeSnapshotContent {}", c.name_any()));
+        }
+    }
+    for c in all_contents.iter().filter(|c| op_of(c.labels())) {
+        if c.data["spec"]["deletionPolicy"] == "Retain" {
+            continue; // a kept snapshot
+        }
+        gone(contents(client).delete(&c.name_any(), &dp).await).map_err(kube_err(format!(
+            "delete VolumeSnapshotContent {}",
+            c.name_any()
+        )))?;
+        removed.push(format!("VolumeSnapshotContent {}", c.name_any()));
+    }
+    Ok(removed)
+}
+
+/// Deletes the objects `api` lists with `lp` whose labels `leftover`
+/// accepts; returns them as `kind namespace/name`.
+async fn delete_labelled<K>(
+    api: Api<K>,
+    kind: &str,
+    lp: &kube::api::ListParams,
+    dp: &DeleteParams,
+    leftover: &impl Fn(&BTreeMap<String, String>) -> bool,
+) -> Result<Vec<String>, VolumeError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut removed = Vec::new();
+    let list = api
+        .list(lp)
+        .await
+        .map_err(kube_err(format!("list {kind}s")))?;
+    for o in list.items.iter().filter(|o| leftover(o.labels())) {
+        let what = format!(
+            "{kind} {}/{}",
+            o.namespace().unwrap_or_default(),
+            o.name_any()
+        );
+        gone(api.delete(&o.name_any(), dp).await).map_err(kube_err(format!("delete {what}")))?;
+        removed.push(what);
+    }
+    Ok(removed)
+}
+
 /// A delete whose object is already gone succeeded.
 fn gone<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
     match r {
