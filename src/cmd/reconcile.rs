@@ -167,17 +167,8 @@ pub struct RunArgs {
     /// Back up and restore objects only, no volume data.
     #[arg(long, env = "LIFEBOAT_NO_VOLUME_DATA")]
     pub no_volume_data: bool,
-    /// The mover image (lifeboat's own; set it for a mirrored registry).
-    #[arg(long, value_name = "IMAGE", default_value = lifeboat_kube::volumes::DEFAULT_IMAGE, env = "LIFEBOAT_MOVER_IMAGE")]
-    pub mover_image: String,
-    /// The namespace mover pods run in.
-    #[arg(long, value_name = "NAMESPACE", default_value = lifeboat_kube::volumes::MOVERS_NAMESPACE, env = "LIFEBOAT_MOVERS_NAMESPACE")]
-    pub movers_namespace: String,
-    /// The ServiceAccount of mover pods (deploy/ creates `lifeboat-mover`;
-    /// OpenShift's SCC for `fileSystem` movers is granted to it). Default:
-    /// the namespace's `default`.
-    #[arg(long, value_name = "NAME", env = "LIFEBOAT_MOVER_SERVICE_ACCOUNT")]
-    pub mover_service_account: Option<String>,
+    #[command(flatten)]
+    pub movers: crate::cmd::volume_data::MoverPodArgs,
     /// How long a mover pod may stay Pending (unschedulable, its image not
     /// pulled) before its volume fails with the pod's reason.
     #[arg(
@@ -208,15 +199,12 @@ impl RunArgs {
             exec: ExecOptions {
                 backup_concurrency: self.backup_concurrency.max(1),
                 volume_data: !self.no_volume_data,
-                movers: lifeboat_kube::volumes::MoverOptions {
-                    image: self.mover_image.clone(),
-                    namespace: self.movers_namespace.clone(),
-                    service_account: self.mover_service_account.clone(),
+                movers: self.movers.apply(lifeboat_kube::volumes::MoverOptions {
                     start_timeout: std::time::Duration::from_secs(
                         self.mover_start_timeout.as_secs(),
                     ),
                     ..lifeboat_kube::volumes::MoverOptions::default()
-                },
+                }),
                 ..ExecOptions::default()
             },
         }

@@ -10,9 +10,10 @@ use lifeboat_kube::volumes::{self, MoverOptions, VolumeProgress};
 
 use crate::progress::Reporter;
 
-/// Mover settings shared by `backup` and `restore`.
+/// The mover pods' image, namespace and ServiceAccount: flags of `backup`,
+/// `restore`, `reconcile` and `controller` alike.
 #[derive(Debug, Clone, ClapArgs)]
-pub struct MoverArgs {
+pub struct MoverPodArgs {
     /// The mover image (lifeboat's own; set it for a mirrored registry).
     #[arg(long, value_name = "IMAGE", default_value = volumes::DEFAULT_IMAGE, env = "LIFEBOAT_MOVER_IMAGE")]
     pub mover_image: String,
@@ -24,6 +25,25 @@ pub struct MoverArgs {
     /// the namespace's `default`.
     #[arg(long, value_name = "NAME", env = "LIFEBOAT_MOVER_SERVICE_ACCOUNT")]
     pub mover_service_account: Option<String>,
+}
+
+impl MoverPodArgs {
+    /// `opts` with these settings.
+    pub fn apply(&self, opts: MoverOptions) -> MoverOptions {
+        MoverOptions {
+            image: self.mover_image.clone(),
+            namespace: self.movers_namespace.clone(),
+            service_account: self.mover_service_account.clone(),
+            ..opts
+        }
+    }
+}
+
+/// Mover settings shared by `backup` and `restore`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct MoverArgs {
+    #[command(flatten)]
+    pub pod: MoverPodArgs,
     /// How long a CSI snapshot may take to become ready (seconds; default:
     /// the policy's `volumes.timeouts.snapshotReady`, else 600).
     #[arg(long, value_name = "SECONDS")]
@@ -41,13 +61,10 @@ pub struct MoverArgs {
 impl MoverArgs {
     /// The settings for a restore (no policy).
     pub fn options(&self) -> MoverOptions {
-        self.overrides(MoverOptions {
-            image: self.mover_image.clone(),
-            namespace: self.movers_namespace.clone(),
+        self.overrides(self.pod.apply(MoverOptions {
             start_timeout: Duration::from_secs(self.mover_start_timeout),
-            service_account: self.mover_service_account.clone(),
             ..MoverOptions::default()
-        })
+        }))
     }
 
     /// The settings for a backup of `policy`: its timeouts unless a flag

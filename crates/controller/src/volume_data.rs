@@ -335,17 +335,7 @@ pub async fn back_up(
 
 /// Whether `operation` names a backup of `policy` (`<policy>-YYYYMMDD-HHMMSS`).
 fn is_backup_of(policy: &str, operation: &str) -> bool {
-    operation
-        .strip_prefix(policy)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|slot| {
-            let b = slot.as_bytes();
-            b.len() == 15
-                && b[8] == b'-'
-                && b.iter()
-                    .enumerate()
-                    .all(|(i, c)| i == 8 || c.is_ascii_digit())
-        })
+    lifeboat_store::parse_backup_name(operation).is_some_and(|(p, _)| p == policy)
 }
 
 /// Removes what earlier backups of `policy` left in the cluster (a run

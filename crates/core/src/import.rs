@@ -192,7 +192,8 @@ pub fn velero(docs: &[Value], opts: &Options) -> Import {
 }
 
 fn flatten(v: &Value, out: &mut Vec<Value>) {
-    if v["kind"] == "List" || v["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
+    // `List`, and typed lists such as `ScheduleList`.
+    if v["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
         for item in v["items"].as_array().into_iter().flatten() {
             flatten(item, out);
         }
@@ -578,14 +579,9 @@ pub fn go_duration(s: &str) -> Option<u64> {
     Some(total.round() as u64)
 }
 
-/// Seconds as a lifeboat duration: the largest unit that divides it.
+/// Seconds as a lifeboat duration (`30d`, `1h30m`).
 fn duration(secs: u64) -> String {
-    match secs {
-        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
+    crate::Duration::from_secs(secs).to_string()
 }
 
 /// A Velero label selector (same shape as lifeboat's), checked.
@@ -960,6 +956,6 @@ mod tests {
         assert_eq!(go_duration("300ms"), Some(0));
         assert_eq!(go_duration("5x"), None);
         assert_eq!(duration(720 * 3600), "30d");
-        assert_eq!(duration(5400), "90m");
+        assert_eq!(duration(5400), "1h30m");
     }
 }

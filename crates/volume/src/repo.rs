@@ -196,6 +196,20 @@ pub async fn generation_holding(
     Ok(None)
 }
 
+/// Why snapshot `id` cannot be found: no generation holds it.
+pub fn missing_snapshot(
+    location: &lifeboat_store::Repository,
+    cluster: &str,
+    namespace: &str,
+    id: &str,
+) -> String {
+    format!(
+        "snapshot {id} is in no volume repository of namespace {namespace} under \
+         {}/volumes/{cluster}/: it was forgotten or deleted",
+        location.url()
+    )
+}
+
 /// Where snapshot `id` of a generation is stored below the location.
 pub fn snapshot_path(cluster: &str, namespace: &str, generation: u32, id: &str) -> Path {
     RepoRef {
@@ -330,9 +344,8 @@ impl VolumeRepo {
         validate("namespace", namespace)?;
         let Some(generation) = generation_holding(location, cluster, namespace, id).await? else {
             return Err(VolumeError::Invalid(format!(
-                "snapshot {id} is in no volume repository of namespace {namespace} under {}/volumes/{cluster}/: \
-                 it was forgotten or deleted; restore this claim from another backup",
-                location.url()
+                "{}; restore this claim from another backup",
+                missing_snapshot(location, cluster, namespace, id)
             )));
         };
         VolumeRepo::open_existing(

@@ -13,7 +13,7 @@ use lifeboat_store::{BackupCheck, BackupReader, Finding, StoreError, Verificatio
 use object_store::ObjectStoreExt;
 use sha2::Digest;
 
-use crate::repo::{generation_holding, snapshot_path};
+use crate::repo::{generation_holding, missing_snapshot, snapshot_path};
 
 /// The check's name in findings and logs.
 pub const CHECK: &str = "volume-snapshots";
@@ -61,10 +61,8 @@ impl SnapshotsCheck {
                     &subject,
                     CHECK,
                     format!(
-                        "snapshot {id} is in no volume repository of namespace {} under {}/volumes/{cluster}/: \
-                         it was forgotten or deleted, so this claim's data cannot be restored",
-                        v.namespace,
-                        self.location.url()
+                        "{}, so this claim's data cannot be restored",
+                        missing_snapshot(&self.location, &cluster, &v.namespace, id)
                     ),
                 ));
                 continue;
