@@ -533,58 +533,73 @@ fn volume_rules_choose_the_method_and_a_method_not_carried_out_fails_the_volume(
     w.nothing_left_behind();
 }
 
+impl World {
+    /// Prepares a controller run: the location's identity in a Secret of
+    /// `lifeboat`, the policy repository pushed to a bare remote. Returns
+    /// the remote's URL.
+    fn controller_remote(&self) -> String {
+        use crate::plan::git;
+        self.rt.block_on(async {
+            let c = self.sb.client();
+            let ns: Namespace =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": "lifeboat"}}))
+                    .unwrap();
+            Api::<Namespace>::all(c.clone())
+                .create(&Default::default(), &ns)
+                .await
+                .unwrap();
+            let secret: Secret = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "lifeboat-age", "namespace": "lifeboat"},
+                "stringData": {"identity.txt": IDENTITY},
+            }))
+            .unwrap();
+            Api::<Secret>::namespaced(c, "lifeboat")
+                .create(&Default::default(), &secret)
+                .await
+                .unwrap();
+        });
+        let root = self.dir.path();
+        git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+        let work = root.join("repo");
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "policies"]);
+        let remote = format!("file://{}", root.join("remote.git").display());
+        git(&work, &["push", "-q", &remote, "main"]);
+        remote
+    }
+
+    /// One controller cycle (`reconcile --once`) against `remote`.
+    fn reconcile(&self, remote: &str, extra: &[&str]) -> (i32, String, String) {
+        let (kc, cache) = (self.path("kubeconfig"), self.path("cache"));
+        let mut args = vec![
+            "reconcile",
+            "--once",
+            "--repo",
+            remote,
+            "--cluster",
+            "prod",
+            "--kubeconfig",
+            &kc,
+            "--cache-dir",
+            &cache,
+            "--secrets-namespace",
+            "lifeboat",
+            "--no-status",
+        ];
+        args.extend_from_slice(extra);
+        run(&args, None)
+    }
+}
+
 #[test]
 fn the_controller_backs_up_volume_data_and_a_committed_restore_request_fills_the_claim() {
     use crate::plan::git;
     let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
-    // The controller reads the location's identity from its Secret.
-    w.rt.block_on(async {
-        let c = w.sb.client();
-        let ns: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": "lifeboat"}})).unwrap();
-        Api::<Namespace>::all(c.clone())
-            .create(&Default::default(), &ns)
-            .await
-            .unwrap();
-        let secret: Secret = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "lifeboat-age", "namespace": "lifeboat"},
-            "stringData": {"identity.txt": IDENTITY},
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(c, "lifeboat")
-            .create(&Default::default(), &secret)
-            .await
-            .unwrap();
-    });
+    let remote = w.controller_remote();
     let root = w.dir.path();
-    git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
     let work = root.join("repo");
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "policies"]);
-    let remote = format!("file://{}", root.join("remote.git").display());
-    git(&work, &["push", "-q", &remote, "main"]);
-    let (kc, cache) = (w.path("kubeconfig"), w.path("cache"));
-    let reconcile = || {
-        run(
-            &[
-                "reconcile",
-                "--once",
-                "--repo",
-                &remote,
-                "--cluster",
-                "prod",
-                "--kubeconfig",
-                &kc,
-                "--cache-dir",
-                &cache,
-                "--secrets-namespace",
-                "lifeboat",
-                "--no-status",
-            ],
-            None,
-        )
-    };
+    let reconcile = || w.reconcile(&remote, &[]);
 
     // The scheduled backup carries the claim's data.
     let (code, out, err) = reconcile();
@@ -620,6 +635,51 @@ fn the_controller_backs_up_volume_data_and_a_committed_restore_request_fills_the
     assert!(out.contains("ok   restore"), "{out}");
     let volume = w.claim_bound(NS, "mysql");
     assert_same_files(&volume, &w.files);
+    w.nothing_left_behind();
+}
+
+/// Retention in the controller forgets a pruned backup's volume snapshots
+/// (as `backups delete` does); the kept backup's snapshot stays.
+#[test]
+fn the_controllers_retention_prune_forgets_the_pruned_backups_volume_snapshots() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let policy = w.dir.path().join("repo/lifeboat.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, text.replace("keepLast: 5", "keepLast: 1")).unwrap();
+    let remote = w.controller_remote();
+    let snapshot_of = |backup: &str| {
+        w.manifest(backup)["volumes"][0]["snapshot"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let snapshots = w
+        .dir
+        .path()
+        .join("storage/volumes/prod")
+        .join(NS)
+        .join("snapshots");
+
+    let (code, out, err) = w.reconcile(&remote, &["--now", "2026-12-01T10:30:00Z"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = snapshot_of("db-20261201-100000");
+    assert!(snapshots.join(&first).exists());
+
+    let (code, out, err) = w.reconcile(&remote, &["--now", "2026-12-01T11:30:00Z"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let second = snapshot_of("db-20261201-110000");
+    assert!(
+        !w.dir
+            .path()
+            .join("storage/clusters/prod/backups/db-20261201-100000")
+            .exists(),
+        "keepLast 1 prunes the first backup\n{out}"
+    );
+    assert!(
+        !snapshots.join(&first).exists(),
+        "its snapshot is forgotten"
+    );
+    assert!(snapshots.join(&second).exists(), "the kept backup's stays");
     w.nothing_left_behind();
 }
 

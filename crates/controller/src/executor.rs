@@ -447,14 +447,20 @@ impl Executor {
         }
     }
 
-    /// Deletes a backup; one that is already gone counts as deleted.
+    /// Deletes a backup and forgets its volume snapshots (as `lifeboat
+    /// backups delete` does); one that is already gone counts as deleted.
     async fn delete(&self, location: &str, cluster: &str, backup: &str) -> anyhow::Result<u64> {
-        match self
-            .writable(location)?
-            .delete_backup(cluster, backup)
-            .await
-        {
-            Ok(n) => Ok(n),
+        let repository = self.writable(location)?;
+        match lifeboat_volume::forget::delete_backup(repository, cluster, backup).await {
+            Ok(deleted) => {
+                for s in &deleted.snapshots {
+                    tracing::info!(backup, "forgot volume snapshot {s}");
+                }
+                for k in &deleted.kept {
+                    tracing::warn!(backup, "kept volume snapshot {k}");
+                }
+                Ok(deleted.files)
+            }
             Err(lifeboat_store::StoreError::BackupNotFound { .. }) => Ok(0),
             Err(e) => Err(e.into()),
         }
