@@ -102,6 +102,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         slot: jiff::Timestamp::from_second(now.as_second())?,
         revision: None,
         trigger: "manual",
+        owner: &lifeboat_controller::executor::instance_name("lifeboat backup"),
     };
     let name = lifeboat_store::backup_name(&policy.metadata.name, job.slot);
     let reporter = Reporter::new(format!("backing up {name}"));

@@ -144,6 +144,17 @@ pub fn show(reporter: &Reporter) -> impl Fn(VolumeEvent<'_>) + Send + Sync + use
             ),
             r.bytes,
         ),
+        VolumeEvent::TakenOver {
+            namespace,
+            pvc,
+            snapshot,
+        } => reporter.line(
+            &format!(
+                "volume {namespace}/{pvc}: snapshot {} (moved by the interrupted run)",
+                snapshot.get(..8).unwrap_or(snapshot)
+            ),
+            0,
+        ),
         VolumeEvent::Failed {
             namespace,
             pvc,

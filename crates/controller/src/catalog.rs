@@ -12,8 +12,8 @@ use jiff::{SignedDuration, Timestamp};
 use lifeboat_core::AccessMode;
 use lifeboat_core::load::PolicySet;
 use lifeboat_core::plan::{
-    BackupPhase, IncompleteBackup, Observed, ObservedBackup, ObservedRestore, OrphanMark,
-    RestoreState, Running, SignatureStatus,
+    BackupPhase, IncompleteBackup, Observed, ObservedBackup, ObservedOperation, ObservedRestore,
+    OrphanMark, RestoreState, Running, SignatureStatus,
 };
 use lifeboat_store::{
     LocationConfig, Manifest, Phase, Repository, RestorePhase, SignatureCheck, SignatureState,
@@ -90,6 +90,21 @@ impl Locations {
 
     pub fn access(&self, name: &str) -> Option<AccessMode> {
         self.by_name.get(name).map(|l| l.access)
+    }
+}
+
+/// What the planner sees of a backup's operation record.
+pub fn observed_operation(op: &lifeboat_store::Operation) -> ObservedOperation {
+    ObservedOperation {
+        owner: op.owner.clone(),
+        started: op.started,
+        updated: op.updated,
+        deadline: op.deadline,
+        step: op.step.clone(),
+        volumes_done: u32::try_from(op.volumes.len()).unwrap_or(u32::MAX),
+        volumes_planned: op.volumes_planned,
+        bytes_done: op.bytes_done(),
+        moving: op.moving.clone(),
     }
 }
 
@@ -292,6 +307,7 @@ async fn read_location(
             cluster: i.cluster,
             name: i.backup,
             last_modified: i.last_modified,
+            operation: i.operation.as_ref().map(observed_operation),
         }));
     let marks = repo
         .orphan_marks(cluster)

@@ -1,12 +1,14 @@
 //! Executing a plan: every action of [`Plan::actions`] against the cluster
 //! and object storage.
 //!
-//! - Restores run first and one at a time (each is parallel inside), beside
-//!   the backups, which run `backup_concurrency` at a time; the planner
-//!   never plans two backups of one policy.
-//! - Then the bookkeeping: orphan marks, prunes and clean-ups, a few at once.
-//!   Prunes run after the backups so that a failing backup never leaves a
-//!   policy with fewer backups than retention meant to keep.
+//! - Backups and restores run as tasks beside the cycle
+//!   ([`crate::work::Work`]), `backup_concurrency` and `restore_concurrency`
+//!   at a time; the planner never plans two backups of one policy, nor a
+//!   prune of a policy whose backup runs.
+//! - The bookkeeping (orphan marks, prunes and clean-ups) runs within the
+//!   cycle, a few at once. A policy's prunes wait for its running backup,
+//!   so a failing backup never leaves it with fewer backups than retention
+//!   meant to keep.
 //! - Every action is idempotent: a backup slot that already has a manifest
 //!   is not written again; a restore with a record is not run again (the
 //!   record is written `InProgress` before anything is applied); deleting
@@ -21,7 +23,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use lifeboat_core::AccessMode;
 use lifeboat_core::load::PolicySet;
-use lifeboat_core::plan::{Action, Plan};
+use lifeboat_core::plan::Action;
 use lifeboat_kube::backup::BackupOptions;
 use lifeboat_kube::volumes::MoverOptions;
 use lifeboat_store::{Manifest, Phase, RestorePhase, RestoreRecord};
@@ -68,6 +70,16 @@ fn log_volume(policy: &str, event: VolumeEvent<'_>) {
             new_bytes = result.new_bytes,
             "volume backed up"
         ),
+        VolumeEvent::TakenOver {
+            namespace,
+            pvc,
+            snapshot,
+        } => info!(
+            policy,
+            volume = %format!("{namespace}/{pvc}"),
+            snapshot,
+            "volume taken over from the interrupted run"
+        ),
         VolumeEvent::Failed {
             namespace,
             pvc,
@@ -86,6 +98,8 @@ pub struct ExecOptions {
     /// Prunes, clean-ups and marks at once.
     pub bookkeeping_concurrency: usize,
     pub backup: BackupOptions,
+    /// RestoreRequests at once.
+    pub restore_concurrency: usize,
     /// Restore writes at once within a tier.
     pub restore_parallelism: usize,
     /// Carry volume data in backups and restores (false: objects only).
@@ -93,6 +107,23 @@ pub struct ExecOptions {
     /// Mover pods (image, namespace, waits); a policy's
     /// `volumes.timeouts` replace the timeouts for its backups.
     pub movers: MoverOptions,
+    /// This controller instance, as operation records name their owner.
+    pub owner: String,
+}
+
+/// A name for this process in operation records: the pod (`HOSTNAME` in a
+/// pod), the process id and the start time, so a restarted controller in
+/// the same pod is another owner.
+pub fn instance_name(what: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!(
+        "{what} {host} pid {} started {}",
+        std::process::id(),
+        Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
 }
 
 impl Default for ExecOptions {
@@ -100,10 +131,12 @@ impl Default for ExecOptions {
         ExecOptions {
             backup_concurrency: 2,
             bookkeeping_concurrency: 8,
+            restore_concurrency: 2,
             backup: BackupOptions::default(),
             restore_parallelism: lifeboat_kube::restore::DEFAULT_PARALLELISM,
             volume_data: true,
             movers: MoverOptions::default(),
+            owner: instance_name("controller"),
         }
     }
 }
@@ -205,56 +238,33 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// Runs every action of `plan`; the results are in plan order.
+    /// Runs `actions`, `bookkeeping_concurrency` at a time; the results are
+    /// in the order given. Backups and restores run as tasks of
+    /// [`crate::work::Work`] instead, beside the cycle.
     pub fn execute<'a>(
         &'a self,
         set: &'a PolicySet,
-        plan: &'a Plan,
+        actions: &'a [Action],
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Executed>> + Send + 'a>> {
-        Box::pin(self.execute_inner(set, plan))
-    }
-
-    async fn execute_inner(&self, set: &PolicySet, plan: &Plan) -> Vec<Executed> {
-        let indexed: Vec<(usize, &Action)> = plan.actions.iter().enumerate().collect();
-        let (work, bookkeeping): (Vec<_>, Vec<_>) = indexed
-            .into_iter()
-            .partition(|(_, a)| matches!(a, Action::Backup { .. } | Action::Restore { .. }));
-        let (restores, backups): (Vec<_>, Vec<_>) = work
-            .into_iter()
-            .partition(|(_, a)| matches!(a, Action::Restore { .. }));
-
-        let restores = async {
-            let mut out = Vec::new();
-            for (i, action) in restores {
-                out.push((i, self.run(set, action).await));
-            }
-            out
-        };
         // Futures are built before they enter the stream (not by a closure
         // of the stream) so the whole cycle stays `Send` and can be spawned.
-        let backups: Vec<_> = backups
-            .into_iter()
+        let runs: Vec<_> = actions
+            .iter()
+            .enumerate()
             .map(|(i, action)| async move { (i, self.run(set, action).await) })
             .collect();
-        let backups = futures::stream::iter(backups)
-            .buffer_unordered(self.options.backup_concurrency.max(1))
-            .collect::<Vec<_>>();
-        let (mut done, more) = futures::join!(restores, backups);
-        done.extend(more);
-        let bookkeeping: Vec<_> = bookkeeping
-            .into_iter()
-            .map(|(i, action)| async move { (i, self.run(set, action).await) })
-            .collect();
-        let rest: Vec<_> = futures::stream::iter(bookkeeping)
-            .buffer_unordered(self.options.bookkeeping_concurrency.max(1))
-            .collect()
-            .await;
-        done.extend(rest);
-        done.sort_by_key(|(i, _)| *i);
-        done.into_iter().map(|(_, e)| e).collect()
+        Box::pin(async move {
+            let mut done: Vec<_> = futures::stream::iter(runs)
+                .buffer_unordered(self.options.bookkeeping_concurrency.max(1))
+                .collect()
+                .await;
+            done.sort_by_key(|(i, _)| *i);
+            done.into_iter().map(|(_, e)| e).collect()
+        })
     }
 
-    async fn run(&self, set: &PolicySet, action: &Action) -> Executed {
+    /// Runs one action and says how it went.
+    pub async fn run(&self, set: &PolicySet, action: &Action) -> Executed {
         let span = info_span!("action", cluster = %self.cluster, action = %action.summary());
         async {
             let started = Instant::now();
@@ -308,6 +318,7 @@ impl Executor {
                     slot: *slot,
                     revision: self.revision.clone(),
                     trigger: "schedule",
+                    owner: &self.options.owner,
                 };
                 let movers = volume_data::policy_movers(&self.options.movers, doc);
                 let events = |e: VolumeEvent<'_>| log_volume(policy, e);

@@ -26,6 +26,9 @@ pub struct BackupJob<'a> {
     pub revision: Option<String>,
     /// `schedule` or `manual`, stored as the `lifeboat.dev/trigger` label.
     pub trigger: &'a str,
+    /// Who runs it (the controller instance, or a by-hand run), recorded
+    /// in the backup's operation record.
+    pub owner: &'a str,
 }
 
 /// Runs one backup. A backup the engine could not finish (the API server
@@ -70,18 +73,67 @@ pub async fn run_backup_then(
             job.policy.metadata.name
         )
     })?;
-    let writer = repository
+    // An interrupted run of this slot (a killed controller) left its
+    // operation record: this run resumes it, within its deadline.
+    let name = lifeboat_store::backup_name(&job.policy.metadata.name, job.slot);
+    let interrupted = repository
+        .read_operation(job.cluster, &name)
+        .await
+        .with_context(|| format!("cannot read the operation record of backup `{name}`"))?;
+    let timeout = spec
+        .volumes
+        .as_ref()
+        .map(|v| v.timeouts.backup)
+        .unwrap_or_else(lifeboat_core::model::default_backup_timeout);
+    let (started, deadline) = match &interrupted {
+        Some(op) => (op.started, op.deadline),
+        None => {
+            let started = now();
+            (
+                started,
+                started
+                    .saturating_add(timeout.to_signed())
+                    .unwrap_or(started),
+            )
+        }
+    };
+    let mut writer = repository
         .begin_backup(BackupSpec {
             cluster: job.cluster.to_string(),
             policy: job.policy.metadata.name.clone(),
             policy_revision: job.revision.clone(),
             schedule_slot: job.slot,
-            start_time: now(),
+            start_time: started,
             labels: BTreeMap::from([("lifeboat.dev/trigger".to_string(), job.trigger.to_string())]),
         })
         .await?;
-    let mut writer = writer;
-    let name = writer.name().to_string();
+    if let Some(op) = &interrupted {
+        tracing::info!(
+            backup = %name,
+            owner = %op.owner,
+            volumes_done = op.volumes.len(),
+            "resuming a backup its earlier run left unfinished"
+        );
+        if now() >= deadline {
+            let reason = format!(
+                "interrupted (its run by {} stopped) and not finished within timeouts.backup                  ({timeout}) of its start at {started}",
+                op.owner
+            );
+            return writer
+                .finish_failed(now(), reason)
+                .await
+                .with_context(|| format!("backup `{name}` could not be committed"));
+        }
+    }
+    if let Err(e) = writer
+        .track(job.owner, started, deadline, interrupted)
+        .await
+    {
+        let _ = writer.abort().await;
+        return Err(anyhow::Error::from(e).context(format!(
+            "cannot write the operation record of backup `{name}`"
+        )));
+    }
     let result = backup::backup(client, &selection, &writer.handle(), options, progress).await;
     let committed = match result {
         Ok(_) => match after_objects(&mut writer).await {

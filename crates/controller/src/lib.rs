@@ -25,3 +25,4 @@ pub mod run;
 pub mod shutdown;
 pub mod status;
 pub mod volume_data;
+pub mod work;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use jiff::Timestamp;
 use lifeboat_core::load::PolicySet;
-use lifeboat_core::plan::{self, Action, Plan, PlanOptions, Running};
+use lifeboat_core::plan::{self, Action, Plan, PlanOptions};
 use lifeboat_core::{Diagnostic, Severity};
 use lifeboat_git::{Mirror, Published, StatusCommit, StatusTarget};
 use tracing::{Instrument, info, info_span, warn};
@@ -27,6 +27,7 @@ use crate::files;
 use crate::locations::Secrets;
 use crate::policies;
 use crate::status::{self, RevisionStatus, StatusInput};
+use crate::work::{self, Work};
 
 /// Where policies come from.
 #[derive(Debug, Clone)]
@@ -104,6 +105,11 @@ pub struct Reconciler {
     /// The newest revision loaded and whether it validated, with its
     /// findings, so an unchanged revision is not loaded again.
     checked: Option<(String, RevisionStatus)>,
+    /// Backups and restores running beside the cycle.
+    work: Work,
+    /// Whether a cycle returns while the work it started runs (the
+    /// controller loop) or waits for it (`lifeboat reconcile`, tests).
+    background: bool,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -134,7 +140,43 @@ impl Reconciler {
             secrets,
             valid: None,
             checked: None,
+            work: Work::default(),
+            background: false,
         }
+    }
+
+    /// From now on, cycles return while the backups and restores they
+    /// started run; the returned handle is notified whenever one ends, so
+    /// the caller runs a cycle that reaps it.
+    pub fn run_in_background(&mut self) -> Arc<tokio::sync::Notify> {
+        self.background = true;
+        self.work.done()
+    }
+
+    /// Whether backups or restores are running.
+    pub fn working(&self) -> bool {
+        !self.work.is_empty()
+    }
+
+    /// Waits up to `grace` for the running work, then abandons what is
+    /// left (see [`Work::abort`]).
+    pub async fn finish_work(&mut self, grace: std::time::Duration) {
+        if self.work.is_empty() {
+            return;
+        }
+        info!(
+            grace_seconds = grace.as_secs(),
+            "waiting for running backups and restores"
+        );
+        let waited = tokio::time::timeout(grace, self.work.wait()).await;
+        if waited.is_err() {
+            self.work.abort();
+        }
+    }
+
+    /// Abandons the running work at once (leadership lost).
+    pub fn abort_work(&mut self) {
+        self.work.abort();
     }
 
     /// Forgets which revision was loaded, so the next cycle checks it out
@@ -317,8 +359,15 @@ impl Reconciler {
             ..self.settings.plan.clone()
         };
         let locations = Arc::new(Locations::open(&set, &self.secrets, &cluster).await);
+        // Work that ended since the last cycle, taken before observing so
+        // its backups count as landed and its policies as idle.
+        let mut executed = if execute {
+            self.work.reap().await
+        } else {
+            Vec::new()
+        };
         let mut observation =
-            catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
+            catalog::observe(&set, &locations, &cluster, now, self.work.running()).await;
         for (location, error) in &observation.observed.unavailable {
             errors.push(("catalog", format!("StorageLocation `{location}`: {error}")));
         }
@@ -351,38 +400,69 @@ impl Reconciler {
             revision: valid.sha.clone(),
             options: self.settings.exec.clone(),
         };
-        let mut executed = executor.execute(&set, &planned).await;
+        // Backups and restores start as tasks; the bookkeeping is planned
+        // again with them running (no prune of a policy whose backup just
+        // started), and done now.
+        let (started, mut deferred) = self.work.start(&executor, &set, &planned.actions);
+        let bookkeeping: Vec<Action> = if started > 0 || !deferred.is_empty() {
+            // What waits for the concurrency limit counts as running too:
+            // its policy's prunes come after it.
+            let mut observed = observation.observed.clone();
+            observed.running = self.work.running();
+            for a in &deferred {
+                if let Action::Backup { policy, .. } = a {
+                    observed.running.backups.push(policy.clone());
+                }
+            }
+            plan::plan(&set, &observed, &cluster, now, &options).actions
+        } else {
+            planned.actions.clone()
+        };
+        let bookkeeping: Vec<Action> = bookkeeping
+            .into_iter()
+            .filter(|a| !work::is_task(a))
+            .collect();
+        executed.extend(executor.execute(&set, &bookkeeping).await);
+        // `lifeboat reconcile` and tests: the cycle waits for its work, and
+        // starts what the concurrency limit deferred as earlier work ends.
+        while !self.background && !self.work.is_empty() {
+            executed.extend(self.work.wait().await);
+            deferred = self.work.start(&executor, &set, &deferred).1;
+        }
         // The state after this cycle, for the report. Retention was planned
         // before this cycle's backups existed: once a backup has landed, the
         // plan of that state also says what retention allows now, which is
         // applied at once, so a cycle ends with exactly what the rules keep
         // (a failed backup changes nothing: only successful ones count).
-        let (mut after, mut after_plan) = if executed.is_empty() {
-            (observation, planned.clone())
-        } else {
+        let observe_after = async |inventory: &Option<_>| {
             let mut after =
-                catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
+                catalog::observe(&set, &locations, &cluster, now, self.work.running()).await;
             after.observed.inventory = inventory.clone();
             let after_plan = plan::plan(&set, &after.observed, &cluster, now, &options);
             (after, after_plan)
+        };
+        let (mut after, mut after_plan) = if executed.is_empty() && self.work.is_empty() {
+            (observation, planned.clone())
+        } else {
+            observe_after(&inventory).await
         };
         let backed_up = executed
             .iter()
             .any(|e| e.ok() && matches!(e.action, Action::Backup { .. }));
         if backed_up {
-            let mut retention = after_plan.clone();
-            retention
+            let retention: Vec<Action> = after_plan
                 .actions
-                .retain(|a| !matches!(a, Action::Backup { .. } | Action::Restore { .. }));
-            if !retention.actions.is_empty() {
+                .iter()
+                .filter(|a| !work::is_task(a))
+                .cloned()
+                .collect();
+            if !retention.is_empty() {
                 info!(
-                    actions = retention.actions.len(),
+                    actions = retention.len(),
                     "retention after this cycle's backups"
                 );
                 executed.extend(executor.execute(&set, &retention).await);
-                after = catalog::observe(&set, &locations, &cluster, now, Running::default()).await;
-                after.observed.inventory = inventory.clone();
-                after_plan = plan::plan(&set, &after.observed, &cluster, now, &options);
+                (after, after_plan) = observe_after(&inventory).await;
             }
         }
         for e in executed.iter().filter(|e| !e.ok()) {

@@ -2,11 +2,15 @@
 //! the next schedule slot comes, a webhook arrives, or the process is told
 //! to stop. Only the leader acts when leader election is on.
 //!
-//! Stopping (SIGTERM): a running cycle gets `grace` to finish; after that it
-//! is abandoned, which is safe: a backup that was not committed has no
-//! manifest (the next leader writes that slot again, and cleans the
-//! leftovers after the incomplete grace period), and a restore left
-//! `InProgress` is marked interrupted by the next leader, never run twice.
+//! Backups and restores run beside the cycles ([`crate::work`]); the loop
+//! wakes when one ends, to reap it and publish the status at once.
+//!
+//! Stopping (SIGTERM): a running cycle and running work get `grace` to
+//! finish; after that they are abandoned, which is safe: a backup that was
+//! not committed has no manifest (the next leader writes that slot again,
+//! and cleans the leftovers after the incomplete grace period), and a
+//! restore left `InProgress` is marked interrupted by the next leader, never
+//! run twice. Losing leadership abandons them at once.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -57,6 +61,18 @@ pub struct Loop {
 /// The earliest next slot of the plan's policies.
 fn next_slot(plan: Option<&Plan>) -> Option<Timestamp> {
     plan?.policies.iter().filter_map(|f| f.next_slot).min()
+}
+
+/// Resolves when leadership is lost; never without leader election.
+async fn lost(leading: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match leading.as_mut() {
+        Some(w) => loop {
+            if w.changed().await.is_err() || !*w.borrow() {
+                break;
+            }
+        },
+        None => std::future::pending::<()>().await,
+    }
 }
 
 /// Records a cycle in the metrics.
@@ -121,6 +137,7 @@ impl Loop {
     pub async fn run(mut self) {
         let mut known = BTreeSet::new();
         let mut leading = self.leader.as_ref().map(|l| l.watch());
+        let work_done = self.reconciler.run_in_background();
         loop {
             if self.shutdown.is_triggered() {
                 break;
@@ -128,6 +145,12 @@ impl Loop {
             self.health.beat(Instant::now());
             if let Some(watch) = leading.as_mut() {
                 if !*watch.borrow() {
+                    if self.reconciler.working() {
+                        warn!(
+                            "leadership lost: abandoning the running backups and restores to the next leader"
+                        );
+                        self.reconciler.abort_work();
+                    }
                     self.metrics.set_leader(false);
                     // Standby replicas are ready: they serve metrics and take
                     // over when the leader goes.
@@ -167,9 +190,14 @@ impl Loop {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.webhook.notified() => info!("woken by a webhook"),
+                _ = work_done.notified() => info!("woken by the end of a backup or restore"),
+                _ = lost(&mut leading) => {}
                 _ = self.shutdown.cancelled() => break,
             }
         }
+        // Running work gets the grace period; what is left after it is
+        // interrupted work for the next leader.
+        self.reconciler.finish_work(self.config.grace).await;
         if let Some(leader) = self.leader.take() {
             leader.release().await;
         }
@@ -185,33 +213,31 @@ impl Loop {
     ) -> Option<CycleReport> {
         let shutdown = self.shutdown.clone();
         let grace = self.config.grace;
-        let lost = async {
-            match leading.as_mut() {
-                Some(w) => loop {
-                    if w.changed().await.is_err() || !*w.borrow() {
-                        break;
-                    }
-                },
-                None => std::future::pending::<()>().await,
-            }
-        };
-        let cycle = self.reconciler.cycle(now, true);
-        tokio::pin!(cycle);
-        tokio::select! {
-            report = &mut cycle => Some(report),
-            _ = lost => {
-                warn!("leadership lost during a cycle: abandoning it");
-                Some(CycleReport::abandoned("leadership lost"))
-            }
-            _ = shutdown.cancelled() => {
-                tokio::select! {
-                    report = &mut cycle => Some(report),
-                    _ = tokio::time::sleep(grace) => {
-                        warn!(grace_seconds = grace.as_secs(), "stop requested: abandoning the running cycle");
-                        None
+        let lost = lost(leading);
+        let lost_leadership = {
+            let cycle = self.reconciler.cycle(now, true);
+            tokio::pin!(cycle);
+            tokio::select! {
+                report = &mut cycle => return Some(report),
+                _ = lost => true,
+                _ = shutdown.cancelled() => {
+                    tokio::select! {
+                        report = &mut cycle => return Some(report),
+                        _ = tokio::time::sleep(grace) => false,
                     }
                 }
             }
+        };
+        if lost_leadership {
+            warn!("leadership lost during a cycle: abandoning it and the running work");
+            self.reconciler.abort_work();
+            Some(CycleReport::abandoned("leadership lost"))
+        } else {
+            warn!(
+                grace_seconds = grace.as_secs(),
+                "stop requested: abandoning the running cycle"
+            );
+            None
         }
     }
 }

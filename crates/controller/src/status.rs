@@ -12,12 +12,12 @@ use std::fmt::Write as _;
 
 use jiff::{SignedDuration, Timestamp};
 use lifeboat_core::plan::{
-    BackupRef, Observed, Plan, PolicyFacts, RestoreFactState, RestoreFacts, RpoStatus,
+    BackupRef, InProgress, Observed, Plan, PolicyFacts, RestoreFactState, RestoreFacts, RpoStatus,
 };
 use serde::Serialize;
 
 /// Keys whose values change with the clock alone.
-const VOLATILE: &[&str] = &["observedAt", "age"];
+const VOLATILE: &[&str] = &["observedAt", "age", "eta"];
 
 /// Backups listed per policy file.
 const LISTED_BACKUPS: usize = 50;
@@ -81,6 +81,13 @@ struct PolicyFile<'a> {
     state: &'static str,
     storage: &'a str,
     observed_at: Timestamp,
+    /// A backup of the policy is running now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    backup_running: bool,
+    /// The newest unfinished backup's progress (running, or interrupted
+    /// and resumed while its slot is due).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_progress: Option<ProgressLine>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_success: Option<BackupLine>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +102,38 @@ struct PolicyFile<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     prune_at: Option<Timestamp>,
     problems: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProgressLine {
+    backup: String,
+    owner: String,
+    started: Timestamp,
+    step: String,
+    /// `done/planned` claims.
+    volumes: String,
+    bytes_done: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    moving: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eta: Option<Timestamp>,
+    deadline: Timestamp,
+}
+
+fn progress_line(p: &InProgress, now: Timestamp) -> ProgressLine {
+    let op = &p.operation;
+    ProgressLine {
+        backup: p.backup.clone(),
+        owner: op.owner.clone(),
+        started: secs(op.started),
+        step: op.step.clone(),
+        volumes: format!("{}/{}", op.volumes_done, op.volumes_planned),
+        bytes_done: op.bytes_done,
+        moving: op.moving.clone(),
+        eta: op.eta(now).map(secs),
+        deadline: secs(op.deadline),
+    }
 }
 
 #[derive(Serialize)]
@@ -267,6 +306,8 @@ pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
             policy: &f.policy,
             cluster,
             state: if f.suspended { "Suspended" } else { "Active" },
+            backup_running: f.running,
+            in_progress: f.in_progress.as_ref().map(|p| progress_line(p, input.now)),
             storage: &f.location,
             observed_at: secs(input.now),
             last_success: f.last_success.as_ref().map(line),
@@ -286,6 +327,8 @@ pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
             policy: &o.policy,
             cluster,
             state: "Deleted",
+            backup_running: false,
+            in_progress: None,
             storage: &o.location,
             observed_at: secs(input.now),
             last_success: None,
@@ -429,9 +472,17 @@ fn readme(input: &StatusInput<'_>) -> String {
                 .unwrap_or_else(|| "never".into()),
             cell(&age),
             f.retained,
-            f.next_slot
-                .map(|t| t.to_string())
-                .unwrap_or_else(|| "—".into()),
+            match f.next_slot {
+                _ if f.running => match &f.in_progress {
+                    Some(p) if p.operation.volumes_planned > 0 => format!(
+                        "backing up now ({}/{} volumes)",
+                        p.operation.volumes_done, p.operation.volumes_planned
+                    ),
+                    _ => "backing up now".to_string(),
+                },
+                Some(t) => t.to_string(),
+                None => "—".into(),
+            },
             cell(&problems.join("; ")),
             p = f.policy,
         );

@@ -62,6 +62,13 @@ pub enum VolumeEvent<'a> {
         pvc: &'a str,
         result: &'a VolumeResult,
     },
+    /// A claim's data was already in the repository: an interrupted run
+    /// of this backup moved it, and this run takes its result over.
+    TakenOver {
+        namespace: &'a str,
+        pvc: &'a str,
+        snapshot: &'a str,
+    },
     /// A claim's data could not be backed up.
     Failed {
         namespace: &'a str,
@@ -204,14 +211,29 @@ pub async fn back_up(
     if decisions.iter().any(VolumeDecision::is_protected) {
         remove_leftovers_of_policy(client, &opts.namespace, &policy.metadata.name, &backup).await;
     }
-    // Keys of the repositories the methods write, opened once.
+    // Resuming an interrupted run: the volumes it finished are taken over
+    // as they are, and a mover it left running is adopted.
+    let resuming = writer.interrupted().is_some();
+    let taken_over = match writer.interrupted().cloned() {
+        Some(op) => writer.adopt_volumes(&op).await?,
+        None => Vec::new(),
+    };
+    let planned = decisions.iter().filter(|d| d.is_protected()).count();
+    writer
+        .volumes_next(u32::try_from(planned).unwrap_or(u32::MAX))
+        .await?;
+    let deadline = writer.operation().map(|o| o.deadline);
+    // Keys of the repositories the methods write, opened once, when the
+    // first claim needs them.
     let namespaces: BTreeSet<&str> = decisions
         .iter()
         .filter(|d| d.method.is_some_and(VolumeMethod::writes_repository))
         .map(|d| d.namespace.as_str())
         .collect();
-    // Opened when the first claim needs them.
-    let mut prepared: Option<Result<Prepared, String>> = None;
+    let mut keys = Keys {
+        namespaces: &namespaces,
+        prepared: None,
+    };
     for d in &decisions {
         let (namespace, pvc) = (d.namespace.as_str(), d.pvc.as_str());
         let Some(method) = d.method else {
@@ -233,6 +255,35 @@ pub async fn back_up(
             .await?;
             continue;
         };
+        if method == VolumeMethod::Skip {
+            events(VolumeEvent::Skipped {
+                namespace,
+                pvc,
+                decided_by: &d.decided_by,
+            });
+            warn(
+                writer,
+                d,
+                LogLevel::Info,
+                format!(
+                    "the volume data is not backed up: skipped ({})",
+                    d.decided_by
+                ),
+            )
+            .await?;
+            continue;
+        }
+        if let Some(v) = taken_over
+            .iter()
+            .find(|v| v.namespace == namespace && v.pvc == pvc)
+        {
+            events(VolumeEvent::TakenOver {
+                namespace,
+                pvc,
+                snapshot: v.snapshot.as_deref().unwrap_or_default(),
+            });
+            continue;
+        }
         let progress = |p: VolumeProgress| {
             events(VolumeEvent::Progress {
                 namespace,
@@ -240,64 +291,32 @@ pub async fn back_up(
                 progress: &p,
             })
         };
-        let result: Result<VolumeResult, String> = match method {
-            VolumeMethod::Skip => {
-                let reason = format!("skipped ({})", d.decided_by);
-                events(VolumeEvent::Skipped {
-                    namespace,
-                    pvc,
-                    decided_by: &d.decided_by,
-                });
-                warn(
-                    writer,
-                    d,
-                    LogLevel::Info,
-                    format!("the volume data is not backed up: {reason}"),
-                )
-                .await?;
-                continue;
-            }
-            VolumeMethod::SnapshotMove | VolumeMethod::FileSystem => {
-                if prepared.is_none() {
-                    prepared = Some(
-                        backup_keys(client, to, opts, &namespaces)
-                            .await
-                            .map_err(|e| format!("{e:#}")),
-                    );
-                }
-                match prepared.as_ref().map(|p| p.as_ref()) {
-                    Some(Ok((access, keys))) => match keys.get(namespace) {
-                        None => Err(format!(
-                            "no key for the volume repository of namespace {namespace}"
-                        )),
-                        Some(key) if method == VolumeMethod::FileSystem => {
-                            match volumes::filesystem::PodVolume::from_decision(d) {
-                                Ok(v) => volumes::filesystem::back_up_claim(
-                                    client, &v, &backup, access, key, opts, &progress,
-                                )
-                                .await
-                                .map_err(|e| e.to_string()),
-                                Err(e) => Err(e.to_string()),
-                            }
-                        }
-                        Some(key) => match ChosenVolume::snapshot_move(client, d).await {
-                            Ok(v) => volumes::back_up_claim(
-                                client, &v, &backup, access, key, opts, &progress,
-                            )
-                            .await
-                            .map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        },
-                    },
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err("the volume repositories were not opened".into()),
-                }
-            }
-            VolumeMethod::Snapshot => Err(format!(
-                "`{method}` ({}) is not carried out by this version of lifeboat; \
-                 use `snapshotMove` or `skip` for this claim",
+        writer.moving(namespace, pvc).await?;
+        // The whole backup's timeout bounds every step of every claim.
+        let left = deadline.map(|d| d.duration_since(jiff::Timestamp::now()));
+        let result = match left.map(Duration::try_from) {
+            Some(Err(_)) => Err(format!(
+                "the backup reached its timeouts.backup before this claim's turn (the claim \
+                 would be backed up by {method}, {})",
                 d.decided_by
             )),
+            Some(Ok(left)) => {
+                let opts = MoverOptions {
+                    move_timeout: opts.move_timeout.min(left),
+                    snapshot_timeout: opts.snapshot_timeout.min(left),
+                    ..opts.clone()
+                };
+                back_up_claim(
+                    client, d, method, &backup, resuming, to, &opts, &mut keys, &progress,
+                )
+                .await
+            }
+            None => {
+                back_up_claim(
+                    client, d, method, &backup, resuming, to, opts, &mut keys, &progress,
+                )
+                .await
+            }
         };
         match result {
             Ok(r) => {
@@ -331,6 +350,86 @@ pub async fn back_up(
         }
     }
     Ok(())
+}
+
+/// The repository keys of a backup's namespaces, opened on first use.
+struct Keys<'a> {
+    namespaces: &'a BTreeSet<&'a str>,
+    prepared: Option<Result<Prepared, String>>,
+}
+
+/// Backs up one claim by `method` (not `skip`): takes over what an
+/// interrupted run left for it when `resuming`, else runs its mover.
+#[allow(clippy::too_many_arguments)]
+async fn back_up_claim(
+    client: &kube::Client,
+    d: &VolumeDecision,
+    method: VolumeMethod,
+    backup: &str,
+    resuming: bool,
+    to: Destination<'_>,
+    opts: &MoverOptions,
+    keys: &mut Keys<'_>,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+) -> Result<VolumeResult, String> {
+    let mover_method = match method {
+        VolumeMethod::SnapshotMove => volumes::Method::SnapshotMove,
+        VolumeMethod::FileSystem => volumes::Method::FileSystem,
+        VolumeMethod::Snapshot | VolumeMethod::Skip => {
+            return Err(format!(
+                "`{method}` ({}) is not carried out by this version of lifeboat; \
+                 use `snapshotMove` or `skip` for this claim",
+                d.decided_by
+            ));
+        }
+    };
+    if resuming {
+        let claim = volumes::Interrupted {
+            backup,
+            namespace: &d.namespace,
+            pvc: &d.pvc,
+            pvc_uid: &d.pvc_uid,
+            method: mover_method,
+        };
+        if let Some(r) = volumes::take_over(client, claim, opts, progress)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(r);
+        }
+    }
+    if keys.prepared.is_none() {
+        keys.prepared = Some(
+            backup_keys(client, to, opts, keys.namespaces)
+                .await
+                .map_err(|e| format!("{e:#}")),
+        );
+    }
+    let (access, keys) = match keys.prepared.as_ref() {
+        Some(Ok((access, keys))) => (access, keys),
+        Some(Err(e)) => return Err(e.clone()),
+        None => return Err("the volume repositories were not opened".into()),
+    };
+    let Some(key) = keys.get(d.namespace.as_str()) else {
+        return Err(format!(
+            "no key for the volume repository of namespace {}",
+            d.namespace
+        ));
+    };
+    let done = match mover_method {
+        volumes::Method::FileSystem => match volumes::filesystem::PodVolume::from_decision(d) {
+            Ok(v) => {
+                volumes::filesystem::back_up_claim(client, &v, backup, access, key, opts, progress)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+        volumes::Method::SnapshotMove => match ChosenVolume::snapshot_move(client, d).await {
+            Ok(v) => volumes::back_up_claim(client, &v, backup, access, key, opts, progress).await,
+            Err(e) => Err(e),
+        },
+    };
+    done.map_err(|e| e.to_string())
 }
 
 /// Whether `operation` names a backup of `policy` (`<policy>-YYYYMMDD-HHMMSS`).

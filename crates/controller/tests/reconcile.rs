@@ -797,3 +797,143 @@ async fn a_restore_request_refuses_a_forged_backup_before_applying_anything() {
         );
     }
 }
+
+/// The `ledger` namespace's policy, beside `blog`.
+const LEDGER: &str = r#"apiVersion: lifeboat.dev/v1alpha1
+kind: BackupPolicy
+metadata: {name: ledger}
+spec:
+  clusters: {names: [prod]}
+  include: {namespaces: [ledger]}
+  schedule: "0 * * * *"
+  timezone: UTC
+  storage: local
+  retention: {keepLast: 3}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_backup_runs_beside_the_cycles_while_a_restore_of_another_policy_runs_and_status_is_published()
+ {
+    use lifeboat_sandbox::{FaultAction, FaultRule};
+    let w = World::new().await;
+    w.commit(
+        "policies",
+        &[
+            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
+            ("blog.yaml", Some(HOURLY)),
+            ("ledger.yaml", Some(LEDGER)),
+        ],
+    );
+    let mut r = w.reconciler("prod", "cache");
+    assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
+    assert_eq!(w.backups("prod").len(), 2);
+
+    // From now on the controller's loop runs cycles: they start work and
+    // return. Every list of the ledger namespace takes 3 s: its next
+    // backup is slow.
+    let done = r.run_in_background();
+    let slow = w.sandbox.add_fault(FaultRule {
+        namespace: Some("ledger".into()),
+        verb: Some("list".into()),
+        ..FaultRule::new(FaultAction::Latency(std::time::Duration::from_secs(3)))
+    });
+    w.commit(
+        "restore the blog beside it",
+        &[(
+            "restore.yaml",
+            Some(
+                r#"apiVersion: lifeboat.dev/v1alpha1
+kind: RestoreRequest
+metadata: {name: blog-copy}
+spec:
+  source: {cluster: prod, policy: blog, backup: latest}
+  target: {cluster: prod}
+  namespaceMapping: {wordpress: wordpress-copy}
+"#,
+            ),
+        )],
+    );
+    let started = std::time::Instant::now();
+    let report = r.cycle(ts("2026-03-01T11:00:30Z"), true).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the cycle waited for the work it started"
+    );
+    assert_eq!(names(&report, "backup").len(), 2, "{:?}", report.plan);
+    assert_eq!(names(&report, "restore"), ["blog-copy"]);
+    assert!(r.working());
+    let after = report.after.as_ref().unwrap();
+    let ledger = after
+        .policies
+        .iter()
+        .find(|f| f.policy == "ledger")
+        .unwrap();
+    assert!(
+        ledger.running,
+        "the plan after the cycle sees the backup running"
+    );
+    assert!(
+        matches!(report.published, Some(Ok(_))),
+        "{:?}",
+        report.published
+    );
+    let file = w.status_file("clusters/prod/policies/ledger.yaml").unwrap();
+    assert!(file.contains("backupRunning: true"), "{file}");
+
+    // Cycles reap what ends; the restore and the blog backup end while the
+    // ledger backup still runs, and the status says so.
+    let mut restored = false;
+    let mut cycles = 0;
+    while !restored {
+        tokio::time::timeout(std::time::Duration::from_secs(60), done.notified())
+            .await
+            .expect("a task ends within a minute");
+        let report = r.cycle(ts("2026-03-01T11:00:40Z"), true).await;
+        cycles += 1;
+        assert!(cycles < 10, "the restore never ended");
+        assert!(
+            report
+                .plan
+                .as_ref()
+                .unwrap()
+                .actions
+                .iter()
+                .all(|a| !matches!(a, Action::Backup { .. })),
+            "a running policy was planned again: {:?}",
+            report.plan
+        );
+        restored = report
+            .executed
+            .iter()
+            .any(|e| e.ok() && matches!(e.action, Action::Restore { .. }));
+    }
+    assert!(
+        r.working(),
+        "the ledger backup ended before the restore (lists take 3 s each)"
+    );
+    let copy: Api<ConfigMap> = Api::namespaced(w.sandbox.client(), "wordpress-copy");
+    assert!(copy.get_opt("wordpress-config").await.unwrap().is_some());
+    let file = w
+        .status_file("clusters/prod/restores/blog-copy.yaml")
+        .unwrap();
+    assert!(file.contains("Completed"), "{file}");
+    let file = w.status_file("clusters/prod/policies/ledger.yaml").unwrap();
+    assert!(file.contains("backupRunning: true"), "{file}");
+
+    // The ledger backup lands and a later cycle reaps it.
+    w.sandbox.remove_fault(slow);
+    while r.working() {
+        tokio::time::timeout(std::time::Duration::from_secs(120), done.notified())
+            .await
+            .expect("the ledger backup ends");
+        let report = r.cycle(ts("2026-03-01T11:00:50Z"), true).await;
+        assert!(
+            report.executed.iter().all(|e| e.ok()),
+            "{:?}",
+            report.executed
+        );
+    }
+    assert_eq!(w.backups("prod").len(), 4);
+    let file = w.status_file("clusters/prod/policies/ledger.yaml").unwrap();
+    assert!(!file.contains("backupRunning"), "{file}");
+}

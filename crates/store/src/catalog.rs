@@ -16,8 +16,8 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
 use crate::error::{Result, StoreError};
-use crate::model::{Manifest, OrphanMark, RestoreRecord};
-use crate::repo::{MANIFEST, Repository, layout, parse_backup_name, validate_name};
+use crate::model::{Manifest, OPERATION_FORMAT_VERSION, Operation, OrphanMark, RestoreRecord};
+use crate::repo::{MANIFEST, OPERATION, Repository, layout, parse_backup_name, validate_name};
 use crate::signing::{SignatureCheck, SignedKind, Subject};
 
 const MANIFEST_FETCH_CONCURRENCY: usize = 16;
@@ -50,6 +50,8 @@ pub struct IncompleteBackup {
     pub last_modified: Timestamp,
     pub objects: u64,
     pub bytes: u64,
+    /// Its operation record: running, or interrupted and resumable.
+    pub operation: Option<Operation>,
 }
 
 #[derive(Debug, Default)]
@@ -187,21 +189,36 @@ impl Repository {
     ) -> Result<Vec<IncompleteBackup>> {
         validate_name("cluster", cluster)?;
         let cutoff = now - grace;
-        Ok(self
-            .backup_dirs(cluster)
-            .await?
-            .into_iter()
-            .filter_map(|(name, dir)| {
-                let newest = dir.newest?;
-                (!dir.has_manifest && newest < cutoff).then(|| IncompleteBackup {
-                    cluster: cluster.into(),
-                    backup: name,
-                    last_modified: newest,
-                    objects: dir.objects,
-                    bytes: dir.bytes,
-                })
-            })
-            .collect())
+        let mut out = Vec::new();
+        for (name, dir) in self.backup_dirs(cluster).await? {
+            let Some(newest) = dir.newest else { continue };
+            if dir.has_manifest || newest >= cutoff {
+                continue;
+            }
+            let operation = self.read_operation(cluster, &name).await?;
+            out.push(IncompleteBackup {
+                cluster: cluster.into(),
+                backup: name,
+                last_modified: newest,
+                objects: dir.objects,
+                bytes: dir.bytes,
+                operation,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The operation record of a backup being written (or interrupted).
+    /// One that cannot be parsed (another version's) counts as none.
+    pub async fn read_operation(&self, cluster: &str, backup: &str) -> Result<Option<Operation>> {
+        validate_name("cluster", cluster)?;
+        validate_name("backup", backup)?;
+        let path = layout::backup_file(cluster, backup, OPERATION);
+        match self.get_json::<Operation>(&path).await {
+            Ok(op) => Ok(op.filter(|o| o.format_version == OPERATION_FORMAT_VERSION)),
+            Err(StoreError::InvalidJson { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes (or replaces) the record of a restore request.

@@ -205,6 +205,52 @@ pub struct VolumeEntry {
     pub error: Option<String>,
 }
 
+/// `operation.json`: the record of a backup while it is written, so that
+/// others see it running (owner, deadline, progress) and a restarted
+/// controller resumes it: the finished volumes, with their result files,
+/// are adopted instead of moved again. Plain JSON (it names what the
+/// manifest names, no more). Removed once the manifest commits the
+/// backup; a directory with a manifest ignores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    pub format_version: u32,
+    pub backup_name: String,
+    pub policy: String,
+    pub cluster: String,
+    /// The controller instance writing it (pod, process, start time).
+    pub owner: String,
+    pub started: Timestamp,
+    /// When it was last written: each step and each finished volume.
+    pub updated: Timestamp,
+    /// After this the backup is given up and committed `Failed`.
+    pub deadline: Timestamp,
+    /// `objects`, then `volumes`.
+    pub step: String,
+    /// Claims whose data the backup moves.
+    #[serde(default)]
+    pub volumes_planned: u32,
+    /// Finished volumes (entries as in the manifest, `file` set) …
+    #[serde(default)]
+    pub volumes: Vec<VolumeEntry>,
+    /// … and their result files.
+    #[serde(default)]
+    pub files: Vec<FileInfo>,
+    /// Claims being moved now, `namespace/pvc`.
+    #[serde(default)]
+    pub moving: Vec<String>,
+}
+
+/// Version of `operation.json`.
+pub const OPERATION_FORMAT_VERSION: u32 = 1;
+
+impl Operation {
+    /// Bytes of the finished volumes.
+    pub fn bytes_done(&self) -> u64 {
+        self.volumes.iter().map(|v| v.bytes).sum()
+    }
+}
+
 /// `manifest.json`: written last; its presence commits the backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

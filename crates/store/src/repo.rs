@@ -399,6 +399,8 @@ pub(crate) mod layout {
 }
 
 pub(crate) const MANIFEST: &str = "manifest.json";
+/// A backup's operation record, while it is written.
+pub(crate) const OPERATION: &str = "operation.json";
 
 /// `<path>.minisig`.
 pub(crate) fn signature_path(path: &Path) -> Path {

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use jiff::Timestamp;
+use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -46,10 +47,10 @@ use crate::crypto::Keys;
 use crate::error::{Result, StoreError};
 use crate::model::{
     BackupFiles, FORMAT_VERSION, FileInfo, IndexEntry, LIFEBOAT_VERSION, LogEntry, LogLevel,
-    MANIFEST_FORMAT_VERSION, Manifest, Phase, Prerequisite, ResourceCount, Totals, VolumeEntry,
-    VolumePhase,
+    MANIFEST_FORMAT_VERSION, Manifest, OPERATION_FORMAT_VERSION, Operation, Phase, Prerequisite,
+    ResourceCount, Totals, VolumeEntry, VolumePhase,
 };
-use crate::repo::{MANIFEST, Repository, backup_name, layout, validate_name};
+use crate::repo::{MANIFEST, OPERATION, Repository, backup_name, layout, validate_name};
 use crate::signing::SignedKind;
 use crate::upload::{self, FirstError, UploadSink, Uploaded, error_chain};
 
@@ -244,6 +245,10 @@ pub struct BackupWriter {
     /// Volume result files written so far, and their manifest entries.
     volume_files: Vec<FileInfo>,
     volumes: Vec<VolumeEntry>,
+    /// `operation.json`, once [`BackupWriter::track`] was called.
+    operation: Option<Operation>,
+    /// The record of an interrupted earlier run of this backup.
+    interrupted: Option<Operation>,
 }
 
 /// Result of the encoder thread.
@@ -327,6 +332,8 @@ impl Repository {
             first_error,
             volume_files: Vec::new(),
             volumes: Vec::new(),
+            operation: None,
+            interrupted: None,
         })
     }
 }
@@ -355,6 +362,117 @@ impl BackupWriter {
     /// Queues one log line (see [`WriterHandle::log`]).
     pub async fn log(&self, entry: LogEntry) -> Result<()> {
         self.handle.log(entry).await
+    }
+
+    /// Writes `operation.json` for this backup (owner, deadline) and keeps
+    /// it current from now on: each step, each claim started and each
+    /// volume recorded rewrites it. The manifest's commit removes it.
+    /// `interrupted` is the record an earlier, interrupted run of this
+    /// backup left (see [`BackupWriter::adopt_volumes`]).
+    pub async fn track(
+        &mut self,
+        owner: &str,
+        started: Timestamp,
+        deadline: Timestamp,
+        interrupted: Option<Operation>,
+    ) -> Result<()> {
+        self.interrupted = interrupted;
+        self.operation = Some(Operation {
+            format_version: OPERATION_FORMAT_VERSION,
+            backup_name: self.name.clone(),
+            policy: self.spec.policy.clone(),
+            cluster: self.spec.cluster.clone(),
+            owner: owner.to_string(),
+            started,
+            updated: Timestamp::now(),
+            deadline,
+            step: "objects".into(),
+            volumes_planned: 0,
+            volumes: self.volumes.clone(),
+            files: self.volume_files.clone(),
+            moving: Vec::new(),
+        });
+        self.write_operation().await
+    }
+
+    /// The operation record, when tracked.
+    pub fn operation(&self) -> Option<&Operation> {
+        self.operation.as_ref()
+    }
+
+    /// The record of the interrupted run this one resumes, if any.
+    pub fn interrupted(&self) -> Option<&Operation> {
+        self.interrupted.as_ref()
+    }
+
+    /// Records that the objects are stored and `planned` claims' data is
+    /// next.
+    pub async fn volumes_next(&mut self, planned: u32) -> Result<()> {
+        if let Some(op) = &mut self.operation {
+            op.step = "volumes".into();
+            op.volumes_planned = planned;
+        }
+        self.write_operation().await
+    }
+
+    /// Records that the data of `namespace/pvc` is being moved now.
+    pub async fn moving(&mut self, namespace: &str, pvc: &str) -> Result<()> {
+        if let Some(op) = &mut self.operation {
+            op.moving = vec![format!("{namespace}/{pvc}")];
+        }
+        self.write_operation().await
+    }
+
+    async fn write_operation(&mut self) -> Result<()> {
+        let Some(op) = &mut self.operation else {
+            return Ok(());
+        };
+        op.updated = Timestamp::now();
+        let path = layout::backup_file(&self.spec.cluster, &self.name, OPERATION);
+        self.repo.put_json(&path, op).await
+    }
+
+    /// Takes over the finished volumes an interrupted run of this backup
+    /// recorded in `from`, whose result files are still there with their
+    /// recorded size; returns them. Failed volumes are not taken over:
+    /// they are tried again.
+    pub async fn adopt_volumes(&mut self, from: &Operation) -> Result<Vec<VolumeEntry>> {
+        let mut adopted = Vec::new();
+        for entry in from
+            .volumes
+            .iter()
+            .filter(|v| v.phase == VolumePhase::Completed)
+        {
+            let Some(file) = entry
+                .file
+                .as_ref()
+                .and_then(|f| from.files.iter().find(|i| &i.name == f))
+            else {
+                continue;
+            };
+            if self
+                .volumes
+                .iter()
+                .any(|v| v.namespace == entry.namespace && v.pvc == entry.pvc)
+            {
+                continue;
+            }
+            let path = layout::backup_file(&self.spec.cluster, &self.name, &file.name);
+            match self.repo.store().head(&path).await {
+                Ok(meta) if meta.size == file.bytes => {}
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(StoreError::storage("head", self.repo.display(&path), e)),
+            }
+            self.volume_files.push(file.clone());
+            self.volumes.push(entry.clone());
+            if let Some(op) = &mut self.operation {
+                op.volumes.push(entry.clone());
+                op.files.push(file.clone());
+            }
+            adopted.push(entry.clone());
+        }
+        self.write_operation().await?;
+        Ok(adopted)
     }
 
     /// Records one volume of the backup: its result `detail` (any JSON) is
@@ -420,9 +538,14 @@ impl BackupWriter {
                 .await?;
         }
         entry.file = Some(name);
+        if let Some(op) = &mut self.operation {
+            op.volumes.push(entry.clone());
+            op.files.push(info.clone());
+            op.moving.clear();
+        }
         self.volume_files.push(info);
         self.volumes.push(entry);
-        Ok(())
+        self.write_operation().await
     }
 
     /// Completes the files and commits the backup with a manifest; the phase
@@ -539,6 +662,12 @@ impl BackupWriter {
                 end_time,
             )
             .await?;
+        // Committed: the operation record has served. One left behind (a
+        // failed delete) is ignored next to a manifest.
+        if self.operation.is_some() {
+            let path = layout::backup_file(&self.spec.cluster, &self.name, OPERATION);
+            let _ = self.repo.store().delete(&path).await;
+        }
         Ok(manifest)
     }
 }

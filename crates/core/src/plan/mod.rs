@@ -78,6 +78,23 @@ pub fn backup_name(policy: &str, slot: Timestamp) -> String {
     format!("{policy}-{}", slot.strftime("%Y%m%d-%H%M%S"))
 }
 
+/// Whether `name` is a backup name of `policy` ([`backup_name`]): the
+/// policy, then `-YYYYMMDD-HHMMSS` (so `blog-x-…` is no backup of `blog`).
+pub fn is_backup_of(name: &str, policy: &str) -> bool {
+    name.strip_prefix(policy)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|rest| {
+            rest.len() == 15
+                && rest.bytes().enumerate().all(|(i, b)| {
+                    if i == 8 {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                })
+        })
+}
+
 // ---------------------------------------------------------------- input
 
 /// What the controller observed in object storage, and what it is doing.
@@ -214,6 +231,44 @@ pub struct IncompleteBackup {
     pub name: String,
     /// When anything in the directory was last written.
     pub last_modified: Timestamp,
+    /// Its operation record: the backup is being written, or was
+    /// interrupted and is resumed while its slot is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<ObservedOperation>,
+}
+
+/// A backup's operation record (`operation.json`), as far as planning and
+/// reports need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedOperation {
+    /// The controller instance that writes (or wrote) it.
+    pub owner: String,
+    pub started: Timestamp,
+    pub updated: Timestamp,
+    /// After this the backup is given up.
+    pub deadline: Timestamp,
+    /// `objects` or `volumes`.
+    pub step: String,
+    pub volumes_done: u32,
+    pub volumes_planned: u32,
+    pub bytes_done: u64,
+    /// Claims being moved, `namespace/pvc`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moving: Vec<String>,
+}
+
+impl ObservedOperation {
+    /// When the backup should end, at the pace of its finished volumes
+    /// (none before the first one).
+    pub fn eta(&self, now: Timestamp) -> Option<Timestamp> {
+        if self.volumes_done == 0 || self.volumes_done >= self.volumes_planned {
+            return None;
+        }
+        let per = now.duration_since(self.started) / i32::try_from(self.volumes_done).ok()?;
+        let left = i32::try_from(self.volumes_planned - self.volumes_done).ok()?;
+        now.checked_add(per.checked_mul(left)?).ok()
+    }
 }
 
 /// A restore record in object storage: the source of truth of a restore.
@@ -507,6 +562,11 @@ pub struct PolicyFacts {
     pub pruned: usize,
     /// A backup of the policy is running.
     pub running: bool,
+    /// The operation record of the policy's newest unfinished backup in
+    /// its location: its progress while it runs, or what a resumed run
+    /// takes over after an interruption.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<InProgress>,
     /// What stops the policy from working as written, in words.
     pub problems: Vec<String>,
     /// How each selected bound claim's data is protected, or why it is not
@@ -514,6 +574,15 @@ pub struct PolicyFacts {
     /// cluster; absent from JSON).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<VolumeDecision>>,
+}
+
+/// An unfinished backup of a policy and its operation record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InProgress {
+    pub backup: String,
+    #[serde(flatten)]
+    pub operation: ObservedOperation,
 }
 
 /// A backup, briefly.
@@ -979,9 +1048,26 @@ impl<'a> Planner<'a> {
             retained: backups.len() - pruned,
             pruned,
             running,
+            in_progress: self.in_progress(location, name),
             problems,
             volumes,
         }
+    }
+
+    /// The newest unfinished backup of `policy` in `location` that has an
+    /// operation record.
+    fn in_progress(&self, location: &str, policy: &str) -> Option<InProgress> {
+        self.observed
+            .incomplete
+            .iter()
+            .filter(|i| i.location == location && i.cluster == self.cluster)
+            .filter(|i| is_backup_of(&i.name, policy))
+            .filter_map(|i| Some((i, i.operation.as_ref()?)))
+            .max_by(|a, b| a.0.name.cmp(&b.0.name))
+            .map(|(i, op)| InProgress {
+                backup: i.name.clone(),
+                operation: op.clone(),
+            })
     }
 
     fn orphans(&mut self) {
@@ -1090,11 +1176,10 @@ impl<'a> Planner<'a> {
             {
                 continue;
             }
-            let running = self.running_backups.iter().any(|p| {
-                inc.name
-                    .strip_prefix(p)
-                    .is_some_and(|rest| rest.starts_with('-'))
-            });
+            let running = self
+                .running_backups
+                .iter()
+                .any(|p| is_backup_of(&inc.name, p));
             if running {
                 continue;
             }

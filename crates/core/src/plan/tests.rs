@@ -447,6 +447,7 @@ fn prune_off_prunes_and_cleans_up_nothing_and_says_why() {
         cluster: C.into(),
         name: "p-20260101-000000".into(),
         last_modified: ts("2026-01-01T00:00:00Z"),
+        operation: None,
     }];
     let options = PlanOptions {
         prune: false,
@@ -495,6 +496,7 @@ fn an_unreadable_location_is_left_alone() {
         cluster: C.into(),
         name: "p-20260101-000000".into(),
         last_modified: ts("2026-01-01T00:00:00Z"),
+        operation: None,
     }];
     let plan = run(&set, &obs, "2026-01-10T12:00:00Z");
     assert_eq!(
@@ -781,6 +783,7 @@ fn incomplete(cluster: &str, name: &str, last_modified: &str) -> IncompleteBacku
         cluster: cluster.into(),
         name: name.into(),
         last_modified: ts(last_modified),
+        operation: None,
     }
 }
 

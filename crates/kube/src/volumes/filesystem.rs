@@ -36,9 +36,9 @@ use lifeboat_core::volumes::VolumeDecision;
 use serde_json::json;
 
 use super::{
-    BACKUP_LABEL, Created, DataKind, Method, Mover, MoverAccess, MoverBackup, MoverOptions,
-    PodVolumeRef, RepoKey, VolumeError, VolumeProgress, VolumeResult, WORK_DIR, Work, kube_err,
-    labels, object_name, timed_backup, typed,
+    Created, DataKind, Method, Mover, MoverAccess, MoverBackup, MoverOptions, PodVolumeRef,
+    RepoKey, VolumeError, VolumeProgress, VolumeResult, WORK_DIR, Work, backup_labels, kube_err,
+    object_name, timed_backup, typed,
 };
 
 /// The kubelet's pods directory on a node (its default `--root-dir`).
@@ -151,7 +151,7 @@ async fn back_up_steps(
     }
 
     // 2. The mover on that node, reading the kubelet's pods directory.
-    let lbl = labels(BACKUP_LABEL, backup, &[]);
+    let lbl = backup_labels(backup, &v.namespace, &v.pvc);
     let name = object_name("lifeboat-fs", backup, &v.namespace, &v.pvc);
     let work = Work {
         location: access.location.clone(),
@@ -368,6 +368,7 @@ pub fn find_pod_volume(pods_dir: &Path, pod: &PodVolumeRef) -> Result<PathBuf, F
 
 #[cfg(test)]
 mod tests {
+    use super::super::{BACKUP_LABEL, labels};
     use super::*;
 
     fn layout(dirs: &[&str]) -> tempfile::TempDir {

@@ -52,6 +52,9 @@ pub const MOVERS_NAMESPACE: &str = "lifeboat-movers";
 pub const BACKUP_LABEL: &str = "lifeboat.dev/backup";
 /// Label on everything a restore creates in the cluster.
 pub const RESTORE_LABEL: &str = "lifeboat.dev/restore";
+/// On what a backup creates for one claim: [`claim_id`] of the claim, so a
+/// resumed run finds what an interrupted one left for it.
+pub const CLAIM_LABEL: &str = "lifeboat.dev/claim";
 /// Label on the PV a restore fills, matched by the target claim's selector
 /// until the volume is handed over.
 pub const RESTORE_VOLUME_LABEL: &str = "lifeboat.dev/restore-volume";
@@ -310,6 +313,87 @@ pub fn object_name(prefix: &str, op: &str, ns: &str, pvc: &str) -> String {
     format!("{prefix}-{}-{}", short.trim_matches('-'), &hash[..12])
 }
 
+/// A claim's id in labels: 12 hex digits of SHA-256 of `namespace/pvc`.
+pub fn claim_id(ns: &str, pvc: &str) -> String {
+    hex::encode(Sha256::digest(format!("{ns}/{pvc}").as_bytes()))[..12].to_string()
+}
+
+/// The labels of what `backup` creates for the claim `ns/pvc`.
+fn backup_labels(backup: &str, ns: &str, pvc: &str) -> BTreeMap<String, String> {
+    labels(BACKUP_LABEL, backup, &[(CLAIM_LABEL, &claim_id(ns, pvc))])
+}
+
+/// A claim of a backup that an interrupted run of it (a killed
+/// controller, a stopped `lifeboat backup`) may have started.
+#[derive(Debug, Clone, Copy)]
+pub struct Interrupted<'a> {
+    pub backup: &'a str,
+    pub namespace: &'a str,
+    pub pvc: &'a str,
+    pub pvc_uid: &'a str,
+    pub method: Method,
+}
+
+/// Takes over what an interrupted run of a backup left for one claim: a
+/// mover pod of that backup and claim that is still running, or that
+/// succeeded, is adopted — followed to its end, its result returned — and
+/// everything else the run left for the claim (snapshots, the clone, the
+/// claim and Secret of the mover, a failed mover) is removed, so the claim
+/// starts over cleanly. `None`: start the claim over.
+pub async fn take_over(
+    client: &kube::Client,
+    claim: Interrupted<'_>,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+) -> Result<Option<VolumeResult>, VolumeError> {
+    let movers = opts.namespace.as_str();
+    let id = claim_id(claim.namespace, claim.pvc);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), movers);
+    let lp = kube::api::ListParams::default().labels(&format!(
+        "{BACKUP_LABEL}={},{CLAIM_LABEL}={id}",
+        claim.backup
+    ));
+    let listed = match pods.list(&lp).await {
+        Ok(l) => l.items,
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(e) => return Err(kube_err(format!("list mover pods in {movers}"))(e)),
+    };
+    let alive = listed.into_iter().find(|p| match terminated(p) {
+        None => p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed"),
+        Some((code, _)) => code == 0,
+    });
+    let mut result = None;
+    if let Some(pod) = alive {
+        let name = pod.name_any();
+        tracing::info!(backup = claim.backup, pod = %name, "adopting the mover of an interrupted run");
+        let started = Instant::now();
+        match wait_for_mover(&pods, movers, &name, opts, progress).await {
+            Ok((message, node)) => {
+                let mut r = MoverBackup::parse(message, &name)?.result(
+                    (claim.namespace, claim.pvc, claim.pvc_uid),
+                    claim.method,
+                    node,
+                );
+                r.duration_seconds = started.elapsed().as_secs_f64();
+                r.warnings.push(format!(
+                    "taken over from an interrupted run of the backup (mover {movers}/{name})"
+                ));
+                result = Some(r);
+            }
+            Err(e) => {
+                tracing::warn!(backup = claim.backup, pod = %name, "the adopted mover failed: {e}; starting the claim over")
+            }
+        }
+    }
+    progress(VolumeProgress::Step { step: "cleanup" });
+    remove_leftovers_where(client, movers, BACKUP_LABEL, |labels| {
+        labels.get(BACKUP_LABEL).map(String::as_str) == Some(claim.backup)
+            && labels.get(CLAIM_LABEL) == Some(&id)
+    })
+    .await?;
+    Ok(result)
+}
+
 impl ChosenVolume {
     /// What the `snapshotMove` of the claim a planner decision names needs
     /// (the class it chose; the volume's node affinity and capacity, read
@@ -472,13 +556,23 @@ pub async fn remove_leftovers(
     label_key: &str,
     leftover: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>, VolumeError> {
-    let lp = kube::api::ListParams::default()
-        .labels(&format!("{}={},{label_key}", MANAGED_BY.0, MANAGED_BY.1));
-    let op_of = |labels: &BTreeMap<String, String>| {
+    remove_leftovers_where(client, movers, label_key, |labels| {
         labels
             .get(label_key)
             .is_some_and(|op| leftover(op.as_str()))
-    };
+    })
+    .await
+}
+
+/// [`remove_leftovers`] of the objects whose labels `op_of` accepts.
+async fn remove_leftovers_where(
+    client: &kube::Client,
+    movers: &str,
+    label_key: &str,
+    op_of: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> Result<Vec<String>, VolumeError> {
+    let lp = kube::api::ListParams::default()
+        .labels(&format!("{}={},{label_key}", MANAGED_BY.0, MANAGED_BY.1));
     let mut removed = Vec::new();
     let now = DeleteParams {
         grace_period_seconds: Some(0),
@@ -822,7 +916,7 @@ async fn back_up_steps(
 ) -> Result<VolumeResult, VolumeError> {
     let movers = opts.namespace.as_str();
     ensure_movers_namespace(client, movers).await?;
-    let lbl = labels(BACKUP_LABEL, backup, &[]);
+    let lbl = backup_labels(backup, &v.namespace, &v.pvc);
     let snap_name = object_name("lifeboat", backup, &v.namespace, &v.pvc);
 
     // 1. The snapshot of the claim, in its namespace.
@@ -1162,99 +1256,110 @@ impl Mover {
             .map_err(|e| refused_pod(movers, &pod, e))?;
         created.pod = Some(self.name.clone());
 
-        let deadline = Instant::now() + opts.move_timeout;
-        let left = || deadline.saturating_duration_since(Instant::now());
-        // Started (or already done)? A pod that stays Pending past the
-        // start timeout (unschedulable, image not pulled, container not
-        // created) fails with its reason, long before the move timeout.
-        let start_deadline = Instant::now() + opts.start_timeout;
-        until(
-            &format!("mover pod {movers}/{} starting", self.name),
-            left(),
-            opts.poll,
-            || async {
-                let pod = pods
-                    .get(&self.name)
-                    .await
-                    .map_err(kube_err(format!("read pod {movers}/{}", self.name)))?;
-                match start_state(&pod) {
-                    StartState::Started => Ok(Ok(())),
-                    StartState::Pending(reason) if Instant::now() < start_deadline => {
-                        Ok(Err(reason))
-                    }
-                    StartState::Pending(reason) => Err(VolumeError::NotStarted {
-                        pod: format!("{movers}/{}", self.name),
-                        after: opts.start_timeout,
-                        reason,
-                    }),
-                }
-            },
-        )
-        .await?;
-        // Progress lines until the container exits.
-        let follow = async {
-            let lp = LogParams {
-                follow: true,
-                container: Some("mover".into()),
-                ..LogParams::default()
-            };
-            match pods.log_stream(&self.name, &lp).await {
-                Ok(stream) => {
-                    let mut lines = stream.lines();
-                    while let Some(Ok(line)) = lines.next().await {
-                        if let Some(p) = progress_line(&line) {
-                            progress(p);
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!("cannot follow the mover's log: {e}"),
+        wait_for_mover(&pods, movers, &self.name, opts, progress).await
+    }
+}
+
+/// Follows a mover pod from Pending to its end: its progress lines, then
+/// its termination message (the result) and its node. A pod that stays
+/// Pending past the start timeout, or runs past the move timeout, fails.
+async fn wait_for_mover(
+    pods: &Api<Pod>,
+    movers: &str,
+    name: &str,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+) -> Result<(Value, Option<String>), VolumeError> {
+    let deadline = Instant::now() + opts.move_timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    // Started (or already done)? A pod that stays Pending past the
+    // start timeout (unschedulable, image not pulled, container not
+    // created) fails with its reason, long before the move timeout.
+    let start_deadline = Instant::now() + opts.start_timeout;
+    until(
+        &format!("mover pod {movers}/{name} starting"),
+        left(),
+        opts.poll,
+        || async {
+            let pod = pods
+                .get(name)
+                .await
+                .map_err(kube_err(format!("read pod {movers}/{name}")))?;
+            match start_state(&pod) {
+                StartState::Started => Ok(Ok(())),
+                StartState::Pending(reason) if Instant::now() < start_deadline => Ok(Err(reason)),
+                StartState::Pending(reason) => Err(VolumeError::NotStarted {
+                    pod: format!("{movers}/{name}"),
+                    after: opts.start_timeout,
+                    reason,
+                }),
             }
+        },
+    )
+    .await?;
+    // Progress lines until the container exits.
+    let follow = async {
+        let lp = LogParams {
+            follow: true,
+            container: Some("mover".into()),
+            ..LogParams::default()
         };
-        if tokio::time::timeout(left(), follow).await.is_err() {
-            return Err(VolumeError::Timeout {
-                what: format!("mover pod {movers}/{} finishing", self.name),
-                after: opts.move_timeout,
-                detail: String::new(),
-            });
-        }
-        let pod = until(
-            &format!("mover pod {movers}/{} finishing", self.name),
-            left().max(opts.poll * 4),
-            opts.poll,
-            || async {
-                let pod = pods
-                    .get(&self.name)
-                    .await
-                    .map_err(kube_err(format!("read pod {movers}/{}", self.name)))?;
-                Ok(if terminated(&pod).is_some() {
-                    Ok(pod)
-                } else {
-                    Err("still running".to_string())
-                })
-            },
-        )
-        .await?;
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-        let (exit, message) = terminated(&pod).unwrap_or((-1, String::new()));
-        let value: Option<Value> = serde_json::from_str(message.trim()).ok();
-        match value {
-            Some(v) if exit == 0 && v["phase"] == "Succeeded" => Ok((v, node)),
-            Some(v) if v["error"].is_string() => Err(VolumeError::Mover {
-                pod: format!("{movers}/{}", self.name),
-                message: v["error"].as_str().unwrap_or_default().to_string(),
-            }),
-            _ => Err(VolumeError::Mover {
-                pod: format!("{movers}/{}", self.name),
-                message: format!(
-                    "it exited with code {exit}{}",
-                    if message.trim().is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", message.trim())
+        match pods.log_stream(name, &lp).await {
+            Ok(stream) => {
+                let mut lines = stream.lines();
+                while let Some(Ok(line)) = lines.next().await {
+                    if let Some(p) = progress_line(&line) {
+                        progress(p);
                     }
-                ),
-            }),
+                }
+            }
+            Err(e) => tracing::debug!("cannot follow the mover's log: {e}"),
         }
+    };
+    if tokio::time::timeout(left(), follow).await.is_err() {
+        return Err(VolumeError::Timeout {
+            what: format!("mover pod {movers}/{name} finishing"),
+            after: opts.move_timeout,
+            detail: String::new(),
+        });
+    }
+    let pod = until(
+        &format!("mover pod {movers}/{name} finishing"),
+        left().max(opts.poll * 4),
+        opts.poll,
+        || async {
+            let pod = pods
+                .get(name)
+                .await
+                .map_err(kube_err(format!("read pod {movers}/{name}")))?;
+            Ok(if terminated(&pod).is_some() {
+                Ok(pod)
+            } else {
+                Err("still running".to_string())
+            })
+        },
+    )
+    .await?;
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let (exit, message) = terminated(&pod).unwrap_or((-1, String::new()));
+    let value: Option<Value> = serde_json::from_str(message.trim()).ok();
+    match value {
+        Some(v) if exit == 0 && v["phase"] == "Succeeded" => Ok((v, node)),
+        Some(v) if v["error"].is_string() => Err(VolumeError::Mover {
+            pod: format!("{movers}/{name}"),
+            message: v["error"].as_str().unwrap_or_default().to_string(),
+        }),
+        _ => Err(VolumeError::Mover {
+            pod: format!("{movers}/{name}"),
+            message: format!(
+                "it exited with code {exit}{}",
+                if message.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", message.trim())
+                }
+            ),
+        }),
     }
 }
 
