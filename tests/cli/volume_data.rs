@@ -777,3 +777,96 @@ fn a_backup_killed_mid_move_leaves_objects_that_the_next_backup_removes() {
     }
     assert_eq!(count(), 0, "storage snapshots left in the CSI driver");
 }
+
+/// A controller killed (SIGKILL) while its mover copies: the next
+/// controller resumes the same backup from its operation record, adopts the
+/// mover that kept running instead of moving the data again, commits the
+/// backup, and leaves nothing behind; the data restores byte for byte.
+#[test]
+fn a_controller_killed_mid_move_resumes_the_backup_and_adopts_its_mover() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let remote = w.controller_remote();
+    let (kc, cache) = (w.path("kubeconfig"), w.path("cache"));
+    let reconcile = || {
+        let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"));
+        cmd.args([
+            "reconcile",
+            "--once",
+            "--repo",
+            &remote,
+            "--cluster",
+            "prod",
+            "--kubeconfig",
+            &kc,
+            "--cache-dir",
+            &cache,
+            "--secrets-namespace",
+            "lifeboat",
+            "--no-status",
+            "--now",
+            "2026-12-01T10:30:00Z",
+        ]);
+        cmd
+    };
+    let mut child = reconcile()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !w.labelled_leftovers().iter().any(|l| l.starts_with("pod ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mover pod appeared"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the cycle ended first");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dir = w
+        .dir
+        .path()
+        .join("storage/clusters/prod/backups/db-20261201-100000");
+    assert!(!dir.join("manifest.json").exists());
+    let op: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("operation.json")).unwrap()).unwrap();
+    assert_eq!(op["step"], "volumes", "{op}");
+    assert_eq!(op["moving"][0], format!("{NS}/mysql"), "{op}");
+    assert!(op["owner"].as_str().unwrap().contains("controller"), "{op}");
+
+    // The restarted controller plans the same slot and resumes it.
+    let done = reconcile().env("RUST_LOG", "info").output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr),
+    );
+    assert!(done.status.success(), "{out}{err}");
+    assert!(out.contains("ok   back up `db`"), "{out}");
+    assert!(
+        err.contains("adopting the mover of an interrupted run"),
+        "{err}"
+    );
+    let manifest = w.manifest("db-20261201-100000");
+    assert_eq!(manifest["phase"], "Completed", "{manifest}");
+    assert_eq!(manifest["volumes"][0]["phase"], "Completed", "{manifest}");
+    assert!(
+        !dir.join("operation.json").exists(),
+        "the record outlived the commit"
+    );
+    w.nothing_left_behind();
+    // One snapshot: the adopted mover's; the data was not moved twice.
+    if let Some(text) = w.restic_snapshots() {
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(listed.len(), 1, "{text}");
+        assert_eq!(
+            listed[0]["id"], manifest["volumes"][0]["snapshot"],
+            "{text}"
+        );
+    }
+    w.delete_namespace();
+    w.restore("db-20261201-100000");
+    let volume = w.claim_bound(NS, "mysql");
+    assert_same_files(&volume, &w.files);
+    w.nothing_left_behind();
+}
