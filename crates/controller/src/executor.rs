@@ -458,6 +458,67 @@ impl Executor {
         }
     }
 
+    /// Removes what a cancelled backup or restore left: its objects in the
+    /// cluster (snapshots, mover pods, their claims and Secrets), the
+    /// uncommitted backup with the snapshots it finished, or the restore's
+    /// record is finished as `Failed` with `why` (what it restored stays).
+    pub async fn clean_up_cancelled(&self, action: &Action, why: &str) -> Executed {
+        let started = Instant::now();
+        let result = async {
+            match action {
+                Action::Backup { location, name, .. } => {
+                    lifeboat_kube::volumes::remove_leftovers(
+                        &self.client,
+                        &self.options.movers.namespace,
+                        lifeboat_kube::volumes::BACKUP_LABEL,
+                        |op| op == name,
+                    )
+                    .await?;
+                    self.delete(location, &self.cluster, name).await?;
+                }
+                Action::Restore {
+                    location, request, ..
+                } => {
+                    lifeboat_kube::volumes::remove_leftovers(
+                        &self.client,
+                        &self.options.movers.namespace,
+                        lifeboat_kube::volumes::RESTORE_LABEL,
+                        |op| op == request,
+                    )
+                    .await?;
+                    let repository = self.writable(location)?;
+                    if let Some(mut record) = repository
+                        .read_restore_record(&self.cluster, request)
+                        .await?
+                        && record.phase == RestorePhase::InProgress
+                    {
+                        record.phase = RestorePhase::Failed;
+                        record.end_time = Some(Timestamp::now());
+                        record.message = Some(format!(
+                            "cancelled: {why}; what it restored so far stays in the cluster"
+                        ));
+                        repository
+                            .write_restore_record(&self.cluster, request, &record)
+                            .await?;
+                    }
+                }
+                _ => {}
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        let executed = Executed {
+            action: action.clone(),
+            result: Err(match result {
+                Ok(()) => format!("cancelled: {why}"),
+                Err(e) => format!("cancelled: {why}; cleaning up failed: {e:#}"),
+            }),
+            duration: started.elapsed(),
+        };
+        warn!("{}", executed.describe());
+        executed
+    }
+
     /// Deletes a backup and forgets its volume snapshots (as `lifeboat
     /// backups delete` does); one that is already gone counts as deleted.
     async fn delete(&self, location: &str, cluster: &str, backup: &str) -> anyhow::Result<u64> {

@@ -359,13 +359,23 @@ impl Reconciler {
             ..self.settings.plan.clone()
         };
         let locations = Arc::new(Locations::open(&set, &self.secrets, &cluster).await);
-        // Work that ended since the last cycle, taken before observing so
-        // its backups count as landed and its policies as idle.
-        let mut executed = if execute {
-            self.work.reap().await
-        } else {
-            Vec::new()
+        let executor = Executor {
+            client: self.client.clone(),
+            locations: locations.clone(),
+            cluster: cluster.clone(),
+            revision: valid.sha.clone(),
+            options: self.settings.exec.clone(),
         };
+        // Work that ended since the last cycle, taken before observing so
+        // its backups count as landed and its policies as idle; then the
+        // work Git no longer wants is cancelled and cleaned up.
+        let mut executed = Vec::new();
+        if execute {
+            executed = self.work.reap().await;
+            for (action, why) in self.work.cancel(|a| unwanted(&set, &cluster, a)) {
+                executed.push(executor.clean_up_cancelled(&action, &why).await);
+            }
+        }
         let mut observation =
             catalog::observe(&set, &locations, &cluster, now, self.work.running()).await;
         for (location, error) in &observation.observed.unavailable {
@@ -393,13 +403,6 @@ impl Reconciler {
                 errors,
             };
         }
-        let executor = Executor {
-            client: self.client.clone(),
-            locations: locations.clone(),
-            cluster: cluster.clone(),
-            revision: valid.sha.clone(),
-            options: self.settings.exec.clone(),
-        };
         // Backups and restores start as tasks; the bookkeeping is planned
         // again with them running (no prune of a policy whose backup just
         // started), and done now.
@@ -543,6 +546,27 @@ impl Reconciler {
             Err(e) => warn!(error = %e, "status not written"),
         }
         Some(result)
+    }
+}
+
+/// Why running work is no longer wanted by the valid revision, if it is
+/// not: its policy was deleted, suspended or no longer applies here, its
+/// RestoreRequest was deleted.
+fn unwanted(set: &PolicySet, cluster: &str, action: &Action) -> Option<String> {
+    match action {
+        Action::Backup { policy, .. } => match set.policy(policy) {
+            None => Some(format!("policy `{policy}` was deleted from Git")),
+            Some(p) if p.doc.spec.suspend => Some(format!("policy `{policy}` was suspended")),
+            Some(p) if !set.applies(&p.doc, cluster) => Some(format!(
+                "policy `{policy}` no longer applies to cluster `{cluster}`"
+            )),
+            Some(_) => None,
+        },
+        Action::Restore { request, .. } => {
+            (!set.restores.iter().any(|r| &r.doc.metadata.name == request))
+                .then(|| format!("RestoreRequest `{request}` was deleted from Git"))
+        }
+        _ => None,
     }
 }
 

@@ -213,6 +213,30 @@ impl Work {
         out
     }
 
+    /// Stops the tasks whose action `unwanted` gives a reason for (their
+    /// policy was suspended or deleted, their RestoreRequest deleted) and
+    /// returns them with it; what they leave is for the caller to remove.
+    pub fn cancel(
+        &mut self,
+        unwanted: impl Fn(&Action) -> Option<String>,
+    ) -> Vec<(Action, String)> {
+        let doomed: Vec<(Key, String)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.handle.is_finished())
+            .filter_map(|(k, t)| Some((k.clone(), unwanted(&t.action)?)))
+            .collect();
+        let mut out = Vec::new();
+        for (key, why) in doomed {
+            if let Some(task) = self.tasks.remove(&key) {
+                warn!(action = %task.action.summary(), "cancelled: {why}");
+                task.handle.abort();
+                out.push((task.action, why));
+            }
+        }
+        out
+    }
+
     /// Stops every task where it is (leadership lost, or the stop grace
     /// period is over). What they leave is interrupted work for the next
     /// leader; nothing half-written is committed.

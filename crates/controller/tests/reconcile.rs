@@ -937,3 +937,61 @@ spec:
     let file = w.status_file("clusters/prod/policies/ledger.yaml").unwrap();
     assert!(!file.contains("backupRunning"), "{file}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspending_a_policy_cancels_its_running_backup_and_removes_what_it_wrote() {
+    use lifeboat_sandbox::{FaultAction, FaultRule};
+    let w = World::new().await;
+    w.commit(
+        "policies",
+        &[
+            ("lifeboat.yaml", Some(&w.base_policies("prod"))),
+            ("ledger.yaml", Some(LEDGER)),
+        ],
+    );
+    let mut r = w.reconciler("prod", "cache");
+    r.run_in_background();
+    // Lists of the ledger namespace hang for a minute: the backup runs on.
+    let slow = w.sandbox.add_fault(FaultRule {
+        namespace: Some("ledger".into()),
+        verb: Some("list".into()),
+        ..FaultRule::new(FaultAction::Latency(std::time::Duration::from_secs(60)))
+    });
+    let report = r.cycle(ts("2026-03-01T10:30:00Z"), true).await;
+    assert_eq!(names(&report, "backup"), ["ledger-20260301-100000"]);
+    assert!(r.working());
+    let dir = w
+        .storage()
+        .join("clusters/prod/backups/ledger-20260301-100000");
+    for _ in 0..100 {
+        if dir.join("operation.json").exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(dir.join("operation.json").exists(), "no operation record");
+
+    w.commit(
+        "suspend the ledger",
+        &[(
+            "ledger.yaml",
+            Some(&LEDGER.replace("storage: local", "storage: local\n  suspend: true")),
+        )],
+    );
+    let report = r.cycle(ts("2026-03-01T10:31:00Z"), true).await;
+    w.sandbox.remove_fault(slow);
+    assert!(!r.working(), "the backup still runs");
+    let cancelled: Vec<String> = report
+        .executed
+        .iter()
+        .filter_map(|e| e.result.as_ref().err().cloned())
+        .collect();
+    assert_eq!(
+        cancelled,
+        ["cancelled: policy `ledger` was suspended"],
+        "{:?}",
+        report.executed
+    );
+    assert!(!dir.exists(), "the uncommitted backup is left in storage");
+    assert!(w.backups("prod").is_empty());
+}

@@ -12,6 +12,10 @@
 //! A manifest whose signature a restore would refuse (forged, or signed by
 //! a key nobody trusts) is deleted without forgetting the snapshots it
 //! names: they may be another backup's, named to have them forgotten.
+//!
+//! A backup without a manifest (interrupted, cancelled) forgets the
+//! snapshots of the volumes its operation record says it finished, unless
+//! signatures are required (the record is unsigned).
 
 use lifeboat_store::{StoreError, VolumePhase};
 use object_store::ObjectStoreExt;
@@ -37,39 +41,55 @@ pub async fn delete_backup(
     backup: &str,
 ) -> lifeboat_store::Result<Deleted> {
     let mut out = Deleted::default();
-    match location.open_backup(cluster, backup).await {
-        Ok(reader) => {
-            let refusal = reader.signature().refusal();
-            for v in reader.volumes() {
-                let (Some(id), VolumePhase::Completed) = (v.snapshot.as_deref(), v.phase) else {
-                    continue;
-                };
-                let name = format!("{}/{}@{id}", v.namespace, v.pvc);
-                if let Some(why) = &refusal {
-                    out.kept.push(format!("{name}: not forgotten, {why}"));
-                    continue;
+    let (volumes, refusal) = match location.open_backup(cluster, backup).await {
+        Ok(reader) => (reader.volumes().to_vec(), reader.signature().refusal()),
+        // No manifest: an interrupted or cancelled backup. Its operation
+        // record names the volumes it finished. The record is unsigned, so
+        // where signatures are required its snapshots are kept (a forged
+        // record could name another backup's).
+        Err(StoreError::BackupNotFound { .. }) => {
+            match location.read_operation(cluster, backup).await? {
+                Some(op) => {
+                    let refusal = location.trust().required_for(cluster).then(|| {
+                        "named only by the unsigned operation record of an unfinished backup \
+                         while signatures are required; forget it by hand if it is no other \
+                         backup's"
+                            .to_string()
+                    });
+                    (op.volumes, refusal)
                 }
-                let generation = generation_holding(location, cluster, &v.namespace, id)
-                    .await
-                    .map_err(|e| StoreError::Check {
-                        check: "forget".into(),
-                        detail: e.to_string(),
-                    })?;
-                let Some(generation) = generation else {
-                    // Forgotten already (an earlier, interrupted deletion).
-                    continue;
-                };
-                let path = snapshot_path(cluster, &v.namespace, generation, id);
-                match location.object_store().delete(&path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => out.snapshots.push(name),
-                    Err(e) => return Err(StoreError::storage("delete", &path, e)),
-                }
+                None => (Vec::new(), None),
             }
         }
-        // No manifest (an interrupted backup) or one that cannot be read:
-        // nothing names snapshots; the backup's objects still go.
-        Err(StoreError::BackupNotFound { .. } | StoreError::InvalidJson { .. }) => {}
+        // A manifest that cannot be read names nothing we can trust; the
+        // backup's objects still go.
+        Err(StoreError::InvalidJson { .. }) => (Vec::new(), None),
         Err(e) => return Err(e),
+    };
+    for v in &volumes {
+        let (Some(id), VolumePhase::Completed) = (v.snapshot.as_deref(), v.phase) else {
+            continue;
+        };
+        let name = format!("{}/{}@{id}", v.namespace, v.pvc);
+        if let Some(why) = &refusal {
+            out.kept.push(format!("{name}: not forgotten, {why}"));
+            continue;
+        }
+        let generation = generation_holding(location, cluster, &v.namespace, id)
+            .await
+            .map_err(|e| StoreError::Check {
+                check: "forget".into(),
+                detail: e.to_string(),
+            })?;
+        let Some(generation) = generation else {
+            // Forgotten already (an earlier, interrupted deletion).
+            continue;
+        };
+        let path = snapshot_path(cluster, &v.namespace, generation, id);
+        match location.object_store().delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => out.snapshots.push(name),
+            Err(e) => return Err(StoreError::storage("delete", &path, e)),
+        }
     }
     out.files = location.delete_backup(cluster, backup).await?;
     Ok(out)
