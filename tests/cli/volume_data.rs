@@ -503,6 +503,49 @@ fn snapshot_move_round_trip_restores_every_file_byte_for_byte() {
     );
 }
 
+/// After a key rotation (`volumes key --new-generation`) a backup written
+/// before it restores from the generation that holds its snapshot, with
+/// that generation's key.
+#[test]
+fn a_backup_from_before_a_key_rotation_restores_from_its_own_generation() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let backup = out.split_whitespace().next().unwrap().to_string();
+    let (code, out, err) = run(
+        &[
+            "volumes",
+            "key",
+            "--new-generation",
+            "--repo",
+            &w.path("repo"),
+            "--cluster",
+            "prod",
+            "--namespace",
+            NS,
+            "--identity",
+            &w.path("identity.txt"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        w.dir
+            .path()
+            .join("storage/volumes/prod")
+            .join(format!("{NS}.g2/config"))
+            .exists()
+    );
+    w.delete_namespace();
+    let out = w.restore(&backup);
+    assert!(
+        out.contains("filled   volume mysql-persistent/mysql: "),
+        "{out}"
+    );
+    assert_same_files(&w.claim_bound(NS, "mysql"), &w.files);
+    w.nothing_left_behind();
+}
+
 #[test]
 fn a_failing_mover_makes_the_backup_partially_failed_and_leaves_nothing() {
     let w = World::new(Path::new("/bin/false"));
