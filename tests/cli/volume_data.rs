@@ -319,22 +319,7 @@ impl World {
     /// the password `lifeboat volumes key` prints; `None` (with a printed
     /// reason) when restic is not installed.
     pub(crate) fn restic_snapshots(&self) -> Option<String> {
-        let (code, out, err) = run(
-            &[
-                "volumes",
-                "key",
-                "--repo",
-                &self.path("repo"),
-                "--cluster",
-                "prod",
-                "--namespace",
-                NS,
-                "--identity",
-                &self.path("identity.txt"),
-            ],
-            None,
-        );
-        assert_eq!(code, 0, "{out}{err}");
+        let out = self.volumes_key(&[]);
         std::fs::write(self.dir.path().join("pw"), out.lines().last().unwrap()).unwrap();
         match StdCommand::new("restic")
             .arg("-r")
@@ -353,6 +338,18 @@ impl World {
                 None
             }
         }
+    }
+
+    /// `lifeboat volumes key EXTRA…` for `prod`'s repository of the
+    /// namespace, with the identity; must succeed; returns its output.
+    pub(crate) fn volumes_key(&self, extra: &[&str]) -> String {
+        let (repo, identity) = (self.path("repo"), self.path("identity.txt"));
+        let mut args = vec!["volumes", "key", "--repo", &repo, "--cluster", "prod"];
+        args.extend(["--namespace", NS, "--identity", &identity]);
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, 0, "{out}{err}");
+        out
     }
 
     pub(crate) fn manifest(&self, backup: &str) -> serde_json::Value {
@@ -512,23 +509,7 @@ fn a_backup_from_before_a_key_rotation_restores_from_its_own_generation() {
     let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
     assert_eq!(code, 0, "{out}{err}");
     let backup = out.split_whitespace().next().unwrap().to_string();
-    let (code, out, err) = run(
-        &[
-            "volumes",
-            "key",
-            "--new-generation",
-            "--repo",
-            &w.path("repo"),
-            "--cluster",
-            "prod",
-            "--namespace",
-            NS,
-            "--identity",
-            &w.path("identity.txt"),
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    w.volumes_key(&["--new-generation"]);
     assert!(
         w.dir
             .path()

@@ -205,27 +205,17 @@ fn back_up_in_prod_restore_in_dr(w: &World, dr: &Sandbox, mapped: &str) -> serde
     // The rest of the app came along.
     w.rt.block_on(async {
         let c = dr.client();
-        assert!(
-            Api::<Secret>::namespaced(c.clone(), NS)
-                .get_opt("mysql")
-                .await
-                .unwrap()
-                .is_some()
+        let (secret, service, deployment) = (
+            Api::<Secret>::namespaced(c.clone(), NS),
+            Api::<Service>::namespaced(c.clone(), NS),
+            Api::<Deployment>::namespaced(c, NS),
         );
-        assert!(
-            Api::<Service>::namespaced(c.clone(), NS)
-                .get_opt("mysql")
-                .await
-                .unwrap()
-                .is_some()
+        let (a, b, d) = tokio::join!(
+            secret.get_opt("mysql"),
+            service.get_opt("mysql"),
+            deployment.get_opt("mysql")
         );
-        assert!(
-            Api::<Deployment>::namespaced(c, NS)
-                .get_opt("mysql")
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(a.unwrap().is_some() && b.unwrap().is_some() && d.unwrap().is_some());
     });
     w.nothing_left_behind_in(dr);
 
