@@ -139,16 +139,32 @@ async fn run_async(restore: bool, common: &Common) -> anyhow::Result<serde_json:
     ));
 
     let result = if restore {
-        let v = VolumeRepo::open_existing(
-            &location,
-            &work.location_name,
-            &work.cluster,
-            &work.namespace,
-            None,
-            Some(&cache),
-        )
-        .await?;
         let snapshot = work.snapshot.clone().unwrap_or_else(|| "latest".into());
+        // A backup's snapshot stays in the generation that was newest when
+        // it was written, after a key rotation too; the orchestrator hands
+        // over that generation's key. Short ids and `latest`: the newest.
+        let full_id = snapshot.len() == 64 && snapshot.chars().all(|c| c.is_ascii_hexdigit());
+        let v = if full_id {
+            VolumeRepo::open_holding(
+                &location,
+                &work.location_name,
+                &work.cluster,
+                &work.namespace,
+                &snapshot,
+                Some(&cache),
+            )
+            .await?
+        } else {
+            VolumeRepo::open_existing(
+                &location,
+                &work.location_name,
+                &work.cluster,
+                &work.namespace,
+                None,
+                Some(&cache),
+            )
+            .await?
+        };
         let r = v
             .restore(
                 &snapshot,

@@ -352,10 +352,14 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                     match &v.error {
                         Some(e) => e.clone(),
                         None => format!(
-                            "{} files, {} bytes from snapshot {}",
+                            "{} files, {} bytes from snapshot {}{}",
                             v.files,
                             v.bytes,
-                            v.snapshot.get(..8).unwrap_or(&v.snapshot)
+                            v.snapshot.get(..8).unwrap_or(&v.snapshot),
+                            v.node
+                                .as_ref()
+                                .map(|n| format!(" on node {n}"))
+                                .unwrap_or_default()
                         ),
                     }
                 ));

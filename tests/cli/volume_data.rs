@@ -109,27 +109,49 @@ pub(crate) struct World {
     pub(crate) files: BTreeMap<PathBuf, Vec<u8>>,
 }
 
+/// A sandbox of `nodes` nodes whose pods of lifeboat's image run `mover`,
+/// seeded from `seed` (if any).
+pub(crate) fn mover_sandbox(
+    rt: &tokio::runtime::Runtime,
+    mover: &Path,
+    nodes: usize,
+    seed: Option<&Path>,
+) -> Sandbox {
+    let mut builder = Sandbox::builder()
+        .nodes(nodes)
+        .image_binary("ghcr.io/lifeboat-dev/lifeboat", mover)
+        .missing_image("registry.invalid/")
+        .snapshot_delay(Duration::from_millis(20));
+    if let Some(seed) = seed {
+        builder = builder.seed_dir(seed);
+    }
+    rt.block_on(builder.start()).unwrap()
+}
+
 impl World {
     /// A sandbox (2 nodes) with the app and its seeded claim; a policy
     /// repository backing up its namespace to an encrypted file:// location.
     pub(crate) fn new(mover: &Path) -> World {
+        World::with(mover, 2, "standard")
+    }
+
+    /// As [`World::new`], with `nodes` nodes and the app's claim of
+    /// storage class `class`.
+    pub(crate) fn with(mover: &Path, nodes: usize, class: &str) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let seed = dir.path().join("seed");
         std::fs::create_dir_all(&seed).unwrap();
-        std::fs::write(seed.join("app.yaml"), APP).unwrap();
+        std::fs::write(
+            seed.join("app.yaml"),
+            APP.replace(
+                "storageClassName: standard\n",
+                &format!("storageClassName: {class}\n"),
+            ),
+        )
+        .unwrap();
         let files = seed_files(&seed.join("volumes").join(NS).join("mysql"));
-        let sb = rt
-            .block_on(
-                Sandbox::builder()
-                    .nodes(2)
-                    .image_binary("ghcr.io/lifeboat-dev/lifeboat", mover)
-                    .missing_image("registry.invalid/")
-                    .seed_dir(&seed)
-                    .snapshot_delay(Duration::from_millis(20))
-                    .start(),
-            )
-            .unwrap();
+        let sb = mover_sandbox(&rt, mover, nodes, Some(&seed));
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
         std::fs::create_dir_all(dir.path().join("repo")).unwrap();
@@ -165,13 +187,18 @@ impl World {
 
     /// Waits until the claim is Bound; returns its volume's directory.
     pub(crate) fn claim_bound(&self, ns: &str, name: &str) -> PathBuf {
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.sb.client(), ns);
+        self.claim_bound_in(&self.sb, ns, name)
+    }
+
+    /// Waits until the claim is Bound in `sb`; returns its volume's directory.
+    pub(crate) fn claim_bound_in(&self, sb: &Sandbox, ns: &str, name: &str) -> PathBuf {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(sb.client(), ns);
         for _ in 0..400 {
             if let Some(pvc) = self.rt.block_on(api.get_opt(name)).unwrap()
                 && pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
             {
                 let pv = pvc.spec.unwrap().volume_name.unwrap();
-                return self.sb.data_dir().join("volumes").join(pv);
+                return sb.data_dir().join("volumes").join(pv);
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -180,7 +207,12 @@ impl World {
 
     /// Everything in the cluster labelled as made by a backup or restore.
     pub(crate) fn labelled_leftovers(&self) -> Vec<String> {
-        let c = self.sb.client();
+        self.labelled_leftovers_in(&self.sb)
+    }
+
+    /// Everything in `sb` labelled as made by a backup or restore.
+    pub(crate) fn labelled_leftovers_in(&self, sb: &Sandbox) -> Vec<String> {
+        let c = sb.client();
         let lp = ListParams::default().labels("app.kubernetes.io/managed-by=lifeboat");
         let snap = |kind: &str, plural: &str| ApiResource {
             group: "snapshot.storage.k8s.io".into(),
@@ -227,9 +259,14 @@ impl World {
 
     /// Waits until nothing labelled is left (pods may take a moment).
     pub(crate) fn nothing_left_behind(&self) {
+        self.nothing_left_behind_in(&self.sb)
+    }
+
+    /// Waits until nothing labelled is left in `sb`.
+    pub(crate) fn nothing_left_behind_in(&self, sb: &Sandbox) {
         let mut left = Vec::new();
         for _ in 0..200 {
-            left = self.labelled_leftovers();
+            left = self.labelled_leftovers_in(sb);
             if left.is_empty() {
                 return;
             }
@@ -282,20 +319,7 @@ impl World {
     /// the password `lifeboat volumes key` prints; `None` (with a printed
     /// reason) when restic is not installed.
     pub(crate) fn restic_snapshots(&self) -> Option<String> {
-        let (code, out, err) = run(
-            &[
-                "volumes",
-                "key",
-                "--repo",
-                &self.path("repo"),
-                "--namespace",
-                NS,
-                "--identity",
-                &self.path("identity.txt"),
-            ],
-            None,
-        );
-        assert_eq!(code, 0, "{out}{err}");
+        let out = self.volumes_key(&[]);
         std::fs::write(self.dir.path().join("pw"), out.lines().last().unwrap()).unwrap();
         match StdCommand::new("restic")
             .arg("-r")
@@ -314,6 +338,18 @@ impl World {
                 None
             }
         }
+    }
+
+    /// `lifeboat volumes key EXTRA…` for `prod`'s repository of the
+    /// namespace, with the identity; must succeed; returns its output.
+    pub(crate) fn volumes_key(&self, extra: &[&str]) -> String {
+        let (repo, identity) = (self.path("repo"), self.path("identity.txt"));
+        let mut args = vec!["volumes", "key", "--repo", &repo, "--cluster", "prod"];
+        args.extend(["--namespace", NS, "--identity", &identity]);
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, 0, "{out}{err}");
+        out
     }
 
     pub(crate) fn manifest(&self, backup: &str) -> serde_json::Value {
@@ -464,6 +500,33 @@ fn snapshot_move_round_trip_restores_every_file_byte_for_byte() {
     );
 }
 
+/// After a key rotation (`volumes key --new-generation`) a backup written
+/// before it restores from the generation that holds its snapshot, with
+/// that generation's key.
+#[test]
+fn a_backup_from_before_a_key_rotation_restores_from_its_own_generation() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let backup = out.split_whitespace().next().unwrap().to_string();
+    w.volumes_key(&["--new-generation"]);
+    assert!(
+        w.dir
+            .path()
+            .join("storage/volumes/prod")
+            .join(format!("{NS}.g2/config"))
+            .exists()
+    );
+    w.delete_namespace();
+    let out = w.restore(&backup);
+    assert!(
+        out.contains("filled   volume mysql-persistent/mysql: "),
+        "{out}"
+    );
+    assert_same_files(&w.claim_bound(NS, "mysql"), &w.files);
+    w.nothing_left_behind();
+}
+
 #[test]
 fn a_failing_mover_makes_the_backup_partially_failed_and_leaves_nothing() {
     let w = World::new(Path::new("/bin/false"));
@@ -537,10 +600,25 @@ impl World {
     /// Prepares a controller run: the location's identity in a Secret of
     /// `lifeboat`, the policy repository pushed to a bare remote. Returns
     /// the remote's URL.
-    fn controller_remote(&self) -> String {
+    pub(crate) fn controller_remote(&self) -> String {
         use crate::plan::git;
+        self.identity_secret(&self.sb);
+        let root = self.dir.path();
+        git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+        let work = root.join("repo");
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "policies"]);
+        let remote = format!("file://{}", root.join("remote.git").display());
+        git(&work, &["push", "-q", &remote, "main"]);
+        remote
+    }
+
+    /// The location's identity as the Secret `lifeboat/lifeboat-age` the
+    /// StorageLocation's `identitySecretRef` names, in `sb`.
+    pub(crate) fn identity_secret(&self, sb: &Sandbox) {
         self.rt.block_on(async {
-            let c = self.sb.client();
+            let c = sb.client();
             let ns: Namespace =
                 serde_json::from_value(serde_json::json!({"metadata": {"name": "lifeboat"}}))
                     .unwrap();
@@ -558,27 +636,33 @@ impl World {
                 .await
                 .unwrap();
         });
-        let root = self.dir.path();
-        git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
-        let work = root.join("repo");
-        git(&work, &["init", "-q", "-b", "main"]);
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-q", "-m", "policies"]);
-        let remote = format!("file://{}", root.join("remote.git").display());
-        git(&work, &["push", "-q", &remote, "main"]);
-        remote
     }
 
-    /// One controller cycle (`reconcile --once`) against `remote`.
-    fn reconcile(&self, remote: &str, extra: &[&str]) -> (i32, String, String) {
-        let (kc, cache) = (self.path("kubeconfig"), self.path("cache"));
+    /// One controller cycle (`reconcile --once`) of `prod` against `remote`.
+    pub(crate) fn reconcile(&self, remote: &str, extra: &[&str]) -> (i32, String, String) {
+        self.reconcile_as("prod", "kubeconfig", remote, extra)
+    }
+
+    /// One controller cycle of `cluster`, through the kubeconfig file
+    /// `kubeconfig` of the world's directory (its cache beside it).
+    pub(crate) fn reconcile_as(
+        &self,
+        cluster: &str,
+        kubeconfig: &str,
+        remote: &str,
+        extra: &[&str],
+    ) -> (i32, String, String) {
+        let (kc, cache) = (
+            self.path(kubeconfig),
+            self.path(&format!("cache-{cluster}")),
+        );
         let mut args = vec![
             "reconcile",
             "--once",
             "--repo",
             remote,
             "--cluster",
-            "prod",
+            cluster,
             "--kubeconfig",
             &kc,
             "--cache-dir",

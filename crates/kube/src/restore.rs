@@ -411,6 +411,7 @@ pub async fn restore(
                 source_namespace: ns.to_string(),
                 source_pvc: entry.name.clone(),
                 snapshot: snapshot.clone(),
+                placement: None,
             });
         }
         let on_exists = match (entry.group.as_str(), entry.resource.as_str()) {
@@ -470,6 +471,16 @@ pub async fn restore(
             continue;
         }
         planned.push(p);
+    }
+
+    // A filled claim's mover may run only where the restored workload
+    // mounting it may (it decides a WaitForFirstConsumer volume's node).
+    for claim in &mut to_fill {
+        claim.placement = planned
+            .iter()
+            .filter(|p| p.namespace.as_deref() == Some(claim.namespace.as_str()))
+            .filter(|p| mounted_claims(p).contains(&claim.pvc))
+            .find_map(|p| pod_spec(p).and_then(volumes::Placement::of_pod_spec));
     }
 
     // OpenShift SCCs: kept when they grant what is restored (or when
@@ -741,17 +752,22 @@ fn fresh_claim(obj: &mut Value, restore: &str, namespace: &str, pvc: &str) {
     }
 }
 
-/// The claims a workload or pod mounts (`persistentVolumeClaim.claimName`
-/// in its pod spec).
-fn mounted_claims(p: &Planned) -> Vec<String> {
-    let spec = [
+/// The pod spec of a workload (its template's) or pod that has volumes.
+fn pod_spec(p: &Planned) -> Option<&Value> {
+    [
         "/spec/template/spec",
         "/spec/jobTemplate/spec/template/spec",
         "/spec",
     ]
     .iter()
-    .find_map(|ptr| p.obj.pointer(ptr).filter(|s| s.get("volumes").is_some()));
-    spec.and_then(|s| s["volumes"].as_array())
+    .find_map(|ptr| p.obj.pointer(ptr).filter(|s| s.get("volumes").is_some()))
+}
+
+/// The claims a workload or pod mounts (`persistentVolumeClaim.claimName`
+/// in its pod spec).
+fn mounted_claims(p: &Planned) -> Vec<String> {
+    pod_spec(p)
+        .and_then(|s| s["volumes"].as_array())
         .into_iter()
         .flatten()
         .filter_map(|v| {
@@ -817,6 +833,7 @@ async fn fill_claims(
             bytes: 0,
             files: 0,
             duration_ms: 0,
+            node: None,
             error: None,
         };
         match result {
@@ -824,6 +841,7 @@ async fn fill_claims(
                 entry.bytes = r.bytes;
                 entry.files = r.files;
                 entry.duration_ms = (r.duration_seconds * 1000.0) as u64;
+                entry.node = r.node;
             }
             Err(e) => {
                 let reason = format!("created, but its data could not be restored: {e}");

@@ -5,9 +5,10 @@
 //! PVC/PV written ─▶ sync_claim / sync_volume (write path on create and
 //!                   delete; the store-event loop [`run`] for every change)
 //! sync_claim: spec.volumeName? ─▶ bind to that PV (static pre-binding)
-//!             else a PV pre-bound to it, else the smallest Available PV
-//!             of its class, mode, access modes and size ─▶ bind
-//!             else WaitForFirstConsumer without a selected node ─▶ Pending
+//!             else a PV pre-bound to it (WaitForFirstConsumer or not),
+//!             else WaitForFirstConsumer without a selected node ─▶ Pending,
+//!             else the smallest Available PV of its class, mode, access
+//!             modes, size (and the selected node) ─▶ bind
 //!             else provisioner of ours ─▶ csi::provision ─▶ bind
 //! sync_volume: claimRef none ─▶ Available; claim gone ─▶ Released,
 //!              then Delete ─▶ PV (and its data) removed, Retain ─▶ kept
@@ -315,17 +316,10 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
     let selected = claim["metadata"]["annotations"][SELECTED_NODE]
         .as_str()
         .map(str::to_string);
-    if wffc && selected.is_none() {
-        note(
-            st,
-            &claim,
-            EventType::Normal,
-            "WaitForFirstConsumer",
-            "waiting for first consumer to be created before binding",
-            COMPONENT,
-        );
-        return;
-    }
+    // As the real binder's FindMatchingVolume: a volume pre-bound to the
+    // claim binds even while binding waits for a consumer; only the choice
+    // among free volumes (and provisioning) waits for the selected node.
+    let delayed = wffc && selected.is_none();
     let node = selected
         .as_deref()
         .and_then(|n| get(st, "", "nodes", "", n));
@@ -343,7 +337,7 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
             }
             continue;
         }
-        if satisfies(&pv, &claim, node.as_ref()) {
+        if !delayed && satisfies(&pv, &claim, node.as_ref()) {
             let cap = csi::capacity(&pv).unwrap_or(0);
             if best.as_ref().is_none_or(|(b, _)| cap < *b) {
                 best = Some((cap, pv));
@@ -359,6 +353,17 @@ pub fn sync_claim(st: &mut State, ns: &str, name: &str) {
         };
     if let Some(pv) = pre_bound.or(best.map(|(_, pv)| pv)) {
         bind(st, &pv, &claim);
+        return;
+    }
+    if delayed {
+        note(
+            st,
+            &claim,
+            EventType::Normal,
+            "WaitForFirstConsumer",
+            "waiting for first consumer to be created before binding",
+            COMPONENT,
+        );
         return;
     }
     let Some(class) = class else {

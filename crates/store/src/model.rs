@@ -488,6 +488,10 @@ pub struct RestoredVolume {
     pub files: u64,
     #[serde(default)]
     pub duration_ms: u64,
+    /// The node the mover filled it on: a WaitForFirstConsumer volume is
+    /// provisioned there, and the workload then runs where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, LogParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
@@ -1496,6 +1497,77 @@ pub struct ClaimToFill {
     pub source_pvc: String,
     /// The restic snapshot id.
     pub snapshot: String,
+    /// Where the restored workload mounting the claim may run, if it says.
+    pub placement: Option<Placement>,
+}
+
+/// The scheduling constraints of a restored workload's pods that decide
+/// which nodes they may run on. A WaitForFirstConsumer volume is
+/// provisioned where its first consumer — the restore's mover — is
+/// scheduled, and its workload can only ever run there: the mover gets
+/// these constraints, so that place is one the workload accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `spec.nodeSelector` (an object), when set.
+    pub node_selector: Option<Value>,
+    /// `spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
+    pub node_affinity: Option<Value>,
+    /// `spec.tolerations` (an array), when set.
+    pub tolerations: Option<Value>,
+}
+
+impl Placement {
+    /// The constraints of a pod spec; `None` when it has none.
+    pub fn of_pod_spec(spec: &Value) -> Option<Placement> {
+        let set = |v: Option<&Value>| {
+            v.filter(|v| {
+                v.as_object().is_some_and(|o| !o.is_empty())
+                    || v.as_array().is_some_and(|a| !a.is_empty())
+            })
+            .cloned()
+        };
+        let p = Placement {
+            node_selector: set(spec.get("nodeSelector")),
+            node_affinity: set(spec
+                .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution")),
+            tolerations: set(spec.get("tolerations")),
+        };
+        (p.node_selector.is_some() || p.node_affinity.is_some() || p.tolerations.is_some())
+            .then_some(p)
+    }
+
+    /// Gives a (mover) pod these constraints.
+    fn apply(&self, pod: Pod) -> Result<Pod, VolumeError> {
+        let mut v = serde_json::to_value(pod)
+            .map_err(|e| VolumeError::Invalid(format!("internal object: {e}")))?;
+        if let Some(s) = &self.node_selector {
+            v["spec"]["nodeSelector"] = s.clone();
+        }
+        if let Some(a) = &self.node_affinity {
+            v["spec"]["affinity"] =
+                json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": a}});
+        }
+        if let Some(t) = &self.tolerations {
+            v["spec"]["tolerations"] = t.clone();
+        }
+        typed(v)
+    }
+}
+
+/// Whether claims of storage class `class` wait for their first consumer
+/// before a volume is provisioned (`volumeBindingMode: WaitForFirstConsumer`).
+async fn waits_for_first_consumer(
+    client: &kube::Client,
+    class: Option<&str>,
+) -> Result<bool, VolumeError> {
+    let Some(class) = class.filter(|c| !c.is_empty()) else {
+        return Ok(false);
+    };
+    let sc = Api::<StorageClass>::all(client.clone())
+        .get_opt(class)
+        .await
+        .map_err(kube_err(format!("read StorageClass {class}")))?;
+    Ok(sc.and_then(|sc| sc.volume_binding_mode).as_deref() == Some("WaitForFirstConsumer"))
 }
 
 /// The claim selector a restore gives a claim it fills, so no provisioner
@@ -1613,9 +1685,18 @@ async fn restore_steps(
         node_affinity: None,
         labels: lbl,
     };
+    // The mover is a WaitForFirstConsumer volume's first consumer: it is
+    // provisioned where the mover runs, so the mover runs where the
+    // workload may.
+    let mut pod = mover.pod(opts)?;
+    if let Some(placement) = &c.placement
+        && waits_for_first_consumer(client, spec.storage_class_name.as_deref()).await?
+    {
+        pod = placement.apply(pod)?;
+    }
     progress(VolumeProgress::Step { step: "mover" });
     let (message, node) = mover
-        .run(client, &work, key, opts, progress, created)
+        .run_pod(client, pod, &work, key, opts, progress, created)
         .await?;
     let r: MoverRestore =
         serde_json::from_value(message.clone()).map_err(|e| VolumeError::Mover {
@@ -1781,6 +1862,45 @@ mod tests {
         assert_eq!(c["volumeMounts"][1]["mountPath"], DATA_DIR);
         assert!(p["spec"].get("serviceAccountName").is_none());
         assert!(p["spec"]["affinity"]["nodeAffinity"].is_object());
+    }
+
+    #[test]
+    fn a_restore_mover_gets_the_workloads_node_constraints_and_nothing_else() {
+        let required = json!({"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "pool", "operator": "In", "values": ["db"]}]}]});
+        let spec = json!({
+            "nodeSelector": {"disktype": "ssd"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required},
+                         "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []}},
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+        });
+        let placement = Placement::of_pod_spec(&spec).unwrap();
+        let mover = Mover {
+            name: "m".into(),
+            action: "restore",
+            claim: "c".into(),
+            block: false,
+            node_affinity: None,
+            labels: labels(RESTORE_LABEL, "r1", &[]),
+        };
+        let pod = placement
+            .apply(mover.pod(&MoverOptions::default()).unwrap())
+            .unwrap();
+        let p = serde_json::to_value(pod).unwrap();
+        assert_eq!(p["spec"]["nodeSelector"], json!({"disktype": "ssd"}));
+        assert_eq!(p["spec"]["tolerations"], spec["tolerations"]);
+        assert_eq!(
+            p["spec"]["affinity"],
+            json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}})
+        );
+        assert_eq!(
+            p["spec"]["volumes"][1]["persistentVolumeClaim"]["claimName"],
+            "c"
+        );
+        // A pod spec without constraints (or with empty ones) gives none.
+        let none = json!({"nodeSelector": {}, "tolerations": [], "volumes": []});
+        assert_eq!(Placement::of_pod_spec(&none), None);
     }
 
     #[test]

@@ -541,18 +541,82 @@ async fn wait_for_first_consumer_binds_once_a_node_is_selected() {
     );
 }
 
+/// A statically provisioned CSI volume of `class` (Retain), pre-bound to
+/// `claim_ref` unless it is null.
+fn static_pv(name: &str, size: &str, class: &str, claim_ref: Value) -> Value {
+    let mut spec = json!({"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+        "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
+        "csi": {"driver": "sandbox.csi.lifeboat.dev", "volumeHandle": format!("handle-{name}")}});
+    if !claim_ref.is_null() {
+        spec["claimRef"] = claim_ref;
+    }
+    json!({"metadata": {"name": name}, "spec": spec})
+}
+
+/// As the real binder (`FindMatchingVolume`): a WaitForFirstConsumer claim
+/// takes no free volume before its node is selected, but a volume
+/// pre-bound to it (a local PV made for it, a restore's filled volume)
+/// binds at once, its node affinity kept.
+#[tokio::test]
+async fn a_waiting_claim_binds_a_volume_pre_bound_to_it_and_no_free_one() {
+    let sb = Sandbox::start().await.unwrap();
+    let c = sb.client();
+    let pv = |name: &str, claim_ref: Value| {
+        let mut pv = static_pv(name, "1Gi", "standard-wffc", claim_ref);
+        pv["spec"]["nodeAffinity"] = json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["sandbox-node-1"]}]}]}});
+        obj::<PersistentVolume>(pv)
+    };
+    // The volumes exist first; the claims come later.
+    for (name, claim_ref) in [
+        ("free-pv", Value::Null),
+        ("handed-pv", json!({"namespace": NS, "name": "handed"})),
+    ] {
+        pvs(&c)
+            .create(&PostParams::default(), &pv(name, claim_ref))
+            .await
+            .unwrap();
+    }
+    claim(
+        &c,
+        "handed",
+        "1Gi",
+        json!({"storageClassName": "standard-wffc"}),
+    )
+    .await;
+    let (_, got) = bound(&c, "handed").await;
+    assert_eq!(got.name_any(), "handed-pv", "not the free volume");
+    assert!(got.spec.unwrap().node_affinity.is_some());
+    // Another claim of the class waits for its consumer, the free volume
+    // stays free.
+    claim(
+        &c,
+        "waiting",
+        "1Gi",
+        json!({"storageClassName": "standard-wffc"}),
+    )
+    .await;
+    until("WaitForFirstConsumer", || async {
+        events_of(&c, "waiting")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("WaitForFirstConsumer"))
+    })
+    .await;
+    assert_eq!(phase(&c, "waiting").await, "Pending");
+    let free = pvs(&c).get("free-pv").await.unwrap();
+    assert_eq!(
+        free.status.and_then(|s| s.phase).as_deref(),
+        Some("Available")
+    );
+}
+
 #[tokio::test]
 async fn static_pre_binding_binds_both_sides() {
     let sb = Sandbox::start().await.unwrap();
     let c = sb.client();
     let pv = |name: &str, claim_ref: Value| -> PersistentVolume {
-        let mut spec = json!({"capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-            "csi": {"driver": "sandbox.csi.lifeboat.dev", "volumeHandle": format!("handle-{name}")}});
-        if !claim_ref.is_null() {
-            spec["claimRef"] = claim_ref;
-        }
-        obj(json!({"metadata": {"name": name}, "spec": spec}))
+        obj(static_pv(name, "5Gi", "", claim_ref))
     };
     // A PV pre-bound to a claim that does not exist yet stays Available.
     pvs(&c)
