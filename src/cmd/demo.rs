@@ -7,6 +7,13 @@
 //! against `file://` storage, deletes a namespace, commits a RestoreRequest
 //! as a user would, reconciles again, and checks every restored object
 //! against the backup.
+//!
+//! Volume data too: the WordPress and MySQL claims start with files
+//! ([`data`]), the backup moves them (`snapshotMove`: a CSI snapshot read by
+//! a mover pod, which the sandbox's kubelet runs as a process of this very
+//! executable) into a restic-format repository sealed to an age key the
+//! demo generates, and after the restore every file is compared byte for
+//! byte with what was written; any difference fails the demo.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +25,7 @@ use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 use lifeboat_controller::executor::{Done, ExecOptions, Executed};
@@ -26,9 +33,12 @@ use lifeboat_controller::locations::Secrets;
 use lifeboat_controller::reconcile::{CycleReport, Reconciler, Settings, Source};
 use lifeboat_core::plan::PlanOptions;
 use lifeboat_git::{Auth, Mirror, Published, StatusTarget};
+use lifeboat_kube::volumes::MoverOptions;
 use lifeboat_sandbox::Sandbox;
-use lifeboat_store::{RestoreAction, RestoreRecord};
+use lifeboat_store::{RestoreAction, RestoreRecord, VolumePhase};
 use serde_json::Value;
+
+mod data;
 
 const APPS: [(&str, &str); 3] = [
     (
@@ -59,15 +69,12 @@ const POLICIES: [(&str, &str); 3] = [
     ),
 ];
 const RESTORE: &str = include_str!("../../demo/restore.yaml");
-/// The identity of the demo's age recipient. Demo only: never use a key
-/// that is published.
-const DEMO_IDENTITY: &str =
-    "AGE-SECRET-KEY-1NUHTD5JXP04HTK00P4CPJCXE9YWJ34TKAX3DSQG7YACT4JHKZZQS9PFD7G";
 const CLUSTER: &str = "demo";
 const LOST: &str = "wordpress";
 
-/// Show lifeboat's whole job on a simulated cluster: back up, lose a
-/// namespace, restore it through Git, verify.
+/// Show lifeboat's whole job on a simulated cluster: back up objects and
+/// volume data, lose a namespace, restore it through Git, verify every
+/// object and every file (exit 1 when one differs).
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Where to keep everything (default: a new directory under the system
@@ -105,6 +112,13 @@ impl Story {
 
     fn say(&self, line: impl AsRef<str>) {
         println!("         {}", line.as_ref());
+    }
+
+    fn failed_volume(&self, namespace: &str, pvc: &str, error: &Option<String>) {
+        self.say(format!(
+            "  ✘ volume {namespace}/{pvc}: {}",
+            error.as_deref().unwrap_or("failed")
+        ));
     }
 }
 
@@ -146,7 +160,7 @@ fn demo_dir(chosen: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 /// The sample applications plus the demo's own namespace and age identity.
-fn seed_objects() -> anyhow::Result<Vec<Value>> {
+fn seed_objects(identity: &str) -> anyhow::Result<Vec<Value>> {
     let mut objects = Vec::new();
     for (name, text) in APPS {
         for doc in serde_yaml_ng::Deserializer::from_str(text) {
@@ -164,7 +178,7 @@ fn seed_objects() -> anyhow::Result<Vec<Value>> {
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "lifeboat-age-identity", "namespace": "lifeboat"},
         "type": "Opaque",
-        "stringData": {"identity.txt": format!("{DEMO_IDENTITY}\n")}
+        "stringData": {"identity.txt": format!("{identity}\n")}
     }));
     Ok(objects)
 }
@@ -185,6 +199,35 @@ fn print_cycle(story: &Story, report: &CycleReport) {
             if e.ok() { "✔" } else { "✘" },
             e.describe()
         ));
+        match &e.result {
+            Ok(Done::Backup(m)) => m.volumes.iter().for_each(|v| match v.phase {
+                VolumePhase::Completed => story.say(format!(
+                    "    volume {}/{}: {} → snapshot {}, {} files, {} (mover pod on {}, {:.1}s)",
+                    v.namespace,
+                    v.pvc,
+                    v.method,
+                    short(v.snapshot.as_deref().unwrap_or("-")),
+                    v.files,
+                    crate::cmd::backups::size(v.bytes),
+                    v.node.as_deref().unwrap_or("?"),
+                    v.duration_ms as f64 / 1000.0
+                )),
+                VolumePhase::Failed => story.failed_volume(&v.namespace, &v.pvc, &v.error),
+            }),
+            Ok(Done::Restored(r)) => r.volumes.iter().for_each(|v| match v.phase {
+                VolumePhase::Completed => story.say(format!(
+                    "    filled volume {}/{} from snapshot {}: {} files, {} in {:.1}s",
+                    v.namespace,
+                    v.pvc,
+                    short(&v.snapshot),
+                    v.files,
+                    crate::cmd::backups::size(v.bytes),
+                    v.duration_ms as f64 / 1000.0
+                )),
+                VolumePhase::Failed => story.failed_volume(&v.namespace, &v.pvc, &v.error),
+            }),
+            _ => {}
+        }
     }
     match &report.published {
         Some(Ok(Published::Committed { sha, .. })) => story.say(format!(
@@ -216,10 +259,11 @@ async fn verify(
     client: &Client,
     storage: &Path,
     record: &RestoreRecord,
+    identity: &str,
 ) -> anyhow::Result<(usize, Vec<String>)> {
     let repository = lifeboat_store::Repository::open(&lifeboat_store::LocationConfig {
         url: format!("file://{}", storage.display()),
-        identities: vec![DEMO_IDENTITY.to_string()],
+        identities: vec![identity.to_string()],
         ..Default::default()
     })
     .await?;
@@ -287,14 +331,77 @@ async fn verify(
     Ok((same, differences))
 }
 
-fn restored_record(report: &CycleReport) -> Option<&RestoreRecord> {
+/// What the first action of the cycle that `pick` takes did.
+fn first_done<'a, T>(
+    report: &'a CycleReport,
+    pick: impl Fn(&'a Done) -> Option<&'a T>,
+) -> Option<&'a T> {
     report
         .executed
         .iter()
-        .find_map(|e: &Executed| match &e.result {
-            Ok(Done::Restored(r)) => Some(r.as_ref()),
-            _ => None,
-        })
+        .find_map(|e: &Executed| e.result.as_ref().ok().and_then(&pick))
+}
+
+/// A new age key pair for the demo's StorageLocation: the recipient goes
+/// into Git, the identity into a file of the demo directory and into the
+/// Secret the StorageLocation's `identitySecretRef` names.
+struct AgeKey {
+    identity: String,
+    recipient: String,
+}
+
+impl AgeKey {
+    fn generate() -> AgeKey {
+        let id = age::x25519::Identity::generate();
+        AgeKey {
+            identity: age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string(),
+            recipient: id.to_public().to_string(),
+        }
+    }
+
+    /// Writes the identity as `age-keygen` does (readable by its owner only).
+    fn write(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        writeln!(
+            file,
+            "# created: {}\n# public key: {}\n{}",
+            Timestamp::now(),
+            self.recipient,
+            self.identity
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Waits until the claim is Bound; returns the directory of its volume's
+/// bytes in the sandbox's CSI driver.
+async fn claim_disk(client: &Client, data: &Path, ns: &str, pvc: &str) -> anyhow::Result<PathBuf> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(claim) = api.get_opt(pvc).await?
+            && claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+            && let Some(pv) = claim.spec.and_then(|s| s.volume_name)
+        {
+            return Ok(data.join("volumes").join(pv));
+        }
+        if Instant::now() > deadline {
+            bail!("the claim {ns}/{pvc} was not bound within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn short(snapshot: &str) -> &str {
+    snapshot.get(..8).unwrap_or(snapshot)
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
@@ -303,33 +410,68 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         step: 0,
     };
     let dir = demo_dir(args.dir.clone())?;
-    let (remote, work, storage, cache) = (
+    let (remote, work, storage, cache, seed, disks) = (
         dir.join("remote.git"),
         dir.join("policies"),
         dir.join("storage"),
         dir.join("cache"),
+        dir.join("seed"),
+        dir.join("cluster"),
     );
     std::fs::create_dir_all(&storage)?;
     println!("lifeboat demo: everything lives in {}", dir.display());
     println!(
-        "The cluster is SIMULATED: an in-memory Kubernetes API server inside this process \
-         (no nodes, no pods running). Git, the backups and the restore are real."
+        "The cluster is SIMULATED: an in-memory Kubernetes API server inside this process, \
+         with a node whose kubelet runs lifeboat's mover pods as processes of this binary. \
+         Git, the backups, the volume data and the restore are real."
     );
 
     story.step("Start a simulated cluster with sample applications");
-    let sandbox = Sandbox::builder()
-        .seed_objects(seed_objects()?)
+    let key = AgeKey::generate();
+    let identity_file = dir.join("identity.txt");
+    key.write(&identity_file)?;
+    let volumes = data::volumes();
+    for v in &volumes {
+        v.write(&seed).with_context(|| {
+            format!(
+                "cannot write the files of {} under {}",
+                v.name(),
+                seed.display()
+            )
+        })?;
+    }
+    let exe = std::env::current_exe()
+        .context("cannot find lifeboat's own executable, which the demo's mover pods run")?;
+    let sandbox = crate::cmd::sandbox::run_own_image(Sandbox::builder(), &exe)
+        .seed_objects(seed_objects(&key.identity)?)
+        .seed_dir(&seed)
+        .data_dir(&disks)
+        .snapshot_delay(Duration::from_millis(20))
         .start()
         .await
         .context("cannot start the sandbox API server")?;
     let kubeconfig = dir.join("kubeconfig");
     sandbox.write_kubeconfig(&kubeconfig)?;
     let client = sandbox.client();
+    for v in &volumes {
+        claim_disk(&client, sandbox.data_dir(), v.namespace, v.pvc).await?;
+    }
+    // The disks hold the files now. Without the seed, nothing but the
+    // backup can put them back.
+    std::fs::remove_dir_all(&seed).with_context(|| format!("cannot remove {}", seed.display()))?;
     story.say(format!(
         "{} objects: a WordPress site with MySQL (Secrets, ConfigMap, PVCs, Services), \
          an app with a CustomResourceDefinition and custom resources, a ledger StatefulSet",
         sandbox.object_count()
     ));
+    for v in &volumes {
+        story.say(format!(
+            "volume {}: {} ({})",
+            v.name(),
+            data::totals(std::slice::from_ref(v)),
+            v.about
+        ));
+    }
     story.say(format!("kubeconfig: {}", kubeconfig.display()));
 
     story.step("Commit DR policies to a Git repository, as a platform team would");
@@ -341,7 +483,8 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(file.parent().unwrap_or(&work))?;
         std::fs::write(
             &file,
-            text.replace("@STORAGE@", &storage.display().to_string()),
+            text.replace("@STORAGE@", &storage.display().to_string())
+                .replace("@RECIPIENT@", &key.recipient),
         )?;
     }
     git(&work, &["add", "-A"])?;
@@ -353,6 +496,11 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     story.say(format!(
         "policies/: a Cluster, an encrypted StorageLocation (file://{}), a BackupPolicy",
         storage.display()
+    ));
+    story.say(format!(
+        "age recipient {} (its identity: {}, and the Secret lifeboat/lifeboat-age-identity)",
+        key.recipient,
+        identity_file.display()
     ));
     story.say(format!("remote: {}", remote.display()));
 
@@ -366,10 +514,17 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             cluster: CLUSTER.into(),
             status: Some(StatusTarget::for_cluster(CLUSTER)),
             plan: PlanOptions::default(),
-            // The demo's claims hold no data and its cluster runs no mover
-            // image: objects only.
+            // Volume data as the controller carries it, with waits sized
+            // for a local simulated cluster: a mover that cannot start or
+            // finish fails the demo in seconds, not hours.
             exec: ExecOptions {
-                volume_data: false,
+                movers: MoverOptions {
+                    start_timeout: Duration::from_secs(30),
+                    move_timeout: Duration::from_secs(120),
+                    snapshot_timeout: Duration::from_secs(30),
+                    poll: Duration::from_millis(50),
+                    ..MoverOptions::default()
+                },
                 ..ExecOptions::default()
             },
         },
@@ -389,13 +544,34 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
     let first = reconciler.cycle(Timestamp::now(), true).await;
     print_cycle(&story, &first);
+    let manifest = first_done(&first, |d| match d {
+        Done::Backup(m) => Some(m.as_ref()),
+        _ => None,
+    });
+    let Some(manifest) = manifest.filter(|_| first.ok()) else {
+        bail!("the first reconcile did not back up; see the errors above");
+    };
     story.say(format!("took {:.1}s", t.elapsed().as_secs_f64()));
-    if !first.ok() {
-        bail!("the first reconcile failed; see the errors above");
+    let moved: Vec<String> = manifest
+        .volumes
+        .iter()
+        .filter(|v| v.phase == VolumePhase::Completed)
+        .map(|v| format!("{}/{}", v.namespace, v.pvc))
+        .collect();
+    if let Some(v) = volumes.iter().find(|v| !moved.contains(&v.name())) {
+        bail!(
+            "the backup {} does not hold the data of {}; see the lines above",
+            manifest.backup_name,
+            v.name()
+        );
     }
     story.say(format!(
         "backups: {}",
         storage.join("clusters/demo/backups").display()
+    ));
+    story.say(format!(
+        "volume data: {} (restic format, its key sealed to the age recipient)",
+        storage.join("volumes/demo/wordpress").display()
     ));
     story.say(
         "the archive is encrypted with age; the controller read its identity from the Secret \
@@ -412,7 +588,9 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    story.say(format!("`{LOST}` and everything in it is gone"));
+    story.say(format!(
+        "`{LOST}` and everything in it is gone, its volumes' data with it"
+    ));
 
     story.step("Commit a RestoreRequest, as a user would");
     std::fs::create_dir_all(work.join("restores"))?;
@@ -434,16 +612,20 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
     let second = reconciler.cycle(Timestamp::now(), true).await;
     print_cycle(&story, &second);
-    story.say(format!("took {:.1}s", t.elapsed().as_secs_f64()));
-    let Some(record) = restored_record(&second) else {
+    let record = first_done(&second, |d| match d {
+        Done::Restored(r) => Some(r.as_ref()),
+        _ => None,
+    });
+    let Some(record) = record else {
         bail!("the second reconcile did not restore; see the plan above");
     };
+    story.say(format!("took {:.1}s", t.elapsed().as_secs_f64()));
 
-    story.step("Verify every restored object against the backup");
-    let (same, differences) = verify(&client, &storage, record).await?;
+    story.step("Verify every restored object and file against the backup");
+    let (same, differences) = verify(&client, &storage, record, &key.identity).await?;
     story.say(format!(
         "{same} objects identical to the backup (after removing what the API server sets: \
-         uid, resourceVersion, timestamps, cluster IPs, node ports)"
+         uid, resourceVersion, timestamps, cluster IPs, node ports, a claim's bound volume)"
     ));
     for item in record
         .items
@@ -459,6 +641,25 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         ));
     }
     for d in &differences {
+        story.say(format!("✘ {d}"));
+    }
+    let mut file_differences = Vec::new();
+    for v in &volumes {
+        let disk = claim_disk(&client, sandbox.data_dir(), v.namespace, v.pvc).await?;
+        let found = v
+            .compare(&disk)
+            .with_context(|| format!("cannot read the restored volume of {}", v.name()))?;
+        file_differences.extend(found.into_iter().map(|d| format!("{}: {d}", v.name())));
+    }
+    if file_differences.is_empty() {
+        story.say(format!(
+            "{} volumes, {}, identical to what was written before the backup \
+             (every byte, directory and symlink compared)",
+            volumes.len(),
+            data::totals(&volumes)
+        ));
+    }
+    for d in &file_differences {
         story.say(format!("✘ {d}"));
     }
 
@@ -487,14 +688,39 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         storage.display()
     );
     println!(
+        "  lifeboat volumes snapshots --repo {} --cluster demo --namespace wordpress --identity {}",
+        work.display(),
+        identity_file.display()
+    );
+    println!(
+        "  {}/volumes/   # the simulated cluster's disks",
+        sandbox.data_dir().display()
+    );
+    println!(
         "  lifeboat plan --repo {} --cluster demo --offline",
         work.display()
     );
-    if !differences.is_empty() {
-        bail!(
-            "{} restored object(s) differ from the backup",
-            differences.len()
-        );
+    if !differences.is_empty() || !file_differences.is_empty() {
+        let mut problems = Vec::new();
+        if !differences.is_empty() {
+            problems.push(format!(
+                "{} restored object(s) differ from the backup",
+                differences.len()
+            ));
+        }
+        if let Some(first) = file_differences.first() {
+            problems.push(format!(
+                "{} restored file(s) differ from what was written before the backup, first {first}",
+                file_differences.len()
+            ));
+        }
+        // A restore that did not bring back what was backed up is a
+        // finding (exit 1), as for `lifeboat restore`.
+        crate::output::print_error(&anyhow::anyhow!(
+            "the restore is not identical to the backup: {}",
+            problems.join("; ")
+        ));
+        return Ok(ExitCode::from(1));
     }
     if args.keep_running {
         keep_running(args.port, &kubeconfig, reconciler).await?;

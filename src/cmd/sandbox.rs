@@ -1,10 +1,11 @@
 //! `lifeboat sandbox serve`: runs the in-memory Kubernetes API server
 //! standalone so a person or kubectl can use it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lifeboat_sandbox::SandboxBuilder;
 
 /// Run the in-memory Kubernetes API server used by tests and the demo.
 #[derive(Debug, Parser)]
@@ -51,6 +52,14 @@ pub struct ServeArgs {
 /// lifeboat's own image; its containers run this executable.
 const LIFEBOAT_IMAGE: &str = "ghcr.io/lifeboat-dev/lifeboat";
 
+/// Makes the sandbox's kubelet run pods of lifeboat's own image (mover
+/// pods) as processes of `exe`: `<image>:<tag>` and `<image>@<digest>`,
+/// not `<image>-other`.
+pub(crate) fn run_own_image(b: SandboxBuilder, exe: &Path) -> SandboxBuilder {
+    b.image_binary(format!("{LIFEBOAT_IMAGE}:"), exe)
+        .image_binary(format!("{LIFEBOAT_IMAGE}@"), exe)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         SandboxCommand::Serve(a) => serve(a),
@@ -67,12 +76,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .tls(args.tls)
             .nodes(usize::from(args.nodes));
         match std::env::current_exe() {
-            // `<image>:<tag>` and `<image>@<digest>`; not `<image>-other`.
-            Ok(exe) => {
-                b = b
-                    .image_binary(format!("{LIFEBOAT_IMAGE}:"), &exe)
-                    .image_binary(format!("{LIFEBOAT_IMAGE}@"), &exe);
-            }
+            Ok(exe) => b = run_own_image(b, &exe),
             Err(e) => eprintln!(
                 "warning: cannot find lifeboat's own executable ({e}); pods of {LIFEBOAT_IMAGE} will be simulated"
             ),

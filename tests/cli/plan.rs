@@ -532,6 +532,68 @@ fn the_demo_backs_up_loses_a_namespace_restores_and_verifies() {
     assert!(out.contains("Completed, 13 created"), "{out}");
     assert!(out.contains("13 objects identical to the backup"), "{out}");
     assert!(!out.contains('✘'), "{out}");
+    // Volume data: both claims moved and filled, and the demo's own check
+    // of every restored file (which fails the demo, exit 1, naming the
+    // file) says they are identical. Its figures are the backup's.
+    for pvc in ["mysql-pv-claim", "wp-pv-claim"] {
+        assert!(
+            out.contains(&format!("volume wordpress/{pvc}: snapshotMove → snapshot ")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("filled volume wordpress/{pvc} from snapshot ")),
+            "{out}"
+        );
+    }
+    let line = out
+        .lines()
+        .find(|l| l.contains(" identical to what was written before the backup"))
+        .unwrap_or_else(|| panic!("no volume data line:\n{out}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[..2], ["2", "volumes,"], "{line}");
+    let files: u64 = words[2].parse().unwrap();
+    let backups = demo.join("storage/clusters/demo/backups");
+    let backup = std::fs::read_dir(&backups)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let json = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let manifest = json(&backup.path().join("manifest.json"));
+    let volumes = manifest["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 2, "{manifest}");
+    assert!(volumes.iter().all(|v| v["method"] == "snapshotMove"));
+    let record = json(&demo.join("storage/clusters/demo/restores/restore-wordpress/record.json"));
+    let filled = record["volumes"].as_array().unwrap();
+    assert_eq!(
+        files,
+        filled
+            .iter()
+            .map(|v| v["files"].as_u64().unwrap())
+            .sum::<u64>(),
+        "the demo counts the files the restore wrote: {line}"
+    );
+    // The key is the run's own, not one published in the source.
+    let identity = std::fs::read_to_string(demo.join("identity.txt")).unwrap();
+    let recipient = identity
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap();
+    let storage = std::fs::read_to_string(demo.join("policies/policies/storage.yaml")).unwrap();
+    assert!(storage.contains(recipient), "{storage}");
+    assert!(!storage.contains("age1268crx"), "{storage}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(demo.join("identity.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the identity is readable by its owner only"
+    );
     assert!(
         out.contains("plan: nothing to do"),
         "the restore runs once:\n{out}"

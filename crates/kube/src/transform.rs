@@ -170,9 +170,11 @@ pub fn strip_server_fields(obj: &mut Value) {
 
 /// An object as a restore promises to bring it back: without what the API
 /// server sets or assigns (status, uid, resourceVersion, timestamps, cluster
-/// IPs, node ports, a claim's bound volume, provisioning annotations). Two
-/// objects equal after this are the same object as far as a user is
-/// concerned; tests and `lifeboat demo` compare restores with it.
+/// IPs, node ports, a claim's bound volume, provisioning annotations) and
+/// the selector a restore gives a claim whose data it fills, which names
+/// its fresh volume ([`crate::volumes::restore_selector`]). Two objects
+/// equal after this are the same object as far as a user is concerned;
+/// tests and `lifeboat demo` compare restores with it.
 pub fn comparable(mut obj: Value) -> Value {
     strip_server_fields(&mut obj);
     if let Some(a) = annotations(&mut obj) {
@@ -189,6 +191,20 @@ pub fn comparable(mut obj: Value) -> Value {
             spec.remove("clusterIPs");
         }
         spec.remove("volumeName");
+        let restore_volume = spec
+            .get("selector")
+            .and_then(|s| s.as_object())
+            .is_some_and(|s| {
+                s.len() == 1
+                    && s.get("matchLabels")
+                        .and_then(Value::as_object)
+                        .is_some_and(|m| {
+                            m.len() == 1 && m.contains_key(crate::volumes::RESTORE_VOLUME_LABEL)
+                        })
+            });
+        if restore_volume {
+            spec.remove("selector");
+        }
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                 p.remove("nodePort");
@@ -387,5 +403,19 @@ mod tests {
             ns,
             json!({"metadata": {"name": "shop-restored"}, "spec": {}})
         );
+    }
+
+    #[test]
+    fn a_claim_filled_by_a_restore_compares_equal_to_its_backup_but_a_user_selector_counts() {
+        let backed_up = json!({"kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pvc-old"}});
+        let mut restored = backed_up.clone();
+        restored["spec"]["volumeName"] = json!("pvc-new");
+        restored["spec"]["selector"] = crate::volumes::restore_selector("r", "shop", "data");
+        assert_eq!(comparable(backed_up.clone()), comparable(restored));
+        let mut chosen = backed_up.clone();
+        chosen["spec"]["selector"] = json!({"matchLabels": {
+            crate::volumes::RESTORE_VOLUME_LABEL: "v", "tier": "fast"}});
+        assert_ne!(comparable(backed_up), comparable(chosen));
     }
 }
