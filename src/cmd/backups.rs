@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+use lifeboat_core::plan::InProgress;
 use lifeboat_store::{BackupList, Finding, Manifest, SignatureCheck, StoreError, Verification};
 
 /// The commit point of a backup, named in findings about it.
@@ -172,6 +173,59 @@ fn table(backups: &[Manifest], signed: impl Fn(&Manifest) -> &'static str) -> St
     out
 }
 
+/// The unfinished backups that have an operation record (running, or
+/// interrupted and resumed while their slot is due), newest last.
+async fn in_progress(
+    repository: &lifeboat_store::Repository,
+    cluster: &str,
+    policy: Option<&str>,
+) -> anyhow::Result<Vec<InProgress>> {
+    let incomplete = repository
+        .incomplete_backups(cluster, jiff::Timestamp::now(), jiff::SignedDuration::ZERO)
+        .await?;
+    Ok(incomplete
+        .into_iter()
+        .filter(|i| policy.is_none_or(|p| lifeboat_core::plan::is_backup_of(&i.backup, p)))
+        .filter_map(|i| {
+            Some(InProgress {
+                operation: lifeboat_controller::catalog::observed_operation(i.operation.as_ref()?),
+                backup: i.backup,
+            })
+        })
+        .collect())
+}
+
+fn in_progress_text(running: &[InProgress], now: jiff::Timestamp) -> String {
+    let mut out = String::new();
+    for p in running {
+        let op = &p.operation;
+        let state = if op.deadline <= now {
+            "past its deadline: the next run of its slot commits it Failed".to_string()
+        } else {
+            match op.eta(now) {
+                Some(eta) => format!("ETA {}", eta.strftime("%Y-%m-%d %H:%M:%SZ")),
+                None => format!("deadline {}", op.deadline.strftime("%Y-%m-%d %H:%M:%SZ")),
+            }
+        };
+        out.push_str(&format!(
+            "in progress: {} ({}; {}/{} volumes, {}{}), started {} by {}; {state}\n",
+            p.backup,
+            op.step,
+            op.volumes_done,
+            op.volumes_planned,
+            size(op.bytes_done),
+            if op.moving.is_empty() {
+                String::new()
+            } else {
+                format!(", moving {}", op.moving.join(", "))
+            },
+            op.started.strftime("%Y-%m-%d %H:%M:%SZ"),
+            op.owner,
+        ));
+    }
+    out
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(run_async(args))
 }
@@ -188,6 +242,8 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 .repository
                 .list_backups(&target.cluster, policy.as_deref())
                 .await?;
+            let running =
+                in_progress(&target.repository, &target.cluster, policy.as_deref()).await?;
             let text = match format {
                 Format::Json => format!(
                     "{:#}\n",
@@ -195,6 +251,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                         "cluster": target.cluster,
                         "location": target.location,
                         "backups": list.backups,
+                        "inProgress": running,
                         "signatures": list.signatures.iter().map(|(n, c)| (n.clone(), signature_json(c))).collect::<serde_json::Map<_, _>>(),
                         "unreadable": list.unreadable.iter().map(|(n, e)| serde_json::json!({"backup": n, "error": e})).collect::<Vec<_>>(),
                     })
@@ -209,6 +266,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                         table(&list.backups, |m| signed_label(list.signature(m)))
                     };
                     t.push_str(&signature_warnings(&list));
+                    t.push_str(&in_progress_text(&running, jiff::Timestamp::now()));
                     for (name, err) in &list.unreadable {
                         t.push_str(&format!(
                             "warning: the manifest of {name} is unreadable: {err}\n"

@@ -918,6 +918,14 @@ fn a_controller_killed_mid_move_resumes_the_backup_and_adopts_its_mover() {
     assert_eq!(op["step"], "volumes", "{op}");
     assert_eq!(op["moving"][0], format!("{NS}/mysql"), "{op}");
     assert!(op["owner"].as_str().unwrap().contains("controller"), "{op}");
+    let (code, out, err) = run(&["backups", "list", "--repo", &w.path("repo")], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "in progress: db-20261201-100000 (volumes; 0/1 volumes, 0 B, moving {NS}/mysql)"
+        )),
+        "{out}"
+    );
 
     // The restarted controller plans the same slot and resumes it.
     let done = reconcile().env("RUST_LOG", "info").output().unwrap();
