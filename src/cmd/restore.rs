@@ -290,6 +290,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         target_cluster: &target,
         options,
         record: access != AccessMode::ReadOnly,
+        owner: None,
     };
     let record = run_restore(&client, &repository, &job, &progress, jiff::Timestamp::now).await;
     reporter.finish();

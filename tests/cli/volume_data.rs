@@ -962,3 +962,91 @@ fn a_controller_killed_mid_move_resumes_the_backup_and_adopts_its_mover() {
     assert_same_files(&volume, &w.files);
     w.nothing_left_behind();
 }
+
+/// A controller killed (SIGKILL) while a RestoreRequest's mover fills a
+/// claim: the next controller resumes the restore within its deadline
+/// (instead of marking it failed), fills the claim the first run created,
+/// applies the workload, and leaves nothing behind.
+#[test]
+fn a_controller_killed_mid_restore_resumes_it_and_fills_the_claim() {
+    use crate::plan::git;
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let remote = w.controller_remote();
+    let (code, out, err) = w.reconcile(&remote, &["--now", "2026-12-01T10:30:00Z"]);
+    assert_eq!(code, 0, "{out}{err}");
+    w.delete_namespace();
+    let work = w.dir.path().join("repo");
+    std::fs::write(
+        work.join("restore.yaml"),
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: RestoreRequest\nmetadata: {name: bring-back}\n\
+         spec:\n  source: {cluster: prod, policy: db, backup: latest}\n  target: {cluster: prod}\n",
+    )
+    .unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "restore"]);
+    git(&work, &["push", "-q", &remote, "main"]);
+
+    let (kc, cache) = (w.path("kubeconfig"), w.path("cache"));
+    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args([
+            "reconcile",
+            "--once",
+            "--repo",
+            &remote,
+            "--cluster",
+            "prod",
+            "--kubeconfig",
+            &kc,
+            "--cache-dir",
+            &cache,
+            "--secrets-namespace",
+            "lifeboat",
+            "--no-status",
+            "--now",
+            "2026-12-01T10:40:00Z",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !w.labelled_leftovers().iter().any(|l| l.starts_with("pod ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mover pod appeared"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the cycle ended first");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let record_path = w
+        .dir
+        .path()
+        .join("storage/clusters/prod/restores/bring-back/record.json");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    assert_eq!(record["phase"], "InProgress", "{record}");
+    assert!(record["deadline"].is_string(), "{record}");
+
+    let (code, out, err) = w.reconcile(&remote, &["--now", "2026-12-01T10:50:00Z"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok   restore"), "{out}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    assert_eq!(record["phase"], "Completed", "{record}");
+    assert_eq!(record["volumes"][0]["phase"], "Completed", "{record}");
+    let volume = w.claim_bound(NS, "mysql");
+    assert_same_files(&volume, &w.files);
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(w.sb.client(), NS);
+    assert!(
+        w.rt.block_on(deployments.list(&Default::default()))
+            .unwrap()
+            .items
+            .len()
+            == 1,
+        "the workload was not applied"
+    );
+    w.nothing_left_behind();
+}

@@ -337,6 +337,7 @@ async fn read_location(
                     RestorePhase::Failed => RestoreState::Failed,
                 },
                 source_backup: record.source_backup,
+                deadline: record.deadline,
                 start: record.start_time,
                 end: record.end_time,
             });

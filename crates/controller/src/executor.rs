@@ -387,6 +387,18 @@ impl Executor {
                     )
                     .await?;
                 }
+                // What an interrupted run of this request left (mover pods,
+                // their Secrets and claims) goes first; the claims it created
+                // and had not filled are filled again.
+                if !options.dry_run {
+                    lifeboat_kube::volumes::remove_leftovers(
+                        &self.client,
+                        &self.options.movers.namespace,
+                        lifeboat_kube::volumes::RESTORE_LABEL,
+                        |op| op == request,
+                    )
+                    .await?;
+                }
                 let job = RestoreJob {
                     request,
                     source_cluster,
@@ -394,6 +406,7 @@ impl Executor {
                     target_cluster: &self.cluster,
                     options,
                     record: self.locations.access(location) != Some(AccessMode::ReadOnly),
+                    owner: Some(&self.options.owner),
                 };
                 let record =
                     jobs::run_restore(&self.client, repository, &job, &|_| {}, Timestamp::now)
@@ -444,9 +457,9 @@ impl Executor {
                     record.phase = RestorePhase::Failed;
                     record.end_time = Some(Timestamp::now());
                     record.message = Some(
-                        "interrupted: the controller stopped during this restore, which is \
-                         not run again automatically; check the target, then commit a \
-                         RestoreRequest with a new name to run it again"
+                        "interrupted: the controller stopped during this restore and it was \
+                         not resumed before its deadline (or its record has none); check the \
+                         target, then commit a RestoreRequest with a new name to run it again"
                             .into(),
                     );
                     repository

@@ -185,11 +185,21 @@ pub struct RestoreJob<'a> {
     pub options: RestoreOptions,
     /// Write the record (false for ReadOnly locations).
     pub record: bool,
+    /// The controller instance running it: its record then carries a
+    /// deadline ([`RESTORE_DEADLINE`]) within which a later controller
+    /// resumes it after an interruption. `None` (by hand): never resumed.
+    pub owner: Option<&'a str>,
 }
 
+/// How long after its start an interrupted controller restore is run again
+/// rather than marked `Failed`.
+pub const RESTORE_DEADLINE: jiff::SignedDuration = jiff::SignedDuration::from_hours(12);
+
 /// Runs one restore and records it. The record is first written
-/// `InProgress`, so a controller that dies mid-restore finds it and never
-/// runs the request again; it is then replaced by the final record. A
+/// `InProgress` (with owner and deadline when a controller runs it), so a
+/// controller that dies mid-restore finds it: the next one runs it again
+/// before the deadline (keeping the first run's start and deadline), and
+/// marks it `Failed` after. It is then replaced by the final record. A
 /// restore that could not start (verification failed, wrong key) is
 /// recorded `Failed` with the reason, and the error is returned too.
 pub async fn run_restore(
@@ -199,7 +209,26 @@ pub async fn run_restore(
     progress: &(dyn Fn(restore::Progress) + Send + Sync),
     now: impl Fn() -> Timestamp,
 ) -> anyhow::Result<RestoreRecord> {
-    let start = now();
+    let mut start = now();
+    let mut deadline = job
+        .owner
+        .map(|_| start.saturating_add(RESTORE_DEADLINE).unwrap_or(start));
+    if job.record
+        && job.owner.is_some()
+        && let Some(earlier) = repository
+            .read_restore_record(job.target_cluster, job.request)
+            .await?
+        && earlier.phase == RestorePhase::InProgress
+        && earlier.deadline.is_some()
+    {
+        tracing::info!(
+            request = job.request,
+            owner = earlier.owner.as_deref().unwrap_or("?"),
+            "resuming a restore its earlier run left unfinished"
+        );
+        start = earlier.start_time;
+        deadline = earlier.deadline;
+    }
     let mut record = RestoreRecord {
         request: job.request.to_string(),
         source_cluster: job.source_cluster.to_string(),
@@ -208,6 +237,8 @@ pub async fn run_restore(
         start_time: start,
         end_time: None,
         phase: RestorePhase::InProgress,
+        owner: job.owner.map(str::to_string),
+        deadline,
         message: None,
         dry_run: job.options.dry_run,
         counts: Default::default(),

@@ -38,6 +38,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -187,6 +188,8 @@ impl RestoreOutcome {
             start_time,
             end_time: Some(end_time),
             phase: self.phase(),
+            owner: None,
+            deadline: None,
             message: None,
             dry_run: self.dry_run,
             counts: self.counts,
@@ -780,6 +783,28 @@ fn mounted_claims(p: &Planned) -> Vec<String> {
 
 /// Fills the claims this restore created with their data, one after the
 /// other; a claim that existed already is never written to.
+/// Whether the live claim is one an interrupted run of `restore` created:
+/// it selects this restore's volume and is not bound yet.
+async fn unfilled_claim_of(client: &kube::Client, restore: &str, claim: &ClaimToFill) -> bool {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.namespace);
+    let Ok(Some(live)) = api.get_opt(&claim.pvc).await else {
+        return false;
+    };
+    let selector = live
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok());
+    let pending = live.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound");
+    pending
+        && selector
+            == Some(volumes::restore_selector(
+                restore,
+                &claim.namespace,
+                &claim.pvc,
+            ))
+}
+
 async fn fill_claims(
     client: &kube::Client,
     data: &VolumeData,
@@ -795,8 +820,18 @@ async fn fill_claims(
         }) else {
             continue;
         };
-        if item.action != RestoreAction::Created {
-            // It existed (or failed): its data is never overwritten.
+        let ours = match item.action {
+            RestoreAction::Created => true,
+            // It existed: its data is never overwritten — unless it is the
+            // claim an interrupted run of this very restore created and had
+            // not filled yet (it still waits, Pending, on this restore's
+            // selector, so nothing can have written to it).
+            RestoreAction::Skipped | RestoreAction::Updated => {
+                unfilled_claim_of(client, &data.restore, claim).await
+            }
+            _ => false,
+        };
+        if !ours {
             continue;
         }
         let report = |p: VolumeProgress| {

@@ -454,6 +454,13 @@ pub struct RestoreRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<Timestamp>,
     pub phase: RestorePhase,
+    /// While `InProgress`: the controller instance running it …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// … and until when an interrupted run is resumed (run again) rather
+    /// than marked `Failed`. Records without one are never resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
     /// Why the restore ended as it did, when there is more to say than the
     /// items (e.g. it was interrupted).
     #[serde(default, skip_serializing_if = "Option::is_none")]

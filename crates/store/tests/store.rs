@@ -1020,6 +1020,8 @@ fn restore_record(n: usize) -> RestoreRecord {
         start_time: ts("2025-06-02T00:00:00Z"),
         end_time: Some(ts("2025-06-02T00:01:00Z")),
         phase: RestorePhase::Completed,
+        owner: None,
+        deadline: None,
         message: None,
         dry_run: false,
         counts: RestoreCounts {

@@ -281,6 +281,9 @@ pub struct ObservedRestore {
     pub source_backup: String,
     pub start: Timestamp,
     pub end: Option<Timestamp>,
+    /// Until when an interrupted `InProgress` restore is resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
 }
 
 /// The phase of a restore record.
@@ -1241,6 +1244,29 @@ impl<'a> Planner<'a> {
         let running = self.running_restores.contains(name);
         if running {
             return (RestoreFactState::Running, "restoring now".to_string());
+        }
+        // Interrupted within its deadline: run again. Objects the first run
+        // applied are found existing; claims it created and had not filled
+        // yet are filled (see lifeboat_kube::restore).
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.deadline.is_some_and(|d| d > self.now))
+        {
+            self.actions.push(Action::Restore {
+                request: name.to_string(),
+                location: r.location.clone(),
+                source_cluster: request.spec.source.cluster.clone(),
+                backup: r.source_backup.clone(),
+                dry_run: request.spec.dry_run,
+            });
+            return (
+                RestoreFactState::Pending,
+                format!(
+                    "interrupted while restoring `{}`: resumed (its deadline is {})",
+                    r.source_backup,
+                    r.deadline.map(|d| d.to_string()).unwrap_or_default()
+                ),
+            );
         }
         if !records.is_empty() {
             for r in records {

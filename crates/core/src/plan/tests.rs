@@ -875,6 +875,11 @@ fn source_backups() -> Vec<ObservedBackup> {
     ]
 }
 
+fn with_deadline(mut r: ObservedRestore, deadline: &str) -> ObservedRestore {
+    r.deadline = Some(ts(deadline));
+    r
+}
+
 fn record(request: &str, phase: RestoreState) -> ObservedRestore {
     ObservedRestore {
         location: "s3".into(),
@@ -883,6 +888,7 @@ fn record(request: &str, phase: RestoreState) -> ObservedRestore {
         source_backup: "web-20260104-013000".into(),
         start: ts("2026-01-09T00:00:00Z"),
         end: None,
+        deadline: None,
     }
 }
 
@@ -900,6 +906,7 @@ fn record(request: &str, phase: RestoreState) -> ObservedRestore {
 #[case::done_failed("{cluster: src, policy: web}", vec![record("r", RestoreState::Failed)], vec![], None, RestoreFactState::Done, "finished Failed: restored `web-20260104-013000` (record in `s3`); a request runs once")]
 #[case::running("{cluster: src, policy: web}", vec![record("r", RestoreState::InProgress)], vec!["r"], None, RestoreFactState::Running, "restoring now")]
 #[case::running_before_its_record("{cluster: src, policy: web}", vec![], vec!["r"], None, RestoreFactState::Running, "restoring now")]
+#[case::interrupted_within_its_deadline("{cluster: src, policy: web}", vec![with_deadline(record("r", RestoreState::InProgress), "2026-01-10T13:00:00Z")], vec![], Some("web-20260104-013000"), RestoreFactState::Pending, "interrupted while restoring `web-20260104-013000`: resumed (its deadline is 2026-01-10T13:00:00Z)")]
 fn restores(
     #[case] source: &str,
     #[case] records: Vec<ObservedRestore>,
@@ -940,14 +947,20 @@ fn restores(
     );
 }
 
-#[test]
-fn an_interrupted_restore_is_marked_failed_and_never_rerun() {
+#[rstest]
+#[case::without_a_deadline(None)]
+#[case::past_its_deadline(Some("2026-01-10T11:59:59Z"))]
+fn an_interrupted_restore_without_time_left_is_marked_failed_and_never_rerun(
+    #[case] deadline: Option<&str>,
+) {
     let set = world(
         &[],
         &[restore("r", "{cluster: src, policy: web}", C, false)],
     );
     let mut obs = observed(source_backups());
-    obs.restores = vec![record("r", RestoreState::InProgress)];
+    let mut r = record("r", RestoreState::InProgress);
+    r.deadline = deadline.map(ts);
+    obs.restores = vec![r];
     let plan = run(&set, &obs, "2026-01-10T12:00:00Z");
     assert_eq!(
         plan.actions,
