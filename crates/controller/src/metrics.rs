@@ -101,6 +101,10 @@ struct Inner {
     restores: Family<PhaseLabel, Counter>,
     reconcile_duration: Family<OkLabel, Histogram, fn() -> Histogram>,
     leader: Gauge,
+    volume_bytes: Family<PolicyLabel, Gauge>,
+    volume_duration: Family<PolicyLabel, Histogram, fn() -> Histogram>,
+    volume_failures: Family<PolicyLabel, Counter>,
+    movers_running: Gauge,
 }
 
 /// The controller's metrics. Cheap to clone: clones share one registry.
@@ -199,8 +203,39 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let volume_bytes = Family::<PolicyLabel, Gauge>::default();
+        registry.register(
+            "lifeboat_volume_bytes",
+            "Bytes of volume data in the last backup of the policy (every file of its snapshots)",
+            volume_bytes.clone(),
+        );
+        let volume_duration =
+            Family::<PolicyLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register(
+            "lifeboat_volume_backup_duration_seconds",
+            "Duration of each volume's backup (snapshot, move, clean-up) of the policy",
+            volume_duration.clone(),
+        );
+        let volume_failures = Family::<PolicyLabel, Counter>::default();
+        registry.register(
+            "lifeboat_volume_failures",
+            "Volumes whose data a backup of the policy could not carry",
+            volume_failures.clone(),
+        );
+        let movers_running = Gauge::default();
+        registry.register(
+            "lifeboat_movers_running",
+            "Claims being moved now by this cluster's backups, per their operation records",
+            movers_running.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                volume_bytes,
+                volume_duration,
+                volume_failures,
+                movers_running,
                 registry,
                 last_success,
                 backup_duration,
@@ -248,6 +283,33 @@ impl Metrics {
             .inc();
     }
 
+    /// Records the volumes of a backup of `policy`: the bytes of its
+    /// completed ones, each one's duration, and the failed ones.
+    pub fn volumes_finished(&self, policy: &str, volumes: &[lifeboat_store::VolumeEntry]) {
+        let i = &self.inner;
+        let p = policy_label(policy);
+        let mut bytes = 0;
+        for v in volumes {
+            match v.phase {
+                lifeboat_store::VolumePhase::Completed => {
+                    bytes += v.bytes;
+                    i.volume_duration
+                        .get_or_create(&p)
+                        .observe(v.duration_ms as f64 / 1000.0);
+                }
+                _ => {
+                    i.volume_failures.get_or_create(&p).inc();
+                }
+            }
+        }
+        i.volume_bytes.get_or_create(&p).set(saturate(bytes));
+    }
+
+    /// Sets `lifeboat_movers_running`.
+    pub fn set_movers_running(&self, n: usize) {
+        self.inner.movers_running.set(saturate(n as u64));
+    }
+
     /// Sets `lifeboat_backup_last_success_timestamp_seconds{policy}` from the
     /// catalog, so the gauge is right after a restart, before this process
     /// has taken a backup itself.
@@ -271,6 +333,9 @@ impl Metrics {
     pub fn forget_policy(&self, policy: &str) {
         let i = &self.inner;
         let p = policy_label(policy);
+        i.volume_bytes.remove(&p);
+        i.volume_duration.remove(&p);
+        i.volume_failures.remove(&p);
         i.last_success.remove(&p);
         i.backup_duration.remove(&p);
         i.backup_objects.remove(&p);
@@ -382,14 +447,35 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_registry_shows_only_the_leader_gauge() {
+    fn an_empty_registry_shows_only_the_unlabelled_gauges() {
         assert_eq!(
             Metrics::new().encode(),
             "# HELP lifeboat_leader 1 while this replica holds the leader lease.\n\
              # TYPE lifeboat_leader gauge\n\
              lifeboat_leader 0\n\
+             # HELP lifeboat_movers_running Claims being moved now by this cluster's backups, per their operation records.\n\
+             # TYPE lifeboat_movers_running gauge\n\
+             lifeboat_movers_running 0\n\
              # EOF\n"
         );
+    }
+
+    fn volume(phase: lifeboat_store::VolumePhase) -> lifeboat_store::VolumeEntry {
+        lifeboat_store::VolumeEntry {
+            namespace: "ns".into(),
+            pvc: "data".into(),
+            pvc_uid: String::new(),
+            method: "snapshotMove".into(),
+            phase,
+            snapshot: None,
+            bytes: 1024,
+            new_bytes: 0,
+            files: 1,
+            duration_ms: 1500,
+            node: None,
+            file: None,
+            error: None,
+        }
     }
 
     #[test]
@@ -402,8 +488,29 @@ mod tests {
         m.set_revision("abc", true);
         m.restore_finished("Completed");
         m.reconcile_finished(Duration::from_secs(1), true);
+        m.volumes_finished(
+            "p",
+            &[
+                volume(lifeboat_store::VolumePhase::Completed),
+                volume(lifeboat_store::VolumePhase::Failed),
+            ],
+        );
+        m.set_movers_running(2);
         let text = m.encode();
+        assert!(
+            text.contains("lifeboat_volume_bytes{policy=\"p\"} 1024\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lifeboat_volume_failures_total{policy=\"p\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("lifeboat_movers_running 2\n"), "{text}");
         for (name, kind) in [
+            ("lifeboat_volume_bytes", "gauge"),
+            ("lifeboat_volume_backup_duration_seconds", "histogram"),
+            ("lifeboat_volume_failures", "counter"),
+            ("lifeboat_movers_running", "gauge"),
             ("lifeboat_backup_last_success_timestamp_seconds", "gauge"),
             ("lifeboat_backup_duration_seconds", "histogram"),
             ("lifeboat_backup_objects", "gauge"),

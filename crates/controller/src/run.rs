@@ -85,16 +85,21 @@ pub fn record(metrics: &Metrics, report: &CycleReport, known: &mut BTreeSet<Stri
     }
     for e in &report.executed {
         match (&e.action, &e.result) {
-            (Action::Backup { policy, .. }, Ok(Done::Backup(m))) => metrics.backup_finished(
-                policy,
-                &BackupMetrics {
-                    success: e.ok(),
-                    end_time: m.end_time,
-                    duration: e.duration,
-                    objects: m.totals.items,
-                    bytes: m.files.bytes(),
-                },
-            ),
+            (Action::Backup { policy, .. }, Ok(Done::Backup(m))) => {
+                metrics.backup_finished(
+                    policy,
+                    &BackupMetrics {
+                        success: e.ok(),
+                        end_time: m.end_time,
+                        duration: e.duration,
+                        objects: m.totals.items,
+                        bytes: m.files.bytes(),
+                    },
+                );
+                if !m.volumes.is_empty() {
+                    metrics.volumes_finished(policy, &m.volumes);
+                }
+            }
             (Action::Backup { policy, .. }, Err(_)) => metrics.backup_finished(
                 policy,
                 &BackupMetrics {
@@ -116,6 +121,14 @@ pub fn record(metrics: &Metrics, report: &CycleReport, known: &mut BTreeSet<Stri
         return;
     };
     let mut now_known = BTreeSet::new();
+    metrics.set_movers_running(
+        plan.policies
+            .iter()
+            .filter(|f| f.running)
+            .filter_map(|f| f.in_progress.as_ref())
+            .map(|p| p.operation.moving.len())
+            .sum(),
+    );
     for f in &plan.policies {
         now_known.insert(f.policy.clone());
         metrics.set_rpo_violated(
