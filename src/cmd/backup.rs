@@ -148,7 +148,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         };
         volume_data::back_up(&client, writer, &policy, to, &mover_options, &show).await
     };
-    let manifest = run_backup_then(
+    let backup = run_backup_then(
         &client,
         &repository,
         &job,
@@ -156,9 +156,34 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         &progress,
         jiff::Timestamp::now,
         volume_data,
-    )
-    .await;
+    );
+    // Ctrl-C stops the backup and removes what it created: nothing of an
+    // interrupted run by hand is left for someone to find.
+    let manifest = tokio::select! {
+        m = backup => Some(m),
+        _ = tokio::signal::ctrl_c() => None,
+    };
     reporter.finish();
+    let Some(manifest) = manifest else {
+        eprintln!("interrupted: removing what backup {name} created …");
+        let (removed, deleted) = volume_data::discard_backup(
+            &client,
+            &mover_options.namespace,
+            &repository,
+            &cluster,
+            &name,
+        )
+        .await?;
+        eprintln!(
+            "removed {} objects from the cluster, {} files and {} volume snapshots from `{}`; \
+             nothing of backup {name} is left",
+            removed.len(),
+            deleted.files,
+            deleted.snapshots.len(),
+            policy.spec.storage
+        );
+        return Ok(ExitCode::from(130));
+    };
     let manifest = manifest?;
     if manifest.phase == Phase::Failed {
         bail!(

@@ -292,8 +292,32 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         record: access != AccessMode::ReadOnly,
         owner: None,
     };
-    let record = run_restore(&client, &repository, &job, &progress, jiff::Timestamp::now).await;
+    let running = run_restore(&client, &repository, &job, &progress, jiff::Timestamp::now);
+    // Ctrl-C stops the restore, removes its movers and their claims, and
+    // records it Failed; what it applied so far stays (and says so).
+    let record = tokio::select! {
+        r = running => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
     reporter.finish();
+    let Some(record) = record else {
+        eprintln!("interrupted: removing the movers of restore {request} …");
+        let removed = lifeboat_controller::volume_data::discard_restore(
+            &client,
+            &args.movers.options().namespace,
+            (access != AccessMode::ReadOnly).then_some(&repository),
+            &target,
+            &request,
+            "interrupted by Ctrl-C",
+        )
+        .await?;
+        eprintln!(
+            "removed {} objects from the cluster; what the restore applied so far stays, \
+             and its record says it was interrupted",
+            removed.len()
+        );
+        return Ok(ExitCode::from(130));
+    };
     let record = match record {
         Ok(record) => record,
         // A restore that was refused (the backup failed verification) or

@@ -1050,3 +1050,116 @@ fn a_controller_killed_mid_restore_resumes_it_and_fills_the_claim() {
     );
     w.nothing_left_behind();
 }
+
+/// Ctrl-C (SIGINT) on `lifeboat backup` mid-move removes what it created:
+/// the mover, snapshots and claims in the cluster, and the uncommitted
+/// backup in storage.
+#[test]
+fn ctrl_c_on_a_backup_by_hand_removes_what_it_created() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let (repo, kc) = (w.path("repo"), w.path("kubeconfig"));
+    let child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args([
+            "backup",
+            "--policy",
+            "db",
+            "--repo",
+            &repo,
+            "--kubeconfig",
+            &kc,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !w.labelled_leftovers().iter().any(|l| l.starts_with("pod ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mover pod appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted: removing what backup db-"),
+        "{err}"
+    );
+    assert!(err.contains("is left"), "{err}");
+    w.nothing_left_behind();
+    let backups = w.dir.path().join("storage/clusters/prod/backups");
+    let left: Vec<_> = std::fs::read_dir(&backups)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Ctrl-C on `lifeboat restore` mid-fill removes its movers and their
+/// claims, and records the restore as interrupted.
+#[test]
+fn ctrl_c_on_a_restore_by_hand_removes_its_movers_and_records_it() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let backup = out.split_whitespace().next().unwrap().to_string();
+    w.delete_namespace();
+    let (repo, kc, id) = (w.path("repo"), w.path("kubeconfig"), w.path("identity.txt"));
+    let child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args([
+            "restore",
+            "--from",
+            &backup,
+            "--identity",
+            &id,
+            "--repo",
+            &repo,
+            "--kubeconfig",
+            &kc,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !w.labelled_leftovers().iter().any(|l| l.starts_with("pod ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mover pod appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    w.nothing_left_behind();
+    let restores = w.dir.path().join("storage/clusters/prod/restores");
+    let records: Vec<serde_json::Value> = std::fs::read_dir(&restores)
+        .unwrap()
+        .map(|e| {
+            serde_json::from_slice(&std::fs::read(e.unwrap().path().join("record.json")).unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["phase"], "Failed", "{}", records[0]);
+    assert!(
+        records[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted by Ctrl-C"),
+        "{}",
+        records[0]
+    );
+}

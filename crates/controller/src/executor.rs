@@ -477,43 +477,32 @@ impl Executor {
     /// record is finished as `Failed` with `why` (what it restored stays).
     pub async fn clean_up_cancelled(&self, action: &Action, why: &str) -> Executed {
         let started = Instant::now();
+        let movers = self.options.movers.namespace.as_str();
         let result = async {
             match action {
                 Action::Backup { location, name, .. } => {
-                    lifeboat_kube::volumes::remove_leftovers(
+                    let repository = self.writable(location)?;
+                    volume_data::discard_backup(
                         &self.client,
-                        &self.options.movers.namespace,
-                        lifeboat_kube::volumes::BACKUP_LABEL,
-                        |op| op == name,
+                        movers,
+                        repository,
+                        &self.cluster,
+                        name,
                     )
                     .await?;
-                    self.delete(location, &self.cluster, name).await?;
                 }
                 Action::Restore {
                     location, request, ..
                 } => {
-                    lifeboat_kube::volumes::remove_leftovers(
+                    volume_data::discard_restore(
                         &self.client,
-                        &self.options.movers.namespace,
-                        lifeboat_kube::volumes::RESTORE_LABEL,
-                        |op| op == request,
+                        movers,
+                        self.writable(location).ok(),
+                        &self.cluster,
+                        request,
+                        &format!("cancelled: {why}"),
                     )
                     .await?;
-                    let repository = self.writable(location)?;
-                    if let Some(mut record) = repository
-                        .read_restore_record(&self.cluster, request)
-                        .await?
-                        && record.phase == RestorePhase::InProgress
-                    {
-                        record.phase = RestorePhase::Failed;
-                        record.end_time = Some(Timestamp::now());
-                        record.message = Some(format!(
-                            "cancelled: {why}; what it restored so far stays in the cluster"
-                        ));
-                        repository
-                            .write_restore_record(&self.cluster, request, &record)
-                            .await?;
-                    }
                 }
                 _ => {}
             }

@@ -432,6 +432,57 @@ async fn back_up_claim(
     done.map_err(|e| e.to_string())
 }
 
+/// Removes what an unfinished backup (cancelled, interrupted by hand) left:
+/// its labelled objects in the cluster, then the uncommitted backup with
+/// the volume snapshots its operation record says it finished. Returns the
+/// cluster objects removed and what the deletion removed.
+pub async fn discard_backup(
+    client: &kube::Client,
+    movers: &str,
+    repository: &Repository,
+    cluster: &str,
+    backup: &str,
+) -> anyhow::Result<(Vec<String>, lifeboat_volume::forget::Deleted)> {
+    let removed =
+        volumes::remove_leftovers(client, movers, volumes::BACKUP_LABEL, |op| op == backup).await?;
+    let deleted = match lifeboat_volume::forget::delete_backup(repository, cluster, backup).await {
+        Ok(d) => d,
+        Err(lifeboat_store::StoreError::BackupNotFound { .. }) => Default::default(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok((removed, deleted))
+}
+
+/// Removes what an unfinished restore left in the cluster (mover pods,
+/// their Secrets and claims) and finishes its `InProgress` record as
+/// `Failed` with `why`; what it restored stays.
+pub async fn discard_restore(
+    client: &kube::Client,
+    movers: &str,
+    repository: Option<&Repository>,
+    cluster: &str,
+    request: &str,
+    why: &str,
+) -> anyhow::Result<Vec<String>> {
+    let removed =
+        volumes::remove_leftovers(client, movers, volumes::RESTORE_LABEL, |op| op == request)
+            .await?;
+    if let Some(repository) = repository
+        && let Some(mut record) = repository.read_restore_record(cluster, request).await?
+        && record.phase == lifeboat_store::RestorePhase::InProgress
+    {
+        record.phase = lifeboat_store::RestorePhase::Failed;
+        record.end_time = Some(jiff::Timestamp::now());
+        record.message = Some(format!(
+            "{why}; what it restored so far stays in the cluster"
+        ));
+        repository
+            .write_restore_record(cluster, request, &record)
+            .await?;
+    }
+    Ok(removed)
+}
+
 /// Whether `operation` names a backup of `policy` (`<policy>-YYYYMMDD-HHMMSS`).
 fn is_backup_of(policy: &str, operation: &str) -> bool {
     lifeboat_store::parse_backup_name(operation).is_some_and(|(p, _)| p == policy)
