@@ -79,20 +79,7 @@ pub enum Format {
     Json,
 }
 
-pub(crate) fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+pub(crate) use lifeboat_controller::status::size;
 
 fn stored_bytes(m: &Manifest) -> u64 {
     m.files.bytes()

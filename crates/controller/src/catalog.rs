@@ -13,7 +13,7 @@ use lifeboat_core::AccessMode;
 use lifeboat_core::load::PolicySet;
 use lifeboat_core::plan::{
     BackupPhase, IncompleteBackup, Observed, ObservedBackup, ObservedOperation, ObservedRestore,
-    OrphanMark, RestoreState, Running, SignatureStatus,
+    OrphanMark, RestoreState, Running, SignatureStatus, VolumeTotals,
 };
 use lifeboat_store::{
     LocationConfig, Manifest, Phase, Repository, RestorePhase, SignatureCheck, SignatureState,
@@ -93,6 +93,15 @@ impl Locations {
     }
 }
 
+/// How many of `volumes` completed (or not).
+fn count(volumes: &[lifeboat_store::VolumeEntry], completed: bool) -> u32 {
+    let n = volumes
+        .iter()
+        .filter(|v| (v.phase == lifeboat_store::VolumePhase::Completed) == completed)
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// What the planner sees of a backup's operation record.
 pub fn observed_operation(op: &lifeboat_store::Operation) -> ObservedOperation {
     ObservedOperation {
@@ -139,6 +148,16 @@ pub fn observed_backup(
         bytes: m.files.bytes(),
         signature,
         signature_detail,
+        volumes: VolumeTotals {
+            completed: count(&m.volumes, true),
+            failed: count(&m.volumes, false),
+            bytes: m
+                .volumes
+                .iter()
+                .filter(|v| v.phase == lifeboat_store::VolumePhase::Completed)
+                .map(|v| v.bytes)
+                .sum(),
+        },
     }
 }
 

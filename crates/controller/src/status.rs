@@ -143,6 +143,11 @@ struct BackupLine {
     phase: String,
     slot: Timestamp,
     finished: Timestamp,
+    /// `2 volumes, 5.4 MiB`, when it carries volume data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volumes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_bytes: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -218,6 +223,40 @@ pub fn secs(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
+/// Bytes in binary units: `512 B`, `5.4 MiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `2 volumes, 5.4 MiB[, 1 failed]` for a backup with volume data.
+fn volumes_cell(v: &lifeboat_core::plan::VolumeTotals) -> Option<String> {
+    if v.is_empty() {
+        return None;
+    }
+    let n = v.completed;
+    Some(format!(
+        "{n} volume{}, {}{}",
+        if n == 1 { "" } else { "s" },
+        size(v.bytes),
+        if v.failed > 0 {
+            format!(", {} failed", v.failed)
+        } else {
+            String::new()
+        }
+    ))
+}
+
 /// A duration in the largest units that matter: `3d4h`, `2h5m`, `42s`.
 pub fn human(d: SignedDuration) -> String {
     let mut secs = d.as_secs().unsigned_abs();
@@ -246,6 +285,8 @@ fn line(b: &BackupRef) -> BackupLine {
         phase: format!("{:?}", b.phase),
         slot: b.slot,
         finished: secs(b.end),
+        volumes: volumes_cell(&b.volumes),
+        volume_bytes: (!b.volumes.is_empty()).then_some(b.volumes.bytes),
     }
 }
 
@@ -468,7 +509,14 @@ fn readme(input: &StatusInput<'_>) -> String {
             "| [{p}](policies/{p}.yaml) | {} | {} | {} | {} | {} |",
             f.last_success
                 .as_ref()
-                .map(|b| format!("`{}` at {}", b.name, secs(b.end)))
+                .map(|b| format!(
+                    "`{}` at {}{}",
+                    b.name,
+                    secs(b.end),
+                    volumes_cell(&b.volumes)
+                        .map(|v| format!(" ({v})"))
+                        .unwrap_or_default()
+                ))
                 .unwrap_or_else(|| "never".into()),
             cell(&age),
             f.retained,
@@ -593,6 +641,27 @@ pub fn same(path: &str, old: &[u8], new: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backups_volume_data_is_summed_up_in_one_cell() {
+        use lifeboat_core::plan::VolumeTotals;
+        assert_eq!(volumes_cell(&VolumeTotals::default()), None);
+        let one = VolumeTotals {
+            completed: 1,
+            failed: 0,
+            bytes: 512,
+        };
+        assert_eq!(volumes_cell(&one).as_deref(), Some("1 volume, 512 B"));
+        let two = VolumeTotals {
+            completed: 2,
+            failed: 1,
+            bytes: 5_662_310,
+        };
+        assert_eq!(
+            volumes_cell(&two).as_deref(),
+            Some("2 volumes, 5.4 MiB, 1 failed")
+        );
+    }
 
     #[test]
     fn human_durations_use_two_units() {

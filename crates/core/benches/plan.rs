@@ -18,7 +18,7 @@ use jiff::{SignedDuration, Timestamp};
 use lifeboat_core::load::{InputFile, load};
 use lifeboat_core::plan::{
     Action, BackupPhase, Observed, ObservedBackup, OrphanMark, PlanOptions, SignatureStatus,
-    backup_name, plan,
+    VolumeTotals, backup_name, plan,
 };
 
 const POLICIES: usize = 1_000;
@@ -88,6 +88,7 @@ fn backup(location: String, policy: String, slot: Timestamp, i: usize) -> Observ
         bytes: 1 << 20,
         signature: SignatureStatus::Unsigned,
         signature_detail: None,
+        volumes: VolumeTotals::default(),
     }
 }
 

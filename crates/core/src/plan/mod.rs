@@ -153,6 +153,25 @@ pub struct ObservedBackup {
     /// Why the signature is not valid (key id, reason), for reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature_detail: Option<String>,
+    /// Its volume data, for reports.
+    #[serde(default, skip_serializing_if = "VolumeTotals::is_empty")]
+    pub volumes: VolumeTotals,
+}
+
+/// A backup's volume data: claims carried, claims failed, bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeTotals {
+    pub completed: u32,
+    pub failed: u32,
+    /// Bytes of every file of the completed volumes' snapshots.
+    pub bytes: u64,
+}
+
+impl VolumeTotals {
+    pub fn is_empty(&self) -> bool {
+        self.completed == 0 && self.failed == 0
+    }
 }
 
 /// The signature of a backup's manifest, as the store checked it against
@@ -596,6 +615,8 @@ pub struct BackupRef {
     pub slot: Timestamp,
     pub end: Timestamp,
     pub phase: BackupPhase,
+    #[serde(skip_serializing_if = "VolumeTotals::is_empty")]
+    pub volumes: VolumeTotals,
 }
 
 impl From<&ObservedBackup> for BackupRef {
@@ -605,6 +626,7 @@ impl From<&ObservedBackup> for BackupRef {
             slot: b.slot,
             end: b.end,
             phase: b.phase,
+            volumes: b.volumes,
         }
     }
 }

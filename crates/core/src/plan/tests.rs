@@ -122,6 +122,7 @@ fn backup_in(
         bytes: 1_000,
         signature: SignatureStatus::Unsigned,
         signature_detail: None,
+        volumes: VolumeTotals::default(),
     }
 }
 
