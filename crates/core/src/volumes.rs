@@ -70,6 +70,21 @@ pub struct Inventory {
     pub snapshot_classes: Option<Vec<SnapshotClassInfo>>,
     /// Pods that mount at least one claim.
     pub pods: Vec<PodInfo>,
+    /// Velero Schedules that are not paused (after `lifeboat import
+    /// velero`, both tools would back up the same namespaces).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub velero_schedules: Vec<VeleroSchedule>,
+}
+
+/// An enabled Velero Schedule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VeleroSchedule {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.template.includedNamespaces`; empty or `*`: every namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_namespaces: Vec<String>,
 }
 
 /// A PersistentVolumeClaim and the volume bound to it.

@@ -21,7 +21,8 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::core::GroupVersionKind;
 use lifeboat_core::quantity;
 use lifeboat_core::volumes::{
-    ClaimInfo, Inventory, PodClaimVolume, PodInfo, SnapshotClassInfo, StorageClassInfo, VolumeMode,
+    ClaimInfo, Inventory, PodClaimVolume, PodInfo, SnapshotClassInfo, StorageClassInfo,
+    VeleroSchedule, VolumeMode,
 };
 use serde::de::DeserializeOwned;
 
@@ -71,7 +72,7 @@ fn map(m: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
 
 /// Lists what volume planning needs from the cluster behind `client`.
 pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryError> {
-    let (claims, volumes, classes, pods, snapshot_classes) = tokio::try_join!(
+    let (claims, volumes, classes, pods, snapshot_classes, velero_schedules) = tokio::try_join!(
         list_all(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             "persistentvolumeclaims"
@@ -86,6 +87,7 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
         ),
         list_all(Api::<Pod>::all(client.clone()), "pods"),
         snapshot_classes(client),
+        velero_schedules(client),
     )?;
     let drivers: HashMap<String, Option<String>> = volumes
         .into_iter()
@@ -108,7 +110,40 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
             .collect(),
         snapshot_classes,
         pods: pods.into_iter().filter_map(pod).collect(),
+        velero_schedules,
     })
+}
+
+/// Velero Schedules that are not paused. No Velero (404) or no right to
+/// read its Schedules (403: deploy/ does not grant it) is none: the plan's
+/// note about them is advice, not something protection depends on.
+async fn velero_schedules(client: &kube::Client) -> Result<Vec<VeleroSchedule>, InventoryError> {
+    let gvk = GroupVersionKind::gvk("velero.io", "v1", "Schedule");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "schedules");
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+    match list_all(api, "schedules.velero.io").await {
+        Ok(list) => Ok(list
+            .into_iter()
+            .filter(|o| o.data["spec"]["paused"] != serde_json::Value::Bool(true))
+            .map(|o| VeleroSchedule {
+                namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                included_namespaces: o.data["spec"]["template"]["includedNamespaces"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|n| n.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                name: o.metadata.name.unwrap_or_default(),
+            })
+            .collect()),
+        Err(InventoryError::List {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 || s.code == 403 => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 fn claim(c: PersistentVolumeClaim, drivers: &HashMap<String, Option<String>>) -> ClaimInfo {

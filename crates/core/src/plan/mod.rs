@@ -701,6 +701,7 @@ pub fn plan(
     planner.policies();
     planner.orphans();
     planner.incomplete();
+    planner.velero_schedules();
     planner.finish()
 }
 
@@ -1180,6 +1181,47 @@ impl<'a> Planner<'a> {
                 location: location.to_string(),
                 policy: policy.to_string(),
             });
+        }
+    }
+
+    /// A note per enabled Velero Schedule that backs up what a policy
+    /// protects: after migrating, both tools would snapshot the same
+    /// volumes (and Velero's snapshots count against storage quotas).
+    fn velero_schedules(&mut self) {
+        let Some(inventory) = &self.observed.inventory else {
+            return;
+        };
+        for s in &inventory.velero_schedules {
+            let all =
+                s.included_namespaces.is_empty() || s.included_namespaces.iter().any(|n| n == "*");
+            let overlapping: Vec<&str> = self
+                .applicable
+                .iter()
+                .filter(|(_, p)| {
+                    crate::select::Selection::new(&p.spec.include, &p.spec.exclude).is_ok_and(
+                        |sel| all || s.included_namespaces.iter().any(|n| sel.namespace(n)),
+                    )
+                })
+                .map(|(name, _)| *name)
+                .collect();
+            if overlapping.is_empty() {
+                continue;
+            }
+            self.notes.push(format!(
+                "Velero Schedule `{}/{}` is still enabled and backs up what {} `{}` protects: \
+                 once lifeboat's backups are verified, pause it (`velero schedule pause {} -n {}`) \
+                 so both tools do not snapshot the same volumes",
+                s.namespace,
+                s.name,
+                if overlapping.len() == 1 {
+                    "policy"
+                } else {
+                    "policies"
+                },
+                overlapping.join("`, `"),
+                s.name,
+                s.namespace
+            ));
         }
     }
 

@@ -1629,3 +1629,37 @@ fn volumes_are_evaluated_only_with_a_cluster_inventory() {
         run(&set, &observed(vec![]), "2026-01-10T12:00:00Z").actions
     );
 }
+
+#[test]
+fn an_enabled_velero_schedule_over_a_protected_namespace_is_a_note() {
+    use crate::volumes::{Inventory, VeleroSchedule};
+    let mut shop = policy("shop");
+    shop.extra = "  include: {namespaces: [shop]}\n";
+    let set = world(&[shop], &[]);
+    let schedule = |name: &str, namespaces: &[&str]| VeleroSchedule {
+        namespace: "velero".into(),
+        name: name.into(),
+        included_namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+    };
+    let obs = Observed {
+        inventory: Some(Inventory {
+            velero_schedules: vec![
+                schedule("shop-daily", &["shop"]),
+                schedule("everything", &[]),
+                schedule("other", &["billing"]),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let plan = run(&set, &obs, "2026-01-10T12:00:00Z");
+    let notes: Vec<&String> = plan.notes.iter().filter(|n| n.contains("Velero")).collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].starts_with("Velero Schedule `velero/shop-daily` is still enabled and backs up what policy `shop` protects")
+            && notes[0].contains("velero schedule pause shop-daily -n velero"),
+        "{}",
+        notes[0]
+    );
+    assert!(notes[1].contains("`velero/everything`"), "{}", notes[1]);
+}
