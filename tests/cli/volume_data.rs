@@ -652,28 +652,70 @@ impl World {
         remote: &str,
         extra: &[&str],
     ) -> (i32, String, String) {
-        let (kc, cache) = (
-            self.path(kubeconfig),
-            self.path(&format!("cache-{cluster}")),
-        );
-        let mut args = vec![
+        let out = self
+            .reconcile_command(cluster, kubeconfig, remote, extra)
+            .output()
+            .expect("lifeboat runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The command of one controller cycle (see [`World::reconcile_as`]),
+    /// to spawn or to run with more environment.
+    pub(crate) fn reconcile_command(
+        &self,
+        cluster: &str,
+        kubeconfig: &str,
+        remote: &str,
+        extra: &[&str],
+    ) -> StdCommand {
+        let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"));
+        cmd.args([
             "reconcile",
             "--once",
             "--repo",
             remote,
             "--cluster",
             cluster,
-            "--kubeconfig",
-            &kc,
-            "--cache-dir",
-            &cache,
-            "--secrets-namespace",
-            "lifeboat",
-            "--no-status",
-        ];
-        args.extend_from_slice(extra);
-        run(&args, None)
+        ])
+        .arg("--kubeconfig")
+        .arg(self.path(kubeconfig))
+        .arg("--cache-dir")
+        .arg(self.path(&format!("cache-{cluster}")))
+        .args(["--secrets-namespace", "lifeboat", "--no-status"])
+        .args(extra);
+        cmd
     }
+
+    /// Waits until a mover pod exists, while `child` still runs.
+    fn wait_for_a_mover(&self, child: &mut std::process::Child) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self
+            .labelled_leftovers()
+            .iter()
+            .any(|l| l.starts_with("pod "))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no mover pod appeared"
+            );
+            assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Sends SIGINT (Ctrl-C) to `child` and waits for it.
+fn interrupt(child: std::process::Child) -> std::process::Output {
+    let status = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -823,18 +865,7 @@ fn a_backup_killed_mid_move_leaves_objects_that_the_next_backup_removes() {
         .spawn()
         .unwrap();
     // Killed (SIGKILL: no cleanup) as soon as its mover pod exists.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !w.labelled_leftovers().iter().any(|l| l.starts_with("pod ")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no mover pod appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the backup ended first"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    w.wait_for_a_mover(&mut child);
     child.kill().unwrap();
     child.wait().unwrap();
     let left = w.labelled_leftovers();
@@ -870,42 +901,14 @@ fn a_backup_killed_mid_move_leaves_objects_that_the_next_backup_removes() {
 fn a_controller_killed_mid_move_resumes_the_backup_and_adopts_its_mover() {
     let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
     let remote = w.controller_remote();
-    let (kc, cache) = (w.path("kubeconfig"), w.path("cache"));
-    let reconcile = || {
-        let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"));
-        cmd.args([
-            "reconcile",
-            "--once",
-            "--repo",
-            &remote,
-            "--cluster",
-            "prod",
-            "--kubeconfig",
-            &kc,
-            "--cache-dir",
-            &cache,
-            "--secrets-namespace",
-            "lifeboat",
-            "--no-status",
-            "--now",
-            "2026-12-01T10:30:00Z",
-        ]);
-        cmd
-    };
+    let now = ["--now", "2026-12-01T10:30:00Z"];
+    let reconcile = || w.reconcile_command("prod", "kubeconfig", &remote, &now);
     let mut child = reconcile()
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !w.labelled_leftovers().iter().any(|l| l.starts_with("pod ")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no mover pod appeared"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "the cycle ended first");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    w.wait_for_a_mover(&mut child);
     child.kill().unwrap();
     child.wait().unwrap();
     let dir = w
@@ -986,38 +989,18 @@ fn a_controller_killed_mid_restore_resumes_it_and_fills_the_claim() {
     git(&work, &["commit", "-q", "-m", "restore"]);
     git(&work, &["push", "-q", &remote, "main"]);
 
-    let (kc, cache) = (w.path("kubeconfig"), w.path("cache"));
-    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args([
-            "reconcile",
-            "--once",
-            "--repo",
-            &remote,
-            "--cluster",
+    let mut child = w
+        .reconcile_command(
             "prod",
-            "--kubeconfig",
-            &kc,
-            "--cache-dir",
-            &cache,
-            "--secrets-namespace",
-            "lifeboat",
-            "--no-status",
-            "--now",
-            "2026-12-01T10:40:00Z",
-        ])
+            "kubeconfig",
+            &remote,
+            &["--now", "2026-12-01T10:40:00Z"],
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !w.labelled_leftovers().iter().any(|l| l.starts_with("pod ")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no mover pod appeared"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "the cycle ended first");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    w.wait_for_a_mover(&mut child);
     child.kill().unwrap();
     child.wait().unwrap();
     let record_path = w
@@ -1058,7 +1041,7 @@ fn a_controller_killed_mid_restore_resumes_it_and_fills_the_claim() {
 fn ctrl_c_on_a_backup_by_hand_removes_what_it_created() {
     let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
     let (repo, kc) = (w.path("repo"), w.path("kubeconfig"));
-    let child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
+    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
         .args([
             "backup",
             "--policy",
@@ -1072,20 +1055,8 @@ fn ctrl_c_on_a_backup_by_hand_removes_what_it_created() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !w.labelled_leftovers().iter().any(|l| l.starts_with("pod ")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no mover pod appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let status = StdCommand::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    w.wait_for_a_mover(&mut child);
+    let out = interrupt(child);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(
@@ -1111,7 +1082,7 @@ fn ctrl_c_on_a_restore_by_hand_removes_its_movers_and_records_it() {
     let backup = out.split_whitespace().next().unwrap().to_string();
     w.delete_namespace();
     let (repo, kc, id) = (w.path("repo"), w.path("kubeconfig"), w.path("identity.txt"));
-    let child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
+    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
         .args([
             "restore",
             "--from",
@@ -1127,20 +1098,8 @@ fn ctrl_c_on_a_restore_by_hand_removes_its_movers_and_records_it() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !w.labelled_leftovers().iter().any(|l| l.starts_with("pod ")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no mover pod appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let status = StdCommand::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    w.wait_for_a_mover(&mut child);
+    let out = interrupt(child);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
     w.nothing_left_behind();
