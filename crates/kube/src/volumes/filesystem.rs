@@ -98,15 +98,9 @@ pub async fn back_up_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    timed_backup(
-        client,
-        opts,
-        progress,
-        |_| false,
-        async |created: &mut Created<'_>| {
-            back_up_steps(client, volume, backup, access, key, opts, progress, created).await
-        },
-    )
+    timed_backup(client, opts, progress, async |created: &mut Created<'_>| {
+        back_up_steps(client, volume, backup, access, key, opts, progress, created).await
+    })
     .await
 }
 
