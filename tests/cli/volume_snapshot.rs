@@ -286,3 +286,40 @@ fn keep_local_snapshots_keeps_the_newest_backups_snapshot_which_a_restore_prefer
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("kept snapshot"), "{out}");
 }
+
+#[test]
+fn the_controllers_retention_prune_deletes_the_kept_snapshot_of_the_pruned_backup() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    w.set_volumes("    method: snapshot\n");
+    let policy = w.dir.path().join("repo/lifeboat.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, text.replace("keepLast: 5", "keepLast: 1")).unwrap();
+    let remote = w.controller_remote();
+    let kept_of = |backup: &str| w.manifest(backup)["volumes"][0]["kept"].clone();
+
+    let (code, out, err) = w.reconcile(&remote, &["--now", "2026-12-01T10:30:00Z"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = kept_of("db-20261201-100000");
+    let first_handle = first["handle"].as_str().unwrap().to_string();
+    assert!(storage_snapshot(&w, &first_handle).exists());
+
+    let (code, out, err) = w.reconcile(&remote, &["--now", "2026-12-01T11:30:00Z"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let second = kept_of("db-20261201-110000");
+    assert!(
+        !w.dir
+            .path()
+            .join("storage/clusters/prod/backups/db-20261201-100000")
+            .exists(),
+        "keepLast 1 prunes the first backup\n{out}"
+    );
+    // Only the remaining backup's content is kept; the pruned one's storage
+    // snapshot is deleted with its content.
+    let contents = w.kept_contents_in(&w.sb);
+    assert_eq!(contents.len(), 1, "{contents:?}");
+    assert_eq!(kube::ResourceExt::name_any(&contents[0]), second["content"]);
+    assert!(gone(&storage_snapshot(&w, &first_handle)));
+    assert!(storage_snapshot(&w, second["handle"].as_str().unwrap()).exists());
+    assert_eq!(w.volume_snapshots_in(&w.sb), Vec::<String>::new());
+    w.nothing_left_behind();
+}

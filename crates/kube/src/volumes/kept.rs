@@ -19,6 +19,7 @@
 //! Retain, a restore's temporary content too, and a content goes to
 //! `Delete` only when it is deleted and no other content holds its handle.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -146,22 +147,28 @@ pub async fn thin_local_snapshots(
                 && c.labels().get(BACKUP_LABEL).is_some_and(|b| of_policy(b))
         })
         .collect();
-    let mut backups: Vec<&str> = local
-        .iter()
-        .filter_map(|c| c.labels().get(BACKUP_LABEL).map(String::as_str))
-        .collect();
-    backups.sort_unstable_by(|a, b| b.cmp(a));
-    backups.dedup();
-    let newest = &backups[..keep.min(backups.len())];
+    let older = beyond_newest(
+        local
+            .iter()
+            .filter_map(|c| c.labels().get(BACKUP_LABEL).map(String::as_str)),
+        keep,
+    );
     let doomed: Vec<&DynamicObject> = local
         .into_iter()
         .filter(|c| {
             c.labels()
                 .get(BACKUP_LABEL)
-                .is_some_and(|b| !newest.contains(&b.as_str()))
+                .is_some_and(|b| older.contains(b.as_str()))
         })
         .collect();
     delete_contents(client, &doomed).await
+}
+
+/// The backups (of one policy: their names sort by time) that are not
+/// among the newest `keep`.
+fn beyond_newest<'a>(backups: impl Iterator<Item = &'a str>, keep: usize) -> BTreeSet<&'a str> {
+    let all: BTreeSet<&str> = backups.collect();
+    all.iter().rev().skip(keep).copied().collect()
 }
 
 /// Whether a kept snapshot is in this cluster: its content exists, kept by
@@ -333,4 +340,25 @@ async fn from_kept_steps(
         pv,
         node: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::beyond_newest;
+
+    #[rstest::rstest]
+    #[case::none_kept(0, &["db-20261201-020000", "db-20261201-030000"], &["db-20261201-020000", "db-20261201-030000"])]
+    #[case::newest_one(1, &["db-20261201-030000", "db-20261201-020000", "db-20261201-030000"], &["db-20261201-020000"])]
+    #[case::across_days(2, &["db-20261130-230000", "db-20261201-010000", "db-20261202-000000"], &["db-20261130-230000"])]
+    #[case::fewer_than_n(3, &["db-20261201-020000"], &[])]
+    fn only_the_newest_backups_keep_their_local_snapshots(
+        #[case] keep: usize,
+        #[case] backups: &[&str],
+        #[case] older: &[&str],
+    ) {
+        let got: Vec<&str> = beyond_newest(backups.iter().copied(), keep)
+            .into_iter()
+            .collect();
+        assert_eq!(got, older);
+    }
 }
