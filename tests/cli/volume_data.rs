@@ -214,13 +214,6 @@ impl World {
     pub(crate) fn labelled_leftovers_in(&self, sb: &Sandbox) -> Vec<String> {
         let c = sb.client();
         let lp = ListParams::default().labels("app.kubernetes.io/managed-by=lifeboat");
-        let snap = |kind: &str, plural: &str| ApiResource {
-            group: "snapshot.storage.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "snapshot.storage.k8s.io/v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
         self.rt.block_on(async {
             let mut out = Vec::new();
             let with_op = |labels: &BTreeMap<String, String>| {
@@ -244,11 +237,8 @@ impl World {
             {
                 out.push(format!("pvc {}", kube::ResourceExt::name_any(&p)));
             }
-            for (kind, plural) in [
-                ("VolumeSnapshot", "volumesnapshots"),
-                ("VolumeSnapshotContent", "volumesnapshotcontents"),
-            ] {
-                let api: Api<DynamicObject> = Api::all_with(c.clone(), &snap(kind, plural));
+            for (kind, namespaced) in [("VolumeSnapshot", true), ("VolumeSnapshotContent", false)] {
+                let api: Api<DynamicObject> = Api::all_with(c.clone(), &snapshot_api(namespaced));
                 for o in api.list(&ListParams::default()).await.unwrap() {
                     // A snapshot a backup keeps (`snapshot`,
                     // `keepLocalSnapshots`) is expected, not a leftover.

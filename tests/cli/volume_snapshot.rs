@@ -35,6 +35,20 @@ fn backup(w: &World) -> String {
     out.split_whitespace().next().unwrap().to_string()
 }
 
+/// Restores `backup`, which must fill the claim from the kept `content`
+/// with every file as it was.
+fn restores_from_kept(w: &World, backup: &str, content: &str) {
+    let out = w.restore(backup);
+    assert!(
+        out.contains(&format!(
+            "filled   volume mysql-persistent/mysql: from the kept CSI snapshot \
+             (VolumeSnapshotContent {content})"
+        )),
+        "{out}"
+    );
+    assert_same_files(&w.claim_bound(NS, "mysql"), &w.files);
+}
+
 fn delete_backup(w: &World, backup: &str) -> (i32, String, String) {
     run(
         &[
@@ -145,15 +159,7 @@ fn the_snapshot_method_keeps_a_csi_snapshot_that_restores_byte_for_byte_and_goes
         )),
         "{out}"
     );
-    let out = w.restore(&backup);
-    assert!(
-        out.contains(&format!(
-            "filled   volume mysql-persistent/mysql: from the kept CSI snapshot \
-             (VolumeSnapshotContent {content})"
-        )),
-        "{out}"
-    );
-    assert_same_files(&w.claim_bound(NS, "mysql"), &w.files);
+    restores_from_kept(&w, &backup, &content);
     // The temporary snapshot and content of the restore are gone; the kept
     // content is still the snapshot's only owner, and the snapshot is there.
     w.nothing_left_behind();
@@ -261,15 +267,7 @@ fn keep_local_snapshots_keeps_the_newest_backups_snapshot_which_a_restore_prefer
 
     // In this cluster the restore takes the local snapshot (no mover).
     w.delete_namespace();
-    let out = w.restore(&second);
-    assert!(
-        out.contains(&format!(
-            "filled   volume mysql-persistent/mysql: from the kept CSI snapshot \
-             (VolumeSnapshotContent {content})"
-        )),
-        "{out}"
-    );
-    assert_same_files(&w.claim_bound(NS, "mysql"), &w.files);
+    restores_from_kept(&w, &second, &content);
     w.nothing_left_behind();
 
     // Deleting the backup takes its kept content along, and forgets its

@@ -20,18 +20,17 @@
 //! `Delete` only when it is deleted and no other content holds its handle.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::{
     BACKUP_LABEL, ClaimToFill, Created, KEPT_LABEL, KeptSnapshot, MANAGED_BY, Method, MoverOptions,
-    RESTORE_LABEL, VolumeError, VolumeProgress, VolumeRestoreResult, contents, dynamic,
-    ensure_movers_namespace, gone, hand_over, kube_err, labels, object_name, ready_snapshot,
-    restore_target, snapshots, typed, until, with_cleanup,
+    MoversClaim, PreProvisioned, RESTORE_LABEL, VolumeError, VolumeProgress, VolumeRestoreResult,
+    contents, ensure_movers_namespace, gone, hand_over, kube_err, labels, object_name,
+    restore_target, timed, until,
 };
 
 /// The contents kept by backups: labelled, with [`KEPT_LABEL`].
@@ -208,18 +207,10 @@ pub async fn restore_claim_from_kept(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeRestoreResult, VolumeError> {
-    let started = Instant::now();
-    let (result, problems) =
-        with_cleanup(client, opts, progress, async |created: &mut Created<'_>| {
-            from_kept_steps(client, claim, kept, restore, opts, progress, created).await
-        })
-        .await;
-    for p in problems {
-        tracing::warn!("{p}");
-    }
-    let mut result = result?;
-    result.duration_seconds = started.elapsed().as_secs_f64();
-    Ok(result)
+    timed(client, opts, progress, async |created: &mut Created<'_>| {
+        from_kept_steps(client, claim, kept, restore, opts, progress, created).await
+    })
+    .await
 }
 
 async fn from_kept_steps(
@@ -255,63 +246,25 @@ async fn from_kept_steps(
     // A temporary content of the handle, Retain: deleting it later never
     // deletes the storage snapshot the kept content owns.
     progress(VolumeProgress::Step { step: "snapshot" });
-    let mut content_spec = json!({
-        "driver": kept.driver,
-        "deletionPolicy": "Retain",
-        "source": {"snapshotHandle": kept.handle},
-        "volumeSnapshotClassName": kept.snapshot_class,
-        "volumeSnapshotRef": {"namespace": movers, "name": name},
-    });
-    if let Some(mode) = &kept.volume_mode {
-        content_spec["sourceVolumeMode"] = json!(mode);
+    PreProvisioned {
+        content: &content,
+        snapshot: &name,
+        driver: &kept.driver,
+        handle: &kept.handle,
+        class: &kept.snapshot_class,
+        mode: kept.volume_mode.as_deref(),
+        deletion_policy: "Retain",
+        labels: &lbl,
     }
-    let vsc = dynamic(json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
-        "metadata": {"name": content, "labels": lbl},
-        "spec": content_spec,
-    }))?;
-    contents(client)
-        .create(&PostParams::default(), &vsc)
-        .await
-        .map_err(kube_err(format!("create VolumeSnapshotContent {content}")))?;
-    created.clone_content = Some(content.clone());
-    let vs = dynamic(json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-        "metadata": {"name": name, "namespace": movers, "labels": lbl},
-        "spec": {"volumeSnapshotClassName": kept.snapshot_class,
-                 "source": {"volumeSnapshotContentName": content}},
-    }))?;
-    snapshots(client, movers)
-        .create(&PostParams::default(), &vs)
-        .await
-        .map_err(kube_err(format!("create VolumeSnapshot {movers}/{name}")))?;
-    created.clone_snapshot = Some(name.clone());
-    ready_snapshot(client, movers, &name, opts).await?;
+    .create(client, opts, created)
+    .await?;
 
     // A claim provisioned from it (the CSI driver fills the volume).
     progress(VolumeProgress::Step { step: "provision" });
-    let mut pvc_spec = json!({
-        "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
-        "resources": spec.resources.clone(),
-        "volumeMode": spec.volume_mode.clone().unwrap_or_else(|| "Filesystem".into()),
-        "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
-                       "name": name},
-    });
-    if let Some(sc) = &spec.storage_class_name {
-        pvc_spec["storageClassName"] = json!(sc);
-    }
-    let pvc: PersistentVolumeClaim = typed(json!({
-        "metadata": {"name": name, "namespace": movers, "labels": lbl},
-        "spec": pvc_spec,
-    }))?;
+    MoversClaim::like(&spec, &name, Some(&name), &lbl)
+        .create(client, opts, created)
+        .await?;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), movers);
-    claims
-        .create(&PostParams::default(), &pvc)
-        .await
-        .map_err(kube_err(format!(
-            "create PersistentVolumeClaim {movers}/{name}"
-        )))?;
-    created.pvc = Some(name.clone());
     until(
         &format!("claim {movers}/{name} being provisioned from the kept snapshot"),
         opts.move_timeout,

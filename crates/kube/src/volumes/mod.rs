@@ -885,25 +885,48 @@ pub async fn back_up_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    timed_backup(client, opts, progress, async |created: &mut Created<'_>| {
+    timed(client, opts, progress, async |created: &mut Created<'_>| {
         back_up_steps(client, volume, backup, access, key, opts, progress, created).await
     })
     .await
 }
 
-/// [`with_cleanup`] for a backup: the result carries the whole duration
-/// and, as warnings, what the cleanup could not remove.
-async fn timed_backup(
+/// A result that carries its whole duration and what its cleanup could
+/// not remove.
+trait Timed {
+    fn finished(&mut self, seconds: f64, problems: Vec<String>);
+}
+
+impl Timed for VolumeResult {
+    /// The cleanup's problems become the volume's warnings.
+    fn finished(&mut self, seconds: f64, problems: Vec<String>) {
+        self.duration_seconds = seconds;
+        self.warnings.extend(problems);
+    }
+}
+
+impl Timed for VolumeRestoreResult {
+    /// The cleanup's problems are logged.
+    fn finished(&mut self, seconds: f64, problems: Vec<String>) {
+        self.duration_seconds = seconds;
+        for p in problems {
+            tracing::warn!("{p}");
+        }
+    }
+}
+
+/// [`with_cleanup`], timed: the result carries the whole duration and
+/// what the cleanup could not remove ([`Timed`]).
+async fn timed<T: Timed>(
     client: &kube::Client,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    steps: impl AsyncFnOnce(&mut Created<'_>) -> Result<VolumeResult, VolumeError>,
-) -> Result<VolumeResult, VolumeError> {
+    steps: impl AsyncFnOnce(&mut Created<'_>) -> Result<T, VolumeError>,
+) -> Result<T, VolumeError> {
     let started = Instant::now();
     let (result, problems) = with_cleanup(client, opts, progress, steps).await;
     let mut result = result?;
-    result.duration_seconds = started.elapsed().as_secs_f64();
-    result.warnings.extend(problems);
+    result.finished(started.elapsed().as_secs_f64(), problems);
     Ok(result)
 }
 
@@ -921,6 +944,140 @@ async fn with_cleanup<T>(
     progress(VolumeProgress::Step { step: "cleanup" });
     let problems = created.clean_up().await;
     (result, problems)
+}
+
+/// A VolumeSnapshotContent pre-provisioned from a snapshot handle, bound
+/// to a VolumeSnapshot of the movers' namespace (how the CSI snapshotter
+/// imports an existing snapshot).
+struct PreProvisioned<'a> {
+    content: &'a str,
+    snapshot: &'a str,
+    driver: &'a str,
+    handle: &'a str,
+    class: &'a str,
+    /// `sourceVolumeMode`, when known.
+    mode: Option<&'a str>,
+    deletion_policy: &'a str,
+    labels: &'a BTreeMap<String, String>,
+}
+
+impl PreProvisioned<'_> {
+    /// Creates the content and its VolumeSnapshot (recorded in `created`)
+    /// and waits until the snapshot is ready.
+    async fn create(
+        &self,
+        client: &kube::Client,
+        opts: &MoverOptions,
+        created: &mut Created<'_>,
+    ) -> Result<(), VolumeError> {
+        let movers = opts.namespace.as_str();
+        let (content, snapshot) = (self.content, self.snapshot);
+        let mut spec = json!({
+            "driver": self.driver,
+            "deletionPolicy": self.deletion_policy,
+            "source": {"snapshotHandle": self.handle},
+            "volumeSnapshotClassName": self.class,
+            "volumeSnapshotRef": {"namespace": movers, "name": snapshot},
+        });
+        if let Some(mode) = self.mode {
+            spec["sourceVolumeMode"] = json!(mode);
+        }
+        let c = dynamic(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
+            "metadata": {"name": content, "labels": self.labels},
+            "spec": spec,
+        }))?;
+        contents(client)
+            .create(&PostParams::default(), &c)
+            .await
+            .map_err(kube_err(format!("create VolumeSnapshotContent {content}")))?;
+        created.clone_content = Some(content.to_string());
+        let vs = dynamic(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": snapshot, "namespace": movers, "labels": self.labels},
+            "spec": {"volumeSnapshotClassName": self.class,
+                     "source": {"volumeSnapshotContentName": content}},
+        }))?;
+        snapshots(client, movers)
+            .create(&PostParams::default(), &vs)
+            .await
+            .map_err(kube_err(format!(
+                "create VolumeSnapshot {movers}/{snapshot}"
+            )))?;
+        created.clone_snapshot = Some(snapshot.to_string());
+        ready_snapshot(client, movers, snapshot, opts).await?;
+        Ok(())
+    }
+}
+
+/// A claim in the movers' namespace: a mover's volume, empty or from a
+/// VolumeSnapshot there.
+struct MoversClaim<'a> {
+    name: &'a str,
+    access_modes: Value,
+    resources: Value,
+    block: bool,
+    storage_class: Option<&'a str>,
+    /// A VolumeSnapshot of the movers' namespace to fill it from.
+    from_snapshot: Option<&'a str>,
+    labels: &'a BTreeMap<String, String>,
+}
+
+impl<'a> MoversClaim<'a> {
+    /// A claim of the class, size, access modes and volume mode of `spec`.
+    fn like(
+        spec: &'a k8s_openapi::api::core::v1::PersistentVolumeClaimSpec,
+        name: &'a str,
+        from_snapshot: Option<&'a str>,
+        labels: &'a BTreeMap<String, String>,
+    ) -> Self {
+        MoversClaim {
+            name,
+            access_modes: json!(
+                spec.access_modes
+                    .clone()
+                    .unwrap_or_else(|| vec!["ReadWriteOnce".into()])
+            ),
+            resources: json!(spec.resources),
+            block: spec.volume_mode.as_deref() == Some("Block"),
+            storage_class: spec.storage_class_name.as_deref(),
+            from_snapshot,
+            labels,
+        }
+    }
+
+    /// Creates it (recorded in `created`).
+    async fn create(
+        &self,
+        client: &kube::Client,
+        opts: &MoverOptions,
+        created: &mut Created<'_>,
+    ) -> Result<(), VolumeError> {
+        let (movers, name) = (opts.namespace.as_str(), self.name);
+        let mut spec = json!({
+            "accessModes": self.access_modes,
+            "resources": self.resources,
+            "volumeMode": if self.block { "Block" } else { "Filesystem" },
+        });
+        if let Some(vs) = self.from_snapshot {
+            spec["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": vs});
+        }
+        if let Some(sc) = self.storage_class {
+            spec["storageClassName"] = json!(sc);
+        }
+        let pvc: PersistentVolumeClaim = typed(json!({
+            "metadata": {"name": name, "namespace": movers, "labels": self.labels},
+            "spec": spec,
+        }))?;
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), movers)
+            .create(&PostParams::default(), &pvc)
+            .await
+            .map_err(kube_err(format!(
+                "create PersistentVolumeClaim {movers}/{name}"
+            )))?;
+        created.pvc = Some(name.to_string());
+        Ok(())
+    }
 }
 
 /// A claim's CSI snapshot exposed in the movers' namespace: a
@@ -1004,42 +1161,18 @@ async fn snapshot_and_expose(
             "set VolumeSnapshotContent {content_name} to Retain"
         )))?;
     let clone_content = object_name("lifeboat-c", backup, &v.namespace, &v.pvc);
-    let mut clone_spec = json!({
-        "driver": content.data["spec"]["driver"].as_str().unwrap_or(&v.driver),
-        "deletionPolicy": "Delete",
-        "source": {"snapshotHandle": handle},
-        "volumeSnapshotClassName": v.snapshot_class,
-        "volumeSnapshotRef": {"namespace": movers, "name": snap_name},
-    });
-    if let Some(mode) = content.data["spec"]["sourceVolumeMode"].as_str() {
-        clone_spec["sourceVolumeMode"] = json!(mode);
+    PreProvisioned {
+        content: &clone_content,
+        snapshot: &snap_name,
+        driver: content.data["spec"]["driver"].as_str().unwrap_or(&v.driver),
+        handle: &handle,
+        class: &v.snapshot_class,
+        mode: content.data["spec"]["sourceVolumeMode"].as_str(),
+        deletion_policy: "Delete",
+        labels: &lbl,
     }
-    let c = dynamic(json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
-        "metadata": {"name": clone_content, "labels": lbl},
-        "spec": clone_spec,
-    }))?;
-    contents(client)
-        .create(&PostParams::default(), &c)
-        .await
-        .map_err(kube_err(format!(
-            "create VolumeSnapshotContent {clone_content}"
-        )))?;
-    created.clone_content = Some(clone_content.clone());
-    let clone = dynamic(json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-        "metadata": {"name": snap_name, "namespace": movers, "labels": lbl},
-        "spec": {"volumeSnapshotClassName": v.snapshot_class,
-                 "source": {"volumeSnapshotContentName": clone_content}},
-    }))?;
-    snapshots(client, movers)
-        .create(&PostParams::default(), &clone)
-        .await
-        .map_err(kube_err(format!(
-            "create VolumeSnapshot {movers}/{snap_name}"
-        )))?;
-    created.clone_snapshot = Some(snap_name.clone());
-    ready_snapshot(client, movers, &snap_name, opts).await?;
+    .create(client, opts, created)
+    .await?;
     // The clone is the handle's only Delete owner from here on.
     if let Some((ns, s)) = created.source_snapshot.take() {
         gone(
@@ -1084,7 +1217,6 @@ async fn back_up_steps(
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
     created: &mut Created<'_>,
 ) -> Result<VolumeResult, VolumeError> {
-    let movers = opts.namespace.as_str();
     let lbl = backup_labels(backup, &v.namespace, &v.pvc);
     let Exposed {
         snapshot: snap_name,
@@ -1094,27 +1226,17 @@ async fn back_up_steps(
 
     // 3. A claim from the clone, the work Secret and the mover pod.
     let pvc_name = snap_name.clone();
-    let mut pvc_spec = json!({
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": restore_size}},
-        "volumeMode": if v.block { "Block" } else { "Filesystem" },
-        "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
-                       "name": snap_name},
-    });
-    if let Some(sc) = &v.storage_class {
-        pvc_spec["storageClassName"] = json!(sc);
+    MoversClaim {
+        name: &pvc_name,
+        access_modes: json!(["ReadWriteOnce"]),
+        resources: json!({"requests": {"storage": restore_size}}),
+        block: v.block,
+        storage_class: v.storage_class.as_deref(),
+        from_snapshot: Some(&snap_name),
+        labels: &lbl,
     }
-    let pvc: PersistentVolumeClaim = typed(json!({
-        "metadata": {"name": pvc_name, "namespace": movers, "labels": lbl},
-        "spec": pvc_spec,
-    }))?;
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), movers)
-        .create(&PostParams::default(), &pvc)
-        .await
-        .map_err(kube_err(format!(
-            "create PersistentVolumeClaim {movers}/{pvc_name}"
-        )))?;
-    created.pvc = Some(pvc_name.clone());
+    .create(client, opts, created)
+    .await?;
 
     let work = Work {
         location: access.location.clone(),
@@ -1170,7 +1292,7 @@ pub async fn keep_snapshot(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    timed_backup(client, opts, progress, async |created: &mut Created<'_>| {
+    timed(client, opts, progress, async |created: &mut Created<'_>| {
         let exposed = snapshot_and_expose(client, volume, backup, opts, progress, created).await?;
         created.keep_clone(Method::Snapshot).await?;
         Ok(VolumeResult {
@@ -1217,7 +1339,7 @@ impl MoverBackup {
         })
     }
 
-    /// The volume's result (the duration is set by [`timed_backup`]).
+    /// The volume's result (the duration is set by [`timed`]).
     fn result(
         self,
         (namespace, pvc, pvc_uid): (&str, &str, &str),
@@ -1701,18 +1823,10 @@ pub async fn restore_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeRestoreResult, VolumeError> {
-    let started = Instant::now();
-    let (result, problems) =
-        with_cleanup(client, opts, progress, async |created: &mut Created<'_>| {
-            restore_steps(client, claim, restore, access, key, opts, progress, created).await
-        })
-        .await;
-    for p in problems {
-        tracing::warn!("{p}");
-    }
-    let mut result = result?;
-    result.duration_seconds = started.elapsed().as_secs_f64();
-    Ok(result)
+    timed(client, opts, progress, async |created: &mut Created<'_>| {
+        restore_steps(client, claim, restore, access, key, opts, progress, created).await
+    })
+    .await
 }
 
 /// The claim a restore created for `c`, which it may fill: unbound, with
@@ -1885,26 +1999,9 @@ async fn restore_steps(
     let lbl = labels(RESTORE_LABEL, restore, &[]);
     let name = object_name("lifeboat-r", restore, &c.namespace, &c.pvc);
     let block = spec.volume_mode.as_deref() == Some("Block");
-    let mut pvc_spec = json!({
-        "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
-        "resources": spec.resources.clone(),
-        "volumeMode": if block { "Block" } else { "Filesystem" },
-    });
-    if let Some(sc) = &spec.storage_class_name {
-        pvc_spec["storageClassName"] = json!(sc);
-    }
-    let pvc: PersistentVolumeClaim = typed(json!({
-        "metadata": {"name": name, "namespace": movers, "labels": lbl},
-        "spec": pvc_spec,
-    }))?;
-    let movers_claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), movers);
-    movers_claims
-        .create(&PostParams::default(), &pvc)
-        .await
-        .map_err(kube_err(format!(
-            "create PersistentVolumeClaim {movers}/{name}"
-        )))?;
-    created.pvc = Some(name.clone());
+    MoversClaim::like(&spec, &name, None, &lbl)
+        .create(client, opts, created)
+        .await?;
 
     let work = Work {
         location: access.location.clone(),
