@@ -112,12 +112,8 @@ fn volume_counts(decisions: &[VolumeDecision]) -> String {
 fn volume_how(d: &VolumeDecision) -> String {
     match d.method {
         None => "NOT PROTECTED".into(),
-        Some(m @ VolumeMethod::SnapshotMove) => format!(
+        Some(m @ (VolumeMethod::SnapshotMove | VolumeMethod::Snapshot)) => format!(
             "{m}, class `{}`",
-            d.snapshot_class.as_deref().unwrap_or("?")
-        ),
-        Some(m @ VolumeMethod::Snapshot) => format!(
-            "{m}, class `{}`, kept in the cluster's storage system only (not disaster-proof)",
             d.snapshot_class.as_deref().unwrap_or("?")
         ),
         Some(m @ VolumeMethod::FileSystem) => format!(
