@@ -865,8 +865,15 @@ async fn fill_claims(
                 progress: p,
             })
         };
+        // A kept snapshot cannot fill a WaitForFirstConsumer claim yet:
+        // such a claim with moved data too is filled by a mover instead.
+        let local = claim.local
+            && (claim.snapshot.is_empty()
+                || !volumes::claim_waits_for_first_consumer(client, &claim.namespace, &claim.pvc)
+                    .await
+                    .unwrap_or(true));
         let result = match (&claim.kept, data.keys.get(&claim.source_namespace)) {
-            (Some(kept), _) if claim.local => {
+            (Some(kept), _) if local => {
                 volumes::restore_claim_from_kept(
                     client,
                     claim,
@@ -901,11 +908,11 @@ async fn fill_claims(
             namespace: claim.namespace.clone(),
             pvc: claim.pvc.clone(),
             source_namespace: claim.source_namespace.clone(),
-            snapshot: match (&claim.kept, claim.local) {
+            snapshot: match (&claim.kept, local) {
                 (Some(k), true) => k.content.clone(),
                 _ => claim.snapshot.clone(),
             },
-            from_kept: claim.local && claim.kept.is_some(),
+            from_kept: local && claim.kept.is_some(),
             phase: VolumePhase::Completed,
             bytes: 0,
             files: 0,

@@ -1789,6 +1789,20 @@ impl Placement {
     }
 }
 
+/// Whether the claim `ns/pvc` is of a WaitForFirstConsumer class.
+pub async fn claim_waits_for_first_consumer(
+    client: &kube::Client,
+    ns: &str,
+    pvc: &str,
+) -> Result<bool, VolumeError> {
+    let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .get(pvc)
+        .await
+        .map_err(kube_err(format!("read PersistentVolumeClaim {ns}/{pvc}")))?;
+    let class = claim.spec.and_then(|s| s.storage_class_name);
+    waits_for_first_consumer(client, class.as_deref()).await
+}
+
 /// Whether claims of storage class `class` wait for their first consumer
 /// before a volume is provisioned (`volumeBindingMode: WaitForFirstConsumer`).
 async fn waits_for_first_consumer(
