@@ -12,6 +12,7 @@ use lifeboat_store::{BackupList, Finding, Manifest, SignatureCheck, StoreError, 
 const MANIFEST: &str = "manifest.json";
 
 use crate::context::{self, StoreArgs};
+use crate::kubeclient::KubeArgs;
 
 /// List, show or delete backups in a storage location.
 #[derive(Debug, ClapArgs)]
@@ -62,10 +63,16 @@ pub enum Action {
     /// Delete one backup and forget its volume snapshots (the snapshots
     /// first, then the manifest, so a half-deleted backup is never listed
     /// as complete and no snapshot is left unlisted).
+    ///
+    /// A backup that kept CSI snapshots in its cluster (method `snapshot`,
+    /// `keepLocalSnapshots`) deletes them there first, storage snapshots
+    /// included: that needs the cluster (--kubeconfig).
     Delete {
         backup: String,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        kube: KubeArgs,
         /// Confirm the deletion.
         #[arg(long)]
         yes: bool,
@@ -292,6 +299,19 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                     for (resource, count) in &m.resources {
                         t.push_str(&format!("{resource}  {}\n", count.items));
                     }
+                    if !m.volumes.is_empty() {
+                        t.push_str("\nVOLUME  METHOD  PHASE  DATA\n");
+                        for v in &m.volumes {
+                            t.push_str(&format!(
+                                "{}/{}  {}  {:?}  {}\n",
+                                v.namespace,
+                                v.pvc,
+                                v.method,
+                                v.phase,
+                                volume_data(v)
+                            ));
+                        }
+                    }
                     t
                 }
             };
@@ -305,11 +325,17 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             store,
             format,
         } => verify(backup, policy, &store, format).await,
-        Action::Delete { backup, store, yes } => {
+        Action::Delete {
+            backup,
+            store,
+            kube,
+            yes,
+        } => {
             if !yes {
                 bail!("deleting `{backup}` cannot be undone: pass --yes to confirm");
             }
             let target = context::open(&store).await?;
+            let kept = delete_kept(&target, &backup, &kube).await?;
             let deleted = lifeboat_volume::forget::delete_backup(
                 &target.repository,
                 &target.cluster,
@@ -322,7 +348,15 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 1 => text.push_str(", 1 volume snapshot forgotten"),
                 n => text.push_str(&format!(", {n} volume snapshots forgotten")),
             }
+            match kept.len() {
+                0 => {}
+                1 => text.push_str(", 1 kept snapshot deleted"),
+                n => text.push_str(&format!(", {n} kept snapshots deleted")),
+            }
             text.push_str(")\n");
+            for c in &kept {
+                text.push_str(&format!("  deleted VolumeSnapshotContent {c}\n"));
+            }
             for kept in &deleted.kept {
                 text.push_str(&format!("  kept {kept}\n"));
             }
@@ -330,6 +364,62 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Where a volume's data is, for `backups show`.
+fn volume_data(v: &lifeboat_store::VolumeEntry) -> String {
+    let mut parts = Vec::new();
+    if let Some(id) = &v.snapshot {
+        parts.push(format!("restic snapshot {}", id.get(..8).unwrap_or(id)));
+    }
+    if let Some(k) = &v.kept {
+        parts.push(format!(
+            "kept in the cluster as VolumeSnapshotContent {} (not disaster-proof)",
+            k.content
+        ));
+    }
+    if let Some(e) = &v.error {
+        parts.push(e.clone());
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Deletes the CSI snapshots `backup` kept in its cluster when its
+/// manifest (or, unfinished, its operation record) lists any; the cluster
+/// must then be reachable, else nothing is deleted. Returns the contents.
+async fn delete_kept(
+    target: &context::Target,
+    backup: &str,
+    kube: &KubeArgs,
+) -> anyhow::Result<Vec<String>> {
+    let volumes = match target.repository.open_backup(&target.cluster, backup).await {
+        Ok(reader) => reader.volumes().to_vec(),
+        Err(_) => target
+            .repository
+            .read_operation(&target.cluster, backup)
+            .await
+            .ok()
+            .flatten()
+            .map(|op| op.volumes)
+            .unwrap_or_default(),
+    };
+    if !volumes.iter().any(|v| v.kept.is_some()) {
+        return Ok(Vec::new());
+    }
+    let client = kube.client().await.with_context(|| {
+        format!(
+            "`{backup}` kept CSI snapshots in cluster `{}`; deleting it deletes them there, \
+             so lifeboat needs that cluster: pass --kubeconfig FILE",
+            target.cluster
+        )
+    })?;
+    lifeboat_kube::volumes::delete_kept(&client, backup)
+        .await
+        .with_context(|| format!("cannot delete the snapshots `{backup}` kept in the cluster"))
 }
 
 /// `lifeboat backups verify`: one backup, or all of a cluster's.
@@ -432,6 +522,17 @@ fn verify_text(reports: &[Verification], cluster: &str, location: &str, identity
                 r.backup,
                 size(r.stored_bytes)
             ));
+            for f in r
+                .findings
+                .iter()
+                .filter(|f| f.check == lifeboat_volume::verify::KEPT_CHECK)
+            {
+                out.push_str(&format!(
+                    "  kept snapshot of {}: {}\n",
+                    f.subject.trim_start_matches("volumes/"),
+                    f.detail.as_deref().unwrap_or_default()
+                ));
+            }
         } else {
             out.push_str(&format!(
                 "{}: DAMAGED: {}\n",

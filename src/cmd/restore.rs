@@ -376,6 +376,10 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                     v.pvc,
                     match &v.error {
                         Some(e) => e.clone(),
+                        None if v.from_kept => format!(
+                            "from the kept CSI snapshot (VolumeSnapshotContent {})",
+                            v.snapshot
+                        ),
                         None => format!(
                             "{} files, {} bytes from snapshot {}{}",
                             v.files,

@@ -134,16 +134,29 @@ pub fn show(reporter: &Reporter) -> impl Fn(VolumeEvent<'_>) + Send + Sync + use
             namespace,
             pvc,
             result: r,
-        } => reporter.line(
-            &format!(
-                "volume {namespace}/{pvc}: snapshot {} ({} files, {} bytes, {} new)",
-                r.snapshot.get(..8).unwrap_or(&r.snapshot),
-                r.files,
-                r.bytes,
-                r.new_bytes
-            ),
-            r.bytes,
-        ),
+        } => {
+            let kept = r.kept.as_ref().map(|k| {
+                format!(
+                    "kept in the cluster as VolumeSnapshotContent {} (not disaster-proof: it \
+                     lives in the cluster's storage system)",
+                    k.content
+                )
+            });
+            let line = match kept {
+                Some(kept) if r.snapshot.is_empty() => {
+                    format!("volume {namespace}/{pvc}: {kept}")
+                }
+                kept => format!(
+                    "volume {namespace}/{pvc}: snapshot {} ({} files, {} bytes, {} new){}",
+                    r.snapshot.get(..8).unwrap_or(&r.snapshot),
+                    r.files,
+                    r.bytes,
+                    r.new_bytes,
+                    kept.map(|k| format!("; {k}")).unwrap_or_default()
+                ),
+            };
+            reporter.line(&line, r.bytes)
+        }
         VolumeEvent::TakenOver {
             namespace,
             pvc,

@@ -521,10 +521,21 @@ impl Executor {
         executed
     }
 
-    /// Deletes a backup and forgets its volume snapshots (as `lifeboat
-    /// backups delete` does); one that is already gone counts as deleted.
+    /// Deletes a backup, the snapshots it kept in this cluster and its
+    /// volume snapshots (as `lifeboat backups delete` does); one that is
+    /// already gone counts as deleted. Kept snapshots first: an interrupted
+    /// deletion leaves a backup the next prune finishes, never a kept
+    /// snapshot nobody lists.
     async fn delete(&self, location: &str, cluster: &str, backup: &str) -> anyhow::Result<u64> {
         let repository = self.writable(location)?;
+        if cluster == self.cluster {
+            for c in lifeboat_kube::volumes::delete_kept(&self.client, backup).await? {
+                tracing::info!(
+                    backup,
+                    "deleted the kept snapshot VolumeSnapshotContent {c}"
+                );
+            }
+        }
         match lifeboat_volume::forget::delete_backup(repository, cluster, backup).await {
             Ok(deleted) => {
                 for s in &deleted.snapshots {

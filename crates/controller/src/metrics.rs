@@ -475,6 +475,7 @@ mod tests {
             node: None,
             file: None,
             error: None,
+            kept: None,
         }
     }
 

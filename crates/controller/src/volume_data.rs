@@ -141,10 +141,25 @@ fn entry(
         node: None,
         file: None,
         error,
+        kept: None,
     }
 }
 
-/// The mover settings `base` with the timeouts of `policy`'s `volumes`.
+/// The entry of a volume backed up as `r` says.
+fn completed(d: &VolumeDecision, method: VolumeMethod, r: &VolumeResult) -> VolumeEntry {
+    let mut e = entry(d, method, VolumePhase::Completed, None);
+    e.snapshot = (!r.snapshot.is_empty()).then(|| r.snapshot.clone());
+    e.bytes = r.bytes;
+    e.new_bytes = r.new_bytes;
+    e.files = r.files;
+    e.duration_ms = (r.duration_seconds * 1000.0) as u64;
+    e.node = r.node.clone();
+    e.kept = r.kept.clone();
+    e
+}
+
+/// The mover settings `base` with the timeouts of `policy`'s `volumes`,
+/// and `snapshotMove` keeping its snapshot under `keepLocalSnapshots`.
 pub fn policy_movers(base: &MoverOptions, policy: &BackupPolicy) -> MoverOptions {
     let timeouts = policy
         .spec
@@ -155,7 +170,43 @@ pub fn policy_movers(base: &MoverOptions, policy: &BackupPolicy) -> MoverOptions
     MoverOptions {
         snapshot_timeout: Duration::from_secs(timeouts.snapshot_ready.as_secs()),
         move_timeout: Duration::from_secs(timeouts.move_data.as_secs()),
+        keep_snapshot: keep_local_snapshots(policy) > 0,
         ..base.clone()
+    }
+}
+
+/// The policy's `volumes.keepLocalSnapshots` (0 without `volumes`).
+fn keep_local_snapshots(policy: &BackupPolicy) -> u32 {
+    policy
+        .spec
+        .volumes
+        .as_ref()
+        .map_or(0, |v| v.keep_local_snapshots)
+}
+
+/// `keepLocalSnapshots: N` after a backup of `policy`: the local snapshots
+/// of the newest N backups of the policy that kept any stay in the
+/// cluster, older ones are deleted with their storage snapshots (the
+/// backups themselves and their moved data stay). With N = 0 (or without
+/// `volumes`) every local snapshot of the policy goes. Failures are
+/// logged: they never fail the backup.
+async fn thin_local_snapshots(client: &kube::Client, policy: &BackupPolicy) {
+    let name = policy.metadata.name.as_str();
+    let keep = keep_local_snapshots(policy) as usize;
+    match volumes::thin_local_snapshots(client, |b| is_backup_of(name, b), keep).await {
+        Ok(deleted) => {
+            for c in deleted {
+                tracing::info!(
+                    policy = name,
+                    "deleted the local snapshot VolumeSnapshotContent {c}: older than the \
+                     newest {keep} (keepLocalSnapshots)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            policy = name,
+            "cannot delete local snapshots beyond keepLocalSnapshots: {e}"
+        ),
     }
 }
 
@@ -325,14 +376,9 @@ pub async fn back_up(
                     pvc,
                     result: &r,
                 });
-                let mut e = entry(d, method, VolumePhase::Completed, None);
-                e.snapshot = Some(r.snapshot.clone());
-                e.bytes = r.bytes;
-                e.new_bytes = r.new_bytes;
-                e.files = r.files;
-                e.duration_ms = (r.duration_seconds * 1000.0) as u64;
-                e.node = r.node.clone();
-                writer.add_volume(e, &serde_json::to_value(&r)?).await?;
+                writer
+                    .add_volume(completed(d, method, &r), &serde_json::to_value(&r)?)
+                    .await?;
             }
             Err(reason) => {
                 events(VolumeEvent::Failed {
@@ -349,6 +395,7 @@ pub async fn back_up(
             }
         }
     }
+    thin_local_snapshots(client, policy).await;
     Ok(())
 }
 
@@ -375,12 +422,9 @@ async fn back_up_claim(
     let mover_method = match method {
         VolumeMethod::SnapshotMove => volumes::Method::SnapshotMove,
         VolumeMethod::FileSystem => volumes::Method::FileSystem,
-        VolumeMethod::Snapshot | VolumeMethod::Skip => {
-            return Err(format!(
-                "`{method}` ({}) is not carried out by this version of lifeboat; \
-                 use `snapshotMove` or `skip` for this claim",
-                d.decided_by
-            ));
+        VolumeMethod::Snapshot => volumes::Method::Snapshot,
+        VolumeMethod::Skip => {
+            return Err(format!("`skip` ({}) backs up nothing", d.decided_by));
         }
     };
     if resuming {
@@ -397,6 +441,19 @@ async fn back_up_claim(
         {
             return Ok(r);
         }
+    }
+    if mover_method == volumes::Method::Snapshot {
+        // Kept in the storage system: no repository, no key, no mover.
+        let v = ChosenVolume::snapshot_move(client, d)
+            .await
+            .map_err(|e| e.to_string())?;
+        let v = ChosenVolume {
+            method: volumes::Method::Snapshot,
+            ..v
+        };
+        return volumes::keep_snapshot(client, &v, backup, opts, progress)
+            .await
+            .map_err(|e| e.to_string());
     }
     if keys.prepared.is_none() {
         keys.prepared = Some(
@@ -428,6 +485,9 @@ async fn back_up_claim(
             Ok(v) => volumes::back_up_claim(client, &v, backup, access, key, opts, progress).await,
             Err(e) => Err(e),
         },
+        volumes::Method::Snapshot => Err(volumes::VolumeError::Invalid(
+            "a `snapshot` volume has no mover".into(),
+        )),
     };
     done.map_err(|e| e.to_string())
 }
@@ -573,10 +633,24 @@ pub async fn for_restore(
         .filter(|v| v.phase == VolumePhase::Completed)
         .filter_map(|v| Some((v.namespace.clone(), v.snapshot.clone()?)))
         .collect();
-    if namespaces.is_empty() {
+    let kept = reader
+        .volumes()
+        .iter()
+        .any(|v| v.phase == VolumePhase::Completed && v.kept.is_some());
+    if namespaces.is_empty() && !kept {
         return Ok(None);
     }
-    let access = access(from.config, from.location_name, from.cluster)?;
+    // Only kept snapshots: no mover will run, so the location need not be
+    // one a mover can reach.
+    let access = match access(from.config, from.location_name, from.cluster) {
+        Ok(a) => a,
+        Err(_) if namespaces.is_empty() => MoverAccess {
+            location: WorkLocation::from_config(from.config),
+            location_name: from.location_name.into(),
+            cluster: from.cluster.into(),
+        },
+        Err(e) => return Err(e),
+    };
     let mut keys = BTreeMap::new();
     // Without identities the encrypted archive cannot be read either: the
     // restore fails (and is recorded) before any claim would be filled.

@@ -242,6 +242,29 @@ impl std::fmt::Display for DecidedBy {
 
 // ---------------------------------------------------------------- deciding
 
+/// The status line for claims whose data only a snapshot kept in the
+/// cluster's storage system holds (method `snapshot`): it does not survive
+/// losing that storage. `None` when there are none.
+pub fn not_disaster_proof(decisions: &[VolumeDecision]) -> Option<String> {
+    let kept: Vec<String> = decisions
+        .iter()
+        .filter(|d| d.method == Some(VolumeMethod::Snapshot))
+        .map(|d| format!("{}/{}", d.namespace, d.pvc))
+        .collect();
+    (!kept.is_empty()).then(|| {
+        format!(
+            "not disaster-proof: `snapshot` keeps the data of {} only in the cluster's storage \
+             system ({}); use `snapshotMove` for data that must survive losing the cluster",
+            if kept.len() == 1 {
+                "1 claim".to_string()
+            } else {
+                format!("{} claims", kept.len())
+            },
+            kept.join(", ")
+        )
+    })
+}
+
 /// Decides, for every bound claim `policy` selects in `inventory`, how its
 /// data is protected. `has_recipients`: whether the policy's location has
 /// encryption recipients. Sorted by namespace and claim name. Fails only

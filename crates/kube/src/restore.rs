@@ -54,7 +54,9 @@ use crate::openshift;
 use crate::order;
 use crate::select::Selection;
 use crate::transform::Transform;
-use crate::volumes::{self, ClaimToFill, MoverAccess, MoverOptions, RepoKey, VolumeProgress};
+use crate::volumes::{
+    self, ClaimToFill, KeptSnapshot, MoverAccess, MoverOptions, RepoKey, VolumeProgress,
+};
 
 /// Attempts per write (the first try included) on transient failures.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -228,6 +230,8 @@ pub enum RestoreError {
          and the credentials may list API groups"
     )]
     Discovery(#[source] kube::Error),
+    #[error("cannot find the backup's kept snapshots in the target cluster: {0}")]
+    KeptSnapshots(#[source] volumes::VolumeError),
 }
 
 /// One object to write.
@@ -329,16 +333,30 @@ pub async fn restore(
         objects: report.objects,
     });
     let denied = denied_set(&opts.denied_namespaces)?;
-    // Claims whose data the backup carries: (source namespace, claim) → snapshot.
-    let with_data: BTreeMap<(String, String), String> = match &opts.volume_data {
-        Some(_) => reader
-            .volumes()
-            .iter()
-            .filter(|v| v.phase == VolumePhase::Completed)
-            .filter_map(|v| Some(((v.namespace.clone(), v.pvc.clone()), v.snapshot.clone()?)))
-            .collect(),
-        None => BTreeMap::new(),
-    };
+    // Claims whose data the backup carries: (source namespace, claim) →
+    // where it is (see `data_source`).
+    let mut with_data: BTreeMap<(String, String), DataSource> = BTreeMap::new();
+    if opts.volume_data.is_some() {
+        for v in reader.volumes() {
+            if v.phase != VolumePhase::Completed || (v.snapshot.is_none() && v.kept.is_none()) {
+                continue;
+            }
+            let local = match &v.kept {
+                Some(k) => volumes::kept_available(client, k)
+                    .await
+                    .map_err(RestoreError::KeptSnapshots)?,
+                None => false,
+            };
+            with_data.insert(
+                (v.namespace.clone(), v.pvc.clone()),
+                DataSource {
+                    snapshot: v.snapshot.clone().unwrap_or_default(),
+                    kept: v.kept.clone(),
+                    local,
+                },
+            );
+        }
+    }
     let mut to_fill: Vec<ClaimToFill> = Vec::new();
 
     // Read, select, skip, transform.
@@ -400,20 +418,19 @@ pub async fn restore(
         if entry.group.is_empty()
             && entry.resource == "persistentvolumeclaims"
             && let (Some(ns), Some(data)) = (entry.namespace.as_deref(), &opts.volume_data)
-            && let Some(snapshot) = with_data.get(&(ns.to_string(), entry.name.clone()))
+            && let Some(source) = with_data.get(&(ns.to_string(), entry.name.clone()))
         {
             let target = opts.transform.namespace(ns).to_string();
             fresh_claim(&mut obj, &data.restore, &target, &entry.name);
-            changes.push(format!(
-                "a fresh volume, filled from volume snapshot {}",
-                snapshot.get(..8).unwrap_or(snapshot)
-            ));
+            changes.push(source.describe());
             to_fill.push(ClaimToFill {
                 namespace: target,
                 pvc: entry.name.clone(),
                 source_namespace: ns.to_string(),
                 source_pvc: entry.name.clone(),
-                snapshot: snapshot.clone(),
+                snapshot: source.snapshot.clone(),
+                kept: source.kept.clone(),
+                local: source.local,
                 placement: None,
             });
         }
@@ -731,6 +748,48 @@ pub async fn restore(
     })
 }
 
+/// Where the data of a claim of the backup is.
+#[derive(Debug, Clone)]
+struct DataSource {
+    /// The restic snapshot id (empty: the backup copied no data).
+    snapshot: String,
+    /// The CSI snapshot the backup kept in its cluster.
+    kept: Option<KeptSnapshot>,
+    /// `kept` is in this cluster: the claim is filled from it (faster than
+    /// a mover reading the repository), else from `snapshot`.
+    local: bool,
+}
+
+impl DataSource {
+    /// What the restore does for the claim, as its plan line says.
+    fn describe(&self) -> String {
+        match (&self.kept, self.local) {
+            (Some(k), true) => format!(
+                "a fresh volume, from the kept CSI snapshot (VolumeSnapshotContent {})",
+                k.content
+            ),
+            _ if !self.snapshot.is_empty() => format!(
+                "a fresh volume, filled from volume snapshot {}",
+                self.snapshot.get(..8).unwrap_or(&self.snapshot)
+            ),
+            (kept, _) => format!(
+                "NOT restorable here: {}",
+                not_here(kept.as_ref().map_or("", |k| k.content.as_str()))
+            ),
+        }
+    }
+}
+
+/// Why a `snapshot` volume cannot be restored in this cluster.
+fn not_here(content: &str) -> String {
+    format!(
+        "its data is a `snapshot` (method snapshot): a CSI snapshot kept in the storage system \
+         of the cluster it was backed up in (VolumeSnapshotContent {content}), which this cluster \
+         does not have; a `snapshot` backup restores only into that cluster and its storage — \
+         protect the claim by `snapshotMove` to restore it anywhere"
+    )
+}
+
 /// Makes a restored claim ask for a fresh volume that only the restore's
 /// filled volume matches: no `volumeName`, no provisioning annotations, no
 /// data source, and a selector no other volume carries (provisioners
@@ -841,8 +900,29 @@ async fn fill_claims(
                 progress: p,
             })
         };
-        let result = match data.keys.get(&claim.source_namespace) {
-            Some(key) => {
+        // A kept snapshot cannot fill a WaitForFirstConsumer claim yet:
+        // such a claim with moved data too is filled by a mover instead.
+        let local = claim.local
+            && (claim.snapshot.is_empty()
+                || !volumes::claim_waits_for_first_consumer(client, &claim.namespace, &claim.pvc)
+                    .await
+                    .unwrap_or(true));
+        let result = match (&claim.kept, data.keys.get(&claim.source_namespace)) {
+            (Some(kept), _) if local => {
+                volumes::restore_claim_from_kept(
+                    client,
+                    claim,
+                    kept,
+                    &data.restore,
+                    &data.movers,
+                    &report,
+                )
+                .await
+            }
+            _ if claim.snapshot.is_empty() => Err(volumes::VolumeError::Invalid(not_here(
+                claim.kept.as_ref().map_or("", |k| k.content.as_str()),
+            ))),
+            (_, Some(key)) => {
                 volumes::restore_claim(
                     client,
                     claim,
@@ -854,7 +934,7 @@ async fn fill_claims(
                 )
                 .await
             }
-            None => Err(volumes::VolumeError::Invalid(format!(
+            (_, None) => Err(volumes::VolumeError::Invalid(format!(
                 "no key for the volume repository of namespace {}",
                 claim.source_namespace
             ))),
@@ -863,7 +943,11 @@ async fn fill_claims(
             namespace: claim.namespace.clone(),
             pvc: claim.pvc.clone(),
             source_namespace: claim.source_namespace.clone(),
-            snapshot: claim.snapshot.clone(),
+            snapshot: match (&claim.kept, local) {
+                (Some(k), true) => k.content.clone(),
+                _ => claim.snapshot.clone(),
+            },
+            from_kept: local && claim.kept.is_some(),
             phase: VolumePhase::Completed,
             bytes: 0,
             files: 0,

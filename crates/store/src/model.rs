@@ -203,6 +203,32 @@ pub struct VolumeEntry {
     /// Why the volume failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The CSI snapshot kept in the cluster's storage system: the data of a
+    /// `snapshot` volume, or the local copy of a `snapshotMove` one under
+    /// `keepLocalSnapshots`. It does not survive losing that storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<KeptSnapshot>,
+}
+
+/// A CSI snapshot a backup keeps in the cluster: a cluster-scoped
+/// VolumeSnapshotContent on `deletionPolicy: Retain`, labelled with the
+/// backup, with no VolumeSnapshot bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptSnapshot {
+    /// The VolumeSnapshotContent's name.
+    pub content: String,
+    /// The storage system's snapshot handle.
+    pub handle: String,
+    /// The CSI driver.
+    pub driver: String,
+    /// The size a volume restored from it needs (a quantity).
+    pub restore_size: String,
+    /// The VolumeSnapshotClass it was taken with.
+    pub snapshot_class: String,
+    /// `Filesystem` or `Block`, when the driver says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<String>,
 }
 
 /// `operation.json`: the record of a backup while it is written, so that
@@ -487,7 +513,12 @@ pub struct RestoredVolume {
     pub pvc: String,
     /// Where its data came from.
     pub source_namespace: String,
+    /// The restic snapshot id, or the kept VolumeSnapshotContent's name
+    /// when `fromKept`.
     pub snapshot: String,
+    /// Filled from the CSI snapshot the backup kept in this cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_kept: bool,
     pub phase: VolumePhase,
     #[serde(default)]
     pub bytes: u64,

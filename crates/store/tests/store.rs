@@ -1636,6 +1636,7 @@ fn volume(ns: &str, pvc: &str, snapshot: Option<&str>) -> lifeboat_store::Volume
         node: Some("node-1".into()),
         file: None,
         error: snapshot.is_none().then(|| "the mover failed".to_string()),
+        kept: None,
     }
 }
 

@@ -17,6 +17,8 @@ use crate::repo::{generation_holding, missing_snapshot, snapshot_path};
 
 /// The check's name in findings and logs.
 pub const CHECK: &str = "volume-snapshots";
+/// The finding that lists a CSI snapshot a backup kept in its cluster.
+pub const KEPT_CHECK: &str = "kept-snapshot";
 
 /// Checks a backup's volume snapshots in `location`, the storage location
 /// the backup is in (volume repositories live beside the backups).
@@ -38,10 +40,23 @@ impl SnapshotsCheck {
         let cluster = backup.manifest().cluster.clone();
         for v in backup.volumes() {
             let subject = format!("volumes/{}/{}", v.namespace, v.pvc);
+            if let Some(k) = &v.kept {
+                // In the cluster's storage system, not in the location:
+                // listed, not checked from here.
+                out.push(Finding {
+                    detail: Some(format!(
+                        "VolumeSnapshotContent {} (method {}), in cluster `{cluster}`; not \
+                         checked from the location",
+                        k.content, v.method
+                    )),
+                    ..Finding::ok(&subject, KEPT_CHECK)
+                });
+            }
             let Some(id) = v.snapshot.as_deref() else {
                 // A failed or skipped volume has no data to check; the
-                // manifest already says why.
-                if v.phase == VolumePhase::Completed {
+                // manifest already says why. A `snapshot` volume's data is
+                // its kept snapshot.
+                if v.phase == VolumePhase::Completed && v.kept.is_none() {
                     out.push(Finding::damaged(
                         &subject,
                         CHECK,

@@ -1044,6 +1044,12 @@ impl<'a> Planner<'a> {
                 }
             }
         });
+        if let Some(line) = volumes
+            .as_deref()
+            .and_then(crate::volumes::not_disaster_proof)
+        {
+            problems.push(line);
+        }
         let rpo = spec.objectives.rpo;
         let rpo_status = match (rpo, last_success) {
             (None, _) => RpoStatus::NotSet,

@@ -271,6 +271,16 @@ fn snapshot_keeps_data_in_the_cluster_and_says_so() {
             .unwrap()
             .starts_with("`snapshot` cannot protect it: its volume `pv-files` is not a CSI volume")
     );
+    // The status says so for the policy, naming the claims.
+    assert_eq!(
+        crate::volumes::not_disaster_proof(&ds).as_deref(),
+        Some(
+            "not disaster-proof: `snapshot` keeps the data of 1 claim only in the cluster's \
+             storage system (shop/data); use `snapshotMove` for data that must survive losing \
+             the cluster"
+        )
+    );
+    assert_eq!(crate::volumes::not_disaster_proof(&ds[1..]), None);
 }
 
 #[rstest]

@@ -38,7 +38,7 @@ use serde_json::json;
 use super::{
     Created, DataKind, Method, Mover, MoverAccess, MoverBackup, MoverOptions, PodVolumeRef,
     RepoKey, VolumeError, VolumeProgress, VolumeResult, WORK_DIR, Work, backup_labels, kube_err,
-    object_name, timed_backup, typed,
+    object_name, timed, typed,
 };
 
 /// The kubelet's pods directory on a node (its default `--root-dir`).
@@ -98,15 +98,9 @@ pub async fn back_up_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    timed_backup(
-        client,
-        opts,
-        progress,
-        |_| false,
-        async |created: &mut Created<'_>| {
-            back_up_steps(client, volume, backup, access, key, opts, progress, created).await
-        },
-    )
+    timed(client, opts, progress, async |created: &mut Created<'_>| {
+        back_up_steps(client, volume, backup, access, key, opts, progress, created).await
+    })
     .await
 }
 

@@ -27,7 +27,10 @@
 //! returns an error saying what went wrong.
 
 pub mod filesystem;
+mod kept;
 mod work;
+
+pub use kept::{delete_kept, kept_available, restore_claim_from_kept, thin_local_snapshots};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -46,6 +49,7 @@ use sha2::{Digest, Sha256};
 pub use work::{DataKind, PodVolumeRef, Work, WorkCredentials, WorkLocation};
 
 use lifeboat_core::volumes::{VolumeDecision, VolumeMode};
+pub use lifeboat_store::KeptSnapshot;
 
 /// The namespace mover pods run in.
 pub const MOVERS_NAMESPACE: &str = "lifeboat-movers";
@@ -59,6 +63,10 @@ pub const CLAIM_LABEL: &str = "lifeboat.dev/claim";
 /// Label on the PV a restore fills, matched by the target claim's selector
 /// until the volume is handed over.
 pub const RESTORE_VOLUME_LABEL: &str = "lifeboat.dev/restore-volume";
+/// On a VolumeSnapshotContent a backup keeps (Retain): the method that
+/// kept it, `snapshot` (the volume's only data) or `snapshotMove` (a local
+/// copy under `keepLocalSnapshots`).
+pub const KEPT_LABEL: &str = "lifeboat.dev/kept";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "lifeboat");
 /// The mover image by default (lifeboat's own, this version).
 pub const DEFAULT_IMAGE: &str =
@@ -80,6 +88,8 @@ pub enum Method {
     /// A mover on the node of a pod that mounts the claim reads the mounted
     /// volume into the location's repository.
     FileSystem,
+    /// A CSI snapshot kept in the storage system; nothing is copied.
+    Snapshot,
 }
 
 impl std::fmt::Display for Method {
@@ -87,6 +97,7 @@ impl std::fmt::Display for Method {
         f.write_str(match self {
             Method::SnapshotMove => "snapshotMove",
             Method::FileSystem => "fileSystem",
+            Method::Snapshot => "snapshot",
         })
     }
 }
@@ -181,7 +192,8 @@ pub struct VolumeResult {
     pub pvc: String,
     pub pvc_uid: String,
     pub method: Method,
-    /// The restic snapshot id.
+    /// The restic snapshot id (empty for `snapshot`: nothing is copied).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub snapshot: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
@@ -196,6 +208,9 @@ pub struct VolumeResult {
     pub node: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The CSI snapshot kept in the cluster (`snapshot`, `keepLocalSnapshots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<KeptSnapshot>,
 }
 
 /// The result of one volume's restore.
@@ -392,6 +407,10 @@ pub async fn take_over(
             && labels.get(CLAIM_LABEL) == Some(&id)
     })
     .await?;
+    if result.is_none() {
+        // Starting over: what the interrupted run kept for the claim goes.
+        kept::delete_kept_of_claim(client, claim.backup, &id).await?;
+    }
     Ok(result)
 }
 
@@ -472,8 +491,29 @@ impl<'a> Created<'a> {
         }
     }
 
+    /// Keeps the exposed clone content as a kept snapshot: Retain and the
+    /// [`KEPT_LABEL`] (`method`), so that deleting its VolumeSnapshot in
+    /// the cleanup leaves it — and the storage snapshot — in place, with no
+    /// namespaced VolumeSnapshot that could take it along. It is no longer
+    /// this operation's to remove.
+    async fn keep_clone(&mut self, method: Method) -> Result<(), VolumeError> {
+        let Some(c) = self.clone_content.clone() else {
+            return Err(VolumeError::Invalid(
+                "no exposed snapshot to keep".to_string(),
+            ));
+        };
+        let patch = json!({"metadata": {"labels": {KEPT_LABEL: method.to_string()}},
+                           "spec": {"deletionPolicy": "Retain"}});
+        contents(self.client)
+            .patch(&c, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(format!("keep VolumeSnapshotContent {c} (Retain)")))?;
+        self.clone_content = None;
+        Ok(())
+    }
+
     /// Deletes what is left; returns what could not be deleted.
-    async fn clean_up(&mut self, keep_snapshot: bool) -> Vec<String> {
+    async fn clean_up(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         let now = DeleteParams {
             grace_period_seconds: Some(0),
@@ -497,19 +537,6 @@ impl<'a> Created<'a> {
             let api: Api<PersistentVolumeClaim> =
                 Api::namespaced(self.client.clone(), &self.movers);
             note(format!("PVC {p}"), gone(api.delete(&p, &dp).await));
-        }
-        if keep_snapshot && let Some(c) = &self.clone_content {
-            // The kept snapshot is the clone content alone: Retain, labelled,
-            // no namespaced VolumeSnapshot that could take it along.
-            let patch = json!({"spec": {"deletionPolicy": "Retain"}});
-            note(
-                format!("(keep) VolumeSnapshotContent {c}"),
-                contents(self.client)
-                    .patch(c, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map(|_| ()),
-            );
-            self.clone_content = None;
         }
         if let Some(s) = self.clone_snapshot.take() {
             let api = snapshots(self.client, &self.movers);
@@ -858,68 +885,228 @@ pub async fn back_up_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    timed_backup(
-        client,
-        opts,
-        progress,
-        |ok| ok && opts.keep_snapshot,
-        async |created: &mut Created<'_>| {
-            back_up_steps(client, volume, backup, access, key, opts, progress, created).await
-        },
-    )
+    timed(client, opts, progress, async |created: &mut Created<'_>| {
+        back_up_steps(client, volume, backup, access, key, opts, progress, created).await
+    })
     .await
 }
 
-/// [`with_cleanup`] for a backup: the result carries the whole duration
-/// and, as warnings, what the cleanup could not remove.
-async fn timed_backup(
+/// A result that carries its whole duration and what its cleanup could
+/// not remove.
+trait Timed {
+    fn finished(&mut self, seconds: f64, problems: Vec<String>);
+}
+
+impl Timed for VolumeResult {
+    /// The cleanup's problems become the volume's warnings.
+    fn finished(&mut self, seconds: f64, problems: Vec<String>) {
+        self.duration_seconds = seconds;
+        self.warnings.extend(problems);
+    }
+}
+
+impl Timed for VolumeRestoreResult {
+    /// The cleanup's problems are logged.
+    fn finished(&mut self, seconds: f64, problems: Vec<String>) {
+        self.duration_seconds = seconds;
+        for p in problems {
+            tracing::warn!("{p}");
+        }
+    }
+}
+
+/// [`with_cleanup`], timed: the result carries the whole duration and
+/// what the cleanup could not remove ([`Timed`]).
+async fn timed<T: Timed>(
     client: &kube::Client,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    keep: impl FnOnce(bool) -> bool,
-    steps: impl AsyncFnOnce(&mut Created<'_>) -> Result<VolumeResult, VolumeError>,
-) -> Result<VolumeResult, VolumeError> {
+    steps: impl AsyncFnOnce(&mut Created<'_>) -> Result<T, VolumeError>,
+) -> Result<T, VolumeError> {
     let started = Instant::now();
-    let (result, problems) = with_cleanup(client, opts, progress, keep, steps).await;
+    let (result, problems) = with_cleanup(client, opts, progress, steps).await;
     let mut result = result?;
-    result.duration_seconds = started.elapsed().as_secs_f64();
-    result.warnings.extend(problems);
+    result.finished(started.elapsed().as_secs_f64(), problems);
     Ok(result)
 }
 
-/// Runs `steps` with a record of what they create, then removes it all
-/// (keeping the snapshot when `keep(succeeded)` says so). Returns the steps'
-/// result and the problems the cleanup met.
+/// Runs `steps` with a record of what they create, then removes what is
+/// left of it (a snapshot the steps kept is no longer in the record).
+/// Returns the steps' result and the problems the cleanup met.
 async fn with_cleanup<T>(
     client: &kube::Client,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    keep: impl FnOnce(bool) -> bool,
     steps: impl AsyncFnOnce(&mut Created<'_>) -> Result<T, VolumeError>,
 ) -> (Result<T, VolumeError>, Vec<String>) {
     let mut created = Created::new(client, &opts.namespace);
     let result = steps(&mut created).await;
     progress(VolumeProgress::Step { step: "cleanup" });
-    let problems = created.clean_up(keep(result.is_ok())).await;
+    let problems = created.clean_up().await;
     (result, problems)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn back_up_steps(
+/// A VolumeSnapshotContent pre-provisioned from a snapshot handle, bound
+/// to a VolumeSnapshot of the movers' namespace (how the CSI snapshotter
+/// imports an existing snapshot).
+struct PreProvisioned<'a> {
+    content: &'a str,
+    snapshot: &'a str,
+    driver: &'a str,
+    handle: &'a str,
+    class: &'a str,
+    /// `sourceVolumeMode`, when known.
+    mode: Option<&'a str>,
+    deletion_policy: &'a str,
+    labels: &'a BTreeMap<String, String>,
+}
+
+impl PreProvisioned<'_> {
+    /// Creates the content and its VolumeSnapshot (recorded in `created`)
+    /// and waits until the snapshot is ready.
+    async fn create(
+        &self,
+        client: &kube::Client,
+        opts: &MoverOptions,
+        created: &mut Created<'_>,
+    ) -> Result<(), VolumeError> {
+        let movers = opts.namespace.as_str();
+        let (content, snapshot) = (self.content, self.snapshot);
+        let mut spec = json!({
+            "driver": self.driver,
+            "deletionPolicy": self.deletion_policy,
+            "source": {"snapshotHandle": self.handle},
+            "volumeSnapshotClassName": self.class,
+            "volumeSnapshotRef": {"namespace": movers, "name": snapshot},
+        });
+        if let Some(mode) = self.mode {
+            spec["sourceVolumeMode"] = json!(mode);
+        }
+        let c = dynamic(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
+            "metadata": {"name": content, "labels": self.labels},
+            "spec": spec,
+        }))?;
+        contents(client)
+            .create(&PostParams::default(), &c)
+            .await
+            .map_err(kube_err(format!("create VolumeSnapshotContent {content}")))?;
+        created.clone_content = Some(content.to_string());
+        let vs = dynamic(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": snapshot, "namespace": movers, "labels": self.labels},
+            "spec": {"volumeSnapshotClassName": self.class,
+                     "source": {"volumeSnapshotContentName": content}},
+        }))?;
+        snapshots(client, movers)
+            .create(&PostParams::default(), &vs)
+            .await
+            .map_err(kube_err(format!(
+                "create VolumeSnapshot {movers}/{snapshot}"
+            )))?;
+        created.clone_snapshot = Some(snapshot.to_string());
+        ready_snapshot(client, movers, snapshot, opts).await?;
+        Ok(())
+    }
+}
+
+/// A claim in the movers' namespace: a mover's volume, empty or from a
+/// VolumeSnapshot there.
+struct MoversClaim<'a> {
+    name: &'a str,
+    access_modes: Value,
+    resources: Value,
+    block: bool,
+    storage_class: Option<&'a str>,
+    /// A VolumeSnapshot of the movers' namespace to fill it from.
+    from_snapshot: Option<&'a str>,
+    labels: &'a BTreeMap<String, String>,
+}
+
+impl<'a> MoversClaim<'a> {
+    /// A claim of the class, size, access modes and volume mode of `spec`.
+    fn like(
+        spec: &'a k8s_openapi::api::core::v1::PersistentVolumeClaimSpec,
+        name: &'a str,
+        from_snapshot: Option<&'a str>,
+        labels: &'a BTreeMap<String, String>,
+    ) -> Self {
+        MoversClaim {
+            name,
+            access_modes: json!(
+                spec.access_modes
+                    .clone()
+                    .unwrap_or_else(|| vec!["ReadWriteOnce".into()])
+            ),
+            resources: json!(spec.resources),
+            block: spec.volume_mode.as_deref() == Some("Block"),
+            storage_class: spec.storage_class_name.as_deref(),
+            from_snapshot,
+            labels,
+        }
+    }
+
+    /// Creates it (recorded in `created`).
+    async fn create(
+        &self,
+        client: &kube::Client,
+        opts: &MoverOptions,
+        created: &mut Created<'_>,
+    ) -> Result<(), VolumeError> {
+        let (movers, name) = (opts.namespace.as_str(), self.name);
+        let mut spec = json!({
+            "accessModes": self.access_modes,
+            "resources": self.resources,
+            "volumeMode": if self.block { "Block" } else { "Filesystem" },
+        });
+        if let Some(vs) = self.from_snapshot {
+            spec["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": vs});
+        }
+        if let Some(sc) = self.storage_class {
+            spec["storageClassName"] = json!(sc);
+        }
+        let pvc: PersistentVolumeClaim = typed(json!({
+            "metadata": {"name": name, "namespace": movers, "labels": self.labels},
+            "spec": spec,
+        }))?;
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), movers)
+            .create(&PostParams::default(), &pvc)
+            .await
+            .map_err(kube_err(format!(
+                "create PersistentVolumeClaim {movers}/{name}"
+            )))?;
+        created.pvc = Some(name.to_string());
+        Ok(())
+    }
+}
+
+/// A claim's CSI snapshot exposed in the movers' namespace: a
+/// pre-provisioned VolumeSnapshotContent (`Delete`, the handle's only
+/// owner) bound to a VolumeSnapshot there, both recorded in `created`.
+struct Exposed {
+    /// The VolumeSnapshot in the movers' namespace.
+    snapshot: String,
+    /// The pre-provisioned content and what a restore needs of it.
+    kept: KeptSnapshot,
+}
+
+/// Steps 1 and 2 of a backup by snapshot: the claim's VolumeSnapshot,
+/// ready with a handle; Retain on its content; a pre-provisioned clone of
+/// the handle bound to a VolumeSnapshot in the movers' namespace; the
+/// original snapshot and content deleted (the clone is now the handle's
+/// only `Delete` owner).
+async fn snapshot_and_expose(
     client: &kube::Client,
     v: &ChosenVolume,
     backup: &str,
-    access: &MoverAccess,
-    key: &RepoKey,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
     created: &mut Created<'_>,
-) -> Result<VolumeResult, VolumeError> {
+) -> Result<Exposed, VolumeError> {
     let movers = opts.namespace.as_str();
     ensure_movers_namespace(client, movers).await?;
     let lbl = backup_labels(backup, &v.namespace, &v.pvc);
     let snap_name = object_name("lifeboat", backup, &v.namespace, &v.pvc);
-
     // 1. The snapshot of the claim, in its namespace.
     progress(VolumeProgress::Step { step: "snapshot" });
     let source = snapshots(client, &v.namespace);
@@ -974,42 +1161,18 @@ async fn back_up_steps(
             "set VolumeSnapshotContent {content_name} to Retain"
         )))?;
     let clone_content = object_name("lifeboat-c", backup, &v.namespace, &v.pvc);
-    let mut clone_spec = json!({
-        "driver": content.data["spec"]["driver"].as_str().unwrap_or(&v.driver),
-        "deletionPolicy": "Delete",
-        "source": {"snapshotHandle": handle},
-        "volumeSnapshotClassName": v.snapshot_class,
-        "volumeSnapshotRef": {"namespace": movers, "name": snap_name},
-    });
-    if let Some(mode) = content.data["spec"]["sourceVolumeMode"].as_str() {
-        clone_spec["sourceVolumeMode"] = json!(mode);
+    PreProvisioned {
+        content: &clone_content,
+        snapshot: &snap_name,
+        driver: content.data["spec"]["driver"].as_str().unwrap_or(&v.driver),
+        handle: &handle,
+        class: &v.snapshot_class,
+        mode: content.data["spec"]["sourceVolumeMode"].as_str(),
+        deletion_policy: "Delete",
+        labels: &lbl,
     }
-    let c = dynamic(json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
-        "metadata": {"name": clone_content, "labels": lbl},
-        "spec": clone_spec,
-    }))?;
-    contents(client)
-        .create(&PostParams::default(), &c)
-        .await
-        .map_err(kube_err(format!(
-            "create VolumeSnapshotContent {clone_content}"
-        )))?;
-    created.clone_content = Some(clone_content.clone());
-    let clone = dynamic(json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-        "metadata": {"name": snap_name, "namespace": movers, "labels": lbl},
-        "spec": {"volumeSnapshotClassName": v.snapshot_class,
-                 "source": {"volumeSnapshotContentName": clone_content}},
-    }))?;
-    snapshots(client, movers)
-        .create(&PostParams::default(), &clone)
-        .await
-        .map_err(kube_err(format!(
-            "create VolumeSnapshot {movers}/{snap_name}"
-        )))?;
-    created.clone_snapshot = Some(snap_name.clone());
-    ready_snapshot(client, movers, &snap_name, opts).await?;
+    .create(client, opts, created)
+    .await?;
     // The clone is the handle's only Delete owner from here on.
     if let Some((ns, s)) = created.source_snapshot.take() {
         gone(
@@ -1024,29 +1187,56 @@ async fn back_up_steps(
             .map_err(kube_err(format!("delete VolumeSnapshotContent {c}")))?;
     }
 
+    let driver = content.data["spec"]["driver"]
+        .as_str()
+        .unwrap_or(&v.driver)
+        .to_string();
+    Ok(Exposed {
+        snapshot: snap_name,
+        kept: KeptSnapshot {
+            content: clone_content,
+            handle,
+            driver,
+            restore_size,
+            snapshot_class: v.snapshot_class.clone(),
+            volume_mode: content.data["spec"]["sourceVolumeMode"]
+                .as_str()
+                .map(str::to_string),
+        },
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn back_up_steps(
+    client: &kube::Client,
+    v: &ChosenVolume,
+    backup: &str,
+    access: &MoverAccess,
+    key: &RepoKey,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+    created: &mut Created<'_>,
+) -> Result<VolumeResult, VolumeError> {
+    let lbl = backup_labels(backup, &v.namespace, &v.pvc);
+    let Exposed {
+        snapshot: snap_name,
+        kept,
+    } = snapshot_and_expose(client, v, backup, opts, progress, created).await?;
+    let restore_size = kept.restore_size.clone();
+
     // 3. A claim from the clone, the work Secret and the mover pod.
     let pvc_name = snap_name.clone();
-    let mut pvc_spec = json!({
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": restore_size}},
-        "volumeMode": if v.block { "Block" } else { "Filesystem" },
-        "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
-                       "name": snap_name},
-    });
-    if let Some(sc) = &v.storage_class {
-        pvc_spec["storageClassName"] = json!(sc);
+    MoversClaim {
+        name: &pvc_name,
+        access_modes: json!(["ReadWriteOnce"]),
+        resources: json!({"requests": {"storage": restore_size}}),
+        block: v.block,
+        storage_class: v.storage_class.as_deref(),
+        from_snapshot: Some(&snap_name),
+        labels: &lbl,
     }
-    let pvc: PersistentVolumeClaim = typed(json!({
-        "metadata": {"name": pvc_name, "namespace": movers, "labels": lbl},
-        "spec": pvc_spec,
-    }))?;
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), movers)
-        .create(&PostParams::default(), &pvc)
-        .await
-        .map_err(kube_err(format!(
-            "create PersistentVolumeClaim {movers}/{pvc_name}"
-        )))?;
-    created.pvc = Some(pvc_name.clone());
+    .create(client, opts, created)
+    .await?;
 
     let work = Work {
         location: access.location.clone(),
@@ -1078,11 +1268,50 @@ async fn back_up_steps(
     let (message, node) = mover
         .run(client, &work, key, opts, progress, created)
         .await?;
-    Ok(MoverBackup::parse(message, &mover.name)?.result(
+    let mut result = MoverBackup::parse(message, &mover.name)?.result(
         (&v.namespace, &v.pvc, &v.pvc_uid),
         v.method,
         node,
-    ))
+    );
+    if opts.keep_snapshot {
+        // keepLocalSnapshots: the clone stays, as a kept snapshot.
+        created.keep_clone(Method::SnapshotMove).await?;
+        result.kept = Some(kept);
+    }
+    Ok(result)
+}
+
+/// Backs up one claim by `snapshot`: its CSI snapshot is kept in the
+/// storage system as a labelled VolumeSnapshotContent on Retain (the
+/// exposed clone of [`snapshot_and_expose`], its VolumeSnapshot deleted),
+/// and nothing is copied. Fast, restorable only where that storage is.
+pub async fn keep_snapshot(
+    client: &kube::Client,
+    volume: &ChosenVolume,
+    backup: &str,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+) -> Result<VolumeResult, VolumeError> {
+    timed(client, opts, progress, async |created: &mut Created<'_>| {
+        let exposed = snapshot_and_expose(client, volume, backup, opts, progress, created).await?;
+        created.keep_clone(Method::Snapshot).await?;
+        Ok(VolumeResult {
+            namespace: volume.namespace.clone(),
+            pvc: volume.pvc.clone(),
+            pvc_uid: volume.pvc_uid.clone(),
+            method: Method::Snapshot,
+            snapshot: String::new(),
+            parent: None,
+            bytes: 0,
+            new_bytes: 0,
+            files: 0,
+            duration_seconds: 0.0,
+            node: None,
+            warnings: Vec::new(),
+            kept: Some(exposed.kept),
+        })
+    })
+    .await
 }
 
 /// The result a backup mover writes as its termination message.
@@ -1110,7 +1339,7 @@ impl MoverBackup {
         })
     }
 
-    /// The volume's result (the duration is set by [`timed_backup`]).
+    /// The volume's result (the duration is set by [`timed`]).
     fn result(
         self,
         (namespace, pvc, pvc_uid): (&str, &str, &str),
@@ -1130,6 +1359,7 @@ impl MoverBackup {
             duration_seconds: 0.0,
             node,
             warnings: self.warnings,
+            kept: None,
         }
     }
 }
@@ -1495,8 +1725,13 @@ pub struct ClaimToFill {
     /// The repository's namespace and claim (the source).
     pub source_namespace: String,
     pub source_pvc: String,
-    /// The restic snapshot id.
+    /// The restic snapshot id (empty when the backup copied no data).
     pub snapshot: String,
+    /// The CSI snapshot the backup kept in its cluster, if any.
+    pub kept: Option<KeptSnapshot>,
+    /// Fill the claim from `kept`, which is in this cluster (else from
+    /// `snapshot`).
+    pub local: bool,
     /// Where the restored workload mounting the claim may run, if it says.
     pub placement: Option<Placement>,
 }
@@ -1554,6 +1789,20 @@ impl Placement {
     }
 }
 
+/// Whether the claim `ns/pvc` is of a WaitForFirstConsumer class.
+pub async fn claim_waits_for_first_consumer(
+    client: &kube::Client,
+    ns: &str,
+    pvc: &str,
+) -> Result<bool, VolumeError> {
+    let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .get(pvc)
+        .await
+        .map_err(kube_err(format!("read PersistentVolumeClaim {ns}/{pvc}")))?;
+    let class = claim.spec.and_then(|s| s.storage_class_name);
+    waits_for_first_consumer(client, class.as_deref()).await
+}
+
 /// Whether claims of storage class `class` wait for their first consumer
 /// before a volume is provisioned (`volumeBindingMode: WaitForFirstConsumer`).
 async fn waits_for_first_consumer(
@@ -1588,38 +1837,19 @@ pub async fn restore_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeRestoreResult, VolumeError> {
-    let started = Instant::now();
-    let (result, problems) = with_cleanup(
-        client,
-        opts,
-        progress,
-        |_| false,
-        async |created: &mut Created<'_>| {
-            restore_steps(client, claim, restore, access, key, opts, progress, created).await
-        },
-    )
-    .await;
-    for p in problems {
-        tracing::warn!("{p}");
-    }
-    let mut result = result?;
-    result.duration_seconds = started.elapsed().as_secs_f64();
-    Ok(result)
+    timed(client, opts, progress, async |created: &mut Created<'_>| {
+        restore_steps(client, claim, restore, access, key, opts, progress, created).await
+    })
+    .await
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn restore_steps(
+/// The claim a restore created for `c`, which it may fill: unbound, with
+/// the restore's selector. Any other claim's data is never overwritten.
+async fn restore_target(
     client: &kube::Client,
     c: &ClaimToFill,
     restore: &str,
-    access: &MoverAccess,
-    key: &RepoKey,
-    opts: &MoverOptions,
-    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    created: &mut Created<'_>,
-) -> Result<VolumeRestoreResult, VolumeError> {
-    let movers = opts.namespace.as_str();
-    ensure_movers_namespace(client, movers).await?;
+) -> Result<PersistentVolumeClaim, VolumeError> {
     let targets: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &c.namespace);
     let target = targets.get(&c.pvc).await.map_err(kube_err(format!(
         "read PersistentVolumeClaim {}/{}",
@@ -1635,79 +1865,32 @@ async fn restore_steps(
             c.namespace, c.pvc
         )));
     }
-    let lbl = labels(RESTORE_LABEL, restore, &[]);
-    let name = object_name("lifeboat-r", restore, &c.namespace, &c.pvc);
-    let block = spec.volume_mode.as_deref() == Some("Block");
-    let mut pvc_spec = json!({
-        "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
-        "resources": spec.resources.clone(),
-        "volumeMode": if block { "Block" } else { "Filesystem" },
-    });
-    if let Some(sc) = &spec.storage_class_name {
-        pvc_spec["storageClassName"] = json!(sc);
-    }
-    let pvc: PersistentVolumeClaim = typed(json!({
-        "metadata": {"name": name, "namespace": movers, "labels": lbl},
-        "spec": pvc_spec,
-    }))?;
+    Ok(target)
+}
+
+/// Hands the volume the movers' claim `name` was given (filled) to the
+/// restore's `target` claim, as Velero's restore exposer does: the PV set
+/// to Retain, the movers' pod and claim deleted, `claimRef` pointed at the
+/// target, bound, its reclaim policy restored. Returns the PV's name.
+#[allow(clippy::too_many_arguments)]
+async fn hand_over(
+    client: &kube::Client,
+    c: &ClaimToFill,
+    restore: &str,
+    target: &PersistentVolumeClaim,
+    name: &str,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+    created: &mut Created<'_>,
+) -> Result<String, VolumeError> {
+    let movers = opts.namespace.as_str();
+    let targets: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &c.namespace);
     let movers_claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), movers);
-    movers_claims
-        .create(&PostParams::default(), &pvc)
-        .await
-        .map_err(kube_err(format!(
-            "create PersistentVolumeClaim {movers}/{name}"
-        )))?;
-    created.pvc = Some(name.clone());
-
-    let work = Work {
-        location: access.location.clone(),
-        location_name: access.location_name.clone(),
-        cluster: access.cluster.clone(),
-        namespace: c.source_namespace.clone(),
-        pvc: c.source_pvc.clone(),
-        pvc_uid: None,
-        backup: None,
-        path: if block { DATA_DEVICE } else { DATA_DIR }.into(),
-        kind: if block {
-            DataKind::Block
-        } else {
-            DataKind::Filesystem
-        },
-        snapshot: Some(c.snapshot.clone()),
-        key_cache_dir: WORK_DIR.into(),
-        pod_volume: None,
-    };
-    let mover = Mover {
-        name: name.clone(),
-        action: "restore",
-        claim: name.clone(),
-        block,
-        node_affinity: None,
-        labels: lbl,
-    };
-    // The mover is a WaitForFirstConsumer volume's first consumer: it is
-    // provisioned where the mover runs, so the mover runs where the
-    // workload may.
-    let mut pod = mover.pod(opts)?;
-    if let Some(placement) = &c.placement
-        && waits_for_first_consumer(client, spec.storage_class_name.as_deref()).await?
-    {
-        pod = placement.apply(pod)?;
-    }
-    progress(VolumeProgress::Step { step: "mover" });
-    let (message, node) = mover
-        .run_pod(client, pod, &work, key, opts, progress, created)
-        .await?;
-    let r: MoverRestore =
-        serde_json::from_value(message.clone()).map_err(|e| VolumeError::Mover {
-            pod: name.clone(),
-            message: format!("its result is not understood ({e}): {message}"),
-        })?;
-
+    let expected = restore_selector(restore, &c.namespace, &c.pvc);
     // Hand the filled volume to the target claim.
     progress(VolumeProgress::Step { step: "rebind" });
     let pv_name = movers_claims
-        .get(&name)
+        .get(name)
         .await
         .map_err(kube_err(format!(
             "read PersistentVolumeClaim {movers}/{name}"
@@ -1809,6 +1992,77 @@ async fn restore_steps(
     reset.map_err(kube_err(format!(
         "reset PersistentVolume {pv_name}'s reclaim policy"
     )))?;
+    Ok(pv_name)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_steps(
+    client: &kube::Client,
+    c: &ClaimToFill,
+    restore: &str,
+    access: &MoverAccess,
+    key: &RepoKey,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+    created: &mut Created<'_>,
+) -> Result<VolumeRestoreResult, VolumeError> {
+    let movers = opts.namespace.as_str();
+    ensure_movers_namespace(client, movers).await?;
+    let target = restore_target(client, c, restore).await?;
+    let spec = target.spec.clone().unwrap_or_default();
+    let lbl = labels(RESTORE_LABEL, restore, &[]);
+    let name = object_name("lifeboat-r", restore, &c.namespace, &c.pvc);
+    let block = spec.volume_mode.as_deref() == Some("Block");
+    MoversClaim::like(&spec, &name, None, &lbl)
+        .create(client, opts, created)
+        .await?;
+
+    let work = Work {
+        location: access.location.clone(),
+        location_name: access.location_name.clone(),
+        cluster: access.cluster.clone(),
+        namespace: c.source_namespace.clone(),
+        pvc: c.source_pvc.clone(),
+        pvc_uid: None,
+        backup: None,
+        path: if block { DATA_DEVICE } else { DATA_DIR }.into(),
+        kind: if block {
+            DataKind::Block
+        } else {
+            DataKind::Filesystem
+        },
+        snapshot: Some(c.snapshot.clone()),
+        key_cache_dir: WORK_DIR.into(),
+        pod_volume: None,
+    };
+    let mover = Mover {
+        name: name.clone(),
+        action: "restore",
+        claim: name.clone(),
+        block,
+        node_affinity: None,
+        labels: lbl,
+    };
+    // The mover is a WaitForFirstConsumer volume's first consumer: it is
+    // provisioned where the mover runs, so the mover runs where the
+    // workload may.
+    let mut pod = mover.pod(opts)?;
+    if let Some(placement) = &c.placement
+        && waits_for_first_consumer(client, spec.storage_class_name.as_deref()).await?
+    {
+        pod = placement.apply(pod)?;
+    }
+    progress(VolumeProgress::Step { step: "mover" });
+    let (message, node) = mover
+        .run_pod(client, pod, &work, key, opts, progress, created)
+        .await?;
+    let r: MoverRestore =
+        serde_json::from_value(message.clone()).map_err(|e| VolumeError::Mover {
+            pod: name.clone(),
+            message: format!("its result is not understood ({e}): {message}"),
+        })?;
+
+    let pv_name = hand_over(client, c, restore, &target, &name, opts, progress, created).await?;
     Ok(VolumeRestoreResult {
         namespace: c.namespace.clone(),
         pvc: c.pvc.clone(),
