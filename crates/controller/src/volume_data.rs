@@ -503,8 +503,16 @@ pub async fn discard_backup(
     cluster: &str,
     backup: &str,
 ) -> anyhow::Result<(Vec<String>, lifeboat_volume::forget::Deleted)> {
-    let removed =
+    let mut removed =
         volumes::remove_leftovers(client, movers, volumes::BACKUP_LABEL, |op| op == backup).await?;
+    // The leftover removal never touches kept snapshots; an unfinished
+    // backup's go with it.
+    removed.extend(
+        volumes::delete_kept(client, backup)
+            .await?
+            .into_iter()
+            .map(|c| format!("VolumeSnapshotContent {c} (kept)")),
+    );
     let deleted = match lifeboat_volume::forget::delete_backup(repository, cluster, backup).await {
         Ok(d) => d,
         Err(lifeboat_store::StoreError::BackupNotFound { .. }) => Default::default(),
