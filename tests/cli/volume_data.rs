@@ -547,7 +547,7 @@ fn a_failing_mover_makes_the_backup_partially_failed_and_leaves_nothing() {
 
 impl World {
     /// Gives the policy `spec.volumes` (YAML indented for `spec:`).
-    fn set_volumes(&self, volumes: &str) {
+    pub(crate) fn set_volumes(&self, volumes: &str) {
         let path = self.dir.path().join("repo/lifeboat.yaml");
         let text = std::fs::read_to_string(&path).unwrap();
         let base = text.split("  volumes:").next().unwrap().to_string();
