@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 use lifeboat_controller::volume_data::VolumeEvent;
-use lifeboat_kube::volumes::{self, MoverOptions, VolumeProgress};
+use lifeboat_kube::volumes::{self, MoverOptions, MoverResources, VolumeProgress};
 
 use crate::progress::Reporter;
 
@@ -25,17 +25,77 @@ pub struct MoverPodArgs {
     /// the namespace's `default`.
     #[arg(long, value_name = "NAME", env = "LIFEBOAT_MOVER_SERVICE_ACCOUNT")]
     pub mover_service_account: Option<String>,
+    /// The PriorityClass of mover pods (default: the cluster's default).
+    #[arg(long, value_name = "NAME", env = "LIFEBOAT_MOVER_PRIORITY_CLASS")]
+    pub mover_priority_class: Option<String>,
+    /// CPU request of the mover container (a quantity: `500m`, `1`).
+    #[arg(long, value_name = "QUANTITY", value_parser = quantity, env = "LIFEBOAT_MOVER_CPU_REQUEST")]
+    pub mover_cpu_request: Option<String>,
+    /// Memory request of the mover container (a quantity: `512Mi`, `1Gi`).
+    #[arg(long, value_name = "QUANTITY", value_parser = quantity, env = "LIFEBOAT_MOVER_MEMORY_REQUEST")]
+    pub mover_memory_request: Option<String>,
+    /// CPU limit of the mover container.
+    #[arg(long, value_name = "QUANTITY", value_parser = quantity, env = "LIFEBOAT_MOVER_CPU_LIMIT")]
+    pub mover_cpu_limit: Option<String>,
+    /// Memory limit of the mover container (a mover holds up to a few
+    /// hundred MiB; see docs/performance.md).
+    #[arg(long, value_name = "QUANTITY", value_parser = quantity, env = "LIFEBOAT_MOVER_MEMORY_LIMIT")]
+    pub mover_memory_limit: Option<String>,
 }
 
 impl MoverPodArgs {
     /// `opts` with these settings.
     pub fn apply(&self, opts: MoverOptions) -> MoverOptions {
+        let pick = |pairs: [(&str, &Option<String>); 2]| {
+            pairs
+                .into_iter()
+                .filter_map(|(name, q)| Some((name.to_string(), q.clone()?)))
+                .collect()
+        };
         MoverOptions {
             image: self.mover_image.clone(),
             namespace: self.movers_namespace.clone(),
             service_account: self.mover_service_account.clone(),
+            priority_class: self.mover_priority_class.clone(),
+            resources: MoverResources {
+                requests: pick([
+                    ("cpu", &self.mover_cpu_request),
+                    ("memory", &self.mover_memory_request),
+                ]),
+                limits: pick([
+                    ("cpu", &self.mover_cpu_limit),
+                    ("memory", &self.mover_memory_limit),
+                ]),
+            },
             ..opts
         }
+    }
+}
+
+/// A Kubernetes resource quantity (`250m`, `2`, `1.5Gi`, `1e3`), checked
+/// here so a typo is a usage error, not a refused mover pod per volume.
+fn quantity(s: &str) -> Result<String, String> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s[digits.len()..];
+    let number = digits
+        .split_once(['e', 'E'])
+        .map_or(digits, |(mantissa, _)| mantissa);
+    let exponent_ok = digits
+        .split_once(['e', 'E'])
+        .is_none_or(|(_, e)| e.trim_start_matches(['+', '-']).parse::<u32>().is_ok());
+    let number_ok = !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number.matches('.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit());
+    const SUFFIXES: &[&str] = &[
+        "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+    ];
+    if number_ok && exponent_ok && SUFFIXES.contains(&suffix) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a Kubernetes quantity (examples: 500m, 2, 512Mi, 1Gi)"
+        ))
     }
 }
 
@@ -173,5 +233,21 @@ pub fn show(reporter: &Reporter) -> impl Fn(VolumeEvent<'_>) + Send + Sync + use
             pvc,
             reason,
         } => reporter.line(&format!("volume {namespace}/{pvc}: failed: {reason}"), 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantity;
+
+    #[test]
+    fn quantities_are_checked_as_kubernetes_reads_them() {
+        for ok in ["500m", "2", "0.5", "512Mi", "1Gi", "1e3", "1.5G", "100k"] {
+            assert_eq!(quantity(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["", "Gi", "1gb", "1.2.3", "-1", "1 Gi", "1x"] {
+            let err = quantity(bad).unwrap_err();
+            assert!(err.contains("not a Kubernetes quantity"), "{bad}: {err}");
+        }
     }
 }

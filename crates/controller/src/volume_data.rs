@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! backup:  claims to protect ─▶ keys (one repository per namespace, cached
-//!          in a Secret of the movers' namespace) ─▶ back_up_claim per claim
-//!          ─▶ one volume entry (Completed / Failed) or a warning per claim
+//!          in a Secret of the movers' namespace) ─▶ back_up_claim per claim,
+//!          concurrently within volumes.concurrency (slots) ─▶ one volume
+//!          entry (Completed / Failed, recorded as each ends, through the one
+//!          writer) or a warning per claim
 //! restore: the backup's completed volumes ─▶ keys opened with the
 //!          location's age identities ─▶ restore::VolumeData
 //! ```
@@ -13,13 +15,17 @@
 //! What happens is reported as [`VolumeEvent`]s; the CLI shows them on a
 //! terminal, the controller logs them.
 
+mod slots;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lifeboat_core::BackupPolicy;
-use lifeboat_core::model::VolumeMethod;
+use lifeboat_core::model::{VolumeConcurrency, VolumeMethod};
 use lifeboat_core::volumes::{DecidedBy, VolumeDecision, decide};
 use lifeboat_kube::volumes::{
     self, ChosenVolume, MoverAccess, MoverOptions, RepoKey, VolumeProgress, VolumeResult,
@@ -30,6 +36,7 @@ use lifeboat_store::{
 };
 use lifeboat_volume::secret_cache::SecretKeyCache;
 use lifeboat_volume::{KeyCache, VolumeRepo};
+use slots::{Place, Slots};
 
 /// The Secret (in the movers' namespace) caching repository keys where
 /// backups run, so later backups need no identity.
@@ -249,6 +256,11 @@ async fn warn(
 /// is a warning of the backup, a skipped one an info line; a volume that
 /// fails is recorded as failed (the backup becomes `PartiallyFailed`). An
 /// error means the backup itself could not be written.
+///
+/// Claims are backed up concurrently within the policy's
+/// `volumes.concurrency` (see [`slots`]): at most `moversPerNode` movers on
+/// one node, `moversPerBackup` in all. Each volume is recorded as its mover
+/// ends, through the one writer; the manifest lists them by claim.
 pub async fn back_up(
     client: &kube::Client,
     writer: &mut BackupWriter,
@@ -281,10 +293,12 @@ pub async fn back_up(
         .filter(|d| d.method.is_some_and(VolumeMethod::writes_repository))
         .map(|d| d.namespace.as_str())
         .collect();
-    let mut keys = Keys {
+    let keys = Keys {
         namespaces: &namespaces,
-        prepared: None,
+        prepared: tokio::sync::OnceCell::new(),
     };
+    // The claims whose data this run moves, in the decisions' order.
+    let mut jobs: Vec<(&VolumeDecision, VolumeMethod)> = Vec::new();
     for d in &decisions {
         let (namespace, pvc) = (d.namespace.as_str(), d.pvc.as_str());
         let Some(method) = d.method else {
@@ -335,63 +349,75 @@ pub async fn back_up(
             });
             continue;
         }
-        let progress = |p: VolumeProgress| {
-            events(VolumeEvent::Progress {
-                namespace,
-                pvc,
-                progress: &p,
-            })
-        };
-        writer.moving(namespace, pvc).await?;
-        // The whole backup's timeout bounds every step of every claim.
-        let left = deadline.map(|d| d.duration_since(jiff::Timestamp::now()));
-        let result = match left.map(Duration::try_from) {
-            Some(Err(_)) => Err(format!(
-                "the backup reached its timeouts.backup before this claim's turn (the claim \
-                 would be backed up by {method}, {})",
-                d.decided_by
-            )),
-            Some(Ok(left)) => {
-                let opts = MoverOptions {
-                    move_timeout: opts.move_timeout.min(left),
-                    snapshot_timeout: opts.snapshot_timeout.min(left),
-                    ..opts.clone()
-                };
-                back_up_claim(
-                    client, d, method, &backup, resuming, to, &opts, &mut keys, &progress,
-                )
-                .await
-            }
-            None => {
-                back_up_claim(
-                    client, d, method, &backup, resuming, to, opts, &mut keys, &progress,
-                )
-                .await
-            }
-        };
-        match result {
-            Ok(r) => {
-                events(VolumeEvent::Done {
-                    namespace,
-                    pvc,
-                    result: &r,
-                });
-                writer
-                    .add_volume(completed(d, method, &r), &serde_json::to_value(&r)?)
-                    .await?;
-            }
-            Err(reason) => {
-                events(VolumeEvent::Failed {
-                    namespace,
-                    pvc,
-                    reason: &reason,
-                });
-                writer
-                    .add_volume(
-                        entry(d, method, VolumePhase::Failed, Some(reason.clone())),
-                        &serde_json::json!({"error": reason}),
+        jobs.push((d, method));
+    }
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let concurrency = policy
+        .spec
+        .volumes
+        .as_ref()
+        .map(|v| v.concurrency.clone())
+        .unwrap_or_default();
+    let (places, open_nodes) = places(client, &jobs, &concurrency).await;
+    let mut slots = Slots::new(&concurrency, open_nodes);
+    let run = |job: usize, opts: Result<MoverOptions, String>| {
+        let (d, method) = jobs[job];
+        let (backup, keys) = (backup.as_str(), &keys);
+        async move {
+            let progress = |p: VolumeProgress| {
+                events(VolumeEvent::Progress {
+                    namespace: &d.namespace,
+                    pvc: &d.pvc,
+                    progress: &p,
+                })
+            };
+            let result = match opts {
+                Ok(opts) => {
+                    back_up_claim(
+                        client, d, method, backup, resuming, to, &opts, keys, &progress,
                     )
-                    .await?;
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            (job, result)
+        }
+    };
+    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    let mut running = FuturesUnordered::new();
+    let mut landing = tokio::time::interval(opts.poll.max(Duration::from_millis(100)));
+    landing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Start every waiting claim that fits now, in order; when nothing
+        // runs the first one always starts, so no limit can stall the
+        // backup (no open node known, say).
+        let mut i = 0;
+        while i < pending.len() {
+            let job = pending[i];
+            if !(slots.is_idle() || slots.fits(&places[job])) {
+                i += 1;
+                continue;
+            }
+            pending.remove(i);
+            let (d, method) = jobs[job];
+            writer.moving(&d.namespace, &d.pvc).await?;
+            slots.start(job, places[job].clone());
+            tracing::debug!(backup = %backup, namespace = %d.namespace, pvc = %d.pvc, place = ?places[job], "starting the claim's mover");
+            running.push(run(job, claim_options(opts, deadline, d, method)));
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some((job, result)) = running.next() => {
+                slots.finish(job);
+                let (d, method) = jobs[job];
+                record(writer, d, method, result, events).await?;
+            }
+            _ = landing.tick(), if !slots.unplaced().is_empty() => {
+                learn_landings(client, &opts.namespace, &backup, &jobs, &mut slots).await;
             }
         }
     }
@@ -399,10 +425,150 @@ pub async fn back_up(
     Ok(())
 }
 
-/// The repository keys of a backup's namespaces, opened on first use.
+/// The mover settings of one claim starting now: the whole backup's timeout
+/// bounds every step of every claim. An error when it has passed.
+fn claim_options(
+    opts: &MoverOptions,
+    deadline: Option<jiff::Timestamp>,
+    d: &VolumeDecision,
+    method: VolumeMethod,
+) -> Result<MoverOptions, String> {
+    let Some(deadline) = deadline else {
+        return Ok(opts.clone());
+    };
+    match Duration::try_from(deadline.duration_since(jiff::Timestamp::now())) {
+        Err(_) => Err(format!(
+            "the backup reached its timeouts.backup before this claim's turn (the claim \
+             would be backed up by {method}, {})",
+            d.decided_by
+        )),
+        Ok(left) => Ok(MoverOptions {
+            move_timeout: opts.move_timeout.min(left),
+            snapshot_timeout: opts.snapshot_timeout.min(left),
+            ..opts.clone()
+        }),
+    }
+}
+
+/// Records the end of one claim: its volume entry and result file.
+async fn record(
+    writer: &mut BackupWriter,
+    d: &VolumeDecision,
+    method: VolumeMethod,
+    result: Result<VolumeResult, String>,
+    events: &(dyn Fn(VolumeEvent<'_>) + Send + Sync),
+) -> anyhow::Result<()> {
+    let (namespace, pvc) = (d.namespace.as_str(), d.pvc.as_str());
+    match result {
+        Ok(r) => {
+            events(VolumeEvent::Done {
+                namespace,
+                pvc,
+                result: &r,
+            });
+            writer
+                .add_volume(completed(d, method, &r), &serde_json::to_value(&r)?)
+                .await?;
+        }
+        Err(reason) => {
+            events(VolumeEvent::Failed {
+                namespace,
+                pvc,
+                reason: &reason,
+            });
+            writer
+                .add_volume(
+                    entry(d, method, VolumePhase::Failed, Some(reason.clone())),
+                    &serde_json::json!({"error": reason}),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Where each job's mover will run, as far as is known before it starts,
+/// and how many nodes a mover the scheduler places may land on. Without
+/// the nodes (an error listing them), such movers run one at a time.
+async fn places(
+    client: &kube::Client,
+    jobs: &[(&VolumeDecision, VolumeMethod)],
+    limits: &VolumeConcurrency,
+) -> (Vec<Place>, usize) {
+    let serial = limits.movers_per_backup == Some(1);
+    let needs_nodes = !serial && jobs.iter().any(|(_, m)| *m == VolumeMethod::SnapshotMove);
+    let placements = if needs_nodes {
+        volumes::nodes::placements(client)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!("cannot read where movers will run ({e}); movers the scheduler places run one at a time")
+            })
+            .unwrap_or_default()
+    } else {
+        volumes::nodes::Placements::default()
+    };
+    let places = jobs
+        .iter()
+        .map(|(d, method)| match method {
+            VolumeMethod::FileSystem => d.node.clone().map_or(Place::Scheduler, Place::Node),
+            VolumeMethod::SnapshotMove => {
+                d.pv.as_ref()
+                    .and_then(|pv| placements.pinned.get(pv))
+                    .map_or(Place::Scheduler, |n| Place::Node(n.clone()))
+            }
+            VolumeMethod::Snapshot | VolumeMethod::Skip => Place::NoMover,
+        })
+        .collect();
+    (places, placements.open_nodes.max(1))
+}
+
+/// Counts each scheduler-placed mover against the node it was bound to, once
+/// it is. A failed look-up is retried at the next tick.
+async fn learn_landings(
+    client: &kube::Client,
+    movers: &str,
+    backup: &str,
+    jobs: &[(&VolumeDecision, VolumeMethod)],
+    slots: &mut Slots,
+) {
+    let nodes =
+        match volumes::nodes::mover_nodes(client, movers, volumes::BACKUP_LABEL, backup).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(backup, "cannot see where movers landed: {e}");
+                return;
+            }
+        };
+    for job in slots.unplaced() {
+        let (d, _) = jobs[job];
+        if let Some(node) = nodes.get(&volumes::claim_id(&d.namespace, &d.pvc)) {
+            slots.landed(job, node);
+        }
+    }
+}
+
+/// The repository keys of a backup's namespaces, opened once, by the
+/// first claim that needs them (claims run concurrently).
 struct Keys<'a> {
     namespaces: &'a BTreeSet<&'a str>,
-    prepared: Option<Result<Prepared, String>>,
+    prepared: tokio::sync::OnceCell<Result<Prepared, String>>,
+}
+
+impl Keys<'_> {
+    async fn get(
+        &self,
+        client: &kube::Client,
+        to: Destination<'_>,
+        opts: &MoverOptions,
+    ) -> &Result<Prepared, String> {
+        self.prepared
+            .get_or_init(|| async {
+                backup_keys(client, to, opts, self.namespaces)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .await
+    }
 }
 
 /// Backs up one claim by `method` (not `skip`): takes over what an
@@ -416,7 +582,7 @@ async fn back_up_claim(
     resuming: bool,
     to: Destination<'_>,
     opts: &MoverOptions,
-    keys: &mut Keys<'_>,
+    keys: &Keys<'_>,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, String> {
     let mover_method = match method {
@@ -455,17 +621,9 @@ async fn back_up_claim(
             .await
             .map_err(|e| e.to_string());
     }
-    if keys.prepared.is_none() {
-        keys.prepared = Some(
-            backup_keys(client, to, opts, keys.namespaces)
-                .await
-                .map_err(|e| format!("{e:#}")),
-        );
-    }
-    let (access, keys) = match keys.prepared.as_ref() {
-        Some(Ok((access, keys))) => (access, keys),
-        Some(Err(e)) => return Err(e.clone()),
-        None => return Err("the volume repositories were not opened".into()),
+    let (access, keys) = match keys.get(client, to, opts).await {
+        Ok((access, keys)) => (access, keys),
+        Err(e) => return Err(e.clone()),
     };
     let Some(key) = keys.get(d.namespace.as_str()) else {
         return Err(format!(

@@ -415,10 +415,15 @@ impl BackupWriter {
         self.write_operation().await
     }
 
-    /// Records that the data of `namespace/pvc` is being moved now.
+    /// Records that the data of `namespace/pvc` is being moved now, beside
+    /// the claims already being moved (movers run concurrently); recording
+    /// its volume ([`BackupWriter::add_volume`]) takes it off the list.
     pub async fn moving(&mut self, namespace: &str, pvc: &str) -> Result<()> {
         if let Some(op) = &mut self.operation {
-            op.moving = vec![format!("{namespace}/{pvc}")];
+            let claim = format!("{namespace}/{pvc}");
+            if !op.moving.contains(&claim) {
+                op.moving.push(claim);
+            }
         }
         self.write_operation().await
     }
@@ -541,7 +546,8 @@ impl BackupWriter {
         if let Some(op) = &mut self.operation {
             op.volumes.push(entry.clone());
             op.files.push(info.clone());
-            op.moving.clear();
+            let claim = format!("{}/{}", entry.namespace, entry.pvc);
+            op.moving.retain(|m| m != &claim);
         }
         self.volume_files.push(info);
         self.volumes.push(entry);

@@ -1736,6 +1736,55 @@ async fn write_volume_backup(repo: &Repository, slot: &str) -> Result<Manifest, 
     writer.finish(ts(slot)).await
 }
 
+/// Movers run concurrently: the operation record lists every claim being
+/// moved, each leaves the list when its volume is recorded, in whatever
+/// order they finish, and the manifest lists the volumes by claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operation_record_lists_every_claim_being_moved() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let repo = Repository::open(&file_config(dir.path(), None)).await?;
+    let slot = "2025-06-01T02:00:00Z";
+    let mut writer = repo.begin_backup(spec("apps", slot)).await?;
+    writer
+        .track("test", ts(slot), ts("2025-06-01T06:00:00Z"), None)
+        .await?;
+    writer.add(object(1)).await?;
+    writer.volumes_next(3).await?;
+    for pvc in ["logs", "data", "cache"] {
+        writer.moving("shop", pvc).await?;
+    }
+    writer.moving("shop", "data").await?;
+    let op_path = backup_dir(dir.path(), "apps-20250601-020000").join("operation.json");
+    let moving = || -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+        let op: serde_json::Value = serde_json::from_slice(&std::fs::read(&op_path)?)?;
+        Ok(op["moving"].clone())
+    };
+    assert_eq!(
+        moving()?,
+        serde_json::json!(["shop/logs", "shop/data", "shop/cache"])
+    );
+    writer
+        .add_volume(
+            volume("shop", "data", Some("2b")),
+            &serde_json::json!({"snapshot": "2b"}),
+        )
+        .await?;
+    assert_eq!(moving()?, serde_json::json!(["shop/logs", "shop/cache"]));
+    for (pvc, id) in [("cache", "3c"), ("logs", "1a")] {
+        writer
+            .add_volume(
+                volume("shop", pvc, Some(id)),
+                &serde_json::json!({"snapshot": id}),
+            )
+            .await?;
+    }
+    assert_eq!(moving()?, serde_json::json!([]));
+    let m = writer.finish(ts("2025-06-01T02:01:00Z")).await?;
+    let claims: Vec<&str> = m.volumes.iter().map(|v| v.pvc.as_str()).collect();
+    assert_eq!(claims, ["cache", "data", "logs"]);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_1_manifests_stay_readable() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -232,9 +232,7 @@ fn mover_pod(
             ],
         },
     });
-    if let Some(sa) = &opts.service_account {
-        pod["spec"]["serviceAccountName"] = json!(sa);
-    }
+    opts.shape_pod(&mut pod["spec"]);
     typed(pod)
 }
 
@@ -459,6 +457,11 @@ mod tests {
         let lbl = labels(BACKUP_LABEL, "b1", &[]);
         let opts = MoverOptions {
             service_account: Some("lifeboat-mover".into()),
+            priority_class: Some("backup-low".into()),
+            resources: super::super::MoverResources {
+                requests: [("cpu".into(), "250m".into())].into(),
+                limits: [("memory".into(), "1Gi".into())].into(),
+            },
             ..MoverOptions::default()
         };
         let pod = mover_pod(&volume(), "m", &lbl, tolerations, &opts).unwrap();
@@ -488,6 +491,11 @@ mod tests {
         assert_eq!(sc["seLinuxOptions"]["type"], "spc_t");
         assert_eq!(p["spec"]["automountServiceAccountToken"], false);
         assert_eq!(p["spec"]["serviceAccountName"], "lifeboat-mover");
+        assert_eq!(p["spec"]["priorityClassName"], "backup-low");
+        assert_eq!(
+            p["spec"]["containers"][0]["resources"],
+            json!({"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}})
+        );
         assert_eq!(p["spec"]["containers"][0]["command"][2], "backup");
     }
 

@@ -28,6 +28,7 @@
 
 pub mod filesystem;
 mod kept;
+pub mod nodes;
 mod work;
 
 pub use kept::{delete_kept, kept_available, restore_claim_from_kept, thin_local_snapshots};
@@ -126,6 +127,49 @@ pub struct MoverOptions {
     /// `lifeboat-mover`; OpenShift grants its SCC to it); `None`: the
     /// namespace's `default`.
     pub service_account: Option<String>,
+    /// Requests and limits of the mover container (`cpu`, `memory`… as
+    /// quantities); empty: none, the namespace's LimitRange decides.
+    pub resources: MoverResources,
+    /// The PriorityClass of mover pods; `None`: the cluster's default.
+    pub priority_class: Option<String>,
+}
+
+/// Resource requests and limits of a mover container, resource name ─▶
+/// quantity (`cpu: 500m`, `memory: 1Gi`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoverResources {
+    pub requests: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, String>,
+}
+
+impl MoverOptions {
+    /// Sets what these options say of every mover pod in the pod `spec`
+    /// (its ServiceAccount, priority class, the resources of its `mover`
+    /// container).
+    fn shape_pod(&self, spec: &mut Value) {
+        if let Some(sa) = &self.service_account {
+            spec["serviceAccountName"] = json!(sa);
+        }
+        if let Some(pc) = &self.priority_class {
+            spec["priorityClassName"] = json!(pc);
+        }
+        let r = &self.resources;
+        if r.requests.is_empty() && r.limits.is_empty() {
+            return;
+        }
+        let mut resources = json!({});
+        if !r.requests.is_empty() {
+            resources["requests"] = json!(r.requests);
+        }
+        if !r.limits.is_empty() {
+            resources["limits"] = json!(r.limits);
+        }
+        if let Some(containers) = spec["containers"].as_array_mut() {
+            for c in containers.iter_mut().filter(|c| c["name"] == "mover") {
+                c["resources"] = resources.clone();
+            }
+        }
+    }
 }
 
 impl Default for MoverOptions {
@@ -139,6 +183,8 @@ impl Default for MoverOptions {
             keep_snapshot: false,
             poll: Duration::from_millis(250),
             service_account: None,
+            resources: MoverResources::default(),
+            priority_class: None,
         }
     }
 }
@@ -1416,9 +1462,7 @@ impl Mover {
                 {"name": "data", "persistentVolumeClaim": {"claimName": self.claim}},
             ],
         });
-        if let Some(sa) = &opts.service_account {
-            spec["serviceAccountName"] = json!(sa);
-        }
+        opts.shape_pod(&mut spec);
         if let Some(required) = &self.node_affinity {
             spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}});
         }
@@ -2115,7 +2159,24 @@ mod tests {
         assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(c["volumeMounts"][1]["mountPath"], DATA_DIR);
         assert!(p["spec"].get("serviceAccountName").is_none());
+        assert!(p["spec"].get("priorityClassName").is_none());
+        assert!(c.get("resources").is_none());
         assert!(p["spec"]["affinity"]["nodeAffinity"].is_object());
+        // Restore movers take the configured resources and priority too.
+        let opts = MoverOptions {
+            priority_class: Some("backup-low".into()),
+            resources: MoverResources {
+                requests: [("memory".into(), "512Mi".into())].into(),
+                limits: BTreeMap::new(),
+            },
+            ..MoverOptions::default()
+        };
+        let p = serde_json::to_value(mover.pod(&opts).unwrap()).unwrap();
+        assert_eq!(p["spec"]["priorityClassName"], "backup-low");
+        assert_eq!(
+            p["spec"]["containers"][0]["resources"],
+            json!({"requests": {"memory": "512Mi"}})
+        );
     }
 
     #[test]
