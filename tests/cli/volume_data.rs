@@ -722,6 +722,20 @@ impl World {
         cmd
     }
 
+    /// Starts `lifeboat ARGS --repo … --kubeconfig …` (output piped).
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(args)
+            .arg("--repo")
+            .arg(self.path("repo"))
+            .arg("--kubeconfig")
+            .arg(self.path("kubeconfig"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Waits until a mover pod exists, while `child` still runs.
     fn wait_for_a_mover(&self, child: &mut std::process::Child) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -881,21 +895,7 @@ fn a_mover_whose_image_cannot_be_pulled_fails_its_volume_after_the_start_timeout
 #[test]
 fn a_backup_killed_mid_move_leaves_objects_that_the_next_backup_removes() {
     let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
-    let (repo, kc) = (w.path("repo"), w.path("kubeconfig"));
-    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args([
-            "backup",
-            "--policy",
-            "db",
-            "--repo",
-            &repo,
-            "--kubeconfig",
-            &kc,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = w.spawn(&["backup", "--policy", "db"]);
     // Killed (SIGKILL: no cleanup) as soon as its mover pod exists.
     w.wait_for_a_mover(&mut child);
     child.kill().unwrap();
@@ -1072,21 +1072,7 @@ fn a_controller_killed_mid_restore_resumes_it_and_fills_the_claim() {
 #[test]
 fn ctrl_c_on_a_backup_by_hand_removes_what_it_created() {
     let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
-    let (repo, kc) = (w.path("repo"), w.path("kubeconfig"));
-    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args([
-            "backup",
-            "--policy",
-            "db",
-            "--repo",
-            &repo,
-            "--kubeconfig",
-            &kc,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = w.spawn(&["backup", "--policy", "db"]);
     w.wait_for_a_mover(&mut child);
     let out = interrupt(child);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -1113,23 +1099,8 @@ fn ctrl_c_on_a_restore_by_hand_removes_its_movers_and_records_it() {
     assert_eq!(code, 0, "{out}{err}");
     let backup = out.split_whitespace().next().unwrap().to_string();
     w.delete_namespace();
-    let (repo, kc, id) = (w.path("repo"), w.path("kubeconfig"), w.path("identity.txt"));
-    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args([
-            "restore",
-            "--from",
-            &backup,
-            "--identity",
-            &id,
-            "--repo",
-            &repo,
-            "--kubeconfig",
-            &kc,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let id = w.path("identity.txt");
+    let mut child = w.spawn(&["restore", "--from", &backup, "--identity", &id]);
     w.wait_for_a_mover(&mut child);
     let out = interrupt(child);
     let err = String::from_utf8_lossy(&out.stderr);

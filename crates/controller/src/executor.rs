@@ -528,26 +528,21 @@ impl Executor {
     /// snapshot nobody lists.
     async fn delete(&self, location: &str, cluster: &str, backup: &str) -> anyhow::Result<u64> {
         let repository = self.writable(location)?;
-        if cluster == self.cluster {
-            for c in lifeboat_kube::volumes::delete_kept(&self.client, backup).await? {
-                tracing::info!(
-                    backup,
-                    "deleted the kept snapshot VolumeSnapshotContent {c}"
-                );
-            }
+        let client = (cluster == self.cluster).then_some(&self.client);
+        let (kept, deleted) =
+            volume_data::delete_backup(client, repository, cluster, backup).await?;
+        for c in &kept {
+            tracing::info!(
+                backup,
+                "deleted the kept snapshot VolumeSnapshotContent {c}"
+            );
         }
-        match lifeboat_volume::forget::delete_backup(repository, cluster, backup).await {
-            Ok(deleted) => {
-                for s in &deleted.snapshots {
-                    tracing::info!(backup, "forgot volume snapshot {s}");
-                }
-                for k in &deleted.kept {
-                    tracing::warn!(backup, "kept volume snapshot {k}");
-                }
-                Ok(deleted.files)
-            }
-            Err(lifeboat_store::StoreError::BackupNotFound { .. }) => Ok(0),
-            Err(e) => Err(e.into()),
+        for s in &deleted.snapshots {
+            tracing::info!(backup, "forgot volume snapshot {s}");
         }
+        for k in &deleted.kept {
+            tracing::warn!(backup, "kept volume snapshot {k}");
+        }
+        Ok(deleted.files)
     }
 }

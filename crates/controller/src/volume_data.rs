@@ -665,18 +665,35 @@ pub async fn discard_backup(
         volumes::remove_leftovers(client, movers, volumes::BACKUP_LABEL, |op| op == backup).await?;
     // The leftover removal never touches kept snapshots; an unfinished
     // backup's go with it.
+    let (kept, deleted) = delete_backup(Some(client), repository, cluster, backup).await?;
     removed.extend(
-        volumes::delete_kept(client, backup)
-            .await?
-            .into_iter()
+        kept.into_iter()
             .map(|c| format!("VolumeSnapshotContent {c} (kept)")),
     );
+    Ok((removed, deleted))
+}
+
+/// Deletes a backup as prunes and cancellations do: its kept snapshots in
+/// the cluster first (when `client` is this cluster's: another cluster's
+/// contents are not here), then its volume snapshots are forgotten and the
+/// backup deleted. One already gone counts as deleted. Returns the kept
+/// contents deleted and what the deletion removed.
+pub async fn delete_backup(
+    client: Option<&kube::Client>,
+    repository: &Repository,
+    cluster: &str,
+    backup: &str,
+) -> anyhow::Result<(Vec<String>, lifeboat_volume::forget::Deleted)> {
+    let kept = match client {
+        Some(client) => volumes::delete_kept(client, backup).await?,
+        None => Vec::new(),
+    };
     let deleted = match lifeboat_volume::forget::delete_backup(repository, cluster, backup).await {
         Ok(d) => d,
         Err(lifeboat_store::StoreError::BackupNotFound { .. }) => Default::default(),
         Err(e) => return Err(e.into()),
     };
-    Ok((removed, deleted))
+    Ok((kept, deleted))
 }
 
 /// Removes what an unfinished restore left in the cluster (mover pods,

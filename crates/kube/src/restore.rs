@@ -840,30 +840,16 @@ fn mounted_claims(p: &Planned) -> Vec<String> {
         .collect()
 }
 
-/// Fills the claims this restore created with their data, one after the
-/// other; a claim that existed already is never written to.
-/// Whether the live claim is one an interrupted run of `restore` created:
-/// it selects this restore's volume and is not bound yet.
+/// Whether the live claim is one an interrupted run of `restore` created
+/// and had not filled ([`volumes::awaits_restore`]).
 async fn unfilled_claim_of(client: &kube::Client, restore: &str, claim: &ClaimToFill) -> bool {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.namespace);
-    let Ok(Some(live)) = api.get_opt(&claim.pvc).await else {
-        return false;
-    };
-    let selector = live
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .and_then(|s| serde_json::to_value(s).ok());
-    let pending = live.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound");
-    pending
-        && selector
-            == Some(volumes::restore_selector(
-                restore,
-                &claim.namespace,
-                &claim.pvc,
-            ))
+    matches!(api.get_opt(&claim.pvc).await, Ok(Some(live)) if volumes::awaits_restore(&live, restore))
 }
 
+/// Fills the claims this restore created with their data, one after the
+/// other; a claim that existed already is never written to, unless an
+/// interrupted run of this restore created it and had not filled it.
 async fn fill_claims(
     client: &kube::Client,
     data: &VolumeData,

@@ -1899,17 +1899,29 @@ async fn restore_target(
         "read PersistentVolumeClaim {}/{}",
         c.namespace, c.pvc
     )))?;
-    let spec = target.spec.clone().unwrap_or_default();
-    let expected = restore_selector(restore, &c.namespace, &c.pvc);
-    if spec.volume_name.is_some()
-        || serde_json::to_value(&spec.selector).ok().as_ref() != Some(&expected)
-    {
+    if !awaits_restore(&target, restore) {
         return Err(VolumeError::Invalid(format!(
             "the claim {}/{} was not created by this restore; its data is never overwritten",
             c.namespace, c.pvc
         )));
     }
     Ok(target)
+}
+
+/// Whether `claim` is one `restore` created and has not filled yet: no
+/// volume, and the selector of this restore's fresh volume for it. No one
+/// else's claim, and no filled one, is ever written into.
+pub fn awaits_restore(claim: &PersistentVolumeClaim, restore: &str) -> bool {
+    let (ns, name) = (
+        claim.metadata.namespace.as_deref().unwrap_or_default(),
+        claim.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let spec = claim.spec.as_ref();
+    spec.is_some_and(|s| s.volume_name.is_none())
+        && spec
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|s| serde_json::to_value(s).ok())
+            == Some(restore_selector(restore, ns, name))
 }
 
 /// Hands the volume the movers' claim `name` was given (filled) to the
