@@ -8,7 +8,8 @@ use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use lifeboat_core::Severity;
 use lifeboat_core::load::PolicySet;
-use lifeboat_store::{LocationConfig, Repository};
+use lifeboat_core::model::LocationFormat;
+use lifeboat_store::{LocationConfig, Repository, VeleroLocation};
 
 /// Where backups are: a StorageLocation of the policy repository, or a URL.
 #[derive(Debug, Clone, Args)]
@@ -122,6 +123,25 @@ pub struct Target {
     pub cluster: String,
     /// The StorageLocation's name, or the URL.
     pub location: String,
+}
+
+/// The Velero location the arguments name, if `--location` names a
+/// StorageLocation with `format: velero` (read in place, never written).
+pub fn velero(args: &StoreArgs) -> anyhow::Result<Option<(VeleroLocation, String)>> {
+    let Some(name) = &args.location else {
+        return Ok(None);
+    };
+    let set = load_policies(&args.repo)?;
+    let Some(location) = set
+        .storage_location(name)
+        .filter(|l| l.doc.spec.format == LocationFormat::Velero)
+    else {
+        return Ok(None);
+    };
+    let config = lifeboat_controller::locations::config(&set, &location.doc, Vec::new());
+    let velero = VeleroLocation::open(&config)
+        .with_context(|| format!("cannot open Velero location `{name}` ({})", config.url))?;
+    Ok(Some((velero, name.clone())))
 }
 
 /// Opens the object-storage repository the arguments name.

@@ -151,11 +151,17 @@ fn table(backups: &[Manifest], signed: impl Fn(&Manifest) -> &'static str) -> St
             signed(m).into(),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
+    columns(&rows)
+}
+
+/// Rows as left-aligned columns two spaces apart; the first row is the
+/// header.
+pub(crate) fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for r in &rows {
+    for r in rows {
         let line: Vec<String> = r
             .iter()
             .zip(&widths)
@@ -225,6 +231,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
+    let (Action::List { store, .. }
+    | Action::Show { store, .. }
+    | Action::Verify { store, .. }
+    | Action::Delete { store, .. }) = &args.action;
+    if let Some((location, name)) = context::velero(store)? {
+        return crate::cmd::velero_backups::run(&args.action, &location, &name).await;
+    }
     match args.action {
         Action::List {
             store,

@@ -18,6 +18,7 @@ pub mod reconcile;
 pub mod restore;
 pub mod sandbox;
 pub mod schema;
+pub mod velero_backups;
 pub mod volume_data;
 pub mod volumes;
 

@@ -7,11 +7,12 @@ use anyhow::{anyhow, bail};
 use clap::{Args as ClapArgs, ValueEnum};
 use lifeboat_controller::jobs::{RestoreJob, run_restore};
 use lifeboat_core::load::PolicySet;
+use lifeboat_core::model::LocationFormat;
 use lifeboat_core::{AccessMode, Exclude, ExistingResources, Include, NamespacePattern};
 use lifeboat_kube::restore::{Progress, RestoreError, RestoreOptions};
 use lifeboat_kube::select::Selection;
 use lifeboat_kube::transform::Transform;
-use lifeboat_store::{Repository, RestoreAction, RestorePhase};
+use lifeboat_store::{Repository, RestoreAction, RestorePhase, StoreError, VeleroLocation};
 
 use crate::cmd::backups::Format;
 use crate::context;
@@ -38,6 +39,10 @@ pub struct Args {
     /// The StorageLocation holding the backup (default: search them all).
     #[arg(long, value_name = "NAME")]
     pub location: Option<String>,
+    /// Where the restore record goes when the backup is Velero's (default:
+    /// the repository's only writable lifeboat location).
+    #[arg(long, value_name = "NAME")]
+    pub record_location: Option<String>,
     /// The cluster the backup was taken from (default: search every Cluster).
     #[arg(long, value_name = "NAME")]
     pub source_cluster: Option<String>,
@@ -87,12 +92,26 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Where the backup to restore is, and where its record goes.
+struct Found {
+    /// The repository the record is written to; for a lifeboat backup, the
+    /// one holding it.
+    repository: Repository,
+    /// The StorageLocation holding the backup.
+    location: String,
+    /// The StorageLocation keeping the record.
+    record_location: String,
+    /// The cluster the backup was taken from (for a Velero backup, the
+    /// Velero location's name: Velero keeps no cluster name).
+    source_cluster: String,
+    /// Access mode of the record's location.
+    access: AccessMode,
+    /// Set when the backup is Velero's.
+    velero: Option<VeleroLocation>,
+}
+
 /// Finds the location and source cluster holding `backup`.
-async fn find_backup(
-    set: &PolicySet,
-    args: &Args,
-    identities: &[String],
-) -> anyhow::Result<(Repository, String, String, AccessMode)> {
+async fn find_backup(set: &PolicySet, args: &Args, identities: &[String]) -> anyhow::Result<Found> {
     let locations: Vec<_> = match &args.location {
         Some(name) => vec![
             set.storage_location(name)
@@ -111,23 +130,52 @@ async fn find_backup(
     let mut found = Vec::new();
     let mut problems = Vec::new();
     for location in locations {
+        let name = &location.doc.metadata.name;
         let config =
             lifeboat_controller::locations::config(set, &location.doc, identities.to_vec());
+        if location.doc.spec.format == LocationFormat::Velero {
+            let velero = match VeleroLocation::open(&config) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            match velero.describe(&args.backup).await {
+                Ok(_) => {
+                    let (repository, record_location, access) =
+                        record_repository(set, args, identities).await?;
+                    found.push(Found {
+                        repository,
+                        location: name.clone(),
+                        record_location,
+                        source_cluster: name.clone(),
+                        access,
+                        velero: Some(velero),
+                    });
+                }
+                Err(StoreError::VeleroBackupNotFound { .. }) => {}
+                Err(e) => problems.push(format!("{name}: {e}")),
+            }
+            continue;
+        }
         let repository = match Repository::open(&config).await {
             Ok(r) => r,
             Err(e) => {
-                problems.push(format!("{}: {e}", location.doc.metadata.name));
+                problems.push(format!("{name}: {e}"));
                 continue;
             }
         };
         for cluster in &clusters {
             if repository.show_backup(cluster, &args.backup).await.is_ok() {
-                found.push((
-                    repository.clone(),
-                    location.doc.metadata.name.clone(),
-                    cluster.clone(),
-                    location.doc.spec.access_mode,
-                ));
+                found.push(Found {
+                    repository: repository.clone(),
+                    location: name.clone(),
+                    record_location: name.clone(),
+                    source_cluster: cluster.clone(),
+                    access: location.doc.spec.access_mode,
+                    velero: None,
+                });
             }
         }
     }
@@ -148,11 +196,66 @@ async fn find_backup(
             args.backup,
             found
                 .iter()
-                .map(|(_, l, c, _)| format!("{l}/{c}"))
+                .map(|f| format!("{}/{}", f.location, f.source_cluster))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     }
+}
+
+/// The lifeboat location that keeps the record of a restore from a Velero
+/// backup (Velero's bucket is never written): `--record-location`, else
+/// the repository's only writable lifeboat location.
+async fn record_repository(
+    set: &PolicySet,
+    args: &Args,
+    identities: &[String],
+) -> anyhow::Result<(Repository, String, AccessMode)> {
+    let writable: Vec<_> = set
+        .storage_locations
+        .iter()
+        .filter(|l| {
+            l.doc.spec.format == LocationFormat::Lifeboat
+                && l.doc.spec.access_mode == AccessMode::ReadWrite
+        })
+        .collect();
+    let location = match &args.record_location {
+        Some(name) => {
+            let l = set
+                .storage_location(name)
+                .ok_or_else(|| anyhow!("no StorageLocation named `{name}` (--record-location)"))?;
+            if l.doc.spec.format == LocationFormat::Velero {
+                bail!(
+                    "--record-location `{name}` is a Velero location, which lifeboat never \
+                     writes; name a lifeboat location"
+                );
+            }
+            l
+        }
+        None => match writable.as_slice() {
+            [only] => only,
+            [] => bail!(
+                "restoring a Velero backup writes its record to a lifeboat location, and the \
+                 repository has no StorageLocation of lifeboat's format with accessMode \
+                 ReadWrite: add one (the location your policies will back up to)"
+            ),
+            several => bail!(
+                "restoring a Velero backup writes its record to a lifeboat location: pass \
+                 --record-location, one of {}",
+                several
+                    .iter()
+                    .map(|l| l.doc.metadata.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    let config = lifeboat_controller::locations::config(set, &location.doc, identities.to_vec());
+    Ok((
+        Repository::open(&config).await?,
+        location.doc.metadata.name.clone(),
+        location.doc.spec.access_mode,
+    ))
 }
 
 /// True when `e` says the restore itself failed or was refused (exit 1),
@@ -180,8 +283,14 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let set = context::load_policies(&args.repo)?;
     let target = context::cluster_name(&set, args.cluster.as_deref())?;
     let identities = context::read_identities(&args.identities)?;
-    let (repository, location, source_cluster, access) =
-        find_backup(&set, &args, &identities).await?;
+    let Found {
+        repository,
+        location,
+        record_location,
+        source_cluster,
+        access,
+        velero,
+    } = find_backup(&set, &args, &identities).await?;
     let target_doc = set.cluster(&target).map(|c| c.doc.clone());
     let mut options = RestoreOptions {
         selection: Selection::new(
@@ -262,7 +371,13 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         start.subsec_millisecond(),
         if args.dry_run { "-dry-run" } else { "" }
     );
-    if !args.no_volume_data {
+    if velero.is_some() && !args.no_volume_data {
+        eprintln!(
+            "note: `{location}` is a Velero location; lifeboat restores the objects of Velero \
+             backups, not yet their volume data (claims come back as they were backed up)"
+        );
+    }
+    if !args.no_volume_data && velero.is_none() {
         let location_doc = set
             .storage_location(&location)
             .ok_or_else(|| anyhow!("no StorageLocation named `{location}`"))?;
@@ -291,6 +406,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         options,
         record: access != AccessMode::ReadOnly,
         owner: None,
+        velero: velero.as_ref(),
     };
     let running = run_restore(&client, &repository, &job, &progress, jiff::Timestamp::now);
     // Ctrl-C stops the restore, removes its movers and their claims, and
@@ -333,7 +449,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("note: {message}");
     }
     if access == AccessMode::ReadOnly {
-        eprintln!("note: `{location}` is ReadOnly, so the restore record was not written");
+        eprintln!("note: `{record_location}` is ReadOnly, so the restore record was not written");
     }
     let text = match args.format {
         Format::Json => format!("{:#}\n", serde_json::to_value(&record)?),
@@ -395,7 +511,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             }
             let c = &record.counts;
             t.push_str(&format!(
-                "{}{} {:?}: {} created, {} updated, {} skipped, {} failed; record `{request}` in `{location}`\n",
+                "{}{} {:?}: {} created, {} updated, {} skipped, {} failed; record `{request}` in `{record_location}`\n",
                 if record.dry_run { "dry run: " } else { "" },
                 args.backup,
                 record.phase,

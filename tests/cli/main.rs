@@ -10,6 +10,7 @@ mod sandbox;
 mod schema;
 mod signing;
 mod storage;
+mod velero;
 mod verify;
 mod volume_data;
 mod volume_fs;

@@ -41,16 +41,23 @@ pub struct Location {
 #[derive(Debug, Clone, Default)]
 pub struct Locations {
     pub by_name: BTreeMap<String, Location>,
+    /// The Velero locations, which are not opened.
+    pub velero: BTreeSet<String>,
 }
 
 impl Locations {
     /// Opens every StorageLocation of `set` (concurrently), trusting the
     /// keys Git trusts there and signing as `cluster` (with its
     /// `signing.keySecretRef`, when `secrets` come from the cluster).
+    ///
+    /// Velero locations (`format: velero`) are not lifeboat repositories:
+    /// the controller neither lists nor writes them (`lifeboat restore`
+    /// reads them by hand).
     pub async fn open(set: &PolicySet, secrets: &Secrets, cluster: &str) -> Locations {
         let opening: Vec<_> = set
             .storage_locations
             .iter()
+            .filter(|l| l.doc.spec.format.is_lifeboat())
             .map(|l| async move {
                 let doc = &l.doc;
                 let opened = locations::open_with_config(set, doc, secrets, cluster).await;
@@ -72,6 +79,12 @@ impl Locations {
             .await;
         Locations {
             by_name: opened.into_iter().map(|l| (l.name.clone(), l)).collect(),
+            velero: set
+                .storage_locations
+                .iter()
+                .filter(|l| !l.doc.spec.format.is_lifeboat())
+                .map(|l| l.doc.metadata.name.clone())
+                .collect(),
         }
     }
 
@@ -79,6 +92,10 @@ impl Locations {
     pub fn repository(&self, name: &str) -> Result<&Repository, String> {
         match self.by_name.get(name) {
             Some(l) => l.repository.as_ref().map_err(Clone::clone),
+            None if self.velero.contains(name) => Err(format!(
+                "StorageLocation `{name}` is a Velero location (`format: velero`), which \
+                 lifeboat only reads by hand (`lifeboat restore --location {name}`)"
+            )),
             None => Err(format!("no StorageLocation named `{name}`")),
         }
     }

@@ -407,6 +407,7 @@ impl Executor {
                     options,
                     record: self.locations.access(location) != Some(AccessMode::ReadOnly),
                     owner: Some(&self.options.owner),
+                    velero: None,
                 };
                 let record =
                     jobs::run_restore(&self.client, repository, &job, &|_| {}, Timestamp::now)

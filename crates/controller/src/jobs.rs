@@ -13,7 +13,9 @@ use lifeboat_kube::backup::{self, BackupOptions};
 use lifeboat_kube::restore::{self, RestoreOptions};
 use lifeboat_kube::select::Selection;
 use lifeboat_kube::transform::Transform;
-use lifeboat_store::{BackupSpec, BackupWriter, Manifest, Repository, RestorePhase, RestoreRecord};
+use lifeboat_store::{
+    BackupSpec, BackupWriter, Manifest, Repository, RestorePhase, RestoreRecord, VeleroLocation,
+};
 
 /// What to back up and under which name.
 #[derive(Debug, Clone)]
@@ -189,6 +191,10 @@ pub struct RestoreJob<'a> {
     /// deadline ([`RESTORE_DEADLINE`]) within which a later controller
     /// resumes it after an interruption. `None` (by hand): never resumed.
     pub owner: Option<&'a str>,
+    /// Read the backup from this Velero location instead of from the
+    /// repository, which then only keeps the record (a Velero bucket is
+    /// never written).
+    pub velero: Option<&'a VeleroLocation>,
 }
 
 /// How long after its start an interrupted controller restore is run again
@@ -256,17 +262,26 @@ pub async fn run_restore(
     // The signature is checked when the backup is opened; a refused one
     // fails in `restore` before anything is applied.
     let mut warning = None;
-    let outcome = match repository.open_backup(job.source_cluster, job.backup).await {
-        Ok(reader) => {
-            warning = reader.signature().warning();
-            if let Some(w) = &warning {
-                tracing::warn!(request = job.request, backup = job.backup, "{w}");
-            }
-            restore::restore(client, &reader, &job.options, progress)
+    let outcome = if let Some(velero) = job.velero {
+        match velero.open_backup(job.backup).await {
+            Ok(reader) => restore::restore(client, &reader, &job.options, progress)
                 .await
-                .map_err(anyhow::Error::from)
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow::Error::from(e)),
         }
-        Err(e) => Err(anyhow::Error::from(e)),
+    } else {
+        match repository.open_backup(job.source_cluster, job.backup).await {
+            Ok(reader) => {
+                warning = reader.signature().warning();
+                if let Some(w) = &warning {
+                    tracing::warn!(request = job.request, backup = job.backup, "{w}");
+                }
+                restore::restore(client, &reader, &job.options, progress)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+            Err(e) => Err(anyhow::Error::from(e)),
+        }
     };
     match outcome {
         Ok(outcome) => {

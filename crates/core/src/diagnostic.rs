@@ -96,6 +96,7 @@ codes! {
     EmptyCapacityRange = "LB120", "empty-capacity-range", Error, "A volume rule's capacity range has a minimum above its maximum, so it matches no claim.";
     VolumeTimeoutExceedsBackup = "LB121", "volume-timeout-exceeds-backup", Warning, "A volume step may take longer than the whole backup, so the backup times out first.";
     ShadowedVolumeRule = "LB122", "shadowed-volume-rule", Warning, "A volume rule matches exactly what an earlier rule matches, so it never applies.";
+    BackupToReadOnlyLocation = "LB130", "backup-to-read-only-location", Error, "A BackupPolicy stores its backups in a location lifeboat never writes (accessMode ReadOnly, or a Velero location).";
 }
 
 impl fmt::Display for Code {

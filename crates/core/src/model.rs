@@ -201,6 +201,30 @@ pub struct StorageLocationSpec {
     /// does not carry them (their policies live elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<LocationSigning>,
+    /// Who wrote the backups here: `lifeboat` (the default), or `velero`
+    /// for the bucket and prefix of a Velero or OADP
+    /// BackupStorageLocation. lifeboat lists and restores Velero's backups
+    /// and never writes to such a location: no policy may back up to it,
+    /// and restore records go to a lifeboat location.
+    #[serde(default, skip_serializing_if = "LocationFormat::is_lifeboat")]
+    pub format: LocationFormat,
+}
+
+/// The layout of a storage location.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LocationFormat {
+    /// lifeboat's own (docs/format.md).
+    #[default]
+    Lifeboat,
+    /// Velero's: `backups/<name>/velero-backup.json` and `<name>.tar.gz`.
+    Velero,
+}
+
+impl LocationFormat {
+    pub fn is_lifeboat(&self) -> bool {
+        *self == LocationFormat::Lifeboat
+    }
 }
 
 /// Signature trust of a storage location.

@@ -45,8 +45,8 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Discovery, Scope};
 use lifeboat_core::{ExistingResources, NamespacePattern};
 use lifeboat_store::{
-    BackupReader, LIFEBOAT_VERSION, Prerequisite, PrerequisiteKind, RestoreAction, RestoreCounts,
-    RestoreItem, RestorePhase, RestoreRecord, RestoredVolume, StoreError, VolumePhase,
+    LIFEBOAT_VERSION, Prerequisite, PrerequisiteKind, RestoreAction, RestoreCounts, RestoreItem,
+    RestorePhase, RestoreRecord, RestoreSource, RestoredVolume, StoreError, VolumePhase,
 };
 use serde_json::Value;
 
@@ -317,14 +317,14 @@ fn selected(sel: &Selection, resource: &str, group: &str, ns: Option<&str>, name
     }
 }
 
-/// Restores `reader`'s backup into the cluster behind `client`.
+/// Restores `reader`'s backup (lifeboat's or Velero's) into the cluster behind `client`.
 ///
 /// Verifies the whole archive first; on a verification error nothing is
 /// applied. Per-object problems become `Failed` lines; the function only
 /// errors when the restore could not run at all.
 pub async fn restore(
     client: &kube::Client,
-    reader: &BackupReader,
+    reader: &impl RestoreSource,
     opts: &RestoreOptions,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<RestoreOutcome, RestoreError> {
@@ -579,7 +579,7 @@ pub async fn restore(
 
     // Prerequisites the target lacks, reported before anything is applied.
     let missing_prerequisites =
-        missing_prerequisites(client, &reader.manifest().prerequisites, &planned).await?;
+        missing_prerequisites(client, reader.prerequisites(), &planned).await?;
     for m in &missing_prerequisites {
         tracing::warn!("missing prerequisite: {m}");
     }

@@ -127,6 +127,20 @@ pub enum StoreError {
         backup: String,
     },
 
+    /// No `backups/<name>/velero-backup.json` in a Velero location.
+    #[error(
+        "no Velero backup named {backup:?} in {url}/backups/; list them with \
+         `lifeboat backups list --location <the Velero location>`"
+    )]
+    VeleroBackupNotFound { url: String, backup: String },
+
+    /// Velero did not finish the backup.
+    #[error(
+        "Velero backup {backup:?} is {phase}, not Completed or PartiallyFailed: Velero did not \
+         finish writing it, so it is not restored; pick another one from `lifeboat backups list`"
+    )]
+    VeleroBackupNotRestorable { backup: String, phase: String },
+
     /// A backup with this name already has a manifest.
     #[error(
         "backup {backup:?} of cluster {cluster:?} already exists; a schedule slot is backed \

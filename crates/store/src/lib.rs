@@ -7,13 +7,16 @@
 //!                     │                                └▶ verify_all (every check, for `backups verify`)
 //!                     ├─ list_backups / show_backup / delete_backup / incomplete_backups
 //!                     └─ write_restore_record / read_restore_record
+//! LocationConfig ─▶ VeleroLocation::open (a Velero bucket, read-only)
+//!                     ├─ list / describe (velero-backup.json)
+//!                     └─ open_backup ─▶ VeleroReader ─▶ verify, then entries()
 //! ```
 //!
 //! Modules: `config` (URLs, credentials, retries → an `ObjectStore`),
 //! `repo` (marker, layout, names), `writer` / `upload` (streaming archive
 //! writer and multipart uploads), `reader` (verified streaming reads), `verify` (complete
 //! verification with a finding per check, and the `BackupCheck` extension point),
-//! `crypto` (age), `signing` (minisign signatures of manifests and
+//! `velero` (Velero's backups, read in place), `crypto` (age), `signing` (minisign signatures of manifests and
 //! records, and trust), `catalog` (listing, deletion, restore records) and
 //! `model` (the JSON types). The on-storage format is documented in
 //! `docs/format.md`. This crate does not depend on `lifeboat-core`.
@@ -28,6 +31,7 @@ mod reader;
 mod repo;
 mod signing;
 mod upload;
+mod velero;
 mod verify;
 mod writer;
 
@@ -42,11 +46,12 @@ pub use model::{
     RestoreAction, RestoreCounts, RestoreItem, RestorePhase, RestoreRecord, RestoredVolume, Totals,
     VolumeEntry, VolumePhase,
 };
-pub use reader::{ArchiveEntry, BackupReader, VerifyReport};
+pub use reader::{ArchiveEntry, BackupReader, RestoreSource, VerifyReport};
 pub use repo::{Repository, backup_name, parse_backup_name, validate_name};
 pub use signing::{
     GeneratedKeyPair, SIGNATURE_SUFFIX, SignatureCheck, SignatureState, SignedKind, SigningKey,
     Subject, Trust, TrustedKey, generate_key_pair, parse_public_key,
 };
+pub use velero::{VeleroBackup, VeleroLocation, VeleroReader};
 pub use verify::{BackupCheck, CheckStatus, Finding, Verification};
 pub use writer::{BackupSpec, BackupWriter, ObjectEntry, WriterHandle};

@@ -26,7 +26,9 @@ use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::error::{Result, StoreError};
-use crate::model::{FileInfo, Index, LogEntry, MANIFEST_FORMAT_VERSION, Manifest, VolumeEntry};
+use crate::model::{
+    FileInfo, Index, LogEntry, MANIFEST_FORMAT_VERSION, Manifest, Prerequisite, VolumeEntry,
+};
 use crate::repo::{MANIFEST, Repository, layout, validate_name};
 use crate::signing::SignatureCheck;
 
@@ -85,6 +87,35 @@ pub(crate) enum Stop {
 impl From<io::Error> for Stop {
     fn from(e: io::Error) -> Self {
         Stop::Io(e)
+    }
+}
+
+/// What a restore reads objects from: a lifeboat backup ([`BackupReader`])
+/// or a Velero one ([`crate::VeleroReader`]).
+pub trait RestoreSource: Send + Sync {
+    /// Checks everything before anything is applied.
+    fn verify(&self) -> impl Future<Output = Result<VerifyReport>> + Send;
+    /// The objects, in archive order; an error as the last item when the
+    /// stored bytes turn out damaged.
+    fn entries(&self) -> impl Stream<Item = Result<ArchiveEntry>> + Send + 'static;
+    /// The volumes whose data the backup carries.
+    fn volumes(&self) -> &[VolumeEntry];
+    /// What the backed-up objects need in the target cluster.
+    fn prerequisites(&self) -> &[Prerequisite];
+}
+
+impl RestoreSource for BackupReader {
+    fn verify(&self) -> impl Future<Output = Result<VerifyReport>> + Send {
+        BackupReader::verify(self)
+    }
+    fn entries(&self) -> impl Stream<Item = Result<ArchiveEntry>> + Send + 'static {
+        BackupReader::entries(self)
+    }
+    fn volumes(&self) -> &[VolumeEntry] {
+        BackupReader::volumes(self)
+    }
+    fn prerequisites(&self) -> &[Prerequisite] {
+        &self.manifest.prerequisites
     }
 }
 

@@ -10,6 +10,7 @@
 //! ```text
 //! PolicySet ──┬─ references::unresolved_references   LB101, LB115
 //!             ├─ references::duplicate_names         LB102
+//!             ├─ references::backups_to_read_only_locations LB130
 //!             ├─ schedules::invalid_schedules        LB103, LB104
 //!             ├─ schedules::unmeetable_rpo           LB105
 //!             ├─ schedules::max_age_below_interval   LB107
@@ -60,6 +61,7 @@ pub type Rule = fn(&PolicySet) -> Vec<Diagnostic>;
 pub const RULES: &[Rule] = &[
     references::unresolved_references,
     references::duplicate_names,
+    references::backups_to_read_only_locations,
     schedules::invalid_schedules,
     schedules::unmeetable_rpo,
     schedules::max_age_below_interval,

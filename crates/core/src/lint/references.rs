@@ -1,11 +1,12 @@
-//! Names that must resolve (LB101, LB115) and names that must be unique (LB102).
+//! Names that must resolve (LB101, LB115), names that must be unique
+//! (LB102), and policies that name a location lifeboat never writes (LB130).
 
 use std::collections::HashMap;
 
 use super::{at_value, location, suggest};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::load::{Loaded, PolicySet, Source};
-use crate::model::Kind;
+use crate::model::{AccessMode, Kind, LocationFormat};
 
 /// LB101: a BackupPolicy's `storage` and `clusters.names`, and a
 /// RestoreRequest's `source.cluster`, `source.policy` and `target.cluster`,
@@ -194,6 +195,38 @@ pub fn duplicate_names(set: &PolicySet) -> Vec<Diagnostic> {
     out
 }
 
+/// LB130: a BackupPolicy's `storage` names a location lifeboat only reads:
+/// `accessMode: ReadOnly`, or `format: velero` (read-only by definition).
+/// Its backups would fail every time, so it is an error here rather than a
+/// surprise at the first slot.
+pub fn backups_to_read_only_locations(set: &PolicySet) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for Loaded { doc, source } in &set.policies {
+        let Some(location) = set.storage_location(&doc.spec.storage) else {
+            continue;
+        };
+        let spec = &location.doc.spec;
+        let why = match (spec.format, spec.access_mode) {
+            (LocationFormat::Velero, _) => {
+                "is a Velero location (`format: velero`), which lifeboat only reads"
+            }
+            (_, AccessMode::ReadOnly) => "is `accessMode: ReadOnly`",
+            _ => continue,
+        };
+        out.push(at_value(
+            Code::BackupToReadOnlyLocation,
+            source,
+            "/spec/storage",
+            format!(
+                "storage location `{}` {why}, so this policy's backups cannot be written",
+                doc.spec.storage
+            ),
+            "store the backups in a lifeboat location with `accessMode: ReadWrite`; keep the read-only one for restores",
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
@@ -286,6 +319,30 @@ mod tests {
                 .all(|d| !d.message.contains("storage location")),
             "{found:#?}"
         );
+    }
+
+    #[rstest]
+    #[case::writable("", &[])]
+    #[case::read_only("\n  accessMode: ReadOnly", &[(Code::BackupToReadOnlyLocation, 35, 12, "storage location `s3-main` is `accessMode: ReadOnly`, so this policy's backups cannot be written")])]
+    #[case::velero("\n  format: velero", &[(Code::BackupToReadOnlyLocation, 35, 12, "storage location `s3-main` is a Velero location (`format: velero`), which lifeboat only reads, so this policy's backups cannot be written")])]
+    fn policies_write_only_writable_locations(
+        #[case] spec: &str,
+        #[case] expect: &[(Code, usize, usize, &str)],
+    ) {
+        let location = storage_location("s3-main", false)
+            .replace("b/s3-main\n", &format!("b/s3-main{spec}\n"));
+        let docs = format!(
+            "{location}---\n{}---\n{}---\n{}",
+            cluster("prod-eu", "env: prod"),
+            cluster("dr-eu", "env: dr"),
+            policy("s3-main", "    names: [prod-eu]")
+        );
+        let found = run(backups_to_read_only_locations, &docs);
+        let expect: Vec<(Code, usize, usize, String)> = expect
+            .iter()
+            .map(|(c, l, col, m)| (*c, *l, *col, m.to_string()))
+            .collect();
+        assert_eq!(found, expect);
     }
 
     #[rstest]

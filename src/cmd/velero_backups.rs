@@ -1,0 +1,179 @@
+//! `lifeboat backups` on a `format: velero` StorageLocation: Velero's
+//! backups, read where Velero left them (`lifeboat_store::VeleroLocation`).
+//! `list`, `show` and `verify` read; `delete` is refused, since lifeboat
+//! never writes to Velero's bucket (Velero's own retention or `velero
+//! backup delete` remove its backups).
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use lifeboat_store::{RestoreSource, VeleroBackup, VeleroLocation};
+
+use crate::cmd::backups::{Action, Format, columns};
+
+fn time(t: Option<jiff::Timestamp>) -> String {
+    t.map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn table(backups: &[VeleroBackup]) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "SCHEDULE".into(),
+        "PHASE".into(),
+        "STARTED".into(),
+        "EXPIRES".into(),
+        "ITEMS".into(),
+        "ERRORS".into(),
+        "WARNINGS".into(),
+    ]];
+    for b in backups {
+        rows.push([
+            b.name.clone(),
+            b.schedule.clone().unwrap_or_else(|| "-".into()),
+            if b.phase.is_empty() {
+                "-".into()
+            } else {
+                b.phase.clone()
+            },
+            time(b.started),
+            time(b.expires),
+            b.items.map_or_else(|| "-".into(), |n| n.to_string()),
+            b.errors.to_string(),
+            b.warnings.to_string(),
+        ]);
+    }
+    columns(&rows)
+}
+
+fn json(b: &VeleroBackup) -> serde_json::Value {
+    serde_json::json!({
+        "name": b.name,
+        "schedule": b.schedule,
+        "phase": b.phase,
+        "started": b.started,
+        "completed": b.completed,
+        "expires": b.expires,
+        "items": b.items,
+        "formatVersion": b.format_version,
+        "errors": b.errors,
+        "warnings": b.warnings,
+        "restorable": b.restorable(),
+    })
+}
+
+pub async fn run(action: &Action, velero: &VeleroLocation, name: &str) -> anyhow::Result<ExitCode> {
+    match action {
+        Action::List { policy, format, .. } => {
+            let mut list = velero.list().await?;
+            if let Some(schedule) = policy {
+                list.retain(|b| b.schedule.as_deref() == Some(schedule.as_str()));
+            }
+            let text = match format {
+                Format::Json => format!(
+                    "{:#}\n",
+                    serde_json::json!({
+                        "location": name,
+                        "format": "velero",
+                        "backups": list.iter().map(json).collect::<Vec<_>>(),
+                    })
+                ),
+                Format::Text if list.is_empty() => {
+                    format!(
+                        "no Velero backups in `{name}` ({}/backups/)\n",
+                        velero.url()
+                    )
+                }
+                Format::Text => table(&list),
+            };
+            crate::output::print(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Show { backup, format, .. } => {
+            let b = velero.describe(backup).await?;
+            let text = match format {
+                Format::Json => format!("{:#}\n", json(&b)),
+                Format::Text => {
+                    let mut t = table(std::slice::from_ref(&b));
+                    t.push_str(&format!(
+                        "\nVelero backup (format {}) in `{name}`; {}\n",
+                        b.format_version.as_deref().unwrap_or("unknown"),
+                        if b.restorable() {
+                            "`lifeboat restore` restores its objects"
+                        } else {
+                            "not restorable: Velero did not finish it"
+                        }
+                    ));
+                    t
+                }
+            };
+            crate::output::print(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Verify {
+            backup,
+            all,
+            policy,
+            format,
+            ..
+        } => {
+            let names: Vec<String> = if *all {
+                velero
+                    .list()
+                    .await?
+                    .into_iter()
+                    .filter(|b| policy.is_none() || b.schedule == *policy)
+                    .filter(VeleroBackup::restorable)
+                    .map(|b| b.name)
+                    .collect()
+            } else {
+                backup.iter().cloned().collect()
+            };
+            let mut damaged = false;
+            let mut results = Vec::new();
+            for backup in &names {
+                let checked = match velero.open_backup(backup).await {
+                    Ok(reader) => reader.verify().await,
+                    Err(e) => Err(e),
+                };
+                damaged |= checked.is_err();
+                results.push((backup.clone(), checked));
+            }
+            let text = match format {
+                Format::Json => format!(
+                    "{:#}\n",
+                    serde_json::Value::Array(
+                        results
+                            .iter()
+                            .map(|(b, r)| match r {
+                                Ok(v) => serde_json::json!({"backup": b, "ok": true, "objects": v.objects}),
+                                Err(e) => serde_json::json!({"backup": b, "ok": false, "error": e.to_string()}),
+                            })
+                            .collect()
+                    )
+                ),
+                Format::Text => results
+                    .iter()
+                    .map(|(b, r)| match r {
+                        Ok(v) => format!(
+                            "ok       {b}: {} objects, gzip and tar intact, every object JSON \
+                             (Velero records no checksums)\n",
+                            v.objects
+                        ),
+                        Err(e) => format!("damaged  {b}: {e}\n"),
+                    })
+                    .collect(),
+            };
+            crate::output::print(&text)?;
+            Ok(if damaged {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Action::Delete { .. } => bail!(
+            "`{name}` is a Velero location, which lifeboat never writes: delete Velero's backups \
+             with Velero (`velero backup delete`) or let its ttl expire them"
+        ),
+    }
+}
