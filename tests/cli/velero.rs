@@ -4,7 +4,7 @@
 //! with the system `tar`.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -143,6 +143,55 @@ fn write_velero_backup(bucket: &Path, name: &str, phase: &str) {
     .unwrap();
 }
 
+/// A sandbox and a policy repository with a lifeboat location `local` and a
+/// Velero location `oadp` (both `file://`).
+struct World {
+    rt: tokio::runtime::Runtime,
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+    storage: PathBuf,
+    bucket: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sandbox = rt.block_on(Sandbox::builder().start()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, bucket) = (dir.path().join("storage"), dir.path().join("velero"));
+        std::fs::create_dir_all(&storage).unwrap();
+        std::fs::write(
+            dir.path().join("lifeboat.yaml"),
+            format!(
+                "apiVersion: lifeboat.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: prod\nspec:\n  role: primary\n---\n\
+                 apiVersion: lifeboat.dev/v1alpha1\nkind: StorageLocation\nmetadata:\n  name: local\nspec:\n  url: file://{}\n---\n\
+                 apiVersion: lifeboat.dev/v1alpha1\nkind: StorageLocation\nmetadata:\n  name: oadp\nspec:\n  url: file://{}\n  format: velero\n",
+                storage.display(),
+                bucket.display()
+            ),
+        )
+        .unwrap();
+        sandbox
+            .write_kubeconfig(&dir.path().join("kubeconfig"))
+            .unwrap();
+        World {
+            rt,
+            sandbox,
+            dir,
+            storage,
+            bucket,
+        }
+    }
+
+    fn repo(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    fn kubeconfig(&self) -> String {
+        self.dir.path().join("kubeconfig").display().to_string()
+    }
+}
+
 fn files(dir: &Path) -> BTreeSet<String> {
     fn walk(dir: &Path, base: &Path, out: &mut BTreeSet<String>) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -161,27 +210,13 @@ fn files(dir: &Path) -> BTreeSet<String> {
 
 #[test]
 fn a_velero_backup_restores_without_velero_and_its_bucket_is_never_written() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(Sandbox::builder().start()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (storage, bucket) = (dir.path().join("storage"), dir.path().join("velero"));
-    std::fs::create_dir_all(&storage).unwrap();
-    write_velero_backup(&bucket, BACKUP, "Completed");
-    write_velero_backup(&bucket, "daily-20261201020000", "InProgress");
-    std::fs::write(
-        dir.path().join("lifeboat.yaml"),
-        format!(
-            "apiVersion: lifeboat.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: prod\nspec:\n  role: primary\n---\n\
-             apiVersion: lifeboat.dev/v1alpha1\nkind: StorageLocation\nmetadata:\n  name: local\nspec:\n  url: file://{}\n---\n\
-             apiVersion: lifeboat.dev/v1alpha1\nkind: StorageLocation\nmetadata:\n  name: oadp\nspec:\n  url: file://{}\n  format: velero\n",
-            storage.display(),
-            bucket.display()
-        ),
-    )
-    .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    sb.write_kubeconfig(&kubeconfig).unwrap();
-    let (r, k) = (dir.path().to_str().unwrap(), kubeconfig.to_str().unwrap());
+    let w = World::new();
+    write_velero_backup(&w.bucket, BACKUP, "Completed");
+    write_velero_backup(&w.bucket, "daily-20261201020000", "InProgress");
+    let (rt, sb, storage, bucket) = (&w.rt, &w.sandbox, &w.storage, &w.bucket);
+    let kubeconfig = w.kubeconfig();
+    let (r, k) = (w.repo(), kubeconfig.as_str());
+
     let before = files(&bucket);
 
     let (code, out, err) = run(&["lint", r], None);
@@ -331,29 +366,14 @@ fn a_velero_backup_restores_without_velero_and_its_bucket_is_never_written() {
 
 #[test]
 fn a_truncated_velero_tarball_is_refused_before_anything_is_applied() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(Sandbox::builder().start()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (storage, bucket) = (dir.path().join("storage"), dir.path().join("velero"));
-    std::fs::create_dir_all(&storage).unwrap();
-    write_velero_backup(&bucket, BACKUP, "Completed");
-    let tarball = bucket.join(format!("backups/{BACKUP}/{BACKUP}.tar.gz"));
+    let w = World::new();
+    write_velero_backup(&w.bucket, BACKUP, "Completed");
+    let (rt, sb) = (&w.rt, &w.sandbox);
+    let kubeconfig = w.kubeconfig();
+    let (r, k) = (w.repo(), kubeconfig.as_str());
+    let tarball = w.bucket.join(format!("backups/{BACKUP}/{BACKUP}.tar.gz"));
     let bytes = std::fs::read(&tarball).unwrap();
     std::fs::write(&tarball, &bytes[..bytes.len() - 40]).unwrap();
-    std::fs::write(
-        dir.path().join("lifeboat.yaml"),
-        format!(
-            "apiVersion: lifeboat.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: prod\nspec:\n  role: primary\n---\n\
-             apiVersion: lifeboat.dev/v1alpha1\nkind: StorageLocation\nmetadata:\n  name: local\nspec:\n  url: file://{}\n---\n\
-             apiVersion: lifeboat.dev/v1alpha1\nkind: StorageLocation\nmetadata:\n  name: oadp\nspec:\n  url: file://{}\n  format: velero\n",
-            storage.display(),
-            bucket.display()
-        ),
-    )
-    .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    sb.write_kubeconfig(&kubeconfig).unwrap();
-    let (r, k) = (dir.path().to_str().unwrap(), kubeconfig.to_str().unwrap());
 
     let (code, out, err) = run(
         &[

@@ -37,7 +37,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::config::{LocationConfig, build_store};
 use crate::error::{Result, StoreError};
 use crate::model::{Prerequisite, VolumeEntry};
-use crate::reader::{ArchiveEntry, RestoreSource, VerifyReport};
+use crate::reader::{ArchiveEntry, RestoreSource, Stop, VerifyReport};
 use crate::repo::validate_name;
 
 /// A Velero BackupStorageLocation's bucket and prefix, read-only.
@@ -456,19 +456,6 @@ impl RestoreSource for VeleroReader {
         futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         })
-    }
-}
-
-/// Why a pass stopped.
-enum Stop {
-    Io(io::Error),
-    Invalid(String),
-    Cancelled,
-}
-
-impl From<io::Error> for Stop {
-    fn from(e: io::Error) -> Self {
-        Stop::Io(e)
     }
 }
 
