@@ -183,6 +183,13 @@ impl World {
         }
     }
 
+    /// Runs lifeboat with `args` on the Velero location.
+    fn on_velero(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--repo", self.repo(), "--location", "oadp"]);
+        run(&all, None)
+    }
+
     fn repo(&self) -> &str {
         self.dir.path().to_str().unwrap()
     }
@@ -217,7 +224,7 @@ fn a_velero_backup_restores_without_velero_and_its_bucket_is_never_written() {
     let kubeconfig = w.kubeconfig();
     let (r, k) = (w.repo(), kubeconfig.as_str());
 
-    let before = files(&bucket);
+    let before = files(bucket);
 
     let (code, out, err) = run(&["lint", r], None);
     assert_eq!(code, 0, "{out}{err}");
@@ -237,18 +244,7 @@ fn a_velero_backup_restores_without_velero_and_its_bucket_is_never_written() {
         assert!(line.contains(want), "{want} in {line}");
     }
     assert!(out.contains("InProgress"), "{out}");
-    let (code, out, err) = run(
-        &[
-            "backups",
-            "verify",
-            BACKUP,
-            "--repo",
-            r,
-            "--location",
-            "oadp",
-        ],
-        None,
-    );
+    let (code, out, err) = w.on_velero(&["backups", "verify", BACKUP]);
     assert_eq!(code, 0, "{out}{err}");
     // Namespace, ConfigMap, Deployment, Secret, Pod: each object once.
     assert!(out.contains("5 objects"), "{out}");
@@ -318,14 +314,14 @@ fn a_velero_backup_restores_without_velero_and_its_bucket_is_never_written() {
     );
     // The record went to lifeboat's location; Velero's bucket is as it was.
     assert!(
-        files(&storage)
+        files(storage)
             .iter()
             .any(|f| f.contains("restores/manual-")),
         "{:?}",
-        files(&storage)
+        files(storage)
     );
     assert_eq!(
-        files(&bucket),
+        files(bucket),
         before,
         "nothing was written to Velero's bucket"
     );
@@ -375,18 +371,7 @@ fn a_truncated_velero_tarball_is_refused_before_anything_is_applied() {
     let bytes = std::fs::read(&tarball).unwrap();
     std::fs::write(&tarball, &bytes[..bytes.len() - 40]).unwrap();
 
-    let (code, out, err) = run(
-        &[
-            "backups",
-            "verify",
-            BACKUP,
-            "--repo",
-            r,
-            "--location",
-            "oadp",
-        ],
-        None,
-    );
+    let (code, out, err) = w.on_velero(&["backups", "verify", BACKUP]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("damaged"), "{out}");
     let (code, out, err) = run(
