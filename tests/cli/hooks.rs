@@ -245,8 +245,13 @@ fn a_failing_freeze_does_what_its_on_error_says_and_the_thaw_still_runs() {
     // thaw still runs.
     std::thread::sleep(Duration::from_millis(1100));
     set_hooks(&w, &freeze_hook("failBackup", "30s"));
-    let (code, out, err, name) = backup(&w);
+    let (code, out, err, _) = backup(&w);
     assert_eq!(code, 2, "{out}{err}");
+    let name = err
+        .split("error: backup ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap();
     let m = w.manifest(&name);
     assert_eq!(m["phase"], "Failed", "{m}");
     assert!(
@@ -364,4 +369,64 @@ fn velero_annotations_win_over_policy_hooks_on_their_pod() {
     let (code, out, err, _) = backup(&w);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(argv(&calls), [strings(&["/velero-freeze.sh"])]);
+}
+
+/// A controller killed (SIGKILL) while a freeze runs: the restarted
+/// controller resumes the backup and first runs the thaw the record says
+/// is owed, then freezes and thaws again around the claim's snapshot.
+#[test]
+fn a_controller_killed_between_freeze_and_thaw_thaws_when_it_resumes() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let calls = record_exec(&w, |argv| {
+        if argv.iter().any(|a| a == "--freeze") {
+            ExecOutput::ok("").after(Duration::from_secs(60))
+        } else {
+            ExecOutput::ok("")
+        }
+    });
+    app_pod(&w);
+    set_hooks(&w, &freeze_hook("failVolume", "90s"));
+    let remote = w.controller_remote();
+    let now = ["--now", "2026-12-01T10:30:00Z"];
+    let reconcile = || w.reconcile_command("prod", "kubeconfig", &remote, &now);
+    let mut child = reconcile()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while calls.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no freeze started");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dir = w
+        .dir
+        .path()
+        .join("storage/clusters/prod/backups/db-20261201-100000");
+    let op: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("operation.json")).unwrap()).unwrap();
+    let pre = &op["hooks"][0];
+    assert_eq!(pre["phase"], "pre", "{op}");
+    assert_eq!(pre["thaw"]["command"][1], "--unfreeze", "{op}");
+    assert!(pre.get("durationMs").is_none(), "{op}");
+
+    // The restarted controller: the owed thaw first, then the claim anew.
+    let calls = record_exec(&w, |_| ExecOutput::ok(""));
+    let done = reconcile().env("RUST_LOG", "info").output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr),
+    );
+    assert!(done.status.success(), "{out}{err}");
+    assert!(err.contains("post hooks an interrupted run owes"), "{err}");
+    let flags: Vec<String> = argv(&calls).iter().map(|a| a[1].clone()).collect();
+    assert_eq!(flags, ["--unfreeze", "--freeze", "--unfreeze"]);
+    let m = w.manifest("db-20261201-100000");
+    assert_eq!(m["phase"], "Completed", "{m}");
+    assert_eq!(m["volumes"][0]["phase"], "Completed", "{m}");
+    // The interrupted freeze never ended: it counts as failed.
+    assert_eq!(m["hooks"], json!({"ran": 4, "failed": 1}));
 }
