@@ -111,6 +111,15 @@ fn velero_annotations_freeze_before_the_snapshot_and_thaw_before_the_mover() {
             "post.hook.backup.velero.io/command": r#"["/sbin/fsfreeze","--unfreeze","/var/lib/mysql"]"#,
         }),
     );
+    // The plan lists what a backup would run, and where.
+    let (code, out, err) = w.lifeboat(&["plan", "--cluster", "prod", "--offline"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "hook annotations pre in pod {NS}/{pod} container mysql: [\"/sbin/fsfreeze\", \"--freeze\", \"/var/lib/mysql\"], before its claims' snapshots"
+        )) && out.contains("once every snapshot has its handle"),
+        "{out}"
+    );
     let (code, out, err, name) = backup(&w);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
@@ -137,7 +146,7 @@ fn velero_annotations_freeze_before_the_snapshot_and_thaw_before_the_mover() {
     let position = |what: &str, f: &dyn Fn(&Value) -> bool| {
         lines
             .iter()
-            .position(|l| f(l))
+            .position(f)
             .unwrap_or_else(|| panic!("no {what} in the request log"))
     };
     let execs: Vec<usize> = lines
@@ -252,7 +261,7 @@ fn a_failing_freeze_does_what_its_on_error_says_and_the_thaw_still_runs() {
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .unwrap();
-    let m = w.manifest(&name);
+    let m = w.manifest(name);
     assert_eq!(m["phase"], "Failed", "{m}");
     assert!(
         m["failureReason"].as_str().unwrap().contains("failBackup"),

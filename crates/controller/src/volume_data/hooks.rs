@@ -102,6 +102,7 @@ fn entry(namespace: &str, pod: &str, hook: &ExecHook) -> HookEntry {
 }
 
 /// Runs one hook, recorded before and after; its failure, if any.
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
     client: &kube::Client,
     rec: &Recorder,
