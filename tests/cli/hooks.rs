@@ -439,3 +439,27 @@ fn a_controller_killed_between_freeze_and_thaw_thaws_when_it_resumes() {
     // The interrupted freeze never ended: it counts as failed.
     assert_eq!(m["hooks"], json!({"ran": 4, "failed": 1}));
 }
+
+/// A snapshot that cannot be created: the volume fails, the thaw runs.
+#[test]
+fn a_failing_snapshot_is_still_thawed() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let calls = record_exec(&w, |_| ExecOutput::ok(""));
+    app_pod(&w);
+    set_hooks(&w, &freeze_hook("failVolume", "30s"));
+    w.sb.add_fault(
+        lifeboat_sandbox::FaultRule::error(500)
+            .verb("create")
+            .resource("volumesnapshots")
+            .namespace(NS),
+    );
+    let (code, out, err, name) = backup(&w);
+    assert_eq!(code, 1, "{out}{err}");
+    let m = w.manifest(&name);
+    assert_eq!(m["phase"], "PartiallyFailed", "{m}");
+    assert_eq!(m["volumes"][0]["phase"], "Failed", "{m}");
+    let flags: Vec<String> = argv(&calls).iter().map(|a| a[1].clone()).collect();
+    assert_eq!(flags, ["--freeze", "--unfreeze"]);
+    assert_eq!(m["hooks"], json!({"ran": 2, "failed": 0}));
+    w.nothing_left_behind();
+}
