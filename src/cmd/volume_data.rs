@@ -190,6 +190,11 @@ pub fn show(reporter: &Reporter) -> impl Fn(VolumeEvent<'_>) + Send + Sync + use
             &format!("volume {namespace}/{pvc}: skipped ({decided_by})"),
             0,
         ),
+        VolumeEvent::Hook {
+            namespace,
+            pod,
+            message,
+        } => reporter.line(&format!("pod {namespace}/{pod}: {message}"), 0),
         VolumeEvent::Done {
             namespace,
             pvc,

@@ -172,6 +172,11 @@ pub fn text(plan: &Plan) -> String {
             for d in decisions {
                 let _ = writeln!(out, "  {}", volume_line(d));
             }
+            for h in f.hooks.iter().flatten() {
+                for line in hook_lines(h, decisions) {
+                    let _ = writeln!(out, "  {line}");
+                }
+            }
         }
         if !evaluated {
             let _ = writeln!(
@@ -207,6 +212,43 @@ pub fn text(plan: &Plan) -> String {
         let _ = writeln!(out, "note: {n}");
     }
     out
+}
+
+/// The hooks a backup runs in one pod, one line each.
+fn hook_lines(
+    h: &lifeboat_core::hooks::PodHooks,
+    decisions: &[lifeboat_core::volumes::VolumeDecision],
+) -> Vec<String> {
+    let pod = format!("{}/{}", h.namespace, h.pod);
+    let file_system = h.claims.iter().any(|c| {
+        decisions.iter().any(|d| {
+            d.namespace == h.namespace
+                && &d.pvc == c
+                && d.method == Some(lifeboat_core::model::VolumeMethod::FileSystem)
+        })
+    });
+    let mut lines: Vec<String> = h
+        .pre
+        .iter()
+        .chain(&h.post)
+        .map(|x| {
+            let when = match (x.phase, file_system) {
+                (lifeboat_core::hooks::HookPhase::Pre, _) => "before its claims' snapshots",
+                (_, false) => "once every snapshot has its handle",
+                (_, true) => "after the file-system copy (fileSystem: the application stays frozen while it is copied)",
+            };
+            format!(
+                "hook {} {} in pod {pod} container {}: {:?}, {when} (timeout {}, onError {})",
+                x.name, x.phase, x.container, x.command, x.timeout, x.on_error
+            )
+        })
+        .collect();
+    for why in &h.invalid {
+        lines.push(format!(
+            "hook in pod {pod} cannot run: {why} (its claims would not be snapshotted)"
+        ));
+    }
+    lines
 }
 
 fn value(v: &Option<serde_json::Value>) -> String {

@@ -3,6 +3,7 @@
 
 mod backup_restore;
 mod backups;
+mod hooks;
 mod import;
 mod lint;
 mod plan;

@@ -117,6 +117,17 @@ pub(crate) fn mover_sandbox(
     nodes: usize,
     seed: Option<&Path>,
 ) -> Sandbox {
+    mover_sandbox_logged(rt, mover, nodes, seed, None)
+}
+
+/// As [`mover_sandbox`], writing the request log to `log` (if any).
+pub(crate) fn mover_sandbox_logged(
+    rt: &tokio::runtime::Runtime,
+    mover: &Path,
+    nodes: usize,
+    seed: Option<&Path>,
+    log: Option<&Path>,
+) -> Sandbox {
     let mut builder = Sandbox::builder()
         .nodes(nodes)
         .image_binary("ghcr.io/lifeboat-dev/lifeboat", mover)
@@ -124,6 +135,9 @@ pub(crate) fn mover_sandbox(
         .snapshot_delay(Duration::from_millis(20));
     if let Some(seed) = seed {
         builder = builder.seed_dir(seed);
+    }
+    if let Some(log) = log {
+        builder = builder.request_log(log);
     }
     rt.block_on(builder.start()).unwrap()
 }
@@ -138,6 +152,12 @@ impl World {
     /// As [`World::new`], with `nodes` nodes and the app's claim of
     /// storage class `class`.
     pub(crate) fn with(mover: &Path, nodes: usize, class: &str) -> World {
+        World::build(mover, nodes, class, false)
+    }
+
+    /// As [`World::with`]; with `request_log` the sandbox writes its
+    /// request log to `requests.jsonl` in the world's directory.
+    pub(crate) fn build(mover: &Path, nodes: usize, class: &str, request_log: bool) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let seed = dir.path().join("seed");
@@ -151,7 +171,8 @@ impl World {
         )
         .unwrap();
         let files = seed_files(&seed.join("volumes").join(NS).join("mysql"));
-        let sb = mover_sandbox(&rt, mover, nodes, Some(&seed));
+        let log = request_log.then(|| dir.path().join("requests.jsonl"));
+        let sb = mover_sandbox_logged(&rt, mover, nodes, Some(&seed), log.as_deref());
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
         std::fs::create_dir_all(dir.path().join("repo")).unwrap();

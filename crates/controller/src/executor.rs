@@ -57,6 +57,11 @@ fn log_volume(policy: &str, event: VolumeEvent<'_>) {
         } => {
             info!(policy, volume = %format!("{namespace}/{pvc}"), "volume data skipped ({decided_by})")
         }
+        VolumeEvent::Hook {
+            namespace,
+            pod,
+            message,
+        } => info!(policy, pod = %format!("{namespace}/{pod}"), "{message}"),
         VolumeEvent::Done {
             namespace,
             pvc,

@@ -104,6 +104,7 @@ struct Inner {
     volume_bytes: Family<PolicyLabel, Gauge>,
     volume_duration: Family<PolicyLabel, Histogram, fn() -> Histogram>,
     volume_failures: Family<PolicyLabel, Counter>,
+    hook_failures: Family<PolicyLabel, Counter>,
     movers_running: Gauge,
 }
 
@@ -224,6 +225,12 @@ impl Metrics {
             "Volumes whose data a backup of the policy could not carry",
             volume_failures.clone(),
         );
+        let hook_failures = Family::<PolicyLabel, Counter>::default();
+        registry.register(
+            "lifeboat_hook_failures",
+            "Exec hooks of the policy's backups that failed (non-zero exit, timeout, exec refused)",
+            hook_failures.clone(),
+        );
         let movers_running = Gauge::default();
         registry.register(
             "lifeboat_movers_running",
@@ -235,6 +242,7 @@ impl Metrics {
                 volume_bytes,
                 volume_duration,
                 volume_failures,
+                hook_failures,
                 movers_running,
                 registry,
                 last_success,
@@ -303,6 +311,14 @@ impl Metrics {
             }
         }
         i.volume_bytes.get_or_create(&p).set(saturate(bytes));
+    }
+
+    /// Counts the failed exec hooks of a backup of `policy`.
+    pub fn hooks_finished(&self, policy: &str, hooks: &lifeboat_store::HookCounts) {
+        self.inner
+            .hook_failures
+            .get_or_create(&policy_label(policy))
+            .inc_by(u64::from(hooks.failed));
     }
 
     /// Sets `lifeboat_movers_running`.

@@ -99,6 +99,7 @@ pub fn record(metrics: &Metrics, report: &CycleReport, known: &mut BTreeSet<Stri
                 if !m.volumes.is_empty() {
                     metrics.volumes_finished(policy, &m.volumes);
                 }
+                metrics.hooks_finished(policy, &m.hooks);
             }
             (Action::Backup { policy, .. }, Err(_)) => metrics.backup_finished(
                 policy,

@@ -15,6 +15,7 @@
 //! What happens is reported as [`VolumeEvent`]s; the CLI shows them on a
 //! terminal, the controller logs them.
 
+mod hooks;
 mod slots;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,11 +26,12 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lifeboat_core::BackupPolicy;
+use lifeboat_core::model::HookOnError;
 use lifeboat_core::model::{VolumeConcurrency, VolumeMethod};
-use lifeboat_core::volumes::{DecidedBy, VolumeDecision, decide};
+use lifeboat_core::volumes::{DecidedBy, PodInfo, VolumeDecision, decide};
 use lifeboat_kube::volumes::{
-    self, ChosenVolume, MoverAccess, MoverOptions, RepoKey, VolumeProgress, VolumeResult,
-    WorkLocation,
+    self, ChosenVolume, MoverAccess, MoverOptions, RepoKey, Snapshotted, VolumeProgress,
+    VolumeResult, WorkLocation,
 };
 use lifeboat_store::{
     BackupWriter, LocationConfig, LogEntry, LogLevel, Repository, VolumeEntry, VolumePhase,
@@ -75,6 +77,12 @@ pub enum VolumeEvent<'a> {
         namespace: &'a str,
         pvc: &'a str,
         snapshot: &'a str,
+    },
+    /// An exec hook ran in a pod (or could not).
+    Hook {
+        namespace: &'a str,
+        pod: &'a str,
+        message: &'a str,
     },
     /// A claim's data could not be backed up.
     Failed {
@@ -219,16 +227,18 @@ async fn thin_local_snapshots(client: &kube::Client, policy: &BackupPolicy) {
 
 /// How the claims a backup of `policy` selects are protected, by the
 /// planner's [`decide`] over the cluster as it is now.
+/// Also returns the pods that mount claims (their hooks, the groups).
 pub async fn decisions(
     client: &kube::Client,
     policy: &BackupPolicy,
     has_recipients: bool,
-) -> anyhow::Result<Vec<VolumeDecision>> {
+) -> anyhow::Result<(Vec<VolumeDecision>, Vec<PodInfo>)> {
     let inventory = lifeboat_kube::inventory::inventory(client)
         .await
         .context("cannot list the claims, volumes and snapshot classes to protect")?;
-    decide(policy, has_recipients, &inventory)
-        .with_context(|| format!("policy `{}` has an invalid selection", policy.metadata.name))
+    let decisions = decide(policy, has_recipients, &inventory)
+        .with_context(|| format!("policy `{}` has an invalid selection", policy.metadata.name))?;
+    Ok((decisions, inventory.pods))
 }
 
 async fn warn(
@@ -269,18 +279,34 @@ pub async fn back_up(
     opts: &MoverOptions,
     events: &(dyn Fn(VolumeEvent<'_>) + Send + Sync),
 ) -> anyhow::Result<()> {
-    let decisions = decisions(client, policy, !to.config.recipients.is_empty()).await?;
+    let (decisions, pods) = decisions(client, policy, !to.config.recipients.is_empty()).await?;
     let backup = writer.name().to_string();
     if decisions.iter().any(VolumeDecision::is_protected) {
         remove_leftovers_of_policy(client, &opts.namespace, &policy.metadata.name, &backup).await;
     }
-    // Resuming an interrupted run: the volumes it finished are taken over
-    // as they are, and a mover it left running is adopted.
+    // Resuming an interrupted run: first the thaws it owes (pre hooks
+    // that ran without their post hook), then the volumes it finished are
+    // taken over as they are, and a mover it left running is adopted.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<hooks::Msg>(16);
+    let rec = hooks::Recorder(tx);
     let resuming = writer.interrupted().is_some();
-    let taken_over = match writer.interrupted().cloned() {
-        Some(op) => writer.adopt_volumes(&op).await?,
-        None => Vec::new(),
-    };
+    let mut taken_over = Vec::new();
+    if let Some(op) = writer.interrupted().cloned() {
+        let owed = writer.adopt_hooks(&op).await?;
+        let thaws: Vec<hooks::Thaw> = owed
+            .iter()
+            .filter_map(|i| hooks::owed_thaw(*i, writer.hook(*i)?))
+            .collect();
+        if !thaws.is_empty() {
+            tracing::info!(backup = %backup, "running {} post hooks an interrupted run owes", thaws.len());
+            let thawing = hooks::thaw(client, &rec, events, thaws);
+            let failures = answer_while(writer, &mut rx, thawing).await?;
+            for f in failures {
+                tracing::warn!(backup = %backup, "{}", f.reason);
+            }
+        }
+        taken_over = writer.adopt_volumes(&op).await?;
+    }
     let planned = decisions.iter().filter(|d| d.is_protected()).count();
     writer
         .volumes_next(u32::try_from(planned).unwrap_or(u32::MAX))
@@ -354,6 +380,58 @@ pub async fn back_up(
     if jobs.is_empty() {
         return Ok(());
     }
+    if resuming {
+        // A mover the interrupted run left is adopted (followed to its
+        // end); what else it left for a claim is removed, and the claim
+        // starts over below, hooks and all.
+        let backup = backup.as_str();
+        let adopting = futures::future::join_all(jobs.iter().map(|(d, method)| async move {
+            let claim = volumes::Interrupted {
+                backup,
+                namespace: &d.namespace,
+                pvc: &d.pvc,
+                pvc_uid: &d.pvc_uid,
+                method: mover_method(*method),
+            };
+            let progress = |p: VolumeProgress| {
+                events(VolumeEvent::Progress {
+                    namespace: &d.namespace,
+                    pvc: &d.pvc,
+                    progress: &p,
+                })
+            };
+            volumes::take_over(client, claim, opts, &progress)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+        let adopted = answer_while(writer, &mut rx, adopting).await?;
+        let mut left = Vec::new();
+        for (job, r) in jobs.into_iter().zip(adopted) {
+            match r {
+                Ok(None) => left.push(job),
+                Ok(Some(r)) => record(writer, job.0, job.1, Ok(r), events).await?,
+                Err(e) => record(writer, job.0, job.1, Err(e), events).await?,
+            }
+        }
+        jobs = left;
+        if jobs.is_empty() {
+            return Ok(());
+        }
+    }
+    // Groups: the claims pods share, with the pods' hooks.
+    let hooked = lifeboat_core::hooks::pod_hooks(policy, &pods)
+        .with_context(|| format!("policy `{}` has an invalid selection", policy.metadata.name))?;
+    let claim_names: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|(d, _)| (d.namespace.as_str(), d.pvc.as_str()))
+        .collect();
+    let groups = lifeboat_core::hooks::groups(&claim_names, &pods, &hooked);
+    let mut group_of = vec![usize::MAX; jobs.len()];
+    for (g, group) in groups.iter().enumerate() {
+        for &job in &group.claims {
+            group_of[job] = g;
+        }
+    }
     let concurrency = policy
         .spec
         .volumes
@@ -362,7 +440,7 @@ pub async fn back_up(
         .unwrap_or_default();
     let (places, open_nodes) = places(client, &jobs, &concurrency).await;
     let mut slots = Slots::new(&concurrency, open_nodes);
-    let run = |job: usize, opts: Result<MoverOptions, String>| {
+    let run = |job: usize, opts: Result<MoverOptions, String>, snapshotted: Option<Snapshotted>| {
         let (d, method) = jobs[job];
         let (backup, keys) = (backup.as_str(), &keys);
         async move {
@@ -376,50 +454,238 @@ pub async fn back_up(
             let result = match opts {
                 Ok(opts) => {
                     back_up_claim(
-                        client, d, method, backup, resuming, to, &opts, keys, &progress,
+                        client,
+                        d,
+                        method,
+                        backup,
+                        snapshotted,
+                        to,
+                        &opts,
+                        keys,
+                        &progress,
                     )
                     .await
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    if let Some(s) = snapshotted {
+                        s.discard().await;
+                    }
+                    Err(e)
+                }
             };
             (job, result)
         }
     };
-    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    // The snapshot phase of a group with hooks: its pods' pre hooks, the
+    // snapshots of its claims (not waiting for mover slots), then — once
+    // every snapshot has its handle — the post hooks; `fileSystem` claims
+    // have no snapshot, so a group with any thaws after their copies.
+    let prepare = |g: usize| -> futures::future::BoxFuture<'_, Stage> {
+        let group = &groups[g];
+        let (rec, jobs, hooked, backup) = (rec.clone(), &jobs, &hooked, backup.as_str());
+        Box::pin(async move {
+            let pods: Vec<&lifeboat_core::hooks::PodHooks> =
+                group.pods.iter().map(|i| &hooked[*i]).collect();
+            let frozen = hooks::freeze(client, &rec, events, &pods).await;
+            let mut out = GroupPrepared {
+                group: g,
+                claims: Vec::new(),
+                backup_failure: None,
+                thaws: frozen.thaws,
+                file_system: Vec::new(),
+            };
+            if let Some(f) = frozen.failure {
+                for &job in &group.claims {
+                    out.claims.push((
+                        job,
+                        Err(format!(
+                            "not snapshotted: {} (onError: {})",
+                            f.reason, f.on_error
+                        )),
+                    ));
+                }
+                if f.on_error == HookOnError::FailBackup {
+                    out.backup_failure = Some(f.reason.clone());
+                }
+            } else {
+                out.thaws.extend(frozen.post_only);
+                let snaps = group
+                    .claims
+                    .iter()
+                    .filter(|job| jobs[**job].1 != VolumeMethod::FileSystem)
+                    .map(|&job| {
+                        let (d, method) = jobs[job];
+                        async move {
+                            let progress = |p: VolumeProgress| {
+                                events(VolumeEvent::Progress {
+                                    namespace: &d.namespace,
+                                    pvc: &d.pvc,
+                                    progress: &p,
+                                })
+                            };
+                            let r = match claim_options(opts, deadline, d, method) {
+                                Ok(o) => match ChosenVolume::snapshot_move(client, d).await {
+                                    Ok(v) => {
+                                        volumes::take_snapshot(client, &v, backup, &o, &progress)
+                                            .await
+                                            .map_err(|e| e.to_string())
+                                    }
+                                    Err(e) => Err(e.to_string()),
+                                },
+                                Err(e) => Err(e),
+                            };
+                            (job, r)
+                        }
+                    });
+                out.claims = futures::future::join_all(snaps).await;
+                out.file_system = group
+                    .claims
+                    .iter()
+                    .copied()
+                    .filter(|job| jobs[*job].1 == VolumeMethod::FileSystem)
+                    .collect();
+            }
+            if out.file_system.is_empty() {
+                let thaws = std::mem::take(&mut out.thaws);
+                let failures = hooks::thaw(client, &rec, events, thaws).await;
+                if let Some(f) = failures
+                    .into_iter()
+                    .find(|f| f.on_error == HookOnError::FailBackup)
+                {
+                    out.backup_failure.get_or_insert(f.reason);
+                }
+            }
+            Stage::Prepared(out)
+        })
+    };
+    let thaw_later = |g: usize, thaws: Vec<hooks::Thaw>| -> futures::future::BoxFuture<'_, Stage> {
+        let rec = rec.clone();
+        Box::pin(async move {
+            let failures = hooks::thaw(client, &rec, events, thaws).await;
+            Stage::Thawed {
+                group: g,
+                backup_failure: failures
+                    .into_iter()
+                    .find(|f| f.on_error == HookOnError::FailBackup)
+                    .map(|f| f.reason),
+            }
+        })
+    };
+    let mut pending: Vec<(usize, Option<Snapshotted>)> = Vec::new();
+    let mut preparing = FuturesUnordered::new();
+    // Per group with `fileSystem` claims and hooks: copies left before
+    // its thaw, the thaws, and its snapshots held until then.
+    let mut copies_left: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut owed: BTreeMap<usize, Vec<hooks::Thaw>> = BTreeMap::new();
+    let mut held: BTreeMap<usize, Vec<(usize, Snapshotted)>> = BTreeMap::new();
+    for (g, group) in groups.iter().enumerate() {
+        if group.pods.is_empty() {
+            pending.extend(group.claims.iter().map(|&job| (job, None)));
+        } else {
+            for &job in &group.claims {
+                writer
+                    .moving(&jobs[job].0.namespace, &jobs[job].0.pvc)
+                    .await?;
+            }
+            preparing.push(prepare(g));
+        }
+    }
+    pending.sort_by_key(|(job, _)| *job);
+    let mut failed_backup: Option<String> = None;
     let mut running = FuturesUnordered::new();
     let mut landing = tokio::time::interval(opts.poll.max(Duration::from_millis(100)));
     landing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if failed_backup.is_some() {
+            // The backup fails: nothing new starts; snapshots waiting for a
+            // mover are deleted.
+            for (job, s) in pending.drain(..) {
+                if let Some(s) = s {
+                    s.discard().await;
+                }
+                let (d, method) = jobs[job];
+                let why = format!(
+                    "not backed up: {}",
+                    failed_backup.as_deref().unwrap_or_default()
+                );
+                record(writer, d, method, Err(why), events).await?;
+            }
+        }
         // Start every waiting claim that fits now, in order; when nothing
         // runs the first one always starts, so no limit can stall the
         // backup (no open node known, say).
         let mut i = 0;
         while i < pending.len() {
-            let job = pending[i];
+            let job = pending[i].0;
             if !(slots.is_idle() || slots.fits(&places[job])) {
                 i += 1;
                 continue;
             }
-            pending.remove(i);
+            let (_, snapshotted) = pending.remove(i);
             let (d, method) = jobs[job];
             writer.moving(&d.namespace, &d.pvc).await?;
             slots.start(job, places[job].clone());
             tracing::debug!(backup = %backup, namespace = %d.namespace, pvc = %d.pvc, place = ?places[job], "starting the claim's mover");
-            running.push(run(job, claim_options(opts, deadline, d, method)));
+            running.push(run(
+                job,
+                claim_options(opts, deadline, d, method),
+                snapshotted,
+            ));
         }
-        if running.is_empty() {
+        if running.is_empty() && preparing.is_empty() && pending.is_empty() {
             break;
         }
         tokio::select! {
+            Some(msg) = rx.recv() => answer(writer, msg).await?,
+            Some(stage) = preparing.next() => match stage {
+                Stage::Prepared(p) => {
+                    if let Some(f) = p.backup_failure {
+                        failed_backup.get_or_insert(f);
+                    }
+                    let later = !p.file_system.is_empty();
+                    for (job, r) in p.claims {
+                        let (d, method) = jobs[job];
+                        match r {
+                            Ok(s) if later => held.entry(p.group).or_default().push((job, s)),
+                            Ok(s) => pending.push((job, Some(s))),
+                            Err(e) => record(writer, d, method, Err(e), events).await?,
+                        }
+                    }
+                    if later {
+                        copies_left.insert(p.group, p.file_system.len());
+                        owed.insert(p.group, p.thaws);
+                        pending.extend(p.file_system.into_iter().map(|job| (job, None)));
+                    }
+                    pending.sort_by_key(|(job, _)| *job);
+                }
+                Stage::Thawed { group, backup_failure } => {
+                    if let Some(f) = backup_failure {
+                        failed_backup.get_or_insert(f);
+                    }
+                    pending.extend(held.remove(&group).unwrap_or_default().into_iter().map(|(j, s)| (j, Some(s))));
+                    pending.sort_by_key(|(job, _)| *job);
+                }
+            },
             Some((job, result)) = running.next() => {
                 slots.finish(job);
                 let (d, method) = jobs[job];
                 record(writer, d, method, result, events).await?;
+                let g = group_of[job];
+                if method == VolumeMethod::FileSystem && let Some(left) = copies_left.get_mut(&g) {
+                    *left -= 1;
+                    if *left == 0 {
+                        copies_left.remove(&g);
+                        preparing.push(thaw_later(g, owed.remove(&g).unwrap_or_default()));
+                    }
+                }
             }
             _ = landing.tick(), if !slots.unplaced().is_empty() => {
                 learn_landings(client, &opts.namespace, &backup, &jobs, &mut slots).await;
             }
         }
+    }
+    if let Some(reason) = failed_backup {
+        bail!("{reason} (onError: failBackup)");
     }
     thin_local_snapshots(client, policy).await;
     Ok(())
@@ -485,6 +751,65 @@ async fn record(
         }
     }
     Ok(())
+}
+
+/// What a group's snapshot phase ends with.
+enum Stage {
+    Prepared(GroupPrepared),
+    /// A group's thaw after its `fileSystem` copies.
+    Thawed {
+        group: usize,
+        backup_failure: Option<String>,
+    },
+}
+
+/// A group whose pre hooks ran and whose claims were snapshotted (or not).
+struct GroupPrepared {
+    group: usize,
+    /// Per claim (job): its snapshot, or why there is none.
+    claims: Vec<(usize, Result<Snapshotted, String>)>,
+    /// A hook failed with `failBackup`.
+    backup_failure: Option<String>,
+    /// Post hooks still owed (until the `fileSystem` copies are done).
+    thaws: Vec<hooks::Thaw>,
+    /// The group's `fileSystem` claims: the thaw waits for their copies.
+    file_system: Vec<usize>,
+}
+
+/// Answers one hook record message through the writer.
+async fn answer(writer: &mut BackupWriter, msg: hooks::Msg) -> anyhow::Result<()> {
+    match msg {
+        hooks::Msg::Starting(entry, index) => {
+            let i = writer.hook_starting(entry).await?;
+            let _ = index.send(i);
+        }
+        hooks::Msg::Ended {
+            index,
+            entry,
+            fails,
+            thaws,
+            ack,
+        } => {
+            writer.hook_ended(index, entry, fails, thaws).await?;
+            let _ = ack.send(());
+        }
+    }
+    Ok(())
+}
+
+/// Awaits `work`, answering hook record messages meanwhile.
+async fn answer_while<T>(
+    writer: &mut BackupWriter,
+    rx: &mut tokio::sync::mpsc::Receiver<hooks::Msg>,
+    work: impl std::future::Future<Output = T>,
+) -> anyhow::Result<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            v = &mut work => return Ok(v),
+            Some(msg) = rx.recv() => answer(writer, msg).await?,
+        }
+    }
 }
 
 /// Where each job's mover will run, as far as is known before it starts,
@@ -571,43 +896,33 @@ impl Keys<'_> {
     }
 }
 
-/// Backs up one claim by `method` (not `skip`): takes over what an
-/// interrupted run left for it when `resuming`, else runs its mover.
+/// The mover's method of a claim's method (not `skip`).
+fn mover_method(method: VolumeMethod) -> volumes::Method {
+    match method {
+        VolumeMethod::FileSystem => volumes::Method::FileSystem,
+        VolumeMethod::Snapshot => volumes::Method::Snapshot,
+        VolumeMethod::SnapshotMove | VolumeMethod::Skip => volumes::Method::SnapshotMove,
+    }
+}
+
+/// Backs up one claim by `method` (not `skip`), from its snapshot when
+/// the group's snapshot phase took it already.
 #[allow(clippy::too_many_arguments)]
 async fn back_up_claim(
     client: &kube::Client,
     d: &VolumeDecision,
     method: VolumeMethod,
     backup: &str,
-    resuming: bool,
+    snapshotted: Option<Snapshotted>,
     to: Destination<'_>,
     opts: &MoverOptions,
     keys: &Keys<'_>,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, String> {
-    let mover_method = match method {
-        VolumeMethod::SnapshotMove => volumes::Method::SnapshotMove,
-        VolumeMethod::FileSystem => volumes::Method::FileSystem,
-        VolumeMethod::Snapshot => volumes::Method::Snapshot,
-        VolumeMethod::Skip => {
-            return Err(format!("`skip` ({}) backs up nothing", d.decided_by));
-        }
-    };
-    if resuming {
-        let claim = volumes::Interrupted {
-            backup,
-            namespace: &d.namespace,
-            pvc: &d.pvc,
-            pvc_uid: &d.pvc_uid,
-            method: mover_method,
-        };
-        if let Some(r) = volumes::take_over(client, claim, opts, progress)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Ok(r);
-        }
+    if method == VolumeMethod::Skip {
+        return Err(format!("`skip` ({}) backs up nothing", d.decided_by));
     }
+    let mover_method = mover_method(method);
     if mover_method == volumes::Method::Snapshot {
         // Kept in the storage system: no repository, no key, no mover.
         let v = ChosenVolume::snapshot_move(client, d)
@@ -617,15 +932,26 @@ async fn back_up_claim(
             method: volumes::Method::Snapshot,
             ..v
         };
-        return volumes::keep_snapshot(client, &v, backup, opts, progress)
-            .await
-            .map_err(|e| e.to_string());
+        let kept = match snapshotted {
+            Some(s) => volumes::keep_snapshotted(client, &v, s, backup, opts, progress).await,
+            None => volumes::keep_snapshot(client, &v, backup, opts, progress).await,
+        };
+        return kept.map_err(|e| e.to_string());
     }
+    let discard = async |s: Option<Snapshotted>| {
+        if let Some(s) = s {
+            s.discard().await;
+        }
+    };
     let (access, keys) = match keys.get(client, to, opts).await {
         Ok((access, keys)) => (access, keys),
-        Err(e) => return Err(e.clone()),
+        Err(e) => {
+            discard(snapshotted).await;
+            return Err(e.clone());
+        }
     };
     let Some(key) = keys.get(d.namespace.as_str()) else {
+        discard(snapshotted).await;
         return Err(format!(
             "no key for the volume repository of namespace {}",
             d.namespace
@@ -640,8 +966,19 @@ async fn back_up_claim(
             Err(e) => Err(e),
         },
         volumes::Method::SnapshotMove => match ChosenVolume::snapshot_move(client, d).await {
-            Ok(v) => volumes::back_up_claim(client, &v, backup, access, key, opts, progress).await,
-            Err(e) => Err(e),
+            Ok(v) => match snapshotted {
+                Some(s) => {
+                    volumes::back_up_snapshotted(client, &v, s, backup, access, key, opts, progress)
+                        .await
+                }
+                None => {
+                    volumes::back_up_claim(client, &v, backup, access, key, opts, progress).await
+                }
+            },
+            Err(e) => {
+                discard(snapshotted).await;
+                Err(e)
+            }
         },
         volumes::Method::Snapshot => Err(volumes::VolumeError::Invalid(
             "a `snapshot` volume has no mover".into(),

@@ -96,6 +96,9 @@ codes! {
     EmptyCapacityRange = "LB120", "empty-capacity-range", Error, "A volume rule's capacity range has a minimum above its maximum, so it matches no claim.";
     VolumeTimeoutExceedsBackup = "LB121", "volume-timeout-exceeds-backup", Warning, "A volume step may take longer than the whole backup, so the backup times out first.";
     ShadowedVolumeRule = "LB122", "shadowed-volume-rule", Warning, "A volume rule matches exactly what an earlier rule matches, so it never applies.";
+    HookShellStringWithoutShell = "LB123", "hook-shell-string-without-shell", Warning, "A hook command is one string that looks like a shell line, but `shell: true` is not set, so it runs as a single program name.";
+    HookTimeoutExceedsBackup = "LB124", "hook-timeout-exceeds-backup", Error, "A hook's timeout is longer than the whole backup may take.";
+    HookSelectsNoNamespace = "LB125", "hook-selects-no-namespace", Warning, "A hook's namespaces include none that the policy backs up, so it never runs.";
     BackupToReadOnlyLocation = "LB130", "backup-to-read-only-location", Error, "A BackupPolicy stores its backups in a location lifeboat never writes (accessMode ReadOnly, or a Velero location).";
 }
 

@@ -14,6 +14,7 @@
 
 pub mod diagnostic;
 pub mod duration;
+pub mod hooks;
 pub mod import;
 pub mod lint;
 pub mod load;

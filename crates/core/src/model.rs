@@ -451,6 +451,11 @@ pub struct BackupPolicySpec {
     /// recipients, and is otherwise reported unprotected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Volumes>,
+    /// Commands run in the application's pods around the snapshots of
+    /// their volumes (freeze before, thaw after). Velero's backup hook
+    /// annotations on pods work without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
 }
 
 /// The default time zone of a schedule.
@@ -854,6 +859,124 @@ impl VolumeConcurrency {
 /// The default `concurrency.moversPerNode`.
 pub fn default_movers_per_node() -> u32 {
     1
+}
+
+// ---------------------------------------------------------------- hooks
+
+/// Hooks of a backup. Backup-level hooks (`before`, `after`) and dump
+/// hooks are not yet supported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hooks {
+    /// Exec hooks: commands run in containers of selected pods, the `pre`
+    /// command before the snapshots of the pods' claims, the `post` command
+    /// as soon as every one of those snapshots has its handle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodHook>,
+}
+
+/// One exec hook over the pods it selects. Every condition given must
+/// hold; a pod with Velero's backup hook annotations runs those instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodHook {
+    /// The hook's name in logs, records and the plan.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Namespaces (names or globs) of the pods. Without it, every
+    /// namespace the policy backs up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespacePattern>,
+    /// A label selector over the pods' labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+    /// The pods' owner, `Kind/name`: `Deployment/mysql`,
+    /// `StatefulSet/postgres` or any controller kind (a ReplicaSet's pods
+    /// belong to its Deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerName>,
+    /// Run in one pod per owner only: the lowest ordinal of a StatefulSet
+    /// (its primary, by convention), the first by name otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_per_owner: bool,
+    /// The container to run in. Without it, the pod's first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The command run before the snapshots (freeze).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre: Option<HookCommand>,
+    /// The command run after the snapshots (thaw); it runs whenever `pre`
+    /// ran, even when a snapshot failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<HookCommand>,
+    /// Run each command as a shell line, `/bin/sh -c '<command>'`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shell: bool,
+    /// How long each command may take; a command still running then has
+    /// failed.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout: Duration,
+    /// What a failing command means.
+    #[serde(default)]
+    pub on_error: HookOnError,
+}
+
+/// A hook's command: an argument list (`[fsfreeze, --freeze, /data]`,
+/// run without a shell), or one string (run as a shell line with
+/// `shell: true`, else as a single program name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum HookCommand {
+    Argv(#[schemars(length(min = 1))] Vec<String>),
+    Line(#[schemars(length(min = 1))] String),
+}
+
+/// A `Kind/name` naming the controller of pods.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct OwnerName(
+    #[schemars(regex(pattern = r"^[A-Z][A-Za-z0-9]*/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))] pub String,
+);
+
+impl OwnerName {
+    /// The kind and the name.
+    pub fn parts(&self) -> (&str, &str) {
+        self.0.split_once('/').unwrap_or(("", &self.0))
+    }
+}
+
+/// What a failing hook command means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HookOnError {
+    /// A warning; the backup goes on as if it had succeeded.
+    Continue,
+    /// A failing `pre`: the claims of the pod's group are not snapshotted
+    /// (their volumes fail, the backup is PartiallyFailed). A failing
+    /// `post`: an error of the backup (PartiallyFailed). Velero's `Fail`.
+    #[default]
+    FailVolume,
+    /// The whole backup fails (the `post` commands of the `pre` commands
+    /// that ran still run).
+    FailBackup,
+}
+
+impl std::fmt::Display for HookOnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HookOnError::Continue => "continue",
+            HookOnError::FailVolume => "failVolume",
+            HookOnError::FailBackup => "failBackup",
+        })
+    }
+}
+
+/// The default hook `timeout`: 30 seconds, as Velero's.
+pub fn default_hook_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 // ---------------------------------------------------------------- RestoreRequest

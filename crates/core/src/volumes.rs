@@ -158,6 +158,16 @@ pub struct PodInfo {
     pub annotations: BTreeMap<String, String>,
     /// The pod's volumes that are claims.
     pub volumes: Vec<PodClaimVolume>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The pod's controller, `Kind/name`, a ReplicaSet's resolved to its
+    /// Deployment (hooks select pods by owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The names of the pod's containers, in order (hooks run in the first
+    /// by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
 }
 
 /// A volume of a pod backed by a claim.

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
@@ -72,7 +73,7 @@ fn map(m: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
 
 /// Lists what volume planning needs from the cluster behind `client`.
 pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryError> {
-    let (claims, volumes, classes, pods, snapshot_classes, velero_schedules) = tokio::try_join!(
+    let (claims, volumes, classes, pods, replica_sets, snapshot_classes, velero_schedules) = tokio::try_join!(
         list_all(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             "persistentvolumeclaims"
@@ -86,6 +87,7 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
             "storageclasses.storage.k8s.io"
         ),
         list_all(Api::<Pod>::all(client.clone()), "pods"),
+        list_all(Api::<ReplicaSet>::all(client.clone()), "replicasets.apps"),
         snapshot_classes(client),
         velero_schedules(client),
     )?;
@@ -95,6 +97,14 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
             let name = pv.metadata.name?;
             let driver = pv.spec.and_then(|s| s.csi).map(|c| c.driver);
             Some((name, driver))
+        })
+        .collect();
+    // A ReplicaSet's controller (its Deployment), by namespace and name.
+    let deployments: HashMap<(String, String), String> = replica_sets
+        .into_iter()
+        .filter_map(|rs| {
+            let owner = controller_of(&rs.metadata)?;
+            Some(((rs.metadata.namespace?, rs.metadata.name?), owner))
         })
         .collect();
     Ok(Inventory {
@@ -109,7 +119,10 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
             })
             .collect(),
         snapshot_classes,
-        pods: pods.into_iter().filter_map(pod).collect(),
+        pods: pods
+            .into_iter()
+            .filter_map(|p| pod(p, &deployments))
+            .collect(),
         velero_schedules,
     })
 }
@@ -178,9 +191,28 @@ fn claim(c: PersistentVolumeClaim, drivers: &HashMap<String, Option<String>>) ->
     }
 }
 
-/// A pod that mounts claims, else `None`.
-fn pod(p: Pod) -> Option<PodInfo> {
+/// `Kind/name` of an object's controller.
+fn controller_of(m: &kube::api::ObjectMeta) -> Option<String> {
+    m.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| format!("{}/{}", o.kind, o.name))
+}
+
+/// A pod that mounts claims, else `None`; its owner a ReplicaSet's
+/// Deployment where `deployments` knows it.
+fn pod(p: Pod, deployments: &HashMap<(String, String), String>) -> Option<PodInfo> {
+    let namespace = p.metadata.namespace.clone().unwrap_or_default();
+    let owner = controller_of(&p.metadata).map(|o| match o.strip_prefix("ReplicaSet/") {
+        Some(rs) => deployments
+            .get(&(namespace.clone(), rs.to_string()))
+            .cloned()
+            .unwrap_or(o),
+        None => o,
+    });
     let spec = p.spec?;
+    let containers = spec.containers.iter().map(|c| c.name.clone()).collect();
     let volumes: Vec<PodClaimVolume> = spec
         .volumes
         .unwrap_or_default()
@@ -196,7 +228,7 @@ fn pod(p: Pod) -> Option<PodInfo> {
         return None;
     }
     Some(PodInfo {
-        namespace: p.metadata.namespace.unwrap_or_default(),
+        namespace,
         name: p.metadata.name.unwrap_or_default(),
         uid: p.metadata.uid.unwrap_or_default(),
         node: spec.node_name.filter(|n| !n.is_empty()),
@@ -206,6 +238,9 @@ fn pod(p: Pod) -> Option<PodInfo> {
             .unwrap_or_else(|| "Pending".into()),
         annotations: map(p.metadata.annotations),
         volumes,
+        labels: map(p.metadata.labels),
+        owner,
+        containers,
     })
 }
 

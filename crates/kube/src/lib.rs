@@ -9,6 +9,7 @@
 //! ```
 
 pub mod backup;
+pub mod hooks;
 pub mod inventory;
 pub mod openshift;
 pub mod order;

@@ -6,7 +6,11 @@
 //!
 //! Tests register an [`ExecHandler`] that maps (pod, container, command)
 //! to stdout, stderr and an exit code. Without one, every command exits 0
-//! with no output. Stdin and TTY resizing are accepted and ignored.
+//! with no output. Stdin and TTY resizing are accepted and ignored. A
+//! handler's output may take time ([`ExecOutput::after`]) or never come
+//! ([`ExecOutput::hang`]), as a slow or stuck process in a container: the
+//! stream stays open with nothing on it until then, or until the client
+//! goes away (the request log then records exit code -1).
 //!
 //! The WebSocket handshake (RFC 6455) is answered here and the upgraded
 //! connection driven by tokio-tungstenite, the same version kube's client
@@ -15,7 +19,7 @@
 use std::sync::Arc;
 
 use axum::response::Response;
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use tokio_tungstenite::WebSocketStream;
@@ -50,6 +54,9 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     /// Exit code.
     pub exit_code: i32,
+    /// How long the command runs before its output and status are sent
+    /// (`None`: at once).
+    pub takes: Option<std::time::Duration>,
 }
 
 impl ExecOutput {
@@ -66,7 +73,17 @@ impl ExecOutput {
             stdout: stdout.into(),
             stderr: stderr.into(),
             exit_code: code,
+            takes: None,
         }
+    }
+    /// This outcome, after the command ran for `d`.
+    pub fn after(mut self, d: std::time::Duration) -> Self {
+        self.takes = Some(d);
+        self
+    }
+    /// A command that never ends (an hour: longer than any test waits).
+    pub fn hang() -> Self {
+        ExecOutput::default().after(std::time::Duration::from_secs(3600))
     }
 }
 
@@ -142,6 +159,25 @@ pub async fn exec(
             Some(h) => h(&request),
             None => ExecOutput::default(),
         };
+        if let Some(d) = out.takes {
+            // The command runs; a client that goes away ends the wait.
+            let closed = async {
+                while let Some(Ok(m)) = socket.next().await {
+                    if m.is_close() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = closed => {
+                    if let Some(log) = log {
+                        log.finish(-1);
+                    }
+                    return;
+                }
+            }
+        }
         if let Some(log) = log {
             log.finish(out.exit_code);
         }

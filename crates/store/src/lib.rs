@@ -40,11 +40,11 @@ pub use config::{Credentials, LocationConfig, RetryOptions};
 pub use diagnose::Cause as StorageCause;
 pub use error::{Result, StoreError};
 pub use model::{
-    BackupFiles, FORMAT_VERSION, FileInfo, Index, IndexEntry, KeptSnapshot, LIFEBOAT_VERSION,
-    LogEntry, LogLevel, MANIFEST_FORMAT_VERSION, Manifest, OPERATION_FORMAT_VERSION, Operation,
-    OrphanMark, Phase, Prerequisite, PrerequisiteKind, RepositoryMarker, ResourceCount,
-    RestoreAction, RestoreCounts, RestoreItem, RestorePhase, RestoreRecord, RestoredVolume, Totals,
-    VolumeEntry, VolumePhase,
+    BackupFiles, FORMAT_VERSION, FileInfo, HookCounts, HookEntry, Index, IndexEntry, KeptSnapshot,
+    LIFEBOAT_VERSION, LogEntry, LogLevel, MANIFEST_FORMAT_VERSION, Manifest,
+    OPERATION_FORMAT_VERSION, Operation, OrphanMark, Phase, Prerequisite, PrerequisiteKind,
+    RepositoryMarker, ResourceCount, RestoreAction, RestoreCounts, RestoreItem, RestorePhase,
+    RestoreRecord, RestoredVolume, ThawCommand, Totals, VolumeEntry, VolumePhase,
 };
 pub use reader::{ArchiveEntry, BackupReader, RestoreSource, VerifyReport};
 pub use repo::{Repository, backup_name, parse_backup_name, validate_name};

@@ -265,6 +265,74 @@ pub struct Operation {
     /// Claims being moved now, `namespace/pvc`.
     #[serde(default)]
     pub moving: Vec<String>,
+    /// Every exec hook run, each recorded before it runs: a pre hook whose
+    /// `thaw` has not run is what a resumed run runs first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookEntry>,
+}
+
+/// One exec hook run of a backup (operation record, log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookEntry {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// The policy hook's name, or `annotations`.
+    pub hook: String,
+    /// `pre` or `post`.
+    pub phase: String,
+    pub command: Vec<String>,
+    pub start: Timestamp,
+    /// Set once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The last lines of its stderr.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stderr: Vec<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A pre hook's post hook, run whenever the pre hook ran (thaw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thaw: Option<ThawCommand>,
+    /// Whether `thaw` ran.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub thawed: bool,
+}
+
+impl HookEntry {
+    /// Whether it ran and failed, or never ended.
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || self.duration_ms.is_none()
+    }
+}
+
+/// The post hook owed to a pre hook that ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThawCommand {
+    pub container: String,
+    pub command: Vec<String>,
+    pub timeout_seconds: u64,
+    /// `continue`, `failVolume` or `failBackup`.
+    pub on_error: String,
+}
+
+/// Counts of a backup's exec hook runs (manifest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookCounts {
+    pub ran: u32,
+    pub failed: u32,
+}
+
+impl HookCounts {
+    pub fn is_zero(&self) -> bool {
+        self.ran == 0 && self.failed == 0
+    }
 }
 
 /// Version of `operation.json`.
@@ -313,6 +381,9 @@ pub struct Manifest {
     /// format 1).
     #[serde(default)]
     pub volumes: Vec<VolumeEntry>,
+    /// How many exec hooks ran and failed (each run is in the log).
+    #[serde(default, skip_serializing_if = "HookCounts::is_zero")]
+    pub hooks: HookCounts,
 }
 
 /// Something a backup's objects need on the target that the backup itself

@@ -46,9 +46,9 @@ use zstd::stream::raw::CParameter;
 use crate::crypto::Keys;
 use crate::error::{Result, StoreError};
 use crate::model::{
-    BackupFiles, FORMAT_VERSION, FileInfo, IndexEntry, LIFEBOAT_VERSION, LogEntry, LogLevel,
-    MANIFEST_FORMAT_VERSION, Manifest, OPERATION_FORMAT_VERSION, Operation, Phase, Prerequisite,
-    ResourceCount, Totals, VolumeEntry, VolumePhase,
+    BackupFiles, FORMAT_VERSION, FileInfo, HookCounts, HookEntry, IndexEntry, LIFEBOAT_VERSION,
+    LogEntry, LogLevel, MANIFEST_FORMAT_VERSION, Manifest, OPERATION_FORMAT_VERSION, Operation,
+    Phase, Prerequisite, ResourceCount, Totals, VolumeEntry, VolumePhase,
 };
 use crate::repo::{MANIFEST, OPERATION, Repository, backup_name, layout, validate_name};
 use crate::signing::SignedKind;
@@ -245,6 +245,7 @@ pub struct BackupWriter {
     /// Volume result files written so far, and their manifest entries.
     volume_files: Vec<FileInfo>,
     volumes: Vec<VolumeEntry>,
+    hooks: Vec<HookEntry>,
     /// `operation.json`, once [`BackupWriter::track`] was called.
     operation: Option<Operation>,
     /// The record of an interrupted earlier run of this backup.
@@ -332,6 +333,7 @@ impl Repository {
             first_error,
             volume_files: Vec::new(),
             volumes: Vec::new(),
+            hooks: Vec::new(),
             operation: None,
             interrupted: None,
         })
@@ -391,6 +393,7 @@ impl BackupWriter {
             volumes: self.volumes.clone(),
             files: self.volume_files.clone(),
             moving: Vec::new(),
+            hooks: self.hooks.clone(),
         });
         self.write_operation().await
     }
@@ -435,6 +438,102 @@ impl BackupWriter {
         op.updated = Timestamp::now();
         let path = layout::backup_file(&self.spec.cluster, &self.name, OPERATION);
         self.repo.put_json(&path, op).await
+    }
+
+    /// Records an exec hook run about to start (written to the operation
+    /// record before the command runs); returns its index for
+    /// [`BackupWriter::hook_ended`].
+    pub async fn hook_starting(&mut self, entry: HookEntry) -> Result<usize> {
+        self.hooks.push(entry.clone());
+        if let Some(op) = &mut self.operation {
+            op.hooks.push(entry);
+        }
+        self.write_operation().await?;
+        Ok(self.hooks.len() - 1)
+    }
+
+    /// Records how hook run `index` ended, as a log line (an error when it
+    /// failed and `fails` — the backup is then PartiallyFailed — a warning
+    /// when it failed otherwise), and, for a post hook, that pre hook
+    /// `thaws` is thawed.
+    pub async fn hook_ended(
+        &mut self,
+        index: usize,
+        ended: HookEntry,
+        fails: bool,
+        thaws: Option<usize>,
+    ) -> Result<()> {
+        let failed = ended.failed();
+        let message = format!(
+            "{} hook {} ran {:?} in container {}: {} after {} ms{}",
+            ended.phase,
+            ended.hook,
+            ended.command,
+            ended.container,
+            match (&ended.error, ended.exit_code) {
+                (Some(e), _) => format!("failed ({e})"),
+                (None, Some(c)) => format!("exit code {c}"),
+                (None, None) => "ended".to_string(),
+            },
+            ended.duration_ms.unwrap_or_default(),
+            if ended.stderr.is_empty() {
+                String::new()
+            } else {
+                format!("; stderr: {}", ended.stderr.join(" | "))
+            },
+        );
+        let level = match (failed, fails) {
+            (false, _) => LogLevel::Info,
+            (true, true) => LogLevel::Error,
+            (true, false) => LogLevel::Warning,
+        };
+        self.handle
+            .log(LogEntry {
+                level,
+                time: ended.start,
+                resource: Some("pods".into()),
+                namespace: Some(ended.namespace.clone()),
+                name: Some(ended.pod.clone()),
+                message,
+            })
+            .await?;
+        let set = |hooks: &mut Vec<HookEntry>| {
+            if let Some(h) = hooks.get_mut(index) {
+                *h = ended.clone();
+            }
+            if let Some(h) = thaws.and_then(|t| hooks.get_mut(t)) {
+                h.thawed = true;
+            }
+        };
+        set(&mut self.hooks);
+        if let Some(op) = &mut self.operation {
+            set(&mut op.hooks);
+        }
+        self.write_operation().await
+    }
+
+    /// The hook runs of the interrupted run this one resumes, taken over
+    /// (they count in the manifest); returns the indexes of its pre hooks
+    /// whose thaw is still owed.
+    pub async fn adopt_hooks(&mut self, from: &Operation) -> Result<Vec<usize>> {
+        let base = self.hooks.len();
+        self.hooks.extend(from.hooks.iter().cloned());
+        if let Some(op) = &mut self.operation {
+            op.hooks.extend(from.hooks.iter().cloned());
+        }
+        self.write_operation().await?;
+        Ok(from
+            .hooks
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.thaw.is_some() && !h.thawed)
+            .map(|(i, _)| base + i)
+            .collect())
+    }
+
+    /// Hook run `index` as recorded.
+    pub fn hook(&self, index: usize) -> Option<&HookEntry> {
+        self.hooks.get(index)
     }
 
     /// Takes over the finished volumes an interrupted run of this backup
@@ -656,6 +755,10 @@ impl BackupWriter {
                 .cloned()
                 .collect(),
             volumes,
+            hooks: HookCounts {
+                ran: self.hooks.len() as u32,
+                failed: self.hooks.iter().filter(|h| h.failed()).count() as u32,
+            },
         };
         let path = layout::backup_file(&self.spec.cluster, &self.name, MANIFEST);
         self.repo

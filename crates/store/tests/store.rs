@@ -792,6 +792,7 @@ fn cheap_manifest(policy: &str, i: i64) -> Manifest {
         lifeboat_version: "test".into(),
         labels: BTreeMap::new(),
         volumes: Vec::new(),
+        hooks: Default::default(),
     }
 }
 

@@ -22,7 +22,8 @@
 //!             ├─ overlap::overlapping_policies       LB113
 //!             ├─ patterns::invalid_patterns          LB114
 //!             ├─ signing::signing_keys               LB118, LB119
-//!             └─ volumes::volume_settings            LB117, LB120, LB121, LB122 ──▶ sort ──▶ Vec<Diagnostic>
+//!             ├─ volumes::volume_settings            LB117, LB120, LB121, LB122
+//!             └─ hooks::hook_settings                LB123, LB124, LB125 ──▶ sort ──▶ Vec<Diagnostic>
 //! ```
 //!
 //! LB108 (inline credentials) is found while loading: a StorageLocation with
@@ -33,6 +34,7 @@
 //! `lifeboat lint` gives the same answer every day. The window is a leap year
 //! and holds both DST changes of every zone that has them.
 
+mod hooks;
 mod overlap;
 mod patterns;
 mod references;
@@ -74,6 +76,7 @@ pub const RULES: &[Rule] = &[
     patterns::invalid_patterns,
     signing::signing_keys,
     volumes::volume_settings,
+    hooks::hook_settings,
 ];
 
 /// Runs every rule over `set` and returns the findings in report order.

@@ -596,6 +596,10 @@ pub struct PolicyFacts {
     /// cluster; absent from JSON).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<VolumeDecision>>,
+    /// The exec hooks a backup would run, per pod ([`crate::hooks::pod_hooks`]);
+    /// `None`: none, or not evaluated (no view of the cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Vec<crate::hooks::PodHooks>>,
 }
 
 /// An unfinished backup of a policy and its operation record.
@@ -1050,6 +1054,12 @@ impl<'a> Planner<'a> {
         {
             problems.push(line);
         }
+        let hooks = self
+            .observed
+            .inventory
+            .as_ref()
+            .and_then(|inventory| crate::hooks::pod_hooks(policy, &inventory.pods).ok())
+            .filter(|h| !h.is_empty());
         let rpo = spec.objectives.rpo;
         let rpo_status = match (rpo, last_success) {
             (None, _) => RpoStatus::NotSet,
@@ -1083,6 +1093,7 @@ impl<'a> Planner<'a> {
             in_progress: self.in_progress(location, name),
             problems,
             volumes,
+            hooks,
         }
     }
 

@@ -72,6 +72,7 @@ fn pod(ns: &str, name: &str, mounts: &[(&str, &str)], annotations: &[(&str, &str
                 claim: c.to_string(),
             })
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -98,7 +98,7 @@ pub async fn back_up_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    timed(client, opts, progress, async |created: &mut Created<'_>| {
+    timed(client, opts, progress, async |created: &mut Created| {
         back_up_steps(client, volume, backup, access, key, opts, progress, created).await
     })
     .await
@@ -113,7 +113,7 @@ async fn back_up_steps(
     key: &RepoKey,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    created: &mut Created<'_>,
+    created: &mut Created,
 ) -> Result<VolumeResult, VolumeError> {
     // 1. The pod still runs there and mounts the claim; the volume is one
     //    the kubelet mounts into the pod's directory.

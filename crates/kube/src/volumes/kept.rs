@@ -207,7 +207,7 @@ pub async fn restore_claim_from_kept(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeRestoreResult, VolumeError> {
-    timed(client, opts, progress, async |created: &mut Created<'_>| {
+    timed(client, opts, progress, async |created: &mut Created| {
         from_kept_steps(client, claim, kept, restore, opts, progress, created).await
     })
     .await
@@ -220,7 +220,7 @@ async fn from_kept_steps(
     restore: &str,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    created: &mut Created<'_>,
+    created: &mut Created,
 ) -> Result<VolumeRestoreResult, VolumeError> {
     let movers = opts.namespace.as_str();
     ensure_movers_namespace(client, movers).await?;

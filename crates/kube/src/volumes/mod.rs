@@ -510,8 +510,8 @@ impl ChosenVolume {
 }
 
 /// What one operation created, removed again in reverse order.
-struct Created<'a> {
-    client: &'a kube::Client,
+struct Created {
+    client: kube::Client,
     movers: String,
     pod: Option<String>,
     secret: Option<String>,
@@ -522,10 +522,10 @@ struct Created<'a> {
     source_content: Option<String>,
 }
 
-impl<'a> Created<'a> {
-    fn new(client: &'a kube::Client, movers: &str) -> Self {
+impl Created {
+    fn new(client: &kube::Client, movers: &str) -> Self {
         Created {
-            client,
+            client: client.clone(),
             movers: movers.into(),
             pod: None,
             secret: None,
@@ -550,7 +550,7 @@ impl<'a> Created<'a> {
         };
         let patch = json!({"metadata": {"labels": {KEPT_LABEL: method.to_string()}},
                            "spec": {"deletionPolicy": "Retain"}});
-        contents(self.client)
+        contents(&self.client)
             .patch(&c, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(kube_err(format!("keep VolumeSnapshotContent {c} (Retain)")))?;
@@ -585,7 +585,7 @@ impl<'a> Created<'a> {
             note(format!("PVC {p}"), gone(api.delete(&p, &dp).await));
         }
         if let Some(s) = self.clone_snapshot.take() {
-            let api = snapshots(self.client, &self.movers);
+            let api = snapshots(&self.client, &self.movers);
             note(
                 format!("VolumeSnapshot {s}"),
                 gone(api.delete(&s, &dp).await),
@@ -594,11 +594,11 @@ impl<'a> Created<'a> {
         if let Some(c) = self.clone_content.take() {
             note(
                 format!("VolumeSnapshotContent {c}"),
-                gone(contents(self.client).delete(&c, &dp).await),
+                gone(contents(&self.client).delete(&c, &dp).await),
             );
         }
         if let Some((ns, s)) = self.source_snapshot.take() {
-            let api = snapshots(self.client, &ns);
+            let api = snapshots(&self.client, &ns);
             note(
                 format!("VolumeSnapshot {ns}/{s}"),
                 gone(api.delete(&s, &dp).await),
@@ -607,7 +607,7 @@ impl<'a> Created<'a> {
         if let Some(c) = self.source_content.take() {
             note(
                 format!("VolumeSnapshotContent {c}"),
-                gone(contents(self.client).delete(&c, &dp).await),
+                gone(contents(&self.client).delete(&c, &dp).await),
             );
         }
         problems
@@ -931,10 +931,147 @@ pub async fn back_up_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    timed(client, opts, progress, async |created: &mut Created<'_>| {
-        back_up_steps(client, volume, backup, access, key, opts, progress, created).await
+    timed(client, opts, progress, async |created: &mut Created| {
+        back_up_steps(
+            client, volume, backup, access, key, opts, progress, created, None,
+        )
+        .await
     })
     .await
+}
+
+/// A claim's CSI snapshot, taken and with its handle, not yet exposed or
+/// moved ([`take_snapshot`]): what exec hooks wait for before thawing.
+/// Finish it with [`back_up_snapshotted`] or [`keep_snapshotted`], or
+/// [`Snapshotted::discard`] it.
+pub struct Snapshotted {
+    created: Created,
+    taken: (DynamicObject, DynamicObject),
+    started: Instant,
+}
+
+impl std::fmt::Debug for Snapshotted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshotted")
+            .field("snapshot", &self.taken.0.name_any())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshotted {
+    /// Deletes the snapshot; returns what could not be deleted.
+    pub async fn discard(mut self) -> Vec<String> {
+        self.created.clean_up().await
+    }
+}
+
+/// Step 1 of a backup by snapshot alone: the claim's VolumeSnapshot,
+/// ready with its snapshotHandle. On failure what it created is removed.
+pub async fn take_snapshot(
+    client: &kube::Client,
+    volume: &ChosenVolume,
+    backup: &str,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+) -> Result<Snapshotted, VolumeError> {
+    let started = Instant::now();
+    let mut created = Created::new(client, &opts.namespace);
+    match snapshot_source(client, volume, backup, opts, progress, &mut created).await {
+        Ok(taken) => Ok(Snapshotted {
+            created,
+            taken,
+            started,
+        }),
+        Err(e) => {
+            for p in created.clean_up().await {
+                tracing::warn!("{p}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The rest of a `snapshotMove` after [`take_snapshot`]: expose, move,
+/// clean up. On failure everything created is removed again.
+#[allow(clippy::too_many_arguments)]
+pub async fn back_up_snapshotted(
+    client: &kube::Client,
+    volume: &ChosenVolume,
+    snapshotted: Snapshotted,
+    backup: &str,
+    access: &MoverAccess,
+    key: &RepoKey,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+) -> Result<VolumeResult, VolumeError> {
+    let Snapshotted {
+        mut created,
+        taken,
+        started,
+    } = snapshotted;
+    let result = back_up_steps(
+        client,
+        volume,
+        backup,
+        access,
+        key,
+        opts,
+        progress,
+        &mut created,
+        Some(taken),
+    )
+    .await;
+    progress(VolumeProgress::Step { step: "cleanup" });
+    let problems = created.clean_up().await;
+    let mut result = result?;
+    result.finished(started.elapsed().as_secs_f64(), problems);
+    Ok(result)
+}
+
+/// The rest of a `snapshot` (kept) backup after [`take_snapshot`].
+pub async fn keep_snapshotted(
+    client: &kube::Client,
+    volume: &ChosenVolume,
+    snapshotted: Snapshotted,
+    backup: &str,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+) -> Result<VolumeResult, VolumeError> {
+    let Snapshotted {
+        mut created,
+        taken,
+        started,
+    } = snapshotted;
+    let result = async {
+        let exposed = expose(client, volume, backup, opts, progress, &mut created, taken).await?;
+        created.keep_clone(Method::Snapshot).await?;
+        Ok(kept_result(volume, exposed.kept))
+    }
+    .await;
+    progress(VolumeProgress::Step { step: "cleanup" });
+    let problems = created.clean_up().await;
+    let mut result = result?;
+    result.finished(started.elapsed().as_secs_f64(), problems);
+    Ok(result)
+}
+
+/// The result of a `snapshot` backup that kept `kept`.
+fn kept_result(volume: &ChosenVolume, kept: KeptSnapshot) -> VolumeResult {
+    VolumeResult {
+        namespace: volume.namespace.clone(),
+        pvc: volume.pvc.clone(),
+        pvc_uid: volume.pvc_uid.clone(),
+        method: Method::Snapshot,
+        snapshot: String::new(),
+        parent: None,
+        bytes: 0,
+        new_bytes: 0,
+        files: 0,
+        duration_seconds: 0.0,
+        node: None,
+        warnings: Vec::new(),
+        kept: Some(kept),
+    }
 }
 
 /// A result that carries its whole duration and what its cleanup could
@@ -967,7 +1104,7 @@ async fn timed<T: Timed>(
     client: &kube::Client,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    steps: impl AsyncFnOnce(&mut Created<'_>) -> Result<T, VolumeError>,
+    steps: impl AsyncFnOnce(&mut Created) -> Result<T, VolumeError>,
 ) -> Result<T, VolumeError> {
     let started = Instant::now();
     let (result, problems) = with_cleanup(client, opts, progress, steps).await;
@@ -983,7 +1120,7 @@ async fn with_cleanup<T>(
     client: &kube::Client,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    steps: impl AsyncFnOnce(&mut Created<'_>) -> Result<T, VolumeError>,
+    steps: impl AsyncFnOnce(&mut Created) -> Result<T, VolumeError>,
 ) -> (Result<T, VolumeError>, Vec<String>) {
     let mut created = Created::new(client, &opts.namespace);
     let result = steps(&mut created).await;
@@ -1014,7 +1151,7 @@ impl PreProvisioned<'_> {
         &self,
         client: &kube::Client,
         opts: &MoverOptions,
-        created: &mut Created<'_>,
+        created: &mut Created,
     ) -> Result<(), VolumeError> {
         let movers = opts.namespace.as_str();
         let (content, snapshot) = (self.content, self.snapshot);
@@ -1097,7 +1234,7 @@ impl<'a> MoversClaim<'a> {
         &self,
         client: &kube::Client,
         opts: &MoverOptions,
-        created: &mut Created<'_>,
+        created: &mut Created,
     ) -> Result<(), VolumeError> {
         let (movers, name) = (opts.namespace.as_str(), self.name);
         let mut spec = json!({
@@ -1147,10 +1284,23 @@ async fn snapshot_and_expose(
     backup: &str,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    created: &mut Created<'_>,
+    created: &mut Created,
 ) -> Result<Exposed, VolumeError> {
-    let movers = opts.namespace.as_str();
-    ensure_movers_namespace(client, movers).await?;
+    let taken = snapshot_source(client, v, backup, opts, progress, created).await?;
+    expose(client, v, backup, opts, progress, created, taken).await
+}
+
+/// Step 1 of a backup by snapshot: the claim's VolumeSnapshot in its
+/// namespace, ready, its content with a snapshotHandle (both recorded in
+/// `created`).
+async fn snapshot_source(
+    client: &kube::Client,
+    v: &ChosenVolume,
+    backup: &str,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+    created: &mut Created,
+) -> Result<(DynamicObject, DynamicObject), VolumeError> {
     let lbl = backup_labels(backup, &v.namespace, &v.pvc);
     let snap_name = object_name("lifeboat", backup, &v.namespace, &v.pvc);
     // 1. The snapshot of the claim, in its namespace.
@@ -1171,8 +1321,26 @@ async fn snapshot_and_expose(
         )))?;
     created.source_snapshot = Some((v.namespace.clone(), snap_name.clone()));
     let (vs, content) = ready_snapshot(client, &v.namespace, &snap_name, opts).await?;
+    created.source_content = Some(content.name_any());
+    Ok((vs, content))
+}
+
+/// Step 2 of a backup by snapshot: the snapshot `taken` by
+/// [`snapshot_source`] exposed in the movers' namespace.
+async fn expose(
+    client: &kube::Client,
+    v: &ChosenVolume,
+    backup: &str,
+    opts: &MoverOptions,
+    progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+    created: &mut Created,
+    (vs, content): (DynamicObject, DynamicObject),
+) -> Result<Exposed, VolumeError> {
+    let movers = opts.namespace.as_str();
+    ensure_movers_namespace(client, movers).await?;
+    let lbl = backup_labels(backup, &v.namespace, &v.pvc);
+    let snap_name = vs.name_any();
     let content_name = content.name_any();
-    created.source_content = Some(content_name.clone());
     let handle = content.data["status"]["snapshotHandle"]
         .as_str()
         .unwrap_or_default()
@@ -1261,13 +1429,18 @@ async fn back_up_steps(
     key: &RepoKey,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    created: &mut Created<'_>,
+    created: &mut Created,
+    taken: Option<(DynamicObject, DynamicObject)>,
 ) -> Result<VolumeResult, VolumeError> {
     let lbl = backup_labels(backup, &v.namespace, &v.pvc);
+    let taken = match taken {
+        Some(t) => t,
+        None => snapshot_source(client, v, backup, opts, progress, created).await?,
+    };
     let Exposed {
         snapshot: snap_name,
         kept,
-    } = snapshot_and_expose(client, v, backup, opts, progress, created).await?;
+    } = expose(client, v, backup, opts, progress, created, taken).await?;
     let restore_size = kept.restore_size.clone();
 
     // 3. A claim from the clone, the work Secret and the mover pod.
@@ -1338,24 +1511,10 @@ pub async fn keep_snapshot(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    timed(client, opts, progress, async |created: &mut Created<'_>| {
+    timed(client, opts, progress, async |created: &mut Created| {
         let exposed = snapshot_and_expose(client, volume, backup, opts, progress, created).await?;
         created.keep_clone(Method::Snapshot).await?;
-        Ok(VolumeResult {
-            namespace: volume.namespace.clone(),
-            pvc: volume.pvc.clone(),
-            pvc_uid: volume.pvc_uid.clone(),
-            method: Method::Snapshot,
-            snapshot: String::new(),
-            parent: None,
-            bytes: 0,
-            new_bytes: 0,
-            files: 0,
-            duration_seconds: 0.0,
-            node: None,
-            warnings: Vec::new(),
-            kept: Some(exposed.kept),
-        })
+        Ok(kept_result(volume, exposed.kept))
     })
     .await
 }
@@ -1481,7 +1640,7 @@ impl Mover {
         key: &RepoKey,
         opts: &MoverOptions,
         progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-        created: &mut Created<'_>,
+        created: &mut Created,
     ) -> Result<(Value, Option<String>), VolumeError> {
         self.run_pod(client, self.pod(opts)?, work, key, opts, progress, created)
             .await
@@ -1498,7 +1657,7 @@ impl Mover {
         key: &RepoKey,
         opts: &MoverOptions,
         progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-        created: &mut Created<'_>,
+        created: &mut Created,
     ) -> Result<(Value, Option<String>), VolumeError> {
         let movers = opts.namespace.as_str();
         let work_json = serde_json::to_vec(work)
@@ -1881,7 +2040,7 @@ pub async fn restore_claim(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeRestoreResult, VolumeError> {
-    timed(client, opts, progress, async |created: &mut Created<'_>| {
+    timed(client, opts, progress, async |created: &mut Created| {
         restore_steps(client, claim, restore, access, key, opts, progress, created).await
     })
     .await
@@ -1937,7 +2096,7 @@ async fn hand_over(
     name: &str,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    created: &mut Created<'_>,
+    created: &mut Created,
 ) -> Result<String, VolumeError> {
     let movers = opts.namespace.as_str();
     let targets: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &c.namespace);
@@ -2060,7 +2219,7 @@ async fn restore_steps(
     key: &RepoKey,
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
-    created: &mut Created<'_>,
+    created: &mut Created,
 ) -> Result<VolumeRestoreResult, VolumeError> {
     let movers = opts.namespace.as_str();
     ensure_movers_namespace(client, movers).await?;

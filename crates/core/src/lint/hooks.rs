@@ -1,0 +1,143 @@
+//! Exec hooks of a BackupPolicy that cannot work as written: a command
+//! that is one shell-like string without `shell: true` (LB123), a hook
+//! timeout longer than the whole backup may take (LB124), and a hook whose
+//! namespaces include none the policy backs up (LB125).
+
+use super::{at_key, at_value, glob_matches, is_glob};
+use crate::diagnostic::{Code, Diagnostic};
+use crate::hooks::looks_like_shell;
+use crate::load::{Loaded, PolicySet};
+use crate::model::{HookCommand, default_backup_timeout};
+use crate::select::Selection;
+
+/// LB123, LB124, LB125 over every BackupPolicy with `hooks`.
+pub fn hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for Loaded { doc, source } in &set.policies {
+        let Some(hooks) = &doc.spec.hooks else {
+            continue;
+        };
+        let backup = doc
+            .spec
+            .volumes
+            .as_ref()
+            .map_or_else(default_backup_timeout, |v| v.timeouts.backup);
+        // A malformed pattern is LB114's finding.
+        let selection = Selection::new(&doc.spec.include, &doc.spec.exclude).ok();
+        for (i, h) in hooks.pods.iter().enumerate() {
+            let base = format!("/spec/hooks/pods/{i}");
+            for (field, command) in [("pre", &h.pre), ("post", &h.post)] {
+                if let Some(HookCommand::Line(line)) = command
+                    && !h.shell
+                    && looks_like_shell(line)
+                {
+                    out.push(at_value(
+                        Code::HookShellStringWithoutShell,
+                        source,
+                        &format!("{base}/{field}"),
+                        format!(
+                            "hook `{}` {field} command `{line}` is one string without `shell: true`: it runs as a single program of that name, not as a shell line",
+                            h.name
+                        ),
+                        "write it as a list of arguments (`[fsfreeze, --freeze, /data]`), or set `shell: true` to run it with /bin/sh -c",
+                    ));
+                }
+            }
+            if h.timeout > backup {
+                out.push(at_value(
+                    Code::HookTimeoutExceedsBackup,
+                    source,
+                    &format!("{base}/timeout"),
+                    format!(
+                        "hook `{}` may take {} but the whole backup may take only {backup} (`volumes.timeouts.backup`)",
+                        h.name, h.timeout
+                    ),
+                    format!("lower the hook's timeout below {backup}, or raise `volumes.timeouts.backup`"),
+                ));
+            }
+            if let Some(selection) = &selection
+                && !h.namespaces.is_empty()
+                && h.namespaces
+                    .iter()
+                    .all(|n| never_included(&n.0, selection, doc))
+            {
+                out.push(at_key(
+                    Code::HookSelectsNoNamespace,
+                    source,
+                    &format!("{base}/namespaces"),
+                    format!(
+                        "hook `{}` runs in namespaces the policy does not back up, so it never runs",
+                        h.name
+                    ),
+                    "name namespaces the policy's `include.namespaces` selects, or remove `namespaces` to run in all of them",
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Whether hook namespace `pattern` surely names no namespace the policy
+/// backs up (a glob only when the policy includes plain names alone).
+fn never_included(pattern: &str, selection: &Selection, doc: &crate::model::BackupPolicy) -> bool {
+    if !is_glob(pattern) {
+        return !selection.namespace(pattern);
+    }
+    let include = &doc.spec.include.namespaces;
+    !include.is_empty()
+        && include.iter().all(|n| !is_glob(&n.0))
+        && include
+            .iter()
+            .all(|n| !glob_matches(pattern, &n.0) || !selection.namespace(&n.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lint::testing::*;
+
+    fn policy(hooks: &str) -> String {
+        format!(
+            "API\nkind: StorageLocation\nmetadata: {{name: s3}}\nspec: {{url: 's3://b/p'}}\n---\n\
+             API\nkind: BackupPolicy\nmetadata: {{name: db}}\nspec:\n  clusters: {{names: [prod]}}\n  \
+             include: {{namespaces: [shop, team-a]}}\n  schedule: '0 * * * *'\n  retention: {{keepLast: 3}}\n  \
+             storage: s3\n  volumes: {{timeouts: {{backup: 1h}}}}\n  hooks:\n    pods:\n{hooks}"
+        )
+    }
+
+    fn codes(hooks: &str) -> Vec<(Code, String)> {
+        run(hook_settings, &policy(hooks))
+            .into_iter()
+            .map(|(c, _, _, m)| (c, m))
+            .collect()
+    }
+
+    #[test]
+    fn a_shell_line_without_shell_is_flagged() {
+        let got = codes("      - {name: f, pre: 'fsfreeze --freeze /data'}\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::HookShellStringWithoutShell);
+        assert!(
+            codes("      - {name: f, pre: 'fsfreeze --freeze /data', shell: true}\n").is_empty()
+        );
+        assert!(codes("      - {name: f, pre: [fsfreeze, --freeze, /data]}\n").is_empty());
+        assert!(codes("      - {name: f, pre: /freeze.sh}\n").is_empty());
+    }
+
+    #[test]
+    fn a_timeout_longer_than_the_backup_is_an_error() {
+        let got = codes("      - {name: f, pre: [sync], timeout: 2h}\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::HookTimeoutExceedsBackup);
+        assert!(codes("      - {name: f, pre: [sync], timeout: 10m}\n").is_empty());
+    }
+
+    #[test]
+    fn namespaces_the_policy_does_not_back_up_are_flagged() {
+        let got = codes("      - {name: f, pre: [sync], namespaces: [other, team-z*]}\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::HookSelectsNoNamespace);
+        assert!(codes("      - {name: f, pre: [sync], namespaces: [other, shop]}\n").is_empty());
+        assert!(codes("      - {name: f, pre: [sync], namespaces: [team-*]}\n").is_empty());
+    }
+}
