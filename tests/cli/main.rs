@@ -15,6 +15,7 @@ mod volume_data;
 mod volume_fs;
 mod volume_parallel;
 mod volume_snapshot;
+mod volume_sts;
 mod volume_xcluster;
 mod volumes;
 
