@@ -13,6 +13,7 @@ mod storage;
 mod verify;
 mod volume_data;
 mod volume_fs;
+mod volume_outage;
 mod volume_parallel;
 mod volume_snapshot;
 mod volume_sts;
