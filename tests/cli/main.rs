@@ -15,8 +15,10 @@ mod velero;
 mod verify;
 mod volume_data;
 mod volume_fs;
+mod volume_outage;
 mod volume_parallel;
 mod volume_snapshot;
+mod volume_sts;
 mod volume_xcluster;
 mod volumes;
 

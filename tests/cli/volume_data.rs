@@ -73,8 +73,15 @@ spec:
 /// The claim's seeded files: a mix of sizes, a nested tree, an empty
 /// directory and a symlink.
 pub(crate) fn seed_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    seed_distinct_files(dir, 0)
+}
+
+/// As [`seed_files`], with contents drawn from `salt`: claims seeded with
+/// different salts hold the same tree with different bytes (and one file
+/// named after the salt), so a restore that mixed them up is caught.
+pub(crate) fn seed_distinct_files(dir: &Path, salt: u64) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d);
     let mut bytes = |n: usize| {
         (0..n)
             .map(|_| {
@@ -92,6 +99,12 @@ pub(crate) fn seed_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         b"default-character-set=utf8\n".to_vec(),
     );
     files.insert(PathBuf::from("mysql.sock.lock"), Vec::new());
+    if salt != 0 {
+        files.insert(
+            PathBuf::from(format!("ordinal-{salt}.txt")),
+            format!("claim seeded with salt {salt}\n").into_bytes(),
+        );
+    }
     for (path, content) in &files {
         let p = dir.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -106,7 +119,10 @@ pub(crate) struct World {
     pub(crate) rt: tokio::runtime::Runtime,
     pub(crate) sb: Sandbox,
     pub(crate) dir: tempfile::TempDir,
+    /// The files of the app's claim `mysql`.
     pub(crate) files: BTreeMap<PathBuf, Vec<u8>>,
+    /// The files of each further claim seeded by [`World::with_app`].
+    pub(crate) claims: BTreeMap<String, BTreeMap<PathBuf, Vec<u8>>>,
 }
 
 /// A sandbox of `nodes` nodes whose pods of lifeboat's image run `mover`,
@@ -152,12 +168,27 @@ impl World {
     /// As [`World::new`], with `nodes` nodes and the app's claim of
     /// storage class `class`.
     pub(crate) fn with(mover: &Path, nodes: usize, class: &str) -> World {
-        World::build(mover, nodes, class, false)
+        World::with_app(mover, nodes, class, "", &[], false)
     }
 
     /// As [`World::with`]; with `request_log` the sandbox writes its
     /// request log to `requests.jsonl` in the world's directory.
     pub(crate) fn build(mover: &Path, nodes: usize, class: &str, request_log: bool) -> World {
+        World::with_app(mover, nodes, class, "", &[], request_log)
+    }
+
+    /// As [`World::build`], with `extra` objects (YAML documents) seeded
+    /// beside the app, and the claims `seeded` (name, salt) of the app's
+    /// namespace given distinct files ([`seed_distinct_files`]) once they
+    /// are bound, whoever creates them (a StatefulSet's controller, say).
+    pub(crate) fn with_app(
+        mover: &Path,
+        nodes: usize,
+        class: &str,
+        extra: &str,
+        seeded: &[(&str, u64)],
+        request_log: bool,
+    ) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let seed = dir.path().join("seed");
@@ -170,7 +201,17 @@ impl World {
             ),
         )
         .unwrap();
+        if !extra.is_empty() {
+            std::fs::write(seed.join("extra.yaml"), extra).unwrap();
+        }
         let files = seed_files(&seed.join("volumes").join(NS).join("mysql"));
+        let claims = seeded
+            .iter()
+            .map(|(claim, salt)| {
+                let dir = seed.join("volumes").join(NS).join(claim);
+                (claim.to_string(), seed_distinct_files(&dir, *salt))
+            })
+            .collect();
         let log = request_log.then(|| dir.path().join("requests.jsonl"));
         let sb = mover_sandbox_logged(&rt, mover, nodes, Some(&seed), log.as_deref());
         let storage = dir.path().join("storage");
@@ -190,8 +231,17 @@ impl World {
         .unwrap();
         std::fs::write(dir.path().join("identity.txt"), format!("{IDENTITY}\n")).unwrap();
         sb.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
-        let world = World { rt, sb, dir, files };
+        let world = World {
+            rt,
+            sb,
+            dir,
+            files,
+            claims,
+        };
         world.claim_bound(NS, "mysql");
+        for (claim, _) in seeded {
+            world.claim_bound(NS, claim);
+        }
         world
     }
 

@@ -127,6 +127,12 @@ pub fn skip_reason(resource: &str, group: &str, obj: &Value) -> Option<String> {
                 ));
             }
         }
+        // A StatefulSet whose `persistentVolumeClaimRetentionPolicy` says
+        // `whenDeleted: Delete` is its claims' controller, but it reuses a
+        // claim of the template's name rather than recreating it, and a
+        // claim it would create comes back empty: the claim is restored
+        // (its owner reference stripped) so its data can come back too.
+        ("", "persistentvolumeclaims") => return None,
         _ => {}
     }
     let owner = obj
@@ -197,6 +203,11 @@ mod tests {
             skip_reason("pods", "", &owned).unwrap(),
             "owned by ReplicaSet web-5d9f, whose controller recreates it"
         );
+        // A StatefulSet's claim (`whenDeleted: Delete`) is restored.
+        let claim = json!({"metadata": {"ownerReferences": [
+            {"kind": "StatefulSet", "name": "db", "controller": true}
+        ]}});
+        assert!(skip_reason("persistentvolumeclaims", "", &claim).is_none());
         let cr_owned =
             json!({"metadata": {"ownerReferences": [{"kind": "Certificate", "controller": true}]}});
         assert!(skip_reason("secrets", "", &cr_owned).is_none());

@@ -500,7 +500,11 @@ pub async fn restore(
             .iter()
             .filter(|p| p.namespace.as_deref() == Some(claim.namespace.as_str()))
             .filter(|p| mounted_claims(p).contains(&claim.pvc))
-            .find_map(|p| pod_spec(p).and_then(volumes::Placement::of_pod_spec));
+            .find_map(|p| {
+                // A StatefulSet's template need not list the claims it gets.
+                let spec = pod_spec(p).or_else(|| p.obj.pointer("/spec/template/spec"))?;
+                volumes::Placement::of_pod_spec(spec)
+            });
     }
 
     // OpenShift SCCs: kept when they grant what is restored (or when
@@ -826,9 +830,11 @@ fn pod_spec(p: &Planned) -> Option<&Value> {
 }
 
 /// The claims a workload or pod mounts (`persistentVolumeClaim.claimName`
-/// in its pod spec).
+/// in its pod spec), and a StatefulSet's claims from its
+/// `volumeClaimTemplates`: `<template>-<set>-<ordinal>` for each ordinal
+/// it runs (from `spec.ordinals.start`, `spec.replicas` of them, default 1).
 fn mounted_claims(p: &Planned) -> Vec<String> {
-    pod_spec(p)
+    let mut claims: Vec<String> = pod_spec(p)
         .and_then(|s| s["volumes"].as_array())
         .into_iter()
         .flatten()
@@ -837,7 +843,23 @@ fn mounted_claims(p: &Planned) -> Vec<String> {
                 .and_then(Value::as_str)
         })
         .map(str::to_string)
-        .collect()
+        .collect();
+    if p.kind == "StatefulSet" {
+        let spec = &p.obj["spec"];
+        let start = spec["ordinals"]["start"].as_i64().unwrap_or(0).max(0);
+        let replicas = spec["replicas"].as_i64().unwrap_or(1).max(0);
+        for t in spec["volumeClaimTemplates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(template) = t.pointer("/metadata/name").and_then(Value::as_str) else {
+                continue;
+            };
+            claims.extend((start..start + replicas).map(|i| format!("{template}-{}-{i}", p.name)));
+        }
+    }
+    claims
 }
 
 /// Whether the live claim is one an interrupted run of `restore` created
@@ -1526,6 +1548,11 @@ mod tests {
             ["data"]
         );
         assert_eq!(mounted_claims(&planned(json!({"spec": vols}))), ["data"]);
+        let mut set = planned(json!({"spec": {"replicas": 2, "ordinals": {"start": 1},
+            "volumeClaimTemplates": [{"metadata": {"name": "pg"}}]}}));
+        set.kind = "StatefulSet".into();
+        set.name = "db".into();
+        assert_eq!(mounted_claims(&set), ["pg-db-1", "pg-db-2"]);
         assert!(mounted_claims(&planned(json!({"data": {}}))).is_empty());
     }
 

@@ -45,6 +45,9 @@ pub enum Grant {
 pub struct S3Server {
     endpoint: String,
     task: JoinHandle<()>,
+    /// What [`S3Server::resume`] serves again.
+    service: s3s::service::S3Service,
+    addr: std::net::SocketAddr,
 }
 
 impl S3Server {
@@ -73,20 +76,15 @@ impl S3Server {
         builder.set_access(users);
         let service = builder.build();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let endpoint = format!("http://{}", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                let service = service.clone();
-                conns.spawn(async move {
-                    let io = hyper_util::rt::TokioIo::new(socket);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
-                });
-            }
-        });
-        Ok(S3Server { endpoint, task })
+        let addr = listener.local_addr()?;
+        let endpoint = format!("http://{addr}");
+        let task = serve(listener, service.clone());
+        Ok(S3Server {
+            endpoint,
+            task,
+            service,
+            addr,
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -99,6 +97,43 @@ impl S3Server {
     pub fn stop(&self) {
         self.task.abort();
     }
+
+    /// Serves again at the same address, with the same contents, after
+    /// [`S3Server::stop`]: the store is back. Waits (up to 5 s) for the
+    /// port to be free.
+    pub async fn resume(&mut self) -> std::io::Result<()> {
+        self.task.abort();
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                // The stopped listener closes on its runtime's next turn.
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.task = serve(listener, self.service.clone());
+        Ok(())
+    }
+}
+
+/// Accepts connections on `listener` until the task is aborted.
+fn serve(listener: TcpListener, service: s3s::service::S3Service) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            let service = service.clone();
+            conns.spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(socket);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    })
 }
 
 impl Drop for S3Server {

@@ -83,6 +83,11 @@ impl Control {
     }
 }
 
+/// rustic's guidance for a failed storage request (`{detail}`: what was
+/// asked of which file, and the store's answer).
+const STORAGE_FAILED: &str = "Storage request failed: `{detail}`. Check that the storage \
+     location is reachable and the credentials allow it, then run the command again.";
+
 /// Memory budget of the tree-pack cache.
 const TREE_CACHE_BYTES: usize = 64 << 20;
 
@@ -172,15 +177,24 @@ impl ObjectBackend {
         }
     }
 
+    /// What a failed request of `what` on `path` says: the repository's
+    /// URL and the file in it (`display` already holds the base path), and
+    /// the store's answer (its URL, retries and cause), on one line.
+    fn storage_detail(&self, what: &str, path: &Path, err: &object_store::Error) -> String {
+        let full = path.as_ref();
+        let base = self.base.as_ref();
+        let rel = full
+            .strip_prefix(base)
+            .map(|r| r.trim_start_matches('/'))
+            .filter(|r| !base.is_empty() && !r.is_empty())
+            .unwrap_or(full);
+        format!("{what} {}/{rel}: {err}", self.display)
+    }
+
     fn storage_error(&self, what: &str, path: &Path, err: object_store::Error) -> Box<RusticError> {
-        let msg = format!("{what} {}/{path}: {err}", self.display);
-        RusticError::with_source(
-            ErrorKind::Backend,
-            "Storage request failed: `{detail}`. Check that the storage location is reachable and \
-             the credentials allow it, then run the command again.",
-            err,
-        )
-        .attach_context("detail", msg)
+        let msg = self.storage_detail(what, path, &err);
+        RusticError::with_source(ErrorKind::Backend, STORAGE_FAILED, err)
+            .attach_context("detail", msg)
     }
 }
 
@@ -322,9 +336,14 @@ impl WriteBackend for ObjectBackend {
             )
             .attach_context("repo", self.display.clone())),
             Err(e) => {
-                let err = self.storage_error("write", &path, e);
-                self.control.fail(err.to_string());
-                Err(err)
+                // The reason a mover reports: one line (rustic's own
+                // rendering of the error spans a page).
+                let detail = self.storage_detail("write", &path, &e);
+                self.control.fail(format!(
+                    "a write to the store failed: {detail}; check that the storage location is \
+                     reachable and the credentials allow it"
+                ));
+                Err(self.storage_error("write", &path, e))
             }
         }
     }

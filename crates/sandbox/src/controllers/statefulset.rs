@@ -12,14 +12,16 @@
 //! deleted. Claims follow `persistentVolumeClaimRetentionPolicy`: kept on
 //! scale-down and delete by default (`Retain`); `whenDeleted: Delete` makes
 //! the set their owner (garbage collected with it), `whenScaled: Delete`
-//! deletes a condemned ordinal's claims with its pod.
+//! deletes a condemned ordinal's claims with its pod. A claim that exists
+//! already (restored, or made by hand) is reused, never recreated, and
+//! adopted when `whenDeleted: Delete` asks for ownership.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::{
-    Selector, claim_pods, controlled_by, create, delete, delete_pod, deleting, get, int,
+    Selector, adopt, claim_pods, controlled_by, create, delete, delete_pod, deleting, get, int,
     objects_in, omit_zero, owner_ref, phase, pod_available, pod_from_template, pod_ready,
     update_status,
 };
@@ -101,7 +103,14 @@ fn ensure_claims(st: &mut State, set: &Value, i: i64) -> Result<(), String> {
         .flatten()
     {
         let claim = claim_name(t, name, i);
-        if get(st, "", "persistentvolumeclaims", &ns, &claim).is_some() {
+        if let Some(existing) = get(st, "", "persistentvolumeclaims", &ns, &claim) {
+            // An existing claim of the name is reused, never recreated; with
+            // `whenDeleted: Delete` the set becomes its controller (as
+            // kube-controller-manager's `updateClaimOwnerRefForSetAndPod`
+            // does for a claim restored or made by hand).
+            if retention(set, "whenDeleted") {
+                adopt(st, "", "persistentvolumeclaims", set, &existing);
+            }
             continue;
         }
         let mut labels = t["metadata"]["labels"].clone();
