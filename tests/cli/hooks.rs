@@ -463,3 +463,53 @@ fn a_failing_snapshot_is_still_thawed() {
     assert_eq!(m["hooks"], json!({"ran": 2, "failed": 0}));
     w.nothing_left_behind();
 }
+
+/// A `fileSystem` claim has no snapshot: the thaw runs after its copy
+/// (the mover pod is gone before the post hook starts).
+#[test]
+fn a_file_system_claim_is_thawed_after_its_copy() {
+    let w = World::build(
+        Path::new(env!("CARGO_BIN_EXE_lifeboat")),
+        2,
+        "standard",
+        true,
+    );
+    let calls = record_exec(&w, |_| ExecOutput::ok(""));
+    app_pod(&w);
+    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({
+        "metadata": {"name": "lifeboat-movers",
+                     "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}))
+    .unwrap();
+    w.rt.block_on(
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(w.sb.client())
+            .create(&PostParams::default(), &ns),
+    )
+    .unwrap();
+    w.set_volumes(&format!(
+        "    method: fileSystem\n  hooks:\n{}",
+        freeze_hook("failVolume", "30s")
+    ));
+    let (code, out, err, name) = backup(&w);
+    assert_eq!(code, 0, "{out}{err}");
+    let m = w.manifest(&name);
+    assert_eq!(m["volumes"][0]["method"], "fileSystem", "{m}");
+    assert_eq!(m["volumes"][0]["phase"], "Completed", "{m}");
+    assert_eq!(argv(&calls).len(), 2);
+    let lines = requests(&w);
+    let execs: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l["subresource"] == "exec")
+        .map(|(i, _)| i)
+        .collect();
+    let in_movers = |verb: &str| {
+        lines
+            .iter()
+            .position(|l| {
+                l["verb"] == verb && l["resource"] == "pods" && l["namespace"] == "lifeboat-movers"
+            })
+            .unwrap_or_else(|| panic!("no {verb} of a mover pod"))
+    };
+    assert!(execs[0] < in_movers("create"), "freeze before the copy");
+    assert!(in_movers("delete") < execs[1], "thaw after the copy");
+}

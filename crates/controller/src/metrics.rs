@@ -513,7 +513,12 @@ mod tests {
             ],
         );
         m.set_movers_running(2);
+        m.hooks_finished("p", &lifeboat_store::HookCounts { ran: 4, failed: 2 });
         let text = m.encode();
+        assert!(
+            text.contains("lifeboat_hook_failures_total{policy=\"p\"} 2\n"),
+            "{text}"
+        );
         assert!(
             text.contains("lifeboat_volume_bytes{policy=\"p\"} 1024\n"),
             "{text}"
@@ -527,6 +532,7 @@ mod tests {
             ("lifeboat_volume_bytes", "gauge"),
             ("lifeboat_volume_backup_duration_seconds", "histogram"),
             ("lifeboat_volume_failures", "counter"),
+            ("lifeboat_hook_failures", "counter"),
             ("lifeboat_movers_running", "gauge"),
             ("lifeboat_backup_last_success_timestamp_seconds", "gauge"),
             ("lifeboat_backup_duration_seconds", "histogram"),

@@ -609,6 +609,17 @@ pub async fn back_up(
                     failed_backup.as_deref().unwrap_or_default()
                 );
                 record(writer, d, method, Err(why), events).await?;
+                // A frozen group waiting for this copy still thaws.
+                let g = group_of[job];
+                if method == VolumeMethod::FileSystem
+                    && let Some(left) = copies_left.get_mut(&g)
+                {
+                    *left -= 1;
+                    if *left == 0 {
+                        copies_left.remove(&g);
+                        preparing.push(thaw_later(g, owed.remove(&g).unwrap_or_default()));
+                    }
+                }
             }
         }
         // Start every waiting claim that fits now, in order; when nothing

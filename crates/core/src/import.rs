@@ -852,8 +852,9 @@ fn policy(
             "spec.template.hooks",
             NoteKind::Untranslated,
             &format!(
-                "{} ({}) not translated: lifeboat does not run hooks yet, so until it does \
-                 these backups are crash-consistent only",
+                "{} ({}) not translated yet: write them as the policy's spec.hooks.pods \
+                 (Velero's hook annotations on pods work unchanged); until then these \
+                 backups are crash-consistent only",
                 if hooks.len() == 1 {
                     "1 backup hook is".to_string()
                 } else {

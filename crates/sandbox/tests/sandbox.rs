@@ -1068,6 +1068,39 @@ async fn exec_runs_the_registered_handler() {
     );
 }
 
+/// A command that takes time answers only then; one that hangs never
+/// does, until the client gives up.
+#[tokio::test]
+async fn exec_output_can_take_time_or_hang() {
+    let sb = Sandbox::start().await.unwrap();
+    sb.on_exec(|r| match r.command[0].as_str() {
+        "slow" => ExecOutput::ok("done\n").after(std::time::Duration::from_millis(300)),
+        _ => ExecOutput::hang(),
+    });
+    let pods: Api<Pod> = Api::namespaced(sb.client(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "main", "image": "x"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let ap = AttachParams::default().stdout(true).stderr(false);
+    let started = std::time::Instant::now();
+    let mut proc = pods.exec("p", ["slow"], &ap).await.unwrap();
+    let status = proc.take_status().unwrap();
+    let mut out = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut proc.stdout().unwrap(), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, "done\n");
+    assert_eq!(status.await.unwrap().status.as_deref(), Some("Success"));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+
+    let mut proc = pods.exec("p", ["hang"], &ap).await.unwrap();
+    let status = proc.take_status().unwrap();
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(500), status).await;
+    assert!(waited.is_err(), "a hanging command has no status");
+    proc.abort();
+}
+
 #[tokio::test]
 async fn tls_and_token_auth() {
     let sb = Sandbox::builder()
