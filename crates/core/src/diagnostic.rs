@@ -96,6 +96,7 @@ codes! {
     EmptyCapacityRange = "LB120", "empty-capacity-range", Error, "A volume rule's capacity range has a minimum above its maximum, so it matches no claim.";
     VolumeTimeoutExceedsBackup = "LB121", "volume-timeout-exceeds-backup", Warning, "A volume step may take longer than the whole backup, so the backup times out first.";
     ShadowedVolumeRule = "LB122", "shadowed-volume-rule", Warning, "A volume rule matches exactly what an earlier rule matches, so it never applies.";
+    ClaimOntoLiveClaim = "LB126", "claim-restored-onto-live-claim", Warning, "A restore of single claims puts a claim back into its own namespace on its source cluster, where the live claim is skipped.";
 }
 
 impl fmt::Display for Code {
