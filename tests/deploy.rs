@@ -302,10 +302,18 @@ fn check_scc(json: &Value, what: &str) {
     }
 }
 
+/// (method, volume kinds, host path, SELinux type) of a mover pod.
+type MoverPodNeeds = (
+    &'static str,
+    &'static [&'static str],
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 /// What a mover pod asks for of its SCC (crates/kube/src/volumes: the
 /// snapshotMove mover of `Mover::pod`, the fileSystem mover of
 /// `filesystem::mover_pod`): (method, volume kinds, host path, SELinux type).
-const MOVER_PODS: &[(&str, &[&str], Option<&str>, Option<&str>)] = &[
+const MOVER_PODS: &[MoverPodNeeds] = &[
     (
         "snapshotMove",
         &["secret", "persistentVolumeClaim"],
