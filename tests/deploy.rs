@@ -188,6 +188,7 @@ fn check_object(doc: &serde_yaml_ng::Value, what: &str) {
         ("policy/v1", "PodDisruptionBudget") => {
             typed::<PodDisruptionBudget>(doc, &what);
         }
+        ("security.openshift.io/v1", "SecurityContextConstraints") => check_scc(&json, &what),
         ("monitoring.coreos.com/v1", "PrometheusRule") => check_prometheus_rule(&json, &what),
         ("argoproj.io/v1alpha1", "Application") => check_argo_application(&json, &what),
         ("source.toolkit.fluxcd.io/v1", "GitRepository") => {
@@ -207,6 +208,224 @@ fn check_object(doc: &serde_yaml_ng::Value, what: &str) {
         }
         _ => panic!("{what}: no check for {api_version} {kind}; add one to tests/deploy.rs"),
     }
+}
+
+/// The fields of `security.openshift.io/v1` SecurityContextConstraints
+/// (openshift/api), so a typo is caught as the API server would.
+const SCC_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "priority",
+    "allowPrivilegedContainer",
+    "defaultAddCapabilities",
+    "requiredDropCapabilities",
+    "allowedCapabilities",
+    "allowHostDirVolumePlugin",
+    "volumes",
+    "allowedHostPaths",
+    "allowedFlexVolumes",
+    "allowHostNetwork",
+    "allowHostPorts",
+    "allowHostPID",
+    "allowHostIPC",
+    "defaultAllowPrivilegeEscalation",
+    "allowPrivilegeEscalation",
+    "seLinuxContext",
+    "runAsUser",
+    "supplementalGroups",
+    "fsGroup",
+    "readOnlyRootFilesystem",
+    "users",
+    "groups",
+    "seccompProfiles",
+    "allowedUnsafeSysctls",
+    "forbiddenSysctls",
+    "userNamespaceLevel",
+];
+
+/// A SecurityContextConstraints: known fields, cluster-scoped, granted to
+/// the movers' ServiceAccount only, and no privileged or host-namespace
+/// access (the SCCs of deploy/ are lifeboat's movers').
+fn check_scc(json: &Value, what: &str) {
+    for key in json.as_object().unwrap().keys() {
+        assert!(
+            SCC_FIELDS.contains(&key.as_str()),
+            "{what}: unknown field `{key}`"
+        );
+    }
+    assert!(
+        json["metadata"]["namespace"].is_null(),
+        "{what}: SCCs are cluster-scoped"
+    );
+    assert_eq!(
+        json["users"],
+        json!([format!(
+            "system:serviceaccount:{MOVERS_NAMESPACE}:lifeboat-mover"
+        )]),
+        "{what}: granted to the movers' ServiceAccount alone"
+    );
+    assert!(
+        json["groups"].as_array().is_none_or(Vec::is_empty),
+        "{what}: groups"
+    );
+    for no in [
+        "allowPrivilegedContainer",
+        "allowPrivilegeEscalation",
+        "allowHostIPC",
+        "allowHostNetwork",
+        "allowHostPID",
+        "allowHostPorts",
+    ] {
+        assert_eq!(json[no], false, "{what}: {no}");
+    }
+    for caps in ["allowedCapabilities", "defaultAddCapabilities"] {
+        assert_eq!(json[caps], json!([]), "{what}: {caps}");
+    }
+    for strategy in [
+        "runAsUser",
+        "seLinuxContext",
+        "fsGroup",
+        "supplementalGroups",
+    ] {
+        let t = json[strategy]["type"].as_str().unwrap_or_default();
+        assert!(
+            [
+                "RunAsAny",
+                "MustRunAs",
+                "MustRunAsRange",
+                "MustRunAsNonRoot"
+            ]
+            .contains(&t),
+            "{what}: {strategy}.type {t:?}"
+        );
+    }
+}
+
+/// (method, volume kinds, host path, SELinux type) of a mover pod.
+type MoverPodNeeds = (
+    &'static str,
+    &'static [&'static str],
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// What a mover pod asks for of its SCC (crates/kube/src/volumes: the
+/// snapshotMove mover of `Mover::pod`, the fileSystem mover of
+/// `filesystem::mover_pod`): (method, volume kinds, host path, SELinux type).
+const MOVER_PODS: &[MoverPodNeeds] = &[
+    (
+        "snapshotMove",
+        &["secret", "persistentVolumeClaim"],
+        None,
+        None,
+    ),
+    (
+        "fileSystem",
+        &["secret", "hostPath"],
+        Some("/var/lib/kubelet/pods"),
+        Some("spc_t"),
+    ),
+];
+
+/// Whether `scc` admits a mover pod as OpenShift's admission would judge
+/// the fields movers set: UID 0 (`runAsUser` of the container), no
+/// privilege escalation, a read-only root, its volume kinds and host path,
+/// and an explicit SELinux type (only `RunAsAny` takes one).
+fn scc_admits(
+    scc: &Value,
+    volumes: &[&str],
+    host_path: Option<&str>,
+    selinux: Option<&str>,
+) -> bool {
+    let allowed: Vec<&str> = scc["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let uid0 = match scc["runAsUser"]["type"].as_str() {
+        Some("RunAsAny") => true,
+        Some("MustRunAs") => scc["runAsUser"]["uid"] == 0,
+        _ => false,
+    };
+    let host_ok = host_path.is_none_or(|p| {
+        scc["allowHostDirVolumePlugin"] == true
+            && scc["allowedHostPaths"].as_array().is_none_or(|a| {
+                a.is_empty()
+                    || a.iter().any(|h| {
+                        h["pathPrefix"]
+                            .as_str()
+                            .is_some_and(|pre| p.starts_with(pre))
+                    })
+            })
+    });
+    uid0 && host_ok
+        && volumes
+            .iter()
+            .all(|v| allowed.contains(v) || allowed.contains(&"*"))
+        && (selinux.is_none() || scc["seLinuxContext"]["type"] == "RunAsAny")
+}
+
+#[test]
+fn the_openshift_components_admit_the_mover_pods_and_nothing_more() {
+    let sccs: Vec<(String, Value)> = renderings()
+        .into_iter()
+        .flat_map(|(name, objects)| {
+            objects
+                .into_iter()
+                .filter(|o| o["kind"] == "SecurityContextConstraints")
+                .map(move |o| (name.clone(), o))
+        })
+        .collect();
+    let find = |component: &str| -> Value {
+        sccs.iter()
+            .find(|(n, _)| n.ends_with(component))
+            .map(|(_, o)| o.clone())
+            .unwrap_or_else(|| panic!("no SCC rendered from {component}"))
+    };
+    // The snapshotMove SCC admits snapshotMove movers, not fileSystem ones.
+    let movers = find("components/openshift-movers");
+    let filesystem = find("components/openshift-filesystem-movers");
+    for (method, volumes, host, selinux) in MOVER_PODS {
+        let by_movers = scc_admits(&movers, volumes, *host, *selinux);
+        let by_filesystem = scc_admits(&filesystem, volumes, *host, *selinux);
+        match *method {
+            "snapshotMove" => {
+                assert!(by_movers, "lifeboat-mover refuses {method} movers");
+                assert!(
+                    !by_filesystem,
+                    "lifeboat-mover-filesystem admits {method} movers"
+                );
+            }
+            _ => {
+                assert!(!by_movers, "lifeboat-mover admits {method} movers");
+                assert!(
+                    by_filesystem,
+                    "lifeboat-mover-filesystem refuses {method} movers"
+                );
+            }
+        }
+    }
+    // restricted-v2 (OpenShift 4.11+) refuses both: a UID from the
+    // namespace's range, every capability dropped, no hostPath.
+    let restricted_v2 = json!({
+        "runAsUser": {"type": "MustRunAsRange"}, "seLinuxContext": {"type": "MustRunAs"},
+        "allowHostDirVolumePlugin": false,
+        "volumes": ["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                    "persistentVolumeClaim", "projected", "secret"],
+    });
+    for (method, volumes, host, selinux) in MOVER_PODS {
+        assert!(
+            !scc_admits(&restricted_v2, volumes, *host, *selinux),
+            "restricted-v2 would admit {method} movers: the components would be needless"
+        );
+    }
+    // Only hostPath reads of the kubelet's pods directory.
+    assert_eq!(
+        filesystem["allowedHostPaths"],
+        json!([{"pathPrefix": "/var/lib/kubelet/pods", "readOnly": true}])
+    );
 }
 
 fn assert_namespaced(json: &Value, what: &str) {
@@ -374,7 +593,7 @@ fn render(dir: &Path) -> Vec<Value> {
         );
         let ck = to_json(&documents(&component)[0]);
         assert_eq!(ck["kind"], "Component", "{}", rel(&component));
-        apply_patches(&p, &ck, &mut objects);
+        apply_component(&p, &ck, &mut objects);
     }
     apply_patches(dir, &k, &mut objects);
     for image in list("images") {
@@ -399,6 +618,27 @@ fn render(dir: &Path) -> Vec<Value> {
         assert!(used, "{what}: image {name} is used by no container");
     }
     objects
+}
+
+/// A component's `resources` (files only), then its patches.
+fn apply_component(dir: &Path, k: &Value, objects: &mut Vec<Value>) {
+    let what = rel(&dir.join("kustomization.yaml"));
+    for key in k.as_object().unwrap().keys() {
+        assert!(
+            ["apiVersion", "kind", "resources", "patches"].contains(&key.as_str()),
+            "{what}: key `{key}` is outside the kustomize subset tests/deploy.rs renders"
+        );
+    }
+    for r in k["resources"].as_array().into_iter().flatten() {
+        let p = dir.join(r.as_str().unwrap());
+        assert!(
+            p.is_file(),
+            "{what}: resource {} is not a file",
+            p.display()
+        );
+        objects.extend(documents(&p).iter().map(to_json));
+    }
+    apply_patches(dir, k, objects);
 }
 
 fn same_object(a: &Value, b: &Value) -> bool {
@@ -501,7 +741,7 @@ fn renderings() -> Vec<(String, Vec<Value>)> {
         let dir = file.parent().unwrap();
         if doc["kind"] == "Component" {
             let mut objects = render(&deploy().join("base"));
-            apply_patches(dir, &doc, &mut objects);
+            apply_component(dir, &doc, &mut objects);
             out.push((format!("base + {}", rel(dir)), objects));
         } else {
             out.push((rel(dir), render(dir)));
@@ -567,6 +807,8 @@ fn every_manifest_parses_as_its_kubernetes_type_and_kustomizations_name_existing
         "deploy/overlays/backup-only",
         "base + deploy/components/git-ssh",
         "base + deploy/components/filesystem-backup",
+        "base + deploy/components/openshift-movers",
+        "base + deploy/components/openshift-filesystem-movers",
     ] {
         assert!(
             names.contains(&expected),

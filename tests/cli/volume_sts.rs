@@ -187,3 +187,114 @@ fn a_statefulsets_three_claims_round_trip_with_their_own_data() {
     }
     w.nothing_left_behind();
 }
+
+/// `restore --claim`: single claims of the set (and the mysql claim) come
+/// back with their data beside the live app under a namespace mapping, and
+/// nothing else; an unknown claim is refused with the backup's claims
+/// listed; a dry run lists what would be restored and creates nothing.
+#[test]
+fn single_claims_are_restored_with_their_data_beside_the_live_app() {
+    let seeded: Vec<(&str, u64)> = CLAIMS.iter().zip(1..).map(|(c, i)| (*c, i)).collect();
+    let w = World::with_app(
+        Path::new(env!("CARGO_BIN_EXE_lifeboat")),
+        3,
+        "standard",
+        SET,
+        &seeded,
+        false,
+    );
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let backup = out.split_whitespace().next().unwrap().to_string();
+    let identity = w.path("identity.txt");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--from", &backup, "--identity", &identity];
+        args.extend_from_slice(extra);
+        w.lifeboat(&args)
+    };
+    let mapping = format!("{NS}=copy");
+
+    // A claim the backup does not have: refused, its claims listed.
+    let (code, out, err) = restore(&["--claim", &format!("{NS}/data-db-7")]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("the backup has no claim {NS}/data-db-7"))
+            && err.contains(&format!(
+                "Its claims: {NS}/data-db-0, {NS}/data-db-1, {NS}/data-db-2, {NS}/mysql"
+            )),
+        "{err}"
+    );
+    let (code, _, err) = restore(&["--claim", "no-slash"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("write NAMESPACE/NAME"), "{err}");
+
+    // A dry run lists the claims and their namespace, and creates nothing.
+    let claim_args = [
+        "--claim",
+        &format!("{NS}/data-db-1"),
+        "--claim",
+        &format!("{NS}/mysql"),
+        "--namespace-mapping",
+        &mapping,
+    ];
+    let (code, out, err) = restore(&[&claim_args[..], &["--dry-run"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let listed: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.contains(" Completed: "))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "created  namespaces/copy",
+            "created  persistentvolumeclaims/copy/data-db-1",
+            "created  persistentvolumeclaims/copy/mysql",
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("~ a fresh volume, filled from volume snapshot"),
+        "{out}"
+    );
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(w.sb.client());
+    assert!(w.rt.block_on(namespaces.get_opt("copy")).unwrap().is_none());
+
+    // The restore: the two claims, filled, in `copy`; nothing else there.
+    let (code, out, err) = restore(&claim_args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("filled   volume copy/data-db-1: "), "{out}");
+    assert!(out.contains("filled   volume copy/mysql: "), "{out}");
+    assert_same_files(&w.claim_bound("copy", "data-db-1"), &w.claims["data-db-1"]);
+    assert_same_files(&w.claim_bound("copy", "mysql"), &w.files);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(w.sb.client(), "copy");
+    let mut names: Vec<String> =
+        w.rt.block_on(claims.list(&Default::default()))
+            .unwrap()
+            .items
+            .iter()
+            .map(|c| c.name_any())
+            .collect();
+    names.sort();
+    assert_eq!(names, ["data-db-1", "mysql"]);
+    let sets: Api<StatefulSet> = Api::namespaced(w.sb.client(), "copy");
+    assert!(
+        w.rt.block_on(sets.list(&Default::default()))
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(w.sb.client(), "copy");
+    assert!(
+        w.rt.block_on(deployments.list(&Default::default()))
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // The live app kept running on its own claims.
+    for (i, claim) in CLAIMS.iter().enumerate() {
+        assert_eq!(claim_of(&w.running_pod(&format!("db-{i}")), "data"), *claim);
+    }
+    w.nothing_left_behind();
+}

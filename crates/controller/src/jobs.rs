@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use jiff::Timestamp;
 use lifeboat_core::model::default_denied_namespaces;
-use lifeboat_core::{BackupPolicy, Cluster, RestoreRequest};
+use lifeboat_core::{BackupPolicy, Cluster, Include, RestoreRequest};
 use lifeboat_kube::backup::{self, BackupOptions};
-use lifeboat_kube::restore::{self, RestoreOptions};
+use lifeboat_kube::restore::{self, ClaimSelection, RestoreOptions};
 use lifeboat_kube::select::Selection;
 use lifeboat_kube::transform::Transform;
 use lifeboat_store::{
@@ -172,6 +172,8 @@ pub fn restore_options(
         denied_namespaces: target
             .map(|c| c.spec.restore.denied_namespaces.clone())
             .unwrap_or_else(default_denied_namespaces),
+        // Single claims: other objects only when an include asks for them.
+        claims: ClaimSelection::of(&spec.claims, spec.include != Include::default()),
         ..RestoreOptions::default()
     })
 }
@@ -319,4 +321,48 @@ pub async fn run_restore(
             .context("the restore ran but its record could not be written")?;
     }
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(spec: serde_json::Value) -> RestoreRequest {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+            "metadata": {"name": "r"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn claims_restore_alone_unless_an_include_selects_more() {
+        let base = serde_json::json!({
+            "source": {"cluster": "prod", "policy": "p"}, "target": {"cluster": "prod"},
+            "claims": ["shop/data-0", "shop/data-1"],
+        });
+        let alone = restore_options(&request(base.clone()), None).unwrap();
+        let claims = alone.claims.unwrap();
+        assert!(!claims.with_selection);
+        assert_eq!(
+            claims.claims.into_iter().collect::<Vec<_>>(),
+            [
+                ("shop".to_string(), "data-0".to_string()),
+                ("shop".to_string(), "data-1".to_string())
+            ]
+        );
+        let mut with = base;
+        with["include"] = serde_json::json!({"namespaces": ["shop"]});
+        let with = restore_options(&request(with), None).unwrap();
+        assert!(with.claims.unwrap().with_selection);
+        let none = restore_options(
+            &request(serde_json::json!({
+                "source": {"cluster": "prod", "policy": "p"}, "target": {"cluster": "prod"},
+            })),
+            None,
+        )
+        .unwrap();
+        assert!(none.claims.is_none());
+    }
 }

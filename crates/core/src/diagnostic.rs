@@ -99,6 +99,7 @@ codes! {
     HookShellStringWithoutShell = "LB123", "hook-shell-string-without-shell", Warning, "A hook command is one string that looks like a shell line, but `shell: true` is not set, so it runs as a single program name.";
     HookTimeoutExceedsBackup = "LB124", "hook-timeout-exceeds-backup", Error, "A hook's timeout is longer than the whole backup may take.";
     HookSelectsNoNamespace = "LB125", "hook-selects-no-namespace", Warning, "A hook's namespaces include none that the policy backs up, so it never runs.";
+    ClaimOntoLiveClaim = "LB126", "claim-restored-onto-live-claim", Warning, "A restore of single claims puts a claim back into its own namespace on its source cluster, where the live claim is skipped.";
     BackupToReadOnlyLocation = "LB130", "backup-to-read-only-location", Error, "A BackupPolicy stores its backups in a location lifeboat never writes (accessMode ReadOnly, or a Velero location).";
 }
 

@@ -1005,6 +1005,66 @@ pub struct RestoreRequestSpec {
     /// validated, nothing changes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    // --- Single claims (volume data, issue 12 item 10) ---
+    /// Restore only these claims (`NAMESPACE/NAME`, source namespaces), each
+    /// into a fresh volume filled with its data; `namespaceMapping` puts a
+    /// copy beside the live app. Other objects are restored only when
+    /// `include` is given and selects them. A claim the backup does not
+    /// hold, or holds without data, fails the restore before anything is
+    /// applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<ClaimRef>,
+}
+
+/// A claim of a backup: `NAMESPACE/NAME`, for example `shop/data-db-0`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(transparent)]
+pub struct ClaimRef(
+    #[schemars(regex(
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+    ))]
+    pub String,
+);
+
+impl ClaimRef {
+    /// Parses `NAMESPACE/NAME`; the error says what a claim looks like.
+    pub fn parse(s: &str) -> Result<ClaimRef, String> {
+        let label = |p: &str, dots: bool| {
+            !p.is_empty()
+                && p.len() <= 253
+                && p.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.')
+                })
+                && p.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && p.ends_with(|c: char| c.is_ascii_alphanumeric())
+        };
+        match s.split_once('/') {
+            Some((ns, name)) if label(ns, false) && ns.len() <= 63 && label(name, true) => {
+                Ok(ClaimRef(s.to_string()))
+            }
+            _ => Err(format!(
+                "`{s}` is not a claim: write NAMESPACE/NAME, for example `shop/data-db-0`"
+            )),
+        }
+    }
+
+    /// The source namespace.
+    pub fn namespace(&self) -> &str {
+        self.0.split_once('/').map_or("", |(ns, _)| ns)
+    }
+
+    /// The claim's name.
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map_or(self.0.as_str(), |(_, n)| n)
+    }
+}
+
+impl std::fmt::Display for ClaimRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The backup a restore reads.

@@ -86,6 +86,45 @@ pub struct RestoreOptions {
     /// Restore the data of the claims whose data the backup carries
     /// (`None`: objects only; such claims come back as they were backed up).
     pub volume_data: Option<VolumeData>,
+    /// Restore only these claims, with their data (`None`: the selection
+    /// alone decides).
+    pub claims: Option<ClaimSelection>,
+}
+
+/// A restore of single claims (`--claim`, RestoreRequest `spec.claims`).
+///
+/// Each listed claim (SOURCE namespace and name) is restored whatever the
+/// selection says: its object, mapped like any other, and a fresh volume
+/// filled with its data (its PV is never restored). Other objects are
+/// restored only when `with_selection` is set (the request gave an
+/// `include`) and [`RestoreOptions::selection`] picks them. Every listed
+/// claim must be in the backup and carry data there, or the restore fails
+/// before anything is applied ([`RestoreError::UnknownClaims`],
+/// [`RestoreError::ClaimsWithoutData`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimSelection {
+    pub claims: BTreeSet<(String, String)>,
+    pub with_selection: bool,
+}
+
+impl ClaimSelection {
+    /// `claims` alone, or with the selection's objects too; `None` when no
+    /// claim is listed.
+    pub fn of(claims: &[lifeboat_core::ClaimRef], with_selection: bool) -> Option<ClaimSelection> {
+        (!claims.is_empty()).then(|| ClaimSelection {
+            claims: claims
+                .iter()
+                .map(|c| (c.namespace().to_string(), c.name().to_string()))
+                .collect(),
+            with_selection,
+        })
+    }
+
+    fn lists(&self, resource: &str, group: &str, ns: Option<&str>, name: &str) -> bool {
+        group.is_empty()
+            && resource == "persistentvolumeclaims"
+            && ns.is_some_and(|ns| self.claims.contains(&(ns.to_string(), name.to_string())))
+    }
 }
 
 /// How a restore fills claims with the backup's volume data.
@@ -119,6 +158,7 @@ impl Default for RestoreOptions {
             denied_namespaces: Vec::new(),
             crd_timeout: Duration::from_secs(60),
             volume_data: None,
+            claims: None,
         }
     }
 }
@@ -232,6 +272,17 @@ pub enum RestoreError {
     Discovery(#[source] kube::Error),
     #[error("cannot find the backup's kept snapshots in the target cluster: {0}")]
     KeptSnapshots(#[source] volumes::VolumeError),
+    #[error(
+        "the backup has no claim {unknown}; nothing was restored. Its claims: {known} \
+         (name claims as SOURCE-NAMESPACE/NAME)"
+    )]
+    UnknownClaims { unknown: String, known: String },
+    #[error(
+        "the backup holds no data for {claims}; nothing was restored. A claim restore brings \
+         a claim back with its data: restore from a backup whose volume completed, or restore \
+         the namespace without claims to get the claim object alone"
+    )]
+    ClaimsWithoutData { claims: String },
 }
 
 /// One object to write.
@@ -357,6 +408,9 @@ pub async fn restore(
             );
         }
     }
+    if let Some(c) = &opts.claims {
+        check_claims(reader, c, &with_data, opts.volume_data.is_some()).await?;
+    }
     let mut to_fill: Vec<ClaimToFill> = Vec::new();
 
     // Read, select, skip, transform.
@@ -369,14 +423,24 @@ pub async fn restore(
                 path: entry.path.clone(),
                 reason: e.to_string(),
             })?;
-        if !selected(
-            &opts.selection,
-            &entry.resource,
-            &entry.group,
-            entry.namespace.as_deref(),
-            &entry.name,
-        ) || !opts.selection.labels(&crate::select::labels_of(&obj))
-        {
+        let listed_claim = opts.claims.as_ref().is_some_and(|c| {
+            c.lists(
+                &entry.resource,
+                &entry.group,
+                entry.namespace.as_deref(),
+                &entry.name,
+            )
+        });
+        let by_selection = opts.claims.as_ref().is_none_or(|c| c.with_selection)
+            && selected(
+                &opts.selection,
+                &entry.resource,
+                &entry.group,
+                entry.namespace.as_deref(),
+                &entry.name,
+            )
+            && opts.selection.labels(&crate::select::labels_of(&obj));
+        if !listed_claim && !by_selection {
             continue;
         }
         let text = |p: &str| {
@@ -816,6 +880,60 @@ fn fresh_claim(obj: &mut Value, restore: &str, namespace: &str, pvc: &str) {
             a.remove(*k);
         }
     }
+}
+
+/// Checks a claim restore before anything is applied: every listed claim
+/// is a claim of the backup (else the error lists the backup's claims) and
+/// its data is restorable (`with_data`; none without volume data).
+async fn check_claims(
+    reader: &impl RestoreSource,
+    c: &ClaimSelection,
+    with_data: &BTreeMap<(String, String), DataSource>,
+    volume_data: bool,
+) -> Result<(), RestoreError> {
+    let known = reader.claims().await.map_err(RestoreError::Read)?;
+    let join = |set: &mut dyn Iterator<Item = &(String, String)>| {
+        set.map(|(ns, n)| format!("{ns}/{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let unknown: Vec<&(String, String)> = c.claims.difference(&known).collect();
+    if !unknown.is_empty() {
+        return Err(RestoreError::UnknownClaims {
+            unknown: join(&mut unknown.into_iter()),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                join(&mut known.iter())
+            },
+        });
+    }
+    let without: Vec<String> = c
+        .claims
+        .iter()
+        .filter(|k| !volume_data || !with_data.contains_key(*k))
+        .map(|(ns, n)| {
+            let why = match reader
+                .volumes()
+                .iter()
+                .find(|v| &v.namespace == ns && &v.pvc == n)
+            {
+                _ if !volume_data => "volume data is not restored".to_string(),
+                Some(v) => match &v.error {
+                    Some(e) => format!("its volume {:?}: {e}", v.phase),
+                    None => format!("its volume is {:?}", v.phase),
+                },
+                None => "the backup has its object only (no volume method protected it)".into(),
+            };
+            format!("{ns}/{n} ({why})")
+        })
+        .collect();
+    if !without.is_empty() {
+        return Err(RestoreError::ClaimsWithoutData {
+            claims: without.join("; "),
+        });
+    }
+    Ok(())
 }
 
 /// The pod spec of a workload (its template's) or pod that has volumes.

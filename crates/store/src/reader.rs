@@ -14,6 +14,7 @@
 //! the hash again, reporting a mismatch as its last item). Decoding runs on
 //! a blocking thread; memory holds one object at a time.
 
+use std::collections::BTreeSet;
 use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 
@@ -102,6 +103,9 @@ pub trait RestoreSource: Send + Sync {
     fn volumes(&self) -> &[VolumeEntry];
     /// What the backed-up objects need in the target cluster.
     fn prerequisites(&self) -> &[Prerequisite];
+    /// The claims (namespace, name) the backup holds, for restoring
+    /// single claims.
+    fn claims(&self) -> impl Future<Output = Result<BTreeSet<(String, String)>>> + Send;
 }
 
 impl RestoreSource for BackupReader {
@@ -116,6 +120,16 @@ impl RestoreSource for BackupReader {
     }
     fn prerequisites(&self) -> &[Prerequisite] {
         &self.manifest.prerequisites
+    }
+    async fn claims(&self) -> Result<BTreeSet<(String, String)>> {
+        Ok(self
+            .index()
+            .await?
+            .objects
+            .iter()
+            .filter(|o| o.group.is_empty() && o.resource == "persistentvolumeclaims")
+            .filter_map(|o| Some((o.namespace.clone()?, o.name.clone())))
+            .collect())
     }
 }
 

@@ -22,7 +22,7 @@
 //! uid, resourceVersion, managedFields) are removed by the restore's
 //! transforms, as for every backup.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{self, Read};
 use std::sync::{Arc, OnceLock};
 
@@ -407,6 +407,16 @@ impl RestoreSource for VeleroReader {
 
     fn prerequisites(&self) -> &[Prerequisite] {
         &[]
+    }
+
+    /// Single claims restore with their data, which is not read from
+    /// Velero backups yet.
+    async fn claims(&self) -> Result<BTreeSet<(String, String)>> {
+        Err(StoreError::InvalidConfig(format!(
+            "{}: restoring single claims needs their volume data, which lifeboat does not read \
+             from Velero backups yet; restore the backup's objects without --claim",
+            self.display()
+        )))
     }
 
     fn entries(&self) -> impl Stream<Item = Result<ArchiveEntry>> + Send + 'static {

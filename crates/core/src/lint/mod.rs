@@ -19,6 +19,7 @@
 //!             ├─ restores::namespace_mapping_collisions LB110
 //!             ├─ restores::denied_namespaces         LB111
 //!             ├─ restores::restore_overwrites_source LB112
+//!             ├─ restores::claims_onto_live_claims   LB126
 //!             ├─ overlap::overlapping_policies       LB113
 //!             ├─ patterns::invalid_patterns          LB114
 //!             ├─ signing::signing_keys               LB118, LB119
@@ -72,6 +73,7 @@ pub const RULES: &[Rule] = &[
     restores::namespace_mapping_collisions,
     restores::denied_namespaces,
     restores::restore_overwrites_source,
+    restores::claims_onto_live_claims,
     overlap::overlapping_policies,
     patterns::invalid_patterns,
     signing::signing_keys,

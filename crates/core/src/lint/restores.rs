@@ -1,5 +1,6 @@
 //! Where a restore writes: namespace mapping collisions (LB110), denied
-//! namespaces (LB111) and overwriting the live source (LB112).
+//! namespaces (LB111), overwriting the live source (LB112) and single
+//! claims restored onto their live selves (LB126).
 
 use std::collections::BTreeMap;
 
@@ -177,6 +178,39 @@ pub fn restore_overwrites_source(set: &PolicySet) -> Vec<Diagnostic> {
     out
 }
 
+/// LB126: a claim listed in `claims` is restored into its own namespace on
+/// the cluster it was backed up from. If the claim still exists there it
+/// is skipped (a restore never writes into a claim it did not create), so
+/// the request restores nothing; a copy wants a `namespaceMapping`.
+pub fn claims_onto_live_claims(set: &PolicySet) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for Loaded { doc, source } in &set.restores {
+        let spec = &doc.spec;
+        if spec.source.cluster != spec.target.cluster {
+            continue;
+        }
+        for (i, claim) in spec.claims.iter().enumerate() {
+            let ns = claim.namespace();
+            if spec.namespace_mapping.get(ns).is_some_and(|to| to != ns) {
+                continue;
+            }
+            out.push(at_value(
+                Code::ClaimOntoLiveClaim,
+                source,
+                &format!("/spec/claims/{i}"),
+                format!(
+                    "claim `{claim}` is restored into its own namespace on `{}`, where it was backed up: if it still exists there, it is skipped and nothing is restored",
+                    spec.target.cluster
+                ),
+                format!(
+                    "to restore a copy beside the live claim, map `{ns}` to another namespace with `namespaceMapping`; if the claim was deleted, this is what you want"
+                ),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
@@ -218,6 +252,9 @@ mod tests {
     #[case::overwrite_dry_run(restore_overwrites_source, restore("prod", "prod", "  existingResources: update\n  dryRun: true\n"), &[])]
     #[case::overwrite_mapped(restore_overwrites_source, restore("prod", "prod", "  existingResources: update\n  namespaceMapping: {a: a-copy}\n"), &[])]
     #[case::other_cluster(restore_overwrites_source, restore("prod", "dr", "  existingResources: update\n"), &[])]
+    #[case::claim_onto_live(claims_onto_live_claims, restore("prod", "prod", "  claims: [shop/data-0]\n"), &[(Code::ClaimOntoLiveClaim, 29, 12, "claim `shop/data-0` is restored into its own namespace on `prod`, where it was backed up: if it still exists there, it is skipped and nothing is restored")])]
+    #[case::claim_mapped(claims_onto_live_claims, restore("prod", "prod", "  claims: [shop/data-0]\n  namespaceMapping: {shop: shop-copy}\n"), &[])]
+    #[case::claim_other_cluster(claims_onto_live_claims, restore("prod", "dr", "  claims: [shop/data-0]\n"), &[])]
     fn restore_rules(
         #[case] rule: Rule,
         #[case] doc: String,
