@@ -393,13 +393,7 @@ pub async fn back_up(
                 pvc_uid: &d.pvc_uid,
                 method: mover_method(*method),
             };
-            let progress = |p: VolumeProgress| {
-                events(VolumeEvent::Progress {
-                    namespace: &d.namespace,
-                    pvc: &d.pvc,
-                    progress: &p,
-                })
-            };
+            let progress = claim_progress(events, d);
             volumes::take_over(client, claim, opts, &progress)
                 .await
                 .map_err(|e| e.to_string())
@@ -444,13 +438,7 @@ pub async fn back_up(
         let (d, method) = jobs[job];
         let (backup, keys) = (backup.as_str(), &keys);
         async move {
-            let progress = |p: VolumeProgress| {
-                events(VolumeEvent::Progress {
-                    namespace: &d.namespace,
-                    pvc: &d.pvc,
-                    progress: &p,
-                })
-            };
+            let progress = claim_progress(events, d);
             let result = match opts {
                 Ok(opts) => {
                     back_up_claim(
@@ -516,13 +504,7 @@ pub async fn back_up(
                     .map(|&job| {
                         let (d, method) = jobs[job];
                         async move {
-                            let progress = |p: VolumeProgress| {
-                                events(VolumeEvent::Progress {
-                                    namespace: &d.namespace,
-                                    pvc: &d.pvc,
-                                    progress: &p,
-                                })
-                            };
+                            let progress = claim_progress(events, d);
                             let r = match claim_options(opts, deadline, d, method) {
                                 Ok(o) => match ChosenVolume::snapshot_move(client, d).await {
                                     Ok(v) => {
@@ -700,6 +682,20 @@ pub async fn back_up(
     }
     thin_local_snapshots(client, policy).await;
     Ok(())
+}
+
+/// A claim's mover progress as [`VolumeEvent::Progress`].
+fn claim_progress<'a>(
+    events: &'a (dyn Fn(VolumeEvent<'_>) + Send + Sync),
+    d: &'a VolumeDecision,
+) -> impl Fn(VolumeProgress) + Send + Sync + 'a {
+    move |p: VolumeProgress| {
+        events(VolumeEvent::Progress {
+            namespace: &d.namespace,
+            pvc: &d.pvc,
+            progress: &p,
+        })
+    }
 }
 
 /// The mover settings of one claim starting now: the whole backup's timeout

@@ -950,6 +950,32 @@ pub struct Snapshotted {
     started: Instant,
 }
 
+impl Snapshotted {
+    /// Runs the rest of the claim's steps on what the snapshot step
+    /// created, then removes what is left of it, as [`timed`] does: the
+    /// result carries the whole duration, from the snapshot on.
+    async fn finish(
+        self,
+        progress: &(dyn Fn(VolumeProgress) + Send + Sync),
+        steps: impl AsyncFnOnce(
+            &mut Created,
+            (DynamicObject, DynamicObject),
+        ) -> Result<VolumeResult, VolumeError>,
+    ) -> Result<VolumeResult, VolumeError> {
+        let Snapshotted {
+            mut created,
+            taken,
+            started,
+        } = self;
+        let result = steps(&mut created, taken).await;
+        progress(VolumeProgress::Step { step: "cleanup" });
+        let problems = created.clean_up().await;
+        let mut result = result?;
+        result.finished(started.elapsed().as_secs_f64(), problems);
+        Ok(result)
+    }
+}
+
 impl std::fmt::Debug for Snapshotted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshotted")
@@ -1004,28 +1030,22 @@ pub async fn back_up_snapshotted(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    let Snapshotted {
-        mut created,
-        taken,
-        started,
-    } = snapshotted;
-    let result = back_up_steps(
-        client,
-        volume,
-        backup,
-        access,
-        key,
-        opts,
-        progress,
-        &mut created,
-        Some(taken),
-    )
-    .await;
-    progress(VolumeProgress::Step { step: "cleanup" });
-    let problems = created.clean_up().await;
-    let mut result = result?;
-    result.finished(started.elapsed().as_secs_f64(), problems);
-    Ok(result)
+    snapshotted
+        .finish(progress, async |created, taken| {
+            back_up_steps(
+                client,
+                volume,
+                backup,
+                access,
+                key,
+                opts,
+                progress,
+                created,
+                Some(taken),
+            )
+            .await
+        })
+        .await
 }
 
 /// The rest of a `snapshot` (kept) backup after [`take_snapshot`].
@@ -1037,22 +1057,13 @@ pub async fn keep_snapshotted(
     opts: &MoverOptions,
     progress: &(dyn Fn(VolumeProgress) + Send + Sync),
 ) -> Result<VolumeResult, VolumeError> {
-    let Snapshotted {
-        mut created,
-        taken,
-        started,
-    } = snapshotted;
-    let result = async {
-        let exposed = expose(client, volume, backup, opts, progress, &mut created, taken).await?;
-        created.keep_clone(Method::Snapshot).await?;
-        Ok(kept_result(volume, exposed.kept))
-    }
-    .await;
-    progress(VolumeProgress::Step { step: "cleanup" });
-    let problems = created.clean_up().await;
-    let mut result = result?;
-    result.finished(started.elapsed().as_secs_f64(), problems);
-    Ok(result)
+    snapshotted
+        .finish(progress, async |created, taken| {
+            let exposed = expose(client, volume, backup, opts, progress, created, taken).await?;
+            created.keep_clone(Method::Snapshot).await?;
+            Ok(kept_result(volume, exposed.kept))
+        })
+        .await
 }
 
 /// The result of a `snapshot` backup that kept `kept`.
