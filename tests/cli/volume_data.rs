@@ -264,7 +264,10 @@ impl World {
     /// Waits until the claim is Bound in `sb`; returns its volume's directory.
     pub(crate) fn claim_bound_in(&self, sb: &Sandbox, ns: &str, name: &str) -> PathBuf {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(sb.client(), ns);
-        for _ in 0..400 {
+        // A minute: with the whole suite on two cores, a restore's movers
+        // can take a while to fill a claim (10 s was seen to fall short).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
             if let Some(pvc) = self.rt.block_on(api.get_opt(name)).unwrap()
                 && pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
             {
