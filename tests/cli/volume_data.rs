@@ -276,7 +276,56 @@ impl World {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("claim {ns}/{name} was not bound");
+        let pvc = self.rt.block_on(api.get_opt(name)).unwrap();
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::all(sb.client());
+        let events: Vec<String> = self
+            .rt
+            .block_on(events.list(&Default::default()))
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .map(|e| {
+                        format!(
+                            "{:?} {:?}: {:?}",
+                            e.involved_object.name, e.reason, e.message
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(sb.client(), ns);
+        let pods: Vec<String> = self
+            .rt
+            .block_on(pods.list(&Default::default()))
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .map(|p| {
+                        format!(
+                            "{:?} node {:?} {:?}",
+                            p.metadata.name,
+                            p.spec.and_then(|s| s.node_name),
+                            p.status.and_then(|s| s.phase)
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(sb.client(), ns);
+        let sets: Vec<String> = self
+            .rt
+            .block_on(sets.list(&Default::default()))
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .map(|r| format!("{:?} {:?}", r.metadata.name, r.status))
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!(
+            "claim {ns}/{name} was not bound: {:?}\nevents: {events:#?}\npods: {pods:#?}\nreplica sets: {sets:#?}",
+            pvc.map(|p| (p.metadata.annotations, p.status))
+        );
     }
 
     /// Everything in the cluster labelled as made by a backup or restore.

@@ -609,23 +609,33 @@ fn resync_all(st: &mut State) {
     }
 }
 
+/// How often everything is synced again whatever the events said, as
+/// kube-controller-manager's PV binder does (`--pvclaimbinder-sync-period`,
+/// 15s by default).
+const SYNC_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The controllers' loop: every change to a claim, volume, class,
 /// snapshot or content is synced under the lock, as the real controllers'
-/// informers would deliver it. Stops with the sandbox.
+/// informers would deliver it, and everything again every
+/// [`SYNC_PERIOD`]. Stops with the sandbox.
 pub async fn run(shared: Arc<Shared>) {
     let mut rx = shared.state.lock().expect("state lock").store.subscribe();
     let mut stop = shared.shutdown.subscribe();
+    let mut period = tokio::time::interval(SYNC_PERIOD);
+    period.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    period.tick().await;
     loop {
         let first = tokio::select! {
-            r = rx.recv() => r,
+            r = rx.recv() => Some(r),
+            _ = period.tick() => None,
             _ = stop.changed() => return,
         };
         let mut batch = Vec::new();
         let mut lagged = false;
         match first {
-            Ok(e) => batch.push(e),
-            Err(RecvError::Lagged(_)) => lagged = true,
-            Err(RecvError::Closed) => return,
+            Some(Ok(e)) => batch.push(e),
+            Some(Err(RecvError::Lagged(_))) | None => lagged = true,
+            Some(Err(RecvError::Closed)) => return,
         }
         loop {
             match rx.try_recv() {
