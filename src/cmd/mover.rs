@@ -1,4 +1,4 @@
-//! `lifeboat mover backup|restore --work FILE`: what a mover pod runs.
+//! `lifeboat mover backup|restore|prune --work FILE`: what a mover pod runs.
 //!
 //! The work file (JSON, mounted from the per-operation Secret) says what to
 //! do. Progress goes to stdout as JSON lines; the result (or the failure)
@@ -32,6 +32,16 @@ pub enum Action {
     Backup(Common),
     /// Restore a snapshot into the volume the work file names.
     Restore(Common),
+    /// Prune the repository the work file names (two-phase; maintenance).
+    Prune(Common),
+}
+
+/// What the mover does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    Backup,
+    Restore,
+    Prune,
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -52,13 +62,14 @@ pub struct Common {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (restore, common) = match args.action {
-        Action::Backup(c) => (false, c),
-        Action::Restore(c) => (true, c),
+    let (job, common) = match args.action {
+        Action::Backup(c) => (Job::Backup, c),
+        Action::Restore(c) => (Job::Restore, c),
+        Action::Prune(c) => (Job::Prune, c),
     };
     let runtime = crate::runtime()?;
     let started = Instant::now();
-    let outcome = runtime.block_on(run_async(restore, &common));
+    let outcome = runtime.block_on(run_async(job, &common));
     let (code, message) = match outcome {
         Ok(result) => (ExitCode::SUCCESS, result),
         Err(err) => (
@@ -98,7 +109,7 @@ fn write_termination(path: &Path, message: &serde_json::Value) -> anyhow::Result
         .with_context(|| format!("cannot write the result to {}", path.display()))
 }
 
-async fn run_async(restore: bool, common: &Common) -> anyhow::Result<serde_json::Value> {
+async fn run_async(job: Job, common: &Common) -> anyhow::Result<serde_json::Value> {
     // In a pod paths are used as they are; in the sandbox they resolve
     // under the container's root.
     let work_file = pod_path(&common.work);
@@ -110,7 +121,7 @@ async fn run_async(restore: bool, common: &Common) -> anyhow::Result<serde_json:
     if let Some(volume) = &work.pod_volume {
         // fileSystem: `path` is the node's kubelet pods directory.
         anyhow::ensure!(
-            !restore,
+            job == Job::Backup,
             "the work file names a pod volume, which only backups read"
         );
         work.path = find_pod_volume(&work.path, volume)?;
@@ -120,6 +131,29 @@ async fn run_async(restore: bool, common: &Common) -> anyhow::Result<serde_json:
         .await
         .with_context(|| format!("cannot open the storage location {}", config.url))?;
     let cache = FileKeyCache::new(pod_path(&work.key_cache_dir));
+    if job == Job::Prune {
+        let m = work.maintenance.with_context(
+            || "the work file has no `maintenance` section, which `mover prune` needs",
+        )?;
+        let started = Instant::now();
+        let v = VolumeRepo::open_existing(
+            &location,
+            &work.location_name,
+            &work.cluster,
+            &work.namespace,
+            Some(m.generation),
+            Some(&cache),
+        )
+        .await?;
+        let report = v
+            .prune(Some(Duration::from_secs(m.keep_delete_seconds)))
+            .await?;
+        let mut value = serde_json::to_value(report)?;
+        value["phase"] = json!("Succeeded");
+        value["durationSeconds"] = json!(started.elapsed().as_secs_f64());
+        println!("{}", json!({"event": "done"}));
+        return Ok(value);
+    }
 
     let control = Control::new();
     let c = control.clone();
@@ -138,7 +172,7 @@ async fn run_async(restore: bool, common: &Common) -> anyhow::Result<serde_json:
         Duration::from_secs_f64(common.progress_interval.max(0.05)),
     ));
 
-    let result = if restore {
+    let result = if job == Job::Restore {
         let snapshot = work.snapshot.clone().unwrap_or_else(|| "latest".into());
         // A backup's snapshot stays in the generation that was newest when
         // it was written, after a key rotation too; the orchestrator hands

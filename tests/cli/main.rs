@@ -15,6 +15,7 @@ mod velero;
 mod verify;
 mod volume_data;
 mod volume_fs;
+mod volume_maintenance;
 mod volume_outage;
 mod volume_parallel;
 mod volume_snapshot;

@@ -12,8 +12,8 @@ use jiff::{SignedDuration, Timestamp};
 use lifeboat_core::AccessMode;
 use lifeboat_core::load::PolicySet;
 use lifeboat_core::plan::{
-    BackupPhase, IncompleteBackup, Observed, ObservedBackup, ObservedOperation, ObservedRestore,
-    OrphanMark, RestoreState, Running, SignatureStatus, VolumeTotals,
+    BackupPhase, IncompleteBackup, Observed, ObservedBackup, ObservedOperation, ObservedRepository,
+    ObservedRestore, OrphanMark, RestoreState, Running, SignatureStatus, VolumeTotals,
 };
 use lifeboat_store::{
     LocationConfig, Manifest, Phase, Repository, RestorePhase, SignatureCheck, SignatureState,
@@ -205,6 +205,7 @@ pub async fn observe(
         unavailable: Vec::new(),
         running,
         inventory: None,
+        repositories: Vec::new(),
     };
     // Restores into this cluster, and the other clusters they read from.
     let requests: Vec<&lifeboat_core::RestoreRequest> = set
@@ -242,6 +243,7 @@ pub async fn observe(
                 observed.incomplete.extend(part.incomplete);
                 observed.restores.extend(part.restores);
                 observed.orphans.extend(part.orphans);
+                observed.repositories.extend(part.repositories);
                 records.extend(part_records);
             }
             Err(unavailable) => observed.unavailable.push(unavailable),
@@ -307,6 +309,7 @@ async fn read_location(
         unavailable: Vec::new(),
         running: Running::default(),
         inventory: None,
+        repositories: Vec::new(),
     };
     let listed = repo
         .list_backups(cluster, None)
@@ -354,6 +357,24 @@ async fn read_location(
         policy: m.policy,
         since: m.since,
     }));
+    // The cluster's volume repositories, for maintenance. Unreadable ones
+    // only delay their prune: they do not make the location unavailable.
+    match lifeboat_volume::maintenance::list_repositories(repo, cluster).await {
+        Ok(repos) => part
+            .repositories
+            .extend(repos.into_iter().map(|r| ObservedRepository {
+                location: name.to_string(),
+                namespace: r.namespace,
+                generation: r.generation,
+                created: r.created,
+                last_attempt: r.record.as_ref().map(|m| m.last_attempt),
+                last_success: r.record.as_ref().and_then(|m| m.last_success),
+                last_failed: r.record.as_ref().is_some_and(|m| m.error.is_some()),
+            })),
+        Err(e) => {
+            tracing::warn!(location = name, error = %e, "cannot list the volume repositories")
+        }
+    }
     let mut records = BTreeMap::new();
     for request in requests {
         let request_name = &request.metadata.name;

@@ -150,12 +150,18 @@ impl Default for ExecOptions {
 #[derive(Debug, Clone)]
 pub enum Done {
     Backup(Box<Manifest>),
-    Pruned { objects: u64 },
+    Pruned {
+        objects: u64,
+    },
     Restored(Box<RestoreRecord>),
-    Cleaned { objects: u64 },
+    Cleaned {
+        objects: u64,
+    },
     Marked,
     Unmarked,
     RestoreFinished,
+    /// A volume repository was pruned.
+    Maintained(Box<lifeboat_kube::volumes::MaintenanceResult>),
 }
 
 /// One executed action.
@@ -185,6 +191,7 @@ impl Executed {
             Action::Restore { .. } | Action::FinishInterruptedRestore { .. } => "restore",
             Action::Prune { .. } | Action::CleanupIncomplete { .. } => "prune",
             Action::MarkOrphaned { .. } | Action::UnmarkOrphaned { .. } => "prune",
+            Action::MaintainRepository { .. } => "maintenance",
         }
     }
 
@@ -215,6 +222,14 @@ impl Executed {
             Ok(Done::Pruned { objects }) | Ok(Done::Cleaned { objects }) => {
                 format!("{what}: {objects} objects deleted")
             }
+            Ok(Done::Maintained(m)) => format!(
+                "{what}: {} packs deleted ({} bytes), {} marked ({} bytes), {} waiting in {secs:.1}s",
+                m.packs_to_delete,
+                m.bytes_to_delete,
+                m.packs_marked,
+                m.bytes_marked,
+                m.packs_waiting
+            ),
             Ok(_) => format!("{what}: done"),
             Err(e) => format!("{what}: failed: {e}"),
         }
@@ -473,6 +488,39 @@ impl Executor {
                         .await?;
                 }
                 Ok(Done::RestoreFinished)
+            }
+            Action::MaintainRepository {
+                location,
+                namespace,
+                generation,
+                keep_delete,
+                ..
+            } => {
+                anyhow::ensure!(
+                    self.options.volume_data,
+                    "volume data is turned off in this controller; its repositories are not maintained"
+                );
+                let repository = self.writable(location)?;
+                let config = self.locations.config(location).ok_or_else(|| {
+                    anyhow::anyhow!("StorageLocation `{location}` has no store configuration")
+                })?;
+                let to = Destination {
+                    repository,
+                    config,
+                    location_name: location,
+                    cluster: &self.cluster,
+                };
+                let done = volume_data::maintain(
+                    &self.client,
+                    to,
+                    namespace,
+                    *generation,
+                    std::time::Duration::from_secs(keep_delete.as_secs()),
+                    &self.options.movers,
+                    Timestamp::now,
+                )
+                .await?;
+                Ok(Done::Maintained(Box::new(done)))
             }
         }
     }

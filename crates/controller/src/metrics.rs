@@ -65,6 +65,12 @@ struct Revision {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MaintenanceLabel {
+    location: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
     phase: String,
 }
@@ -106,6 +112,7 @@ struct Inner {
     volume_failures: Family<PolicyLabel, Counter>,
     hook_failures: Family<PolicyLabel, Counter>,
     movers_running: Gauge,
+    maintenance: Family<MaintenanceLabel, Counter>,
 }
 
 /// The controller's metrics. Cheap to clone: clones share one registry.
@@ -231,6 +238,12 @@ impl Metrics {
             "Exec hooks of the policy's backups that failed (non-zero exit, timeout, exec refused)",
             hook_failures.clone(),
         );
+        let maintenance = Family::<MaintenanceLabel, Counter>::default();
+        registry.register(
+            "lifeboat_volume_maintenance",
+            "Prunes of the location's volume repositories, by result (success, failure)",
+            maintenance.clone(),
+        );
         let movers_running = Gauge::default();
         registry.register(
             "lifeboat_movers_running",
@@ -243,6 +256,7 @@ impl Metrics {
                 volume_duration,
                 volume_failures,
                 hook_failures,
+                maintenance,
                 movers_running,
                 registry,
                 last_success,
@@ -395,6 +409,17 @@ impl Metrics {
     }
 
     /// Counts one restore that ended in `phase`.
+    /// Records one prune of a volume repository in `location`.
+    pub fn maintenance_finished(&self, location: &str, ok: bool) {
+        self.inner
+            .maintenance
+            .get_or_create(&MaintenanceLabel {
+                location: location.to_string(),
+                result: if ok { "success" } else { "failure" }.to_string(),
+            })
+            .inc();
+    }
+
     pub fn restore_finished(&self, phase: &str) {
         self.inner
             .restores
@@ -514,7 +539,14 @@ mod tests {
         );
         m.set_movers_running(2);
         m.hooks_finished("p", &lifeboat_store::HookCounts { ran: 4, failed: 2 });
+        m.maintenance_finished("primary", true);
         let text = m.encode();
+        assert!(
+            text.contains(
+                "lifeboat_volume_maintenance_total{location=\"primary\",result=\"success\"} 1\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("lifeboat_hook_failures_total{policy=\"p\"} 2\n"),
             "{text}"
@@ -533,6 +565,7 @@ mod tests {
             ("lifeboat_volume_backup_duration_seconds", "histogram"),
             ("lifeboat_volume_failures", "counter"),
             ("lifeboat_hook_failures", "counter"),
+            ("lifeboat_volume_maintenance", "counter"),
             ("lifeboat_movers_running", "gauge"),
             ("lifeboat_backup_last_success_timestamp_seconds", "gauge"),
             ("lifeboat_backup_duration_seconds", "histogram"),

@@ -115,6 +115,9 @@ pub fn record(metrics: &Metrics, report: &CycleReport, known: &mut BTreeSet<Stri
                 metrics.restore_finished(&format!("{:?}", r.phase))
             }
             (Action::Restore { .. }, Err(_)) => metrics.restore_finished("Failed"),
+            (Action::MaintainRepository { location, .. }, result) => {
+                metrics.maintenance_finished(location, result.is_ok())
+            }
             _ => {}
         }
     }

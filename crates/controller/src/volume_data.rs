@@ -1103,6 +1103,85 @@ async fn remove_leftovers_of_policy(
     }
 }
 
+/// Prunes the repository of `namespace` (generation `generation`) in
+/// `to` by a maintenance mover, and records the attempt and its outcome in
+/// the repository's maintenance record, which the planner reads to know
+/// when the next prune is due. The key comes from the cluster's key cache
+/// (this cluster wrote the repository).
+pub async fn maintain(
+    client: &kube::Client,
+    to: Destination<'_>,
+    namespace: &str,
+    generation: u32,
+    keep_delete: Duration,
+    opts: &MoverOptions,
+    now: impl Fn() -> jiff::Timestamp,
+) -> anyhow::Result<volumes::MaintenanceResult> {
+    use lifeboat_volume::maintenance::{
+        MaintenanceRecord, maintenance_record, write_maintenance_record,
+    };
+    let started = now();
+    let reference = lifeboat_volume::RepoRef {
+        location: to.location_name.to_string(),
+        cluster: to.cluster.to_string(),
+        namespace: namespace.to_string(),
+        generation,
+    };
+    let run = async {
+        let access = access(to.config, to.location_name, to.cluster)?;
+        volumes::ensure_movers_namespace(client, &opts.namespace).await?;
+        let cache = SecretKeyCache::new(client.clone(), &opts.namespace, KEY_CACHE_SECRET);
+        let repo = VolumeRepo::open_existing(
+            to.repository,
+            to.location_name,
+            to.cluster,
+            namespace,
+            Some(generation),
+            Some(&cache),
+        )
+        .await
+        .with_context(|| format!("cannot open the volume repository of {namespace}"))?;
+        let work = volumes::MaintenanceWork {
+            generation,
+            keep_delete_seconds: keep_delete.as_secs(),
+        };
+        let done =
+            volumes::maintain_repository(client, &access, &repo_key(&repo), namespace, work, opts)
+                .await?;
+        anyhow::Ok(done)
+    };
+    let result = run.await;
+    let previous = maintenance_record(to.repository, &reference)
+        .await
+        .ok()
+        .flatten();
+    let record = match &result {
+        Ok(done) => MaintenanceRecord {
+            last_attempt: started,
+            last_success: Some(started),
+            error: None,
+            report: Some(lifeboat_volume::PruneReport {
+                packs_to_delete: done.packs_to_delete,
+                packs_marked: done.packs_marked,
+                packs_waiting: done.packs_waiting,
+                packs_recovered: done.packs_recovered,
+                bytes_to_delete: done.bytes_to_delete,
+                bytes_marked: done.bytes_marked,
+            }),
+        },
+        Err(e) => MaintenanceRecord {
+            last_attempt: started,
+            last_success: previous.as_ref().and_then(|p| p.last_success),
+            error: Some(format!("{e:#}")),
+            report: previous.and_then(|p| p.report),
+        },
+    };
+    write_maintenance_record(to.repository, &reference, &record)
+        .await
+        .context("cannot write the repository's maintenance record")?;
+    result
+}
+
 /// The movers' access and the repository key of each namespace.
 type Prepared = (MoverAccess, BTreeMap<String, RepoKey>);
 

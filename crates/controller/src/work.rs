@@ -33,6 +33,8 @@ use crate::executor::{Executed, Executor};
 enum Key {
     Backup(String),
     Restore(String),
+    /// A volume repository's prune: (location, namespace).
+    Maintain(String, String),
 }
 
 impl Key {
@@ -40,6 +42,11 @@ impl Key {
         match action {
             Action::Backup { policy, .. } => Some(Key::Backup(policy.clone())),
             Action::Restore { request, .. } => Some(Key::Restore(request.clone())),
+            Action::MaintainRepository {
+                location,
+                namespace,
+                ..
+            } => Some(Key::Maintain(location.clone(), namespace.clone())),
             _ => None,
         }
     }
@@ -96,6 +103,7 @@ impl Work {
             match key {
                 Key::Backup(p) => running.backups.push(p.clone()),
                 Key::Restore(r) => running.restores.push(r.clone()),
+                Key::Maintain(l, n) => running.maintenance.push((l.clone(), n.clone())),
             }
         }
         running
@@ -106,10 +114,10 @@ impl Work {
         self.tasks.is_empty()
     }
 
-    fn count(&self, backups: bool) -> usize {
+    fn count(&self, like: &Key) -> usize {
         self.tasks
             .keys()
-            .filter(|k| matches!(k, Key::Backup(_)) == backups)
+            .filter(|k| std::mem::discriminant(*k) == std::mem::discriminant(like))
             .count()
     }
 
@@ -131,13 +139,13 @@ impl Work {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let backup = matches!(key, Key::Backup(_));
-            let limit = if backup {
-                executor.options.backup_concurrency
-            } else {
-                executor.options.restore_concurrency
+            let limit = match key {
+                Key::Backup(_) => executor.options.backup_concurrency,
+                Key::Restore(_) => executor.options.restore_concurrency,
+                // One prune at a time: it reads every index of a repository.
+                Key::Maintain(..) => 1,
             };
-            if self.count(backup) >= limit.max(1) {
+            if self.count(&key) >= limit.max(1) {
                 deferred.push(action.clone());
                 continue;
             }

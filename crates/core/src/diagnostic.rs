@@ -101,6 +101,7 @@ codes! {
     HookSelectsNoNamespace = "LB125", "hook-selects-no-namespace", Warning, "A hook's namespaces include none that the policy backs up, so it never runs.";
     ClaimOntoLiveClaim = "LB126", "claim-restored-onto-live-claim", Warning, "A restore of single claims puts a claim back into its own namespace on its source cluster, where the live claim is skipped.";
     BackupToReadOnlyLocation = "LB130", "backup-to-read-only-location", Error, "A BackupPolicy stores its backups in a location lifeboat never writes (accessMode ReadOnly, or a Velero location).";
+    KeepDeleteShorterThanBackup = "LB140", "keep-delete-shorter-than-backup", Warning, "A location's maintenance deletes marked data sooner than a backup writing there may take, so a long backup can lose data it deduplicated against.";
 }
 
 impl fmt::Display for Code {

@@ -208,7 +208,65 @@ pub struct StorageLocationSpec {
     /// and restore records go to a lifeboat location.
     #[serde(default, skip_serializing_if = "LocationFormat::is_lifeboat")]
     pub format: LocationFormat,
+    /// Maintenance of the location's volume repositories: how often the
+    /// controller prunes data no snapshot needs any more.
+    #[serde(default, skip_serializing_if = "Maintenance::is_default")]
+    pub maintenance: Maintenance,
 }
+
+/// Maintenance of volume repositories: a two-phase prune of each
+/// repository, run by the controller of the cluster that writes it, as a
+/// mover pod, never while a backup of that cluster writes to the location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Maintenance {
+    /// How long after the last successful prune (or the repository's
+    /// creation) the next one is due. A failed prune is tried again an hour
+    /// later.
+    #[serde(default = "default_maintenance_every")]
+    pub every: Duration,
+    /// How long packs marked unused by one prune are kept before a later
+    /// prune deletes them, so a backup that started before the mark still
+    /// finds what it deduplicated against. Keep it longer than the longest
+    /// backup.
+    #[serde(default = "default_keep_delete")]
+    pub keep_delete: Duration,
+    /// No maintenance runs while true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            every: default_maintenance_every(),
+            keep_delete: default_keep_delete(),
+            suspend: false,
+        }
+    }
+}
+
+impl Maintenance {
+    fn is_default(&self) -> bool {
+        self == &Maintenance::default()
+    }
+}
+
+/// The default `maintenance.every`: a week (prune reads every index and
+/// rewrites partly used packs; weekly keeps the cost low and the space
+/// freed within days of retention).
+pub fn default_maintenance_every() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+
+/// The default `maintenance.keepDelete`: 23 hours (`lifeboat volumes
+/// prune`'s default; more than the 12 h default backup timeout).
+pub fn default_keep_delete() -> Duration {
+    Duration::from_secs(23 * 3600)
+}
+
+/// How long after a failed prune it is tried again.
+pub const MAINTENANCE_RETRY: Duration = Duration::from_secs(3600);
 
 /// The layout of a storage location.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -21,6 +21,7 @@ mod error;
 pub mod forget;
 pub mod keys;
 pub mod lock;
+pub mod maintenance;
 mod ops;
 mod repo;
 pub mod restore;

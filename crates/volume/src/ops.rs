@@ -711,7 +711,7 @@ impl VolumeRepo {
 }
 
 /// The outcome of a prune.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PruneReport {
     /// Packs deleted now (marked by an earlier prune, grace period over).

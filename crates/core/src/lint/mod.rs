@@ -11,6 +11,7 @@
 //! PolicySet ──┬─ references::unresolved_references   LB101, LB115
 //!             ├─ references::duplicate_names         LB102
 //!             ├─ references::backups_to_read_only_locations LB130
+//!             ├─ references::keep_delete_shorter_than_backups LB140
 //!             ├─ schedules::invalid_schedules        LB103, LB104
 //!             ├─ schedules::unmeetable_rpo           LB105
 //!             ├─ schedules::max_age_below_interval   LB107
@@ -65,6 +66,7 @@ pub const RULES: &[Rule] = &[
     references::unresolved_references,
     references::duplicate_names,
     references::backups_to_read_only_locations,
+    references::keep_delete_shorter_than_backups,
     schedules::invalid_schedules,
     schedules::unmeetable_rpo,
     schedules::max_age_below_interval,

@@ -227,6 +227,48 @@ pub fn backups_to_read_only_locations(set: &PolicySet) -> Vec<Diagnostic> {
     out
 }
 
+/// LB140: a location's `maintenance.keepDelete` is shorter than the whole
+/// backup timeout of a policy that stores volume data there. A prune deletes
+/// packs it marked `keepDelete` ago; a backup still running from before the
+/// mark may have deduplicated against them and commit a snapshot that
+/// points at deleted data.
+pub fn keep_delete_shorter_than_backups(set: &PolicySet) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for Loaded { doc, source } in &set.storage_locations {
+        let keep = doc.spec.maintenance.keep_delete;
+        let longest = set
+            .policies
+            .iter()
+            .filter(|p| p.doc.spec.storage == doc.metadata.name)
+            .map(|p| {
+                let backup = p
+                    .doc
+                    .spec
+                    .volumes
+                    .as_ref()
+                    .map_or_else(crate::model::default_backup_timeout, |v| v.timeouts.backup);
+                (backup, p.doc.metadata.name.as_str())
+            })
+            .max();
+        let Some((backup, policy)) = longest else {
+            continue;
+        };
+        if keep >= backup {
+            continue;
+        }
+        out.push(at_value(
+            Code::KeepDeleteShorterThanBackup,
+            source,
+            "/spec/maintenance/keepDelete",
+            format!(
+                "`keepDelete: {keep}` is shorter than the {backup} a backup of `{policy}` may take, so a prune could delete data such a backup still counts on"
+            ),
+            format!("set `keepDelete` to at least `{backup}` (the default, `23h`, covers the default 12h backup timeout)"),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
@@ -338,6 +380,29 @@ mod tests {
             policy("s3-main", "    names: [prod-eu]")
         );
         let found = run(backups_to_read_only_locations, &docs);
+        let expect: Vec<(Code, usize, usize, String)> = expect
+            .iter()
+            .map(|(c, l, col, m)| (*c, *l, *col, m.to_string()))
+            .collect();
+        assert_eq!(found, expect);
+    }
+
+    #[rstest]
+    #[case::default("", &[])]
+    #[case::long_enough("\n  maintenance: {keepDelete: 12h}", &[])]
+    #[case::too_short("\n  maintenance: {keepDelete: 1h}", &[(Code::KeepDeleteShorterThanBackup, 7, 29, "`keepDelete: 1h` is shorter than the 12h a backup of `p` may take, so a prune could delete data such a backup still counts on")])]
+    fn marked_data_outlives_the_longest_backup(
+        #[case] spec: &str,
+        #[case] expect: &[(Code, usize, usize, &str)],
+    ) {
+        let location = storage_location("s3-main", false)
+            .replace("b/s3-main\n", &format!("b/s3-main{spec}\n"));
+        let docs = format!(
+            "{location}---\n{}---\n{}",
+            cluster("prod-eu", "env: prod"),
+            policy("s3-main", "    names: [prod-eu]")
+        );
+        let found = run(keep_delete_shorter_than_backups, &docs);
         let expect: Vec<(Code, usize, usize, String)> = expect
             .iter()
             .map(|(c, l, col, m)| (*c, *l, *col, m.to_string()))

@@ -52,7 +52,7 @@ mod compare;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use jiff::tz::TimeZone;
@@ -120,6 +120,42 @@ pub struct Observed {
     /// evaluated").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<Inventory>,
+    /// The planning cluster's volume repositories, with their last
+    /// maintenance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<ObservedRepository>,
+}
+
+/// A volume repository of the planning cluster (its newest generation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedRepository {
+    pub location: String,
+    pub namespace: String,
+    pub generation: u32,
+    /// When it was created.
+    pub created: Timestamp,
+    /// When a prune was last started, and whether it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<Timestamp>,
+    #[serde(default)]
+    pub last_failed: bool,
+}
+
+impl ObservedRepository {
+    /// When its next prune is due: `every` after the last success (or its
+    /// creation), an hour after a failed attempt.
+    pub fn due(&self, m: &crate::model::Maintenance) -> Timestamp {
+        match self.last_attempt {
+            Some(t) if self.last_failed => later(t, crate::model::MAINTENANCE_RETRY.to_signed()),
+            _ => later(
+                self.last_success.unwrap_or(self.created),
+                m.every.to_signed(),
+            ),
+        }
+    }
 }
 
 /// Work in progress in the controller.
@@ -130,6 +166,9 @@ pub struct Running {
     pub backups: Vec<String>,
     /// RestoreRequests being restored.
     pub restores: Vec<String>,
+    /// Volume repositories being maintained: (location, namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<(String, String)>,
 }
 
 /// A committed backup: its manifest, as far as planning needs it.
@@ -421,6 +460,16 @@ pub enum Action {
     UnmarkOrphaned { location: String, policy: String },
     /// An InProgress record with no running restore: the controller died mid-restore. Mark it Failed; never re-run.
     FinishInterruptedRestore { location: String, request: String },
+    /// Prune the volume repository of `namespace` in `location` (two-phase).
+    MaintainRepository {
+        location: String,
+        namespace: String,
+        generation: u32,
+        /// How long marked packs are kept.
+        keep_delete: crate::duration::Duration,
+        /// The last successful prune (`None`: never).
+        last_success: Option<Timestamp>,
+    },
 }
 
 impl Action {
@@ -478,6 +527,18 @@ impl Action {
             Action::FinishInterruptedRestore { location, request } => format!(
                 "mark restore `{request}` in `{location}` as Failed: it was interrupted and is not run again"
             ),
+            Action::MaintainRepository {
+                location,
+                namespace,
+                last_success,
+                ..
+            } => format!(
+                "prune the volume repository of `{namespace}` in `{location}` ({})",
+                match last_success {
+                    Some(t) => format!("last pruned {t}"),
+                    None => "never pruned".to_string(),
+                }
+            ),
         }
     }
 
@@ -510,6 +571,11 @@ impl Action {
             Action::CleanupIncomplete {
                 location, backup, ..
             } => (6, location, backup, ""),
+            Action::MaintainRepository {
+                location,
+                namespace,
+                ..
+            } => (7, location, namespace, ""),
         }
     }
 }
@@ -706,6 +772,7 @@ pub fn plan(
     planner.orphans();
     planner.incomplete();
     planner.velero_schedules();
+    planner.maintenance();
     planner.finish()
 }
 
@@ -970,6 +1037,17 @@ impl<'a> Planner<'a> {
             if forged {
                 problems.push(format!(
                     "the latest slot is not backed up: `{name_of_slot}` holds a backup whose signature failed verification, so the name is taken; delete it after investigating"
+                ));
+            } else if !taken
+                && self
+                    .observed
+                    .running
+                    .maintenance
+                    .iter()
+                    .any(|(l, _)| l == location)
+            {
+                problems.push(format!(
+                    "the latest slot waits: a prune of a volume repository in `{location}` is running, and backups write there once it ends"
                 ));
             } else if !taken {
                 let reason = match backups.last() {
@@ -1481,6 +1559,53 @@ impl<'a> Planner<'a> {
                 }
             ),
         )
+    }
+
+    /// Prunes of volume repositories that are due. A location's
+    /// repositories are left alone while a backup of this controller writes
+    /// there (the repository's lock would refuse the prune anyway; waiting
+    /// saves a failed attempt) and one prune runs per location at a time.
+    fn maintenance(&mut self) {
+        let mut busy: BTreeSet<String> = self
+            .observed
+            .running
+            .maintenance
+            .iter()
+            .map(|(l, _)| l.clone())
+            .collect();
+        for p in &self.running_backups {
+            if let Some(policy) = self.applicable.get(p) {
+                busy.insert(policy.spec.storage.clone());
+            }
+        }
+        // Backups planned now start in this cycle too.
+        for a in &self.actions {
+            if let Action::Backup { location, .. } = a {
+                busy.insert(location.clone());
+            }
+        }
+        let mut repos: Vec<&ObservedRepository> = self.observed.repositories.iter().collect();
+        repos.sort_by_key(|r| (r.location.as_str(), r.namespace.as_str()));
+        for r in repos {
+            let Some(location) = self.locations.get(r.location.as_str()) else {
+                continue;
+            };
+            let m = &location.spec.maintenance;
+            if m.suspend || self.undeletable(&r.location).is_some() {
+                continue;
+            }
+            if r.due(m) > self.now || busy.contains(&r.location) {
+                continue;
+            }
+            busy.insert(r.location.clone());
+            self.actions.push(Action::MaintainRepository {
+                location: r.location.clone(),
+                namespace: r.namespace.clone(),
+                generation: r.generation,
+                keep_delete: m.keep_delete,
+                last_success: r.last_success,
+            });
+        }
     }
 
     fn finish(mut self) -> Plan {

@@ -1062,6 +1062,7 @@ fn busy() -> (PolicySet, Observed) {
         unavailable: vec![],
         running: Running::default(),
         inventory: None,
+        repositories: vec![],
     };
     (set, obs)
 }
@@ -1662,4 +1663,123 @@ fn an_enabled_velero_schedule_over_a_protected_namespace_is_a_note() {
         notes[0]
     );
     assert!(notes[1].contains("`velero/everything`"), "{}", notes[1]);
+}
+
+fn repository(location: &str, namespace: &str, created: &str) -> ObservedRepository {
+    ObservedRepository {
+        location: location.into(),
+        namespace: namespace.into(),
+        generation: 1,
+        created: ts(created),
+        last_attempt: None,
+        last_success: None,
+        last_failed: false,
+    }
+}
+
+fn maintained(plan: &Plan) -> Vec<(String, String)> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::MaintainRepository {
+                location,
+                namespace,
+                ..
+            } => Some((location.clone(), namespace.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_repository_is_pruned_a_week_after_its_last_prune_and_an_hour_after_a_failure() {
+    // The policy's slots are taken, so only maintenance can be planned.
+    let set = world(&[policy("p")], &[]);
+    let mut obs = observed(vec![
+        ok("p", "2026-01-10T01:30:00Z"),
+        ok("p", "2026-01-11T01:30:00Z"),
+    ]);
+    let mut shop = repository("s3", "shop", "2026-01-01T00:00:00Z");
+    shop.last_attempt = Some(ts("2026-01-05T00:00:00Z"));
+    shop.last_success = Some(ts("2026-01-05T00:00:00Z"));
+    obs.repositories = vec![
+        shop.clone(),
+        repository("s3", "new", "2026-01-09T00:00:00Z"),
+    ];
+    // 5 days after the last prune, 1 after the other's creation: nothing.
+    assert!(maintained(&run(&set, &obs, "2026-01-10T12:00:00Z")).is_empty());
+    // 7 days after: shop is due; `new` is not.
+    let plan = run(&set, &obs, "2026-01-12T00:00:00Z");
+    assert_eq!(maintained(&plan), [("s3".to_string(), "shop".to_string())]);
+    assert!(
+        plan.actions[0].summary().contains("last pruned 2026-01-05"),
+        "{}",
+        plan.actions[0].summary()
+    );
+    // A failed attempt is tried again an hour later, not a week later.
+    shop.last_attempt = Some(ts("2026-01-12T00:00:00Z"));
+    shop.last_failed = true;
+    obs.repositories = vec![shop];
+    assert!(maintained(&run(&set, &obs, "2026-01-12T00:30:00Z")).is_empty());
+    assert_eq!(
+        maintained(&run(&set, &obs, "2026-01-12T01:00:00Z")).len(),
+        1
+    );
+}
+
+#[test]
+fn maintenance_never_overlaps_a_backup_of_its_location_and_runs_one_per_location() {
+    let set = world(&[policy("p")], &[]);
+    let mut obs = observed(vec![ok("p", "2026-01-10T01:30:00Z")]);
+    obs.repositories = vec![
+        repository("s3", "a", "2026-01-01T00:00:00Z"),
+        repository("s3", "b", "2026-01-01T00:00:00Z"),
+        repository("b2", "a", "2026-01-01T00:00:00Z"),
+        repository("ro", "a", "2026-01-01T00:00:00Z"),
+    ];
+    let now = "2026-01-10T12:00:00Z";
+    // One per writable location; the read-only one never.
+    assert_eq!(
+        maintained(&run(&set, &obs, now)),
+        [
+            ("b2".to_string(), "a".to_string()),
+            ("s3".to_string(), "a".to_string())
+        ]
+    );
+    // A running backup to s3 holds s3's maintenance back.
+    obs.running.backups = vec!["p".into()];
+    assert_eq!(
+        maintained(&run(&set, &obs, now)),
+        [("b2".to_string(), "a".to_string())]
+    );
+    // A backup planned in the same cycle does too.
+    obs.running.backups.clear();
+    let due = run(&set, &obs, "2026-01-11T12:00:00Z");
+    assert_eq!(backups(&due).len(), 1);
+    assert_eq!(maintained(&due), [("b2".to_string(), "a".to_string())]);
+    // And a running prune of s3 holds s3's backups back, saying why.
+    obs.running.maintenance = vec![("s3".into(), "a".into())];
+    let waiting = run(&set, &obs, "2026-01-11T12:00:00Z");
+    assert!(backups(&waiting).is_empty(), "{waiting:#?}");
+    assert!(
+        facts(&waiting, "p")
+            .problems
+            .iter()
+            .any(|p| p.contains("a prune of a volume repository in `s3` is running")),
+        "{:?}",
+        facts(&waiting, "p").problems
+    );
+}
+
+#[test]
+fn suspended_maintenance_plans_nothing() {
+    let set = world(
+        &[policy("p")],
+        &[format!(
+            "{API}kind: StorageLocation\nmetadata:\n  name: quiet\nspec:\n  url: s3://b/quiet\n  maintenance: {{suspend: true}}\n"
+        )],
+    );
+    let mut obs = observed(vec![ok("p", "2026-01-10T01:30:00Z")]);
+    obs.repositories = vec![repository("quiet", "a", "2026-01-01T00:00:00Z")];
+    assert!(maintained(&run(&set, &obs, "2026-01-10T12:00:00Z")).is_empty());
 }

@@ -163,6 +163,7 @@ async fn back_up_steps(
             pod_uid: v.pod_uid.clone(),
             volume: v.pv.clone(),
         }),
+        maintenance: None,
     };
     let tolerations = workload
         .spec

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-pub use work::{DataKind, PodVolumeRef, Work, WorkCredentials, WorkLocation};
+pub use work::{DataKind, MaintenanceWork, PodVolumeRef, Work, WorkCredentials, WorkLocation};
 
 use lifeboat_core::volumes::{VolumeDecision, VolumeMode};
 pub use lifeboat_store::KeptSnapshot;
@@ -61,6 +61,9 @@ pub const RESTORE_LABEL: &str = "lifeboat.dev/restore";
 /// On what a backup creates for one claim: [`claim_id`] of the claim, so a
 /// resumed run finds what an interrupted one left for it.
 pub const CLAIM_LABEL: &str = "lifeboat.dev/claim";
+/// Label on a maintenance mover and its Secret: [`maintenance_id`] of the
+/// repository it prunes.
+pub const MAINTENANCE_LABEL: &str = "lifeboat.dev/maintenance";
 /// Label on the PV a restore fills, matched by the target claim's selector
 /// until the volume is handed over.
 pub const RESTORE_VOLUME_LABEL: &str = "lifeboat.dev/restore-volume";
@@ -1485,6 +1488,7 @@ async fn back_up_steps(
         snapshot: None,
         key_cache_dir: WORK_DIR.into(),
         pod_volume: None,
+        maintenance: None,
     };
     let mover = Mover {
         name: snap_name.clone(),
@@ -1703,6 +1707,119 @@ impl Mover {
 
         wait_for_mover(&pods, movers, &self.name, opts, progress).await
     }
+}
+
+/// A repository's id in labels and names: 12 hex digits of SHA-256 of
+/// `location/namespace`.
+pub fn maintenance_id(location: &str, namespace: &str) -> String {
+    claim_id(location, namespace)
+}
+
+/// What a maintenance mover reports: the prune's counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceResult {
+    pub packs_to_delete: u64,
+    pub packs_marked: u64,
+    pub packs_waiting: u64,
+    pub packs_recovered: u64,
+    pub bytes_to_delete: u64,
+    pub bytes_marked: u64,
+    pub duration_seconds: f64,
+}
+
+/// Prunes the repository of `namespace` (generation `work.generation`) in
+/// a mover pod (`lifeboat mover prune`) in the movers' namespace, and
+/// returns what it did. What an earlier, interrupted maintenance of the
+/// same repository left (its pod and Secret) is removed first; the pod and
+/// Secret of this one are removed when it ends, however it ends.
+///
+/// The pod mounts no volume: it only needs the store and the key. The
+/// prune takes the repository's exclusive lock, so it fails (and is tried
+/// again later) rather than run beside a writer of any cluster.
+pub async fn maintain_repository(
+    client: &kube::Client,
+    access: &MoverAccess,
+    key: &RepoKey,
+    namespace: &str,
+    work: MaintenanceWork,
+    opts: &MoverOptions,
+) -> Result<MaintenanceResult, VolumeError> {
+    let id = maintenance_id(&access.location_name, namespace);
+    remove_leftovers(client, &opts.namespace, MAINTENANCE_LABEL, |op| op == id).await?;
+    let lbl = labels(MAINTENANCE_LABEL, &id, &[]);
+    let name = object_name(
+        "lifeboat-prune",
+        &access.location_name,
+        namespace,
+        namespace,
+    );
+    let job = Work {
+        location: access.location.clone(),
+        location_name: access.location_name.clone(),
+        cluster: access.cluster.clone(),
+        namespace: namespace.to_string(),
+        pvc: String::new(),
+        pvc_uid: None,
+        backup: None,
+        path: std::path::PathBuf::new(),
+        kind: DataKind::Filesystem,
+        snapshot: None,
+        key_cache_dir: WORK_DIR.into(),
+        pod_volume: None,
+        maintenance: Some(work),
+    };
+    let mut spec = json!({
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": false,
+        "containers": [{
+            "name": "mover",
+            "image": opts.image,
+            "command": ["lifeboat", "mover", "prune", "--work", format!("{WORK_DIR}/work.json")],
+            "terminationMessagePolicy": "File",
+            // It reads and writes only the store: no root, no volume.
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                                "readOnlyRootFilesystem": true,
+                                "allowPrivilegeEscalation": false,
+                                "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [{"name": "work", "mountPath": WORK_DIR, "readOnly": true},
+                             {"name": "tmp", "mountPath": "/tmp"}],
+        }],
+        "volumes": [{"name": "work", "secret": {"secretName": name, "defaultMode": 0o444}},
+                    {"name": "tmp", "emptyDir": {}}],
+    });
+    opts.shape_pod(&mut spec);
+    let pod: Pod = typed(json!({
+        "metadata": {"name": name, "namespace": opts.namespace, "labels": lbl},
+        "spec": spec,
+    }))?;
+    let mover = Mover {
+        name: name.clone(),
+        action: "prune",
+        claim: String::new(),
+        block: false,
+        node_affinity: None,
+        labels: lbl,
+    };
+    let quiet = |_: VolumeProgress| {};
+    let (result, problems) = with_cleanup(client, opts, &quiet, async |created| {
+        mover
+            .run_pod(client, pod, &job, key, opts, &quiet, created)
+            .await
+    })
+    .await;
+    let (message, _) = result?;
+    if !problems.is_empty() {
+        tracing::warn!(pod = %name, problems = ?problems, "maintenance cleanup");
+    }
+    if message["phase"] == "Failed" {
+        return Err(VolumeError::Mover {
+            pod: name,
+            message: message["error"].as_str().unwrap_or("failed").to_string(),
+        });
+    }
+    serde_json::from_value(message)
+        .map_err(|e| VolumeError::Invalid(format!("the prune mover {name} reported: {e}")))
 }
 
 /// Follows a mover pod from Pending to its end: its progress lines, then
@@ -2260,6 +2377,7 @@ async fn restore_steps(
         snapshot: Some(c.snapshot.clone()),
         key_cache_dir: WORK_DIR.into(),
         pod_volume: None,
+        maintenance: None,
     };
     let mover = Mover {
         name: name.clone(),

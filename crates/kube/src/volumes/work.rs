@@ -21,13 +21,17 @@ pub struct Work {
     /// The namespace whose repository holds the data (the SOURCE
     /// namespace on restores).
     pub namespace: String,
-    /// The claim whose snapshot this is (the SOURCE claim on restores).
+    /// The claim whose snapshot this is (the SOURCE claim on restores;
+    /// empty for maintenance).
+    #[serde(default)]
     pub pvc: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
-    /// The mounted volume (a directory) or the block device, in the pod.
+    /// The mounted volume (a directory) or the block device, in the pod
+    /// (empty for maintenance).
+    #[serde(default)]
     pub path: PathBuf,
     #[serde(default)]
     pub kind: DataKind,
@@ -41,6 +45,18 @@ pub struct Work {
     /// this volume, found there as the kubelet lays it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_volume: Option<PodVolumeRef>,
+    /// `lifeboat mover prune`: the repository generation to prune and how
+    /// long marked packs are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceWork>,
+}
+
+/// What a maintenance mover does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaintenanceWork {
+    pub generation: u32,
+    pub keep_delete_seconds: u64,
 }
 
 /// A volume as one pod mounts it: `<pods dir>/<podUid>/volumes/<plugin>/<volume>`.

@@ -492,7 +492,12 @@ pub fn container_root(
         if let Some(parent) = link.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let _ = std::fs::remove_file(&link);
+        // A mount hides what the image has at its path (`/tmp` here).
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&link)?,
+            Ok(_) => std::fs::remove_file(&link)?,
+            Err(_) => {}
+        }
         std::os::unix::fs::symlink(&target, &link)?;
         placed.push(trimmed);
     }
