@@ -11,18 +11,7 @@
 use std::path::Path;
 
 use crate::volume_data::{NS, World};
-
-fn noise(n: usize, mut x: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
+use crate::volume_outage::noise;
 
 fn record(w: &World) -> serde_json::Value {
     let path = w
@@ -66,7 +55,7 @@ fn the_controller_prunes_a_repository_in_two_phases_by_mover_pods_between_backup
 
     // The first backup holds 4 MiB that the second one does not.
     let volume = w.claim_bound(NS, "mysql");
-    std::fs::write(volume.join("only-in-the-first.bin"), noise(4 << 20, 7)).unwrap();
+    std::fs::write(volume.join("only-in-the-first.bin"), noise(4 << 20)).unwrap();
     let (code, out, err) = w.reconcile(&remote, &["--now", "2027-01-01T10:30:00Z"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -82,7 +71,11 @@ fn the_controller_prunes_a_repository_in_two_phases_by_mover_pods_between_backup
             std::fs::remove_file(&path).unwrap();
         }
     }
-    std::fs::write(volume.join("only-in-the-second.bin"), noise(64 << 10, 11)).unwrap();
+    std::fs::write(
+        volume.join("only-in-the-second.txt"),
+        "new data\n".repeat(8 << 10),
+    )
+    .unwrap();
     // The second backup; retention (keepLast 1) forgets the first one's
     // snapshot. Its packs are unused now, but still there.
     let (code, out, err) = w.reconcile(&remote, &["--now", "2027-01-01T11:30:00Z"]);

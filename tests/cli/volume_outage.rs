@@ -23,7 +23,7 @@ use crate::volume_data::{NS, World, assert_same_files};
 const BIG: usize = 48 << 20;
 
 /// `n` bytes that do not compress.
-fn noise(n: usize) -> Vec<u8> {
+pub(crate) fn noise(n: usize) -> Vec<u8> {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut out = Vec::with_capacity(n + 8);
     while out.len() < n {

@@ -60,21 +60,9 @@ pub async fn list_repositories(
     cluster: &str,
 ) -> Result<Vec<RepoSummary>> {
     let store = location.object_store();
-    let dir = Path::from("volumes").join(cluster);
-    let listing = store
-        .list_with_delimiter(Some(&dir))
-        .await
-        .map_err(|e| VolumeError::Storage(format!("list {}/{dir}: {e}", location.url())))?;
     // namespace ─▶ newest generation
     let mut newest: std::collections::BTreeMap<String, u32> = Default::default();
-    for p in listing.common_prefixes {
-        let Some(name) = p.filename() else { continue };
-        let (ns, generation) = match name.rsplit_once(".g") {
-            Some((ns, g)) if !ns.is_empty() && g.parse::<u32>().is_ok() => {
-                (ns.to_string(), g.parse::<u32>().unwrap_or(1))
-            }
-            _ => (name.to_string(), 1),
-        };
+    for (ns, generation) in crate::repo::repository_dirs(location, cluster).await? {
         let g = newest.entry(ns).or_insert(generation);
         *g = (*g).max(generation);
     }

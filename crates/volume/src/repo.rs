@@ -129,6 +129,31 @@ pub fn validate(what: &str, name: &str) -> Result<()> {
     }
 }
 
+/// Every repository directory of `cluster` in `location`, as (namespace,
+/// generation): `<namespace>` is generation 1, `<namespace>.g<N>` is N.
+pub(crate) async fn repository_dirs(
+    location: &lifeboat_store::Repository,
+    cluster: &str,
+) -> Result<Vec<(String, u32)>> {
+    let store = location.object_store();
+    let dir = Path::from("volumes").join(cluster);
+    let listing = store
+        .list_with_delimiter(Some(&dir))
+        .await
+        .map_err(|e| VolumeError::Storage(format!("list {}/{dir}: {e}", location.url())))?;
+    Ok(listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename())
+        .map(|name| match name.rsplit_once(".g") {
+            Some((ns, g)) if !ns.is_empty() && g.parse::<u32>().is_ok() => {
+                (ns.to_string(), g.parse().unwrap_or(1))
+            }
+            _ => (name.to_string(), 1),
+        })
+        .collect())
+}
+
 /// The generations of a namespace's repository that have a directory,
 /// newest first (`[1]` when none exists yet).
 pub async fn generations(
@@ -136,23 +161,14 @@ pub async fn generations(
     cluster: &str,
     namespace: &str,
 ) -> Result<Vec<u32>> {
-    let store = location.object_store();
-    let dir = Path::from("volumes").join(cluster);
-    let listing = store
-        .list_with_delimiter(Some(&dir))
-        .await
-        .map_err(|e| VolumeError::Storage(format!("list {}/{dir}: {e}", location.url())))?;
     let mut found = vec![1];
-    for p in listing.common_prefixes {
-        let Some(name) = p.filename() else { continue };
-        if let Some(g) = name
-            .strip_prefix(namespace)
-            .and_then(|rest| rest.strip_prefix(".g"))
-            .and_then(|g| g.parse::<u32>().ok())
-        {
-            found.push(g);
-        }
-    }
+    found.extend(
+        repository_dirs(location, cluster)
+            .await?
+            .into_iter()
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, g)| g),
+    );
     found.sort_unstable_by(|a, b| b.cmp(a));
     found.dedup();
     Ok(found)
