@@ -105,6 +105,7 @@ struct Inner {
     volume_duration: Family<PolicyLabel, Histogram, fn() -> Histogram>,
     volume_failures: Family<PolicyLabel, Counter>,
     hook_failures: Family<PolicyLabel, Counter>,
+    restore_hook_failures: Counter,
     movers_running: Gauge,
 }
 
@@ -231,6 +232,12 @@ impl Metrics {
             "Exec hooks of the policy's backups that failed (non-zero exit, timeout, exec refused)",
             hook_failures.clone(),
         );
+        let restore_hook_failures = Counter::default();
+        registry.register(
+            "lifeboat_restore_hook_failures",
+            "Restore hooks that failed (non-zero exit, timeout, a wait for their pods that timed out)",
+            restore_hook_failures.clone(),
+        );
         let movers_running = Gauge::default();
         registry.register(
             "lifeboat_movers_running",
@@ -243,6 +250,7 @@ impl Metrics {
                 volume_duration,
                 volume_failures,
                 hook_failures,
+                restore_hook_failures,
                 movers_running,
                 registry,
                 last_success,
@@ -394,6 +402,13 @@ impl Metrics {
         *current = Some(next);
     }
 
+    /// Counts the failed hooks of a restore.
+    pub fn restore_hooks_finished(&self, hooks: &lifeboat_store::HookCounts) {
+        self.inner
+            .restore_hook_failures
+            .inc_by(u64::from(hooks.failed));
+    }
+
     /// Counts one restore that ended in `phase`.
     pub fn restore_finished(&self, phase: &str) {
         self.inner
@@ -514,7 +529,12 @@ mod tests {
         );
         m.set_movers_running(2);
         m.hooks_finished("p", &lifeboat_store::HookCounts { ran: 4, failed: 2 });
+        m.restore_hooks_finished(&lifeboat_store::HookCounts { ran: 3, failed: 1 });
         let text = m.encode();
+        assert!(
+            text.contains("lifeboat_restore_hook_failures_total 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("lifeboat_hook_failures_total{policy=\"p\"} 2\n"),
             "{text}"

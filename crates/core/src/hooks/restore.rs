@@ -295,8 +295,11 @@ pub fn workload_hooks(hooks: &[RestorePodHook], w: &Workload) -> WorkloadHooks {
             });
         }
         if let Some(command) = &h.command {
-            match container_of(&format!("hook {}", h.name), h.container.as_ref(), &w.containers)
-            {
+            match container_of(
+                &format!("hook {}", h.name),
+                h.container.as_ref(),
+                &w.containers,
+            ) {
                 Ok(container) => out.exec.push(RestoreExec {
                     name: h.name.clone(),
                     container,
@@ -340,13 +343,19 @@ mod tests {
     #[test]
     fn velero_annotations_give_an_exec_and_an_init_hook_with_bounded_defaults() {
         let w = workload(&[
-            ("post.hook.restore.velero.io/command", r#"["/bin/warm","--all"]"#),
+            (
+                "post.hook.restore.velero.io/command",
+                r#"["/bin/warm","--all"]"#,
+            ),
             ("post.hook.restore.velero.io/container", "sidecar"),
             ("post.hook.restore.velero.io/on-error", "Fail"),
             ("post.hook.restore.velero.io/wait-timeout", "0"),
             ("post.hook.restore.velero.io/wait-for-ready", "true"),
             ("init.hook.restore.velero.io/container-image", "busybox:1"),
-            ("init.hook.restore.velero.io/command", r#"["chown","-R","27","/data"]"#),
+            (
+                "init.hook.restore.velero.io/command",
+                r#"["chown","-R","27","/data"]"#,
+            ),
         ]);
         // A request hook selecting it too is ignored: annotations win.
         let h = hooks(json!([{"name": "x", "command": ["true"]}]));
@@ -380,8 +389,16 @@ mod tests {
         let out = workload_hooks(&[], &w);
         assert!(out.exec.is_empty() && out.init.is_empty());
         assert_eq!(out.invalid.len(), 2, "{:?}", out.invalid);
-        assert!(out.invalid[0].contains("container \"nope\""), "{:?}", out.invalid);
-        assert!(out.invalid[1].contains("container-image"), "{:?}", out.invalid);
+        assert!(
+            out.invalid[0].contains("container \"nope\""),
+            "{:?}",
+            out.invalid
+        );
+        assert!(
+            out.invalid[1].contains("container-image"),
+            "{:?}",
+            out.invalid
+        );
     }
 
     #[test]
