@@ -164,7 +164,10 @@ fn restore_hooks_run_in_the_new_pods_of_a_restored_deployment_and_a_wait_times_o
         stuck[0]["command"],
         serde_json::json!(["/bin/report", "--restored"])
     );
-    assert_eq!(record["hookCounts"], serde_json::json!({"ran": 3, "failed": 1}));
+    assert_eq!(
+        record["hookCounts"],
+        serde_json::json!({"ran": 3, "failed": 1})
+    );
 }
 
 /// A RestoreRequest's hooks run in the controller's restore, as by hand;
@@ -227,8 +230,16 @@ fn a_restore_requests_failing_hook_with_on_error_fail_partially_fails_the_restor
     // `fail` stops the pod's later hooks.
     assert!(hooks_of(&record, "after").is_empty(), "{record:#}");
     assert_eq!(
-        calls.lock().unwrap().iter().map(|c| c.2[0].clone()).collect::<Vec<_>>(),
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.2[0].clone())
+            .collect::<Vec<_>>(),
         ["/usr/bin/migrate"]
     );
-    assert_eq!(record["hookCounts"], serde_json::json!({"ran": 1, "failed": 1}));
+    assert_eq!(
+        record["hookCounts"],
+        serde_json::json!({"ran": 1, "failed": 1})
+    );
 }

@@ -1075,7 +1075,7 @@ pub struct RestorePodHook {
     #[serde(default = "default_hook_timeout")]
     pub exec_timeout: Duration,
     /// How long to wait for the pods (their container Running or Ready,
-    /// their init container run). Always bounded: `0` is refused (LB133).
+    /// their init container run). Always bounded: `0s` is refused (LB132).
     #[serde(default = "default_wait_timeout")]
     pub wait_timeout: Duration,
     /// Wait until the container is Ready, not only Running.

@@ -1810,8 +1810,13 @@ mod tests {
             counts: RestoreCounts::default(),
             items: vec![],
             volumes: vec![],
+            hooks: Default::default(),
         };
         assert_eq!(o.phase(), RestorePhase::Completed);
+        // A hook with `onError: fail` that failed: PartiallyFailed.
+        o.hooks.failed_restore = true;
+        assert_eq!(o.phase(), RestorePhase::PartiallyFailed);
+        o.hooks.failed_restore = false;
         o.counts.failed = 1;
         assert_eq!(o.phase(), RestorePhase::Failed);
         o.counts.created = 1;
