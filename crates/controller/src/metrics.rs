@@ -478,12 +478,15 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_registry_shows_only_the_unlabelled_gauges() {
+    fn an_empty_registry_shows_only_the_unlabelled_series() {
         assert_eq!(
             Metrics::new().encode(),
             "# HELP lifeboat_leader 1 while this replica holds the leader lease.\n\
              # TYPE lifeboat_leader gauge\n\
              lifeboat_leader 0\n\
+             # HELP lifeboat_restore_hook_failures Restore hooks that failed (non-zero exit, timeout, a wait for their pods that timed out).\n\
+             # TYPE lifeboat_restore_hook_failures counter\n\
+             lifeboat_restore_hook_failures_total 0\n\
              # HELP lifeboat_movers_running Claims being moved now by this cluster's backups, per their operation records.\n\
              # TYPE lifeboat_movers_running gauge\n\
              lifeboat_movers_running 0\n\
