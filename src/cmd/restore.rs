@@ -61,6 +61,11 @@ pub struct Args {
     /// live app.
     #[arg(long = "claim", value_name = "NS/PVC", value_parser = parse_claim)]
     pub claims: Vec<ClaimRef>,
+    /// Restore hooks to run in the restored workloads' new pods: a YAML
+    /// file written as a RestoreRequest's `spec.hooks` (`pods: [...]`).
+    /// Velero's restore hook annotations run with or without it.
+    #[arg(long, value_name = "FILE")]
+    pub hooks: Option<std::path::PathBuf>,
     /// What to do when an object already exists.
     #[arg(long, value_enum, default_value_t = Existing::Skip)]
     pub existing: Existing,
@@ -87,6 +92,21 @@ pub struct Args {
     pub movers: crate::cmd::volume_data::MoverArgs,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+/// The restore hooks of `--hooks FILE`.
+fn read_hooks(path: &std::path::Path) -> anyhow::Result<Vec<lifeboat_core::model::RestorePodHook>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("cannot read the hooks file {}: {e}", path.display()))?;
+    let hooks: lifeboat_core::model::RestoreHooks =
+        serde_yaml_ng::from_str(&text).map_err(|e| {
+            anyhow!(
+                "{} is not a RestoreRequest's spec.hooks (`pods:` with name, command or init, …; \
+             see docs/policy-reference/restorerequest.md): {e}",
+                path.display()
+            )
+        })?;
+    Ok(hooks.pods)
 }
 
 fn parse_claim(s: &str) -> Result<ClaimRef, String> {
@@ -344,6 +364,10 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             .map(|c| c.spec.restore.denied_namespaces)
             .unwrap_or_else(lifeboat_core::model::default_denied_namespaces),
         claims: ClaimSelection::of(&args.claims, !args.namespaces.is_empty()),
+        hooks: match &args.hooks {
+            Some(path) => read_hooks(path)?,
+            None => Vec::new(),
+        },
         ..RestoreOptions::default()
     };
     let client = args.kube.client().await?;
@@ -365,6 +389,12 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             }
             Progress::Planned { to_apply, skipped } => reporter.line(
                 &format!("{to_apply} objects to apply, {skipped} skipped"),
+                0,
+            ),
+            Progress::Hooks { workloads } => reporter.line(
+                &format!(
+                    "running the restore hooks of {workloads} workloads (waiting for their pods)"
+                ),
                 0,
             ),
             Progress::Applied { done, total, .. } => {

@@ -7,6 +7,7 @@ mod hooks;
 mod import;
 mod lint;
 mod plan;
+mod restore_hooks;
 mod sandbox;
 mod schema;
 mod signing;

@@ -174,6 +174,11 @@ pub fn restore_options(
             .unwrap_or_else(default_denied_namespaces),
         // Single claims: other objects only when an include asks for them.
         claims: ClaimSelection::of(&spec.claims, spec.include != Include::default()),
+        hooks: spec
+            .hooks
+            .as_ref()
+            .map(|h| h.pods.clone())
+            .unwrap_or_default(),
         ..RestoreOptions::default()
     })
 }
@@ -253,6 +258,8 @@ pub async fn run_restore(
         items: Vec::new(),
         missing_prerequisites: Vec::new(),
         volumes: Vec::new(),
+        hooks: Vec::new(),
+        hook_counts: Default::default(),
         lifeboat_version: lifeboat_store::LIFEBOAT_VERSION.into(),
     };
     if job.record {

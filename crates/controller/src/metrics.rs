@@ -111,6 +111,7 @@ struct Inner {
     volume_duration: Family<PolicyLabel, Histogram, fn() -> Histogram>,
     volume_failures: Family<PolicyLabel, Counter>,
     hook_failures: Family<PolicyLabel, Counter>,
+    restore_hook_failures: Counter,
     movers_running: Gauge,
     maintenance: Family<MaintenanceLabel, Counter>,
 }
@@ -244,6 +245,12 @@ impl Metrics {
             "Prunes of the location's volume repositories, by result (success, failure)",
             maintenance.clone(),
         );
+        let restore_hook_failures = Counter::default();
+        registry.register(
+            "lifeboat_restore_hook_failures",
+            "Restore hooks that failed (non-zero exit, timeout, a wait for their pods that timed out)",
+            restore_hook_failures.clone(),
+        );
         let movers_running = Gauge::default();
         registry.register(
             "lifeboat_movers_running",
@@ -257,6 +264,7 @@ impl Metrics {
                 volume_failures,
                 hook_failures,
                 maintenance,
+                restore_hook_failures,
                 movers_running,
                 registry,
                 last_success,
@@ -408,6 +416,13 @@ impl Metrics {
         *current = Some(next);
     }
 
+    /// Counts the failed hooks of a restore.
+    pub fn restore_hooks_finished(&self, hooks: &lifeboat_store::HookCounts) {
+        self.inner
+            .restore_hook_failures
+            .inc_by(u64::from(hooks.failed));
+    }
+
     /// Counts one restore that ended in `phase`.
     /// Records one prune of a volume repository in `location`.
     pub fn maintenance_finished(&self, location: &str, ok: bool) {
@@ -488,12 +503,15 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_registry_shows_only_the_unlabelled_gauges() {
+    fn an_empty_registry_shows_only_the_unlabelled_series() {
         assert_eq!(
             Metrics::new().encode(),
             "# HELP lifeboat_leader 1 while this replica holds the leader lease.\n\
              # TYPE lifeboat_leader gauge\n\
              lifeboat_leader 0\n\
+             # HELP lifeboat_restore_hook_failures Restore hooks that failed (non-zero exit, timeout, a wait for their pods that timed out).\n\
+             # TYPE lifeboat_restore_hook_failures counter\n\
+             lifeboat_restore_hook_failures_total 0\n\
              # HELP lifeboat_movers_running Claims being moved now by this cluster's backups, per their operation records.\n\
              # TYPE lifeboat_movers_running gauge\n\
              lifeboat_movers_running 0\n\
@@ -545,6 +563,12 @@ mod tests {
             text.contains(
                 "lifeboat_volume_maintenance_total{location=\"primary\",result=\"success\"} 1\n"
             ),
+            "{text}"
+        );
+        m.restore_hooks_finished(&lifeboat_store::HookCounts { ran: 3, failed: 1 });
+        let text = m.encode();
+        assert!(
+            text.contains("lifeboat_restore_hook_failures_total 1\n"),
             "{text}"
         );
         assert!(

@@ -112,7 +112,8 @@ pub fn record(metrics: &Metrics, report: &CycleReport, known: &mut BTreeSet<Stri
                 },
             ),
             (Action::Restore { .. }, Ok(Done::Restored(r))) => {
-                metrics.restore_finished(&format!("{:?}", r.phase))
+                metrics.restore_finished(&format!("{:?}", r.phase));
+                metrics.restore_hooks_finished(&r.hook_counts);
             }
             (Action::Restore { .. }, Err(_)) => metrics.restore_finished("Failed"),
             (Action::MaintainRepository { location, .. }, result) => {

@@ -425,5 +425,7 @@ pub fn groups(claims: &[(&str, &str)], all_pods: &[PodInfo], hooked: &[PodHooks]
     by_root.into_values().collect()
 }
 
+pub mod restore;
+
 #[cfg(test)]
 mod tests;

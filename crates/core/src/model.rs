@@ -1072,6 +1072,116 @@ pub struct RestoreRequestSpec {
     /// applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<ClaimRef>,
+    /// Hooks run in the pods the restored workloads create; Velero's
+    /// restore hook annotations on the restored pod templates run too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<RestoreHooks>,
+}
+
+/// Hooks of a restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreHooks {
+    /// Hooks over the restored workloads (Deployments, StatefulSets, bare
+    /// Pods): an init container added to the restored pod template and
+    /// removed again once a pod ran it, and/or a command run in each new
+    /// pod once its container is Running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<RestorePodHook>,
+}
+
+/// One restore hook over the workloads it selects. Every condition given
+/// must hold; a workload whose pod template carries Velero's restore hook
+/// annotations runs those instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestorePodHook {
+    /// The hook's name in logs and the restore record.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// SOURCE namespaces (names or globs) of the workloads. Without it,
+    /// every namespace restored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespacePattern>,
+    /// A label selector over the labels of the workload's pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+    /// The workload, `Kind/name`: `Deployment/mysql`, `StatefulSet/db`,
+    /// `Pod/debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerName>,
+    /// The container `command` runs in. Without it, the pod's first
+    /// container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The command run in each new pod once its container is Running (or
+    /// Ready with `waitForReady`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<HookCommand>,
+    /// An init container added before the template's own; removed again
+    /// by a patch once a pod has run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitHook>,
+    /// Run `command` (and `init.command`) as a shell line,
+    /// `/bin/sh -c '<command>'`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shell: bool,
+    /// How long `command` may take; still running then, it has failed.
+    #[serde(default = "default_hook_timeout")]
+    pub exec_timeout: Duration,
+    /// How long to wait for the pods (their container Running or Ready,
+    /// their init container run). Always bounded: `0s` is refused (LB132).
+    #[serde(default = "default_wait_timeout")]
+    pub wait_timeout: Duration,
+    /// Wait until the container is Ready, not only Running.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_ready: bool,
+    /// What a failing hook means.
+    #[serde(default)]
+    pub on_error: RestoreHookOnError,
+}
+
+/// An init container a restore hook adds to the restored pod template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InitHook {
+    /// The init container's image.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Its command (the image's entrypoint is replaced).
+    pub command: HookCommand,
+    /// Its name; without it, `restore-hook-<hook name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+}
+
+/// What a failing restore hook means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RestoreHookOnError {
+    /// A warning in the record; the restore's phase does not change.
+    #[default]
+    Continue,
+    /// The restore is PartiallyFailed, and the pod's later hooks do not
+    /// run. Velero's `Fail`.
+    Fail,
+}
+
+impl std::fmt::Display for RestoreHookOnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestoreHookOnError::Continue => "continue",
+            RestoreHookOnError::Fail => "fail",
+        })
+    }
+}
+
+/// The default restore hook `waitTimeout`: 10 minutes (never infinite).
+pub fn default_wait_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// A claim of a backup: `NAMESPACE/NAME`, for example `shop/data-db-0`.

@@ -16,6 +16,7 @@ pub mod order;
 pub mod paths;
 mod raw;
 pub mod restore;
+pub mod restore_hooks;
 pub mod select;
 pub mod transform;
 pub mod volumes;

@@ -89,6 +89,10 @@ pub struct RestoreOptions {
     /// Restore only these claims, with their data (`None`: the selection
     /// alone decides).
     pub claims: Option<ClaimSelection>,
+    /// The request's restore hooks (RestoreRequest `spec.hooks.pods`,
+    /// `restore --hooks`); Velero's restore hook annotations on restored
+    /// pod templates run with or without them.
+    pub hooks: Vec<lifeboat_core::model::RestorePodHook>,
 }
 
 /// A restore of single claims (`--claim`, RestoreRequest `spec.claims`).
@@ -159,6 +163,7 @@ impl Default for RestoreOptions {
             crd_timeout: Duration::from_secs(60),
             volume_data: None,
             claims: None,
+            hooks: Vec::new(),
         }
     }
 }
@@ -176,6 +181,9 @@ pub enum Progress {
         total: usize,
         action: RestoreAction,
     },
+    /// The restore hooks of `workloads` restored workloads are running
+    /// (waiting for their pods first).
+    Hooks { workloads: usize },
     /// A claim's data is being restored.
     Volume {
         namespace: String,
@@ -196,6 +204,8 @@ pub struct RestoreOutcome {
     pub items: Vec<RestoreItem>,
     /// The claims filled with the backup's data.
     pub volumes: Vec<RestoredVolume>,
+    /// What the restore hooks did.
+    pub hooks: crate::restore_hooks::HookRuns,
 }
 
 impl RestoreOutcome {
@@ -203,8 +213,10 @@ impl RestoreOutcome {
     /// and nothing was created or updated, else `PartiallyFailed`.
     pub fn phase(&self) -> RestorePhase {
         let c = &self.counts;
-        if c.failed == 0 {
+        if c.failed == 0 && !self.hooks.failed_restore {
             RestorePhase::Completed
+        } else if c.failed == 0 {
+            RestorePhase::PartiallyFailed
         } else if c.created + c.updated == 0 {
             RestorePhase::Failed
         } else {
@@ -238,6 +250,8 @@ impl RestoreOutcome {
             items: self.items,
             missing_prerequisites: self.missing_prerequisites,
             volumes: self.volumes,
+            hooks: self.hooks.entries,
+            hook_counts: self.hooks.counts,
             lifeboat_version: LIFEBOAT_VERSION.into(),
         }
     }
@@ -412,6 +426,7 @@ pub async fn restore(
         check_claims(reader, c, &with_data, opts.volume_data.is_some()).await?;
     }
     let mut to_fill: Vec<ClaimToFill> = Vec::new();
+    let mut hook_targets: Vec<crate::restore_hooks::Target> = Vec::new();
 
     // Read, select, skip, transform.
     let mut lines: Vec<Line> = Vec::new();
@@ -479,6 +494,33 @@ pub async fn restore(
         let mut changes = opts
             .transform
             .apply(&entry.resource, &entry.group, &mut obj);
+        if let Some((kind, w)) = hooked_workload(
+            &entry.resource,
+            &entry.group,
+            &entry.name,
+            entry.namespace.as_deref(),
+            &obj,
+        ) {
+            let hooks = lifeboat_core::hooks::restore::workload_hooks(&opts.hooks, &w);
+            if !hooks.is_empty() {
+                let spec = if kind == "Pod" {
+                    obj.pointer_mut("/spec")
+                } else {
+                    obj.pointer_mut("/spec/template/spec")
+                };
+                if let Some(spec) = spec
+                    && let Some(c) = crate::restore_hooks::add_init_containers(spec, &hooks.init)
+                {
+                    changes.push(c);
+                }
+                hook_targets.push(crate::restore_hooks::Target {
+                    namespace: opts.transform.namespace(&w.namespace).to_string(),
+                    kind: kind.to_string(),
+                    name: entry.name.clone(),
+                    hooks,
+                });
+            }
+        }
         if entry.group.is_empty()
             && entry.resource == "persistentvolumeclaims"
             && let (Some(ns), Some(data)) = (entry.namespace.as_deref(), &opts.volume_data)
@@ -795,6 +837,33 @@ pub async fn restore(
         );
     }
 
+    // Restore hooks run in the pods of the workloads this restore wrote.
+    let mut hooks = crate::restore_hooks::HookRuns::default();
+    if !opts.dry_run {
+        let written: Vec<crate::restore_hooks::Target> = hook_targets
+            .into_iter()
+            .filter(|t| {
+                let resource = match t.kind.as_str() {
+                    "Deployment" => "deployments.apps",
+                    "StatefulSet" => "statefulsets.apps",
+                    _ => "pods",
+                };
+                lines.iter().any(|(_, l)| {
+                    l.resource == resource
+                        && l.namespace.as_deref() == Some(t.namespace.as_str())
+                        && l.name == t.name
+                        && matches!(l.action, RestoreAction::Created | RestoreAction::Updated)
+                })
+            })
+            .collect();
+        if !written.is_empty() {
+            progress(Progress::Hooks {
+                workloads: written.len(),
+            });
+            hooks = crate::restore_hooks::run(client, &written).await;
+        }
+    }
+
     lines.sort_by(|(ta, a), (tb, b)| {
         (ta, &a.resource, &a.namespace, &a.name).cmp(&(tb, &b.resource, &b.namespace, &b.name))
     });
@@ -813,7 +882,59 @@ pub async fn restore(
         counts,
         items: lines.into_iter().map(|(_, l)| l).collect(),
         volumes: restored_volumes,
+        hooks,
     })
+}
+
+/// A restored object that restore hooks may target: its kind and what
+/// the hooks see of it (SOURCE namespace, pod template).
+fn hooked_workload(
+    resource: &str,
+    group: &str,
+    name: &str,
+    namespace: Option<&str>,
+    obj: &Value,
+) -> Option<(&'static str, lifeboat_core::hooks::restore::Workload)> {
+    let (kind, meta, spec) = match (group, resource) {
+        ("apps", "deployments") => (
+            "Deployment",
+            "/spec/template/metadata",
+            "/spec/template/spec",
+        ),
+        ("apps", "statefulsets") => (
+            "StatefulSet",
+            "/spec/template/metadata",
+            "/spec/template/spec",
+        ),
+        ("", "pods") => ("Pod", "/metadata", "/spec"),
+        _ => return None,
+    };
+    let map = |p: &str| -> BTreeMap<String, String> {
+        obj.pointer(p)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect()
+    };
+    let containers = obj
+        .pointer(&format!("{spec}/containers"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
+        .collect();
+    Some((
+        kind,
+        lifeboat_core::hooks::restore::Workload {
+            namespace: namespace?.to_string(),
+            kind: kind.to_string(),
+            name: name.to_string(),
+            labels: map(&format!("{meta}/labels")),
+            annotations: map(&format!("{meta}/annotations")),
+            containers,
+        },
+    ))
 }
 
 /// Where the data of a claim of the backup is.
@@ -1689,8 +1810,13 @@ mod tests {
             counts: RestoreCounts::default(),
             items: vec![],
             volumes: vec![],
+            hooks: Default::default(),
         };
         assert_eq!(o.phase(), RestorePhase::Completed);
+        // A hook with `onError: fail` that failed: PartiallyFailed.
+        o.hooks.failed_restore = true;
+        assert_eq!(o.phase(), RestorePhase::PartiallyFailed);
+        o.hooks.failed_restore = false;
         o.counts.failed = 1;
         assert_eq!(o.phase(), RestorePhase::Failed);
         o.counts.created = 1;

@@ -572,6 +572,12 @@ pub struct RestoreRecord {
     /// The claims whose data the restore filled from the backup.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<RestoredVolume>,
+    /// Every restore hook run (phase `init` or `post`), in the pods the
+    /// restored workloads created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookEntry>,
+    #[serde(default, skip_serializing_if = "HookCounts::is_zero")]
+    pub hook_counts: HookCounts,
     pub lifeboat_version: String,
 }
 

@@ -1039,6 +1039,8 @@ fn restore_record(n: usize) -> RestoreRecord {
                 reason: None,
             })
             .collect(),
+        hooks: Vec::new(),
+        hook_counts: Default::default(),
         lifeboat_version: "test".into(),
     }
 }

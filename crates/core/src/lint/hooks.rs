@@ -77,6 +77,99 @@ pub fn hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
     out
 }
 
+/// Restore hooks of every RestoreRequest: a shell-like string without
+/// `shell: true` (LB123), namespaces the restore does not restore (LB131),
+/// an unbounded wait or a hook that does nothing (LB132).
+pub fn restore_hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for Loaded { doc, source } in &set.restores {
+        let Some(hooks) = &doc.spec.hooks else {
+            continue;
+        };
+        let selection = Selection::new(&doc.spec.include, &doc.spec.exclude).ok();
+        for (i, h) in hooks.pods.iter().enumerate() {
+            let base = format!("/spec/hooks/pods/{i}");
+            let commands = [
+                ("command", h.command.as_ref()),
+                ("init/command", h.init.as_ref().map(|i| &i.command)),
+            ];
+            for (field, command) in commands {
+                if let Some(HookCommand::Line(line)) = command
+                    && !h.shell
+                    && looks_like_shell(line)
+                {
+                    out.push(at_value(
+                        Code::HookShellStringWithoutShell,
+                        source,
+                        &format!("{base}/{field}"),
+                        format!(
+                            "restore hook `{}` {field} `{line}` is one string without `shell: true`: it runs as a single program of that name, not as a shell line",
+                            h.name
+                        ),
+                        "write it as a list of arguments (`[/bin/warm, --all]`), or set `shell: true` to run it with /bin/sh -c",
+                    ));
+                }
+            }
+            if let Some(selection) = &selection
+                && !h.namespaces.is_empty()
+                && h.namespaces
+                    .iter()
+                    .all(|n| never_restored(&n.0, selection, &doc.spec.include.namespaces))
+            {
+                out.push(at_key(
+                    Code::RestoreHookSelectsNothing,
+                    source,
+                    &format!("{base}/namespaces"),
+                    format!(
+                        "restore hook `{}` selects namespaces the restore does not restore, so it never runs",
+                        h.name
+                    ),
+                    "name SOURCE namespaces the request's `include.namespaces` selects, or remove `namespaces`",
+                ));
+            }
+            if h.wait_timeout.as_secs() == 0 {
+                out.push(at_value(
+                    Code::RestoreHookNeverEnds,
+                    source,
+                    &format!("{base}/waitTimeout"),
+                    format!(
+                        "restore hook `{}` has `waitTimeout: {}`; lifeboat never waits for pods without a bound",
+                        h.name, h.wait_timeout
+                    ),
+                    "give a bound such as `10m` (the default), or leave `waitTimeout` out",
+                ));
+            }
+            if h.command.is_none() && h.init.is_none() {
+                out.push(at_key(
+                    Code::RestoreHookNeverEnds,
+                    source,
+                    &base,
+                    format!("restore hook `{}` has neither `command` nor `init`, so it does nothing", h.name),
+                    "add the `command` to run in the new pods, or an `init` container, or remove the hook",
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Whether restore hook namespace `pattern` surely names no namespace the
+/// restore restores (a glob only when the request includes plain names).
+fn never_restored(
+    pattern: &str,
+    selection: &Selection,
+    include: &[crate::model::NamespacePattern],
+) -> bool {
+    if !is_glob(pattern) {
+        return !selection.namespace(pattern);
+    }
+    !include.is_empty()
+        && include.iter().all(|n| !is_glob(&n.0))
+        && include
+            .iter()
+            .all(|n| !glob_matches(pattern, &n.0) || !selection.namespace(&n.0))
+}
+
 /// Whether hook namespace `pattern` surely names no namespace the policy
 /// backs up (a glob only when the policy includes plain names alone).
 fn never_included(pattern: &str, selection: &Selection, doc: &crate::model::BackupPolicy) -> bool {
@@ -110,6 +203,37 @@ mod tests {
             .into_iter()
             .map(|(c, _, _, m)| (c, m))
             .collect()
+    }
+
+    fn restore(hooks: &str) -> Vec<(Code, String)> {
+        let text = format!(
+            "API\nkind: RestoreRequest\nmetadata: {{name: r}}\nspec:\n  \
+             source: {{cluster: prod, policy: db}}\n  target: {{cluster: prod}}\n  \
+             include: {{namespaces: [shop]}}\n  hooks:\n    pods:\n{hooks}"
+        );
+        run(restore_hook_settings, &text)
+            .into_iter()
+            .map(|(c, _, _, m)| (c, m))
+            .collect()
+    }
+
+    #[test]
+    fn restore_hooks_that_cannot_work_are_flagged() {
+        let got = restore("      - {name: w, command: 'warm --all'}\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::HookShellStringWithoutShell);
+        assert!(restore("      - {name: w, command: 'warm --all', shell: true}\n").is_empty());
+        let got = restore("      - {name: w, namespaces: [shpo], command: [warm]}\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::RestoreHookSelectsNothing);
+        assert!(restore("      - {name: w, namespaces: [sh*], command: [warm]}\n").is_empty());
+        let got = restore("      - {name: w, command: [warm], waitTimeout: 0s}\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::RestoreHookNeverEnds);
+        let got = restore("      - {name: w, owner: Deployment/x}\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::RestoreHookNeverEnds);
+        assert!(restore("      - {name: w, init: {image: busybox, command: [seed]}}\n").is_empty());
     }
 
     #[test]

@@ -25,7 +25,8 @@
 //!             ├─ patterns::invalid_patterns          LB114
 //!             ├─ signing::signing_keys               LB118, LB119
 //!             ├─ volumes::volume_settings            LB117, LB120, LB121, LB122
-//!             └─ hooks::hook_settings                LB123, LB124, LB125 ──▶ sort ──▶ Vec<Diagnostic>
+//!             ├─ hooks::hook_settings                LB123, LB124, LB125
+//!             └─ hooks::restore_hook_settings        LB123, LB131, LB132 ──▶ sort ──▶ Vec<Diagnostic>
 //! ```
 //!
 //! LB108 (inline credentials) is found while loading: a StorageLocation with
@@ -81,6 +82,7 @@ pub const RULES: &[Rule] = &[
     signing::signing_keys,
     volumes::volume_settings,
     hooks::hook_settings,
+    hooks::restore_hook_settings,
 ];
 
 /// Runs every rule over `set` and returns the findings in report order.
