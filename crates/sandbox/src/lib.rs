@@ -75,6 +75,7 @@ mod exec;
 mod faults;
 mod fields;
 mod handlers;
+pub mod kubevirt;
 mod kubelet;
 mod meta;
 mod nodes;
