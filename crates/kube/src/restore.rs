@@ -479,6 +479,20 @@ pub async fn restore(
         let mut changes = opts
             .transform
             .apply(&entry.resource, &entry.group, &mut obj);
+        let restores_data = entry.group.is_empty()
+            && entry.resource == "persistentvolumeclaims"
+            && opts.volume_data.is_some()
+            && entry
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| with_data.contains_key(&(ns.to_string(), entry.name.clone())));
+        changes.extend(crate::kubevirt::restore_rules(
+            &opts.transform.kubevirt,
+            &entry.resource,
+            &entry.group,
+            &mut obj,
+            restores_data,
+        ));
         if entry.group.is_empty()
             && entry.resource == "persistentvolumeclaims"
             && let (Some(ns), Some(data)) = (entry.namespace.as_deref(), &opts.volume_data)
