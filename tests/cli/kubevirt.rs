@@ -101,6 +101,27 @@ fn world(agent: bool) -> World {
     w.set_volumes("    method: snapshot\n");
     w.claim_bound(VMS, "fedora-root");
     w.claim_bound(VMS, "fedora-data");
+    // virt-controller owns the VM's VMI, CDI each DataVolume's claim.
+    let vm = w
+        .rt
+        .block_on(api(&w, VMS, "kubevirt.io", "v1", "VirtualMachine", "virtualmachines").get("fedora"))
+        .unwrap();
+    let owner = json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "fedora",
+        "uid": vm.metadata.uid.unwrap(), "controller": true, "blockOwnerDeletion": true}]}});
+    w.rt.block_on(vmis(&w, VMS).patch("fedora", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&owner)))
+        .unwrap();
+    let dvs = api(&w, VMS, "cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes");
+    let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(w.sb.client(), VMS);
+    for disk in ["fedora-root", "fedora-data"] {
+        let dv = w.rt.block_on(dvs.get(disk)).unwrap();
+        let owner = json!({"metadata": {"ownerReferences": [{
+            "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": disk,
+            "uid": dv.metadata.uid.unwrap(), "controller": true, "blockOwnerDeletion": true}]}});
+        w.rt.block_on(claims.patch(disk, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&owner)))
+            .unwrap();
+    }
     wait_running(&w, "virt-launcher-fedora-x7k2p");
     w
 }
@@ -126,14 +147,27 @@ fn requests(w: &World) -> Vec<Value> {
         .collect()
 }
 
-fn vmi_status(w: &World) -> Value {
+fn api(
+    w: &World,
+    ns: &str,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> kube::Api<kube::core::DynamicObject> {
     let ar = kube::core::ApiResource::from_gvk_with_plural(
-        &kube::core::GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance"),
-        "virtualmachineinstances",
+        &kube::core::GroupVersionKind::gvk(group, version, kind),
+        plural,
     );
-    let api: kube::Api<kube::core::DynamicObject> =
-        kube::Api::namespaced_with(w.sb.client(), VMS, &ar);
-    w.rt.block_on(api.get("fedora")).unwrap().data["status"].clone()
+    kube::Api::namespaced_with(w.sb.client(), ns, &ar)
+}
+
+fn vmis(w: &World, ns: &str) -> kube::Api<kube::core::DynamicObject> {
+    api(w, ns, "kubevirt.io", "v1", "VirtualMachineInstance", "virtualmachineinstances")
+}
+
+fn vmi_status(w: &World) -> Value {
+    w.rt.block_on(vmis(w, VMS).get("fedora")).unwrap().data["status"].clone()
 }
 
 #[test]
@@ -204,4 +238,52 @@ fn a_vm_without_a_guest_agent_is_snapshotted_crash_consistent_with_a_warning() {
         2,
         "{manifest}"
     );
+}
+
+#[test]
+fn a_restored_vm_keeps_its_disks_data_without_a_vmi_or_launcher_and_with_its_options() {
+    let w = world(true);
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let name = out.split_whitespace().next().unwrap().to_string();
+    let (code, out, err) = w.lifeboat(&[
+        "restore", "--from", &name, "--identity", &w.path("identity.txt"),
+        "--namespace", VMS, "--namespace-mapping", "vms=vms-copy",
+        "--clear-mac-addresses", "--new-firmware-uuid", "--run-strategy", "Halted",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let copy = "vms-copy";
+    let vm = w
+        .rt
+        .block_on(api(&w, copy, "kubevirt.io", "v1", "VirtualMachine", "virtualmachines").get("fedora"))
+        .unwrap();
+    let spec = &vm.data["spec"];
+    assert_eq!(spec["runStrategy"], "Halted", "{spec}");
+    let domain = &spec["template"]["spec"]["domain"];
+    assert!(domain["devices"]["interfaces"][0].get("macAddress").is_none(), "{domain}");
+    let uuid = domain["firmware"]["uuid"].as_str().unwrap();
+    assert_ne!(uuid, "5d307ca9-b3ef-428c-8861-06e72d69f223");
+    // CDI is told the disks are filled, so it does not import over them.
+    let dvs = api(&w, copy, "cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes");
+    let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(w.sb.client(), copy);
+    for disk in ["fedora-root", "fedora-data"] {
+        let dv = w.rt.block_on(dvs.get(disk)).unwrap();
+        assert_eq!(
+            dv.metadata.annotations.unwrap_or_default()["cdi.kubevirt.io/storage.prePopulated"],
+            disk
+        );
+        let claim = w.rt.block_on(claims.get(disk)).unwrap();
+        assert_eq!(
+            claim.metadata.annotations.unwrap_or_default()["cdi.kubevirt.io/storage.populatedFor"],
+            disk
+        );
+    }
+    // Neither the VMI nor the launcher pod is created: KubeVirt starts them.
+    let list = kube::api::ListParams::default();
+    assert!(w.rt.block_on(vmis(&w, copy).list(&list)).unwrap().items.is_empty());
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(w.sb.client(), copy);
+    assert!(w.rt.block_on(pods.list(&list)).unwrap().items.iter().all(|p| {
+        p.metadata.labels.as_ref().and_then(|l| l.get("kubevirt.io")).map(String::as_str) != Some("virt-launcher")
+    }));
 }

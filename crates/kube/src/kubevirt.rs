@@ -288,15 +288,23 @@ fn derived_uuid(seed: &str) -> String {
     )
 }
 
-/// Applies the KubeVirt restore rules to an object. `with_data` says
-/// whether a claim's data is restored from the backup. Returns one line
-/// per change made.
+/// The DataVolume that owns a claim, from its owner references.
+pub fn data_volume_of(obj: &Value) -> Option<String> {
+    owned_by(obj, "DataVolume")
+}
+
+/// Applies the KubeVirt restore rules to an object whose server fields
+/// were stripped. `with_data`: the claim of this name (the object's, or
+/// a DataVolume's) is restored with the backup's data; `data_volume`: the
+/// DataVolume that owned a claim in the source. Returns one line per
+/// change made.
 pub fn restore_rules(
     cfg: &RestoreConfig,
     resource: &str,
     group: &str,
     obj: &mut Value,
     with_data: bool,
+    data_volume: Option<&str>,
 ) -> Vec<String> {
     let mut changes = Vec::new();
     let name = obj
@@ -304,8 +312,13 @@ pub fn restore_rules(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    let namespace = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     match (group, resource) {
-        (CDI_GROUP, "datavolumes") => {
+        (CDI_GROUP, "datavolumes") if with_data => {
             if annotate(obj, PRE_POPULATED, &name) {
                 changes.push(format!(
                     "annotated {PRE_POPULATED}={name} (its claim is restored with the backup's \
@@ -314,28 +327,12 @@ pub fn restore_rules(
             }
         }
         ("", "persistentvolumeclaims") if with_data => {
-            if let Some(dv) = owned_by(obj, "DataVolume")
-                && annotate(obj, POPULATED_FOR, &dv)
+            if let Some(dv) = data_volume
+                && annotate(obj, POPULATED_FOR, dv)
             {
                 changes.push(format!(
                     "annotated {POPULATED_FOR}={dv} (filled from the backup for DataVolume {dv})"
                 ));
-            }
-        }
-        ("apps", "controllerrevisions") => {
-            if let Some(refs) = obj
-                .pointer_mut("/metadata/ownerReferences")
-                .and_then(Value::as_array_mut)
-            {
-                let before = refs.len();
-                refs.retain(|r| !(r["kind"] == "VirtualMachine" && r["apiVersion"].as_str().is_some_and(|v| v.starts_with("kubevirt.io/"))));
-                if refs.len() != before {
-                    changes.push(
-                        "removed the owner reference to its VirtualMachine (the restored VM \
-                         adopts it; the source's uid would have it collected)"
-                            .into(),
-                    );
-                }
             }
         }
         (GROUP, "virtualmachines") => {
@@ -361,7 +358,7 @@ pub fn restore_rules(
             {
                 let fw = domain.entry("firmware").or_insert_with(|| json!({}));
                 let old = fw["uuid"].as_str().unwrap_or_default().to_string();
-                let new = derived_uuid(&format!("{}/{name}/{old}", cfg.restore_id));
+                let new = derived_uuid(&format!("{}/{namespace}/{name}/{old}", cfg.restore_id));
                 fw["uuid"] = json!(new);
                 changes.push(if old.is_empty() {
                     format!("set firmware.uuid {new} (newFirmwareUUID)")
@@ -414,7 +411,7 @@ mod tests {
                         {"name": "data", "persistentVolumeClaim": {"claimName": "fedora-data"}},
                         {"name": "ci", "cloudInitNoCloud": {"userDataSecretRef": {"name": "fedora-ci"}}}]}}}});
         let mut plain = vm.clone();
-        assert!(restore_rules(&RestoreConfig::default(), "virtualmachines", GROUP, &mut plain, false).is_empty());
+        assert!(restore_rules(&RestoreConfig::default(), "virtualmachines", GROUP, &mut plain, false, None).is_empty());
         assert_eq!(plain, vm);
         let cfg = RestoreConfig {
             clear_mac_addresses: true,
@@ -423,7 +420,7 @@ mod tests {
             restore_id: "r1".into(),
         };
         let mut edited = vm.clone();
-        let changes = restore_rules(&cfg, "virtualmachines", GROUP, &mut edited, false);
+        let changes = restore_rules(&cfg, "virtualmachines", GROUP, &mut edited, false, None);
         assert_eq!(changes.len(), 4, "{changes:?}");
         let domain = &edited["spec"]["template"]["spec"]["domain"];
         assert!(domain["devices"]["interfaces"][0].get("macAddress").is_none());
@@ -442,15 +439,23 @@ mod tests {
 
     #[test]
     fn cdi_annotations_keep_cdi_from_importing() {
-        let mut dv = json!({"metadata": {"name": "fedora-root"}, "spec": {"source": {"http": {"url": "https://x"}}}});
-        assert_eq!(restore_rules(&RestoreConfig::default(), "datavolumes", CDI_GROUP, &mut dv, false).len(), 1);
-        assert_eq!(dv["metadata"]["annotations"][PRE_POPULATED], "fedora-root");
+        let cfg = RestoreConfig::default();
+        let dv = json!({"metadata": {"name": "fedora-root"}, "spec": {"source": {"http": {"url": "https://x"}}}});
+        let mut filled = dv.clone();
+        assert_eq!(restore_rules(&cfg, "datavolumes", CDI_GROUP, &mut filled, true, None).len(), 1);
+        assert_eq!(filled["metadata"]["annotations"][PRE_POPULATED], "fedora-root");
+        // Objects only: CDI imports the disk again.
+        let mut empty = dv.clone();
+        assert!(restore_rules(&cfg, "datavolumes", CDI_GROUP, &mut empty, false, None).is_empty());
+        assert_eq!(empty, dv);
         let claim = json!({"metadata": {"name": "fedora-root",
             "ownerReferences": [{"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": "fedora-root"}]}});
+        let owner = data_volume_of(&claim);
+        assert_eq!(owner.as_deref(), Some("fedora-root"));
         let mut with = claim.clone();
-        assert_eq!(restore_rules(&RestoreConfig::default(), "persistentvolumeclaims", "", &mut with, true).len(), 1);
+        assert_eq!(restore_rules(&cfg, "persistentvolumeclaims", "", &mut with, true, owner.as_deref()).len(), 1);
         assert_eq!(with["metadata"]["annotations"][POPULATED_FOR], "fedora-root");
         let mut without = claim.clone();
-        assert!(restore_rules(&RestoreConfig::default(), "persistentvolumeclaims", "", &mut without, false).is_empty());
+        assert!(restore_rules(&cfg, "persistentvolumeclaims", "", &mut without, false, owner.as_deref()).is_empty());
     }
 }

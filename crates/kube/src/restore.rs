@@ -476,12 +476,14 @@ pub async fn restore(
                 claim.0, claim.1
             ));
         }
+        // KubeVirt: a claim (or a DataVolume's claim, of its name) whose
+        // data comes back, and the DataVolume a claim belonged to (its
+        // owner reference goes with the transform).
+        let data_volume = crate::kubevirt::data_volume_of(&obj);
         let mut changes = opts
             .transform
             .apply(&entry.resource, &entry.group, &mut obj);
-        let restores_data = entry.group.is_empty()
-            && entry.resource == "persistentvolumeclaims"
-            && opts.volume_data.is_some()
+        let restores_data = opts.volume_data.is_some()
             && entry
                 .namespace
                 .as_deref()
@@ -492,6 +494,7 @@ pub async fn restore(
             &entry.group,
             &mut obj,
             restores_data,
+            data_volume.as_deref(),
         ));
         if entry.group.is_empty()
             && entry.resource == "persistentvolumeclaims"
