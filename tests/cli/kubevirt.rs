@@ -287,3 +287,38 @@ fn a_restored_vm_keeps_its_disks_data_without_a_vmi_or_launcher_and_with_its_opt
         p.metadata.labels.as_ref().and_then(|l| l.get("kubevirt.io")).map(String::as_str) != Some("virt-launcher")
     }));
 }
+
+#[test]
+fn plan_and_backup_refuse_a_running_vm_held_without_its_vm_object() {
+    let w = world(true);
+    // The plan shows the freeze where the policy holds the whole VM.
+    let (code, out, err) = w.lifeboat(&["plan", "--cluster", "prod", "--offline"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("kubevirt-freeze pre in pod vms/virt-launcher-fedora-x7k2p"), "{out}");
+    assert!(!out.contains("backups are refused"), "{out}");
+    let path = w.dir.path().join("repo/lifeboat.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "include: {namespaces: [mysql-persistent, vms]}",
+            "include: {namespaces: [mysql-persistent, vms]}\n  exclude: {resources: [virtualmachines.kubevirt.io, virtualmachineinstances.kubevirt.io]}",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = w.lifeboat(&["plan", "--cluster", "prod", "--offline"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("backups are refused: VM vms/fedora is running and the backup holds its disks fedora-root, fedora-data but neither its VirtualMachine nor its VirtualMachineInstance"),
+        "{out}"
+    );
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("cannot back up its VMs consistently: VM vms/fedora is running"), "{err}");
+    assert!(
+        !requests(&w)
+            .iter()
+            .any(|l| l["resource"] == "volumesnapshots" && l["verb"] == "create" && l["namespace"] == VMS),
+        "no disk of the refused VM was snapshotted"
+    );
+}
