@@ -43,8 +43,27 @@ fn vm_objects(agent: bool, launcher_annotations: Value) -> String {
                        "firmware": {"uuid": "5d307ca9-b3ef-428c-8861-06e72d69f223"}},
             "networks": [{"name": "default", "pod": {}}],
             "volumes": [{"name": "root", "dataVolume": {"name": "fedora-root"}},
-                        {"name": "data", "dataVolume": {"name": "fedora-data"}}]}}},
+                        {"name": "data", "dataVolume": {"name": "fedora-data"}},
+                        {"name": "ci", "cloudInitNoCloud": {"userDataSecretRef": {"name": "fedora-ci"}}}]}},
+                 "instancetype": {"kind": "VirtualMachineInstancetype", "name": "u1.small",
+                                  "revisionName": "fedora-u1.small-v1beta1-1"}},
         "status": {"printableStatus": "Running", "ready": true}
+    }));
+    // What the VM names but carries none of its labels: its cloud-init
+    // Secret and the ControllerRevision virt-controller keeps its
+    // instancetype in.
+    docs.push(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "fedora-ci", "namespace": VMS},
+        "stringData": {"userdata": "#cloud-config\npassword: fedora\n"}
+    }));
+    docs.push(json!({
+        "apiVersion": "apps/v1", "kind": "ControllerRevision",
+        "metadata": {"name": "fedora-u1.small-v1beta1-1", "namespace": VMS,
+                     "labels": {"instancetype.kubevirt.io/object-kind": "VirtualMachineInstancetype"}},
+        "revision": 1,
+        "data": {"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
+                 "spec": {"cpu": {"guest": 1}, "memory": {"guest": "2Gi"}}}
     }));
     docs.push(json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
@@ -321,4 +340,42 @@ fn plan_and_backup_refuse_a_running_vm_held_without_its_vm_object() {
             .any(|l| l["resource"] == "volumesnapshots" && l["verb"] == "create" && l["namespace"] == VMS),
         "no disk of the refused VM was snapshotted"
     );
+}
+
+#[test]
+fn a_vm_selected_by_label_brings_what_it_names() {
+    let w = world(true);
+    let path = w.dir.path().join("repo/lifeboat.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "include: {namespaces: [mysql-persistent, vms]}",
+            "include: {namespaces: [vms], labelSelector: {matchLabels: {app: fedora}}}",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let name = out.split_whitespace().next().unwrap().to_string();
+    let (code, out, err) = w.lifeboat(&[
+        "restore", "--from", &name, "--identity", &w.path("identity.txt"),
+        "--namespace-mapping", "vms=vms-copy",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(w.sb.client(), "vms-copy");
+    w.rt.block_on(secrets.get("fedora-ci")).expect("the VM's cloud-init Secret");
+    let revisions: kube::Api<k8s_openapi::api::apps::v1::ControllerRevision> =
+        kube::Api::namespaced(w.sb.client(), "vms-copy");
+    let rev = w
+        .rt
+        .block_on(revisions.get("fedora-u1.small-v1beta1-1"))
+        .expect("the VM's instancetype revision is restored");
+    assert_eq!(rev.data.unwrap().0["spec"]["memory"]["guest"], "2Gi");
+    let vm = w
+        .rt
+        .block_on(api(&w, "vms-copy", "kubevirt.io", "v1", "VirtualMachine", "virtualmachines").get("fedora"))
+        .unwrap();
+    assert_eq!(vm.data["spec"]["instancetype"]["revisionName"], "fedora-u1.small-v1beta1-1");
 }
