@@ -121,16 +121,36 @@ fn world(agent: bool) -> World {
     w.claim_bound(VMS, "fedora-root");
     w.claim_bound(VMS, "fedora-data");
     // virt-controller owns the VM's VMI, CDI each DataVolume's claim.
-    let vm = w
-        .rt
-        .block_on(api(&w, VMS, "kubevirt.io", "v1", "VirtualMachine", "virtualmachines").get("fedora"))
+    let vm =
+        w.rt.block_on(
+            api(
+                &w,
+                VMS,
+                "kubevirt.io",
+                "v1",
+                "VirtualMachine",
+                "virtualmachines",
+            )
+            .get("fedora"),
+        )
         .unwrap();
     let owner = json!({"metadata": {"ownerReferences": [{
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "fedora",
         "uid": vm.metadata.uid.unwrap(), "controller": true, "blockOwnerDeletion": true}]}});
-    w.rt.block_on(vmis(&w, VMS).patch("fedora", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&owner)))
-        .unwrap();
-    let dvs = api(&w, VMS, "cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes");
+    w.rt.block_on(vmis(&w, VMS).patch(
+        "fedora",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&owner),
+    ))
+    .unwrap();
+    let dvs = api(
+        &w,
+        VMS,
+        "cdi.kubevirt.io",
+        "v1beta1",
+        "DataVolume",
+        "datavolumes",
+    );
     let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         kube::Api::namespaced(w.sb.client(), VMS);
     for disk in ["fedora-root", "fedora-data"] {
@@ -138,8 +158,12 @@ fn world(agent: bool) -> World {
         let owner = json!({"metadata": {"ownerReferences": [{
             "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": disk,
             "uid": dv.metadata.uid.unwrap(), "controller": true, "blockOwnerDeletion": true}]}});
-        w.rt.block_on(claims.patch(disk, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&owner)))
-            .unwrap();
+        w.rt.block_on(claims.patch(
+            disk,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&owner),
+        ))
+        .unwrap();
     }
     wait_running(&w, "virt-launcher-fedora-x7k2p");
     w
@@ -182,7 +206,14 @@ fn api(
 }
 
 fn vmis(w: &World, ns: &str) -> kube::Api<kube::core::DynamicObject> {
-    api(w, ns, "kubevirt.io", "v1", "VirtualMachineInstance", "virtualmachineinstances")
+    api(
+        w,
+        ns,
+        "kubevirt.io",
+        "v1",
+        "VirtualMachineInstance",
+        "virtualmachineinstances",
+    )
 }
 
 fn vmi_status(w: &World) -> Value {
@@ -207,10 +238,14 @@ fn a_vm_is_frozen_through_virt_api_around_its_disks_snapshots() {
             .collect()
     };
     let freeze = at(&|l| {
-        l["group"] == "subresources.kubevirt.io" && l["subresource"] == "freeze" && l["name"] == "fedora"
+        l["group"] == "subresources.kubevirt.io"
+            && l["subresource"] == "freeze"
+            && l["name"] == "fedora"
     });
     let unfreeze = at(&|l| {
-        l["group"] == "subresources.kubevirt.io" && l["subresource"] == "unfreeze" && l["name"] == "fedora"
+        l["group"] == "subresources.kubevirt.io"
+            && l["subresource"] == "unfreeze"
+            && l["name"] == "fedora"
     });
     let snapshots = at(&|l| {
         l["verb"] == "create" && l["resource"] == "volumesnapshots" && l["namespace"] == VMS
@@ -227,7 +262,9 @@ fn a_vm_is_frozen_through_virt_api_around_its_disks_snapshots() {
         "freeze {freeze:?} → snapshots {snapshots:?} → unfreeze {unfreeze:?}"
     );
     assert!(
-        !lines.iter().any(|l| l["subresource"] == "exec" && l["namespace"] == VMS),
+        !lines
+            .iter()
+            .any(|l| l["subresource"] == "exec" && l["namespace"] == VMS),
         "virt-freezer was run by exec as well"
     );
     assert!(vmi_status(&w).get("fsFreezeStatus").is_none());
@@ -241,7 +278,11 @@ fn a_vm_without_a_guest_agent_is_snapshotted_crash_consistent_with_a_warning() {
     assert_eq!(code, 0, "{out}{err}");
     let name = out.split_whitespace().next().unwrap().to_string();
     let lines = requests(&w);
-    assert!(!lines.iter().any(|l| l["group"] == "subresources.kubevirt.io"));
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["group"] == "subresources.kubevirt.io")
+    );
     assert!(
         err.contains("VM vms/fedora has no guest agent connected"),
         "{err}"
@@ -266,24 +307,55 @@ fn a_restored_vm_keeps_its_disks_data_without_a_vmi_or_launcher_and_with_its_opt
     assert_eq!(code, 0, "{out}{err}");
     let name = out.split_whitespace().next().unwrap().to_string();
     let (code, out, err) = w.lifeboat(&[
-        "restore", "--from", &name, "--identity", &w.path("identity.txt"),
-        "--namespace", VMS, "--namespace-mapping", "vms=vms-copy",
-        "--clear-mac-addresses", "--new-firmware-uuid", "--run-strategy", "Halted",
+        "restore",
+        "--from",
+        &name,
+        "--identity",
+        &w.path("identity.txt"),
+        "--namespace",
+        VMS,
+        "--namespace-mapping",
+        "vms=vms-copy",
+        "--clear-mac-addresses",
+        "--new-firmware-uuid",
+        "--run-strategy",
+        "Halted",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     let copy = "vms-copy";
-    let vm = w
-        .rt
-        .block_on(api(&w, copy, "kubevirt.io", "v1", "VirtualMachine", "virtualmachines").get("fedora"))
+    let vm =
+        w.rt.block_on(
+            api(
+                &w,
+                copy,
+                "kubevirt.io",
+                "v1",
+                "VirtualMachine",
+                "virtualmachines",
+            )
+            .get("fedora"),
+        )
         .unwrap();
     let spec = &vm.data["spec"];
     assert_eq!(spec["runStrategy"], "Halted", "{spec}");
     let domain = &spec["template"]["spec"]["domain"];
-    assert!(domain["devices"]["interfaces"][0].get("macAddress").is_none(), "{domain}");
+    assert!(
+        domain["devices"]["interfaces"][0]
+            .get("macAddress")
+            .is_none(),
+        "{domain}"
+    );
     let uuid = domain["firmware"]["uuid"].as_str().unwrap();
     assert_ne!(uuid, "5d307ca9-b3ef-428c-8861-06e72d69f223");
     // CDI is told the disks are filled, so it does not import over them.
-    let dvs = api(&w, copy, "cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes");
+    let dvs = api(
+        &w,
+        copy,
+        "cdi.kubevirt.io",
+        "v1beta1",
+        "DataVolume",
+        "datavolumes",
+    );
     let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         kube::Api::namespaced(w.sb.client(), copy);
     for disk in ["fedora-root", "fedora-data"] {
@@ -300,11 +372,28 @@ fn a_restored_vm_keeps_its_disks_data_without_a_vmi_or_launcher_and_with_its_opt
     }
     // Neither the VMI nor the launcher pod is created: KubeVirt starts them.
     let list = kube::api::ListParams::default();
-    assert!(w.rt.block_on(vmis(&w, copy).list(&list)).unwrap().items.is_empty());
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(w.sb.client(), copy);
-    assert!(w.rt.block_on(pods.list(&list)).unwrap().items.iter().all(|p| {
-        p.metadata.labels.as_ref().and_then(|l| l.get("kubevirt.io")).map(String::as_str) != Some("virt-launcher")
-    }));
+    assert!(
+        w.rt.block_on(vmis(&w, copy).list(&list))
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(w.sb.client(), copy);
+    assert!(
+        w.rt.block_on(pods.list(&list))
+            .unwrap()
+            .items
+            .iter()
+            .all(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubevirt.io"))
+                    .map(String::as_str)
+                    != Some("virt-launcher")
+            })
+    );
 }
 
 #[test]
@@ -313,7 +402,10 @@ fn plan_and_backup_refuse_a_running_vm_held_without_its_vm_object() {
     // The plan shows the freeze where the policy holds the whole VM.
     let (code, out, err) = w.lifeboat(&["plan", "--cluster", "prod", "--offline"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("kubevirt-freeze pre in pod vms/virt-launcher-fedora-x7k2p"), "{out}");
+    assert!(
+        out.contains("kubevirt-freeze pre in pod vms/virt-launcher-fedora-x7k2p"),
+        "{out}"
+    );
     assert!(!out.contains("backups are refused"), "{out}");
     let path = w.dir.path().join("repo/lifeboat.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -333,11 +425,16 @@ fn plan_and_backup_refuse_a_running_vm_held_without_its_vm_object() {
     );
     let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
     assert_ne!(code, 0, "{out}{err}");
-    assert!(err.contains("cannot back up its VMs consistently: VM vms/fedora is running"), "{err}");
+    assert!(
+        err.contains("cannot back up its VMs consistently: VM vms/fedora is running"),
+        "{err}"
+    );
     assert!(
         !requests(&w)
             .iter()
-            .any(|l| l["resource"] == "volumesnapshots" && l["verb"] == "create" && l["namespace"] == VMS),
+            .any(|l| l["resource"] == "volumesnapshots"
+                && l["verb"] == "create"
+                && l["namespace"] == VMS),
         "no disk of the refused VM was snapshotted"
     );
 }
@@ -359,23 +456,86 @@ fn a_vm_selected_by_label_brings_what_it_names() {
     assert_eq!(code, 0, "{out}{err}");
     let name = out.split_whitespace().next().unwrap().to_string();
     let (code, out, err) = w.lifeboat(&[
-        "restore", "--from", &name, "--identity", &w.path("identity.txt"),
-        "--namespace-mapping", "vms=vms-copy",
+        "restore",
+        "--from",
+        &name,
+        "--identity",
+        &w.path("identity.txt"),
+        "--namespace-mapping",
+        "vms=vms-copy",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(w.sb.client(), "vms-copy");
-    w.rt.block_on(secrets.get("fedora-ci")).expect("the VM's cloud-init Secret");
+    w.rt.block_on(secrets.get("fedora-ci"))
+        .expect("the VM's cloud-init Secret");
     let revisions: kube::Api<k8s_openapi::api::apps::v1::ControllerRevision> =
         kube::Api::namespaced(w.sb.client(), "vms-copy");
-    let rev = w
-        .rt
-        .block_on(revisions.get("fedora-u1.small-v1beta1-1"))
-        .expect("the VM's instancetype revision is restored");
+    let rev =
+        w.rt.block_on(revisions.get("fedora-u1.small-v1beta1-1"))
+            .expect("the VM's instancetype revision is restored");
     assert_eq!(rev.data.unwrap().0["spec"]["memory"]["guest"], "2Gi");
-    let vm = w
-        .rt
-        .block_on(api(&w, "vms-copy", "kubevirt.io", "v1", "VirtualMachine", "virtualmachines").get("fedora"))
+    let vm =
+        w.rt.block_on(
+            api(
+                &w,
+                "vms-copy",
+                "kubevirt.io",
+                "v1",
+                "VirtualMachine",
+                "virtualmachines",
+            )
+            .get("fedora"),
+        )
         .unwrap();
-    assert_eq!(vm.data["spec"]["instancetype"]["revisionName"], "fedora-u1.small-v1beta1-1");
+    assert_eq!(
+        vm.data["spec"]["instancetype"]["revisionName"],
+        "fedora-u1.small-v1beta1-1"
+    );
+}
+
+#[test]
+fn a_failed_freeze_fails_the_vms_disks_and_is_still_unfrozen() {
+    let w = world(true);
+    w.rt.block_on(vmis(&w, VMS).patch(
+        "fedora",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&json!({"metadata": {"annotations": {
+            lifeboat_sandbox::kubevirt::FAIL_FREEZE: "the guest agent did not answer"}}})),
+    ))
+    .unwrap();
+    let (_, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+    let name = out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let manifest = w.manifest(&name);
+    assert_eq!(manifest["phase"], "PartiallyFailed", "{manifest}{err}");
+    let lines = requests(&w);
+    let sub = |s: &str| {
+        lines
+            .iter()
+            .filter(|l| l["group"] == "subresources.kubevirt.io" && l["subresource"] == s)
+            .map(|l| l["status"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sub("freeze"), [500]);
+    // Thaw always: the unfreeze owed to an attempted freeze is sent.
+    assert_eq!(sub("unfreeze"), [500]);
+    assert!(
+        !lines.iter().any(|l| l["resource"] == "volumesnapshots"
+            && l["verb"] == "create"
+            && l["namespace"] == VMS),
+        "a disk of a VM whose freeze failed was snapshotted"
+    );
+    let vms: Vec<&Value> = manifest["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["namespace"] == VMS)
+        .collect();
+    assert_eq!(vms.len(), 2, "{manifest}");
+    assert!(vms.iter().all(|v| v["phase"] == "Failed"), "{manifest}");
+    assert!(err.contains("the guest agent did not answer"), "{err}");
 }

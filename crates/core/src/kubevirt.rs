@@ -116,7 +116,9 @@ pub fn subresource_path(namespace: &str, vmi: &str, phase: HookPhase) -> String 
         HookPhase::Pre => "freeze",
         HookPhase::Post => "unfreeze",
     };
-    format!("/apis/{SUBRESOURCES_GROUP}/v1/namespaces/{namespace}/virtualmachineinstances/{vmi}/{sub}")
+    format!(
+        "/apis/{SUBRESOURCES_GROUP}/v1/namespaces/{namespace}/virtualmachineinstances/{vmi}/{sub}"
+    )
 }
 
 fn api_hook(namespace: &str, vmi: &str, phase: HookPhase) -> ExecHook {
@@ -246,12 +248,7 @@ pub fn refusals(
             (false, true) => "its VirtualMachineInstance",
             (false, false) => "",
         };
-        let list = |v: &[&String]| {
-            v.iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
         if (vm_held || vmi_held) && !missing.is_empty() {
             out.push(format!(
                 "VM {}/{} is running and the backup holds {what} but not the data of its disks \
@@ -274,4 +271,119 @@ pub fn refusals(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volumes::PodClaimVolume;
+    use serde_json::json;
+
+    fn policy(namespaces: &[&str]) -> BackupPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"clusters": {"names": ["c"]}, "include": {"namespaces": namespaces},
+                     "schedule": "0 0 * * *", "retention": {"keepDaily": 7}, "storage": "s3"},
+        }))
+        .unwrap()
+    }
+
+    fn launcher(annotations: &[(&str, &str)]) -> PodInfo {
+        PodInfo {
+            namespace: "vms".into(),
+            name: "virt-launcher-fedora-x".into(),
+            phase: "Running".into(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            volumes: ["root", "data"]
+                .iter()
+                .map(|c| PodClaimVolume {
+                    name: c.to_string(),
+                    claim: format!("fedora-{c}"),
+                })
+                .collect(),
+            owner: Some("VirtualMachineInstance/fedora".into()),
+            containers: vec!["compute".into()],
+            ..PodInfo::default()
+        }
+    }
+
+    fn vm(agent: bool, annotations: &[(&str, &str)]) -> VmInfo {
+        VmInfo {
+            namespace: "vms".into(),
+            name: "fedora".into(),
+            claims: vec!["fedora-root".into(), "fedora-data".into()],
+            vmi: Some(VmiInfo {
+                phase: "Running".into(),
+                agent_connected: agent,
+                annotations: annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..VmiInfo::default()
+            }),
+            ..VmInfo::default()
+        }
+    }
+
+    const FREEZER: &[(&str, &str)] = &[
+        ("pre.hook.backup.velero.io/container", "compute"),
+        (
+            "pre.hook.backup.velero.io/command",
+            r#"["/usr/bin/virt-freezer", "--freeze", "--name", "fedora", "--namespace", "vms"]"#,
+        ),
+        (
+            "post.hook.backup.velero.io/command",
+            r#"["/usr/bin/virt-freezer", "--unfreeze", "--name", "fedora", "--namespace", "vms"]"#,
+        ),
+    ];
+
+    fn hooks_of(p: &BackupPolicy, pods: &[PodInfo], vms: &[VmInfo]) -> (Vec<PodHooks>, usize) {
+        let mut hooked = crate::hooks::pod_hooks(p, pods).unwrap();
+        let warnings = freeze_hooks(p, pods, vms, &mut hooked).unwrap();
+        (hooked, warnings.len())
+    }
+
+    #[test]
+    fn the_api_freeze_replaces_virt_freezer() {
+        let pods = [launcher(FREEZER)];
+        let (hooked, warnings) = hooks_of(&policy(&["vms"]), &pods, &[vm(true, &[])]);
+        assert_eq!(warnings, 0);
+        assert_eq!(hooked.len(), 1);
+        let h = &hooked[0];
+        assert_eq!(h.claims, ["fedora-root", "fedora-data"]);
+        assert_eq!(h.pre.len(), 1, "{:?}", h.pre);
+        assert_eq!(h.post.len(), 1, "{:?}", h.post);
+        assert_eq!(h.pre[0].vmi.as_deref(), Some("fedora"));
+        assert_eq!(
+            h.pre[0].name, h.post[0].name,
+            "the unfreeze thaws the freeze"
+        );
+        assert!(h.pre[0].command[0].ends_with("/virtualmachineinstances/fedora/freeze"));
+        assert!(h.post[0].command[0].ends_with("/virtualmachineinstances/fedora/unfreeze"));
+        // Without annotations the launcher pod gets the freeze as well.
+        let (hooked, _) = hooks_of(&policy(&["vms"]), &[launcher(&[])], &[vm(true, &[])]);
+        assert_eq!(hooked[0].pre[0].name, FREEZE_HOOK);
+    }
+
+    #[test]
+    fn no_agent_warns_skip_annotation_and_other_namespaces_do_nothing() {
+        let pods = [launcher(FREEZER)];
+        let (hooked, warnings) = hooks_of(&policy(&["vms"]), &pods, &[vm(false, &[])]);
+        assert_eq!(warnings, 1);
+        assert!(hooked.is_empty(), "virt-freezer would fail too: {hooked:?}");
+        let skip = [(SKIP_BACKUP_HOOKS, "true")];
+        let (hooked, warnings) = hooks_of(&policy(&["vms"]), &pods, &[vm(true, &skip)]);
+        assert_eq!((hooked.len(), warnings), (0, 0));
+        let (hooked, _) = hooks_of(&policy(&["other"]), &pods, &[vm(true, &[])]);
+        assert!(hooked.is_empty());
+        // A stopped VM is not frozen.
+        let mut stopped = vm(true, &[]);
+        stopped.vmi = None;
+        let (hooked, _) = hooks_of(&policy(&["vms"]), &[launcher(&[])], &[stopped]);
+        assert!(hooked.is_empty());
+    }
 }

@@ -1029,7 +1029,11 @@ pub struct KubeVirtRestore {
     pub clear_mac_addresses: bool,
     /// Give every VM a new `firmware.uuid` (its SMBIOS identity), for a copy
     /// that must not pass for the source VM.
-    #[serde(default, rename = "newFirmwareUUID", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "newFirmwareUUID",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub new_firmware_uuid: bool,
     /// Set every VM's `spec.runStrategy` (replacing `spec.running`): `Halted`
     /// restores VMs stopped.

@@ -40,7 +40,6 @@ fn dynamic(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource 
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
-
 /// The claims a VM's disks use: `persistentVolumeClaim.claimName` and
 /// `dataVolume.name` (a DataVolume's claim has its name).
 pub fn disk_claims(vm: &Value) -> Vec<String> {
@@ -99,12 +98,15 @@ pub fn referenced_config(vm: &Value) -> BTreeSet<(&'static str, String)> {
 
 /// The ControllerRevisions holding a VM's instancetype and preference.
 pub fn revisions(vm: &Value) -> Vec<String> {
-    ["/spec/instancetype/revisionName", "/spec/preference/revisionName"]
-        .iter()
-        .filter_map(|p| vm.pointer(p).and_then(Value::as_str))
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .collect()
+    [
+        "/spec/instancetype/revisionName",
+        "/spec/preference/revisionName",
+    ]
+    .iter()
+    .filter_map(|p| vm.pointer(p).and_then(Value::as_str))
+    .filter(|n| !n.is_empty())
+    .map(str::to_string)
+    .collect()
 }
 
 /// The VirtualMachines of the cluster with their VMIs; none where KubeVirt
@@ -153,12 +155,10 @@ pub async fn vms(client: &kube::Client) -> Result<Vec<VmInfo>, InventoryError> {
                         .to_string(),
                     labels: i.metadata.labels.clone().unwrap_or_default(),
                     annotations: i.metadata.annotations.clone().unwrap_or_default(),
-                    agent_connected: i.data["status"]["conditions"]
-                        .as_array()
-                        .is_some_and(|cs| {
-                            cs.iter()
-                                .any(|c| c["type"] == "AgentConnected" && c["status"] == "True")
-                        }),
+                    agent_connected: i.data["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "AgentConnected" && c["status"] == "True")
+                    }),
                 });
             let value = json!({"spec": vm.data.get("spec").cloned().unwrap_or(Value::Null)});
             VmInfo {
@@ -257,9 +257,7 @@ fn annotate(obj: &mut Value, key: &str, value: &str) -> bool {
     let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
         return false;
     };
-    let a = meta
-        .entry("annotations")
-        .or_insert_with(|| json!({}));
+    let a = meta.entry("annotations").or_insert_with(|| json!({}));
     if !a.is_object() {
         *a = json!({});
     }
@@ -372,7 +370,10 @@ pub fn restore_rules(
                 if let Some(r) = spec.remove("running") {
                     changes.push(format!("removed spec.running {r} (runStrategy is set)"));
                 }
-                let old = spec.get("runStrategy").and_then(Value::as_str).map(str::to_string);
+                let old = spec
+                    .get("runStrategy")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 if old.as_deref() != Some(strategy.as_str()) {
                     spec.insert("runStrategy".into(), json!(strategy));
                     changes.push(format!(
@@ -397,7 +398,6 @@ pub fn is_vm_revision(obj: &Value) -> bool {
             .is_some_and(|l| l.keys().any(|k| k.starts_with("instancetype.kubevirt.io/")))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,7 +411,17 @@ mod tests {
                         {"name": "data", "persistentVolumeClaim": {"claimName": "fedora-data"}},
                         {"name": "ci", "cloudInitNoCloud": {"userDataSecretRef": {"name": "fedora-ci"}}}]}}}});
         let mut plain = vm.clone();
-        assert!(restore_rules(&RestoreConfig::default(), "virtualmachines", GROUP, &mut plain, false, None).is_empty());
+        assert!(
+            restore_rules(
+                &RestoreConfig::default(),
+                "virtualmachines",
+                GROUP,
+                &mut plain,
+                false,
+                None
+            )
+            .is_empty()
+        );
         assert_eq!(plain, vm);
         let cfg = RestoreConfig {
             clear_mac_addresses: true,
@@ -423,7 +433,11 @@ mod tests {
         let changes = restore_rules(&cfg, "virtualmachines", GROUP, &mut edited, false, None);
         assert_eq!(changes.len(), 4, "{changes:?}");
         let domain = &edited["spec"]["template"]["spec"]["domain"];
-        assert!(domain["devices"]["interfaces"][0].get("macAddress").is_none());
+        assert!(
+            domain["devices"]["interfaces"][0]
+                .get("macAddress")
+                .is_none()
+        );
         assert_eq!(domain["devices"]["interfaces"][0]["masquerade"], json!({}));
         let uuid = domain["firmware"]["uuid"].as_str().unwrap();
         assert_ne!(uuid, "5d307ca9-b3ef-428c-8861-06e72d69f223");
@@ -442,8 +456,14 @@ mod tests {
         let cfg = RestoreConfig::default();
         let dv = json!({"metadata": {"name": "fedora-root"}, "spec": {"source": {"http": {"url": "https://x"}}}});
         let mut filled = dv.clone();
-        assert_eq!(restore_rules(&cfg, "datavolumes", CDI_GROUP, &mut filled, true, None).len(), 1);
-        assert_eq!(filled["metadata"]["annotations"][PRE_POPULATED], "fedora-root");
+        assert_eq!(
+            restore_rules(&cfg, "datavolumes", CDI_GROUP, &mut filled, true, None).len(),
+            1
+        );
+        assert_eq!(
+            filled["metadata"]["annotations"][PRE_POPULATED],
+            "fedora-root"
+        );
         // Objects only: CDI imports the disk again.
         let mut empty = dv.clone();
         assert!(restore_rules(&cfg, "datavolumes", CDI_GROUP, &mut empty, false, None).is_empty());
@@ -453,9 +473,33 @@ mod tests {
         let owner = data_volume_of(&claim);
         assert_eq!(owner.as_deref(), Some("fedora-root"));
         let mut with = claim.clone();
-        assert_eq!(restore_rules(&cfg, "persistentvolumeclaims", "", &mut with, true, owner.as_deref()).len(), 1);
-        assert_eq!(with["metadata"]["annotations"][POPULATED_FOR], "fedora-root");
+        assert_eq!(
+            restore_rules(
+                &cfg,
+                "persistentvolumeclaims",
+                "",
+                &mut with,
+                true,
+                owner.as_deref()
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            with["metadata"]["annotations"][POPULATED_FOR],
+            "fedora-root"
+        );
         let mut without = claim.clone();
-        assert!(restore_rules(&cfg, "persistentvolumeclaims", "", &mut without, false, owner.as_deref()).is_empty());
+        assert!(
+            restore_rules(
+                &cfg,
+                "persistentvolumeclaims",
+                "",
+                &mut without,
+                false,
+                owner.as_deref()
+            )
+            .is_empty()
+        );
     }
 }

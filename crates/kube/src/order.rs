@@ -130,7 +130,9 @@ pub fn skip_reason(resource: &str, group: &str, obj: &Value) -> Option<String> {
             return Some("kube-root-ca.crt is published by the target cluster".into());
         }
         ("", "pods")
-            if obj.pointer("/metadata/labels/kubevirt.io").and_then(Value::as_str)
+            if obj
+                .pointer("/metadata/labels/kubevirt.io")
+                .and_then(Value::as_str)
                 == Some("virt-launcher") =>
         {
             return Some("virt-launcher pods are started by KubeVirt for a running VMI".into());

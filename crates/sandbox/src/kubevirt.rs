@@ -151,9 +151,10 @@ pub fn subresource(
     {
         return Err(ApiError::no_route());
     }
-    let Some(obj) = controllers::objects_in(st, "kubevirt.io", "virtualmachineinstances", namespace)
-        .into_iter()
-        .find(|o| o.name == name)
+    let Some(obj) =
+        controllers::objects_in(st, "kubevirt.io", "virtualmachineinstances", namespace)
+            .into_iter()
+            .find(|o| o.name == name)
     else {
         return Err(ApiError::not_found(
             "kubevirt.io",

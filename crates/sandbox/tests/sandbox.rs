@@ -1339,7 +1339,9 @@ async fn kubevirt_freeze_and_unfreeze_subresources() {
     let sb = Sandbox::start().await.unwrap();
     let c = sb.client();
     let path = |vmi: &str, sub: &str| {
-        format!("/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{vmi}/{sub}")
+        format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{vmi}/{sub}"
+        )
     };
     let put = |p: String, body: Value| {
         let c = c.clone();
@@ -1352,16 +1354,21 @@ async fn kubevirt_freeze_and_unfreeze_subresources() {
         }
     };
     // No KubeVirt: no such API.
-    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"})).await.unwrap_err();
+    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), 404);
     let crds: Api<DynamicObject> = Api::all_with(
         c.clone(),
         &ApiResource::erase::<CustomResourceDefinition>(&()),
     );
     for crd in lifeboat_sandbox::kubevirt::crds() {
-        crds.create(&PostParams::default(), &serde_json::from_value(crd).unwrap())
-            .await
-            .unwrap();
+        crds.create(
+            &PostParams::default(),
+            &serde_json::from_value(crd).unwrap(),
+        )
+        .await
+        .unwrap();
     }
     let gvk = kube::core::GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance");
     let ar = ApiResource::from_gvk_with_plural(&gvk, "virtualmachineinstances");
@@ -1373,22 +1380,29 @@ async fn kubevirt_freeze_and_unfreeze_subresources() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // A missing VMI is 404.
-    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"})).await.unwrap_err();
+    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), 404, "{e}");
     let vmi: DynamicObject = serde_json::from_value(json!({"apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachineInstance", "metadata": {"name": "vm"}, "spec": {}}))
     .unwrap();
     vmis.create(&PostParams::default(), &vmi).await.unwrap();
     // Not Running yet: refused.
-    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"})).await.unwrap_err();
+    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), 409, "{e}");
     let mut live = vmis.get("vm").await.unwrap();
-    live.data["status"] = json!({"phase": "Running", "conditions": [{"type": "AgentConnected", "status": "False"}]});
+    live.data["status"] =
+        json!({"phase": "Running", "conditions": [{"type": "AgentConnected", "status": "False"}]});
     vmis.replace_status("vm", &PostParams::default(), &live)
         .await
         .unwrap();
     // No guest agent: the freeze fails.
-    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"})).await.unwrap_err();
+    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), 409, "{e}");
     let mut live = vmis.get("vm").await.unwrap();
     live.data["status"]["conditions"][0]["status"] = json!("True");
@@ -1398,10 +1412,19 @@ async fn kubevirt_freeze_and_unfreeze_subresources() {
     // The unfreeze timeout is required.
     let e = put(path("vm", "freeze"), json!({})).await.unwrap_err();
     assert_eq!(code(&e), 400, "{e}");
-    put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"})).await.unwrap();
-    assert_eq!(vmis.get("vm").await.unwrap().data["status"]["fsFreezeStatus"], "frozen");
+    put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        vmis.get("vm").await.unwrap().data["status"]["fsFreezeStatus"],
+        "frozen"
+    );
     put(path("vm", "unfreeze"), json!({})).await.unwrap();
-    assert!(vmis.get("vm").await.unwrap().data["status"].get("fsFreezeStatus").is_none());
+    assert!(
+        vmis.get("vm").await.unwrap().data["status"]
+            .get("fsFreezeStatus")
+            .is_none()
+    );
     // The sandbox-only annotation makes both fail.
     vmis.patch(
         "vm",
@@ -1410,7 +1433,9 @@ async fn kubevirt_freeze_and_unfreeze_subresources() {
     )
     .await
     .unwrap();
-    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"})).await.unwrap_err();
+    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), 500);
     assert!(e.to_string().contains("guest agent timed out"), "{e}");
     // Every call is in the request log.
