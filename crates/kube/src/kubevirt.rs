@@ -316,13 +316,11 @@ pub fn restore_rules(
         .unwrap_or_default()
         .to_string();
     match (group, resource) {
-        (CDI_GROUP, "datavolumes") if with_data => {
-            if annotate(obj, PRE_POPULATED, &name) {
-                changes.push(format!(
-                    "annotated {PRE_POPULATED}={name} (its claim is restored with the backup's \
-                     data; CDI must not import over it)"
-                ));
-            }
+        (CDI_GROUP, "datavolumes") if with_data && annotate(obj, PRE_POPULATED, &name) => {
+            changes.push(format!(
+                "annotated {PRE_POPULATED}={name} (its claim is restored with the backup's \
+                 data; CDI must not import over it)"
+            ));
         }
         ("", "persistentvolumeclaims") if with_data => {
             if let Some(dv) = data_volume
