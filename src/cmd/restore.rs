@@ -72,6 +72,15 @@ pub struct Args {
     /// Send every write with dryRun=All: validated by the API server, nothing changes.
     #[arg(long)]
     pub dry_run: bool,
+    /// KubeVirt: remove the VMs' interface MAC addresses (the target assigns new ones).
+    #[arg(long)]
+    pub clear_mac_addresses: bool,
+    /// KubeVirt: give every VM a new firmware UUID.
+    #[arg(long = "new-firmware-uuid")]
+    pub new_firmware_uuid: bool,
+    /// KubeVirt: set every VM's spec.runStrategy (Halted restores them stopped).
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub run_strategy: Option<RunStrategyArg>,
     /// Concurrent writes within a restore tier.
     #[arg(long, default_value_t = lifeboat_kube::restore::DEFAULT_PARALLELISM)]
     pub parallelism: usize,
@@ -107,6 +116,30 @@ fn read_hooks(path: &std::path::Path) -> anyhow::Result<Vec<lifeboat_core::model
             )
         })?;
     Ok(hooks.pods)
+}
+
+/// `--run-strategy` values (KubeVirt's `spec.runStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "PascalCase")]
+pub enum RunStrategyArg {
+    Always,
+    RerunOnFailure,
+    Manual,
+    Halted,
+    Once,
+}
+
+impl From<RunStrategyArg> for lifeboat_core::model::RunStrategy {
+    fn from(a: RunStrategyArg) -> Self {
+        use lifeboat_core::model::RunStrategy as R;
+        match a {
+            RunStrategyArg::Always => R::Always,
+            RunStrategyArg::RerunOnFailure => R::RerunOnFailure,
+            RunStrategyArg::Manual => R::Manual,
+            RunStrategyArg::Halted => R::Halted,
+            RunStrategyArg::Once => R::Once,
+        }
+    }
 }
 
 fn parse_claim(s: &str) -> Result<ClaimRef, String> {
@@ -351,6 +384,14 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             openshift: lifeboat_kube::openshift::RestoreConfig::for_clusters(
                 set.cluster(&source_cluster).map(|c| &c.doc.spec),
                 target_doc.as_ref().map(|c| &c.spec),
+            ),
+            kubevirt: lifeboat_kube::kubevirt::RestoreConfig::from_request(
+                &lifeboat_core::model::KubeVirtRestore {
+                    clear_mac_addresses: args.clear_mac_addresses,
+                    new_firmware_uuid: args.new_firmware_uuid,
+                    run_strategy: args.run_strategy.map(Into::into),
+                },
+                &args.backup,
             ),
         },
         existing: match args.existing {

@@ -5,6 +5,7 @@ mod backup_restore;
 mod backups;
 mod hooks;
 mod import;
+mod kubevirt;
 mod lint;
 mod plan;
 mod restore_hooks;

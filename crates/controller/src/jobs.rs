@@ -165,6 +165,10 @@ pub fn restore_options(
             storage_class_mapping: target
                 .map(|c| c.spec.storage_class_mapping.clone())
                 .unwrap_or_default(),
+            kubevirt: lifeboat_kube::kubevirt::RestoreConfig::from_request(
+                &spec.kubevirt,
+                &request.metadata.name,
+            ),
             ..Transform::default()
         },
         existing: spec.existing_resources,

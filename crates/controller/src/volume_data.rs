@@ -227,18 +227,34 @@ async fn thin_local_snapshots(client: &kube::Client, policy: &BackupPolicy) {
 
 /// How the claims a backup of `policy` selects are protected, by the
 /// planner's [`decide`] over the cluster as it is now.
-/// Also returns the pods that mount claims (their hooks, the groups).
+/// Also returns the pods that mount claims (their hooks, the groups) and
+/// the KubeVirt VMs. A running VM the backup would hold without its
+/// disks, or the reverse, refuses the backup
+/// ([`lifeboat_core::kubevirt::refusals`]).
 pub async fn decisions(
     client: &kube::Client,
     policy: &BackupPolicy,
     has_recipients: bool,
-) -> anyhow::Result<(Vec<VolumeDecision>, Vec<PodInfo>)> {
+) -> anyhow::Result<(
+    Vec<VolumeDecision>,
+    Vec<PodInfo>,
+    Vec<lifeboat_core::kubevirt::VmInfo>,
+)> {
     let inventory = lifeboat_kube::inventory::inventory(client)
         .await
         .context("cannot list the claims, volumes and snapshot classes to protect")?;
-    let decisions = decide(policy, has_recipients, &inventory)
-        .with_context(|| format!("policy `{}` has an invalid selection", policy.metadata.name))?;
-    Ok((decisions, inventory.pods))
+    let invalid = || format!("policy `{}` has an invalid selection", policy.metadata.name);
+    let decisions = decide(policy, has_recipients, &inventory).with_context(invalid)?;
+    let refused = lifeboat_core::kubevirt::refusals(policy, &inventory.vms, &decisions)
+        .with_context(invalid)?;
+    if !refused.is_empty() {
+        anyhow::bail!(
+            "policy `{}` cannot back up its VMs consistently: {}",
+            policy.metadata.name,
+            refused.join("; ")
+        );
+    }
+    Ok((decisions, inventory.pods, inventory.vms))
 }
 
 async fn warn(
@@ -279,7 +295,8 @@ pub async fn back_up(
     opts: &MoverOptions,
     events: &(dyn Fn(VolumeEvent<'_>) + Send + Sync),
 ) -> anyhow::Result<()> {
-    let (decisions, pods) = decisions(client, policy, !to.config.recipients.is_empty()).await?;
+    let (decisions, pods, vms) =
+        decisions(client, policy, !to.config.recipients.is_empty()).await?;
     let backup = writer.name().to_string();
     if decisions.iter().any(VolumeDecision::is_protected) {
         remove_leftovers_of_policy(client, &opts.namespace, &policy.metadata.name, &backup).await;
@@ -413,8 +430,28 @@ pub async fn back_up(
         }
     }
     // Groups: the claims pods share, with the pods' hooks.
-    let hooked = lifeboat_core::hooks::pod_hooks(policy, &pods)
+    let mut hooked = lifeboat_core::hooks::pod_hooks(policy, &pods)
         .with_context(|| format!("policy `{}` has an invalid selection", policy.metadata.name))?;
+    // KubeVirt: a running VM's freeze is a pre hook of its launcher pod.
+    let unfrozen = lifeboat_core::kubevirt::freeze_hooks(policy, &pods, &vms, &mut hooked)
+        .with_context(|| format!("policy `{}` has an invalid selection", policy.metadata.name))?;
+    for w in unfrozen {
+        events(VolumeEvent::Hook {
+            namespace: &w.namespace,
+            pod: &w.pod,
+            message: &w.message,
+        });
+        writer
+            .log(LogEntry {
+                level: LogLevel::Warning,
+                time: jiff::Timestamp::now(),
+                resource: Some("virtualmachines.kubevirt.io".into()),
+                namespace: Some(w.namespace),
+                name: Some(w.vm),
+                message: w.message,
+            })
+            .await?;
+    }
     let claim_names: Vec<(&str, &str)> = jobs
         .iter()
         .map(|(d, _)| (d.namespace.as_str(), d.pvc.as_str()))

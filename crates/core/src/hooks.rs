@@ -75,6 +75,10 @@ pub struct ExecHook {
     pub command: Vec<String>,
     pub timeout: Duration,
     pub on_error: HookOnError,
+    /// A KubeVirt VMI to freeze (pre) or unfreeze (post) through virt-api
+    /// instead of running `command` ([`crate::kubevirt`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmi: Option<String>,
 }
 
 /// The hooks of one pod.
@@ -155,6 +159,7 @@ fn annotation_hook(
         command,
         timeout,
         on_error,
+        vmi: None,
     }))
 }
 
@@ -337,6 +342,7 @@ pub fn pod_hooks(policy: &BackupPolicy, pods: &[PodInfo]) -> Result<Vec<PodHooks
                     command: argv(command, h.shell),
                     timeout: h.timeout,
                     on_error: h.on_error,
+                    vmi: None,
                 };
                 hooks
                     .pre

@@ -16,6 +16,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod hooks;
 pub mod import;
+pub mod kubevirt;
 pub mod lint;
 pub mod load;
 pub mod model;

@@ -1076,6 +1076,9 @@ pub struct RestoreRequestSpec {
     /// restore hook annotations on the restored pod templates run too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<RestoreHooks>,
+    /// How KubeVirt VirtualMachines come back (see docs/kubevirt.md).
+    #[serde(default, skip_serializing_if = "KubeVirtRestore::is_default")]
+    pub kubevirt: KubeVirtRestore,
 }
 
 /// Hooks of a restore.
@@ -1182,6 +1185,56 @@ impl std::fmt::Display for RestoreHookOnError {
 /// The default restore hook `waitTimeout`: 10 minutes (never infinite).
 pub fn default_wait_timeout() -> Duration {
     Duration::from_secs(600)
+}
+
+/// Restore options for KubeVirt VirtualMachines.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubeVirtRestore {
+    /// Remove the `macAddress` of every VM interface, so the target assigns
+    /// new ones (a copy beside the source VM must not share its MACs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_mac_addresses: bool,
+    /// Give every VM a new `firmware.uuid` (its SMBIOS identity), for a copy
+    /// that must not pass for the source VM.
+    #[serde(
+        default,
+        rename = "newFirmwareUUID",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub new_firmware_uuid: bool,
+    /// Set every VM's `spec.runStrategy` (replacing `spec.running`): `Halted`
+    /// restores VMs stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_strategy: Option<RunStrategy>,
+}
+
+impl KubeVirtRestore {
+    pub fn is_default(&self) -> bool {
+        self == &KubeVirtRestore::default()
+    }
+}
+
+/// KubeVirt's `spec.runStrategy` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RunStrategy {
+    Always,
+    RerunOnFailure,
+    Manual,
+    Halted,
+    Once,
+}
+
+impl std::fmt::Display for RunStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunStrategy::Always => "Always",
+            RunStrategy::RerunOnFailure => "RerunOnFailure",
+            RunStrategy::Manual => "Manual",
+            RunStrategy::Halted => "Halted",
+            RunStrategy::Once => "Once",
+        })
+    }
 }
 
 /// A claim of a backup: `NAMESPACE/NAME`, for example `shop/data-db-0`.

@@ -74,6 +74,9 @@ pub struct Inventory {
     /// velero`, both tools would back up the same namespaces).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub velero_schedules: Vec<VeleroSchedule>,
+    /// KubeVirt VirtualMachines (empty where KubeVirt is not installed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vms: Vec<crate::kubevirt::VmInfo>,
 }
 
 /// An enabled Velero Schedule.

@@ -368,6 +368,10 @@ struct Related {
     service_accounts: HashSet<(String, String)>,
     /// Names of the CRDs stored (wholesale or as related objects).
     stored_crds: BTreeSet<String>,
+    /// What stored KubeVirt VMs name in their namespace: `(resource key,
+    /// namespace, name)` of Secrets, ConfigMaps and instancetype
+    /// ControllerRevisions.
+    vm_refs: BTreeSet<(String, String, String)>,
 }
 
 /// How a list unit filters and what it collects.
@@ -997,6 +1001,22 @@ impl Ctx<'_> {
         if t.key == "customresourcedefinitions.apiextensions.k8s.io" {
             self.related_mut().stored_crds.insert(name.clone());
         }
+        if t.key == "virtualmachines.kubevirt.io"
+            && let (Some(ns), Some(spec)) = (&namespace, obj.value("spec"))
+        {
+            let vm = serde_json::json!({ "spec": spec });
+            let mut related = self.related_mut();
+            for (resource, n) in crate::kubevirt::referenced_config(&vm) {
+                related
+                    .vm_refs
+                    .insert((resource.to_string(), ns.clone(), n));
+            }
+            for n in crate::kubevirt::revisions(&vm) {
+                related
+                    .vm_refs
+                    .insert(("controllerrevisions.apps".into(), ns.clone(), n));
+            }
+        }
         let json = Bytes::from(obj.stored_json(&t.ar.api_version, &t.ar.kind));
         let entry = ObjectEntry {
             resource: t.ar.plural.clone(),
@@ -1024,7 +1044,19 @@ impl Ctx<'_> {
     /// Fetches one cluster-scoped object by name and stores it unless it
     /// opted out. A missing object is not an error (404 → `Ok(false)`).
     async fn fetch_related(&self, t: &Target, name: &str) -> Result<bool, BackupError> {
-        let url = DynamicObject::url_path(&t.ar, None);
+        self.fetch_related_in(t, None, name).await
+    }
+
+    /// As [`Self::fetch_related`], for an object of `namespace` (`None`:
+    /// cluster-scoped). A namespaced object the selection already stored
+    /// (its namespace, resource and labels selected) is not stored again.
+    async fn fetch_related_in(
+        &self,
+        t: &Target,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<bool, BackupError> {
+        let url = DynamicObject::url_path(&t.ar, namespace);
         let url = &url;
         let got = self
             .retry(move || async move {
@@ -1044,6 +1076,15 @@ impl Ctx<'_> {
                     .ok()
                     .and_then(Object::parse);
                 if obj.as_ref().is_some_and(|o| opted_out(&o.labels())) {
+                    return Ok(false);
+                }
+                if let Some(ns) = namespace
+                    && self.selection.namespace(ns)
+                    && self.selection.resource(&t.ar.plural, &t.ar.group)
+                    && obj
+                        .as_ref()
+                        .is_some_and(|o| self.selection.labels(&o.labels()))
+                {
                     return Ok(false);
                 }
                 let stored = match self.prepare(t, obj.as_ref()).await? {
@@ -1104,6 +1145,15 @@ impl Ctx<'_> {
         if let Some(t) = find("customresourcedefinitions.apiextensions.k8s.io") {
             for crd in &related.crds {
                 self.fetch_related(t, crd).await?;
+            }
+        }
+        // KubeVirt: what a stored VM names in its namespace.
+        for (key, ns, name) in &related.vm_refs {
+            if let Some(t) = targets
+                .iter()
+                .find(|t| &t.key == key && self.selection.resource(&t.ar.plural, &t.ar.group))
+            {
+                self.fetch_related_in(t, Some(ns), name).await?;
             }
         }
         if let Some(t) = find("securitycontextconstraints.security.openshift.io") {

@@ -44,7 +44,7 @@ pub enum InventoryError {
 /// Objects listed per request.
 const PAGE: u32 = 500;
 
-async fn list_all<K>(api: Api<K>, what: &'static str) -> Result<Vec<K>, InventoryError>
+pub(crate) async fn list_all<K>(api: Api<K>, what: &'static str) -> Result<Vec<K>, InventoryError>
 where
     K: Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -73,7 +73,7 @@ fn map(m: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
 
 /// Lists what volume planning needs from the cluster behind `client`.
 pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryError> {
-    let (claims, volumes, classes, pods, replica_sets, snapshot_classes, velero_schedules) = tokio::try_join!(
+    let (claims, volumes, classes, pods, replica_sets, snapshot_classes, velero_schedules, vms) = tokio::try_join!(
         list_all(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             "persistentvolumeclaims"
@@ -90,6 +90,7 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
         list_all(Api::<ReplicaSet>::all(client.clone()), "replicasets.apps"),
         snapshot_classes(client),
         velero_schedules(client),
+        crate::kubevirt::vms(client),
     )?;
     let drivers: HashMap<String, Option<String>> = volumes
         .into_iter()
@@ -124,6 +125,7 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
             .filter_map(|p| pod(p, &deployments))
             .collect(),
         velero_schedules,
+        vms,
     })
 }
 

@@ -11,6 +11,7 @@
 pub mod backup;
 pub mod hooks;
 pub mod inventory;
+pub mod kubevirt;
 pub mod openshift;
 pub mod order;
 pub mod paths;

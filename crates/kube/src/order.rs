@@ -22,7 +22,13 @@ pub const TIERS: &[&[&str]] = &[
     ],
     &["persistentvolumes"],
     &["persistentvolumeclaims"],
-    &["secrets", "configmaps", "imagestreams.image.openshift.io"],
+    &[
+        "secrets",
+        "configmaps",
+        "imagestreams.image.openshift.io",
+        // A VM's instancetype and preference revisions, before the VM.
+        "controllerrevisions.apps",
+    ],
     &["serviceaccounts"],
     &[
         "clusterroles.rbac.authorization.k8s.io",
@@ -90,6 +96,9 @@ const CONTROLLER_KINDS: &[&str] = &[
     "ReplicationController",
     "DeploymentConfig",
     "Build",
+    // KubeVirt: a VM starts its own VMI, a VMI its virt-launcher pod.
+    "VirtualMachine",
+    "VirtualMachineInstance",
 ];
 
 /// Why an object is not restored, or `None` when it is.
@@ -99,7 +108,9 @@ pub fn skip_reason(resource: &str, group: &str, obj: &Value) -> Option<String> {
     } else {
         format!("{resource}.{group}")
     };
-    if NEVER_RESTORED.contains(&qualified.as_str()) {
+    // KubeVirt's instancetype and preference revisions are the VM's
+    // configuration: the VM names them in `revisionName`.
+    if NEVER_RESTORED.contains(&qualified.as_str()) && !crate::kubevirt::is_vm_revision(obj) {
         return Some(format!(
             "{qualified} are never restored: the target cluster owns them"
         ));
@@ -117,6 +128,14 @@ pub fn skip_reason(resource: &str, group: &str, obj: &Value) -> Option<String> {
         }
         ("", "configmaps") if name == "kube-root-ca.crt" => {
             return Some("kube-root-ca.crt is published by the target cluster".into());
+        }
+        ("", "pods")
+            if obj
+                .pointer("/metadata/labels/kubevirt.io")
+                .and_then(Value::as_str)
+                == Some("virt-launcher") =>
+        {
+            return Some("virt-launcher pods are started by KubeVirt for a running VMI".into());
         }
         ("", "pods") => {
             let phase = obj.pointer("/status/phase").and_then(Value::as_str);

@@ -491,6 +491,10 @@ pub async fn restore(
                 claim.0, claim.1
             ));
         }
+        // KubeVirt: a claim (or a DataVolume's claim, of its name) whose
+        // data comes back, and the DataVolume a claim belonged to (its
+        // owner reference goes with the transform).
+        let data_volume = crate::kubevirt::data_volume_of(&obj);
         let mut changes = opts
             .transform
             .apply(&entry.resource, &entry.group, &mut obj);
@@ -521,6 +525,19 @@ pub async fn restore(
                 });
             }
         }
+        let restores_data = opts.volume_data.is_some()
+            && entry
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| with_data.contains_key(&(ns.to_string(), entry.name.clone())));
+        changes.extend(crate::kubevirt::restore_rules(
+            &opts.transform.kubevirt,
+            &entry.resource,
+            &entry.group,
+            &mut obj,
+            restores_data,
+            data_volume.as_deref(),
+        ));
         if entry.group.is_empty()
             && entry.resource == "persistentvolumeclaims"
             && let (Some(ns), Some(data)) = (entry.namespace.as_deref(), &opts.volume_data)

@@ -28,6 +28,9 @@ pub struct Transform {
     pub storage_class_mapping: BTreeMap<String, String>,
     /// The OpenShift rules' settings (internal registries).
     pub openshift: crate::openshift::RestoreConfig,
+    /// The KubeVirt restore options (applied by the restore, which knows
+    /// which claims get their data back).
+    pub kubevirt: crate::kubevirt::RestoreConfig,
 }
 
 impl Transform {

@@ -76,6 +76,7 @@ mod faults;
 mod fields;
 mod handlers;
 mod kubelet;
+pub mod kubevirt;
 mod meta;
 mod nodes;
 mod patch;

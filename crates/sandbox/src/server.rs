@@ -379,6 +379,31 @@ async fn resource_request(
     req: axum::extract::Request,
     start: &str,
 ) -> Result<Response, ApiError> {
+    if rec.group == crate::kubevirt::SUBRESOURCES_GROUP && rec.version == "v1" {
+        let method = req.method().clone();
+        let body = axum::body::to_bytes(req.into_body(), shared.settings.max_body)
+            .await
+            .map_err(|_| ApiError::too_large())?;
+        let (out, deferred) = {
+            let mut st = shared.state.lock().expect("state lock");
+            let out = crate::kubevirt::subresource(
+                &mut st,
+                &method,
+                &rec.namespace,
+                &rec.resource,
+                &rec.name,
+                &rec.subresource,
+                &body,
+            );
+            (out, std::mem::take(&mut st.deferred))
+        };
+        run_deferred(shared, deferred);
+        let out = out?;
+        return Ok(json_response(
+            200,
+            Bytes::from(serde_json::to_vec(&out).unwrap_or_default()),
+        ));
+    }
     let info = shared
         .state
         .lock()

@@ -1331,3 +1331,118 @@ mod csi;
 
 #[path = "v2/api.rs"]
 mod api;
+
+/// virt-api's freeze and unfreeze, as `subresources.kubevirt.io/v1` serves
+/// them once the KubeVirt CRDs are installed.
+#[tokio::test]
+async fn kubevirt_freeze_and_unfreeze_subresources() {
+    let sb = Sandbox::start().await.unwrap();
+    let c = sb.client();
+    let path = |vmi: &str, sub: &str| {
+        format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{vmi}/{sub}"
+        )
+    };
+    let put = |p: String, body: Value| {
+        let c = c.clone();
+        async move {
+            let req = http::Request::put(p)
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap())
+                .unwrap();
+            c.request_text(req).await
+        }
+    };
+    // No KubeVirt: no such API.
+    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 404);
+    let crds: Api<DynamicObject> = Api::all_with(
+        c.clone(),
+        &ApiResource::erase::<CustomResourceDefinition>(&()),
+    );
+    for crd in lifeboat_sandbox::kubevirt::crds() {
+        crds.create(
+            &PostParams::default(),
+            &serde_json::from_value(crd).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let gvk = kube::core::GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "virtualmachineinstances");
+    let vmis: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &ar);
+    for _ in 0..200 {
+        if vmis.list(&ListParams::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A missing VMI is 404.
+    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 404, "{e}");
+    let vmi: DynamicObject = serde_json::from_value(json!({"apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance", "metadata": {"name": "vm"}, "spec": {}}))
+    .unwrap();
+    vmis.create(&PostParams::default(), &vmi).await.unwrap();
+    // Not Running yet: refused.
+    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 409, "{e}");
+    let mut live = vmis.get("vm").await.unwrap();
+    live.data["status"] =
+        json!({"phase": "Running", "conditions": [{"type": "AgentConnected", "status": "False"}]});
+    vmis.replace_status("vm", &PostParams::default(), &live)
+        .await
+        .unwrap();
+    // No guest agent: the freeze fails.
+    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 409, "{e}");
+    let mut live = vmis.get("vm").await.unwrap();
+    live.data["status"]["conditions"][0]["status"] = json!("True");
+    vmis.replace_status("vm", &PostParams::default(), &live)
+        .await
+        .unwrap();
+    // The unfreeze timeout is required.
+    let e = put(path("vm", "freeze"), json!({})).await.unwrap_err();
+    assert_eq!(code(&e), 400, "{e}");
+    put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        vmis.get("vm").await.unwrap().data["status"]["fsFreezeStatus"],
+        "frozen"
+    );
+    put(path("vm", "unfreeze"), json!({})).await.unwrap();
+    assert!(
+        vmis.get("vm").await.unwrap().data["status"]
+            .get("fsFreezeStatus")
+            .is_none()
+    );
+    // The sandbox-only annotation makes both fail.
+    vmis.patch(
+        "vm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {lifeboat_sandbox::kubevirt::FAIL_FREEZE: "guest agent timed out"}}})),
+    )
+    .await
+    .unwrap();
+    let e = put(path("vm", "freeze"), json!({"unfreezeTimeout": "5m"}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 500);
+    assert!(e.to_string().contains("guest agent timed out"), "{e}");
+    // Every call is in the request log.
+    let logged = sb
+        .requests()
+        .iter()
+        .filter(|r| r.group == "subresources.kubevirt.io")
+        .count();
+    assert_eq!(logged, 8);
+}

@@ -319,6 +319,9 @@ pub struct ThawCommand {
     pub timeout_seconds: u64,
     /// `continue`, `failVolume` or `failBackup`.
     pub on_error: String,
+    /// A KubeVirt VMI to unfreeze through virt-api (not an exec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmi: Option<String>,
 }
 
 /// Counts of a backup's exec hook runs (manifest).

@@ -116,7 +116,11 @@ async fn run_one(
     let mut e = entry(namespace, pod, hook);
     e.thaw = thaw;
     let index = rec.starting(e.clone()).await;
-    let outcome = lifeboat_kube::hooks::run(client, namespace, pod, hook).await;
+    let outcome = if hook.vmi.is_some() {
+        lifeboat_kube::kubevirt::freeze_call(client, namespace, hook).await
+    } else {
+        lifeboat_kube::hooks::run(client, namespace, pod, hook).await
+    };
     e.duration_ms = Some(outcome.duration.as_millis() as u64);
     e.exit_code = outcome.exit_code;
     e.stderr = outcome.stderr.clone();
@@ -195,6 +199,7 @@ pub(super) async fn freeze(
                 command: h.command.clone(),
                 timeout_seconds: h.timeout.as_secs(),
                 on_error: h.on_error.to_string(),
+                vmi: h.vmi.clone(),
             });
             let (index, failure) =
                 run_one(client, rec, events, &p.namespace, &p.pod, pre, thaw, None).await;
@@ -262,6 +267,7 @@ pub(super) fn owed_thaw(index: usize, pre: &HookEntry) -> Option<Thaw> {
             command: t.command.clone(),
             timeout: lifeboat_core::Duration::from_secs(t.timeout_seconds),
             on_error,
+            vmi: t.vmi.clone(),
         },
         pre: Some(index),
     })

@@ -83,6 +83,7 @@ impl RestoreExec {
                 RestoreHookOnError::Continue => HookOnError::Continue,
                 RestoreHookOnError::Fail => HookOnError::FailVolume,
             },
+            vmi: None,
         }
     }
 }

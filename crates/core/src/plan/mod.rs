@@ -1132,11 +1132,27 @@ impl<'a> Planner<'a> {
         {
             problems.push(line);
         }
+        // KubeVirt: a running VM held without its disks, or the reverse,
+        // is refused (the backup refuses it too).
+        if let (Some(inventory), Some(decisions)) = (&self.observed.inventory, &volumes)
+            && let Ok(refused) = crate::kubevirt::refusals(policy, &inventory.vms, decisions)
+        {
+            problems.extend(
+                refused
+                    .into_iter()
+                    .map(|r| format!("backups are refused: {r}")),
+            );
+        }
         let hooks = self
             .observed
             .inventory
             .as_ref()
-            .and_then(|inventory| crate::hooks::pod_hooks(policy, &inventory.pods).ok())
+            .and_then(|inventory| {
+                let mut hooks = crate::hooks::pod_hooks(policy, &inventory.pods).ok()?;
+                crate::kubevirt::freeze_hooks(policy, &inventory.pods, &inventory.vms, &mut hooks)
+                    .ok()?;
+                Some(hooks)
+            })
             .filter(|h| !h.is_empty());
         let rpo = spec.objectives.rpo;
         let rpo_status = match (rpo, last_success) {

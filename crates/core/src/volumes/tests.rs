@@ -96,6 +96,7 @@ fn cluster() -> Inventory {
         ],
         snapshot_classes: Some(vec![class("csi-hostpath-snapclass", HOSTPATH)]),
         velero_schedules: Vec::new(),
+        vms: Vec::new(),
         pods: vec![pod(
             "shop",
             "web",
