@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 use crate::volume_data::{NS, World};
 
 /// The commands the containers were asked to run: (pod, container, argv).
-type Calls = Arc<Mutex<Vec<(String, String, Vec<String>)>>>;
+pub(crate) type Calls = Arc<Mutex<Vec<(String, String, Vec<String>)>>>;
 
 /// Registers a handler that records each command and answers with
 /// `answer(argv)`.
-fn record_exec(
+pub(crate) fn record_exec(
     w: &World,
     answer: impl Fn(&[String]) -> ExecOutput + Send + Sync + 'static,
 ) -> Calls {

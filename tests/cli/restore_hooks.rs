@@ -6,14 +6,14 @@
 //! containers.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use lifeboat_sandbox::{ExecOutput, ExecRequest};
+use lifeboat_sandbox::ExecOutput;
 use serde_json::Value;
 
+use crate::hooks::record_exec;
 use crate::volume_data::{NS, World};
 
 /// A second Deployment whose image cannot be pulled: its pod never runs,
@@ -33,23 +33,6 @@ spec:
       containers:
         - {name: app, image: "registry.invalid/stuck:1"}
 "#;
-
-type Calls = Arc<Mutex<Vec<(String, String, Vec<String>)>>>;
-
-fn record_exec(
-    w: &World,
-    answer: impl Fn(&[String]) -> ExecOutput + Send + Sync + 'static,
-) -> Calls {
-    let calls: Calls = Arc::default();
-    let c = calls.clone();
-    w.sb.on_exec(move |r: &ExecRequest| {
-        c.lock()
-            .unwrap()
-            .push((r.pod.clone(), r.container.clone(), r.command.clone()));
-        answer(&r.command)
-    });
-    calls
-}
 
 /// The one restore record of the world (a manual restore's name is made up).
 fn record(w: &World) -> Value {
