@@ -84,7 +84,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 /// The request log's lines.
-fn requests(w: &World) -> Vec<Value> {
+pub(crate) fn requests(w: &World) -> Vec<Value> {
     std::fs::read_to_string(w.dir.path().join("requests.jsonl"))
         .unwrap()
         .lines()

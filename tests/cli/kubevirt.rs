@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use crate::hooks::requests;
 use crate::volume_data::World;
 
 const VMS: &str = "vms";
@@ -180,14 +181,6 @@ fn wait_running(w: &World, pod: &str) {
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     panic!("{pod} is not Running");
-}
-
-fn requests(w: &World) -> Vec<Value> {
-    std::fs::read_to_string(w.dir.path().join("requests.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn api(

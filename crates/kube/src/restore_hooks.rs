@@ -126,21 +126,13 @@ fn entry(
     phase: &str,
     command: &[String],
 ) -> HookEntry {
-    HookEntry {
-        namespace: t.namespace.clone(),
-        pod: pod.to_string(),
-        container: container.to_string(),
-        hook: hook.to_string(),
-        phase: phase.to_string(),
-        command: command.to_vec(),
-        start: Timestamp::now(),
-        duration_ms: None,
-        exit_code: None,
-        stderr: Vec::new(),
-        error: None,
-        thaw: None,
-        thawed: false,
-    }
+    HookEntry::started(
+        (&t.namespace, pod, container),
+        hook,
+        phase,
+        command,
+        Timestamp::now(),
+    )
 }
 
 fn failed(mut e: HookEntry, why: String) -> HookEntry {

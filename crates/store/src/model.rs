@@ -304,6 +304,32 @@ pub struct HookEntry {
 }
 
 impl HookEntry {
+    /// A hook run that starts at `start` and has not ended yet.
+    pub fn started(
+        at: (&str, &str, &str),
+        hook: &str,
+        phase: &str,
+        command: &[String],
+        start: Timestamp,
+    ) -> HookEntry {
+        let (namespace, pod, container) = at;
+        HookEntry {
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            container: container.to_string(),
+            hook: hook.to_string(),
+            phase: phase.to_string(),
+            command: command.to_vec(),
+            start,
+            duration_ms: None,
+            exit_code: None,
+            stderr: Vec::new(),
+            error: None,
+            thaw: None,
+            thawed: false,
+        }
+    }
+
     /// Whether it ran and failed, or never ended.
     pub fn failed(&self) -> bool {
         self.error.is_some() || self.duration_ms.is_none()

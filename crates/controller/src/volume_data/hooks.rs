@@ -84,21 +84,13 @@ pub(super) struct Frozen {
 }
 
 fn entry(namespace: &str, pod: &str, hook: &ExecHook) -> HookEntry {
-    HookEntry {
-        namespace: namespace.into(),
-        pod: pod.into(),
-        container: hook.container.clone(),
-        hook: hook.name.clone(),
-        phase: hook.phase.to_string(),
-        command: hook.command.clone(),
-        start: jiff::Timestamp::now(),
-        duration_ms: None,
-        exit_code: None,
-        stderr: Vec::new(),
-        error: None,
-        thaw: None,
-        thawed: false,
-    }
+    HookEntry::started(
+        (namespace, pod, &hook.container),
+        &hook.name,
+        &hook.phase.to_string(),
+        &hook.command,
+        jiff::Timestamp::now(),
+    )
 }
 
 /// Runs one hook, recorded before and after; its failure, if any.
