@@ -31,7 +31,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
-use crate::model::{BackupPolicy, HookCommand, HookOnError, PodHook, default_hook_timeout};
+use crate::model::{
+    BackupPolicy, GroupBy, HookCommand, HookOnError, PodHook, default_hook_timeout,
+};
 use crate::select::{PatternError, Selection};
 use crate::volumes::PodInfo;
 
@@ -371,9 +373,16 @@ pub struct Group {
 
 /// The groups of a backup's `claims` (`(namespace, pvc)`): claims that any
 /// pod of `all_pods` mounts together are in one group, with the pods of
-/// `hooked` that mount any of them. A claim no pod shares is a group of
-/// its own; a hooked pod that mounts none of the claims is in no group.
-pub fn groups(claims: &[(&str, &str)], all_pods: &[PodInfo], hooked: &[PodHooks]) -> Vec<Group> {
+/// `hooked` that mount any of them; `by` widens a group to the claims of
+/// all pods of one owner or one namespace. A claim no pod shares is a
+/// group of its own; a hooked pod that mounts none of the claims is in no
+/// group.
+pub fn groups(
+    claims: &[(&str, &str)],
+    all_pods: &[PodInfo],
+    hooked: &[PodHooks],
+    by: GroupBy,
+) -> Vec<Group> {
     let index: BTreeMap<(&str, &str), usize> =
         claims.iter().enumerate().map(|(i, c)| (*c, i)).collect();
     let mut parent: Vec<usize> = (0..claims.len()).collect();
@@ -405,6 +414,28 @@ pub fn groups(claims: &[(&str, &str)], all_pods: &[PodInfo], hooked: &[PodHooks]
                 .collect(),
         );
     }
+    // Widening: the claims of all pods of one owner (or namespace).
+    let mut wide: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for p in all_pods {
+        let key = match by {
+            GroupBy::Claims => continue,
+            GroupBy::Owner => match &p.owner {
+                Some(o) => (p.namespace.as_str(), o.as_str()),
+                None => continue,
+            },
+            GroupBy::Namespace => (p.namespace.as_str(), ""),
+        };
+        wide.entry(key)
+            .or_default()
+            .extend(p.volumes.iter().filter_map(|v| {
+                index
+                    .get(&(p.namespace.as_str(), v.claim.as_str()))
+                    .copied()
+            }));
+    }
+    for mounted in wide.into_values() {
+        union(mounted);
+    }
     for h in hooked {
         union(
             h.claims
@@ -431,6 +462,7 @@ pub fn groups(claims: &[(&str, &str)], all_pods: &[PodInfo], hooked: &[PodHooks]
     by_root.into_values().collect()
 }
 
+pub mod level;
 pub mod restore;
 
 #[cfg(test)]

@@ -921,16 +921,161 @@ pub fn default_movers_per_node() -> u32 {
 
 // ---------------------------------------------------------------- hooks
 
-/// Hooks of a backup. Backup-level hooks (`before`, `after`) and dump
-/// hooks are not yet supported.
+/// Hooks of a backup.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Hooks {
+    /// Backup-level hooks run once per backup, in order, before anything
+    /// is read from the cluster: each a Job in a workload namespace or a
+    /// command in one selected pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<BackupHook>,
+    /// Backup-level hooks run once per backup, in order, after every
+    /// volume's data is copied and before the manifest is written. They run
+    /// whenever a `before` hook ran, even when the backup failed in between.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<BackupHook>,
     /// Exec hooks: commands run in containers of selected pods, the `pre`
     /// command before the snapshots of the pods' claims, the `post` command
     /// as soon as every one of those snapshots has its handle.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<PodHook>,
+    /// Which claims are snapshotted together, between one round of `pre`
+    /// and `post` commands: `claims` (the default: claims that pods share),
+    /// `owner` (also all claims of the pods of one controller, e.g. the
+    /// three claims of a 3-replica StatefulSet, frozen together) or
+    /// `namespace` (all claims of a namespace's pods).
+    #[serde(default, skip_serializing_if = "GroupBy::is_default")]
+    pub group_by: GroupBy,
+}
+
+/// How far a group of claims snapshotted together reaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum GroupBy {
+    /// Claims pods share.
+    #[default]
+    Claims,
+    /// Also the claims of all pods of one owner.
+    Owner,
+    /// Also the claims of all pods of one namespace.
+    Namespace,
+}
+
+impl GroupBy {
+    fn is_default(&self) -> bool {
+        *self == GroupBy::Claims
+    }
+}
+
+/// A backup-level hook: exactly one of `job` and `exec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupHook {
+    /// The hook's name in logs, records and the plan (and in the Job's
+    /// name).
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Run as a Job (one pod, no retries) from an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobHook>,
+    /// Run as a command in one pod the hook selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecBackupHook>,
+    /// How long the hook may take, a Job from its creation to its end
+    /// (scheduling and image pull included). Default: 30s for `exec`, 5m
+    /// for `job`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// What a failing hook means: `continue` (a warning), `failVolume` (an
+    /// error: the backup goes on and is PartiallyFailed; the default) or
+    /// `failBackup` (the backup fails; `after` hooks still run).
+    #[serde(default)]
+    pub on_error: HookOnError,
+}
+
+impl BackupHook {
+    /// The hook's timeout, its default applied.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or_else(|| {
+            if self.job.is_some() {
+                default_job_hook_timeout()
+            } else {
+                default_hook_timeout()
+            }
+        })
+    }
+}
+
+/// The default `timeout` of a Job hook: 5 minutes (a pod must be scheduled
+/// and its image pulled).
+pub fn default_job_hook_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// A backup-level hook run as a Job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobHook {
+    /// The workload namespace the Job runs in; never lifeboat's own
+    /// namespaces, whose Secrets hold storage credentials and identities.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: String,
+    /// The container image.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// The command: an argument list, or one string (a shell line with
+    /// `shell: true`).
+    pub command: HookCommand,
+    /// Run `command` as a shell line, `/bin/sh -c '<command>'`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shell: bool,
+    /// The ServiceAccount the Job's pod runs as.
+    #[serde(default = "default_hook_service_account")]
+    pub service_account_name: String,
+    /// Environment values of the container (plain values only; reference
+    /// Secrets of the workload namespace through the command if needed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// The default ServiceAccount of a Job hook.
+pub fn default_hook_service_account() -> String {
+    "default".to_string()
+}
+
+/// A backup-level hook run as a command in one pod: the first Running pod
+/// (by name; the lowest ordinal of a StatefulSet) that every condition
+/// given selects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecBackupHook {
+    /// The pod's namespace.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: String,
+    /// A label selector over the pods' labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+    /// The pods' owner, `Kind/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerName>,
+    /// The container to run in. Without it, the pod's first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The command.
+    pub command: HookCommand,
+    /// Run `command` as a shell line.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shell: bool,
 }
 
 /// One exec hook over the pods it selects. Every condition given must

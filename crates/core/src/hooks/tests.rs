@@ -238,7 +238,7 @@ fn claims_shared_by_pods_form_one_group() {
         ("db", "data-c"),
         ("db", "lonely"),
     ];
-    let got = groups(&claims, &[a, b, c], &hooked);
+    let got = groups(&claims, &[a, b, c], &hooked, GroupBy::Claims);
     let simple: Vec<(Vec<usize>, Vec<&str>)> = got
         .iter()
         .map(|g| {
@@ -256,4 +256,28 @@ fn claims_shared_by_pods_form_one_group() {
             (vec![4], vec![]),
         ]
     );
+}
+
+#[test]
+fn groups_widen_to_an_owner_or_a_namespace() {
+    let sts = |name: &str| pod("db", name, Some("StatefulSet/pg"), &[]);
+    let (a, b) = (sts("pg-0"), sts("pg-1"));
+    let web = pod("db", "web", Some("Deployment/web"), &[]);
+    let p = policy(json!([{"name": "h", "owner": "StatefulSet/pg", "pre": ["x"]}]));
+    let all = [a, b, web];
+    let hooked = pod_hooks(&p, &all).unwrap();
+    let claims = [("db", "data-pg-0"), ("db", "data-pg-1"), ("db", "data-web")];
+    let shape = |by| -> Vec<Vec<usize>> {
+        groups(&claims, &all, &hooked, by)
+            .into_iter()
+            .map(|g| g.claims)
+            .collect()
+    };
+    assert_eq!(shape(GroupBy::Claims), [vec![0], vec![1], vec![2]]);
+    // The StatefulSet's claims are snapshotted together, between one
+    // round of its pods' pre and post hooks.
+    assert_eq!(shape(GroupBy::Owner), [vec![0, 1], vec![2]]);
+    let owner = groups(&claims, &all, &hooked, GroupBy::Owner);
+    assert_eq!(owner[0].pods.len(), 2, "both pods' hooks in the group");
+    assert_eq!(shape(GroupBy::Namespace), [vec![0, 1, 2]]);
 }

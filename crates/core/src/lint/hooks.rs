@@ -1,16 +1,19 @@
 //! Exec hooks of a BackupPolicy that cannot work as written: a command
 //! that is one shell-like string without `shell: true` (LB123), a hook
 //! timeout longer than the whole backup may take (LB124), and a hook whose
-//! namespaces include none the policy backs up (LB125).
+//! namespaces include none the policy backs up (LB125); backup-level hooks
+//! whose Job would run in lifeboat's namespaces (LB135) or that have
+//! neither or both of `job` and `exec` (LB136).
 
 use super::{at_key, at_value, glob_matches, is_glob};
 use crate::diagnostic::{Code, Diagnostic};
+use crate::hooks::level::LIFEBOAT_NAMESPACES;
 use crate::hooks::looks_like_shell;
 use crate::load::{Loaded, PolicySet};
 use crate::model::{HookCommand, default_backup_timeout};
 use crate::select::Selection;
 
-/// LB123, LB124, LB125 over every BackupPolicy with `hooks`.
+/// LB123, LB124, LB125, LB135, LB136 over every BackupPolicy with `hooks`.
 pub fn hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for Loaded { doc, source } in &set.policies {
@@ -24,6 +27,17 @@ pub fn hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
             .map_or_else(default_backup_timeout, |v| v.timeouts.backup);
         // A malformed pattern is LB114's finding.
         let selection = Selection::new(&doc.spec.include, &doc.spec.exclude).ok();
+        for (phase, list) in [("before", &hooks.before), ("after", &hooks.after)] {
+            for (i, h) in list.iter().enumerate() {
+                level_hook(
+                    &mut out,
+                    source,
+                    &format!("/spec/hooks/{phase}/{i}"),
+                    h,
+                    backup,
+                );
+            }
+        }
         for (i, h) in hooks.pods.iter().enumerate() {
             let base = format!("/spec/hooks/pods/{i}");
             for (field, command) in [("pre", &h.pre), ("post", &h.post)] {
@@ -75,6 +89,76 @@ pub fn hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// The findings of one backup-level hook at `base`.
+fn level_hook(
+    out: &mut Vec<Diagnostic>,
+    source: &crate::load::Source,
+    base: &str,
+    h: &crate::model::BackupHook,
+    backup: crate::Duration,
+) {
+    let (command, shell, field) = match (&h.job, &h.exec) {
+        (Some(j), None) => {
+            if LIFEBOAT_NAMESPACES.contains(&j.namespace.as_str()) {
+                out.push(at_value(
+                    Code::HookJobInLifeboatNamespace,
+                    source,
+                    &format!("{base}/job/namespace"),
+                    format!(
+                        "hook `{}` would run its Job in `{}`, lifeboat's own namespace, where its pod could reach the storage credentials and identities",
+                        h.name, j.namespace
+                    ),
+                    "run it in the workload's namespace, under a ServiceAccount of that namespace (`serviceAccountName`)",
+                ));
+            }
+            (&j.command, j.shell, "job/command")
+        }
+        (None, Some(e)) => (&e.command, e.shell, "exec/command"),
+        (None, None) | (Some(_), Some(_)) => {
+            out.push(at_key(
+                Code::BackupHookWithoutAction,
+                source,
+                base,
+                format!(
+                    "backup hook `{}` has {} of `job` and `exec`",
+                    h.name,
+                    if h.job.is_none() { "neither" } else { "both" }
+                ),
+                "give exactly one: `job` (an image and a command, run as a Job) or `exec` (a command in a selected pod)",
+            ));
+            return;
+        }
+    };
+    if let HookCommand::Line(line) = command
+        && !shell
+        && looks_like_shell(line)
+    {
+        out.push(at_value(
+            Code::HookShellStringWithoutShell,
+            source,
+            &format!("{base}/{field}"),
+            format!(
+                "backup hook `{}` command `{line}` is one string without `shell: true`: it runs as a single program of that name, not as a shell line",
+                h.name
+            ),
+            "write it as a list of arguments, or set `shell: true` to run it with /bin/sh -c",
+        ));
+    }
+    if h.timeout() > backup {
+        out.push(at_value(
+            Code::HookTimeoutExceedsBackup,
+            source,
+            &format!("{base}/timeout"),
+            format!(
+                "backup hook `{}` may take {} but the whole backup may take only {backup} (`volumes.timeouts.backup`)",
+                h.name,
+                h.timeout()
+            ),
+            format!("lower the hook's timeout below {backup}, or raise `volumes.timeouts.backup`"),
+        ));
+    }
 }
 
 /// Restore hooks of every RestoreRequest: a shell-like string without
@@ -254,6 +338,49 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].0, Code::HookTimeoutExceedsBackup);
         assert!(codes("      - {name: f, pre: [sync], timeout: 10m}\n").is_empty());
+    }
+
+    /// Findings for backup-level hooks (YAML under `hooks:`).
+    fn level(hooks: &str) -> Vec<(Code, String)> {
+        let text = policy("      - {name: f, pre: [sync]}\n")
+            .replace("  hooks:\n", &format!("  hooks:\n{hooks}"));
+        run(hook_settings, &text)
+            .into_iter()
+            .map(|(c, _, _, m)| (c, m))
+            .collect()
+    }
+
+    #[test]
+    fn backup_level_hooks_that_cannot_work_are_flagged() {
+        let job = |ns: &str| {
+            format!(
+                "    before:\n      - {{name: q, job: {{namespace: {ns}, image: 'tools:1', command: [q]}}}}\n"
+            )
+        };
+        assert!(level(&job("shop")).is_empty(), "{:?}", level(&job("shop")));
+        for ns in ["lifeboat", "lifeboat-movers"] {
+            let got = level(&job(ns));
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(got[0].0, Code::HookJobInLifeboatNamespace);
+        }
+        let got = level("    after:\n      - {name: n, timeout: 1m}\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::BackupHookWithoutAction);
+        assert!(got[0].1.contains("neither"), "{got:?}");
+        let got = level(
+            "    after:\n      - {name: n, exec: {namespace: shop, command: [n]}, job: {namespace: shop, image: i, command: [n]}}\n",
+        );
+        assert_eq!(got[0].0, Code::BackupHookWithoutAction);
+        assert!(got[0].1.contains("both"), "{got:?}");
+        let got = level(
+            "    after:\n      - {name: n, exec: {namespace: shop, command: 'curl -X POST x'}}\n",
+        );
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::HookShellStringWithoutShell);
+        // A Job's default timeout (5m) fits the 1h backup; 2h does not.
+        let got = level(&job("shop").replace("}}\n", "}, timeout: 2h}\n"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::HookTimeoutExceedsBackup);
     }
 
     #[test]

@@ -666,6 +666,11 @@ pub struct PolicyFacts {
     /// `None`: none, or not evaluated (no view of the cluster).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Vec<crate::hooks::PodHooks>>,
+    /// The backup-level hooks a backup would run (`spec.hooks.before`,
+    /// then `after`); an `exec` hook's pod is chosen from the cluster's
+    /// pods when the plan has a view of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backup_hooks: Vec<crate::hooks::level::LevelHook>,
 }
 
 /// An unfinished backup of a policy and its operation record.
@@ -1154,6 +1159,37 @@ impl<'a> Planner<'a> {
                 Some(hooks)
             })
             .filter(|h| !h.is_empty());
+        let pods = self
+            .observed
+            .inventory
+            .as_ref()
+            .map_or(&[][..], |i| &i.pods[..]);
+        let backup_hooks = [
+            crate::hooks::level::LevelPhase::Before,
+            crate::hooks::level::LevelPhase::After,
+        ]
+        .into_iter()
+        .flat_map(|phase| {
+            crate::hooks::level::level_hooks(
+                policy,
+                phase,
+                pods,
+                crate::hooks::level::LIFEBOAT_NAMESPACES[1],
+            )
+        })
+        .map(|mut h| {
+            // Without a view of the cluster, the pod is not known yet.
+            if self.observed.inventory.is_none()
+                && matches!(h.run, crate::hooks::level::LevelRun::Exec { pod: None, .. })
+                && h.invalid
+                    .as_deref()
+                    .is_some_and(|w| w.starts_with("no Running pod"))
+            {
+                h.invalid = None;
+            }
+            h
+        })
+        .collect();
         let rpo = spec.objectives.rpo;
         let rpo_status = match (rpo, last_success) {
             (None, _) => RpoStatus::NotSet,
@@ -1188,6 +1224,7 @@ impl<'a> Planner<'a> {
             problems,
             volumes,
             hooks,
+            backup_hooks,
         }
     }
 
