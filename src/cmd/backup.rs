@@ -96,6 +96,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let repository = Repository::open(&config).await?;
 
     let now = jiff::Timestamp::now();
+    let mover_options = args.movers.for_policy(&policy);
     let job = BackupJob {
         cluster: &cluster,
         policy: &policy,
@@ -103,6 +104,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         revision: None,
         trigger: "manual",
         owner: &lifeboat_controller::executor::instance_name("lifeboat backup"),
+        movers_namespace: &mover_options.namespace,
     };
     let name = lifeboat_store::backup_name(&policy.metadata.name, job.slot);
     let reporter = Reporter::new(format!("backing up {name}"));
@@ -133,7 +135,6 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         ..BackupOptions::default()
     };
-    let mover_options = args.movers.for_policy(&policy);
     let location_name = policy.spec.storage.clone();
     let show = crate::cmd::volume_data::show(&reporter);
     let volume_data = async |writer: &mut BackupWriter| {

@@ -157,6 +157,11 @@ pub fn text(plan: &Plan) -> String {
         for f in &plan.policies {
             let _ = writeln!(out, "  {}", policy_line(f));
         }
+        for f in &plan.policies {
+            for h in &f.backup_hooks {
+                let _ = writeln!(out, "  {}", backup_hook_line(&f.policy, h));
+            }
+        }
         let mut evaluated = false;
         for f in &plan.policies {
             let Some(decisions) = &f.volumes else {
@@ -212,6 +217,49 @@ pub fn text(plan: &Plan) -> String {
         let _ = writeln!(out, "note: {n}");
     }
     out
+}
+
+/// A backup-level hook of `policy`, in one line.
+fn backup_hook_line(policy: &str, h: &lifeboat_core::hooks::level::LevelHook) -> String {
+    use lifeboat_core::hooks::level::{LevelPhase, LevelRun};
+    let when = match h.phase {
+        LevelPhase::Before => "before anything is read",
+        LevelPhase::After => "after the volume data, also when the backup failed",
+    };
+    let how = match &h.run {
+        LevelRun::Job {
+            image,
+            service_account_name,
+            ..
+        } => format!(
+            "a Job in {} from {image} as ServiceAccount {service_account_name}",
+            h.namespace
+        ),
+        LevelRun::Exec {
+            pod: Some(pod),
+            container,
+            ..
+        } => format!(
+            "in pod {}/{pod} container {}",
+            h.namespace,
+            container.as_deref().unwrap_or("?")
+        ),
+        LevelRun::Exec { pod: None, .. } => {
+            format!("in a pod of {} chosen when the backup runs", h.namespace)
+        }
+    };
+    let mut line = format!(
+        "`{policy}` {} hook {}: {:?}, {how}, {when} (timeout {}, onError {})",
+        h.phase,
+        h.name,
+        h.command(),
+        h.timeout,
+        h.on_error
+    );
+    if let Some(why) = &h.invalid {
+        line.push_str(&format!("; cannot run: {why}"));
+    }
+    line
 }
 
 /// The hooks a backup runs in one pod, one line each.

@@ -339,6 +339,7 @@ impl Executor {
                     revision: self.revision.clone(),
                     trigger: "schedule",
                     owner: &self.options.owner,
+                    movers_namespace: &self.options.movers.namespace,
                 };
                 let movers = volume_data::policy_movers(&self.options.movers, doc);
                 let events = |e: VolumeEvent<'_>| log_volume(policy, e);

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use jiff::Timestamp;
-use lifeboat_core::model::default_denied_namespaces;
+use lifeboat_core::hooks::level::LevelPhase;
+use lifeboat_core::model::{HookOnError, default_denied_namespaces};
 use lifeboat_core::{BackupPolicy, Cluster, Include, RestoreRequest};
 use lifeboat_kube::backup::{self, BackupOptions};
 use lifeboat_kube::restore::{self, ClaimSelection, RestoreOptions};
@@ -31,6 +32,9 @@ pub struct BackupJob<'a> {
     /// Who runs it (the controller instance, or a by-hand run), recorded
     /// in the backup's operation record.
     pub owner: &'a str,
+    /// The movers' namespace, where (as in lifeboat's own) no Job hook
+    /// may run.
+    pub movers_namespace: &'a str,
 }
 
 /// Runs one backup. A backup the engine could not finish (the API server
@@ -136,15 +140,107 @@ pub async fn run_backup_then(
             "cannot write the operation record of backup `{name}`"
         )));
     }
-    let result = backup::backup(client, &selection, &writer.handle(), options, progress).await;
-    let committed = match result {
-        Ok(_) => match after_objects(&mut writer).await {
-            Ok(()) => writer.finish(now()).await,
-            Err(e) => writer.finish_failed(now(), format!("{e:#}")).await,
+    // Backup-level hooks: `before` ones first, `after` ones at the end of
+    // every run that got this far, whatever happened in between.
+    let earlier: Vec<lifeboat_store::HookEntry> = writer
+        .interrupted()
+        .map(|op| op.hooks.clone())
+        .unwrap_or_default();
+    let before = level_hooks(client, &mut writer, job, LevelPhase::Before, &earlier).await?;
+    let result = match before {
+        Some(reason) => Err(reason),
+        None => match backup::backup(client, &selection, &writer.handle(), options, progress).await
+        {
+            Ok(_) => after_objects(&mut writer)
+                .await
+                .map_err(|e| format!("{e:#}")),
+            Err(e) => Err(e.to_string()),
         },
-        Err(e) => writer.finish_failed(now(), e.to_string()).await,
+    };
+    let after = level_hooks(client, &mut writer, job, LevelPhase::After, &earlier).await?;
+    let committed = match (result, after) {
+        (Ok(()), None) => writer.finish(now()).await,
+        (Err(e), _) | (Ok(()), Some(e)) => writer.finish_failed(now(), e).await,
     };
     committed.with_context(|| format!("backup `{name}` could not be committed"))
+}
+
+/// Runs the policy's backup-level hooks of `phase` in order, each recorded
+/// in the operation record before it runs; one an interrupted run already
+/// finished (in `earlier`) is not run again. Returns the reason the backup
+/// fails when a hook with `onError: failBackup` failed (later hooks of the
+/// phase do not run then); an error means the record could not be written.
+async fn level_hooks(
+    client: &kube::Client,
+    writer: &mut BackupWriter,
+    job: &BackupJob<'_>,
+    phase: LevelPhase,
+    earlier: &[lifeboat_store::HookEntry],
+) -> anyhow::Result<Option<String>> {
+    let Some(hooks) = &job.policy.spec.hooks else {
+        return Ok(None);
+    };
+    let declared = match phase {
+        LevelPhase::Before => &hooks.before,
+        LevelPhase::After => &hooks.after,
+    };
+    if declared.is_empty() {
+        return Ok(None);
+    }
+    // Exec hooks choose their pod among the pods of their namespace.
+    let mut pods = Vec::new();
+    let namespaces: std::collections::BTreeSet<&str> = declared
+        .iter()
+        .filter_map(|h| h.exec.as_ref().map(|e| e.namespace.as_str()))
+        .collect();
+    for ns in namespaces {
+        match lifeboat_kube::inventory::pods_in(client, ns).await {
+            Ok(p) => pods.extend(p),
+            Err(e) => {
+                tracing::warn!(namespace = %ns, "cannot list pods for backup-level hooks: {e}")
+            }
+        }
+    }
+    let backup = writer.name().to_string();
+    let phase_name = phase.to_string();
+    for hook in
+        lifeboat_core::hooks::level::level_hooks(job.policy, phase, &pods, job.movers_namespace)
+    {
+        let done = earlier.iter().any(|e| {
+            e.phase == phase_name && e.hook == hook.name && e.duration_ms.is_some() && !e.failed()
+        });
+        if done {
+            tracing::info!(backup = %backup, hook = %hook.name, "{phase} hook already ran in the interrupted run");
+            continue;
+        }
+        let mut entry = lifeboat_store::HookEntry::started(
+            (&hook.namespace, &hook.pod_or_job(&backup), hook.container()),
+            &hook.name,
+            &phase_name,
+            hook.command(),
+            Timestamp::now(),
+        );
+        let index = writer.hook_starting(entry.clone()).await?;
+        let outcome = lifeboat_kube::level_hooks::run(client, &backup, &hook).await;
+        entry.duration_ms = Some(outcome.duration.as_millis() as u64);
+        entry.exit_code = outcome.exit_code;
+        entry.stderr = outcome.stderr.clone();
+        entry.error = outcome.error.clone();
+        let fails = hook.on_error != HookOnError::Continue;
+        writer.hook_ended(index, entry, fails, None).await?;
+        if let Some(why) = outcome.error {
+            tracing::warn!(backup = %backup, hook = %hook.name, "{phase} hook failed (onError: {}): {why}", hook.on_error);
+            if hook.on_error == HookOnError::FailBackup {
+                return Ok(Some(format!(
+                    "{phase} hook {} failed (onError: failBackup): {why}",
+                    hook.name
+                )));
+            }
+        } else {
+            tracing::info!(backup = %backup, hook = %hook.name, "{phase} hook ran");
+        }
+    }
+    Ok(None)
 }
 
 /// The restore options a RestoreRequest asks for, into `target`.

@@ -456,7 +456,13 @@ pub async fn back_up(
         .iter()
         .map(|(d, _)| (d.namespace.as_str(), d.pvc.as_str()))
         .collect();
-    let groups = lifeboat_core::hooks::groups(&claim_names, &pods, &hooked);
+    let group_by = policy
+        .spec
+        .hooks
+        .as_ref()
+        .map(|h| h.group_by)
+        .unwrap_or_default();
+    let groups = lifeboat_core::hooks::groups(&claim_names, &pods, &hooked, group_by);
     let mut group_of = vec![usize::MAX; jobs.len()];
     for (g, group) in groups.iter().enumerate() {
         for &job in &group.claims {

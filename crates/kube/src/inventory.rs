@@ -100,14 +100,7 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
             Some((name, driver))
         })
         .collect();
-    // A ReplicaSet's controller (its Deployment), by namespace and name.
-    let deployments: HashMap<(String, String), String> = replica_sets
-        .into_iter()
-        .filter_map(|rs| {
-            let owner = controller_of(&rs.metadata)?;
-            Some(((rs.metadata.namespace?, rs.metadata.name?), owner))
-        })
-        .collect();
+    let deployments = deployments_of(replica_sets);
     Ok(Inventory {
         claims: claims.into_iter().map(|c| claim(c, &drivers)).collect(),
         storage_classes: classes
@@ -193,6 +186,17 @@ fn claim(c: PersistentVolumeClaim, drivers: &HashMap<String, Option<String>>) ->
     }
 }
 
+/// A ReplicaSet's controller (its Deployment), by namespace and name.
+fn deployments_of(replica_sets: Vec<ReplicaSet>) -> HashMap<(String, String), String> {
+    replica_sets
+        .into_iter()
+        .filter_map(|rs| {
+            let owner = controller_of(&rs.metadata)?;
+            Some(((rs.metadata.namespace?, rs.metadata.name?), owner))
+        })
+        .collect()
+}
+
 /// `Kind/name` of an object's controller.
 fn controller_of(m: &kube::api::ObjectMeta) -> Option<String> {
     m.owner_references
@@ -205,6 +209,31 @@ fn controller_of(m: &kube::api::ObjectMeta) -> Option<String> {
 /// A pod that mounts claims, else `None`; its owner a ReplicaSet's
 /// Deployment where `deployments` knows it.
 fn pod(p: Pod, deployments: &HashMap<(String, String), String>) -> Option<PodInfo> {
+    pod_info(p, deployments).filter(|p| !p.volumes.is_empty())
+}
+
+/// The Running and other pods of `namespace` (whether they mount claims
+/// or not), owners resolved as [`inventory`] does: what a backup-level
+/// exec hook chooses its pod from.
+pub async fn pods_in(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<Vec<PodInfo>, InventoryError> {
+    let (pods, replica_sets) = tokio::try_join!(
+        list_all(Api::<Pod>::namespaced(client.clone(), namespace), "pods"),
+        list_all(
+            Api::<ReplicaSet>::namespaced(client.clone(), namespace),
+            "replicasets.apps"
+        ),
+    )?;
+    let deployments = deployments_of(replica_sets);
+    Ok(pods
+        .into_iter()
+        .filter_map(|p| pod_info(p, &deployments))
+        .collect())
+}
+
+fn pod_info(p: Pod, deployments: &HashMap<(String, String), String>) -> Option<PodInfo> {
     let namespace = p.metadata.namespace.clone().unwrap_or_default();
     let owner = controller_of(&p.metadata).map(|o| match o.strip_prefix("ReplicaSet/") {
         Some(rs) => deployments
@@ -226,9 +255,6 @@ fn pod(p: Pod, deployments: &HashMap<(String, String), String>) -> Option<PodInf
             })
         })
         .collect();
-    if volumes.is_empty() {
-        return None;
-    }
     Some(PodInfo {
         namespace,
         name: p.metadata.name.unwrap_or_default(),

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod hooks;
 pub mod inventory;
 pub mod kubevirt;
+pub mod level_hooks;
 pub mod openshift;
 pub mod order;
 pub mod paths;
