@@ -1,6 +1,7 @@
 //! End-to-end tests of the `lifeboat` binary: one test binary, one module
 //! per command.
 
+mod backup_hooks;
 mod backup_restore;
 mod backups;
 mod hooks;

@@ -147,6 +147,8 @@ pub(crate) fn mover_sandbox_logged(
     let mut builder = Sandbox::builder()
         .nodes(nodes)
         .image_binary("ghcr.io/lifeboat-dev/lifeboat", mover)
+        // Hook Jobs of the tests run a shell.
+        .image_binary("hooks.test/sh", "/bin/sh")
         .missing_image("registry.invalid/")
         .snapshot_delay(Duration::from_millis(20));
     if let Some(seed) = seed {
@@ -351,6 +353,15 @@ impl World {
             for s in Api::<Secret>::all(c.clone()).list(&lp).await.unwrap() {
                 if with_op(kube::ResourceExt::labels(&s)) {
                     out.push(format!("secret {}", kube::ResourceExt::name_any(&s)));
+                }
+            }
+            for j in Api::<k8s_openapi::api::batch::v1::Job>::all(c.clone())
+                .list(&lp)
+                .await
+                .unwrap()
+            {
+                if with_op(kube::ResourceExt::labels(&j)) {
+                    out.push(format!("job {}", kube::ResourceExt::name_any(&j)));
                 }
             }
             for p in Api::<PersistentVolumeClaim>::all(c.clone())
