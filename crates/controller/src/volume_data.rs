@@ -1356,7 +1356,12 @@ pub async fn for_velero_restore(
         .filter(|b| b.uploader == lifeboat_store::Uploader::Restic)
         .map(|b| b.namespace.as_str())
         .collect();
-    if backups.is_empty() {
+    // Claims Velero kept otherwise (data mover, CSI snapshots) are
+    // reported by the restore too, with no mover.
+    let infos = velero.volume_infos(backup).await.map_err(|e| {
+        anyhow::Error::from(e).context(format!("cannot read the volume information of `{backup}`"))
+    })?;
+    if backups.is_empty() && infos.is_empty() {
         return Ok(None);
     }
     let access = if namespaces.is_empty() {

@@ -54,7 +54,7 @@ pub use signing::{
 };
 pub use velero::{
     PodVolumeBackup, Uploader, VELERO_KOPIA, VELERO_RESTIC, VELERO_RESTIC_PASSWORD, VeleroBackup,
-    VeleroLocation, VeleroReader, velero_restic_repository,
+    VeleroLocation, VeleroReader, VolumeInfo, velero_restic_repository,
 };
 pub use verify::{BackupCheck, CheckStatus, Finding, Verification};
 pub use writer::{BackupSpec, BackupWriter, ObjectEntry, WriterHandle};

@@ -13,6 +13,8 @@
 //!   metadata/version
 //!                        /<name>-podvolumebackups.json.gz   Velero's file-system backups:
 //!                                                           a gzipped JSON array of PodVolumeBackups
+//!                        /<name>-volumeinfo.json.gz         Velero 1.12+: how each claim's data was
+//!                                                           kept (CSI snapshot, data mover, …)
 //! <prefix>/restic/<namespace>/   restic repository of a namespace's pod volumes
 //!                                (Velero's restic uploader; password `static-passw0rd`)
 //! <prefix>/kopia/<namespace>/    Kopia repository (Velero's kopia uploader, OADP >= 1.3): not read
@@ -24,7 +26,10 @@
 //! (method [`VELERO_RESTIC`]), which lifeboat's movers restore from the
 //! namespace's restic repository; Kopia ones, and those Velero did not
 //! finish, become [`RestoreSource::unreadable_volumes`] with the reason.
-//! Pod volumes that are not claims (`emptyDir` …) are not restored.
+//! Pod volumes that are not claims (`emptyDir` …) are not restored. The
+//! volume information of Velero 1.12+ adds the claims whose data Velero
+//! kept otherwise — moved by its data mover (Kopia), or a CSI or native
+//! snapshot in the source's storage — as unreadable, with the reason.
 //!
 //! Each object is read from its preferred-version copy, else from its
 //! unversioned copy (backups of Velero before 1.4 have only that); copies
@@ -203,6 +208,67 @@ fn parse_pod_volume_backups(gz: &[u8], display: &str) -> Result<Vec<PodVolumeBac
         .collect())
 }
 
+/// One entry of `<backup>-volumeinfo.json.gz` (Velero 1.12+): how a
+/// claim's data was kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct VolumeInfo {
+    pub pvc_name: String,
+    pub pvc_namespace: String,
+    /// `PodVolumeBackup`, `CSISnapshot`, `NativeSnapshot` (empty: skipped).
+    pub backup_method: String,
+    /// Moved out of the storage system by Velero's data mover.
+    pub snapshot_data_moved: bool,
+    pub skipped: bool,
+    /// `succeeded` or `failed`.
+    pub result: String,
+}
+
+/// Parses `<backup>-volumeinfo.json.gz` (`display` names it in errors).
+fn parse_volume_infos(gz: &[u8], display: &str) -> Result<Vec<VolumeInfo>> {
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut json)
+        .map_err(|e| StoreError::Corrupt {
+            path: display.to_string(),
+            reason: format!("not gzip: {e}"),
+        })?;
+    let infos: Option<Vec<VolumeInfo>> =
+        serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+            path: display.to_string(),
+            reason: format!("not a JSON array of Velero's volume information: {e}"),
+        })?;
+    Ok(infos.unwrap_or_default())
+}
+
+/// Why lifeboat cannot restore the data of a claim Velero kept as `info`
+/// says; `None` for pod volume backups (read from their own list) and
+/// claims whose data Velero skipped.
+fn kept_elsewhere(info: &VolumeInfo) -> Option<String> {
+    if info.skipped || info.pvc_name.is_empty() {
+        return None;
+    }
+    match info.backup_method.as_str() {
+        "CSISnapshot" if info.snapshot_data_moved => Some(
+            "Velero's data mover moved its CSI snapshot into a Kopia repository (kopia/<namespace>), \
+             a format lifeboat does not read; restore its data with Velero, or back the claim up \
+             with lifeboat from now on"
+                .to_string(),
+        ),
+        "CSISnapshot" => Some(
+            "Velero kept it as a CSI snapshot in the storage system of the cluster it was backed \
+             up in, which lifeboat does not restore from Velero backups"
+                .to_string(),
+        ),
+        "NativeSnapshot" => Some(
+            "Velero kept it as a snapshot of the cloud provider (a VolumeSnapshotLocation), which \
+             lifeboat does not restore"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
 /// The volumes of a Velero backup, as a restore sees them.
 #[derive(Debug, Default)]
 struct PodVolumes {
@@ -215,6 +281,7 @@ struct PodVolumes {
 /// backs a claim mounted by several pods up once).
 fn resolve(
     backups: &[PodVolumeBackup],
+    infos: &[VolumeInfo],
     pods: &BTreeMap<(String, String), BTreeMap<String, String>>,
 ) -> PodVolumes {
     let mut out = PodVolumes::default();
@@ -290,6 +357,34 @@ fn resolve(
         } else {
             out.unreadable.push(entry);
         }
+    }
+    for info in infos {
+        let Some(why) = kept_elsewhere(info) else {
+            continue;
+        };
+        if !seen.insert((info.pvc_namespace.clone(), info.pvc_name.clone())) {
+            continue;
+        }
+        out.unreadable.push(VolumeEntry {
+            namespace: info.pvc_namespace.clone(),
+            pvc: info.pvc_name.clone(),
+            pvc_uid: String::new(),
+            method: if info.snapshot_data_moved {
+                VELERO_KOPIA.to_string()
+            } else {
+                format!("velero{}", info.backup_method)
+            },
+            phase: VolumePhase::Failed,
+            snapshot: None,
+            bytes: 0,
+            new_bytes: 0,
+            files: 0,
+            duration_ms: 0,
+            node: None,
+            file: None,
+            error: Some(why),
+            kept: None,
+        });
     }
     out
 }
@@ -465,6 +560,22 @@ impl VeleroLocation {
         parse_pod_volume_backups(&bytes, &self.display(&path))
     }
 
+    /// Velero's volume information of backup `name` (none when Velero,
+    /// before 1.12, wrote no `<name>-volumeinfo.json.gz`).
+    pub async fn volume_infos(&self, name: &str) -> Result<Vec<VolumeInfo>> {
+        validate_name("backup", name)?;
+        let path = Path::from(format!("backups/{name}/{name}-volumeinfo.json.gz"));
+        let bytes = match self.store.get(&path).await {
+            Ok(got) => got
+                .bytes()
+                .await
+                .map_err(|e| StoreError::storage("get", self.display(&path), e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::storage("get", self.display(&path), e)),
+        };
+        parse_volume_infos(&bytes, &self.display(&path))
+    }
+
     /// The bucket as a read-only [`Repository`] view, through which
     /// Velero's restic repositories are read (nothing is written there).
     pub fn data_view(&self) -> Repository {
@@ -485,6 +596,7 @@ impl VeleroLocation {
             });
         }
         let pod_volume_backups = Arc::new(self.pod_volume_backups(name).await?);
+        let volume_infos = Arc::new(self.volume_infos(name).await?);
         Ok(VeleroReader {
             store: self.store.clone(),
             archive: Path::from(format!("backups/{name}/{name}.tar.gz")),
@@ -492,6 +604,7 @@ impl VeleroLocation {
             backup,
             preferred: Arc::default(),
             pod_volume_backups,
+            volume_infos,
             scanned: Arc::default(),
         })
     }
@@ -508,10 +621,15 @@ pub struct VeleroReader {
     /// pass over the archive (verification).
     preferred: Arc<OnceLock<HashSet<ObjectKey>>>,
     pod_volume_backups: Arc<Vec<PodVolumeBackup>>,
+    volume_infos: Arc<Vec<VolumeInfo>>,
     /// The claims in the archive and the volumes of its PodVolumeBackups,
     /// learnt by verification.
-    scanned: Arc<OnceLock<(BTreeSet<(String, String)>, PodVolumes)>>,
+    scanned: Arc<OnceLock<Scanned>>,
 }
+
+/// What verification learnt: the claims (namespace, name) in the archive
+/// and the volumes of its PodVolumeBackups and volume information.
+type Scanned = (BTreeSet<(String, String)>, PodVolumes);
 
 /// `<resource>[.<group>]`, namespace, name.
 type ObjectKey = (String, Option<String>, String);
@@ -604,7 +722,7 @@ impl VeleroReader {
     fn remember(&self, scan: &Scan) {
         let _ = self.scanned.set((
             scan.claims.clone(),
-            resolve(&self.pod_volume_backups, &scan.pods),
+            resolve(&self.pod_volume_backups, &self.volume_infos, &scan.pods),
         ));
     }
 
@@ -865,7 +983,29 @@ mod tests {
                 ]),
             ),
         ]);
-        let v = resolve(&backups, &pods);
+        let infos = vec![
+            VolumeInfo {
+                pvc_name: "moved".into(),
+                pvc_namespace: "shop".into(),
+                backup_method: "CSISnapshot".into(),
+                snapshot_data_moved: true,
+                ..VolumeInfo::default()
+            },
+            // Also in the pod volume backups: counted once.
+            VolumeInfo {
+                pvc_name: "cache".into(),
+                pvc_namespace: "shop".into(),
+                backup_method: "CSISnapshot".into(),
+                ..VolumeInfo::default()
+            },
+            VolumeInfo {
+                pvc_name: "left".into(),
+                pvc_namespace: "shop".into(),
+                skipped: true,
+                ..VolumeInfo::default()
+            },
+        ];
+        let v = resolve(&backups, &infos, &pods);
         // `tmp` is no claim, pod `gone` is not in the backup, `data` of
         // pod b is the claim pod a's backup already holds.
         assert_eq!(v.readable.len(), 1);
@@ -877,7 +1017,11 @@ mod tests {
             .iter()
             .map(|e| (e.pvc.as_str(), e.error.as_deref().unwrap()))
             .collect();
-        assert_eq!(why.len(), 2);
+        assert_eq!(why.len(), 3);
+        assert!(
+            why[2].0 == "moved" && why[2].1.contains("data mover"),
+            "{why:?}"
+        );
         assert!(why[0].0 == "cache" && why[0].1.contains("Kopia"), "{why:?}");
         assert!(
             why[1].0 == "logs" && why[1].1.contains("Failed: node agent gone"),
