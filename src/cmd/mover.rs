@@ -14,9 +14,11 @@ use anyhow::Context;
 use clap::{Args as ClapArgs, Subcommand};
 use lifeboat_kube::pod_path;
 use lifeboat_kube::volumes::filesystem::find_pod_volume;
-use lifeboat_kube::volumes::{DataKind, Work};
+use lifeboat_kube::volumes::{DataKind, ForeignRepository, Work};
 use lifeboat_store::Repository;
-use lifeboat_volume::{BackupRequest, Control, Counters, FileKeyCache, VolumeKind, VolumeRepo};
+use lifeboat_volume::{
+    BackupRequest, Control, Counters, FileKeyCache, KeyCache, VolumeKind, VolumeRepo,
+};
 use serde_json::json;
 
 /// Run one volume data operation (inside a mover pod).
@@ -127,10 +129,17 @@ async fn run_async(job: Job, common: &Common) -> anyhow::Result<serde_json::Valu
         work.path = find_pod_volume(&work.path, volume)?;
     }
     let config = work.location.to_config();
+    let cache = FileKeyCache::new(pod_path(&work.key_cache_dir));
+    if let Some(foreign) = &work.repository {
+        anyhow::ensure!(
+            job == Job::Restore,
+            "the work file names a repository lifeboat did not write, which only restores read"
+        );
+        return restore_foreign(&work, foreign, &config, &cache, common).await;
+    }
     let location = Repository::open(&config)
         .await
         .with_context(|| format!("cannot open the storage location {}", config.url))?;
-    let cache = FileKeyCache::new(pod_path(&work.key_cache_dir));
     if job == Job::Prune {
         let m = work.maintenance.with_context(
             || "the work file has no `maintenance` section, which `mover prune` needs",
@@ -155,22 +164,7 @@ async fn run_async(job: Job, common: &Common) -> anyhow::Result<serde_json::Valu
         return Ok(value);
     }
 
-    let control = Control::new();
-    let c = control.clone();
-    tokio::spawn(async move {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            term.recv().await;
-            eprintln!("SIGTERM: stopping; no snapshot is written");
-            c.cancel();
-        }
-    });
-    let counters = Arc::new(Counters::default());
-    let reporter = tokio::spawn(report(
-        counters.clone(),
-        Duration::from_secs_f64(common.progress_interval.max(0.05)),
-    ));
+    let (control, counters, reporter) = watch(common);
 
     let result = if job == Job::Restore {
         let snapshot = work.snapshot.clone().unwrap_or_else(|| "latest".into());
@@ -250,6 +244,78 @@ async fn run_async(job: Job, common: &Common) -> anyhow::Result<serde_json::Valu
                "filesDone": s.files_done, "filesTotal": s.files_total})
     );
     Ok(result)
+}
+
+/// The mover's cancellation (SIGTERM) and its progress lines.
+fn watch(common: &Common) -> (Arc<Control>, Arc<Counters>, tokio::task::JoinHandle<()>) {
+    let control = Control::new();
+    let c = control.clone();
+    tokio::spawn(async move {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            term.recv().await;
+            eprintln!("SIGTERM: stopping; no snapshot is written");
+            c.cancel();
+        }
+    });
+    let counters = Arc::new(Counters::default());
+    let reporter = tokio::spawn(report(
+        counters.clone(),
+        Duration::from_secs_f64(common.progress_interval.max(0.05)),
+    ));
+    (control, counters, reporter)
+}
+
+/// Restores a snapshot of a repository lifeboat did not write (Velero's
+/// restic repository of a namespace): the location is read through a
+/// view that never writes, the password is the file the work names, and
+/// the snapshot's single root path is what goes into the volume.
+async fn restore_foreign(
+    work: &Work,
+    foreign: &ForeignRepository,
+    config: &lifeboat_store::LocationConfig,
+    cache: &FileKeyCache,
+    common: &Common,
+) -> anyhow::Result<serde_json::Value> {
+    let snapshot = work
+        .snapshot
+        .clone()
+        .filter(|s| !s.is_empty())
+        .context("the work file names no snapshot, which a restore needs")?;
+    let location = lifeboat_store::VeleroLocation::open(config)
+        .with_context(|| format!("cannot open the storage location {}", config.url))?
+        .data_view();
+    let password = cache.get(&foreign.key).await?.with_context(|| {
+        format!(
+            "the password of the repository {} ({}.key) is not beside the work file",
+            foreign.path, foreign.key
+        )
+    })?;
+    let repo = VolumeRepo::open_foreign(&location, &foreign.path, password).await?;
+    let (control, counters, reporter) = watch(common);
+    let r = repo
+        .restore(&snapshot, None, &work.path, counters.clone(), control)
+        .await;
+    reporter.abort();
+    let r = r.map_err(|e| match e {
+        lifeboat_volume::VolumeError::WrongKey { repo } => anyhow::anyhow!(
+            "the password does not open the restic repository {repo}: Velero's restic \
+             repositories open with its static password unless the installation set its own \
+             (Secret velero-repo-credentials, key repository-password); this volume cannot be \
+             restored with the static password"
+        ),
+        e => anyhow::Error::from(e),
+    })?;
+    let mut value = serde_json::to_value(r)?;
+    value["phase"] = json!("Succeeded");
+    let s = counters.sample();
+    println!(
+        "{}",
+        json!({"event": "done", "bytesDone": s.bytes_done, "bytesTotal": s.bytes_total,
+               "filesDone": s.files_done, "filesTotal": s.files_total})
+    );
+    Ok(value)
 }
 
 /// Prints a JSON line of progress every `every`.

@@ -461,11 +461,23 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         start.subsec_millisecond(),
         if args.dry_run { "-dry-run" } else { "" }
     );
-    if velero.is_some() && !args.no_volume_data {
-        eprintln!(
-            "note: `{location}` is a Velero location; lifeboat restores the objects of Velero \
-             backups, not yet their volume data (claims come back as they were backed up)"
-        );
+    if let Some(velero) = &velero
+        && !args.no_volume_data
+    {
+        let location_doc = set
+            .storage_location(&location)
+            .ok_or_else(|| anyhow!("no StorageLocation named `{location}`"))?;
+        let config =
+            lifeboat_controller::locations::config(&set, &location_doc.doc, identities.clone());
+        options.volume_data = lifeboat_controller::volume_data::for_velero_restore(
+            velero,
+            &config,
+            &location,
+            &args.backup,
+            &request,
+            args.movers.options(),
+        )
+        .await?;
     }
     if !args.no_volume_data && velero.is_none() {
         let location_doc = set

@@ -7,7 +7,9 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use lifeboat_store::{RestoreSource, VeleroBackup, VeleroLocation};
+use std::collections::BTreeMap;
+
+use lifeboat_store::{PodVolumeBackup, RestoreSource, Uploader, VeleroBackup, VeleroLocation};
 
 use crate::cmd::backups::{Action, Format, columns};
 
@@ -16,7 +18,32 @@ fn time(t: Option<jiff::Timestamp>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn table(backups: &[VeleroBackup]) -> String {
+/// A backup's pod volume backups counted per uploader (`Err`: why its
+/// list could not be read).
+type Counts = Result<BTreeMap<String, usize>, String>;
+
+fn counts(pvbs: &[PodVolumeBackup]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for p in pvbs {
+        *out.entry(p.uploader.to_string()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// `2 restic, 1 kopia`; `-` for none.
+fn counts_text(c: &Counts) -> String {
+    match c {
+        Err(_) => "?".into(),
+        Ok(c) if c.is_empty() => "-".into(),
+        Ok(c) => c
+            .iter()
+            .map(|(u, n)| format!("{n} {u}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+fn table(backups: &[(VeleroBackup, Counts)]) -> String {
     let mut rows = vec![[
         "NAME".to_string(),
         "SCHEDULE".into(),
@@ -26,8 +53,9 @@ fn table(backups: &[VeleroBackup]) -> String {
         "ITEMS".into(),
         "ERRORS".into(),
         "WARNINGS".into(),
+        "POD VOLUMES".into(),
     ]];
-    for b in backups {
+    for (b, c) in backups {
         rows.push([
             b.name.clone(),
             b.schedule.clone().unwrap_or_else(|| "-".into()),
@@ -41,13 +69,18 @@ fn table(backups: &[VeleroBackup]) -> String {
             b.items.map_or_else(|| "-".into(), |n| n.to_string()),
             b.errors.to_string(),
             b.warnings.to_string(),
+            counts_text(c),
         ]);
     }
     columns(&rows)
 }
 
-fn json(b: &VeleroBackup) -> serde_json::Value {
+fn json(b: &VeleroBackup, c: &Counts) -> serde_json::Value {
     serde_json::json!({
+        "podVolumes": match c {
+            Ok(c) => serde_json::json!(c),
+            Err(e) => serde_json::json!({"error": e}),
+        },
         "name": b.name,
         "schedule": b.schedule,
         "phase": b.phase,
@@ -65,9 +98,19 @@ fn json(b: &VeleroBackup) -> serde_json::Value {
 pub async fn run(action: &Action, velero: &VeleroLocation, name: &str) -> anyhow::Result<ExitCode> {
     match action {
         Action::List { policy, format, .. } => {
-            let mut list = velero.list().await?;
+            let mut found = velero.list().await?;
             if let Some(schedule) = policy {
-                list.retain(|b| b.schedule.as_deref() == Some(schedule.as_str()));
+                found.retain(|b| b.schedule.as_deref() == Some(schedule.as_str()));
+            }
+            // One small read per backup: its pod volume backups.
+            let mut list = Vec::new();
+            for b in found {
+                let c = velero
+                    .pod_volume_backups(&b.name)
+                    .await
+                    .map(|p| counts(&p))
+                    .map_err(|e| e.to_string());
+                list.push((b, c));
             }
             let text = match format {
                 Format::Json => format!(
@@ -75,7 +118,7 @@ pub async fn run(action: &Action, velero: &VeleroLocation, name: &str) -> anyhow
                     serde_json::json!({
                         "location": name,
                         "format": "velero",
-                        "backups": list.iter().map(json).collect::<Vec<_>>(),
+                        "backups": list.iter().map(|(b, c)| json(b, c)).collect::<Vec<_>>(),
                     })
                 ),
                 Format::Text if list.is_empty() => {
@@ -91,15 +134,59 @@ pub async fn run(action: &Action, velero: &VeleroLocation, name: &str) -> anyhow
         }
         Action::Show { backup, format, .. } => {
             let b = velero.describe(backup).await?;
+            let pvbs = velero.pod_volume_backups(backup).await?;
+            let c: Counts = Ok(counts(&pvbs));
             let text = match format {
-                Format::Json => format!("{:#}\n", json(&b)),
+                Format::Json => {
+                    let mut v = json(&b, &c);
+                    v["podVolumeBackups"] = pvbs
+                        .iter()
+                        .map(|p| {
+                            serde_json::json!({
+                                "namespace": p.namespace, "pod": p.pod, "volume": p.volume,
+                                "uploader": p.uploader.to_string(), "phase": p.phase,
+                                "snapshot": p.snapshot, "bytes": p.bytes,
+                                "readable": p.uploader == Uploader::Restic,
+                            })
+                        })
+                        .collect();
+                    format!("{v:#}\n")
+                }
                 Format::Text => {
-                    let mut t = table(std::slice::from_ref(&b));
+                    let mut t = table(&[(b.clone(), c)]);
+                    if !pvbs.is_empty() {
+                        let mut rows = vec![[
+                            "POD".to_string(),
+                            "VOLUME".into(),
+                            "UPLOADER".into(),
+                            "PHASE".into(),
+                            "SNAPSHOT".into(),
+                            "BYTES".into(),
+                            "LIFEBOAT".into(),
+                        ]];
+                        for p in &pvbs {
+                            rows.push([
+                                format!("{}/{}", p.namespace, p.pod),
+                                p.volume.clone(),
+                                p.uploader.to_string(),
+                                p.phase.clone(),
+                                p.snapshot.get(..8).unwrap_or(&p.snapshot).to_string(),
+                                p.bytes.to_string(),
+                                match p.uploader {
+                                    Uploader::Restic => "restores its data".into(),
+                                    _ => "cannot read its data".to_string(),
+                                },
+                            ]);
+                        }
+                        t.push('\n');
+                        t.push_str(&columns(&rows));
+                    }
                     t.push_str(&format!(
                         "\nVelero backup (format {}) in `{name}`; {}\n",
                         b.format_version.as_deref().unwrap_or("unknown"),
                         if b.restorable() {
-                            "`lifeboat restore` restores its objects"
+                            "`lifeboat restore` restores its objects and the data of its restic \
+                             pod volume backups of claims"
                         } else {
                             "not restorable: Velero did not finish it"
                         }

@@ -157,6 +157,23 @@ impl World {
     fn new() -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let sandbox = rt.block_on(Sandbox::builder().start()).unwrap();
+        World::with(rt, sandbox)
+    }
+
+    /// A world whose sandbox runs movers (pods of lifeboat's image run
+    /// this lifeboat binary).
+    fn with_movers() -> World {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sandbox = crate::volume_data::mover_sandbox(
+            &rt,
+            Path::new(env!("CARGO_BIN_EXE_lifeboat")),
+            1,
+            None,
+        );
+        World::with(rt, sandbox)
+    }
+
+    fn with(rt: tokio::runtime::Runtime, sandbox: Sandbox) -> World {
         let dir = tempfile::tempdir().unwrap();
         let (storage, bucket) = (dir.path().join("storage"), dir.path().join("velero"));
         std::fs::create_dir_all(&storage).unwrap();
@@ -278,7 +295,6 @@ fn a_velero_backup_restores_without_velero_and_its_bucket_is_never_written() {
 
     let (code, out, err) = restore(&[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(err.contains("not yet their volume data"), "{err}");
     assert!(
         out.contains("record `manual-") && out.contains("in `local`"),
         "{out}"
@@ -395,4 +411,460 @@ fn a_truncated_velero_tarball_is_refused_before_anything_is_applied() {
         rt.block_on(namespaces.get_opt("shop")).unwrap().is_none(),
         "nothing is applied from a damaged backup"
     );
+}
+
+/// Velero's restic repository of `namespace` in `bucket`, made with the
+/// restic CLI under `password`; `None` (with the reason printed) when
+/// restic is not installed.
+fn restic_init(bucket: &Path, namespace: &str, password: &str) -> Option<PathBuf> {
+    if Command::new("restic").arg("version").output().is_err() {
+        eprintln!("skipped: the restic CLI is not installed, and the fixture needs it");
+        return None;
+    }
+    let repo = bucket.join("restic").join(namespace);
+    let out = Command::new("restic")
+        .args(["--no-cache", "-r"])
+        .arg(&repo)
+        .arg("init")
+        .env("RESTIC_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(repo)
+}
+
+/// `restic backup` of `dir` into `repo`: the snapshot id.
+fn restic_backup(repo: &Path, password: &str, dir: &Path) -> String {
+    let out = Command::new("restic")
+        .args(["--no-cache", "--json", "-r"])
+        .arg(repo)
+        .arg("backup")
+        .arg(dir)
+        .env("RESTIC_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .and_then(|v| v["snapshot_id"].as_str().map(str::to_string))
+        .expect("restic printed its summary")
+}
+
+/// A PodVolumeBackup as Velero writes it into
+/// `<backup>-podvolumebackups.json.gz`.
+fn pvb(ns: &str, pod: &str, volume: &str, uploader: &str, phase: &str, snapshot: &str) -> Value {
+    json!({
+        "kind": "PodVolumeBackup", "apiVersion": "velero.io/v1",
+        "metadata": {"name": format!("{BACKUP}-{volume}"), "namespace": "openshift-adp",
+                     "labels": {"velero.io/backup-name": BACKUP}},
+        "spec": {
+            "node": "node-1",
+            "pod": {"kind": "Pod", "namespace": ns, "name": pod, "uid": format!("uid-{pod}")},
+            "volume": volume,
+            "backupStorageLocation": "default",
+            "repoIdentifier": format!("s3:s3.amazonaws.com/velero-backups/restic/{ns}"),
+            "uploaderType": uploader,
+            "tags": {"backup": BACKUP, "ns": ns, "pod": pod, "volume": volume}
+        },
+        "status": {
+            "phase": phase,
+            "path": format!("/host_pods/uid-{pod}/volumes/kubernetes.io~csi/pvc-{volume}/mount"),
+            "snapshotID": snapshot,
+            "startTimestamp": "2026-11-30T02:00:01Z",
+            "completionTimestamp": "2026-11-30T02:00:04Z",
+            "progress": {"totalBytes": 765_563, "bytesDone": 765_563}
+        }
+    })
+}
+
+fn claim(ns: &str, name: &str) -> Value {
+    served(
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": name, "namespace": ns,
+                            "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+                        "volumeName": format!("pvc-{ns}-{name}"),
+                        "resources": {"requests": {"storage": "1Gi"}}}}),
+        &format!("pvc-uid-{name}"),
+    )
+}
+
+/// A pod of `ns` mounting `claims` as volumes of the same names (and an
+/// emptyDir `scratch`), owned by a ReplicaSet when `owned`.
+fn pod(ns: &str, name: &str, claims: &[&str], owned: bool) -> Value {
+    let mut volumes: Vec<Value> = claims
+        .iter()
+        .map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}}))
+        .collect();
+    volumes.push(json!({"name": "scratch", "emptyDir": {}}));
+    let mut meta = json!({"name": name, "namespace": ns});
+    if owned {
+        meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                          "name": "db-6d4cf56db6", "uid": "r-1", "controller": true}]);
+    }
+    served(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+               "spec": {"containers": [{"name": "db", "image": "mariadb:10.5"}], "volumes": volumes}}),
+        &format!("uid-{name}"),
+    )
+}
+
+/// Writes a Completed Velero backup of `objects` ((group-resource, object))
+/// — each in its preferred version and unversioned — with `pvbs` as its
+/// PodVolumeBackups.
+fn write_fs_backup(bucket: &Path, objects: &[(&str, Value)], pvbs: &[Value]) {
+    let work = tempfile::tempdir().unwrap();
+    for (gr, obj) in objects {
+        let name = obj["metadata"]["name"].as_str().unwrap();
+        let scope = match obj["metadata"]["namespace"].as_str() {
+            Some(ns) => format!("namespaces/{ns}/{name}.json"),
+            None => format!("cluster/{name}.json"),
+        };
+        for dir in [
+            format!("resources/{gr}"),
+            format!("resources/{gr}/v1-preferredversion"),
+        ] {
+            let p = work.path().join(dir).join(&scope);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, serde_json::to_vec(obj).unwrap()).unwrap();
+        }
+    }
+    std::fs::create_dir_all(work.path().join("metadata")).unwrap();
+    std::fs::write(work.path().join("metadata/version"), "1.1.0").unwrap();
+    let dir = bucket.join("backups").join(BACKUP);
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(dir.join(format!("{BACKUP}.tar.gz")))
+        .arg("-C")
+        .arg(work.path())
+        .args(["metadata", "resources"])
+        .status()
+        .expect("tar runs");
+    assert!(status.success());
+    // Gzipped with the system gzip, as Velero's own writer would.
+    let list = dir.join(format!("{BACKUP}-podvolumebackups.json"));
+    std::fs::write(&list, serde_json::to_vec(pvbs).unwrap()).unwrap();
+    let status = Command::new("gzip")
+        .arg("-n")
+        .arg(&list)
+        .status()
+        .expect("gzip runs");
+    assert!(status.success());
+    let backup = json!({
+        "kind": "Backup", "apiVersion": "velero.io/v1",
+        "metadata": {"name": BACKUP, "namespace": "openshift-adp",
+                     "labels": {"velero.io/schedule-name": "daily"}},
+        "spec": {"defaultVolumesToFsBackup": true, "ttl": "720h0m0s"},
+        "status": {"phase": "Completed", "formatVersion": "1.1.0",
+                   "startTimestamp": "2026-11-30T02:00:00Z", "expiration": "2026-12-30T02:00:00Z",
+                   "progress": {"totalItems": objects.len(), "itemsBackedUp": objects.len()}}
+    });
+    std::fs::write(
+        dir.join("velero-backup.json"),
+        serde_json::to_vec_pretty(&backup).unwrap(),
+    )
+    .unwrap();
+}
+
+fn namespace(name: &str) -> (&'static str, Value) {
+    (
+        "namespaces",
+        served(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            &format!("ns-{name}"),
+        ),
+    )
+}
+
+#[test]
+fn velero_restic_volumes_restore_byte_for_byte_and_kopia_ones_are_reported() {
+    let w = World::with_movers();
+    let seed = w.dir.path().join("seed-data");
+    let files = crate::volume_data::seed_files(&seed);
+    let Some(repo) = restic_init(&w.bucket, "shop", "static-passw0rd") else {
+        return;
+    };
+    let snapshot = restic_backup(&repo, "static-passw0rd", &seed);
+    let scratch = restic_backup(
+        &repo,
+        "static-passw0rd",
+        &w.dir.path().join("seed-data/todolist"),
+    );
+    let web = "db-6d4cf56db6-x2x4k";
+    write_fs_backup(
+        &w.bucket,
+        &[
+            namespace("shop"),
+            ("persistentvolumeclaims", claim("shop", "data")),
+            ("persistentvolumeclaims", claim("shop", "cache")),
+            (
+                "persistentvolumes",
+                served(
+                    json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                           "metadata": {"name": "pvc-shop-data"},
+                           "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                                    "storageClassName": "standard",
+                                    "csi": {"driver": "hostpath.csi.k8s.io", "volumeHandle": "v-1"},
+                                    "claimRef": {"namespace": "shop", "name": "data"}}}),
+                    "pv-1",
+                ),
+            ),
+            ("pods", pod("shop", web, &["data"], true)),
+            ("pods", pod("shop", "tools", &["cache"], false)),
+            (
+                "deployments.apps",
+                served(
+                    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                           "metadata": {"name": "db", "namespace": "shop"},
+                           "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "db"}},
+                                    "template": {"metadata": {"labels": {"app": "db"}},
+                                                 "spec": {"containers": [{"name": "db", "image": "mariadb:10.5"}],
+                                                          "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}}}}),
+                    "d-1",
+                ),
+            ),
+        ],
+        &[
+            pvb("shop", web, "data", "restic", "Completed", &snapshot),
+            // An emptyDir: no claim, so nothing of lifeboat's to fill.
+            pvb("shop", web, "scratch", "restic", "Completed", &scratch),
+            pvb(
+                "shop",
+                "tools",
+                "cache",
+                "kopia",
+                "Completed",
+                "5d4e1b2c9a0f",
+            ),
+        ],
+    );
+    let before = files_in(&w.bucket);
+    let kubeconfig = w.kubeconfig();
+    let (r, k) = (w.repo(), kubeconfig.as_str());
+
+    let (code, out, err) = run(
+        &["backups", "list", "--repo", r, "--location", "oadp"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("POD VOLUMES") && out.contains("1 kopia, 2 restic"),
+        "{out}"
+    );
+    let (code, out, err) = w.on_velero(&["backups", "show", BACKUP]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("cannot read its data") && out.contains(&snapshot[..8]),
+        "{out}"
+    );
+
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--repo",
+            r,
+            "--from",
+            BACKUP,
+            "--location",
+            "oadp",
+            "--kubeconfig",
+            k,
+            "--namespace-mapping",
+            "shop=shop-copy",
+        ];
+        args.extend_from_slice(extra);
+        run(&args, None)
+    };
+    // The dry run says how each claim would come back.
+    let (code, out, err) = restore(&["--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "filled from Velero's restic snapshot {}",
+            &snapshot[..8]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("its data is NOT restored") && out.contains("Kopia"),
+        "{out}"
+    );
+
+    let (code, out, err) = restore(&["--format", "json"]);
+    assert_eq!(
+        code, 1,
+        "the kopia claim's data did not come back: {out}{err}"
+    );
+    let record: Value = serde_json::from_str(&out).expect(&out);
+    assert_eq!(record["phase"], "PartiallyFailed", "{record:#}");
+    let volumes = record["volumes"].as_array().unwrap();
+    let data = volumes.iter().find(|v| v["pvc"] == "data").expect(&out);
+    assert_eq!(data["phase"], "Completed", "{data}");
+    assert_eq!(data["namespace"], "shop-copy");
+    assert_eq!(data["snapshot"].as_str().unwrap(), snapshot);
+    let total: u64 = files.values().map(|f| f.len() as u64).sum();
+    assert!(data["bytes"].as_u64().unwrap() >= total, "{data}");
+    assert!(data.get("durationMs").is_some(), "{data}");
+    let cache = volumes.iter().find(|v| v["pvc"] == "cache").expect(&out);
+    assert_eq!(cache["phase"], "Failed");
+    assert!(
+        cache["error"].as_str().unwrap().contains("Kopia"),
+        "{cache}"
+    );
+    // The restic claim holds exactly what restic backed up.
+    let dir = claim_volume(&w, "shop-copy", "data");
+    crate::volume_data::assert_same_files(&dir, &files);
+    // Its old volume is not restored; the workload and the kopia claim are.
+    let items = record["items"].as_array().unwrap();
+    let action = |resource: &str, name: &str| {
+        items
+            .iter()
+            .find(|i| i["resource"] == resource && i["name"] == name)
+            .map(|i| i["action"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(action("persistentvolumes", "pvc-shop-data"), "Skipped");
+    assert_eq!(action("pods", "tools"), "Created");
+    assert_eq!(action("deployments.apps", "db"), "Created", "{items:#?}");
+    assert_eq!(action("persistentvolumeclaims", "cache"), "Created");
+    // Velero's bucket, restic repository included, is as it was.
+    assert_eq!(
+        files_in(&w.bucket),
+        before,
+        "nothing was written to Velero's bucket"
+    );
+}
+
+#[test]
+fn a_missing_velero_snapshot_or_a_wrong_password_fails_that_volume_only() {
+    let w = World::with_movers();
+    let seed = w.dir.path().join("seed-data");
+    crate::volume_data::seed_files(&seed);
+    let Some(shop) = restic_init(&w.bucket, "shop", "static-passw0rd") else {
+        return;
+    };
+    let good = restic_backup(&shop, "static-passw0rd", &seed);
+    // An installation that set its own repository password.
+    let other = restic_init(&w.bucket, "other", "not-the-static-one").unwrap();
+    let elsewhere = restic_backup(&other, "not-the-static-one", &seed);
+    let missing = "0badc0de".repeat(8);
+    write_fs_backup(
+        &w.bucket,
+        &[
+            namespace("shop"),
+            namespace("other"),
+            ("persistentvolumeclaims", claim("shop", "data")),
+            ("persistentvolumeclaims", claim("shop", "lost")),
+            ("persistentvolumeclaims", claim("other", "files")),
+            ("pods", pod("shop", "a", &["data"], false)),
+            ("pods", pod("shop", "b", &["lost"], false)),
+            ("pods", pod("other", "c", &["files"], false)),
+        ],
+        &[
+            pvb("shop", "a", "data", "restic", "Completed", &good),
+            pvb("shop", "b", "lost", "restic", "Completed", &missing),
+            pvb("other", "c", "files", "", "Completed", &elsewhere),
+        ],
+    );
+    let kubeconfig = w.kubeconfig();
+    let (code, out, err) = run(
+        &[
+            "restore",
+            "--repo",
+            w.repo(),
+            "--from",
+            BACKUP,
+            "--location",
+            "oadp",
+            "--kubeconfig",
+            &kubeconfig,
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let record: Value = serde_json::from_str(&out).expect(&out);
+    assert_eq!(record["phase"], "PartiallyFailed", "{record:#}");
+    let volume = |pvc: &str| {
+        record["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["pvc"] == pvc)
+            .cloned()
+            .unwrap_or_else(|| panic!("{pvc} in {record:#}"))
+    };
+    assert_eq!(volume("data")["phase"], "Completed");
+    let lost = volume("lost");
+    assert_eq!(lost["phase"], "Failed");
+    assert!(
+        lost["error"]
+            .as_str()
+            .unwrap()
+            .contains("no snapshot 0badc0de"),
+        "{lost}"
+    );
+    let files = volume("files");
+    assert_eq!(files["phase"], "Failed");
+    assert!(
+        files["error"]
+            .as_str()
+            .unwrap()
+            .contains("password does not open"),
+        "{files}"
+    );
+    // What mounts a claim left empty is held back; the rest is restored.
+    let items = record["items"].as_array().unwrap();
+    let action = |name: &str| {
+        items
+            .iter()
+            .find(|i| i["resource"] == "pods" && i["name"] == name)
+            .map(|i| i["action"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(action("a"), "Created");
+    assert_eq!(action("b"), "Skipped");
+    assert_eq!(action("c"), "Skipped");
+}
+
+/// Waits until the claim is Bound; its volume's directory.
+fn claim_volume(w: &World, ns: &str, name: &str) -> PathBuf {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(w.sandbox.client(), ns);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let pvc = w.rt.block_on(api.get(name)).unwrap();
+        if pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound") {
+            let pv = pvc.spec.unwrap().volume_name.unwrap();
+            return w.sandbox.data_dir().join("volumes").join(pv);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} was not bound: {pvc:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Every file below `dir` with its bytes.
+fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    files(dir)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(dir.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect()
 }

@@ -133,6 +133,7 @@ fn repo_key(repo: &VolumeRepo) -> RepoKey {
     RepoKey {
         cache_name: repo.reference().cache_key(),
         password: repo.password().to_string(),
+        foreign: None,
     }
 }
 
@@ -1330,6 +1331,97 @@ pub async fn for_restore(
         keys,
         movers,
     }))
+}
+
+/// What a restore of Velero backup `backup` needs to fill claims with the
+/// data Velero's restic uploader wrote: the movers' access to the Velero
+/// location and, per namespace with restic pod volume backups, the
+/// repository `restic/<namespace>` with Velero's static password (which
+/// reaches the mover only through the per-operation Secret, as lifeboat's
+/// keys do). `None` when the backup has no restic pod volume backups.
+pub async fn for_velero_restore(
+    velero: &lifeboat_store::VeleroLocation,
+    config: &LocationConfig,
+    location_name: &str,
+    backup: &str,
+    request: &str,
+    movers: MoverOptions,
+) -> anyhow::Result<Option<lifeboat_kube::restore::VolumeData>> {
+    let backups = match velero.pod_volume_backups(backup).await {
+        Ok(b) => b,
+        // The restore itself reports why the backup cannot be read.
+        Err(lifeboat_store::StoreError::VeleroBackupNotFound { .. }) => return Ok(None),
+        Err(e) => {
+            return Err(anyhow::Error::from(e)
+                .context(format!("cannot read the pod volume backups of `{backup}`")));
+        }
+    };
+    // Kopia's are reported per claim by the restore, with no mover.
+    let namespaces: BTreeSet<&str> = backups
+        .iter()
+        .filter(|b| b.uploader == lifeboat_store::Uploader::Restic)
+        .map(|b| b.namespace.as_str())
+        .collect();
+    // Claims Velero kept otherwise (data mover, CSI snapshots) are
+    // reported by the restore too, with no mover.
+    let infos = velero.volume_infos(backup).await.map_err(|e| {
+        anyhow::Error::from(e).context(format!("cannot read the volume information of `{backup}`"))
+    })?;
+    if backups.is_empty() && infos.is_empty() {
+        return Ok(None);
+    }
+    let access = if namespaces.is_empty() {
+        // No mover runs: how it would reach the location does not matter.
+        MoverAccess {
+            location: WorkLocation::from_config(config),
+            location_name: location_name.into(),
+            cluster: location_name.into(),
+        }
+    } else {
+        velero_access(config, location_name)?
+    };
+    let keys = namespaces
+        .into_iter()
+        .map(|ns| {
+            let key = RepoKey {
+                cache_name: lifeboat_volume::RepoRef {
+                    location: format!("velero-{location_name}"),
+                    cluster: "restic".into(),
+                    namespace: ns.into(),
+                    generation: 1,
+                }
+                .cache_key(),
+                password: lifeboat_store::VELERO_RESTIC_PASSWORD.into(),
+                foreign: Some(lifeboat_store::velero_restic_repository(ns)),
+            };
+            (ns.to_string(), key)
+        })
+        .collect();
+    Ok(Some(lifeboat_kube::restore::VolumeData {
+        restore: request.to_string(),
+        access,
+        keys,
+        movers,
+    }))
+}
+
+/// How movers reach a Velero location: as [`access`], without the
+/// recipients (Velero's data is not encrypted by lifeboat, and nothing is
+/// written there).
+fn velero_access(config: &LocationConfig, location_name: &str) -> anyhow::Result<MoverAccess> {
+    if !config.url.starts_with("file://") && config.credentials.is_none() {
+        bail!(
+            "StorageLocation `{location_name}` uses the default credential chain of whoever \
+             runs lifeboat, which a mover pod does not have: give the location \
+             spec.credentials (a Secret with read access to Velero's bucket) so lifeboat can \
+             hand them to the mover, or restore with --no-volume-data"
+        );
+    }
+    Ok(MoverAccess {
+        location: WorkLocation::from_config(config),
+        location_name: location_name.into(),
+        cluster: location_name.into(),
+    })
 }
 
 #[cfg(test)]

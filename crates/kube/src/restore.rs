@@ -210,10 +210,12 @@ pub struct RestoreOutcome {
 
 impl RestoreOutcome {
     /// `Completed` when nothing failed, `Failed` when something failed
-    /// and nothing was created or updated, else `PartiallyFailed`.
+    /// and nothing was created or updated, else `PartiallyFailed` (a
+    /// volume whose data did not come back is a failure too).
     pub fn phase(&self) -> RestorePhase {
         let c = &self.counts;
-        if c.failed == 0 && !self.hooks.failed_restore {
+        let volume_failed = self.volumes.iter().any(|v| v.phase == VolumePhase::Failed);
+        if c.failed == 0 && !self.hooks.failed_restore && !volume_failed {
             RestorePhase::Completed
         } else if c.failed == 0 {
             RestorePhase::PartiallyFailed
@@ -418,10 +420,24 @@ pub async fn restore(
                     snapshot: v.snapshot.clone().unwrap_or_default(),
                     kept: v.kept.clone(),
                     local,
+                    velero: v.method == lifeboat_store::VELERO_RESTIC,
                 },
             );
         }
     }
+    // Claims whose data the backup holds in a form this restore cannot
+    // read (Velero's Kopia): restored as backed up, each reported.
+    let unreadable: BTreeMap<(String, String), &lifeboat_store::VolumeEntry> =
+        if opts.volume_data.is_some() {
+            reader
+                .unreadable_volumes()
+                .iter()
+                .map(|v| ((v.namespace.clone(), v.pvc.clone()), v))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+    let mut without_data: Vec<RestoredVolume> = Vec::new();
     if let Some(c) = &opts.claims {
         check_claims(reader, c, &with_data, opts.volume_data.is_some()).await?;
     }
@@ -555,6 +571,29 @@ pub async fn restore(
                 kept: source.kept.clone(),
                 local: source.local,
                 placement: None,
+            });
+        }
+        if entry.group.is_empty()
+            && entry.resource == "persistentvolumeclaims"
+            && let Some(ns) = entry.namespace.as_deref()
+            && let Some(v) = unreadable.get(&(ns.to_string(), entry.name.clone()))
+        {
+            let why = v.error.clone().unwrap_or_default();
+            changes.push(format!(
+                "its data is NOT restored (it comes back as it was backed up): {why}"
+            ));
+            without_data.push(RestoredVolume {
+                namespace: opts.transform.namespace(ns).to_string(),
+                pvc: entry.name.clone(),
+                source_namespace: ns.to_string(),
+                snapshot: v.snapshot.clone().unwrap_or_default(),
+                from_kept: false,
+                phase: VolumePhase::Failed,
+                bytes: 0,
+                files: 0,
+                duration_ms: 0,
+                node: None,
+                error: Some(format!("not restored: {why}")),
             });
         }
         let on_exists = match (entry.group.as_str(), entry.resource.as_str()) {
@@ -854,6 +893,19 @@ pub async fn restore(
         );
     }
 
+    // The claims restored without the data the backup holds: listed with
+    // the volumes (a dry run lists them on the claims' lines).
+    if !opts.dry_run {
+        restored_volumes.extend(without_data.into_iter().filter(|v| {
+            lines.iter().any(|(_, l)| {
+                l.resource == "persistentvolumeclaims"
+                    && l.namespace.as_deref() == Some(v.namespace.as_str())
+                    && l.name == v.pvc
+                    && l.action == RestoreAction::Created
+            })
+        }));
+    }
+
     // Restore hooks run in the pods of the workloads this restore wrote.
     let mut hooks = crate::restore_hooks::HookRuns::default();
     if !opts.dry_run {
@@ -964,6 +1016,8 @@ struct DataSource {
     /// `kept` is in this cluster: the claim is filled from it (faster than
     /// a mover reading the repository), else from `snapshot`.
     local: bool,
+    /// `snapshot` is in Velero's restic repository of the namespace.
+    velero: bool,
 }
 
 impl DataSource {
@@ -973,6 +1027,10 @@ impl DataSource {
             (Some(k), true) => format!(
                 "a fresh volume, from the kept CSI snapshot (VolumeSnapshotContent {})",
                 k.content
+            ),
+            _ if !self.snapshot.is_empty() && self.velero => format!(
+                "a fresh volume, filled from Velero's restic snapshot {}",
+                self.snapshot.get(..8).unwrap_or(&self.snapshot)
             ),
             _ if !self.snapshot.is_empty() => format!(
                 "a fresh volume, filled from volume snapshot {}",
@@ -1837,6 +1895,22 @@ mod tests {
         o.counts.failed = 1;
         assert_eq!(o.phase(), RestorePhase::Failed);
         o.counts.created = 1;
+        assert_eq!(o.phase(), RestorePhase::PartiallyFailed);
+        // A claim whose data did not come back: PartiallyFailed.
+        o.counts.failed = 0;
+        o.volumes.push(RestoredVolume {
+            namespace: "shop".into(),
+            pvc: "data".into(),
+            source_namespace: "shop".into(),
+            snapshot: String::new(),
+            from_kept: false,
+            phase: VolumePhase::Failed,
+            bytes: 0,
+            files: 0,
+            duration_ms: 0,
+            node: None,
+            error: Some("not restored: Kopia".into()),
+        });
         assert_eq!(o.phase(), RestorePhase::PartiallyFailed);
     }
 }

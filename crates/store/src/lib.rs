@@ -52,6 +52,9 @@ pub use signing::{
     GeneratedKeyPair, SIGNATURE_SUFFIX, SignatureCheck, SignatureState, SignedKind, SigningKey,
     Subject, Trust, TrustedKey, generate_key_pair, parse_public_key,
 };
-pub use velero::{VeleroBackup, VeleroLocation, VeleroReader};
+pub use velero::{
+    PodVolumeBackup, Uploader, VELERO_KOPIA, VELERO_RESTIC, VELERO_RESTIC_PASSWORD, VeleroBackup,
+    VeleroLocation, VeleroReader, VolumeInfo, velero_restic_repository,
+};
 pub use verify::{BackupCheck, CheckStatus, Finding, Verification};
 pub use writer::{BackupSpec, BackupWriter, ObjectEntry, WriterHandle};

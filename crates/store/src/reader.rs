@@ -101,6 +101,13 @@ pub trait RestoreSource: Send + Sync {
     fn entries(&self) -> impl Stream<Item = Result<ArchiveEntry>> + Send + 'static;
     /// The volumes whose data the backup carries.
     fn volumes(&self) -> &[VolumeEntry];
+    /// Volumes whose data the backup holds in a form lifeboat cannot read
+    /// (Velero's Kopia repositories), or that its writer did not finish,
+    /// each with the reason in `error`: their claims come back as they
+    /// were backed up, and the restore reports each.
+    fn unreadable_volumes(&self) -> &[VolumeEntry] {
+        &[]
+    }
     /// What the backed-up objects need in the target cluster.
     fn prerequisites(&self) -> &[Prerequisite];
     /// The claims (namespace, name) the backup holds, for restoring

@@ -64,6 +64,25 @@ impl Repository {
             .with_signing(trust, signer))
     }
 
+    /// A view of data another tool wrote below a location (Velero's restic
+    /// repositories in its bucket), for reading: no marker is checked, and
+    /// none is ever written ([`Repository::ensure_marker`] does nothing),
+    /// so the location is left as that tool laid it out. It has no keys.
+    pub fn foreign(store: Arc<dyn ObjectStore>, url: impl Into<String>) -> Repository {
+        let marker_written = OnceCell::new();
+        let _ = marker_written.set(());
+        Repository {
+            inner: Arc::new(Inner {
+                store,
+                url: url.into(),
+                keys: Keys::default(),
+                trust: Trust::default(),
+                signer: None,
+                marker_written,
+            }),
+        }
+    }
+
     /// The same repository, trusting `trust` when reading and signing with
     /// `signer` when writing.
     pub fn with_signing(self, trust: Trust, signer: Option<SigningKey>) -> Repository {

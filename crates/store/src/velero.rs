@@ -11,7 +11,25 @@
 //!   resources/<resource>[.<group>]/<version>/…                    other versions (EnableAPIGroupVersions)
 //!   resources/…/cluster/<name>.json                               cluster-scoped objects
 //!   metadata/version
+//!                        /<name>-podvolumebackups.json.gz   Velero's file-system backups:
+//!                                                           a gzipped JSON array of PodVolumeBackups
+//!                        /<name>-volumeinfo.json.gz         Velero 1.12+: how each claim's data was
+//!                                                           kept (CSI snapshot, data mover, …)
+//! <prefix>/restic/<namespace>/   restic repository of a namespace's pod volumes
+//!                                (Velero's restic uploader; password `static-passw0rd`)
+//! <prefix>/kopia/<namespace>/    Kopia repository (Velero's kopia uploader, OADP >= 1.3): not read
 //! ```
+//!
+//! A PodVolumeBackup names a pod, one of its volumes and the snapshot of
+//! it; the pod in the tarball says which claim that volume is. Completed
+//! restic backups of claims become the reader's [`RestoreSource::volumes`]
+//! (method [`VELERO_RESTIC`]), which lifeboat's movers restore from the
+//! namespace's restic repository; Kopia ones, and those Velero did not
+//! finish, become [`RestoreSource::unreadable_volumes`] with the reason.
+//! Pod volumes that are not claims (`emptyDir` …) are not restored. The
+//! volume information of Velero 1.12+ adds the claims whose data Velero
+//! kept otherwise — moved by its data mover (Kopia), or a CSI or native
+//! snapshot in the source's storage — as unreadable, with the reason.
 //!
 //! Each object is read from its preferred-version copy, else from its
 //! unversioned copy (backups of Velero before 1.4 have only that); copies
@@ -36,9 +54,340 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::config::{LocationConfig, build_store};
 use crate::error::{Result, StoreError};
-use crate::model::{Prerequisite, VolumeEntry};
+use crate::model::{Prerequisite, VolumeEntry, VolumePhase};
 use crate::reader::{ArchiveEntry, RestoreSource, Stop, VerifyReport};
-use crate::repo::validate_name;
+use crate::repo::{Repository, validate_name};
+
+/// The password of every restic repository Velero's restic uploader
+/// creates (Velero's default `velero-repo-credentials`): whoever may read
+/// the bucket may read every volume in it.
+pub const VELERO_RESTIC_PASSWORD: &str = "static-passw0rd";
+
+/// [`VolumeEntry::method`] of a claim Velero backed up with restic.
+pub const VELERO_RESTIC: &str = "veleroRestic";
+/// [`VolumeEntry::method`] of a claim Velero backed up with Kopia.
+pub const VELERO_KOPIA: &str = "veleroKopia";
+
+/// The directory (below the location) of the restic repository Velero
+/// keeps the pod volumes of `namespace` in.
+pub fn velero_restic_repository(namespace: &str) -> String {
+    format!("restic/{namespace}")
+}
+
+/// Which of Velero's uploaders wrote a pod volume's data.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Uploader {
+    /// restic (`uploaderType: restic`, or none: Velero before 1.10).
+    Restic,
+    /// Kopia (`uploaderType: kopia`).
+    Kopia,
+    /// Anything else, as Velero wrote it.
+    Other(String),
+}
+
+impl std::fmt::Display for Uploader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Uploader::Restic => "restic",
+            Uploader::Kopia => "kopia",
+            Uploader::Other(o) => o,
+        })
+    }
+}
+
+/// One of Velero's PodVolumeBackups: a file-system backup of one volume of
+/// one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodVolumeBackup {
+    /// The pod's namespace (its repository's namespace too).
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    /// The pod's volume name (`spec.volumes[].name`).
+    pub volume: String,
+    pub uploader: Uploader,
+    /// Where Velero says the repository is (`spec.repoIdentifier`).
+    pub repo_identifier: String,
+    /// `Completed`, `Failed`, `InProgress`, `New` as Velero wrote it.
+    pub phase: String,
+    /// The snapshot id in the repository (`status.snapshotID`).
+    pub snapshot: String,
+    /// The path Velero's node agent read (`status.path`).
+    pub path: String,
+    pub message: String,
+    /// `status.progress.totalBytes`.
+    pub bytes: u64,
+    pub started: Option<Timestamp>,
+    pub completed: Option<Timestamp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PvbDoc {
+    spec: PvbSpec,
+    status: PvbStatus,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PvbSpec {
+    pod: PvbPod,
+    volume: String,
+    repo_identifier: String,
+    uploader_type: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PvbPod {
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PvbStatus {
+    phase: String,
+    path: String,
+    #[serde(rename = "snapshotID")]
+    snapshot_id: String,
+    message: String,
+    start_timestamp: Option<Timestamp>,
+    completion_timestamp: Option<Timestamp>,
+    progress: PvbProgress,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PvbProgress {
+    total_bytes: u64,
+}
+
+impl From<PvbDoc> for PodVolumeBackup {
+    fn from(d: PvbDoc) -> Self {
+        PodVolumeBackup {
+            namespace: d.spec.pod.namespace,
+            pod: d.spec.pod.name,
+            pod_uid: d.spec.pod.uid,
+            volume: d.spec.volume,
+            uploader: match d.spec.uploader_type.as_str() {
+                "" | "restic" => Uploader::Restic,
+                "kopia" => Uploader::Kopia,
+                other => Uploader::Other(other.to_string()),
+            },
+            repo_identifier: d.spec.repo_identifier,
+            phase: d.status.phase,
+            snapshot: d.status.snapshot_id,
+            path: d.status.path,
+            message: d.status.message,
+            bytes: d.status.progress.total_bytes,
+            started: d.status.start_timestamp,
+            completed: d.status.completion_timestamp,
+        }
+    }
+}
+
+/// Parses `<backup>-podvolumebackups.json.gz` (`display` names it in errors).
+fn parse_pod_volume_backups(gz: &[u8], display: &str) -> Result<Vec<PodVolumeBackup>> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: display.to_string(),
+        reason,
+    };
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut json)
+        .map_err(|e| corrupt(format!("not gzip: {e}")))?;
+    // Velero writes `null` when a backup has none.
+    let docs: Option<Vec<PvbDoc>> = serde_json::from_slice(&json)
+        .map_err(|e| corrupt(format!("not a JSON array of PodVolumeBackups: {e}")))?;
+    Ok(docs
+        .unwrap_or_default()
+        .into_iter()
+        .map(PodVolumeBackup::from)
+        .collect())
+}
+
+/// One entry of `<backup>-volumeinfo.json.gz` (Velero 1.12+): how a
+/// claim's data was kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct VolumeInfo {
+    pub pvc_name: String,
+    pub pvc_namespace: String,
+    /// `PodVolumeBackup`, `CSISnapshot`, `NativeSnapshot` (empty: skipped).
+    pub backup_method: String,
+    /// Moved out of the storage system by Velero's data mover.
+    pub snapshot_data_moved: bool,
+    pub skipped: bool,
+    /// `succeeded` or `failed`.
+    pub result: String,
+}
+
+/// Parses `<backup>-volumeinfo.json.gz` (`display` names it in errors).
+fn parse_volume_infos(gz: &[u8], display: &str) -> Result<Vec<VolumeInfo>> {
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut json)
+        .map_err(|e| StoreError::Corrupt {
+            path: display.to_string(),
+            reason: format!("not gzip: {e}"),
+        })?;
+    let infos: Option<Vec<VolumeInfo>> =
+        serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+            path: display.to_string(),
+            reason: format!("not a JSON array of Velero's volume information: {e}"),
+        })?;
+    Ok(infos.unwrap_or_default())
+}
+
+/// Why lifeboat cannot restore the data of a claim Velero kept as `info`
+/// says; `None` for pod volume backups (read from their own list) and
+/// claims whose data Velero skipped.
+fn kept_elsewhere(info: &VolumeInfo) -> Option<String> {
+    if info.skipped || info.pvc_name.is_empty() {
+        return None;
+    }
+    match info.backup_method.as_str() {
+        "CSISnapshot" if info.snapshot_data_moved => Some(
+            "Velero's data mover moved its CSI snapshot into a Kopia repository (kopia/<namespace>), \
+             a format lifeboat does not read; restore its data with Velero, or back the claim up \
+             with lifeboat from now on"
+                .to_string(),
+        ),
+        "CSISnapshot" => Some(
+            "Velero kept it as a CSI snapshot in the storage system of the cluster it was backed \
+             up in, which lifeboat does not restore from Velero backups"
+                .to_string(),
+        ),
+        "NativeSnapshot" => Some(
+            "Velero kept it as a snapshot of the cloud provider (a VolumeSnapshotLocation), which \
+             lifeboat does not restore"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+/// The volumes of a Velero backup, as a restore sees them.
+#[derive(Debug, Default)]
+struct PodVolumes {
+    readable: Vec<VolumeEntry>,
+    unreadable: Vec<VolumeEntry>,
+}
+
+/// Maps each PodVolumeBackup to its claim through `pods` ((namespace,
+/// pod) → (volume → claim)). The first backup of a claim counts (Velero
+/// backs a claim mounted by several pods up once).
+fn resolve(
+    backups: &[PodVolumeBackup],
+    infos: &[VolumeInfo],
+    pods: &BTreeMap<(String, String), BTreeMap<String, String>>,
+) -> PodVolumes {
+    let mut out = PodVolumes::default();
+    let mut seen = BTreeSet::new();
+    for b in backups {
+        let Some(claim) = pods
+            .get(&(b.namespace.clone(), b.pod.clone()))
+            .and_then(|vols| vols.get(&b.volume))
+        else {
+            continue;
+        };
+        if !seen.insert((b.namespace.clone(), claim.clone())) {
+            continue;
+        }
+        let method = match b.uploader {
+            Uploader::Kopia => VELERO_KOPIA,
+            _ => VELERO_RESTIC,
+        };
+        let why = match &b.uploader {
+            Uploader::Kopia => Some(format!(
+                "Velero backed it up with Kopia (uploaderType kopia, repository kopia/{}), a \
+                 format lifeboat does not read; restore its data with Velero, or back the claim \
+                 up with lifeboat from now on",
+                b.namespace
+            )),
+            Uploader::Other(o) => Some(format!(
+                "Velero backed it up with the uploader `{o}`, which lifeboat does not know"
+            )),
+            Uploader::Restic if b.phase != "Completed" => Some(format!(
+                "Velero's backup of it is {}{}",
+                if b.phase.is_empty() {
+                    "unfinished"
+                } else {
+                    b.phase.as_str()
+                },
+                if b.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", b.message)
+                }
+            )),
+            Uploader::Restic if b.snapshot.is_empty() => {
+                Some("Velero recorded no snapshot id for it".to_string())
+            }
+            Uploader::Restic => None,
+        };
+        let duration_ms = match (b.started, b.completed) {
+            (Some(s), Some(c)) => u64::try_from(c.duration_since(s).as_millis()).unwrap_or(0),
+            _ => 0,
+        };
+        let entry = VolumeEntry {
+            namespace: b.namespace.clone(),
+            pvc: claim.clone(),
+            pvc_uid: String::new(),
+            method: method.to_string(),
+            phase: if why.is_none() {
+                VolumePhase::Completed
+            } else {
+                VolumePhase::Failed
+            },
+            snapshot: (!b.snapshot.is_empty()).then(|| b.snapshot.clone()),
+            bytes: b.bytes,
+            new_bytes: 0,
+            files: 0,
+            duration_ms,
+            node: None,
+            file: None,
+            error: why.clone(),
+            kept: None,
+        };
+        if why.is_none() {
+            out.readable.push(entry);
+        } else {
+            out.unreadable.push(entry);
+        }
+    }
+    for info in infos {
+        let Some(why) = kept_elsewhere(info) else {
+            continue;
+        };
+        if !seen.insert((info.pvc_namespace.clone(), info.pvc_name.clone())) {
+            continue;
+        }
+        out.unreadable.push(VolumeEntry {
+            namespace: info.pvc_namespace.clone(),
+            pvc: info.pvc_name.clone(),
+            pvc_uid: String::new(),
+            method: if info.snapshot_data_moved {
+                VELERO_KOPIA.to_string()
+            } else {
+                format!("velero{}", info.backup_method)
+            },
+            phase: VolumePhase::Failed,
+            snapshot: None,
+            bytes: 0,
+            new_bytes: 0,
+            files: 0,
+            duration_ms: 0,
+            node: None,
+            file: None,
+            error: Some(why),
+            kept: None,
+        });
+    }
+    out
+}
 
 /// A Velero BackupStorageLocation's bucket and prefix, read-only.
 #[derive(Debug, Clone)]
@@ -195,6 +544,44 @@ impl VeleroLocation {
         })
     }
 
+    /// The PodVolumeBackups of backup `name` (none when Velero wrote no
+    /// `<name>-podvolumebackups.json.gz`: no file-system backups).
+    pub async fn pod_volume_backups(&self, name: &str) -> Result<Vec<PodVolumeBackup>> {
+        validate_name("backup", name)?;
+        let path = Path::from(format!("backups/{name}/{name}-podvolumebackups.json.gz"));
+        let bytes = match self.store.get(&path).await {
+            Ok(got) => got
+                .bytes()
+                .await
+                .map_err(|e| StoreError::storage("get", self.display(&path), e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::storage("get", self.display(&path), e)),
+        };
+        parse_pod_volume_backups(&bytes, &self.display(&path))
+    }
+
+    /// Velero's volume information of backup `name` (none when Velero,
+    /// before 1.12, wrote no `<name>-volumeinfo.json.gz`).
+    pub async fn volume_infos(&self, name: &str) -> Result<Vec<VolumeInfo>> {
+        validate_name("backup", name)?;
+        let path = Path::from(format!("backups/{name}/{name}-volumeinfo.json.gz"));
+        let bytes = match self.store.get(&path).await {
+            Ok(got) => got
+                .bytes()
+                .await
+                .map_err(|e| StoreError::storage("get", self.display(&path), e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::storage("get", self.display(&path), e)),
+        };
+        parse_volume_infos(&bytes, &self.display(&path))
+    }
+
+    /// The bucket as a read-only [`Repository`] view, through which
+    /// Velero's restic repositories are read (nothing is written there).
+    pub fn data_view(&self) -> Repository {
+        Repository::foreign(self.store.clone(), self.url.clone())
+    }
+
     /// Opens a backup for restoring; refuses one Velero did not finish.
     pub async fn open_backup(&self, name: &str) -> Result<VeleroReader> {
         let backup = self.describe(name).await?;
@@ -208,12 +595,17 @@ impl VeleroLocation {
                 },
             });
         }
+        let pod_volume_backups = Arc::new(self.pod_volume_backups(name).await?);
+        let volume_infos = Arc::new(self.volume_infos(name).await?);
         Ok(VeleroReader {
             store: self.store.clone(),
             archive: Path::from(format!("backups/{name}/{name}.tar.gz")),
             url: self.url.clone(),
             backup,
             preferred: Arc::default(),
+            pod_volume_backups,
+            volume_infos,
+            scanned: Arc::default(),
         })
     }
 }
@@ -228,7 +620,16 @@ pub struct VeleroReader {
     /// The objects that have a preferred-version copy, learnt by the first
     /// pass over the archive (verification).
     preferred: Arc<OnceLock<HashSet<ObjectKey>>>,
+    pod_volume_backups: Arc<Vec<PodVolumeBackup>>,
+    volume_infos: Arc<Vec<VolumeInfo>>,
+    /// The claims in the archive and the volumes of its PodVolumeBackups,
+    /// learnt by verification.
+    scanned: Arc<OnceLock<Scanned>>,
 }
+
+/// What verification learnt: the claims (namespace, name) in the archive
+/// and the volumes of its PodVolumeBackups and volume information.
+type Scanned = (BTreeSet<(String, String)>, PodVolumes);
 
 /// `<resource>[.<group>]`, namespace, name.
 type ObjectKey = (String, Option<String>, String);
@@ -278,11 +679,51 @@ fn version_copy(dir: &str) -> Copy {
 struct Scan {
     objects: u64,
     preferred: HashSet<ObjectKey>,
+    /// (namespace, name) of every claim.
+    claims: BTreeSet<(String, String)>,
+    /// (namespace, pod) → (volume → claim) of every pod.
+    pods: BTreeMap<(String, String), BTreeMap<String, String>>,
+}
+
+/// What the first pass collects as it goes.
+#[derive(Default)]
+struct Found {
+    preferred: HashSet<ObjectKey>,
+    unversioned: HashSet<ObjectKey>,
+    claims: BTreeSet<(String, String)>,
+    pods: BTreeMap<(String, String), BTreeMap<String, String>>,
+}
+
+/// A pod's volumes that are claims: volume name → claim name.
+fn pod_claims(pod: &serde_json::Value) -> BTreeMap<String, String> {
+    pod.pointer("/spec/volumes")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let name = v.get("name")?.as_str()?;
+            let claim = v.pointer("/persistentVolumeClaim/claimName")?.as_str()?;
+            Some((name.to_string(), claim.to_string()))
+        })
+        .collect()
 }
 
 impl VeleroReader {
     pub fn backup(&self) -> &VeleroBackup {
         &self.backup
+    }
+
+    /// The backup's PodVolumeBackups, as Velero recorded them.
+    pub fn pod_volume_backups(&self) -> &[PodVolumeBackup] {
+        &self.pod_volume_backups
+    }
+
+    /// Learns claims and pod volumes from `scan` (once).
+    fn remember(&self, scan: &Scan) {
+        let _ = self.scanned.set((
+            scan.claims.clone(),
+            resolve(&self.pod_volume_backups, &self.volume_infos, &scan.pods),
+        ));
     }
 
     fn display(&self) -> String {
@@ -355,43 +796,61 @@ impl VeleroReader {
     /// The first pass: checks the whole tarball and learns which objects
     /// have a preferred-version copy.
     async fn scan(&self) -> Result<Scan> {
-        let found = Arc::new(std::sync::Mutex::new((
-            HashSet::<ObjectKey>::new(),
-            HashSet::<ObjectKey>::new(),
-        )));
+        let found = Arc::new(std::sync::Mutex::new(Found::default()));
         let sink = found.clone();
         self.stream(move |copy, key, path, json| {
-            match serde_json::from_slice::<serde_json::Value>(&json) {
-                Ok(serde_json::Value::Object(_)) => {}
+            let value = match serde_json::from_slice::<serde_json::Value>(&json) {
+                Ok(v @ serde_json::Value::Object(_)) => v,
                 Ok(_) => return Err(Stop::Invalid(format!("{path} is not a JSON object"))),
                 Err(e) => return Err(Stop::Invalid(format!("{path}: {e}"))),
+            };
+            let mut found = sink.lock().map_err(|_| Stop::Cancelled)?;
+            if copy != Copy::OtherVersion
+                && let (gr, Some(ns), name) = &key
+            {
+                match gr.as_str() {
+                    "persistentvolumeclaims" => {
+                        found.claims.insert((ns.clone(), name.clone()));
+                    }
+                    "pods" => {
+                        found
+                            .pods
+                            .insert((ns.clone(), name.clone()), pod_claims(&value));
+                    }
+                    _ => {}
+                }
             }
-            let mut sets = sink.lock().map_err(|_| Stop::Cancelled)?;
             match copy {
                 Copy::Preferred => {
-                    sets.0.insert(key);
+                    found.preferred.insert(key);
                 }
                 Copy::Unversioned => {
-                    sets.1.insert(key);
+                    found.unversioned.insert(key);
                 }
                 Copy::OtherVersion => {}
             }
             Ok(())
         })
         .await?;
-        let (preferred, unversioned) = std::mem::take(
+        let found = std::mem::take(
             &mut *found
                 .lock()
                 .map_err(|_| StoreError::Task("a reader panicked".into()))?,
         );
-        let objects = preferred.union(&unversioned).count() as u64;
-        Ok(Scan { objects, preferred })
+        let objects = found.preferred.union(&found.unversioned).count() as u64;
+        Ok(Scan {
+            objects,
+            preferred: found.preferred,
+            claims: found.claims,
+            pods: found.pods,
+        })
     }
 }
 
 impl RestoreSource for VeleroReader {
     async fn verify(&self) -> Result<VerifyReport> {
         let scan = self.scan().await?;
+        self.remember(&scan);
         let _ = self.preferred.set(scan.preferred);
         Ok(VerifyReport {
             objects: scan.objects,
@@ -400,23 +859,28 @@ impl RestoreSource for VeleroReader {
         })
     }
 
-    /// Velero's file-system and data-mover volume data is not read yet.
+    /// The claims Velero backed up with restic (known once verified).
     fn volumes(&self) -> &[VolumeEntry] {
-        &[]
+        self.scanned.get().map_or(&[], |(_, v)| &v.readable)
+    }
+
+    /// Kopia's and unfinished pod volume backups of claims (known once
+    /// verified).
+    fn unreadable_volumes(&self) -> &[VolumeEntry] {
+        self.scanned.get().map_or(&[], |(_, v)| &v.unreadable)
     }
 
     fn prerequisites(&self) -> &[Prerequisite] {
         &[]
     }
 
-    /// Single claims restore with their data, which is not read from
-    /// Velero backups yet.
     async fn claims(&self) -> Result<BTreeSet<(String, String)>> {
-        Err(StoreError::InvalidConfig(format!(
-            "{}: restoring single claims needs their volume data, which lifeboat does not read \
-             from Velero backups yet; restore the backup's objects without --claim",
-            self.display()
-        )))
+        if let Some((claims, _)) = self.scanned.get() {
+            return Ok(claims.clone());
+        }
+        let scan = self.scan().await?;
+        self.remember(&scan);
+        Ok(scan.claims)
     }
 
     fn entries(&self) -> impl Stream<Item = Result<ArchiveEntry>> + Send + 'static {
@@ -474,6 +938,111 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
+
+    fn gz(v: &serde_json::Value) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&serde_json::to_vec(v).unwrap()).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn pvb(pod: &str, volume: &str, uploader: &str, phase: &str, id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "spec": {"pod": {"namespace": "shop", "name": pod, "uid": "u"}, "volume": volume,
+                     "repoIdentifier": "s3:x/restic/shop", "uploaderType": uploader},
+            "status": {"phase": phase, "snapshotID": id, "message": "node agent gone",
+                       "progress": {"totalBytes": 42}}
+        })
+    }
+
+    #[test]
+    fn pod_volume_backups_map_to_claims_through_their_pods() {
+        let list = serde_json::json!([
+            pvb("a", "data", "restic", "Completed", "abc"),
+            pvb("a", "tmp", "restic", "Completed", "def"),
+            pvb("b", "data", "", "Completed", "abc2"),
+            pvb("b", "cache", "kopia", "Completed", "k1"),
+            pvb("b", "logs", "restic", "Failed", ""),
+            pvb("gone", "x", "restic", "Completed", "zz"),
+        ]);
+        let backups = parse_pod_volume_backups(&gz(&list), "f").unwrap();
+        assert_eq!(backups.len(), 6);
+        assert_eq!(backups[2].uploader, Uploader::Restic, "none is restic");
+        assert_eq!(backups[0].bytes, 42);
+        let pods = BTreeMap::from([
+            (
+                ("shop".to_string(), "a".to_string()),
+                BTreeMap::from([("data".to_string(), "data".to_string())]),
+            ),
+            (
+                ("shop".to_string(), "b".to_string()),
+                BTreeMap::from([
+                    ("data".to_string(), "data".to_string()),
+                    ("cache".to_string(), "cache".to_string()),
+                    ("logs".to_string(), "logs".to_string()),
+                ]),
+            ),
+        ]);
+        let infos = vec![
+            VolumeInfo {
+                pvc_name: "moved".into(),
+                pvc_namespace: "shop".into(),
+                backup_method: "CSISnapshot".into(),
+                snapshot_data_moved: true,
+                ..VolumeInfo::default()
+            },
+            // Also in the pod volume backups: counted once.
+            VolumeInfo {
+                pvc_name: "cache".into(),
+                pvc_namespace: "shop".into(),
+                backup_method: "CSISnapshot".into(),
+                ..VolumeInfo::default()
+            },
+            VolumeInfo {
+                pvc_name: "left".into(),
+                pvc_namespace: "shop".into(),
+                skipped: true,
+                ..VolumeInfo::default()
+            },
+        ];
+        let v = resolve(&backups, &infos, &pods);
+        // `tmp` is no claim, pod `gone` is not in the backup, `data` of
+        // pod b is the claim pod a's backup already holds.
+        assert_eq!(v.readable.len(), 1);
+        assert_eq!(v.readable[0].pvc, "data");
+        assert_eq!(v.readable[0].snapshot.as_deref(), Some("abc"));
+        assert_eq!(v.readable[0].method, VELERO_RESTIC);
+        let why: Vec<(&str, &str)> = v
+            .unreadable
+            .iter()
+            .map(|e| (e.pvc.as_str(), e.error.as_deref().unwrap()))
+            .collect();
+        assert_eq!(why.len(), 3);
+        assert!(
+            why[2].0 == "moved" && why[2].1.contains("data mover"),
+            "{why:?}"
+        );
+        assert!(why[0].0 == "cache" && why[0].1.contains("Kopia"), "{why:?}");
+        assert!(
+            why[1].0 == "logs" && why[1].1.contains("Failed: node agent gone"),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_pod_volume_backup_list_is_a_clear_error() {
+        assert!(matches!(
+            parse_pod_volume_backups(b"not gzip", "f"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let e = parse_pod_volume_backups(&gz(&serde_json::json!({"a": 1})), "f").unwrap_err();
+        assert!(e.to_string().contains("PodVolumeBackups"), "{e}");
+        assert!(
+            parse_pod_volume_backups(&gz(&serde_json::Value::Null), "f")
+                .unwrap()
+                .is_empty()
+        );
+    }
 
     /// `(group-resource, namespace, name)` as written in a case.
     type Key<'a> = (&'a str, Option<&'a str>, &'a str);

@@ -235,13 +235,7 @@ impl VolumeRepo {
                 source,
             })?;
         }
-        let lock = Lock::write(
-            self.store(),
-            &self.reference.base(),
-            &self.url(),
-            DEFAULT_EXPIRY,
-        )
-        .await?;
+        let lock = Lock::write(self.store(), &self.base(), &self.url(), DEFAULT_EXPIRY).await?;
         let result = self
             .backup_locked(req, meta, counters, control, &lock)
             .await;
@@ -277,11 +271,7 @@ impl VolumeRepo {
 
     fn pending_marker(&self, lock: &Lock) -> object_store::path::Path {
         let name = lock.path().filename().unwrap_or("unknown").to_string();
-        self.reference
-            .base()
-            .clone()
-            .join(PENDING)
-            .join(name.as_str())
+        self.base().join(PENDING).join(name.as_str())
     }
 
     /// A backup that failed (store gone, SIGTERM, crash) leaves packs no
@@ -290,7 +280,7 @@ impl VolumeRepo {
     /// reused instead of uploaded again.
     async fn index_orphans(&self, own: &Lock) -> Result<()> {
         let store = self.store();
-        let dir = self.reference.base().join(PENDING);
+        let dir = self.base().join(PENDING);
         let markers = crate::repo::list_all(&store, &dir).await?;
         let mut stale = Vec::new();
         for m in markers {
@@ -306,7 +296,7 @@ impl VolumeRepo {
         if stale.is_empty() {
             return Ok(());
         }
-        let others = crate::lock::live_writers(&store, &self.reference.base())
+        let others = crate::lock::live_writers(&store, &self.base())
             .await?
             .into_iter()
             .filter(|p| p != own.path())
@@ -616,13 +606,7 @@ impl VolumeRepo {
     /// `backup=<backup>`. Their data goes with the next prunes.
     pub async fn forget_backup(&self, backup: &str) -> Result<Vec<String>> {
         let tag = format!("backup={backup}");
-        let lock = Lock::write(
-            self.store(),
-            &self.reference.base(),
-            &self.url(),
-            DEFAULT_EXPIRY,
-        )
-        .await?;
+        let lock = Lock::write(self.store(), &self.base(), &self.url(), DEFAULT_EXPIRY).await?;
         let repo = self.clone();
         let r = blocking(move || {
             let rustic = repo.rustic(Control::new())?;
@@ -648,13 +632,7 @@ impl VolumeRepo {
     /// default), so a backup that started before the mark still finds its
     /// packs. Takes the exclusive prune lock.
     pub async fn prune(&self, keep_delete: Option<Duration>) -> Result<PruneReport> {
-        let lock = Lock::prune(
-            self.store(),
-            &self.reference.base(),
-            &self.url(),
-            DEFAULT_EXPIRY,
-        )
-        .await?;
+        let lock = Lock::prune(self.store(), &self.base(), &self.url(), DEFAULT_EXPIRY).await?;
         let repo = self.clone();
         let r = blocking(move || {
             let rustic = repo.rustic(Control::new())?;

@@ -101,6 +101,9 @@ pub struct VolumeRepo {
     pub(crate) location: lifeboat_store::Repository,
     pub(crate) reference: RepoRef,
     pub(crate) password: String,
+    /// A repository lifeboat did not write (Velero's): its directory below
+    /// the location, instead of [`RepoRef::base`].
+    pub(crate) foreign: Option<Path>,
 }
 
 impl std::fmt::Debug for VolumeRepo {
@@ -246,8 +249,54 @@ impl VolumeRepo {
         format!(
             "{}/{}",
             self.location.url().trim_end_matches('/'),
-            self.reference.base()
+            self.base()
         )
+    }
+
+    /// The repository's directory below the location.
+    pub(crate) fn base(&self) -> Path {
+        self.foreign
+            .clone()
+            .unwrap_or_else(|| self.reference.base())
+    }
+
+    /// Opens, for reading, a restic repository lifeboat did not write —
+    /// Velero's of a namespace (`restic/<namespace>`) — at `dir` below
+    /// `location` (a [`lifeboat_store::Repository::foreign`] view), with
+    /// `password`. Only restores read it: lifeboat never writes there.
+    pub async fn open_foreign(
+        location: &lifeboat_store::Repository,
+        dir: &str,
+        password: String,
+    ) -> Result<VolumeRepo> {
+        let dir = dir.trim_matches('/');
+        let base = Path::from(dir);
+        if dir.is_empty() || base.as_ref() != dir {
+            return Err(VolumeError::Invalid(format!(
+                "`{dir}` is not a repository directory below the location"
+            )));
+        }
+        let config = base.clone().join("config");
+        match location.object_store().head(&config).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(VolumeError::NoRepository {
+                    repo: format!("{}/{}", location.url().trim_end_matches('/'), base),
+                });
+            }
+            Err(e) => return Err(VolumeError::Storage(format!("head {config}: {e}"))),
+        }
+        Ok(VolumeRepo {
+            location: location.clone(),
+            reference: RepoRef {
+                location: location.url().to_string(),
+                cluster: String::new(),
+                namespace: dir.rsplit('/').next().unwrap_or(dir).to_string(),
+                generation: 1,
+            },
+            password,
+            foreign: Some(base),
+        })
     }
 
     /// The `restic -r …` form of [`VolumeRepo::url`].
@@ -438,6 +487,7 @@ impl VolumeRepo {
                 location: location.clone(),
                 reference,
                 password,
+                foreign: None,
             });
         }
         let sealed = get_optional(&store, &key_path).await?;
@@ -505,6 +555,7 @@ impl VolumeRepo {
             location: location.clone(),
             reference,
             password,
+            foreign: None,
         })
     }
 
@@ -617,7 +668,7 @@ impl VolumeRepo {
     ) -> Result<Repository<()>> {
         let backend = ObjectBackend::new(
             self.location.object_store(),
-            self.reference.base(),
+            self.base(),
             self.url(),
             Handle::try_current().map_err(|e| VolumeError::Internal(e.to_string()))?,
             control,

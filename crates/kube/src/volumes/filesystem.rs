@@ -164,6 +164,7 @@ async fn back_up_steps(
             volume: v.pv.clone(),
         }),
         maintenance: None,
+        repository: None,
     };
     let tolerations = workload
         .spec

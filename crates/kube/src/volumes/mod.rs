@@ -47,7 +47,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-pub use work::{DataKind, MaintenanceWork, PodVolumeRef, Work, WorkCredentials, WorkLocation};
+pub use work::{
+    DataKind, ForeignRepository, MaintenanceWork, PodVolumeRef, Work, WorkCredentials, WorkLocation,
+};
 
 use lifeboat_core::volumes::{VolumeDecision, VolumeMode};
 pub use lifeboat_store::KeptSnapshot;
@@ -206,12 +208,16 @@ pub struct RepoKey {
     /// The key cache entry's name (`lifeboat_volume::RepoRef::cache_key`).
     pub cache_name: String,
     pub password: String,
+    /// A repository lifeboat did not write (Velero's): its directory below
+    /// the location. `None`: lifeboat's repository of the namespace.
+    pub foreign: Option<String>,
 }
 
 impl std::fmt::Debug for RepoKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RepoKey")
             .field("cache_name", &self.cache_name)
+            .field("foreign", &self.foreign)
             .finish_non_exhaustive()
     }
 }
@@ -1489,6 +1495,7 @@ async fn back_up_steps(
         key_cache_dir: WORK_DIR.into(),
         pod_volume: None,
         maintenance: None,
+        repository: None,
     };
     let mover = Mover {
         name: snap_name.clone(),
@@ -1768,6 +1775,7 @@ pub async fn maintain_repository(
         key_cache_dir: WORK_DIR.into(),
         pod_volume: None,
         maintenance: Some(work),
+        repository: None,
     };
     let mut spec = json!({
         "restartPolicy": "Never",
@@ -2378,6 +2386,10 @@ async fn restore_steps(
         key_cache_dir: WORK_DIR.into(),
         pod_volume: None,
         maintenance: None,
+        repository: key.foreign.as_ref().map(|path| ForeignRepository {
+            path: path.clone(),
+            key: key.cache_name.clone(),
+        }),
     };
     let mover = Mover {
         name: name.clone(),

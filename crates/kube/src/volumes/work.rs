@@ -49,6 +49,23 @@ pub struct Work {
     /// long marked packs are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceWork>,
+    /// Restore: the snapshot is in a repository lifeboat did not write
+    /// (Velero's restic repository of a namespace), not in lifeboat's of
+    /// `cluster` and `namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<ForeignRepository>,
+}
+
+/// A restic repository another tool wrote below the location, and where
+/// its password is: like lifeboat's keys, a file beside the work file
+/// (from the per-operation Secret), never in the work file itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForeignRepository {
+    /// Its directory below the location, e.g. `restic/shop`.
+    pub path: String,
+    /// The password file's name in `keyCacheDir`, without `.key`.
+    pub key: String,
 }
 
 /// What a maintenance mover does.
