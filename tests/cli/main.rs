@@ -3,6 +3,7 @@
 
 mod backup_restore;
 mod backups;
+mod dumps;
 mod hooks;
 mod import;
 mod kubevirt;

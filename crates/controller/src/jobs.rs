@@ -58,7 +58,8 @@ pub async fn run_backup(
 }
 
 /// [`run_backup`], with `after_objects` run once the objects are stored and
-/// before the manifest commits the backup (volume data goes there).
+/// the dump hooks ran ([`crate::dumps`]), before the manifest commits the
+/// backup (volume data goes there).
 pub async fn run_backup_then(
     client: &kube::Client,
     repository: &Repository,
@@ -138,10 +139,19 @@ pub async fn run_backup_then(
     }
     let result = backup::backup(client, &selection, &writer.handle(), options, progress).await;
     let committed = match result {
-        Ok(_) => match after_objects(&mut writer).await {
-            Ok(()) => writer.finish(now()).await,
-            Err(e) => writer.finish_failed(now(), format!("{e:#}")).await,
-        },
+        Ok(_) => {
+            // Dump hooks first (their artifacts are files of their own),
+            // then the volume data.
+            let after = async {
+                crate::dumps::back_up(client, &mut writer, job.policy).await?;
+                after_objects(&mut writer).await
+            }
+            .await;
+            match after {
+                Ok(()) => writer.finish(now()).await,
+                Err(e) => writer.finish_failed(now(), format!("{e:#}")).await,
+            }
+        }
         Err(e) => writer.finish_failed(now(), e.to_string()).await,
     };
     committed.with_context(|| format!("backup `{name}` could not be committed"))
