@@ -160,31 +160,33 @@ fn a_dump_artifact_is_stored_encrypted_and_streams_back_into_a_restore_hook_byte
     assert_eq!(manifest["hooks"]["failed"], 0, "{manifest:#}");
 
     // `backups show` lists it; `backups verify` checks its hashes.
-    let (code, out, err) = w.lifeboat(&[
-        "backups",
-        "show",
-        &name,
-        "--store",
-        "local",
-        "--identity",
-        &w.path("identity.txt"),
-    ]);
+    let repo = w.path("repo");
+    let (code, out, err) = crate::run(&["backups", "show", &name, "--repo", &repo], None);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(file) && out.contains(&raw), "{out}");
-    let (code, out, err) = w.lifeboat(&[
-        "backups",
-        "verify",
-        &name,
-        "--store",
-        "local",
-        "--identity",
-        &w.path("identity.txt"),
-        "--format",
-        "json",
-    ]);
+    let identity = w.path("identity.txt");
+    let (code, out, err) = crate::run(
+        &[
+            "backups",
+            "verify",
+            &name,
+            "--repo",
+            &repo,
+            "--identity",
+            &identity,
+            "--format",
+            "json",
+        ],
+        None,
+    );
     assert_eq!(code, 0, "{out}{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
-    let checked: Vec<&Value> = v["findings"]
+    let findings = if v["findings"].is_array() {
+        &v["findings"]
+    } else {
+        &v["backups"][0]["findings"]
+    };
+    let checked: Vec<&Value> = findings
         .as_array()
         .into_iter()
         .flatten()
@@ -255,15 +257,8 @@ fn a_failing_dump_is_not_listed_and_leaves_no_object() {
         "{:?}",
         walk(&artifacts_dir(&w, &name))
     );
-    let (code, out, err) = w.lifeboat(&[
-        "backups",
-        "show",
-        &name,
-        "--store",
-        "local",
-        "--identity",
-        &w.path("identity.txt"),
-    ]);
+    let repo = w.path("repo");
+    let (code, out, err) = crate::run(&["backups", "show", &name, "--repo", &repo], None);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("ARTIFACT"), "{out}");
 
