@@ -42,10 +42,10 @@ pub async fn back_up(
     if !has_dumps {
         return Ok(());
     }
-    let inventory = lifeboat_kube::inventory::inventory(client)
+    let pods = lifeboat_kube::inventory::all_pods(client)
         .await
         .context("cannot list the pods to run dump hooks in")?;
-    let runs = lifeboat_core::hooks::dump::dump_runs(policy, &inventory.pods)
+    let runs = lifeboat_core::hooks::dump::dump_runs(policy, &pods)
         .with_context(|| format!("policy `{}` has an invalid selection", policy.metadata.name))?;
     for hook in policy.spec.hooks.iter().flat_map(|h| &h.dumps) {
         if !runs.iter().any(|r| r.hook == hook.name) {

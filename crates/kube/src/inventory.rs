@@ -71,7 +71,33 @@ fn map(m: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
     m.unwrap_or_default()
 }
 
-/// Lists what volume planning needs from the cluster behind `client`.
+/// Every pod of the cluster behind `client`, with or without claims
+/// (dump hooks run in any pod), its owner resolved as in [`inventory`].
+pub async fn all_pods(client: &kube::Client) -> Result<Vec<PodInfo>, InventoryError> {
+    let (pods, replica_sets) = tokio::try_join!(
+        list_all(Api::<Pod>::all(client.clone()), "pods"),
+        list_all(Api::<ReplicaSet>::all(client.clone()), "replicasets.apps"),
+    )?;
+    let deployments = deployments_of(replica_sets);
+    Ok(pods
+        .into_iter()
+        .filter_map(|p| pod(p, &deployments))
+        .collect())
+}
+
+/// A ReplicaSet's controller (its Deployment), by namespace and name.
+fn deployments_of(replica_sets: Vec<ReplicaSet>) -> HashMap<(String, String), String> {
+    replica_sets
+        .into_iter()
+        .filter_map(|rs| {
+            let owner = controller_of(&rs.metadata)?;
+            Some(((rs.metadata.namespace?, rs.metadata.name?), owner))
+        })
+        .collect()
+}
+
+/// Lists what volume planning needs from the cluster behind `client`
+/// (its pods: those that mount claims).
 pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryError> {
     let (claims, volumes, classes, pods, replica_sets, snapshot_classes, velero_schedules, vms) = tokio::try_join!(
         list_all(
@@ -100,14 +126,7 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
             Some((name, driver))
         })
         .collect();
-    // A ReplicaSet's controller (its Deployment), by namespace and name.
-    let deployments: HashMap<(String, String), String> = replica_sets
-        .into_iter()
-        .filter_map(|rs| {
-            let owner = controller_of(&rs.metadata)?;
-            Some(((rs.metadata.namespace?, rs.metadata.name?), owner))
-        })
-        .collect();
+    let deployments = deployments_of(replica_sets);
     Ok(Inventory {
         claims: claims.into_iter().map(|c| claim(c, &drivers)).collect(),
         storage_classes: classes
@@ -123,6 +142,7 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
         pods: pods
             .into_iter()
             .filter_map(|p| pod(p, &deployments))
+            .filter(|p| !p.volumes.is_empty())
             .collect(),
         velero_schedules,
         vms,
@@ -226,9 +246,6 @@ fn pod(p: Pod, deployments: &HashMap<(String, String), String>) -> Option<PodInf
             })
         })
         .collect();
-    if volumes.is_empty() {
-        return None;
-    }
     Some(PodInfo {
         namespace,
         name: p.metadata.name.unwrap_or_default(),
