@@ -589,3 +589,59 @@ async fn remove_init(
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(ns: &str, owner: &str, hook: &str) -> ArtifactEntry {
+        ArtifactEntry {
+            namespace: ns.into(),
+            owner: owner.into(),
+            hook: hook.into(),
+            pod: format!("{owner}-0"),
+            container: "db".into(),
+            command: vec!["dump".into()],
+            file: format!("artifacts/{ns}/{owner}/{hook}.zst.age"),
+            bytes: 1,
+            raw_sha256: String::new(),
+            stored_bytes: 1,
+            sha256: String::new(),
+            start: Timestamp::UNIX_EPOCH,
+            duration_ms: 1,
+        }
+    }
+
+    fn target(kind: &str, name: &str) -> Target {
+        Target {
+            namespace: "shop-copy".into(),
+            source_namespace: "shop".into(),
+            kind: kind.into(),
+            name: name.into(),
+            hooks: WorkloadHooks::default(),
+        }
+    }
+
+    #[test]
+    fn artifacts_are_found_by_source_namespace_hook_and_then_owner() {
+        let all = [
+            artifact("shop", "deployment-mysql", "sql"),
+            artifact("other", "deployment-mysql", "sql"),
+        ];
+        // One in the source namespace: it, whatever the workload.
+        let got = pick_artifact(&all, "sql", &target("Deployment", "anything"));
+        assert_eq!(got.map(|a| a.namespace.as_str()), Ok("shop"));
+        // None of that hook: a reason naming what there is.
+        let err = pick_artifact(&all, "pg", &target("Deployment", "mysql")).unwrap_err();
+        assert!(err.contains("no artifact of dump hook pg in namespace shop"), "{err}");
+        // Several in the namespace: the workload's own, else a reason.
+        let many = [
+            artifact("shop", "deployment-mysql", "sql"),
+            artifact("shop", "statefulset-db", "sql"),
+        ];
+        let got = pick_artifact(&many, "sql", &target("StatefulSet", "db"));
+        assert_eq!(got.map(|a| a.owner.as_str()), Ok("statefulset-db"));
+        let err = pick_artifact(&many, "sql", &target("Deployment", "web")).unwrap_err();
+        assert!(err.contains("none from deployment-web"), "{err}");
+    }
+}
