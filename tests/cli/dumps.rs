@@ -67,8 +67,10 @@ fn containers(w: &World, fail: Arc<Mutex<Option<i32>>>) -> Loaded {
     w.sb.on_exec(move |r: &ExecRequest| match r.command[0].as_str() {
         "mysqldump" => match *fail.lock().unwrap() {
             None => ExecOutput::ok("").streaming(|| Box::new(dump_chunks(7, DUMP_BYTES))),
-            Some(code) => ExecOutput::exit(code, "", "mysqldump: Got error: 2013: Lost connection\n")
-                .streaming(|| Box::new(dump_chunks(7, 300_000))),
+            Some(code) => {
+                ExecOutput::exit(code, "", "mysqldump: Got error: 2013: Lost connection\n")
+                    .streaming(|| Box::new(dump_chunks(7, 300_000)))
+            }
         },
         "mysql" => {
             let read = Arc::new(Mutex::new(Read::default()));
@@ -193,7 +195,9 @@ fn a_dump_artifact_is_stored_encrypted_and_streams_back_into_a_restore_hook_byte
         .filter(|f| f["subject"] == file)
         .collect();
     assert!(
-        checked.iter().any(|f| f["check"] == "decode" && f["status"] == "ok"),
+        checked
+            .iter()
+            .any(|f| f["check"] == "decode" && f["status"] == "ok"),
         "{out}"
     );
 
@@ -252,8 +256,7 @@ fn a_failing_dump_is_not_listed_and_leaves_no_object() {
     assert!(manifest.get("artifacts").is_none(), "{manifest:#}");
     assert_eq!(manifest["hooks"]["failed"], 1, "{manifest:#}");
     assert!(
-        !artifacts_dir(&w, &name).exists()
-            || walk(&artifacts_dir(&w, &name)).is_empty(),
+        !artifacts_dir(&w, &name).exists() || walk(&artifacts_dir(&w, &name)).is_empty(),
         "{:?}",
         walk(&artifacts_dir(&w, &name))
     );

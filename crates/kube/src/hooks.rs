@@ -14,10 +14,10 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
 use lifeboat_core::hooks::ExecHook;
-use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 

@@ -28,9 +28,9 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use lifeboat_core::hooks::dump::workload_owner_dir;
 use lifeboat_core::hooks::restore::{InitContainer, RestoreExec, WorkloadHooks};
 use lifeboat_core::model::RestoreHookOnError;
-use lifeboat_core::hooks::dump::workload_owner_dir;
 use lifeboat_store::{ArtifactEntry, HookCounts, HookEntry, RestoreSource};
 use serde_json::{Value, json};
 
@@ -95,7 +95,11 @@ pub fn add_init_containers(pod_spec: &mut Value, init: &[InitContainer]) -> Opti
 
 /// Runs the hooks of every target, concurrently; `source` streams the
 /// dump artifacts that `stdinFrom` names.
-pub async fn run(client: &kube::Client, targets: &[Target], source: &impl RestoreSource) -> HookRuns {
+pub async fn run(
+    client: &kube::Client,
+    targets: &[Target],
+    source: &impl RestoreSource,
+) -> HookRuns {
     let runs =
         futures::future::join_all(targets.iter().map(|t| run_target(client, t, source))).await;
     let mut out = HookRuns::default();
@@ -633,7 +637,10 @@ mod tests {
         assert_eq!(got.map(|a| a.namespace.as_str()), Ok("shop"));
         // None of that hook: a reason naming what there is.
         let err = pick_artifact(&all, "pg", &target("Deployment", "mysql")).unwrap_err();
-        assert!(err.contains("no artifact of dump hook pg in namespace shop"), "{err}");
+        assert!(
+            err.contains("no artifact of dump hook pg in namespace shop"),
+            "{err}"
+        );
         // Several in the namespace: the workload's own, else a reason.
         let many = [
             artifact("shop", "deployment-mysql", "sql"),

@@ -20,8 +20,8 @@
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
-use object_store::ObjectStoreExt;
 use jiff::Timestamp;
+use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -103,7 +103,8 @@ impl BackupWriter {
         let path = layout::backup_file(&self.spec().cluster, self.name(), &file);
         let display = repo.display(&path);
         let first_error = FirstError::default();
-        let (sink, upload) = upload::start(repo.store().clone(), path, display, first_error.clone());
+        let (sink, upload) =
+            upload::start(repo.store().clone(), path, display, first_error.clone());
         let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
         let fe = first_error.clone();
         let encoder = tokio::task::spawn_blocking(move || {
@@ -169,7 +170,9 @@ impl ArtifactWriter {
             return Ok(());
         }
         let Some(tx) = &self.tx else {
-            return Err(StoreError::WriterStopped("the artifact was finished".into()));
+            return Err(StoreError::WriterStopped(
+                "the artifact was finished".into(),
+            ));
         };
         tx.send(Msg::Data(chunk))
             .await

@@ -44,8 +44,8 @@ pub use config::{Credentials, LocationConfig, RetryOptions};
 pub use diagnose::Cause as StorageCause;
 pub use error::{Result, StoreError};
 pub use model::{
-    ArtifactEntry, BackupFiles, FORMAT_VERSION, FileInfo, HookCounts, HookEntry, Index, IndexEntry, KeptSnapshot,
-    LIFEBOAT_VERSION, LogEntry, LogLevel, MANIFEST_FORMAT_VERSION, Manifest,
+    ArtifactEntry, BackupFiles, FORMAT_VERSION, FileInfo, HookCounts, HookEntry, Index, IndexEntry,
+    KeptSnapshot, LIFEBOAT_VERSION, LogEntry, LogLevel, MANIFEST_FORMAT_VERSION, Manifest,
     OPERATION_FORMAT_VERSION, Operation, OrphanMark, Phase, Prerequisite, PrerequisiteKind,
     RepositoryMarker, ResourceCount, RestoreAction, RestoreCounts, RestoreItem, RestorePhase,
     RestoreRecord, RestoredVolume, ThawCommand, Totals, VolumeEntry, VolumePhase,

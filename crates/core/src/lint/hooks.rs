@@ -327,7 +327,11 @@ mod tests {
         let got = dumps(false, hook);
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].0, Code::DumpHookUnencrypted);
-        assert!(got[0].1.contains("no encryption recipients"), "{}", got[0].1);
+        assert!(
+            got[0].1.contains("no encryption recipients"),
+            "{}",
+            got[0].1
+        );
         assert!(dumps(true, hook).is_empty());
         let got = dumps(
             true,
