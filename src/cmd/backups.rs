@@ -325,6 +325,22 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                             ));
                         }
                     }
+                    if !m.artifacts.is_empty() {
+                        t.push_str("\nARTIFACT  POD  BYTES  STORED  SHA256  DURATION\n");
+                        for a in &m.artifacts {
+                            t.push_str(&format!(
+                                "{}  {}/{} ({})  {}  {}  {}  {} ms\n",
+                                a.file,
+                                a.namespace,
+                                a.pod,
+                                a.container,
+                                a.bytes,
+                                a.stored_bytes,
+                                a.raw_sha256,
+                                a.duration_ms
+                            ));
+                        }
+                    }
                     t
                 }
             };

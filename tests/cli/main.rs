@@ -4,6 +4,7 @@
 mod backup_hooks;
 mod backup_restore;
 mod backups;
+mod dumps;
 mod hooks;
 mod import;
 mod kubevirt;

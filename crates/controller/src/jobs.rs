@@ -62,7 +62,8 @@ pub async fn run_backup(
 }
 
 /// [`run_backup`], with `after_objects` run once the objects are stored and
-/// before the manifest commits the backup (volume data goes there).
+/// the dump hooks ran ([`crate::dumps`]), before the manifest commits the
+/// backup (volume data goes there).
 pub async fn run_backup_then(
     client: &kube::Client,
     repository: &Repository,
@@ -151,9 +152,14 @@ pub async fn run_backup_then(
         Some(reason) => Err(reason),
         None => match backup::backup(client, &selection, &writer.handle(), options, progress).await
         {
-            Ok(_) => after_objects(&mut writer)
-                .await
-                .map_err(|e| format!("{e:#}")),
+            // Dump hooks first (their artifacts are files of their own),
+            // then the volume data.
+            Ok(_) => async {
+                crate::dumps::back_up(client, &mut writer, job.policy).await?;
+                after_objects(&mut writer).await
+            }
+            .await
+            .map_err(|e| format!("{e:#}")),
             Err(e) => Err(e.to_string()),
         },
     };

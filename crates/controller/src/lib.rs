@@ -9,9 +9,11 @@
 //!   (Lease-based leader election) and [`shutdown`] (signals, cancellation,
 //!   draining within the grace period).
 //! - Volume data: [`volume_data`] carries claims' data into a backup and
-//!   back (by hand and from the controller alike).
+//!   back (by hand and from the controller alike); [`dumps`] streams dump
+//!   hooks' stdout into a backup as artifacts.
 
 pub mod catalog;
+pub mod dumps;
 pub mod executor;
 pub mod files;
 pub mod http;

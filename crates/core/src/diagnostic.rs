@@ -103,6 +103,7 @@ codes! {
     BackupToReadOnlyLocation = "LB130", "backup-to-read-only-location", Error, "A BackupPolicy stores its backups in a location lifeboat never writes (accessMode ReadOnly, or a Velero location).";
     RestoreHookSelectsNothing = "LB131", "restore-hook-selects-nothing", Warning, "A restore hook's namespaces include none that the restore restores, so it never runs.";
     RestoreHookNeverEnds = "LB132", "restore-hook-unbounded-or-empty", Error, "A restore hook waits without a bound (`waitTimeout: 0s`) or has neither `command` nor `init`.";
+    DumpHookUnencrypted = "LB133", "dump-hook-unencrypted", Error, "A dump hook writes into a storage location without encryption recipients, so its artifact (a database dump) would be stored in plain text.";
     HookJobInLifeboatNamespace = "LB135", "hook-job-in-lifeboat-namespace", Error, "A backup-level Job hook runs in lifeboat's own namespace or the movers' namespace, whose Secrets hold storage credentials and keys.";
     BackupHookWithoutAction = "LB136", "backup-hook-without-action", Error, "A backup-level hook has neither `job` nor `exec`, or both.";
     KeepDeleteShorterThanBackup = "LB140", "keep-delete-shorter-than-backup", Warning, "A location's maintenance deletes marked data sooner than a backup writing there may take, so a long backup can lose data it deduplicated against.";

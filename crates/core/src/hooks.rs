@@ -180,7 +180,7 @@ pub fn parse_command(raw: &str) -> Result<Vec<String>, String> {
     Ok(command)
 }
 
-fn first_container(containers: &[String]) -> Result<String, String> {
+pub(crate) fn first_container(containers: &[String]) -> Result<String, String> {
     containers
         .first()
         .cloned()
@@ -232,21 +232,30 @@ pub fn annotation_hooks(
 
 /// Whether policy hook `h` selects pod `p` (before `onePerOwner`).
 fn selects(h: &PodHook, p: &PodInfo) -> bool {
-    let ns_ok = h.namespaces.is_empty()
-        || crate::lint::any_matches(h.namespaces.iter().map(|n| n.0.as_str()), &p.namespace);
-    let labels_ok = h
-        .label_selector
-        .as_ref()
-        .is_none_or(|s| s.matches(&p.labels));
-    let owner_ok = h
-        .owner
-        .as_ref()
-        .is_none_or(|o| p.owner.as_deref() == Some(o.0.as_str()));
+    selects_pod(
+        &h.namespaces,
+        h.label_selector.as_ref(),
+        h.owner.as_ref(),
+        p,
+    )
+}
+
+/// Whether a hook's namespaces, label selector and owner all select `p`.
+pub(crate) fn selects_pod(
+    namespaces: &[crate::model::NamespacePattern],
+    label_selector: Option<&crate::selector::LabelSelector>,
+    owner: Option<&crate::model::OwnerName>,
+    p: &PodInfo,
+) -> bool {
+    let ns_ok = namespaces.is_empty()
+        || crate::lint::any_matches(namespaces.iter().map(|n| n.0.as_str()), &p.namespace);
+    let labels_ok = label_selector.is_none_or(|s| s.matches(&p.labels));
+    let owner_ok = owner.is_none_or(|o| p.owner.as_deref() == Some(o.0.as_str()));
     ns_ok && labels_ok && owner_ok
 }
 
 /// The ordinal of a pod name ending in `-N`, for the lowest-ordinal pick.
-fn ordinal_key(name: &str) -> (u64, &str) {
+pub(crate) fn ordinal_key(name: &str) -> (u64, &str) {
     let n = name
         .rsplit_once('-')
         .and_then(|(_, n)| n.parse::<u64>().ok())
@@ -462,6 +471,7 @@ pub fn groups(
     by_root.into_values().collect()
 }
 
+pub mod dump;
 pub mod level;
 pub mod restore;
 

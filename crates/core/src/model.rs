@@ -947,6 +947,13 @@ pub struct Hooks {
     /// `namespace` (all claims of a namespace's pods).
     #[serde(default, skip_serializing_if = "GroupBy::is_default")]
     pub group_by: GroupBy,
+    /// Dump hooks: a command (`mysqldump`, `pg_dump`) run in one pod per
+    /// owner whose stdout is streamed into the backup as an artifact of
+    /// its own, `artifacts/<namespace>/<owner>/<name>.zst.age`, compressed
+    /// and encrypted while it streams; a restore hook can stream it back
+    /// into a command's stdin (`stdinFrom`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dumps: Vec<DumpHook>,
 }
 
 /// How far a group of claims snapshotted together reaches.
@@ -1076,6 +1083,55 @@ pub struct ExecBackupHook {
     /// Run `command` as a shell line.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shell: bool,
+}
+
+/// A dump hook: its command's stdout becomes an artifact of the backup,
+/// one per owner of the pods it selects (the lowest ordinal of a
+/// StatefulSet, the first pod by name otherwise). Every condition given
+/// must hold. The artifact is listed only when the command exited 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DumpHook {
+    /// The hook's name: the artifact's file name, and what a restore
+    /// hook's `stdinFrom.artifact` names.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Namespaces (names or globs) of the pods. Without it, every
+    /// namespace the policy backs up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespacePattern>,
+    /// A label selector over the pods' labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+    /// The pods' owner, `Kind/name` (`Deployment/mysql`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerName>,
+    /// The container to run in. Without it, the pod's first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The command whose stdout is the artifact
+    /// (`[mysqldump, --single-transaction, --all-databases]`).
+    pub command: HookCommand,
+    /// Run the command as a shell line, `/bin/sh -c '<command>'`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shell: bool,
+    /// How long the command may take; still running then, it has failed
+    /// and its artifact is discarded.
+    #[serde(default = "default_dump_timeout")]
+    pub timeout: Duration,
+    /// What a failing dump means: `continue` (a warning), `failVolume`
+    /// (an error: the backup is PartiallyFailed; the default) or
+    /// `failBackup` (the backup fails). A failed dump leaves no artifact.
+    #[serde(default)]
+    pub on_error: HookOnError,
+}
+
+/// The default dump hook `timeout`: one hour.
+pub fn default_dump_timeout() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// One exec hook over the pods it selects. Every condition given must
@@ -1290,6 +1346,24 @@ pub struct RestorePodHook {
     /// What a failing hook means.
     #[serde(default)]
     pub on_error: RestoreHookOnError,
+    /// Stream a dump hook's artifact of the backup into `command`'s stdin
+    /// (closed at its end), e.g. into `mysql`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_from: Option<StdinFrom>,
+}
+
+/// Where a restore hook command's stdin comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StdinFrom {
+    /// The dump hook's name. The artifact is the one that hook wrote for
+    /// the workload's SOURCE namespace (and, when that namespace has
+    /// several, for the workload itself).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub artifact: String,
 }
 
 /// An init container a restore hook adds to the restored pod template.

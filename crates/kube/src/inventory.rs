@@ -71,7 +71,33 @@ fn map(m: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
     m.unwrap_or_default()
 }
 
-/// Lists what volume planning needs from the cluster behind `client`.
+/// Every pod of the cluster behind `client`, with or without claims
+/// (dump hooks run in any pod), its owner resolved as in [`inventory`].
+pub async fn all_pods(client: &kube::Client) -> Result<Vec<PodInfo>, InventoryError> {
+    let (pods, replica_sets) = tokio::try_join!(
+        list_all(Api::<Pod>::all(client.clone()), "pods"),
+        list_all(Api::<ReplicaSet>::all(client.clone()), "replicasets.apps"),
+    )?;
+    let deployments = deployments_of(replica_sets);
+    Ok(pods
+        .into_iter()
+        .filter_map(|p| pod_info(p, &deployments))
+        .collect())
+}
+
+/// A ReplicaSet's controller (its Deployment), by namespace and name.
+fn deployments_of(replica_sets: Vec<ReplicaSet>) -> HashMap<(String, String), String> {
+    replica_sets
+        .into_iter()
+        .filter_map(|rs| {
+            let owner = controller_of(&rs.metadata)?;
+            Some(((rs.metadata.namespace?, rs.metadata.name?), owner))
+        })
+        .collect()
+}
+
+/// Lists what volume planning needs from the cluster behind `client`
+/// (its pods: those that mount claims).
 pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryError> {
     let (claims, volumes, classes, pods, replica_sets, snapshot_classes, velero_schedules, vms) = tokio::try_join!(
         list_all(
@@ -115,7 +141,8 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
         snapshot_classes,
         pods: pods
             .into_iter()
-            .filter_map(|p| pod(p, &deployments))
+            .filter_map(|p| pod_info(p, &deployments))
+            .filter(|p| !p.volumes.is_empty())
             .collect(),
         velero_schedules,
         vms,
@@ -186,17 +213,6 @@ fn claim(c: PersistentVolumeClaim, drivers: &HashMap<String, Option<String>>) ->
     }
 }
 
-/// A ReplicaSet's controller (its Deployment), by namespace and name.
-fn deployments_of(replica_sets: Vec<ReplicaSet>) -> HashMap<(String, String), String> {
-    replica_sets
-        .into_iter()
-        .filter_map(|rs| {
-            let owner = controller_of(&rs.metadata)?;
-            Some(((rs.metadata.namespace?, rs.metadata.name?), owner))
-        })
-        .collect()
-}
-
 /// `Kind/name` of an object's controller.
 fn controller_of(m: &kube::api::ObjectMeta) -> Option<String> {
     m.owner_references
@@ -204,12 +220,6 @@ fn controller_of(m: &kube::api::ObjectMeta) -> Option<String> {
         .iter()
         .find(|o| o.controller == Some(true))
         .map(|o| format!("{}/{}", o.kind, o.name))
-}
-
-/// A pod that mounts claims, else `None`; its owner a ReplicaSet's
-/// Deployment where `deployments` knows it.
-fn pod(p: Pod, deployments: &HashMap<(String, String), String>) -> Option<PodInfo> {
-    pod_info(p, deployments).filter(|p| !p.volumes.is_empty())
 }
 
 /// The Running and other pods of `namespace` (whether they mount claims
@@ -233,6 +243,8 @@ pub async fn pods_in(
         .collect())
 }
 
+/// A pod as volume planning and hooks see it, its owner a ReplicaSet's
+/// Deployment where `deployments` knows it.
 fn pod_info(p: Pod, deployments: &HashMap<(String, String), String>) -> Option<PodInfo> {
     let namespace = p.metadata.namespace.clone().unwrap_or_default();
     let owner = controller_of(&p.metadata).map(|o| match o.strip_prefix("ReplicaSet/") {

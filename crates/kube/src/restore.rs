@@ -535,6 +535,7 @@ pub async fn restore(
                 }
                 hook_targets.push(crate::restore_hooks::Target {
                     namespace: opts.transform.namespace(&w.namespace).to_string(),
+                    source_namespace: w.namespace.clone(),
                     kind: kind.to_string(),
                     name: entry.name.clone(),
                     hooks,
@@ -929,7 +930,7 @@ pub async fn restore(
             progress(Progress::Hooks {
                 workloads: written.len(),
             });
-            hooks = crate::restore_hooks::run(client, &written).await;
+            hooks = crate::restore_hooks::run(client, &written, reader).await;
         }
     }
 

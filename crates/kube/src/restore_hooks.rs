@@ -12,6 +12,8 @@
 //!        ReplicaSet it owns; not deleting; without the added init
 //!        containers) until `replicas` of them had their hooks run
 //!     ─▶ per pod: container Running (Ready with waitForReady) ─▶ exec
+//!        (`stdinFrom`: the backup's dump artifact streamed into stdin,
+//!        decrypted and checked as it streams, stdin closed at its end)
 //!     ─▶ waitTimeout passed: each hook not run is recorded failed
 //! ```
 //!
@@ -26,9 +28,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use lifeboat_core::hooks::dump::workload_owner_dir;
 use lifeboat_core::hooks::restore::{InitContainer, RestoreExec, WorkloadHooks};
 use lifeboat_core::model::RestoreHookOnError;
-use lifeboat_store::{HookCounts, HookEntry};
+use lifeboat_store::{ArtifactEntry, HookCounts, HookEntry, RestoreSource};
 use serde_json::{Value, json};
 
 use crate::hooks as exec;
@@ -41,6 +44,8 @@ pub const POLL: Duration = Duration::from_millis(250);
 pub struct Target {
     /// The TARGET namespace.
     pub namespace: String,
+    /// The SOURCE namespace (dump artifacts are found by it).
+    pub source_namespace: String,
     /// `Deployment`, `StatefulSet` or `Pod`.
     pub kind: String,
     pub name: String,
@@ -88,9 +93,15 @@ pub fn add_init_containers(pod_spec: &mut Value, init: &[InitContainer]) -> Opti
     ))
 }
 
-/// Runs the hooks of every target, concurrently.
-pub async fn run(client: &kube::Client, targets: &[Target]) -> HookRuns {
-    let runs = futures::future::join_all(targets.iter().map(|t| run_target(client, t))).await;
+/// Runs the hooks of every target, concurrently; `source` streams the
+/// dump artifacts that `stdinFrom` names.
+pub async fn run(
+    client: &kube::Client,
+    targets: &[Target],
+    source: &impl RestoreSource,
+) -> HookRuns {
+    let runs =
+        futures::future::join_all(targets.iter().map(|t| run_target(client, t, source))).await;
     let mut out = HookRuns::default();
     for (entries, fatal) in runs {
         out.failed_restore |= fatal;
@@ -240,7 +251,111 @@ fn ts(v: Option<&Value>) -> Option<Timestamp> {
     v?.as_str()?.parse().ok()
 }
 
-async fn run_target(client: &kube::Client, t: &Target) -> (Vec<HookEntry>, bool) {
+/// The artifact of dump hook `hook` for workload `t`: the one of its
+/// source namespace, or, when that namespace has several, its owner's.
+pub fn pick_artifact<'a>(
+    artifacts: &'a [ArtifactEntry],
+    hook: &str,
+    t: &Target,
+) -> Result<&'a ArtifactEntry, String> {
+    let of_ns: Vec<&ArtifactEntry> = artifacts
+        .iter()
+        .filter(|a| a.hook == hook && a.namespace == t.source_namespace)
+        .collect();
+    let owner = workload_owner_dir(&t.kind, &t.name);
+    match of_ns.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "the backup holds no artifact of dump hook {hook} in namespace {}{}; the hook did not run",
+            t.source_namespace,
+            if artifacts.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (it holds {})",
+                    artifacts
+                        .iter()
+                        .map(|a| a.file.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        )),
+        many => many.iter().find(|a| a.owner == owner).copied().ok_or_else(|| {
+            format!(
+                "namespace {} has artifacts of dump hook {hook} from {}, none from {owner};                  select the workload whose dump it is with the hook's `owner`",
+                t.source_namespace,
+                many.iter()
+                    .map(|a| a.owner.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
+    }
+}
+
+/// Runs exec hook `h` in pod `pod`, its stdin streamed from the artifact
+/// `stdinFrom` names, when it names one.
+async fn exec_one(
+    client: &kube::Client,
+    t: &Target,
+    pod: &str,
+    h: &RestoreExec,
+    source: &impl RestoreSource,
+) -> HookEntry {
+    let mut e = entry(t, pod, &h.container, &h.name, "post", &h.command);
+    let Some(artifact) = &h.stdin_from else {
+        let o = exec::run(client, &t.namespace, pod, &h.exec_hook()).await;
+        return ended(e, &o);
+    };
+    let found = match pick_artifact(source.artifacts(), artifact, t) {
+        Ok(a) => a.clone(),
+        Err(why) => return failed(e, why),
+    };
+    e.stdin_from = Some(found.file.clone());
+    let mut chunks = match source.open_artifact(&found).await {
+        Ok(c) => c,
+        Err(err) => return failed(e, format!("cannot read {}: {err}", found.file)),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let forward = async move {
+        while let Some(c) = chunks.recv().await {
+            let c = c.map_err(|err| format!("{} is damaged: {err}", found.file));
+            let stop = c.is_err();
+            if tx.send(c).await.is_err() || stop {
+                break;
+            }
+        }
+    };
+    let hook = h.exec_hook();
+    let run = exec::run_streaming(
+        client,
+        &t.namespace,
+        pod,
+        &hook,
+        exec::Streams {
+            stdin: Some(rx),
+            stdout: None,
+        },
+    );
+    let ((o, moved), ()) = tokio::join!(run, forward);
+    e.stdin_bytes = Some(moved.stdin_bytes);
+    ended(e, &o)
+}
+
+fn ended(mut e: HookEntry, o: &exec::HookOutcome) -> HookEntry {
+    e.duration_ms = Some(o.duration.as_millis() as u64);
+    e.exit_code = o.exit_code;
+    e.stderr = o.stderr.clone();
+    e.error = o.error.clone();
+    e
+}
+
+async fn run_target(
+    client: &kube::Client,
+    t: &Target,
+    source: &impl RestoreSource,
+) -> (Vec<HookEntry>, bool) {
     let wait = t.hooks.wait_timeout();
     let deadline = Instant::now() + Duration::from_secs(wait.as_secs().max(1));
     let mut out: Vec<HookEntry> = Vec::new();
@@ -363,15 +478,11 @@ async fn run_target(client: &kube::Client, t: &Target) -> (Vec<HookEntry>, bool)
                     continue;
                 }
                 for h in &t.hooks.exec {
-                    let mut e = entry(t, &name, &h.container, &h.name, "post", &h.command);
-                    let o = exec::run(client, &t.namespace, &name, &h.exec_hook()).await;
-                    e.duration_ms = Some(o.duration.as_millis() as u64);
-                    e.exit_code = o.exit_code;
-                    e.stderr = o.stderr.clone();
-                    e.error = o.error.clone();
+                    let e = exec_one(client, t, &name, h, source).await;
+                    let error = e.error.clone();
                     out.push(e);
-                    if !o.ok() {
-                        tracing::warn!(pod = %name, hook = %h.name, "restore hook failed: {}", o.error.unwrap_or_default());
+                    if let Some(why) = error {
+                        tracing::warn!(pod = %name, hook = %h.name, "restore hook failed: {why}");
                         if h.on_error == RestoreHookOnError::Fail {
                             fatal = true;
                             break;
@@ -481,4 +592,63 @@ async fn remove_init(
             t.kind, t.name
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(ns: &str, owner: &str, hook: &str) -> ArtifactEntry {
+        ArtifactEntry {
+            namespace: ns.into(),
+            owner: owner.into(),
+            hook: hook.into(),
+            pod: format!("{owner}-0"),
+            container: "db".into(),
+            command: vec!["dump".into()],
+            file: format!("artifacts/{ns}/{owner}/{hook}.zst.age"),
+            bytes: 1,
+            raw_sha256: String::new(),
+            stored_bytes: 1,
+            sha256: String::new(),
+            start: Timestamp::UNIX_EPOCH,
+            duration_ms: 1,
+        }
+    }
+
+    fn target(kind: &str, name: &str) -> Target {
+        Target {
+            namespace: "shop-copy".into(),
+            source_namespace: "shop".into(),
+            kind: kind.into(),
+            name: name.into(),
+            hooks: WorkloadHooks::default(),
+        }
+    }
+
+    #[test]
+    fn artifacts_are_found_by_source_namespace_hook_and_then_owner() {
+        let all = [
+            artifact("shop", "deployment-mysql", "sql"),
+            artifact("other", "deployment-mysql", "sql"),
+        ];
+        // One in the source namespace: it, whatever the workload.
+        let got = pick_artifact(&all, "sql", &target("Deployment", "anything"));
+        assert_eq!(got.map(|a| a.namespace.as_str()), Ok("shop"));
+        // None of that hook: a reason naming what there is.
+        let err = pick_artifact(&all, "pg", &target("Deployment", "mysql")).unwrap_err();
+        assert!(
+            err.contains("no artifact of dump hook pg in namespace shop"),
+            "{err}"
+        );
+        // Several in the namespace: the workload's own, else a reason.
+        let many = [
+            artifact("shop", "deployment-mysql", "sql"),
+            artifact("shop", "statefulset-db", "sql"),
+        ];
+        let got = pick_artifact(&many, "sql", &target("StatefulSet", "db"));
+        assert_eq!(got.map(|a| a.owner.as_str()), Ok("statefulset-db"));
+        let err = pick_artifact(&many, "sql", &target("Deployment", "web")).unwrap_err();
+        assert!(err.contains("none from deployment-web"), "{err}");
+    }
 }

@@ -6,11 +6,22 @@
 //!
 //! Tests register an [`ExecHandler`] that maps (pod, container, command)
 //! to stdout, stderr and an exit code. Without one, every command exits 0
-//! with no output. Stdin and TTY resizing are accepted and ignored. A
-//! handler's output may take time ([`ExecOutput::after`]) or never come
-//! ([`ExecOutput::hang`]), as a slow or stuck process in a container: the
-//! stream stays open with nothing on it until then, or until the client
-//! goes away (the request log then records exit code -1).
+//! with no output. A handler's output may take time ([`ExecOutput::after`])
+//! or never come ([`ExecOutput::hang`]), as a slow or stuck process in a
+//! container: the stream stays open with nothing on it until then, or
+//! until the client goes away (the request log then records exit code -1).
+//!
+//! Large output is streamed as a process writes it
+//! ([`ExecOutput::streaming`]: chunks from a generator, each sent once
+//! the client took the one before, so neither side holds it whole).
+//!
+//! Stdin follows kubelet: data arrives on channel 0; with `v5.channel.k8s.io`
+//! the client ends it with a close frame for channel 0 (`[255, 0]`) and
+//! the process sees end of file; with v4 only closing the whole connection
+//! ends stdin, and then nothing of the output reaches the client. A
+//! process that reads its stdin ([`ExecOutput::reading_stdin`]) writes its
+//! output and exits only after that end of file. Other processes ignore
+//! stdin, as do TTY resize messages (channel 4).
 //!
 //! The WebSocket handshake (RFC 6455) is answered here and the upgraded
 //! connection driven by tokio-tungstenite, the same version kube's client
@@ -45,6 +56,54 @@ pub struct ExecRequest {
     pub command: Vec<String>,
 }
 
+/// What a process reading its stdin is handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdinEvent<'a> {
+    /// Bytes written to its stdin.
+    Data(&'a [u8]),
+    /// End of file: the client closed stdin.
+    Closed,
+}
+
+/// A process's reading of its stdin (see [`ExecOutput::reading_stdin`]).
+#[derive(Clone)]
+pub struct StdinReader(pub Arc<dyn Fn(StdinEvent<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for StdinReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StdinReader")
+    }
+}
+
+impl PartialEq for StdinReader {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StdinReader {}
+
+/// The chunks of a large stdout, made as they are sent.
+pub type Chunks = Box<dyn Iterator<Item = Vec<u8>> + Send>;
+
+/// Output a process writes as it runs (see [`ExecOutput::streaming`]).
+#[derive(Clone)]
+pub struct OutputStream(pub Arc<dyn Fn() -> Chunks + Send + Sync>);
+
+impl std::fmt::Debug for OutputStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutputStream")
+    }
+}
+
+impl PartialEq for OutputStream {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for OutputStream {}
+
 /// What the command produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -57,6 +116,11 @@ pub struct ExecOutput {
     /// How long the command runs before its output and status are sent
     /// (`None`: at once).
     pub takes: Option<std::time::Duration>,
+    /// More stdout, written after `stdout` as the process runs.
+    pub stream: Option<OutputStream>,
+    /// The process reads its stdin to the end before it writes its output
+    /// and exits.
+    pub stdin: Option<StdinReader>,
 }
 
 impl ExecOutput {
@@ -73,8 +137,22 @@ impl ExecOutput {
             stdout: stdout.into(),
             stderr: stderr.into(),
             exit_code: code,
-            takes: None,
+            ..Default::default()
         }
+    }
+    /// This outcome, after the process wrote the chunks `chunks()` makes to
+    /// its stdout (after `stdout`), each sent when the client took the one
+    /// before.
+    pub fn streaming(mut self, chunks: impl Fn() -> Chunks + Send + Sync + 'static) -> Self {
+        self.stream = Some(OutputStream(Arc::new(chunks)));
+        self
+    }
+    /// This outcome, after the process read its stdin to the end, handing
+    /// each piece and the end of file to `read`. It waits for that end as
+    /// long as the client stays.
+    pub fn reading_stdin(mut self, read: impl Fn(StdinEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.stdin = Some(StdinReader(Arc::new(read)));
+        self
     }
     /// This outcome, after the command ran for `d`.
     pub fn after(mut self, d: std::time::Duration) -> Self {
@@ -159,6 +237,33 @@ pub async fn exec(
             Some(h) => h(&request),
             None => ExecOutput::default(),
         };
+        if let Some(reader) = &out.stdin {
+            // Read stdin until its end: a v5 close frame for channel 0, or
+            // (v4) the connection closing, which leaves no one to answer.
+            let closed = loop {
+                match socket.next().await {
+                    Some(Ok(Message::Binary(b))) if b.first() == Some(&0) => {
+                        (reader.0)(StdinEvent::Data(&b[1..]));
+                    }
+                    Some(Ok(Message::Binary(b)))
+                        if protocol == Some(PROTOCOLS[0]) && b.as_ref() == [255, 0] =>
+                    {
+                        (reader.0)(StdinEvent::Closed);
+                        break true;
+                    }
+                    Some(Ok(m)) if m.is_close() => break false,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break false,
+                }
+            };
+            if !closed {
+                (reader.0)(StdinEvent::Closed);
+                if let Some(log) = log {
+                    log.finish(-1);
+                }
+                return;
+            }
+        }
         if let Some(d) = out.takes {
             // The command runs; a client that goes away ends the wait.
             let closed = async {
@@ -189,6 +294,17 @@ pub async fn exec(
         };
         if !out.stdout.is_empty() {
             let _ = socket.send(frame(1, &out.stdout)).await;
+        }
+        if let Some(stream) = &out.stream {
+            for chunk in (stream.0)() {
+                if chunk.is_empty() {
+                    continue;
+                }
+                if socket.send(frame(1, &chunk)).await.is_err() {
+                    // The client went away: the process is killed.
+                    return;
+                }
+            }
         }
         if !out.stderr.is_empty() {
             let _ = socket.send(frame(2, &out.stderr)).await;

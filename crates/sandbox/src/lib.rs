@@ -104,7 +104,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 pub use error::ApiError;
-pub use exec::{ExecHandler, ExecOutput, ExecRequest};
+pub use exec::{
+    Chunks, ExecHandler, ExecOutput, ExecRequest, OutputStream, StdinEvent, StdinReader,
+};
 pub use faults::{FaultAction, FaultId, FaultRule, RequestRecord};
 pub use seed::parse_manifests;
 

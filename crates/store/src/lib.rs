@@ -3,6 +3,7 @@
 //! ```text
 //! LocationConfig ─▶ Repository::open (marker check)
 //!                     ├─ begin_backup ─▶ BackupWriter ─add…─▶ finish ─▶ manifest.json
+//!                     │                    └ begin_artifact ─▶ ArtifactWriter (dump hooks' stdout)
 //!                     ├─ open_backup  ─▶ BackupReader ─▶ verify, then entries()
 //!                     │                                └▶ verify_all (every check, for `backups verify`)
 //!                     ├─ list_backups / show_backup / delete_backup / incomplete_backups
@@ -14,13 +15,15 @@
 //!
 //! Modules: `config` (URLs, credentials, retries → an `ObjectStore`),
 //! `repo` (marker, layout, names), `writer` / `upload` (streaming archive
-//! writer and multipart uploads), `reader` (verified streaming reads), `verify` (complete
+//! writer and multipart uploads), `artifact` (dump hook outputs streamed in
+//! and out), `reader` (verified streaming reads), `verify` (complete
 //! verification with a finding per check, and the `BackupCheck` extension point),
 //! `velero` (Velero's backups, read in place), `crypto` (age), `signing` (minisign signatures of manifests and
 //! records, and trust), `catalog` (listing, deletion, restore records) and
 //! `model` (the JSON types). The on-storage format is documented in
 //! `docs/format.md`. This crate does not depend on `lifeboat-core`.
 
+mod artifact;
 mod catalog;
 mod config;
 mod crypto;
@@ -35,13 +38,14 @@ mod velero;
 mod verify;
 mod writer;
 
+pub use artifact::{ArtifactChunks, ArtifactFile, ArtifactWriter};
 pub use catalog::{BackupList, IncompleteBackup};
 pub use config::{Credentials, LocationConfig, RetryOptions};
 pub use diagnose::Cause as StorageCause;
 pub use error::{Result, StoreError};
 pub use model::{
-    BackupFiles, FORMAT_VERSION, FileInfo, HookCounts, HookEntry, Index, IndexEntry, KeptSnapshot,
-    LIFEBOAT_VERSION, LogEntry, LogLevel, MANIFEST_FORMAT_VERSION, Manifest,
+    ArtifactEntry, BackupFiles, FORMAT_VERSION, FileInfo, HookCounts, HookEntry, Index, IndexEntry,
+    KeptSnapshot, LIFEBOAT_VERSION, LogEntry, LogLevel, MANIFEST_FORMAT_VERSION, Manifest,
     OPERATION_FORMAT_VERSION, Operation, OrphanMark, Phase, Prerequisite, PrerequisiteKind,
     RepositoryMarker, ResourceCount, RestoreAction, RestoreCounts, RestoreItem, RestorePhase,
     RestoreRecord, RestoredVolume, ThawCommand, Totals, VolumeEntry, VolumePhase,

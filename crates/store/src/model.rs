@@ -301,6 +301,16 @@ pub struct HookEntry {
     /// Whether `thaw` ran.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub thawed: bool,
+    /// The dump artifact streamed into the command's stdin (a restore
+    /// hook's `stdinFrom`), as the backup lists it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_from: Option<String>,
+    /// Bytes streamed into its stdin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_bytes: Option<u64>,
+    /// Bytes it wrote to stdout that were kept (a dump hook's artifact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_bytes: Option<u64>,
 }
 
 impl HookEntry {
@@ -327,6 +337,9 @@ impl HookEntry {
             error: None,
             thaw: None,
             thawed: false,
+            stdin_from: None,
+            stdin_bytes: None,
+            stdout_bytes: None,
         }
     }
 
@@ -413,6 +426,41 @@ pub struct Manifest {
     /// How many exec hooks ran and failed (each run is in the log).
     #[serde(default, skip_serializing_if = "HookCounts::is_zero")]
     pub hooks: HookCounts,
+    /// The outputs of the dump hooks whose command exited 0 (format 2),
+    /// each its own file under `artifacts/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactEntry>,
+}
+
+/// One dump hook's output stored in a backup: the command's stdout,
+/// zstd-compressed and (in an encrypted backup) age-encrypted, in
+/// `file`. Listed only when the command exited 0; the signed manifest
+/// carries both hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactEntry {
+    /// The SOURCE namespace of the pod it ran in.
+    pub namespace: String,
+    /// The pod's owner as in the path, `deployment-mysql`.
+    pub owner: String,
+    /// The dump hook's name.
+    pub hook: String,
+    pub pod: String,
+    pub container: String,
+    pub command: Vec<String>,
+    /// `artifacts/<namespace>/<owner>/<hook>.zst[.age]`, relative to the
+    /// backup directory.
+    pub file: String,
+    /// Bytes the command wrote to stdout.
+    pub bytes: u64,
+    /// SHA-256 of those bytes (what a restore pipes back), hex.
+    pub raw_sha256: String,
+    /// Bytes stored (after compression and encryption).
+    pub stored_bytes: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+    pub start: Timestamp,
+    pub duration_ms: u64,
 }
 
 /// Something a backup's objects need on the target that the backup itself

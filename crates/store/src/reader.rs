@@ -113,6 +113,23 @@ pub trait RestoreSource: Send + Sync {
     /// The claims (namespace, name) the backup holds, for restoring
     /// single claims.
     fn claims(&self) -> impl Future<Output = Result<BTreeSet<(String, String)>>> + Send;
+    /// The dump artifacts the backup holds (none in a Velero backup).
+    fn artifacts(&self) -> &[crate::model::ArtifactEntry] {
+        &[]
+    }
+    /// Streams one of [`RestoreSource::artifacts`] back, checked as it
+    /// streams.
+    fn open_artifact(
+        &self,
+        entry: &crate::model::ArtifactEntry,
+    ) -> impl Future<Output = Result<crate::ArtifactChunks>> + Send {
+        let file = entry.file.clone();
+        async move {
+            Err(StoreError::InvalidConfig(format!(
+                "this backup holds no dump artifacts (asked for {file})"
+            )))
+        }
+    }
 }
 
 impl RestoreSource for BackupReader {
@@ -127,6 +144,15 @@ impl RestoreSource for BackupReader {
     }
     fn prerequisites(&self) -> &[Prerequisite] {
         &self.manifest.prerequisites
+    }
+    fn artifacts(&self) -> &[crate::model::ArtifactEntry] {
+        BackupReader::artifacts(self)
+    }
+    fn open_artifact(
+        &self,
+        entry: &crate::model::ArtifactEntry,
+    ) -> impl Future<Output = Result<crate::ArtifactChunks>> + Send {
+        BackupReader::open_artifact(self, entry)
     }
     async fn claims(&self) -> Result<BTreeSet<(String, String)>> {
         Ok(self
@@ -170,6 +196,10 @@ impl Repository {
 }
 
 impl BackupReader {
+    pub(crate) fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
@@ -539,10 +569,25 @@ pub(crate) fn count_log_lines(r: &mut dyn Read) -> Result<Vec<LogEntry>, Stop> {
 
 /// Hashes everything read through it and remembers a storage read error
 /// (so it is not mistaken for corruption).
-struct HashingReader<R> {
+pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     read_error: Option<io::Error>,
+}
+
+impl<R> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            read_error: None,
+        }
+    }
+
+    /// The SHA-256 of everything read, hex.
+    pub(crate) fn finish(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {

@@ -1,7 +1,7 @@
 //! Verifying a committed backup completely, for `lifeboat backups verify`.
 //!
 //! ```text
-//! manifest.json ─▶ for each file: GET ─(present? size?)─▶ SHA-256 ─▶ [age -d] ─▶ zstd -d ─▶ parse
+//! manifest.json ─▶ for each file and dump artifact: GET ─(present? size?)─▶ SHA-256 ─▶ [age -d] ─▶ zstd -d ─▶ parse
 //!               ─▶ counts: manifest = archive = index
 //!               ─▶ each BackupCheck (volume snapshots, signatures, …)
 //! ```
@@ -230,6 +230,40 @@ impl BackupReader {
                 |r| {
                     serde_json::from_reader::<_, serde_json::Value>(r)
                         .map_err(|e| Stop::Invalid(format!("volume result: {e}")))
+                },
+                &mut out,
+            )
+            .await?;
+        }
+        for a in &manifest.artifacts {
+            let file = FileInfo {
+                name: a.file.clone(),
+                bytes: a.stored_bytes,
+                sha256: a.sha256.clone(),
+            };
+            let (bytes, raw) = (a.bytes, a.raw_sha256.clone());
+            self.check_file(
+                &file,
+                move |r| {
+                    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+                    let mut n = 0u64;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let k = r.read(&mut buf)?;
+                        if k == 0 {
+                            break;
+                        }
+                        sha2::Digest::update(&mut hasher, &buf[..k]);
+                        n += k as u64;
+                    }
+                    let got = hex::encode(sha2::Digest::finalize(hasher));
+                    if n != bytes || got != raw {
+                        return Err(Stop::Invalid(format!(
+                            "the dump output is {n} bytes with SHA-256 {got}, the manifest records \
+                             {bytes} bytes with SHA-256 {raw}"
+                        )));
+                    }
+                    Ok(())
                 },
                 &mut out,
             )

@@ -246,6 +246,8 @@ pub struct BackupWriter {
     volume_files: Vec<FileInfo>,
     volumes: Vec<VolumeEntry>,
     hooks: Vec<HookEntry>,
+    /// Dump artifacts finished so far.
+    artifacts: Vec<crate::model::ArtifactEntry>,
     /// `operation.json`, once [`BackupWriter::track`] was called.
     operation: Option<Operation>,
     /// The record of an interrupted earlier run of this backup.
@@ -334,6 +336,7 @@ impl Repository {
             volume_files: Vec::new(),
             volumes: Vec::new(),
             hooks: Vec::new(),
+            artifacts: Vec::new(),
             operation: None,
             interrupted: None,
         })
@@ -344,6 +347,30 @@ impl BackupWriter {
     /// The backup name, `<policy>-<YYYYMMDD>-<HHMMSS>`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub(crate) fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    pub(crate) fn spec(&self) -> &BackupSpec {
+        &self.spec
+    }
+
+    /// The dump artifacts listed so far.
+    pub fn artifacts(&self) -> &[crate::model::ArtifactEntry] {
+        &self.artifacts
+    }
+
+    pub(crate) async fn push_artifact(&mut self, entry: crate::model::ArtifactEntry) -> Result<()> {
+        if self.artifacts.iter().any(|a| a.file == entry.file) {
+            return Err(StoreError::InvalidConfig(format!(
+                "artifact {} was recorded twice in backup {}",
+                entry.file, self.name
+            )));
+        }
+        self.artifacts.push(entry);
+        Ok(())
     }
 
     /// A sender for concurrent producers.
@@ -759,6 +786,11 @@ impl BackupWriter {
                 ran: self.hooks.len() as u32,
                 failed: self.hooks.iter().filter(|h| h.failed()).count() as u32,
             },
+            artifacts: {
+                let mut a = std::mem::take(&mut self.artifacts);
+                a.sort_by(|x, y| x.file.cmp(&y.file));
+                a
+            },
         };
         let path = layout::backup_file(&self.spec.cluster, &self.name, MANIFEST);
         self.repo
@@ -782,7 +814,7 @@ impl BackupWriter {
 }
 
 /// Plain or age-encrypted output.
-enum MaybeAge<W: Write> {
+pub(crate) enum MaybeAge<W: Write> {
     Plain(W),
     Age(age::stream::StreamWriter<W>),
 }
@@ -820,11 +852,11 @@ impl<W: Write> Write for MaybeAge<W> {
     }
 }
 
-type Compressed = zstd::Encoder<'static, MaybeAge<UploadSink>>;
+pub(crate) type Compressed = zstd::Encoder<'static, MaybeAge<UploadSink>>;
 
 /// `workers` > 0 makes zstd compress on that many threads of its own
 /// while the caller keeps feeding it; the output is ordinary zstd frames.
-fn compressed(keys: &Keys, sink: UploadSink, workers: u32) -> Result<Compressed> {
+pub(crate) fn compressed(keys: &Keys, sink: UploadSink, workers: u32) -> Result<Compressed> {
     let out = MaybeAge::new(keys, sink)?;
     let start = |e| StoreError::io("cannot start zstd", e);
     let mut enc = zstd::Encoder::new(out, ZSTD_LEVEL).map_err(start)?;
@@ -848,7 +880,7 @@ fn zstd_workers() -> u32 {
         .clamp(1, MAX_ZSTD_WORKERS) as u32
 }
 
-fn finish_compressed(w: Compressed) -> io::Result<Uploaded> {
+pub(crate) fn finish_compressed(w: Compressed) -> io::Result<Uploaded> {
     w.finish()?.finish()?.finish()
 }
 

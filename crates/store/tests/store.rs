@@ -793,6 +793,7 @@ fn cheap_manifest(policy: &str, i: i64) -> Manifest {
         labels: BTreeMap::new(),
         volumes: Vec::new(),
         hooks: Default::default(),
+        artifacts: Vec::new(),
     }
 }
 

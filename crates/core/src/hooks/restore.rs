@@ -68,6 +68,8 @@ pub struct RestoreExec {
     pub wait_timeout: Duration,
     pub wait_for_ready: bool,
     pub on_error: RestoreHookOnError,
+    /// The dump hook whose artifact is streamed into the command's stdin.
+    pub stdin_from: Option<String>,
 }
 
 impl RestoreExec {
@@ -219,6 +221,7 @@ fn annotation_hooks(w: &Workload) -> WorkloadHooks {
                 wait_timeout: duration_annotation(a, "wait-timeout", default_wait_timeout())?,
                 wait_for_ready,
                 on_error,
+                stdin_from: None,
             })
         })();
         match exec {
@@ -309,6 +312,7 @@ pub fn workload_hooks(hooks: &[RestorePodHook], w: &Workload) -> WorkloadHooks {
                     wait_timeout: h.wait_timeout,
                     wait_for_ready: h.wait_for_ready,
                     on_error: h.on_error,
+                    stdin_from: h.stdin_from.as_ref().map(|s| s.artifact.clone()),
                 }),
                 Err(e) => out.invalid.push(e),
             }
@@ -372,6 +376,7 @@ mod tests {
                 wait_timeout: Duration::from_secs(600),
                 wait_for_ready: true,
                 on_error: RestoreHookOnError::Fail,
+                stdin_from: None,
             }]
         );
         assert_eq!(out.init.len(), 1);

@@ -1,9 +1,10 @@
 //! Exec hooks of a BackupPolicy that cannot work as written: a command
 //! that is one shell-like string without `shell: true` (LB123), a hook
 //! timeout longer than the whole backup may take (LB124), and a hook whose
-//! namespaces include none the policy backs up (LB125); backup-level hooks
-//! whose Job would run in lifeboat's namespaces (LB135) or that have
-//! neither or both of `job` and `exec` (LB136).
+//! namespaces include none the policy backs up (LB125); the same for dump
+//! hooks, and a dump hook whose location has no encryption recipients
+//! (LB133); backup-level hooks whose Job would run in lifeboat's namespaces
+//! (LB135) or that have neither or both of `job` and `exec` (LB136).
 
 use super::{at_key, at_value, glob_matches, is_glob};
 use crate::diagnostic::{Code, Diagnostic};
@@ -13,7 +14,7 @@ use crate::load::{Loaded, PolicySet};
 use crate::model::{HookCommand, default_backup_timeout};
 use crate::select::Selection;
 
-/// LB123, LB124, LB125, LB135, LB136 over every BackupPolicy with `hooks`.
+/// LB123, LB124, LB125, LB133, LB135, LB136 over every BackupPolicy with `hooks`.
 pub fn hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for Loaded { doc, source } in &set.policies {
@@ -81,6 +82,71 @@ pub fn hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
                     &format!("{base}/namespaces"),
                     format!(
                         "hook `{}` runs in namespaces the policy does not back up, so it never runs",
+                        h.name
+                    ),
+                    "name namespaces the policy's `include.namespaces` selects, or remove `namespaces` to run in all of them",
+                ));
+            }
+        }
+        let storage = &doc.spec.storage;
+        let unencrypted = set
+            .storage_location(storage)
+            .is_some_and(|l| l.doc.spec.encryption.is_none());
+        for (i, h) in hooks.dumps.iter().enumerate() {
+            let base = format!("/spec/hooks/dumps/{i}");
+            if unencrypted {
+                out.push(at_key(
+                    Code::DumpHookUnencrypted,
+                    source,
+                    &base,
+                    format!(
+                        "dump hook `{}` writes its command's output (a database dump) into storage location `{storage}`, which has no encryption recipients: it would be stored in plain text",
+                        h.name
+                    ),
+                    format!(
+                        "add `encryption.recipients` (age public keys) to StorageLocation `{storage}`, or remove the dump hook"
+                    ),
+                ));
+            }
+            if let HookCommand::Line(line) = &h.command
+                && !h.shell
+                && looks_like_shell(line)
+            {
+                out.push(at_value(
+                    Code::HookShellStringWithoutShell,
+                    source,
+                    &format!("{base}/command"),
+                    format!(
+                        "dump hook `{}` command `{line}` is one string without `shell: true`: it runs as a single program of that name, not as a shell line",
+                        h.name
+                    ),
+                    "write it as a list of arguments (`[mysqldump, --all-databases]`), or set `shell: true` to run it with /bin/sh -c",
+                ));
+            }
+            if h.timeout > backup {
+                out.push(at_value(
+                    Code::HookTimeoutExceedsBackup,
+                    source,
+                    &format!("{base}/timeout"),
+                    format!(
+                        "dump hook `{}` may take {} but the whole backup may take only {backup} (`volumes.timeouts.backup`)",
+                        h.name, h.timeout
+                    ),
+                    format!("lower the dump's timeout below {backup}, or raise `volumes.timeouts.backup`"),
+                ));
+            }
+            if let Some(selection) = &selection
+                && !h.namespaces.is_empty()
+                && h.namespaces
+                    .iter()
+                    .all(|n| never_included(&n.0, selection, doc))
+            {
+                out.push(at_key(
+                    Code::HookSelectsNoNamespace,
+                    source,
+                    &format!("{base}/namespaces"),
+                    format!(
+                        "dump hook `{}` runs in namespaces the policy does not back up, so it never runs",
                         h.name
                     ),
                     "name namespaces the policy's `include.namespaces` selects, or remove `namespaces` to run in all of them",
@@ -318,6 +384,52 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].0, Code::RestoreHookNeverEnds);
         assert!(restore("      - {name: w, init: {image: busybox, command: [seed]}}\n").is_empty());
+    }
+
+    fn dumps(encrypted: bool, dumps: &str) -> Vec<(Code, String)> {
+        let encryption = if encrypted {
+            ", encryption: {recipients: [age1268crxs6ntgpzr3y2auy80yrejxsfmps549ul66ch93t0p5wr9aqyxanhq]}"
+        } else {
+            ""
+        };
+        let text = format!(
+            "API\nkind: StorageLocation\nmetadata: {{name: s3}}\nspec: {{url: 's3://b/p'{encryption}}}\n---\n\
+             API\nkind: BackupPolicy\nmetadata: {{name: db}}\nspec:\n  clusters: {{names: [prod]}}\n  \
+             include: {{namespaces: [shop]}}\n  schedule: '0 * * * *'\n  retention: {{keepLast: 3}}\n  \
+             storage: s3\n  volumes: {{timeouts: {{backup: 2h}}}}\n  hooks:\n    dumps:\n{dumps}"
+        );
+        run(hook_settings, &text)
+            .into_iter()
+            .map(|(c, _, _, m)| (c, m))
+            .collect()
+    }
+
+    #[test]
+    fn a_dump_to_an_unencrypted_location_is_an_error() {
+        let hook = "      - {name: mysql, owner: Deployment/mysql, command: [mysqldump, --all-databases]}\n";
+        let got = dumps(false, hook);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, Code::DumpHookUnencrypted);
+        assert!(
+            got[0].1.contains("no encryption recipients"),
+            "{}",
+            got[0].1
+        );
+        assert!(dumps(true, hook).is_empty());
+        let got = dumps(
+            true,
+            "      - {name: m, command: 'mysqldump --all-databases', timeout: 3h, namespaces: [nope]}\n",
+        );
+        let codes: Vec<Code> = got.iter().map(|g| g.0).collect();
+        assert_eq!(
+            codes,
+            [
+                Code::HookShellStringWithoutShell,
+                Code::HookTimeoutExceedsBackup,
+                Code::HookSelectsNoNamespace
+            ],
+            "{got:?}"
+        );
     }
 
     #[test]

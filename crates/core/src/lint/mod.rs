@@ -25,7 +25,7 @@
 //!             ├─ patterns::invalid_patterns          LB114
 //!             ├─ signing::signing_keys               LB118, LB119
 //!             ├─ volumes::volume_settings            LB117, LB120, LB121, LB122
-//!             ├─ hooks::hook_settings                LB123, LB124, LB125
+//!             ├─ hooks::hook_settings                LB123, LB124, LB125, LB133
 //!             └─ hooks::restore_hook_settings        LB123, LB131, LB132 ──▶ sort ──▶ Vec<Diagnostic>
 //! ```
 //!
