@@ -4,6 +4,7 @@
 mod backup_restore;
 mod backups;
 mod hooks;
+mod images;
 mod import;
 mod kubevirt;
 mod lint;

@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod executor;
 pub mod files;
 pub mod http;
+pub mod images;
 pub mod jobs;
 pub mod leader;
 pub mod locations;

@@ -252,6 +252,7 @@ impl RestoreOutcome {
             volumes: self.volumes,
             hooks: self.hooks.entries,
             hook_counts: self.hooks.counts,
+            images: Vec::new(),
             lifeboat_version: LIFEBOAT_VERSION.into(),
         }
     }

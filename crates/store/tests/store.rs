@@ -793,6 +793,7 @@ fn cheap_manifest(policy: &str, i: i64) -> Manifest {
         labels: BTreeMap::new(),
         volumes: Vec::new(),
         hooks: Default::default(),
+        images: Vec::new(),
     }
 }
 
@@ -1014,6 +1015,7 @@ fn restore_record(n: usize) -> RestoreRecord {
     RestoreRecord {
         missing_prerequisites: Default::default(),
         volumes: Default::default(),
+        images: Default::default(),
         request: "restore-1".into(),
         source_cluster: CLUSTER.into(),
         source_backup: "apps-20250601-020000".into(),
