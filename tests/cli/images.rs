@@ -350,11 +350,22 @@ fn image_streams_copy_deduplicate_restore_and_sweep() {
             None,
         );
         assert_eq!(code, 0, "{out}{err}");
-        assert!(
-            out.contains("Completed") && out.contains("2 images"),
-            "{out}{err}"
-        );
-        out.split_whitespace().next().unwrap().to_string()
+        let name = out.split_whitespace().next().unwrap().to_string();
+        if !out.contains("2 images") {
+            let log = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "age -d -i {id} {s}/clusters/prod/backups/{name}/log.jsonl.zst.age | zstd -d; \
+                     age -d -i {id} {s}/clusters/prod/backups/{name}/resources.tar.zst.age | zstd -d | tar xO --wildcards '*imagestreams*'",
+                    id = dir.join("identity.txt").display(),
+                    s = storage.display()
+                ))
+                .output()
+                .unwrap();
+            panic!("{out}{err}\nlog:\n{}", String::from_utf8_lossy(&log.stdout));
+        }
+        assert!(out.contains("Completed"), "{out}{err}");
+        name
     };
 
     // First backup: every manifest, config and layer of both images, once
@@ -422,6 +433,7 @@ fn image_streams_copy_deduplicate_restore_and_sweep() {
         .unwrap();
     let dr_kubeconfig = work.path().join("dr.kubeconfig");
     dr.write_kubeconfig(&dr_kubeconfig).unwrap();
+    let identity = dir.join("identity.txt");
     let restore = |mapping: &str, extra: &[&str]| {
         let mut args = vec![
             "restore",
@@ -436,7 +448,7 @@ fn image_streams_copy_deduplicate_restore_and_sweep() {
             "--kubeconfig",
             dr_kubeconfig.to_str().unwrap(),
             "--identity",
-            dir.join("identity.txt").to_str().unwrap(),
+            identity.to_str().unwrap(),
             "--namespace-mapping",
             mapping,
             "--no-volume-data",
@@ -444,8 +456,6 @@ fn image_streams_copy_deduplicate_restore_and_sweep() {
             "json",
         ];
         args.extend_from_slice(extra);
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out, err) = run(&args, None);
         assert_eq!(code, 0, "{out}{err}");
         serde_json::from_str::<Value>(&out).unwrap()
@@ -603,4 +613,90 @@ fn image_streams_copy_deduplicate_restore_and_sweep() {
     assert!(left.contains_key(&format!("{}.age", &index.0[7..])));
     drop(prod);
     drop(dr);
+}
+
+/// A layer the registry serves with other bytes than its digest (damaged
+/// in the registry's storage) is never stored under that digest: the
+/// backup says which image failed and is `PartiallyFailed`.
+#[test]
+fn a_layer_served_damaged_is_not_stored() {
+    if let Some(reason) = tools_missing() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let api = Layout::new(&work.path().join("api"));
+    let manifest_digest = api.manifest("amd64", 5, 50_000);
+    api.tag(
+        &manifest_digest,
+        "application/vnd.oci.image.manifest.v1+json",
+        "v1",
+    );
+    api.push(&registry, "v1", "shop/api:v1");
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(api.0.join("blobs/sha256").join(&manifest_digest.0[7..])).unwrap(),
+    )
+    .unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    // distribution keeps a blob at blobs/sha256/<2 hex>/<hex>/data.
+    let data = registry
+        ._dir
+        .path()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&layer[7..9])
+        .join(&layer[7..])
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let seed = work.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    let docs = [
+        image_stream_crd(),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        image_stream("shop", "api", &[("v1", &[manifest_digest.0.as_str()])]),
+    ];
+    let text: Vec<String> = docs.iter().map(|d| d.to_string()).collect();
+    std::fs::write(seed.join("shop.yaml"), text.join("\n---\n")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sb = rt
+        .block_on(Sandbox::builder().seed_dir(seed).start())
+        .unwrap();
+    let dir = work.path().join("policies");
+    let storage = work.path().join("storage");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&storage).unwrap();
+    write_repo(&dir, &storage, &registry, &registry);
+    let kubeconfig = work.path().join("kubeconfig");
+    sb.write_kubeconfig(&kubeconfig).unwrap();
+    let (code, out, err) = run(
+        &[
+            "backup",
+            "--repo",
+            dir.to_str().unwrap(),
+            "--policy",
+            "shop",
+            "--cluster",
+            "prod",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--no-volume-data",
+        ],
+        None,
+    );
+    assert_eq!(
+        code, 1,
+        "a damaged image makes the backup PartiallyFailed: {out}{err}"
+    );
+    assert!(out.contains("PartiallyFailed"), "{out}");
+    let stored = blobs(&storage);
+    assert!(
+        !stored.keys().any(|k| k.starts_with(&layer[7..])),
+        "the damaged layer was stored: {stored:?}"
+    );
+    let backup = out.split_whitespace().next().unwrap();
+    assert!(manifest(&storage, backup)["images"].is_null());
+    drop(sb);
 }

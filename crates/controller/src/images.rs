@@ -259,7 +259,7 @@ pub async fn push_images(
     manifest: &Manifest,
     push: &ImagePush,
     selection: &Selection,
-    map_ns: &dyn Fn(&str) -> String,
+    map_ns: &(dyn Fn(&str) -> String + Sync),
     dry_run: bool,
 ) -> Vec<RestoredImage> {
     let encrypted = !manifest.recipients.is_empty();

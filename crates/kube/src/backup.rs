@@ -333,6 +333,8 @@ pub async fn backup(
     drop(results);
 
     let needed_crds = ctx.related_mut().crds.clone();
+    // Taken before `related_objects`, which consumes the rest.
+    let mut image_streams = std::mem::take(&mut ctx.related_mut().image_streams);
     if selection.related_cluster_objects() {
         let namespaces: BTreeSet<String> = selected_ns.iter().cloned().collect();
         ctx.related_objects(&targets, &wholesale, &namespaces)
@@ -355,7 +357,6 @@ pub async fn backup(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let mut image_streams = std::mem::take(&mut ctx.related_mut().image_streams);
     image_streams.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     image_streams.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
     Ok(BackupSummary {

@@ -250,7 +250,10 @@ impl Repository {
             stats.uploaded += 1;
             stats.bytes += m.bytes.len() as u64;
         }
-        let results: Vec<Result<Option<u64>>> = futures::stream::iter(blobs.iter())
+        // The futures are built before they enter the stream (not by a
+        // closure of it), so callers' futures stay `Send`.
+        let copies: Vec<_> = blobs
+            .iter()
             .map(|(digest, _)| async move {
                 let path = blob_path(digest, encrypted)?;
                 if self.blob_present(&path).await? {
@@ -261,6 +264,8 @@ impl Repository {
                     .await
                     .map(Some)
             })
+            .collect();
+        let results: Vec<Result<Option<u64>>> = futures::stream::iter(copies)
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
@@ -393,7 +398,8 @@ impl Repository {
                         .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
                         .is_err()
                     {
-                        return Err("the registry stopped the upload".into());
+                        // The request ended first; its error says why.
+                        return Ok(());
                     }
                 }
                 let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
@@ -496,7 +502,8 @@ impl Repository {
             out.manifests_pushed += 1;
             return Ok(out);
         }
-        let pushed: Vec<Result<()>> = futures::stream::iter(missing.iter())
+        let pushes: Vec<_> = missing
+            .iter()
             .map(|digest| async move {
                 let (body, failure) = self.blob_body(digest, encrypted)?;
                 match registry.push_blob(repository, digest, body).await {
@@ -510,6 +517,8 @@ impl Repository {
                     }),
                 }
             })
+            .collect();
+        let pushed: Vec<Result<()>> = futures::stream::iter(pushes)
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;

@@ -289,8 +289,8 @@ fn hint(status: StatusCode) -> &'static str {
     match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
             "check the registry credentials: on OpenShift the controller's ServiceAccount needs \
-             the `system:image-puller` role in the namespace to copy and `system:image-builder` \
-             to push (deploy/ grants them)"
+             `get` on imagestreams/layers to copy and `update` to push (deploy/components/\
+             openshift-images grants them)"
         }
         StatusCode::NOT_FOUND => {
             "the image or repository is not in the registry (was the ImageStream's image \
