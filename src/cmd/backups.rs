@@ -393,6 +393,20 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                             ));
                         }
                     }
+                    if !m.images.is_empty() {
+                        t.push_str("\nIMAGE  DIGEST  PLATFORMS  BLOBS  BYTES\n");
+                        for i in &m.images {
+                            t.push_str(&format!(
+                                "{}:{}  {}  {}  {}  {}\n",
+                                i.repository,
+                                i.tag,
+                                i.digest,
+                                i.manifests.len().max(1),
+                                i.blobs.len(),
+                                i.bytes
+                            ));
+                        }
+                    }
                     t
                 }
             };

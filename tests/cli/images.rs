@@ -393,6 +393,25 @@ fn image_streams_copy_deduplicate_restore_and_sweep() {
     );
     assert_eq!(web_entry["manifests"].as_array().unwrap().len(), 2);
     assert_eq!(web_entry["blobs"].as_array().unwrap().len(), 4);
+    let (code, out, err) = run(
+        &[
+            "backups",
+            "show",
+            &first,
+            "--repo",
+            r,
+            "--location",
+            "local",
+            "--cluster",
+            "prod",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("shop/web:latest  {}  2  4", index.0)),
+        "{out}"
+    );
     // Nothing is left pending once the manifest lists the images.
     assert!(
         std::fs::read_dir(storage.join("images/pending/prod"))

@@ -108,9 +108,9 @@ mod tests {
                 &format!("  exclude:\n    resources: [secrets]\n{images}")
             )
         );
-        let set = load_docs(&docs);
-        let found = unencrypted_images(&set);
+        let found = run(unencrypted_images, &docs);
         assert_eq!(found.len(), usize::from(flagged), "{found:?}");
+        assert!(found.iter().all(|f| f.0 == Code::UnencryptedImages));
     }
 
     #[rstest]
