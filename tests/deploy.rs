@@ -809,6 +809,7 @@ fn every_manifest_parses_as_its_kubernetes_type_and_kustomizations_name_existing
         "base + deploy/components/filesystem-backup",
         "base + deploy/components/openshift-movers",
         "base + deploy/components/openshift-filesystem-movers",
+        "base + deploy/components/openshift-images",
     ] {
         assert!(
             names.contains(&expected),

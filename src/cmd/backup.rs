@@ -105,6 +105,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         trigger: "manual",
         owner: &lifeboat_controller::executor::instance_name("lifeboat backup"),
         movers_namespace: &mover_options.namespace,
+        images: lifeboat_controller::images::copy_options(&set, &cluster, &policy)?,
     };
     let name = lifeboat_store::backup_name(&policy.metadata.name, job.slot);
     let reporter = Reporter::new(format!("backing up {name}"));
@@ -200,11 +201,16 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let text = match args.format {
         Format::Json => format!("{:#}\n", serde_json::to_value(&manifest)?),
         Format::Text => format!(
-            "{} {:?}: {} objects, {}{} errors, {} warnings, {} bytes stored in `{}`{}\n",
+            "{} {:?}: {} objects, {}{}{} errors, {} warnings, {} bytes stored in `{}`{}\n",
             manifest.backup_name,
             manifest.phase,
             manifest.totals.items,
             volumes_text(&manifest),
+            if manifest.images.is_empty() {
+                String::new()
+            } else {
+                format!("{} images, ", manifest.images.len())
+            },
             manifest.totals.errors,
             manifest.totals.warnings,
             manifest.files.bytes(),

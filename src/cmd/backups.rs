@@ -77,6 +77,22 @@ pub enum Action {
         #[arg(long)]
         yes: bool,
     },
+    /// Remove the image blobs (`images/`) no backup of the location
+    /// references, once they are older than the grace: twice the longest
+    /// backup timeout of the policies writing there, at least 24h. The
+    /// controller does this after each cycle's prunes.
+    SweepImages {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Decide as if it were this time (RFC 3339), for drills and tests.
+        #[arg(long, value_name = "TIME")]
+        now: Option<jiff::Timestamp>,
+        /// Say what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 /// Output formats for data.
@@ -234,11 +250,63 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let (Action::List { store, .. }
     | Action::Show { store, .. }
     | Action::Verify { store, .. }
-    | Action::Delete { store, .. }) = &args.action;
+    | Action::Delete { store, .. }
+    | Action::SweepImages { store, .. }) = &args.action;
     if let Some((location, name)) = context::velero(store)? {
         return crate::cmd::velero_backups::run(&args.action, &location, &name).await;
     }
     match args.action {
+        Action::SweepImages {
+            store,
+            now,
+            dry_run,
+            format,
+        } => {
+            let set = context::load_policies(&store.repo)?;
+            let target = context::open(&store).await?;
+            let report = lifeboat_controller::images::sweep(
+                &target.repository,
+                &set,
+                &target.location,
+                now.unwrap_or_else(jiff::Timestamp::now),
+                dry_run,
+            )
+            .await?;
+            let text = match format {
+                Format::Json => format!(
+                    "{:#}\n",
+                    serde_json::json!({
+                        "location": target.location,
+                        "dryRun": dry_run,
+                        "grace": report.grace.to_string(),
+                        "manifests": report.manifests,
+                        "referenced": report.plan.referenced,
+                        "recent": report.plan.recent,
+                        "delete": report.plan.delete,
+                        "deleted": report.deleted,
+                        "stalePending": report.plan.stale_pending,
+                    })
+                ),
+                Format::Text => format!(
+                    "{}{} unreferenced blobs older than {} {} from `{}`; {} referenced by {} \
+                     backups, {} kept as recent\n",
+                    if dry_run { "dry run: " } else { "" },
+                    report.plan.delete.len(),
+                    report.grace,
+                    if dry_run {
+                        "would be removed"
+                    } else {
+                        "removed"
+                    },
+                    target.location,
+                    report.plan.referenced,
+                    report.manifests,
+                    report.plan.recent,
+                ),
+            };
+            crate::output::print(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Action::List {
             store,
             policy,
@@ -338,6 +406,20 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                                 a.stored_bytes,
                                 a.raw_sha256,
                                 a.duration_ms
+                            ));
+                        }
+                    }
+                    if !m.images.is_empty() {
+                        t.push_str("\nIMAGE  DIGEST  PLATFORMS  BLOBS  BYTES\n");
+                        for i in &m.images {
+                            t.push_str(&format!(
+                                "{}:{}  {}  {}  {}  {}\n",
+                                i.repository,
+                                i.tag,
+                                i.digest,
+                                i.manifests.len().max(1),
+                                i.blobs.len(),
+                                i.bytes
                             ));
                         }
                     }

@@ -97,6 +97,10 @@ pub struct Args {
     /// without the backup's volume data.
     #[arg(long)]
     pub no_volume_data: bool,
+    /// Do not push the backup's ImageStream images to the target
+    /// cluster's registry (`spec.openshift.registryEndpoint`).
+    #[arg(long)]
+    pub no_images: bool,
     #[command(flatten)]
     pub movers: crate::cmd::volume_data::MoverArgs,
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -509,6 +513,11 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         record: access != AccessMode::ReadOnly,
         owner: None,
         velero: velero.as_ref(),
+        images: if args.no_images {
+            None
+        } else {
+            Some(lifeboat_controller::images::push_options(&set, &target)?)
+        },
     };
     let running = run_restore(&client, &repository, &job, &progress, jiff::Timestamp::now);
     // Ctrl-C stops the restore, removes its movers and their claims, and
@@ -581,6 +590,26 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 for change in &item.changes {
                     t.push_str(&format!("         ~ {change}\n"));
                 }
+            }
+            for i in &record.images {
+                let verb = match (&i.error, record.dry_run) {
+                    (Some(_), _) => "failed",
+                    (None, true) => "to push",
+                    (None, false) => "pushed",
+                };
+                t.push_str(&format!(
+                    "{verb:<8} image {}:{}@{}: {}\n",
+                    i.repository,
+                    i.tag,
+                    i.digest.get(..19).unwrap_or(&i.digest),
+                    match &i.error {
+                        Some(e) => e.clone(),
+                        None => format!(
+                            "{} blobs ({} bytes) and {} manifests, {} blobs already there",
+                            i.blobs_pushed, i.bytes_pushed, i.manifests_pushed, i.blobs_present
+                        ),
+                    }
+                ));
             }
             for v in &record.volumes {
                 t.push_str(&format!(

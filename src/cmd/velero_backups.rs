@@ -258,7 +258,7 @@ pub async fn run(action: &Action, velero: &VeleroLocation, name: &str) -> anyhow
                 ExitCode::SUCCESS
             })
         }
-        Action::Delete { .. } => bail!(
+        Action::Delete { .. } | Action::SweepImages { .. } => bail!(
             "`{name}` is a Velero location, which lifeboat never writes: delete Velero's backups \
              with Velero (`velero backup delete`) or let its ttl expire them"
         ),

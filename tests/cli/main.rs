@@ -6,6 +6,7 @@ mod backup_restore;
 mod backups;
 mod dumps;
 mod hooks;
+mod images;
 mod import;
 mod kubevirt;
 mod lint;

@@ -279,8 +279,42 @@ impl Executor {
                 .collect()
                 .await;
             done.sort_by_key(|(i, _)| *i);
-            done.into_iter().map(|(_, e)| e).collect()
+            let done: Vec<Executed> = done.into_iter().map(|(_, e)| e).collect();
+            self.sweep_images(set, &done).await;
+            done
         })
+    }
+
+    /// After a cycle's prunes, sweeps the image blobs of each location a
+    /// backup was pruned from (mark and sweep, `crate::images::sweep`).
+    /// A failed sweep is logged and retried after the next prune.
+    async fn sweep_images(&self, set: &PolicySet, done: &[Executed]) {
+        let mut locations: Vec<&str> = done
+            .iter()
+            .filter(|e| e.ok())
+            .filter_map(|e| match &e.action {
+                Action::Prune { location, .. } => Some(location.as_str()),
+                _ => None,
+            })
+            .collect();
+        locations.sort_unstable();
+        locations.dedup();
+        for location in locations {
+            let Ok(repository) = self.writable(location) else {
+                continue;
+            };
+            match crate::images::sweep(repository, set, location, Timestamp::now(), false).await {
+                Ok(r) if r.deleted > 0 || !r.plan.stale_pending.is_empty() => info!(
+                    location,
+                    deleted = r.deleted,
+                    referenced = r.plan.referenced,
+                    recent = r.plan.recent,
+                    "swept unreferenced image blobs"
+                ),
+                Ok(_) => {}
+                Err(e) => warn!(location, "image sweep failed: {e:#}"),
+            }
+        }
     }
 
     /// Runs one action and says how it went.
@@ -340,6 +374,7 @@ impl Executor {
                     trigger: "schedule",
                     owner: &self.options.owner,
                     movers_namespace: &self.options.movers.namespace,
+                    images: crate::images::copy_options(set, &self.cluster, doc)?,
                 };
                 let movers = volume_data::policy_movers(&self.options.movers, doc);
                 let events = |e: VolumeEvent<'_>| log_volume(policy, e);
@@ -429,6 +464,7 @@ impl Executor {
                     record: self.locations.access(location) != Some(AccessMode::ReadOnly),
                     owner: Some(&self.options.owner),
                     velero: None,
+                    images: Some(crate::images::push_options(set, &self.cluster)?),
                 };
                 let record =
                     jobs::run_restore(&self.client, repository, &job, &|_| {}, Timestamp::now)

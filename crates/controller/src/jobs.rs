@@ -35,6 +35,9 @@ pub struct BackupJob<'a> {
     /// The movers' namespace, where (as in lifeboat's own) no Job hook
     /// may run.
     pub movers_namespace: &'a str,
+    /// Copy the ImageStreams' images (`spec.images`), see
+    /// [`crate::images::copy_options`].
+    pub images: Option<crate::images::ImageCopy>,
 }
 
 /// Runs one backup. A backup the engine could not finish (the API server
@@ -152,9 +155,18 @@ pub async fn run_backup_then(
         Some(reason) => Err(reason),
         None => match backup::backup(client, &selection, &writer.handle(), options, progress).await
         {
-            // Dump hooks first (their artifacts are files of their own),
-            // then the volume data.
-            Ok(_) => async {
+            // The ImageStreams' images, then dump hooks (their artifacts
+            // are files of their own), then the volume data.
+            Ok(summary) => async {
+                if let Some(copy) = &job.images {
+                    crate::images::copy_images(
+                        repository,
+                        &mut writer,
+                        copy,
+                        &summary.image_streams,
+                    )
+                    .await?;
+                }
                 crate::dumps::back_up(client, &mut writer, job.policy).await?;
                 after_objects(&mut writer).await
             }
@@ -168,6 +180,13 @@ pub async fn run_backup_then(
         (Ok(()), None) => writer.finish(now()).await,
         (Err(e), _) | (Ok(()), Some(e)) => writer.finish_failed(now(), e).await,
     };
+    if job.images.is_some() && committed.is_ok() {
+        // The manifest lists the images now; the pending references have
+        // served (a stale one left behind is removed by the sweep).
+        if let Err(e) = repository.remove_pending_refs(job.cluster, &name).await {
+            tracing::warn!(backup = %name, "cannot remove the pending image references: {e}");
+        }
+    }
     committed.with_context(|| format!("backup `{name}` could not be committed"))
 }
 
@@ -308,6 +327,9 @@ pub struct RestoreJob<'a> {
     /// repository, which then only keeps the record (a Velero bucket is
     /// never written).
     pub velero: Option<&'a VeleroLocation>,
+    /// Where the backup's images are pushed (once the objects are
+    /// applied), see [`crate::images::push_options`]; `None`: not pushed.
+    pub images: Option<crate::images::ImagePush>,
 }
 
 /// How long after its start an interrupted controller restore is run again
@@ -366,6 +388,7 @@ pub async fn run_restore(
         volumes: Vec::new(),
         hooks: Vec::new(),
         hook_counts: Default::default(),
+        images: Vec::new(),
         lifeboat_version: lifeboat_store::LIFEBOAT_VERSION.into(),
     };
     if job.record {
@@ -377,6 +400,7 @@ pub async fn run_restore(
     // The signature is checked when the backup is opened; a refused one
     // fails in `restore` before anything is applied.
     let mut warning = None;
+    let mut images = Vec::new();
     let outcome = if let Some(velero) = job.velero {
         match velero.open_backup(job.backup).await {
             Ok(reader) => restore::restore(client, &reader, &job.options, progress)
@@ -391,9 +415,30 @@ pub async fn run_restore(
                 if let Some(w) = &warning {
                     tracing::warn!(request = job.request, backup = job.backup, "{w}");
                 }
-                restore::restore(client, &reader, &job.options, progress)
+                let outcome = restore::restore(client, &reader, &job.options, progress)
                     .await
-                    .map_err(anyhow::Error::from)
+                    .map_err(anyhow::Error::from);
+                // Images after the objects: OpenShift's registry accepts a
+                // push into a namespace only once it exists (and has its
+                // image-builder binding); pods started meanwhile retry
+                // their pulls. A restore that was refused pushes nothing.
+                if outcome.is_ok()
+                    && let Some(push) = &job.images
+                    && !reader.manifest().images.is_empty()
+                {
+                    let transform = &job.options.transform;
+                    let map = |ns: &str| transform.namespace(ns).to_string();
+                    images = crate::images::push_images(
+                        repository,
+                        reader.manifest(),
+                        push,
+                        &job.options.selection,
+                        &map,
+                        job.options.dry_run,
+                    )
+                    .await;
+                }
+                outcome
             }
             Err(e) => Err(anyhow::Error::from(e)),
         }
@@ -414,6 +459,19 @@ pub async fn run_restore(
                     None => w,
                 });
             }
+            let failed_images = images.iter().filter(|i| i.error.is_some()).count();
+            if failed_images > 0 {
+                // The objects are in; some images are not: PartiallyFailed.
+                if record.phase == RestorePhase::Completed {
+                    record.phase = RestorePhase::PartiallyFailed;
+                }
+                let note = format!("{failed_images} images were not pushed (see images)");
+                record.message = Some(match record.message.take() {
+                    Some(m) => format!("{m}; {note}"),
+                    None => note,
+                });
+            }
+            record.images = images;
         }
         Err(e) => {
             record.phase = RestorePhase::Failed;

@@ -17,6 +17,7 @@ pub mod dumps;
 pub mod executor;
 pub mod files;
 pub mod http;
+pub mod images;
 pub mod jobs;
 pub mod leader;
 pub mod locations;

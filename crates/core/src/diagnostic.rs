@@ -102,6 +102,7 @@ codes! {
     ClaimOntoLiveClaim = "LB126", "claim-restored-onto-live-claim", Warning, "A restore of single claims puts a claim back into its own namespace on its source cluster, where the live claim is skipped.";
     BackupToReadOnlyLocation = "LB130", "backup-to-read-only-location", Error, "A BackupPolicy stores its backups in a location lifeboat never writes (accessMode ReadOnly, or a Velero location).";
     RestoreHookSelectsNothing = "LB131", "restore-hook-selects-nothing", Warning, "A restore hook's namespaces include none that the restore restores, so it never runs.";
+    UnencryptedImages = "LB134", "unencrypted-images", Warning, "A policy copies container images into a location without encryption, so their layers sit in the bucket in plain text.";
     RestoreHookNeverEnds = "LB132", "restore-hook-unbounded-or-empty", Error, "A restore hook waits without a bound (`waitTimeout: 0s`) or has neither `command` nor `init`.";
     DumpHookUnencrypted = "LB133", "dump-hook-unencrypted", Error, "A dump hook writes into a storage location without encryption recipients, so its artifact (a database dump) would be stored in plain text.";
     HookJobInLifeboatNamespace = "LB135", "hook-job-in-lifeboat-namespace", Error, "A backup-level Job hook runs in lifeboat's own namespace or the movers' namespace, whose Secrets hold storage credentials and keys.";

@@ -15,6 +15,7 @@
 pub mod diagnostic;
 pub mod duration;
 pub mod hooks;
+pub mod images;
 pub mod import;
 pub mod kubevirt;
 pub mod lint;

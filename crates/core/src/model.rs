@@ -403,9 +403,24 @@ pub struct ClusterOpenShift {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1), regex(pattern = r"^[A-Za-z0-9.-]+(:[0-9]+)?$"))]
     pub internal_registry: Option<String>,
+    /// The URL lifeboat reaches the internal registry at, to copy images
+    /// out of it (backups with `images.internalRegistry: copy`) and to
+    /// push them into it (restores). Default `https://<internalRegistry>`;
+    /// `http://…` for a registry served without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), regex(pattern = r"^https?://[^/\s]+/?$"))]
+    pub registry_endpoint: Option<String>,
 }
 
 impl ClusterOpenShift {
+    /// The URL of the internal registry's API (without `/v2/`).
+    pub fn registry_endpoint(&self) -> String {
+        match &self.registry_endpoint {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("https://{}", self.internal_registry()),
+        }
+    }
+
     /// The internal registry OpenShift 4 serves by default.
     pub const DEFAULT_INTERNAL_REGISTRY: &str = "image-registry.openshift-image-registry.svc:5000";
 
@@ -514,6 +529,57 @@ pub struct BackupPolicySpec {
     /// annotations on pods work without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
+    /// OpenShift: the container images the backed-up ImageStreams point
+    /// at, copied from the cluster's internal registry into the location
+    /// (`images/`) and pushed to the target's registry on restore. Off
+    /// without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Images>,
+}
+
+/// Which container images a backup copies (OpenShift ImageStreams).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Images {
+    /// `copy`: the images ImageStream tags point at in the cluster's
+    /// internal registry are copied into the location, deduplicated by
+    /// digest and encrypted to its recipients. `skip` (default): only the
+    /// ImageStream objects are backed up.
+    #[serde(default)]
+    pub internal_registry: ImageCopy,
+    /// `heads` (default): the image each tag points at now. `all`: every
+    /// image in each tag's history too.
+    #[serde(default)]
+    pub history: ImageHistory,
+}
+
+impl Images {
+    /// Whether images are copied.
+    pub fn copies(&self) -> bool {
+        self.internal_registry == ImageCopy::Copy
+    }
+}
+
+/// Whether images of the internal registry are copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ImageCopy {
+    /// Back up the ImageStream objects only.
+    #[default]
+    Skip,
+    /// Copy the images into the location.
+    Copy,
+}
+
+/// Which images of an ImageStream tag are copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ImageHistory {
+    /// The image each tag points at now (`status.tags[].items[0]`).
+    #[default]
+    Heads,
+    /// Every image of each tag's history (`status.tags[].items[*]`).
+    All,
 }
 
 /// The default time zone of a schedule.

@@ -159,6 +159,17 @@ pub struct BackupSummary {
     pub errors: u64,
     /// Warning lines logged.
     pub warnings: u64,
+    /// The stored OpenShift ImageStreams, with their `status` (the images
+    /// their tags point at), sorted by namespace and name.
+    pub image_streams: Vec<StoredImageStream>,
+}
+
+/// A stored ImageStream and its `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredImageStream {
+    pub namespace: String,
+    pub name: String,
+    pub status: Value,
 }
 
 /// Progress reports, for logs and status.
@@ -322,6 +333,8 @@ pub async fn backup(
     drop(results);
 
     let needed_crds = ctx.related_mut().crds.clone();
+    // Taken before `related_objects`, which consumes the rest.
+    let mut image_streams = std::mem::take(&mut ctx.related_mut().image_streams);
     if selection.related_cluster_objects() {
         let namespaces: BTreeSet<String> = selected_ns.iter().cloned().collect();
         ctx.related_objects(&targets, &wholesale, &namespaces)
@@ -344,11 +357,14 @@ pub async fn backup(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    image_streams.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    image_streams.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
     Ok(BackupSummary {
         items: ctx.items.load(Ordering::Relaxed),
         per_resource,
         errors: ctx.errors.load(Ordering::Relaxed),
         warnings: ctx.warnings.load(Ordering::Relaxed),
+        image_streams,
     })
 }
 
@@ -372,6 +388,8 @@ struct Related {
     /// namespace, name)` of Secrets, ConfigMaps and instancetype
     /// ControllerRevisions.
     vm_refs: BTreeSet<(String, String, String)>,
+    /// Stored ImageStreams (namespace, name, status).
+    image_streams: Vec<StoredImageStream>,
 }
 
 /// How a list unit filters and what it collects.
@@ -1016,6 +1034,15 @@ impl Ctx<'_> {
                     .vm_refs
                     .insert(("controllerrevisions.apps".into(), ns.clone(), n));
             }
+        }
+        if t.key == "imagestreams.image.openshift.io"
+            && let (Some(ns), Some(status)) = (&namespace, obj.value("status"))
+        {
+            self.related_mut().image_streams.push(StoredImageStream {
+                namespace: ns.clone(),
+                name: name.clone(),
+                status,
+            });
         }
         let json = Bytes::from(obj.stored_json(&t.ar.api_version, &t.ar.kind));
         let entry = ObjectEntry {

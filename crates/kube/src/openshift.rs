@@ -237,6 +237,67 @@ pub fn scc_grants(
         .any(|g| parse_sa_group(g).is_some_and(|ns| namespaces.contains(ns)))
 }
 
+/// One image an ImageStream tag points at (`status.tags[].items[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamImage {
+    pub namespace: String,
+    pub stream: String,
+    pub tag: String,
+    /// `dockerImageReference`: `<registry>/<namespace>/<stream>@sha256:…`
+    /// for an image in the internal registry.
+    pub reference: String,
+    /// `image`: the manifest digest.
+    pub digest: String,
+    /// The tag's current image (`items[0]`).
+    pub head: bool,
+}
+
+impl StreamImage {
+    /// The repository in `registry` (`host[:port]`) when the image is
+    /// stored there (`<registry>/<repository>@<digest>`).
+    pub fn repository_in(&self, registry: &str) -> Option<&str> {
+        let rest = self.reference.strip_prefix(registry)?.strip_prefix('/')?;
+        let (repo, digest) = rest.split_once('@')?;
+        (digest == self.digest).then_some(repo)
+    }
+}
+
+/// The images an ImageStream's `status` lists: each tag's head, or every
+/// image of each tag's history with `all`. Entries without a digest are
+/// left out (a tag whose import has not finished).
+pub fn stream_images(namespace: &str, stream: &str, status: &Value, all: bool) -> Vec<StreamImage> {
+    let mut out = Vec::new();
+    let Some(tags) = status.get("tags").and_then(Value::as_array) else {
+        return out;
+    };
+    for tag in tags {
+        let Some(name) = tag.get("tag").and_then(Value::as_str) else {
+            continue;
+        };
+        let items = tag.get("items").and_then(Value::as_array);
+        for (i, item) in items.into_iter().flatten().enumerate() {
+            if i > 0 && !all {
+                break;
+            }
+            let (Some(reference), Some(digest)) = (
+                item.get("dockerImageReference").and_then(Value::as_str),
+                item.get("image").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            out.push(StreamImage {
+                namespace: namespace.to_string(),
+                stream: stream.to_string(),
+                tag: name.to_string(),
+                reference: reference.to_string(),
+                digest: digest.to_string(),
+                head: i == 0,
+            });
+        }
+    }
+    out
+}
+
 /// Whether an SCC name is one the installer creates.
 pub fn builtin_scc(name: &str) -> bool {
     BUILTIN_SCCS.contains(&name)
@@ -512,6 +573,31 @@ pub fn scc_merge(live: &Value, backed_up: &Value) -> Option<(Value, Vec<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_streams_name_their_heads_and_history() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let status = json!({"tags": [
+            {"tag": "latest", "items": [
+                {"dockerImageReference": format!("{REG}/shop/web@{}", d('a')), "image": d('a')},
+                {"dockerImageReference": format!("{REG}/shop/web@{}", d('b')), "image": d('b')},
+            ]},
+            {"tag": "ext", "items": [
+                {"dockerImageReference": format!("quay.io/x/y@{}", d('c')), "image": d('c')},
+            ]},
+            {"tag": "importing"},
+        ]});
+        const REG: &str = DEFAULT_INTERNAL_REGISTRY;
+        let heads = stream_images("shop", "web", &status, false);
+        assert_eq!(heads.len(), 2);
+        assert_eq!(heads[0].repository_in(REG), Some("shop/web"));
+        assert!(heads[0].head);
+        // An image of another registry is not the internal registry's.
+        assert_eq!(heads[1].repository_in(REG), None);
+        let all = stream_images("shop", "web", &status, true);
+        assert_eq!(all.len(), 3);
+        assert!(!all[1].head && all[1].digest == d('b'));
+    }
     use rstest::rstest;
 
     fn map(ns: &str) -> String {

@@ -254,6 +254,7 @@ impl RestoreOutcome {
             volumes: self.volumes,
             hooks: self.hooks.entries,
             hook_counts: self.hooks.counts,
+            images: Vec::new(),
             lifeboat_version: LIFEBOAT_VERSION.into(),
         }
     }

@@ -373,7 +373,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 impl Repository {
-    /// Whether the location encrypts what it stores (dump hooks need it).
+    /// Whether the location encrypts what it stores (dump hooks need it;
+    /// image blobs are sealed when it does).
     pub fn encrypts(&self) -> bool {
         !self.inner.keys.recipients.is_empty()
     }

@@ -269,6 +269,27 @@ pub enum StoreError {
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}; this is a lifeboat bug, please report it")]
     Task(String),
+
+    /// A container registry request failed or was refused.
+    #[error("registry {registry}: {doing} failed: {reason}; {hint}")]
+    Registry {
+        registry: String,
+        doing: String,
+        reason: String,
+        hint: &'static str,
+    },
+
+    /// A registry sent bytes that do not hash to the digest asked for.
+    #[error(
+        "registry {registry} sent {what} whose sha256 is {actual}, not {expected}; nothing of \
+         it was kept; check the registry's storage (the image may be damaged there)"
+    )]
+    DigestMismatch {
+        registry: String,
+        what: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 impl StoreError {

@@ -7,7 +7,8 @@
 //!                     ├─ open_backup  ─▶ BackupReader ─▶ verify, then entries()
 //!                     │                                └▶ verify_all (every check, for `backups verify`)
 //!                     ├─ list_backups / show_backup / delete_backup / incomplete_backups
-//!                     └─ write_restore_record / read_restore_record
+//!                     ├─ write_restore_record / read_restore_record
+//!                     └─ copy_image / push_image / image_inventory (images/, see `images`)
 //! LocationConfig ─▶ VeleroLocation::open (a Velero bucket, read-only)
 //!                     ├─ list / describe (velero-backup.json)
 //!                     └─ open_backup ─▶ VeleroReader ─▶ verify, then entries()
@@ -18,7 +19,8 @@
 //! writer and multipart uploads), `artifact` (dump hook outputs streamed in
 //! and out), `reader` (verified streaming reads), `verify` (complete
 //! verification with a finding per check, and the `BackupCheck` extension point),
-//! `velero` (Velero's backups, read in place), `crypto` (age), `signing` (minisign signatures of manifests and
+//! `velero` (Velero's backups, read in place), `images` (container
+//! images by digest) and `registry` (an OCI distribution client), `crypto` (age), `signing` (minisign signatures of manifests and
 //! records, and trust), `catalog` (listing, deletion, restore records) and
 //! `model` (the JSON types). The on-storage format is documented in
 //! `docs/format.md`. This crate does not depend on `lifeboat-core`.
@@ -29,8 +31,10 @@ mod config;
 mod crypto;
 mod diagnose;
 mod error;
+mod images;
 mod model;
 mod reader;
+pub mod registry;
 mod repo;
 mod signing;
 mod upload;
@@ -43,12 +47,14 @@ pub use catalog::{BackupList, IncompleteBackup};
 pub use config::{Credentials, LocationConfig, RetryOptions};
 pub use diagnose::Cause as StorageCause;
 pub use error::{Result, StoreError};
+pub use images::{CopyStats, ImageInventory, ImageSource, PendingRefs, StoredBlob};
 pub use model::{
-    ArtifactEntry, BackupFiles, FORMAT_VERSION, FileInfo, HookCounts, HookEntry, Index, IndexEntry,
-    KeptSnapshot, LIFEBOAT_VERSION, LogEntry, LogLevel, MANIFEST_FORMAT_VERSION, Manifest,
-    OPERATION_FORMAT_VERSION, Operation, OrphanMark, Phase, Prerequisite, PrerequisiteKind,
-    RepositoryMarker, ResourceCount, RestoreAction, RestoreCounts, RestoreItem, RestorePhase,
-    RestoreRecord, RestoredVolume, ThawCommand, Totals, VolumeEntry, VolumePhase,
+    ArtifactEntry, BackupFiles, FORMAT_VERSION, FileInfo, HookCounts, HookEntry, ImageEntry,
+    ImageManifest, Index, IndexEntry, KeptSnapshot, LIFEBOAT_VERSION, LogEntry, LogLevel,
+    MANIFEST_FORMAT_VERSION, Manifest, OPERATION_FORMAT_VERSION, Operation, OrphanMark, Phase,
+    Prerequisite, PrerequisiteKind, RepositoryMarker, ResourceCount, RestoreAction, RestoreCounts,
+    RestoreItem, RestorePhase, RestoreRecord, RestoredImage, RestoredVolume, ThawCommand, Totals,
+    VolumeEntry, VolumePhase,
 };
 pub use reader::{ArchiveEntry, BackupReader, RestoreSource, VerifyReport};
 pub use repo::{Repository, backup_name, parse_backup_name, validate_name};

@@ -430,6 +430,11 @@ pub struct Manifest {
     /// each its own file under `artifacts/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<ArtifactEntry>,
+    /// Container images the backup copied into the location's `images/`
+    /// (OpenShift ImageStream tags); their blobs are shared by every
+    /// backup of the location that references them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageEntry>,
 }
 
 /// One dump hook's output stored in a backup: the command's stdout,
@@ -461,6 +466,72 @@ pub struct ArtifactEntry {
     pub sha256: String,
     pub start: Timestamp,
     pub duration_ms: u64,
+}
+
+/// One image a backup copied: an ImageStream tag's image, its manifest
+/// (an index's platform manifests too) and every blob they name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageEntry {
+    /// `<namespace>/<stream>` in the source cluster's registry.
+    pub repository: String,
+    /// The ImageStream tag.
+    pub tag: String,
+    /// The digest of the top manifest (the index of a multi-arch image).
+    pub digest: String,
+    pub media_type: String,
+    /// `false` for an older image of the tag's history (`history: all`);
+    /// a restore pushes it by digest and leaves the tag on the head.
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub head: bool,
+    /// An index's platform manifests, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<ImageManifest>,
+    /// Config and layer blobs of every manifest, in first-use order.
+    pub blobs: Vec<String>,
+    /// Bytes of those blobs as the registry serves them.
+    pub bytes: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A platform manifest of an index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageManifest {
+    pub digest: String,
+    pub media_type: String,
+}
+
+impl ImageEntry {
+    /// Every digest it keeps under `images/blobs/`: manifests and blobs.
+    pub fn stored(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.digest.as_str())
+            .chain(self.manifests.iter().map(|m| m.digest.as_str()))
+            .chain(self.blobs.iter().map(String::as_str))
+    }
+}
+
+/// One image a restore pushed (or, dry run, would push).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredImage {
+    /// The repository in the target registry (namespace mapped).
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    /// Blobs pushed (dry run: to push).
+    pub blobs_pushed: u32,
+    /// Blobs the registry already had.
+    pub blobs_present: u32,
+    /// Bytes pushed (dry run: to push).
+    pub bytes_pushed: u64,
+    /// Manifests pushed (the index, its platforms).
+    pub manifests_pushed: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Something a backup's objects need on the target that the backup itself
@@ -655,6 +726,10 @@ pub struct RestoreRecord {
     pub hooks: Vec<HookEntry>,
     #[serde(default, skip_serializing_if = "HookCounts::is_zero")]
     pub hook_counts: HookCounts,
+    /// Container images pushed to the target's registry before the
+    /// objects were applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<RestoredImage>,
     pub lifeboat_version: String,
 }
 

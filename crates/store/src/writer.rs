@@ -46,9 +46,10 @@ use zstd::stream::raw::CParameter;
 use crate::crypto::Keys;
 use crate::error::{Result, StoreError};
 use crate::model::{
-    BackupFiles, FORMAT_VERSION, FileInfo, HookCounts, HookEntry, IndexEntry, LIFEBOAT_VERSION,
-    LogEntry, LogLevel, MANIFEST_FORMAT_VERSION, Manifest, OPERATION_FORMAT_VERSION, Operation,
-    Phase, Prerequisite, ResourceCount, Totals, VolumeEntry, VolumePhase,
+    BackupFiles, FORMAT_VERSION, FileInfo, HookCounts, HookEntry, ImageEntry, IndexEntry,
+    LIFEBOAT_VERSION, LogEntry, LogLevel, MANIFEST_FORMAT_VERSION, Manifest,
+    OPERATION_FORMAT_VERSION, Operation, Phase, Prerequisite, ResourceCount, Totals, VolumeEntry,
+    VolumePhase,
 };
 use crate::repo::{MANIFEST, OPERATION, Repository, backup_name, layout, validate_name};
 use crate::signing::SignedKind;
@@ -248,6 +249,8 @@ pub struct BackupWriter {
     hooks: Vec<HookEntry>,
     /// Dump artifacts finished so far.
     artifacts: Vec<crate::model::ArtifactEntry>,
+    /// Images copied into the location's `images/`.
+    images: Vec<ImageEntry>,
     /// `operation.json`, once [`BackupWriter::track`] was called.
     operation: Option<Operation>,
     /// The record of an interrupted earlier run of this backup.
@@ -337,6 +340,7 @@ impl Repository {
             volumes: Vec::new(),
             hooks: Vec::new(),
             artifacts: Vec::new(),
+            images: Vec::new(),
             operation: None,
             interrupted: None,
         })
@@ -344,6 +348,17 @@ impl Repository {
 }
 
 impl BackupWriter {
+    /// Records images copied into the location (see
+    /// [`Repository::copy_image`]); the manifest lists them.
+    pub fn add_images(&mut self, images: impl IntoIterator<Item = ImageEntry>) {
+        self.images.extend(images);
+    }
+
+    /// The cluster the backup is of.
+    pub fn cluster(&self) -> &str {
+        &self.spec.cluster
+    }
+
     /// The backup name, `<policy>-<YYYYMMDD>-<HHMMSS>`.
     pub fn name(&self) -> &str {
         &self.name
@@ -782,6 +797,7 @@ impl BackupWriter {
                 .cloned()
                 .collect(),
             volumes,
+            images: std::mem::take(&mut self.images),
             hooks: HookCounts {
                 ran: self.hooks.len() as u32,
                 failed: self.hooks.iter().filter(|h| h.failed()).count() as u32,
@@ -820,7 +836,7 @@ pub(crate) enum MaybeAge<W: Write> {
 }
 
 impl<W: Write> MaybeAge<W> {
-    fn new(keys: &Keys, out: W) -> Result<Self> {
+    pub(crate) fn new(keys: &Keys, out: W) -> Result<Self> {
         if keys.recipients.is_empty() {
             Ok(MaybeAge::Plain(out))
         } else {
@@ -828,7 +844,7 @@ impl<W: Write> MaybeAge<W> {
         }
     }
 
-    fn finish(self) -> io::Result<W> {
+    pub(crate) fn finish(self) -> io::Result<W> {
         match self {
             MaybeAge::Plain(w) => Ok(w),
             MaybeAge::Age(w) => w.finish(),

@@ -794,6 +794,7 @@ fn cheap_manifest(policy: &str, i: i64) -> Manifest {
         volumes: Vec::new(),
         hooks: Default::default(),
         artifacts: Vec::new(),
+        images: Vec::new(),
     }
 }
 
@@ -1015,6 +1016,7 @@ fn restore_record(n: usize) -> RestoreRecord {
     RestoreRecord {
         missing_prerequisites: Default::default(),
         volumes: Default::default(),
+        images: Default::default(),
         request: "restore-1".into(),
         source_cluster: CLUSTER.into(),
         source_backup: "apps-20250601-020000".into(),

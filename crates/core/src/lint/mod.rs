@@ -17,6 +17,7 @@
 //!             ├─ schedules::max_age_below_interval   LB107
 //!             ├─ retention::retention_keeps_nothing  LB106, LB116
 //!             ├─ secrets::unencrypted_secrets        LB109
+//!             ├─ secrets::unencrypted_images         LB134
 //!             ├─ restores::namespace_mapping_collisions LB110
 //!             ├─ restores::denied_namespaces         LB111
 //!             ├─ restores::restore_overwrites_source LB112
@@ -73,6 +74,7 @@ pub const RULES: &[Rule] = &[
     schedules::max_age_below_interval,
     retention::retention_keeps_nothing,
     secrets::unencrypted_secrets,
+    secrets::unencrypted_images,
     restores::namespace_mapping_collisions,
     restores::denied_namespaces,
     restores::restore_overwrites_source,

@@ -1,4 +1,4 @@
-//! Secrets written to unencrypted storage (LB109).
+//! Secrets and images written to unencrypted storage (LB109, LB134).
 
 use super::at_value;
 use crate::diagnostic::{Code, Diagnostic};
@@ -47,6 +47,35 @@ pub fn unencrypted_secrets(set: &PolicySet) -> Vec<Diagnostic> {
     out
 }
 
+/// LB134: a policy copies ImageStream images (`images.internalRegistry:
+/// copy`) to a StorageLocation without `encryption.recipients`: image
+/// layers often hold application code and baked-in configuration.
+pub fn unencrypted_images(set: &PolicySet) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for Loaded { doc, source } in &set.policies {
+        if !doc.spec.images.as_ref().is_some_and(|i| i.copies()) {
+            continue;
+        }
+        let Some(location) = set.storage_location(&doc.spec.storage) else {
+            continue;
+        };
+        if location.doc.spec.encryption.is_some() {
+            continue;
+        }
+        out.push(at_value(
+            Code::UnencryptedImages,
+            source,
+            "/spec/images/internalRegistry",
+            format!(
+                "this policy copies container images to `{}`, which has no `encryption`: their layers are stored in plain text",
+                doc.spec.storage
+            ),
+            "add `encryption.recipients` (age public keys) to the StorageLocation, or set `images.internalRegistry: skip`",
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
@@ -58,6 +87,30 @@ mod tests {
         format!(
             "API\nkind: BackupPolicy\nmetadata:\n  name: p\nspec:\n  clusters:\n    names: [c]\n  schedule: '0 0 * * *'\n  retention: {{keepDaily: 7}}\n  storage: {storage}\n{filters}"
         )
+    }
+
+    #[rstest]
+    #[case::encrypted("enc", true, false)]
+    #[case::plain("plain", true, true)]
+    #[case::not_copied("plain", false, false)]
+    fn images(#[case] storage: &str, #[case] copy: bool, #[case] flagged: bool) {
+        let images = if copy {
+            "  images:\n    internalRegistry: copy\n"
+        } else {
+            "  images:\n    internalRegistry: skip\n"
+        };
+        let docs = format!(
+            "{}---\n{}---\n{}",
+            storage_location("enc", true),
+            storage_location("plain", false),
+            policy(
+                storage,
+                &format!("  exclude:\n    resources: [secrets]\n{images}")
+            )
+        );
+        let found = run(unencrypted_images, &docs);
+        assert_eq!(found.len(), usize::from(flagged), "{found:?}");
+        assert!(found.iter().all(|f| f.0 == Code::UnencryptedImages));
     }
 
     #[rstest]
