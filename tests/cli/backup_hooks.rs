@@ -76,16 +76,12 @@ fn job_hooks_run_before_anything_is_read_and_after_the_data_is_moved() {
                 "quiesce",
                 &format!("echo quiescing; echo before >> {}", marks.display()),
                 "failBackup"
-            )
-            .trim_end_matches('\n'),
-            format!(
-                "\n{}",
-                job_hook(
-                    "after",
-                    "resume",
-                    &format!("echo after >> {}", marks.display()),
-                    "failVolume"
-                )
+            ),
+            job_hook(
+                "after",
+                "resume",
+                &format!("echo after >> {}", marks.display()),
+                "failVolume"
             )
         ),
     );
