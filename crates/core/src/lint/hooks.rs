@@ -41,52 +41,22 @@ pub fn hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
         }
         for (i, h) in hooks.pods.iter().enumerate() {
             let base = format!("/spec/hooks/pods/{i}");
+            let mut lint = HookLint {
+                out: &mut out,
+                source,
+                base: &base,
+                what: format!("hook `{}`", h.name),
+            };
             for (field, command) in [("pre", &h.pre), ("post", &h.post)] {
-                if let Some(HookCommand::Line(line)) = command
-                    && !h.shell
-                    && looks_like_shell(line)
-                {
-                    out.push(at_value(
-                        Code::HookShellStringWithoutShell,
-                        source,
-                        &format!("{base}/{field}"),
-                        format!(
-                            "hook `{}` {field} command `{line}` is one string without `shell: true`: it runs as a single program of that name, not as a shell line",
-                            h.name
-                        ),
-                        "write it as a list of arguments (`[fsfreeze, --freeze, /data]`), or set `shell: true` to run it with /bin/sh -c",
-                    ));
-                }
+                lint.shell_string(
+                    field,
+                    command.as_ref(),
+                    h.shell,
+                    "`[fsfreeze, --freeze, /data]`",
+                );
             }
-            if h.timeout > backup {
-                out.push(at_value(
-                    Code::HookTimeoutExceedsBackup,
-                    source,
-                    &format!("{base}/timeout"),
-                    format!(
-                        "hook `{}` may take {} but the whole backup may take only {backup} (`volumes.timeouts.backup`)",
-                        h.name, h.timeout
-                    ),
-                    format!("lower the hook's timeout below {backup}, or raise `volumes.timeouts.backup`"),
-                ));
-            }
-            if let Some(selection) = &selection
-                && !h.namespaces.is_empty()
-                && h.namespaces
-                    .iter()
-                    .all(|n| never_included(&n.0, selection, doc))
-            {
-                out.push(at_key(
-                    Code::HookSelectsNoNamespace,
-                    source,
-                    &format!("{base}/namespaces"),
-                    format!(
-                        "hook `{}` runs in namespaces the policy does not back up, so it never runs",
-                        h.name
-                    ),
-                    "name namespaces the policy's `include.namespaces` selects, or remove `namespaces` to run in all of them",
-                ));
-            }
+            lint.timeout(h.timeout, backup);
+            lint.namespaces(&h.namespaces, selection.as_ref(), doc);
         }
         let storage = &doc.spec.storage;
         let unencrypted = set
@@ -108,50 +78,20 @@ pub fn hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
                     ),
                 ));
             }
-            if let HookCommand::Line(line) = &h.command
-                && !h.shell
-                && looks_like_shell(line)
-            {
-                out.push(at_value(
-                    Code::HookShellStringWithoutShell,
-                    source,
-                    &format!("{base}/command"),
-                    format!(
-                        "dump hook `{}` command `{line}` is one string without `shell: true`: it runs as a single program of that name, not as a shell line",
-                        h.name
-                    ),
-                    "write it as a list of arguments (`[mysqldump, --all-databases]`), or set `shell: true` to run it with /bin/sh -c",
-                ));
-            }
-            if h.timeout > backup {
-                out.push(at_value(
-                    Code::HookTimeoutExceedsBackup,
-                    source,
-                    &format!("{base}/timeout"),
-                    format!(
-                        "dump hook `{}` may take {} but the whole backup may take only {backup} (`volumes.timeouts.backup`)",
-                        h.name, h.timeout
-                    ),
-                    format!("lower the dump's timeout below {backup}, or raise `volumes.timeouts.backup`"),
-                ));
-            }
-            if let Some(selection) = &selection
-                && !h.namespaces.is_empty()
-                && h.namespaces
-                    .iter()
-                    .all(|n| never_included(&n.0, selection, doc))
-            {
-                out.push(at_key(
-                    Code::HookSelectsNoNamespace,
-                    source,
-                    &format!("{base}/namespaces"),
-                    format!(
-                        "dump hook `{}` runs in namespaces the policy does not back up, so it never runs",
-                        h.name
-                    ),
-                    "name namespaces the policy's `include.namespaces` selects, or remove `namespaces` to run in all of them",
-                ));
-            }
+            let mut lint = HookLint {
+                out: &mut out,
+                source,
+                base: &base,
+                what: format!("dump hook `{}`", h.name),
+            };
+            lint.shell_string(
+                "command",
+                Some(&h.command),
+                h.shell,
+                "`[mysqldump, --all-databases]`",
+            );
+            lint.timeout(h.timeout, backup);
+            lint.namespaces(&h.namespaces, selection.as_ref(), doc);
         }
     }
     out
@@ -197,33 +137,95 @@ fn level_hook(
             return;
         }
     };
-    if let HookCommand::Line(line) = command
-        && !shell
-        && looks_like_shell(line)
-    {
-        out.push(at_value(
-            Code::HookShellStringWithoutShell,
-            source,
-            &format!("{base}/{field}"),
-            format!(
-                "backup hook `{}` command `{line}` is one string without `shell: true`: it runs as a single program of that name, not as a shell line",
-                h.name
-            ),
-            "write it as a list of arguments, or set `shell: true` to run it with /bin/sh -c",
-        ));
+    let mut lint = HookLint {
+        out,
+        source,
+        base,
+        what: format!("backup hook `{}`", h.name),
+    };
+    lint.shell_string(
+        field,
+        Some(command),
+        shell,
+        "`[/bin/shopctl, maintenance, on]`",
+    );
+    lint.timeout(h.timeout(), backup);
+}
+
+/// The findings of one hook (`what` names it in messages: "hook `freeze`",
+/// "dump hook `mysql`") at JSON pointer `base`.
+struct HookLint<'a> {
+    out: &'a mut Vec<Diagnostic>,
+    source: &'a crate::load::Source,
+    base: &'a str,
+    what: String,
+}
+
+impl HookLint<'_> {
+    /// LB123: `command` at `field` is one shell-like string without
+    /// `shell: true`; `example` shows it as a list.
+    fn shell_string(
+        &mut self,
+        field: &str,
+        command: Option<&HookCommand>,
+        shell: bool,
+        example: &str,
+    ) {
+        if let Some(HookCommand::Line(line)) = command
+            && !shell
+            && looks_like_shell(line)
+        {
+            self.out.push(at_value(
+                Code::HookShellStringWithoutShell,
+                self.source,
+                &format!("{}/{field}", self.base),
+                format!(
+                    "{} {field} `{line}` is one string without `shell: true`: it runs as a single program of that name, not as a shell line",
+                    self.what
+                ),
+                format!("write it as a list of arguments ({example}), or set `shell: true` to run it with /bin/sh -c"),
+            ));
+        }
     }
-    if h.timeout() > backup {
-        out.push(at_value(
-            Code::HookTimeoutExceedsBackup,
-            source,
-            &format!("{base}/timeout"),
-            format!(
-                "backup hook `{}` may take {} but the whole backup may take only {backup} (`volumes.timeouts.backup`)",
-                h.name,
-                h.timeout()
-            ),
-            format!("lower the hook's timeout below {backup}, or raise `volumes.timeouts.backup`"),
-        ));
+
+    /// LB124: the hook may take longer than the whole backup.
+    fn timeout(&mut self, timeout: crate::Duration, backup: crate::Duration) {
+        if timeout > backup {
+            self.out.push(at_value(
+                Code::HookTimeoutExceedsBackup,
+                self.source,
+                &format!("{}/timeout", self.base),
+                format!(
+                    "{} may take {timeout} but the whole backup may take only {backup} (`volumes.timeouts.backup`)",
+                    self.what
+                ),
+                format!("lower the hook's timeout below {backup}, or raise `volumes.timeouts.backup`"),
+            ));
+        }
+    }
+
+    /// LB125: every namespace the hook names is one the policy does not
+    /// back up.
+    fn namespaces(
+        &mut self,
+        namespaces: &[crate::model::NamespacePattern],
+        selection: Option<&Selection>,
+        doc: &crate::model::BackupPolicy,
+    ) {
+        if let Some(selection) = selection
+            && !namespaces.is_empty()
+            && namespaces
+                .iter()
+                .all(|n| never_included(&n.0, selection, doc))
+        {
+            self.out.push(at_key(
+                Code::HookSelectsNoNamespace,
+                self.source,
+                &format!("{}/namespaces", self.base),
+                format!("{} runs in namespaces the policy does not back up, so it never runs", self.what),
+                "name namespaces the policy's `include.namespaces` selects, or remove `namespaces` to run in all of them",
+            ));
+        }
     }
 }
 
@@ -243,22 +245,14 @@ pub fn restore_hook_settings(set: &PolicySet) -> Vec<Diagnostic> {
                 ("command", h.command.as_ref()),
                 ("init/command", h.init.as_ref().map(|i| &i.command)),
             ];
+            let mut lint = HookLint {
+                out: &mut out,
+                source,
+                base: &base,
+                what: format!("restore hook `{}`", h.name),
+            };
             for (field, command) in commands {
-                if let Some(HookCommand::Line(line)) = command
-                    && !h.shell
-                    && looks_like_shell(line)
-                {
-                    out.push(at_value(
-                        Code::HookShellStringWithoutShell,
-                        source,
-                        &format!("{base}/{field}"),
-                        format!(
-                            "restore hook `{}` {field} `{line}` is one string without `shell: true`: it runs as a single program of that name, not as a shell line",
-                            h.name
-                        ),
-                        "write it as a list of arguments (`[/bin/warm, --all]`), or set `shell: true` to run it with /bin/sh -c",
-                    ));
-                }
+                lint.shell_string(field, command, h.shell, "`[/bin/warm, --all]`");
             }
             if let Some(selection) = &selection
                 && !h.namespaces.is_empty()
