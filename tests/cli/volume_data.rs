@@ -687,6 +687,40 @@ fn snapshot_move_round_trip_restores_every_file_byte_for_byte() {
     );
 }
 
+/// A second backup of the claim is incremental: files whose size and mtime
+/// did not change are taken from the first backup's snapshot (its parent),
+/// so only the changed file's bytes are uploaded.
+#[test]
+fn a_second_backup_uploads_only_what_changed_in_the_claim() {
+    let w = World::new(Path::new(env!("CARGO_BIN_EXE_lifeboat")));
+    let back_up = |w: &World| {
+        let (code, out, err) = w.lifeboat(&["backup", "--policy", "db"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let backup = out.split_whitespace().next().unwrap().to_string();
+        w.manifest(&backup)["volumes"][0].clone()
+    };
+    let first = back_up(&w);
+    let first_new = first["newBytes"].as_u64().unwrap();
+    assert!(first_new >= 700_000, "{first}");
+
+    // Rewrite the 64 KiB table file; the 700 KB ibdata1 is left alone.
+    let volume = w.claim_bound(NS, "mysql");
+    let table = volume.join("todolist/items.ibd");
+    let mut changed = std::fs::read(&table).unwrap();
+    changed.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+    std::fs::write(&table, &changed).unwrap();
+
+    let second = back_up(&w);
+    assert_ne!(second["snapshot"], first["snapshot"], "{second}");
+    assert_eq!(second["bytes"], first["bytes"], "same size: {second}");
+    let second_new = second["newBytes"].as_u64().unwrap();
+    assert!(
+        (65_536..200_000).contains(&second_new),
+        "only the changed 64 KiB (plus trees) is new, not {second_new} of {first_new}: {second}"
+    );
+    w.nothing_left_behind();
+}
+
 /// After a key rotation (`volumes key --new-generation`) a backup written
 /// before it restores from the generation that holds its snapshot, with
 /// that generation's key.
