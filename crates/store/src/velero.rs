@@ -544,18 +544,26 @@ impl VeleroLocation {
         })
     }
 
+    /// The object at `path`, or `None` when Velero did not write it.
+    async fn get_if_present(&self, path: &Path) -> Result<Option<bytes::Bytes>> {
+        match self.store.get(path).await {
+            Ok(got) => got
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| StoreError::storage("get", self.display(path), e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StoreError::storage("get", self.display(path), e)),
+        }
+    }
+
     /// The PodVolumeBackups of backup `name` (none when Velero wrote no
     /// `<name>-podvolumebackups.json.gz`: no file-system backups).
     pub async fn pod_volume_backups(&self, name: &str) -> Result<Vec<PodVolumeBackup>> {
         validate_name("backup", name)?;
         let path = Path::from(format!("backups/{name}/{name}-podvolumebackups.json.gz"));
-        let bytes = match self.store.get(&path).await {
-            Ok(got) => got
-                .bytes()
-                .await
-                .map_err(|e| StoreError::storage("get", self.display(&path), e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::storage("get", self.display(&path), e)),
+        let Some(bytes) = self.get_if_present(&path).await? else {
+            return Ok(Vec::new());
         };
         parse_pod_volume_backups(&bytes, &self.display(&path))
     }
@@ -565,13 +573,8 @@ impl VeleroLocation {
     pub async fn volume_infos(&self, name: &str) -> Result<Vec<VolumeInfo>> {
         validate_name("backup", name)?;
         let path = Path::from(format!("backups/{name}/{name}-volumeinfo.json.gz"));
-        let bytes = match self.store.get(&path).await {
-            Ok(got) => got
-                .bytes()
-                .await
-                .map_err(|e| StoreError::storage("get", self.display(&path), e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::storage("get", self.display(&path), e)),
+        let Some(bytes) = self.get_if_present(&path).await? else {
+            return Ok(Vec::new());
         };
         parse_volume_infos(&bytes, &self.display(&path))
     }
