@@ -18,6 +18,8 @@
 //! temporary directory; needs about a third of the dump free: SQL text
 //! compresses).
 
+mod common;
+use common::peak_rss_mib;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,26 +72,6 @@ fn sql(total: u64) -> impl Iterator<Item = Vec<u8>> {
         left -= want as u64;
         Some(v)
     })
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 /// Resets `VmHWM` to the current RSS (Linux: `echo 5 > clear_refs`).
@@ -177,7 +159,7 @@ fn main() {
                                           "command": ["mysqldump", "--all-databases"]}]}},
         }))
         .expect("a valid policy");
-        println!("dump of {mib} MiB of SQL text from pod {NS}/{pod}; before: RSS {:.0} MiB", rss_mib());
+        println!("dump of {mib} MiB of SQL text from pod {NS}/{pod}; before: RSS {:.0} MiB", common::status_mib("VmRSS"));
 
         // 1. Backup.
         let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("a time");

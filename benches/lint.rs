@@ -5,6 +5,8 @@
 //! Run: `cargo bench --bench lint` (release build). Prints files/s and peak
 //! RSS (VmHWM), and times the release binary end to end as a second figure.
 
+mod common;
+use common::peak_rss_mib;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -80,16 +82,6 @@ fn generate(root: &Path) -> usize {
         write(root, &name, text);
     }
     lines
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 fn main() {
