@@ -253,6 +253,16 @@ pub async fn observe(
     Observation { observed, records }
 }
 
+/// The claims a restore filled with their data.
+fn filled(
+    record: &lifeboat_store::RestoreRecord,
+) -> impl Iterator<Item = &lifeboat_store::RestoredVolume> {
+    record
+        .volumes
+        .iter()
+        .filter(|v| v.phase == lifeboat_store::VolumePhase::Completed)
+}
+
 fn summary(location: &str, cluster: &str, record: &lifeboat_store::RestoreRecord) -> RecordSummary {
     RecordSummary {
         phase: format!("{:?}", record.phase),
@@ -266,6 +276,8 @@ fn summary(location: &str, cluster: &str, record: &lifeboat_store::RestoreRecord
         skipped: record.counts.skipped,
         failed: record.counts.failed,
         message: record.message.clone(),
+        volumes: filled(record).count() as u64,
+        volume_bytes: filled(record).map(|v| v.bytes).sum(),
         failures: record
             .items
             .iter()

@@ -58,8 +58,35 @@ pub struct RecordSummary {
     pub message: Option<String>,
     /// `resource namespace/name: reason` of failed objects.
     pub failures: Vec<String>,
+    /// Claims filled with data, and their bytes.
+    pub volumes: u64,
+    pub volume_bytes: u64,
     /// Where the full record is: `<location>: clusters/<c>/restores/<r>/record.json`.
     pub record: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl RecordSummary {
+    /// How long the restore took, once it ended (to the second).
+    pub fn took(&self) -> Option<lifeboat_core::duration::Duration> {
+        let (start, end) = (self.start?, self.end?);
+        let secs = end.duration_since(start).as_secs().max(0);
+        Some(lifeboat_core::duration::Duration::from_secs(
+            secs.unsigned_abs(),
+        ))
+    }
+
+    /// Whether a finished restore took no longer than `rto`; `None` while
+    /// it runs, for dry runs (which write nothing) and without an RTO.
+    pub fn rto_met(&self, rto: Option<lifeboat_core::duration::Duration>) -> Option<bool> {
+        if self.dry_run {
+            return None;
+        }
+        Some(self.took()? <= rto?)
+    }
 }
 
 /// Everything a status rendering needs.
@@ -184,6 +211,19 @@ struct RestoreResult<'a> {
     started: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     finished: Option<Timestamp>,
+    /// From start to end: the recovery time this restore took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<String>,
+    /// The source policy's recovery time objective, and whether the
+    /// restore took no longer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rto: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rto_met: Option<bool>,
+    #[serde(skip_serializing_if = "is_zero")]
+    volumes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    volume_bytes: u64,
     created: u64,
     updated: u64,
     skipped: u64,
@@ -416,6 +456,11 @@ pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
                 dry_run: s.dry_run,
                 started: s.start.map(secs),
                 finished: s.end.map(secs),
+                duration: s.took().map(|d| d.to_string()),
+                rto: r.rto.map(|d| d.to_string()),
+                rto_met: s.rto_met(r.rto),
+                volumes: s.volumes,
+                volume_bytes: s.volume_bytes,
                 created: s.created,
                 updated: s.updated,
                 skipped: s.skipped,
@@ -572,7 +617,7 @@ fn readme(input: &StatusInput<'_>) -> String {
                 .records
                 .get(&r.request)
                 .map(|s| {
-                    format!(
+                    let mut cell = format!(
                         "{}{}: {} created, {} updated, {} skipped, {} failed",
                         s.phase,
                         if s.dry_run { " (dry run)" } else { "" },
@@ -580,7 +625,25 @@ fn readme(input: &StatusInput<'_>) -> String {
                         s.updated,
                         s.skipped,
                         s.failed
-                    )
+                    );
+                    if s.volumes > 0 {
+                        let n = s.volumes;
+                        let plural = if n == 1 { "" } else { "s" };
+                        let _ = write!(cell, ", {n} volume{plural} ({})", size(s.volume_bytes));
+                    }
+                    if let Some(took) = s.took() {
+                        let _ = write!(cell, ", in {}", human(took.to_signed()));
+                    }
+                    match (r.rto, s.rto_met(r.rto)) {
+                        (Some(rto), Some(true)) => {
+                            let _ = write!(cell, " (RTO {rto}: met)");
+                        }
+                        (Some(rto), Some(false)) => {
+                            let _ = write!(cell, " (RTO {rto}: **missed**)");
+                        }
+                        _ => {}
+                    }
+                    cell
                 })
                 .unwrap_or_else(|| cell(&r.message));
             let _ = writeln!(
@@ -660,6 +723,30 @@ mod tests {
         assert_eq!(
             volumes_cell(&two).as_deref(),
             Some("2 volumes, 5.4 MiB, 1 failed")
+        );
+    }
+
+    #[test]
+    fn a_finished_restore_is_reported_against_the_rto() {
+        use lifeboat_core::duration::Duration;
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let mut r = RecordSummary {
+            start: Some(at("2026-01-01T00:00:00Z")),
+            ..RecordSummary::default()
+        };
+        assert_eq!(r.took(), None, "still running");
+        assert_eq!(r.rto_met(Some(Duration::from_secs(60))), None);
+        r.end = Some(at("2026-01-01T00:02:05Z"));
+        assert_eq!(r.took(), Some(Duration::from_secs(125)));
+        assert_eq!(r.rto_met(None), None, "no objective");
+        assert_eq!(r.rto_met(Some(Duration::from_secs(3_600))), Some(true));
+        assert_eq!(r.rto_met(Some(Duration::from_secs(125))), Some(true));
+        assert_eq!(r.rto_met(Some(Duration::from_secs(120))), Some(false));
+        r.dry_run = true;
+        assert_eq!(
+            r.rto_met(Some(Duration::from_secs(120))),
+            None,
+            "a dry run restores nothing"
         );
     }
 

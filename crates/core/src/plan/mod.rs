@@ -730,6 +730,11 @@ pub struct RestoreFacts {
     pub request: String,
     pub state: RestoreFactState,
     pub message: String,
+    /// The recovery time objective of the source policy
+    /// (`objectives.rto`), which the restore's duration is reported
+    /// against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rto: Option<Duration>,
 }
 
 /// Where a RestoreRequest stands.
@@ -1423,10 +1428,17 @@ impl<'a> Planner<'a> {
             let mut list = records.remove(name).unwrap_or_default();
             list.sort_by(|a, b| (&a.location, a.start).cmp(&(&b.location, b.start)));
             let (state, message) = self.restore(name, request, &list);
+            let rto = self
+                .set
+                .policies
+                .iter()
+                .find(|p| p.doc.metadata.name == request.spec.source.policy)
+                .and_then(|p| p.doc.spec.objectives.rto);
             self.restores.push(RestoreFacts {
                 request: name.to_string(),
                 state,
                 message,
+                rto,
             });
         }
     }

@@ -944,6 +944,7 @@ fn restores(
             request: "r".into(),
             state,
             message: message.into(),
+            rto: None,
         }]
     );
 }
