@@ -13,7 +13,8 @@ use lifeboat_core::AccessMode;
 use lifeboat_core::load::PolicySet;
 use lifeboat_core::plan::{
     BackupPhase, IncompleteBackup, Observed, ObservedBackup, ObservedOperation, ObservedRepository,
-    ObservedRestore, OrphanMark, RestoreState, Running, SignatureStatus, VolumeTotals,
+    ObservedRestore, ObservedVeleroBackup, OrphanMark, RestoreState, Running, SignatureStatus,
+    VolumeTotals,
 };
 use anyhow::Context;
 use lifeboat_store::{
