@@ -78,9 +78,20 @@ fn velero_configuration_imports_into_policies_that_lint_clean_and_plan() {
     assert_eq!(spec["volumes"]["method"], "fileSystem");
     assert_eq!(
         spec["include"]["resources"],
-        serde_json::json!(["configmaps", "deployments", "persistentvolumeclaims", "pods", "secrets", "statefulsets"])
+        serde_json::json!([
+            "configmaps",
+            "deployments",
+            "persistentvolumeclaims",
+            "persistentvolumes",
+            "pods",
+            "secrets",
+            "statefulsets"
+        ])
     );
-    assert_eq!(spec["exclude"]["resources"], serde_json::json!(["storageclasses"]));
+    assert_eq!(
+        spec["exclude"]["resources"],
+        serde_json::json!(["events", "storageclasses"])
+    );
     assert_eq!(
         spec["hooks"]["pods"],
         serde_json::json!([

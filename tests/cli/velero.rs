@@ -421,7 +421,13 @@ fn a_restore_request_from_a_velero_location_runs_in_the_controller() {
 
     // The plan says what will run, and where the record goes.
     let (code, out, err) = run(
-        &["plan", "--repo", work.to_str().unwrap(), "--cluster", "prod"],
+        &[
+            "plan",
+            "--repo",
+            work.to_str().unwrap(),
+            "--cluster",
+            "prod",
+        ],
         None,
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -465,7 +471,22 @@ fn a_restore_request_from_a_velero_location_runs_in_the_controller() {
     let web = rt
         .block_on(Api::<Deployment>::namespaced(sb.client(), "shop-copy").get("web"))
         .unwrap();
-    assert_eq!(web.metadata.labels.unwrap()["copy"], "preferred");
+    // Identical to Velero's preferred-version copy but for the server's
+    // fields and the mapped namespace.
+    let backed_up = deployment("preferred", "apps/v1");
+    let live = serde_json::to_value(&web).unwrap();
+    assert_eq!(live["metadata"]["labels"], backed_up["metadata"]["labels"]);
+    assert_eq!(live["metadata"]["namespace"], "shop-copy");
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        backed_up["spec"]["template"]["spec"]["containers"][0]["image"]
+    );
+    assert_eq!(live["spec"]["selector"], backed_up["spec"]["selector"]);
+    assert_ne!(live["metadata"]["uid"], backed_up["metadata"]["uid"]);
+    assert_ne!(
+        live["metadata"]["resourceVersion"],
+        backed_up["metadata"]["resourceVersion"]
+    );
     assert!(
         rt.block_on(Api::<Namespace>::all(sb.client()).get_opt("shop"))
             .unwrap()
@@ -475,20 +496,34 @@ fn a_restore_request_from_a_velero_location_runs_in_the_controller() {
 
     // The record is in lifeboat's location, under the target cluster.
     let record: Value = serde_json::from_slice(
-        &std::fs::read(w.storage.join("clusters/prod/restores/from-velero/record.json")).unwrap(),
+        &std::fs::read(
+            w.storage
+                .join("clusters/prod/restores/from-velero/record.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(record["phase"], "Completed", "{record:#}");
     assert_eq!(record["sourceBackup"], BACKUP);
     assert_eq!(record["sourceCluster"], "oadp");
-    assert_eq!(files(&w.bucket), before, "nothing was written to Velero's bucket");
+    assert_eq!(
+        files(&w.bucket),
+        before,
+        "nothing was written to Velero's bucket"
+    );
 
     // The status branch shows it.
     let status = git(
         &root.join("remote.git"),
-        &["show", "lifeboat-status:clusters/prod/restores/from-velero.yaml"],
+        &[
+            "show",
+            "lifeboat-status:clusters/prod/restores/from-velero.yaml",
+        ],
     );
-    assert!(status.contains("Completed") && status.contains(BACKUP), "{status}");
+    assert!(
+        status.contains("Completed") && status.contains(BACKUP),
+        "{status}"
+    );
 
     // A request runs once: the next cycle leaves it alone.
     let (code, out, err) = cycle("2026-12-02T08:10:00Z");

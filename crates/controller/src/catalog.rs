@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use anyhow::Context;
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use lifeboat_core::AccessMode;
@@ -16,7 +17,6 @@ use lifeboat_core::plan::{
     ObservedRestore, ObservedVeleroBackup, OrphanMark, RestoreState, Running, SignatureStatus,
     VolumeTotals,
 };
-use anyhow::Context;
 use lifeboat_store::{
     LocationConfig, Manifest, Phase, Repository, RestorePhase, SignatureCheck, SignatureState,
     VeleroLocation,
@@ -350,7 +350,9 @@ async fn observe_velero(
         if finished.contains(r.metadata.name.as_str()) {
             continue;
         }
-        let entry = wanted.entry(location).or_insert_with(|| Some(BTreeSet::new()));
+        let entry = wanted
+            .entry(location)
+            .or_insert_with(|| Some(BTreeSet::new()));
         match (entry, r.spec.source.backup.as_str()) {
             (e, "latest") => *e = None,
             (Some(names), name) => {
@@ -392,14 +394,16 @@ async fn observe_velero(
             }
         };
         match found {
-            Ok(list) => observed
-                .velero_backups
-                .extend(list.into_iter().map(|b| ObservedVeleroBackup {
-                    location: name.to_string(),
-                    name: b.name,
-                    phase: b.phase,
-                    started: b.started,
-                })),
+            Ok(list) => {
+                observed
+                    .velero_backups
+                    .extend(list.into_iter().map(|b| ObservedVeleroBackup {
+                        location: name.to_string(),
+                        name: b.name,
+                        phase: b.phase,
+                        started: b.started,
+                    }))
+            }
             Err(e) => observed.unavailable.push((name.to_string(), e.to_string())),
         }
     }

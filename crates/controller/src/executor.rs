@@ -410,8 +410,15 @@ impl Executor {
                 record_location: Some(record_location),
                 ..
             } => {
-                self.restore_velero(set, request, location, source_cluster, backup, record_location)
-                    .await
+                self.restore_velero(
+                    set,
+                    request,
+                    location,
+                    source_cluster,
+                    backup,
+                    record_location,
+                )
+                .await
             }
             Action::Restore {
                 request,

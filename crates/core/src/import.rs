@@ -671,7 +671,10 @@ fn exec_hook(v: &Value) -> Result<Exec, String> {
         return Err("has no `exec`, the only kind of backup hook Velero runs".into());
     }
     let command = strings(&e["command"]);
-    if command.is_empty() || command[0].is_empty() || e["command"].as_array().map(Vec::len) != Some(command.len()) {
+    if command.is_empty()
+        || command[0].is_empty()
+        || e["command"].as_array().map(Vec::len) != Some(command.len())
+    {
         return Err("has no command (a list of strings)".into());
     }
     let on_error = match e["onError"].as_str().map(str::trim) {
@@ -708,9 +711,12 @@ fn exec_hook(v: &Value) -> Result<Exec, String> {
 /// Whether a hook's resource list names pods (Velero runs hooks in pods
 /// only).
 fn names_pods(resources: &[String]) -> bool {
-    resources
-        .iter()
-        .any(|r| matches!(r.as_str(), "*" | "pods" | "pod" | "po" | "pods." | "pods.v1"))
+    resources.iter().any(|r| {
+        matches!(
+            r.as_str(),
+            "*" | "pods" | "pod" | "po" | "pods." | "pods.v1"
+        )
+    })
 }
 
 /// A template's `hooks.resources` → the policy's `spec.hooks.pods`.
@@ -767,7 +773,11 @@ fn pod_hooks(
                 &format!(
                     "{label}: resources other than pods ({}) are dropped; Velero runs hooks in \
                      pods only, and so does lifeboat",
-                    other.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    other
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -859,7 +869,11 @@ fn pod_hooks(
                 name = format!("{base}-{}-{n}", k + 1);
                 n += 1;
             }
-            let first = a.as_ref().or(b.as_ref()).expect("one of pre and post").clone();
+            let first = a
+                .as_ref()
+                .or(b.as_ref())
+                .expect("one of pre and post")
+                .clone();
             let mut h = Map::new();
             h.insert("name".into(), json!(name));
             if !namespaces.is_empty() {
@@ -1201,19 +1215,40 @@ mod tests {
 
     #[test]
     fn velero_exec_hooks_translate_or_say_why_not() {
-        let ok = exec_hook(&json!({"exec": {"command": ["/bin/true"], "timeout": "1m30s"}}))
-            .unwrap();
+        let ok =
+            exec_hook(&json!({"exec": {"command": ["/bin/true"], "timeout": "1m30s"}})).unwrap();
         assert_eq!(ok.on_error, "failVolume", "Velero's default is Fail");
         assert_eq!(duration(ok.timeout), "1m30s");
         assert_eq!(ok.container, None);
-        let default = exec_hook(&json!({"exec": {"command": ["x"], "onError": "Continue", "timeout": "0s"}}))
-            .unwrap();
+        let default =
+            exec_hook(&json!({"exec": {"command": ["x"], "onError": "Continue", "timeout": "0s"}}))
+                .unwrap();
         assert_eq!((default.on_error, default.timeout), ("continue", 30));
-        assert!(exec_hook(&json!({"exec": {"command": []}})).unwrap_err().contains("no command"));
-        assert!(exec_hook(&json!({"exec": {"command": ["a", 1]}})).unwrap_err().contains("no command"));
-        assert!(exec_hook(&json!({"exec": {"command": ["a"], "onError": "Retry"}})).unwrap_err().contains("Fail and Continue"));
-        assert!(exec_hook(&json!({"exec": {"command": ["a"], "timeout": "soon"}})).unwrap_err().contains("not a duration"));
-        assert!(exec_hook(&json!({"http": {}})).unwrap_err().contains("no `exec`"));
+        assert!(
+            exec_hook(&json!({"exec": {"command": []}}))
+                .unwrap_err()
+                .contains("no command")
+        );
+        assert!(
+            exec_hook(&json!({"exec": {"command": ["a", 1]}}))
+                .unwrap_err()
+                .contains("no command")
+        );
+        assert!(
+            exec_hook(&json!({"exec": {"command": ["a"], "onError": "Retry"}}))
+                .unwrap_err()
+                .contains("Fail and Continue")
+        );
+        assert!(
+            exec_hook(&json!({"exec": {"command": ["a"], "timeout": "soon"}}))
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            exec_hook(&json!({"http": {}}))
+                .unwrap_err()
+                .contains("no `exec`")
+        );
         assert!(names_pods(&["pods".into()]) && !names_pods(&["configmaps".into()]));
     }
 

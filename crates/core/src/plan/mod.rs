@@ -1750,7 +1750,11 @@ impl<'a> Planner<'a> {
                         format!(
                             "backup `{}` {what} is {}, not Completed: it cannot be restored; name another backup or use `latest`",
                             b.name,
-                            if b.phase.is_empty() { "without a phase" } else { b.phase.as_str() }
+                            if b.phase.is_empty() {
+                                "without a phase"
+                            } else {
+                                b.phase.as_str()
+                            }
                         ),
                     );
                 }

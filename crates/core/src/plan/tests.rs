@@ -1046,12 +1046,18 @@ fn a_velero_restore_without_a_lifeboat_location_for_its_record_waits() {
     ];
     let set = load_set(&docs);
     let mut obs = observed(vec![]);
-    obs.velero_backups = vec![velero_backup("daily-1", "Completed", "2026-01-01T02:00:00Z")];
+    obs.velero_backups = vec![velero_backup(
+        "daily-1",
+        "Completed",
+        "2026-01-01T02:00:00Z",
+    )];
     let plan = run(&set, &obs, "2026-01-10T12:00:00Z");
     assert!(plan.actions.is_empty(), "{plan:#?}");
     assert_eq!(plan.restores[0].state, RestoreFactState::Waiting);
     assert!(
-        plan.restores[0].message.contains("has no readable one with `accessMode: ReadWrite`"),
+        plan.restores[0]
+            .message
+            .contains("has no readable one with `accessMode: ReadWrite`"),
         "{}",
         plan.restores[0].message
     );
