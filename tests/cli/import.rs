@@ -61,6 +61,62 @@ fn velero_configuration_imports_into_policies_that_lint_clean_and_plan() {
     assert_eq!(spec["volumes"]["method"], "snapshotMove");
     assert_eq!(spec["volumes"]["timeouts"]["snapshotReady"], "10m");
     assert_eq!(spec["volumes"]["timeouts"]["move"], "4h");
+    assert_eq!(
+        spec["hooks"]["pods"],
+        serde_json::json!([{
+            "name": "mysql-freeze", "namespaces": ["shop"],
+            "labelSelector": {"matchLabels": {"app": "mysql"}}, "container": "mysql",
+            "pre": ["/bin/sh", "-c", "mysql -e 'FLUSH TABLES WITH READ LOCK'"],
+            "timeout": "30s", "onError": "failVolume",
+        }])
+    );
+    // Template hooks → spec.hooks.pods: a freeze and its thaw become one
+    // hook; commands that differ in onError or timeout hooks of their own,
+    // in Velero's order.
+    let databases = yaml(&out.join("policies/databases.yaml"));
+    let spec = &databases["spec"];
+    assert_eq!(spec["volumes"]["method"], "fileSystem");
+    assert_eq!(
+        spec["include"]["resources"],
+        serde_json::json!([
+            "configmaps",
+            "deployments",
+            "persistentvolumeclaims",
+            "persistentvolumes",
+            "pods",
+            "secrets",
+            "statefulsets"
+        ])
+    );
+    assert_eq!(
+        spec["exclude"]["resources"],
+        serde_json::json!(["events", "storageclasses"])
+    );
+    assert_eq!(
+        spec["hooks"]["pods"],
+        serde_json::json!([
+            {
+                "name": "postgres-freeze", "namespaces": ["db-*"],
+                "labelSelector": {"matchLabels": {"app": "postgres"}}, "container": "postgres",
+                "pre": ["/sbin/fsfreeze", "--freeze", "/var/lib/postgresql"],
+                "post": ["/sbin/fsfreeze", "--unfreeze", "/var/lib/postgresql"],
+                "timeout": "1m30s", "onError": "failVolume",
+            },
+            {
+                "name": "redis-1",
+                "labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["redis"]}]},
+                "pre": ["redis-cli", "BGSAVE"], "post": ["/bin/true"],
+                "timeout": "30s", "onError": "continue",
+            },
+            {
+                "name": "redis-2",
+                "labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["redis"]}]},
+                "container": "redis",
+                "pre": ["/bin/sh", "-c", "until redis-cli INFO persistence | grep -q 'bgsave_in_progress:0'; do sleep 1; done"],
+                "timeout": "1h", "onError": "failVolume",
+            },
+        ])
+    );
     let six = yaml(&out.join("policies/every-6h.yaml"));
     assert_eq!(six["spec"]["schedule"], "0 */6 * * *");
     assert_eq!(six["spec"]["suspend"], true);
@@ -100,7 +156,24 @@ fn velero_configuration_imports_into_policies_that_lint_clean_and_plan() {
         stdout.clone(),
         std::fs::read_to_string(out.join("IMPORT.md")).unwrap(),
     ] {
-        assert!(text.contains("mysql-freeze"), "{text}");
+        // Hooks: what had no equivalent, and what was chosen.
+        for want in [
+            "hook `postgres freeze`: a lifeboat hook names the namespaces it runs in but excludes none, so it also runs in `db-legacy`",
+            "hook `postgres freeze`: resources other than pods (deployments) are dropped",
+            "hook `configmaps-only` selects no pods",
+            "it became the hooks `redis-1`, `redis-2`",
+            "spec.template.orLabelSelectors",
+            "spec.template.orderedResources",
+            "spec.template.resourcePolicy",
+            "spec.template.uploaderConfig",
+            "spec.template.datamover",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        assert!(
+            !text.contains("`db-scratch`"),
+            "the policy excludes db-scratch already: {text}"
+        );
         assert!(
             text.contains("`@every 7h` counts from when Velero started"),
             "{text}"
@@ -136,7 +209,8 @@ fn velero_configuration_imports_into_policies_that_lint_clean_and_plan() {
     assert_eq!(code, 0, "{plan}{err}");
     assert!(
         plan.contains("back up `daily-apps` to `default`")
-            && plan.contains("back up `nightly` to `main`"),
+            && plan.contains("back up `nightly` to `main`")
+            && plan.contains("back up `databases` to `default`"),
         "{plan}"
     );
 

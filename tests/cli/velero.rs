@@ -376,6 +376,161 @@ fn a_velero_backup_restores_without_velero_and_its_bucket_is_never_written() {
     assert!(err.contains("never writes"), "{err}");
 }
 
+/// A RestoreRequest with `source.location` committed to Git: the
+/// controller's cycle (`reconcile --once`) restores the newest Velero
+/// backup Velero finished, with its namespace mapping, writes the record to
+/// lifeboat's location and the status to the status branch, never writes
+/// Velero's bucket, and runs a request once.
+#[test]
+fn a_restore_request_from_a_velero_location_runs_in_the_controller() {
+    use crate::plan::git;
+    let w = World::new();
+    write_velero_backup(&w.bucket, "daily-20261129020000", "Completed");
+    write_velero_backup(&w.bucket, BACKUP, "Completed");
+    write_velero_backup(&w.bucket, "daily-20261201020000", "InProgress");
+    // Start times as the names say (the fixture writes one for all).
+    for (name, start) in [
+        ("daily-20261129020000", "2026-11-29T02:00:00Z"),
+        ("daily-20261201020000", "2026-12-01T02:00:00Z"),
+    ] {
+        let path = w.bucket.join(format!("backups/{name}/velero-backup.json"));
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        doc["status"]["startTimestamp"] = json!(start);
+        std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    }
+    let before = files(&w.bucket);
+    let root = w.dir.path();
+    let work = root.join("repo");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::copy(root.join("lifeboat.yaml"), work.join("lifeboat.yaml")).unwrap();
+    std::fs::write(
+        work.join("restore.yaml"),
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: RestoreRequest\nmetadata: {name: from-velero}\n\
+         spec:\n  source: {location: oadp, backup: latest}\n  target: {cluster: prod}\n  \
+         namespaceMapping: {shop: shop-copy}\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["lint", work.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}{err}");
+    git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "restore Velero's backup"]);
+    let remote = format!("file://{}", root.join("remote.git").display());
+    git(&work, &["push", "-q", &remote, "main"]);
+
+    // The plan says what will run, and where the record goes.
+    let (code, out, err) = run(
+        &[
+            "plan",
+            "--repo",
+            work.to_str().unwrap(),
+            "--cluster",
+            "prod",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "restore Velero backup `{BACKUP}` from `oadp` for request `from-velero`, its record in `local`"
+        )),
+        "the newest finished backup, not the InProgress one: {out}"
+    );
+
+    let cache = root.join("cache");
+    let kubeconfig = w.kubeconfig();
+    let cycle = |now: &str| {
+        run(
+            &[
+                "reconcile",
+                "--once",
+                "--repo",
+                &remote,
+                "--cluster",
+                "prod",
+                "--kubeconfig",
+                &kubeconfig,
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--now",
+                now,
+            ],
+            None,
+        )
+    };
+    let (code, out, err) = cycle("2026-12-02T08:00:00Z");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("from-velero"), "{out}");
+    let (rt, sb) = (&w.rt, &w.sandbox);
+    let cm = rt
+        .block_on(Api::<ConfigMap>::namespaced(sb.client(), "shop-copy").get("settings"))
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["greeting"], "grüezi");
+    assert_ne!(cm.metadata.uid.as_deref(), Some("c-1"));
+    let web = rt
+        .block_on(Api::<Deployment>::namespaced(sb.client(), "shop-copy").get("web"))
+        .unwrap();
+    // Identical to Velero's preferred-version copy but for the server's
+    // fields and the mapped namespace.
+    let backed_up = deployment("preferred", "apps/v1");
+    let live = serde_json::to_value(&web).unwrap();
+    assert_eq!(live["metadata"]["labels"], backed_up["metadata"]["labels"]);
+    assert_eq!(live["metadata"]["namespace"], "shop-copy");
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        backed_up["spec"]["template"]["spec"]["containers"][0]["image"]
+    );
+    assert_eq!(live["spec"]["selector"], backed_up["spec"]["selector"]);
+    assert_ne!(live["metadata"]["uid"], backed_up["metadata"]["uid"]);
+    assert_ne!(
+        live["metadata"]["resourceVersion"],
+        backed_up["metadata"]["resourceVersion"]
+    );
+    assert!(
+        rt.block_on(Api::<Namespace>::all(sb.client()).get_opt("shop"))
+            .unwrap()
+            .is_none(),
+        "mapped: nothing lands in the source namespace"
+    );
+
+    // The record is in lifeboat's location, under the target cluster.
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(
+            w.storage
+                .join("clusters/prod/restores/from-velero/record.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["phase"], "Completed", "{record:#}");
+    assert_eq!(record["sourceBackup"], BACKUP);
+    assert_eq!(record["sourceCluster"], "oadp");
+    assert_eq!(
+        files(&w.bucket),
+        before,
+        "nothing was written to Velero's bucket"
+    );
+
+    // The status branch shows it.
+    let status = git(
+        &root.join("remote.git"),
+        &[
+            "show",
+            "lifeboat-status:clusters/prod/restores/from-velero.yaml",
+        ],
+    );
+    assert!(
+        status.contains("Completed") && status.contains(BACKUP),
+        "{status}"
+    );
+
+    // A request runs once: the next cycle leaves it alone.
+    let (code, out, err) = cycle("2026-12-02T08:10:00Z");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("restore Velero backup"), "{out}");
+}
+
 #[test]
 fn a_truncated_velero_tarball_is_refused_before_anything_is_applied() {
     let w = World::new();

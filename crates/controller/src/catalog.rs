@@ -7,16 +7,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use anyhow::Context;
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use lifeboat_core::AccessMode;
 use lifeboat_core::load::PolicySet;
 use lifeboat_core::plan::{
     BackupPhase, IncompleteBackup, Observed, ObservedBackup, ObservedOperation, ObservedRepository,
-    ObservedRestore, OrphanMark, RestoreState, Running, SignatureStatus, VolumeTotals,
+    ObservedRestore, ObservedVeleroBackup, OrphanMark, RestoreState, Running, SignatureStatus,
+    VolumeTotals,
 };
 use lifeboat_store::{
     LocationConfig, Manifest, Phase, Repository, RestorePhase, SignatureCheck, SignatureState,
+    VeleroLocation,
 };
 
 use crate::locations::{self, Secrets};
@@ -37,12 +40,26 @@ pub struct Location {
     pub config: Option<LocationConfig>,
 }
 
+/// A Velero location (`format: velero`) a RestoreRequest of this cluster
+/// restores from: never written, only listed and read.
+#[derive(Debug, Clone)]
+pub struct VeleroSource {
+    /// The location, or why it could not be opened.
+    pub location: Result<VeleroLocation, String>,
+    /// The configuration it was opened with (credentials read), which
+    /// mover pods reach it by.
+    pub config: Option<LocationConfig>,
+}
+
 /// The StorageLocations of a policy set, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Locations {
     pub by_name: BTreeMap<String, Location>,
-    /// The Velero locations, which are not opened.
+    /// Every Velero location of the set.
     pub velero: BTreeSet<String>,
+    /// The Velero locations that RestoreRequests targeting this cluster
+    /// name, opened; the others are not touched.
+    pub velero_sources: BTreeMap<String, VeleroSource>,
 }
 
 impl Locations {
@@ -51,8 +68,8 @@ impl Locations {
     /// `signing.keySecretRef`, when `secrets` come from the cluster).
     ///
     /// Velero locations (`format: velero`) are not lifeboat repositories:
-    /// the controller neither lists nor writes them (`lifeboat restore`
-    /// reads them by hand).
+    /// the controller never writes them, and reads only those that a
+    /// RestoreRequest targeting `cluster` restores from.
     pub async fn open(set: &PolicySet, secrets: &Secrets, cluster: &str) -> Locations {
         let opening: Vec<_> = set
             .storage_locations
@@ -77,6 +94,37 @@ impl Locations {
             .buffer_unordered(OPEN_CONCURRENCY)
             .collect()
             .await;
+        let wanted: BTreeSet<&str> = set
+            .restores
+            .iter()
+            .filter(|r| r.doc.spec.target.cluster == cluster)
+            .filter_map(|r| r.doc.spec.source.location.as_deref())
+            .collect();
+        let mut velero_sources = BTreeMap::new();
+        for l in &set.storage_locations {
+            let name = l.doc.metadata.name.as_str();
+            if l.doc.spec.format.is_lifeboat() || !wanted.contains(name) {
+                continue;
+            }
+            let opened = async {
+                let config = locations::resolve(set, &l.doc, secrets, cluster).await?;
+                let location = VeleroLocation::open(&config)
+                    .with_context(|| format!("cannot open StorageLocation `{name}`"))?;
+                anyhow::Ok((location, config))
+            }
+            .await;
+            let source = match opened {
+                Ok((location, config)) => VeleroSource {
+                    location: Ok(location),
+                    config: Some(config),
+                },
+                Err(e) => VeleroSource {
+                    location: Err(format!("{e:#}")),
+                    config: None,
+                },
+            };
+            velero_sources.insert(name.to_string(), source);
+        }
         Locations {
             by_name: opened.into_iter().map(|l| (l.name.clone(), l)).collect(),
             velero: set
@@ -85,6 +133,28 @@ impl Locations {
                 .filter(|l| !l.doc.spec.format.is_lifeboat())
                 .map(|l| l.doc.metadata.name.clone())
                 .collect(),
+            velero_sources,
+        }
+    }
+
+    /// The Velero location `name` a restore reads from, with its
+    /// configuration, or why there is none.
+    pub fn velero(&self, name: &str) -> Result<(&VeleroLocation, &LocationConfig), String> {
+        match self.velero_sources.get(name) {
+            Some(VeleroSource {
+                location: Ok(l),
+                config: Some(c),
+            }) => Ok((l, c)),
+            Some(VeleroSource {
+                location: Err(e), ..
+            }) => Err(e.clone()),
+            Some(_) => Err(format!("StorageLocation `{name}` has no configuration")),
+            None if self.by_name.contains_key(name) => Err(format!(
+                "StorageLocation `{name}` is a lifeboat location, not a Velero one"
+            )),
+            None => Err(format!(
+                "no Velero location named `{name}` that a RestoreRequest of this cluster restores from"
+            )),
         }
     }
 
@@ -94,7 +164,7 @@ impl Locations {
             Some(l) => l.repository.as_ref().map_err(Clone::clone),
             None if self.velero.contains(name) => Err(format!(
                 "StorageLocation `{name}` is a Velero location (`format: velero`), which \
-                 lifeboat only reads by hand (`lifeboat restore --location {name}`)"
+                 lifeboat never writes; it only restores from it"
             )),
             None => Err(format!("no StorageLocation named `{name}`")),
         }
@@ -206,6 +276,7 @@ pub async fn observe(
         running,
         inventory: None,
         repositories: Vec::new(),
+        velero_backups: Vec::new(),
     };
     // Restores into this cluster, and the other clusters they read from.
     let requests: Vec<&lifeboat_core::RestoreRequest> = set
@@ -216,12 +287,12 @@ pub async fn observe(
         .collect();
     let sources: BTreeSet<(String, String)> = requests
         .iter()
-        .filter(|r| r.spec.source.cluster != cluster)
+        .filter(|r| r.spec.source.location.is_none() && r.spec.source.cluster_name() != cluster)
         .filter_map(|r| {
-            let policy = set.policy(&r.spec.source.policy)?;
+            let policy = set.policy(r.spec.source.policy.as_deref()?)?;
             Some((
                 policy.doc.spec.storage.clone(),
-                r.spec.source.cluster.clone(),
+                r.spec.source.cluster_name().to_string(),
             ))
         })
         .collect();
@@ -249,6 +320,7 @@ pub async fn observe(
             Err(unavailable) => observed.unavailable.push(unavailable),
         }
     }
+    observe_velero(locations, &requests, &mut observed).await;
     observed.unavailable.sort();
     Observation { observed, records }
 }
@@ -261,6 +333,90 @@ fn filled(
         .volumes
         .iter()
         .filter(|v| v.phase == lifeboat_store::VolumePhase::Completed)
+}
+
+/// The Velero backups that RestoreRequests of this cluster may restore:
+/// of each Velero location that a request without a finished record
+/// names, every backup for `latest`, else only the one named (one read of
+/// its `velero-backup.json`). A location that cannot be read is
+/// unavailable: its requests wait.
+async fn observe_velero(
+    locations: &Locations,
+    requests: &[&lifeboat_core::RestoreRequest],
+    observed: &mut Observed,
+) {
+    let finished: BTreeSet<&str> = observed
+        .restores
+        .iter()
+        .filter(|r| r.phase != RestoreState::InProgress)
+        .map(|r| r.request.as_str())
+        .collect();
+    // Per location: None = list everything, Some(names) = describe these.
+    let mut wanted: BTreeMap<&str, Option<BTreeSet<&str>>> = BTreeMap::new();
+    for r in requests {
+        let Some(location) = r.spec.source.location.as_deref() else {
+            continue;
+        };
+        if finished.contains(r.metadata.name.as_str()) {
+            continue;
+        }
+        let entry = wanted
+            .entry(location)
+            .or_insert_with(|| Some(BTreeSet::new()));
+        match (entry, r.spec.source.backup.as_str()) {
+            (e, "latest") => *e = None,
+            (Some(names), name) => {
+                names.insert(name);
+            }
+            (None, _) => {}
+        }
+    }
+    for (name, which) in wanted {
+        let velero = match locations.velero(name) {
+            Ok((v, _)) => v,
+            Err(e) => {
+                observed.unavailable.push((name.to_string(), e));
+                continue;
+            }
+        };
+        let found = match which {
+            None => velero.list().await,
+            Some(names) => {
+                let mut out = Vec::new();
+                let mut failed = None;
+                for backup in names {
+                    match velero.describe(backup).await {
+                        Ok(b) => out.push(b),
+                        Err(
+                            lifeboat_store::StoreError::VeleroBackupNotFound { .. }
+                            | lifeboat_store::StoreError::InvalidName { .. },
+                        ) => {}
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(out),
+                }
+            }
+        };
+        match found {
+            Ok(list) => {
+                observed
+                    .velero_backups
+                    .extend(list.into_iter().map(|b| ObservedVeleroBackup {
+                        location: name.to_string(),
+                        name: b.name,
+                        phase: b.phase,
+                        started: b.started,
+                    }))
+            }
+            Err(e) => observed.unavailable.push((name.to_string(), e.to_string())),
+        }
+    }
 }
 
 fn summary(location: &str, cluster: &str, record: &lifeboat_store::RestoreRecord) -> RecordSummary {
@@ -322,6 +478,7 @@ async fn read_location(
         running: Running::default(),
         inventory: None,
         repositories: Vec::new(),
+        velero_backups: Vec::new(),
     };
     let listed = repo
         .list_backups(cluster, None)

@@ -407,6 +407,25 @@ impl Executor {
                 location,
                 source_cluster,
                 backup,
+                record_location: Some(record_location),
+                ..
+            } => {
+                self.restore_velero(
+                    set,
+                    request,
+                    location,
+                    source_cluster,
+                    backup,
+                    record_location,
+                )
+                .await
+            }
+            Action::Restore {
+                request,
+                location,
+                source_cluster,
+                backup,
+                record_location: None,
                 ..
             } => {
                 let repository = self.locations.repository(location).map_err(|e| {
@@ -562,6 +581,74 @@ impl Executor {
         }
     }
 
+    /// Runs a RestoreRequest of a Velero backup: the objects (and restic
+    /// volume data) read from the Velero location `location`, which is
+    /// never written; the record in the lifeboat location `record_location`
+    /// of this cluster, with the same resume and deadline as any restore.
+    async fn restore_velero(
+        &self,
+        set: &PolicySet,
+        request: &str,
+        location: &str,
+        source_cluster: &str,
+        backup: &str,
+        record_location: &str,
+    ) -> anyhow::Result<Done> {
+        let repository = self.writable(record_location)?;
+        let (velero, config) = self
+            .locations
+            .velero(location)
+            .map_err(|e| anyhow::anyhow!("Velero location `{location}` is unavailable: {e}"))?;
+        let doc = &set
+            .restores
+            .iter()
+            .find(|r| r.doc.metadata.name == request)
+            .ok_or_else(|| anyhow::anyhow!("RestoreRequest `{request}` is not in the set"))?
+            .doc;
+        let target = set.cluster(&self.cluster).map(|c| &c.doc);
+        let mut options = jobs::restore_options(doc, target)?;
+        options.parallelism = self.options.restore_parallelism;
+        options.transform.openshift = lifeboat_kube::openshift::RestoreConfig::for_clusters(
+            set.cluster(source_cluster).map(|c| &c.doc.spec),
+            target.map(|c| &c.spec),
+        );
+        if self.options.volume_data {
+            options.volume_data = volume_data::for_velero_restore(
+                velero,
+                config,
+                location,
+                backup,
+                request,
+                self.options.movers.clone(),
+            )
+            .await?;
+        }
+        if !options.dry_run {
+            lifeboat_kube::volumes::remove_leftovers(
+                &self.client,
+                &self.options.movers.namespace,
+                lifeboat_kube::volumes::RESTORE_LABEL,
+                |op| op == request,
+            )
+            .await?;
+        }
+        let job = RestoreJob {
+            request,
+            source_cluster,
+            backup,
+            target_cluster: &self.cluster,
+            options,
+            record: true,
+            owner: Some(&self.options.owner),
+            velero: Some(velero),
+            // Velero's backups hold no images lifeboat copied.
+            images: None,
+        };
+        let record =
+            jobs::run_restore(&self.client, repository, &job, &|_| {}, Timestamp::now).await?;
+        Ok(Done::Restored(Box::new(record)))
+    }
+
     /// Removes what a cancelled backup or restore left: its objects in the
     /// cluster (snapshots, mover pods, their claims and Secrets), the
     /// uncommitted backup with the snapshots it finished, or the restore's
@@ -583,12 +670,16 @@ impl Executor {
                     .await?;
                 }
                 Action::Restore {
-                    location, request, ..
+                    location,
+                    request,
+                    record_location,
+                    ..
                 } => {
                     volume_data::discard_restore(
                         &self.client,
                         movers,
-                        self.writable(location).ok(),
+                        self.writable(record_location.as_deref().unwrap_or(location))
+                            .ok(),
                         &self.cluster,
                         request,
                         &format!("cancelled: {why}"),

@@ -107,6 +107,9 @@ codes! {
     DumpHookUnencrypted = "LB133", "dump-hook-unencrypted", Error, "A dump hook writes into a storage location without encryption recipients, so its artifact (a database dump) would be stored in plain text.";
     HookJobInLifeboatNamespace = "LB135", "hook-job-in-lifeboat-namespace", Error, "A backup-level Job hook runs in lifeboat's own namespace or the movers' namespace, whose Secrets hold storage credentials and keys.";
     BackupHookWithoutAction = "LB136", "backup-hook-without-action", Error, "A backup-level hook has neither `job` nor `exec`, or both.";
+    RestoreFromLifeboatLocation = "LB150", "restore-location-not-velero", Error, "A RestoreRequest's `source.location` names a lifeboat location; `source.location` is for Velero locations, lifeboat backups are found by `cluster` and `policy`.";
+    RestoreSourceIncomplete = "LB151", "restore-source-incomplete", Error, "A RestoreRequest without `source.location` lacks `source.cluster` or `source.policy`, so its backup cannot be found.";
+    RestoreSourceAmbiguous = "LB152", "restore-source-ambiguous", Error, "A RestoreRequest names both a Velero `source.location` and a lifeboat `source.policy`.";
     KeepDeleteShorterThanBackup = "LB140", "keep-delete-shorter-than-backup", Warning, "A location's maintenance deletes marked data sooner than a backup writing there may take, so a long backup can lose data it deduplicated against.";
 }
 

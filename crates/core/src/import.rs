@@ -649,6 +649,288 @@ fn merged_resources(t: &Value, side: &str, src: &str, notes: &mut Vec<Note>) -> 
     out
 }
 
+/// One of Velero's exec hooks, as lifeboat will run it.
+#[derive(Debug, Clone, PartialEq)]
+struct Exec {
+    container: Option<String>,
+    command: Vec<String>,
+    /// `continue` or `failVolume` (Velero's `Fail`, its default).
+    on_error: &'static str,
+    /// Seconds (Velero's default 30).
+    timeout: u64,
+}
+
+/// Velero's default hook timeout, lifeboat's too.
+const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 30;
+
+/// Velero's exec hook `v` (`{exec: {container, command, onError,
+/// timeout}}`), or why it cannot run.
+fn exec_hook(v: &Value) -> Result<Exec, String> {
+    let e = &v["exec"];
+    if e.is_null() {
+        return Err("has no `exec`, the only kind of backup hook Velero runs".into());
+    }
+    let command = strings(&e["command"]);
+    if command.is_empty()
+        || command[0].is_empty()
+        || e["command"].as_array().map(Vec::len) != Some(command.len())
+    {
+        return Err("has no command (a list of strings)".into());
+    }
+    let on_error = match e["onError"].as_str().map(str::trim) {
+        None | Some("") | Some("Fail") => "failVolume",
+        Some("Continue") => "continue",
+        Some(other) => {
+            return Err(format!(
+                "has onError `{other}`; Velero's values are Fail and Continue"
+            ));
+        }
+    };
+    let timeout = match &e["timeout"] {
+        Value::Null => DEFAULT_HOOK_TIMEOUT_SECS,
+        Value::String(t) if t.trim().is_empty() => DEFAULT_HOOK_TIMEOUT_SECS,
+        Value::String(t) => match go_duration(t) {
+            // Velero runs a zero timeout with its default.
+            Some(0) => DEFAULT_HOOK_TIMEOUT_SECS,
+            Some(secs) => secs,
+            None => return Err(format!("has timeout `{t}`, which is not a duration")),
+        },
+        other => return Err(format!("has timeout `{other}`, which is not a duration")),
+    };
+    Ok(Exec {
+        container: e["container"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
+        command,
+        on_error,
+        timeout,
+    })
+}
+
+/// Whether a hook's resource list names pods (Velero runs hooks in pods
+/// only).
+fn names_pods(resources: &[String]) -> bool {
+    resources.iter().any(|r| {
+        matches!(
+            r.as_str(),
+            "*" | "pods" | "pod" | "po" | "pods." | "pods.v1"
+        )
+    })
+}
+
+/// A template's `hooks.resources` → the policy's `spec.hooks.pods`.
+///
+/// Each Velero resource hook runs its `pre` commands in order, then the
+/// pod's backup, then its `post` commands; every command has its own
+/// container, `onError` and timeout. A lifeboat pod hook has one of each
+/// and one `pre` and one `post` command, so the i-th `pre` and the i-th
+/// `post` become one hook when they agree on those (its thaw then runs
+/// exactly when its freeze ran), and hooks of their own otherwise; the
+/// order of the `pre` commands, and of the `post` ones, is kept.
+fn pod_hooks(
+    t: &Value,
+    src: &str,
+    policy_excluded: &[String],
+    notes: &mut Vec<Note>,
+) -> Option<Vec<Value>> {
+    let resources = t["hooks"]["resources"].as_array()?;
+    let mut out: Vec<Value> = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
+    for (i, r) in resources.iter().enumerate() {
+        let field = format!("spec.template.hooks.resources[{i}]");
+        let velero_name = r["name"].as_str().unwrap_or_default();
+        let label = if velero_name.is_empty() {
+            format!("hook {}", i + 1)
+        } else {
+            format!("hook `{velero_name}`")
+        };
+        // Where it runs.
+        let included = strings(&r["includedResources"]);
+        let excluded = strings(&r["excludedResources"]);
+        if (!included.is_empty() && !names_pods(&included)) || names_pods(&excluded) {
+            notes.push(note(
+                src,
+                &format!("{field}.includedResources"),
+                NoteKind::Untranslated,
+                &format!(
+                    "{label} selects no pods (Velero runs hooks in pods only), so it never ran: \
+                     left out"
+                ),
+            ));
+            continue;
+        }
+        let other: Vec<&String> = included
+            .iter()
+            .chain(&excluded)
+            .filter(|r| !names_pods(std::slice::from_ref(*r)))
+            .collect();
+        if !other.is_empty() {
+            notes.push(note(
+                src,
+                &format!("{field}.includedResources"),
+                NoteKind::Chosen,
+                &format!(
+                    "{label}: resources other than pods ({}) are dropped; Velero runs hooks in \
+                     pods only, and so does lifeboat",
+                    other
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let namespaces: Vec<String> = strings(&r["includedNamespaces"])
+            .into_iter()
+            .filter(|n| n != "*")
+            .collect();
+        let hook_excluded: Vec<String> = strings(&r["excludedNamespaces"])
+            .into_iter()
+            .filter(|n| !policy_excluded.contains(n))
+            .collect();
+        if !hook_excluded.is_empty() {
+            notes.push(note(
+                src,
+                &format!("{field}.excludedNamespaces"),
+                NoteKind::Untranslated,
+                &format!(
+                    "{label}: a lifeboat hook names the namespaces it runs in but excludes \
+                     none, so it also runs in {} if the policy backs them up and their pods \
+                     match; check that, or list the namespaces it should run in as \
+                     `namespaces`",
+                    hook_excluded
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let label_selector = selector(&r["labelSelector"]);
+        // What runs.
+        let mut phases: [Vec<Exec>; 2] = [Vec::new(), Vec::new()];
+        for (p, phase) in ["pre", "post"].iter().enumerate() {
+            for (j, h) in r[*phase].as_array().into_iter().flatten().enumerate() {
+                match exec_hook(h) {
+                    Ok(e) => phases[p].push(e),
+                    Err(why) => notes.push(note(
+                        src,
+                        &format!("{field}.{phase}[{j}]"),
+                        NoteKind::Untranslated,
+                        &format!("{label}: the {phase} hook {why}: left out"),
+                    )),
+                }
+            }
+        }
+        let [pre, post] = phases;
+        if pre.is_empty() && post.is_empty() {
+            continue;
+        }
+        // (pre, post) pairs, in order.
+        let mut pairs: Vec<(Option<Exec>, Option<Exec>)> = Vec::new();
+        for k in 0..pre.len().max(post.len()) {
+            match (pre.get(k), post.get(k)) {
+                (Some(a), Some(b))
+                    if a.container == b.container
+                        && a.on_error == b.on_error
+                        && a.timeout == b.timeout =>
+                {
+                    pairs.push((Some(a.clone()), Some(b.clone())))
+                }
+                (a, b) => {
+                    if let Some(a) = a {
+                        pairs.push((Some(a.clone()), None));
+                    }
+                    if let Some(b) = b {
+                        pairs.push((None, Some(b.clone())));
+                    }
+                }
+            }
+        }
+        let base = if velero_name.is_empty() {
+            format!("hook-{}", i + 1)
+        } else {
+            // Leaves room for a `-N` suffix within 63 characters.
+            let mut n = dns_name(velero_name);
+            n.truncate(56);
+            n.trim_end_matches('-').to_string()
+        };
+        let several = pairs.len() > 1;
+        let mut names = Vec::new();
+        for (k, (a, b)) in pairs.into_iter().enumerate() {
+            let mut name = if several {
+                format!("{base}-{}", k + 1)
+            } else {
+                base.clone()
+            };
+            let mut n = 2;
+            while !used.insert(name.clone()) {
+                name = format!("{base}-{}-{n}", k + 1);
+                n += 1;
+            }
+            let first = a
+                .as_ref()
+                .or(b.as_ref())
+                .expect("one of pre and post")
+                .clone();
+            let mut h = Map::new();
+            h.insert("name".into(), json!(name));
+            if !namespaces.is_empty() {
+                h.insert("namespaces".into(), json!(namespaces));
+            }
+            if let Some(sel) = &label_selector {
+                h.insert("labelSelector".into(), sel.clone());
+            }
+            if let Some(c) = &first.container {
+                h.insert("container".into(), json!(c));
+            }
+            if let Some(a) = &a {
+                h.insert("pre".into(), json!(a.command));
+            }
+            if let Some(b) = &b {
+                h.insert("post".into(), json!(b.command));
+            }
+            h.insert("timeout".into(), json!(duration(first.timeout)));
+            h.insert("onError".into(), json!(first.on_error));
+            names.push(name);
+            out.push(Value::Object(h));
+        }
+        if several {
+            notes.push(note(
+                src,
+                &field,
+                NoteKind::Chosen,
+                &format!(
+                    "{label} has several commands, or pre and post commands that differ in \
+                     container, onError or timeout: it became the hooks {}, run in that order \
+                     (a lifeboat hook has one pre and one post command, and its post command \
+                     runs exactly when its pre command ran)",
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    if !out.is_empty() {
+        notes.push(note(
+            src,
+            "spec.template.hooks",
+            NoteKind::Chosen,
+            "the hooks run around volume data, in pods that mount claims the backup copies: \
+             pre commands before the snapshots of the claims the pods share, post commands as \
+             soon as every one of those snapshots has its handle (Velero ran them around each \
+             pod's backup, claims or not). A hook of a pod without claims does not run: make it \
+             a backup-level `exec` hook (spec.hooks.before/after). A pod with Velero's hook \
+             annotations runs those instead, as in Velero",
+        ));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// A Schedule → a BackupPolicy file.
 fn policy(
     o: &Value,
@@ -841,29 +1123,12 @@ fn policy(
         p.insert("volumes".into(), Value::Object(volumes));
     }
 
-    // What has no equivalent (yet).
-    if let Some(hooks) = t["hooks"]["resources"].as_array().filter(|h| !h.is_empty()) {
-        let names: Vec<String> = hooks
-            .iter()
-            .map(|h| h["name"].as_str().unwrap_or("(unnamed)").to_string())
-            .collect();
-        notes.push(note(
-            src,
-            "spec.template.hooks",
-            NoteKind::Untranslated,
-            &format!(
-                "{} ({}) not translated yet: write them as the policy's spec.hooks.pods \
-                 (Velero's hook annotations on pods work unchanged); until then these \
-                 backups are crash-consistent only",
-                if hooks.len() == 1 {
-                    "1 backup hook is".to_string()
-                } else {
-                    format!("{} backup hooks are", hooks.len())
-                },
-                names.join(", ")
-            ),
-        ));
+    // Hooks.
+    if let Some(pods) = pod_hooks(t, src, &ex_ns, notes) {
+        p.insert("hooks".into(), json!({"pods": pods}));
     }
+
+    // What has no equivalent.
     for (field, why) in [
         (
             "volumeSnapshotLocations",
@@ -946,6 +1211,45 @@ mod tests {
                 .contains("divide an hour or a day")
         );
         assert!(cron("0 0 1 * * *").unwrap_err().contains("6 fields"));
+    }
+
+    #[test]
+    fn velero_exec_hooks_translate_or_say_why_not() {
+        let ok =
+            exec_hook(&json!({"exec": {"command": ["/bin/true"], "timeout": "1m30s"}})).unwrap();
+        assert_eq!(ok.on_error, "failVolume", "Velero's default is Fail");
+        assert_eq!(duration(ok.timeout), "1m30s");
+        assert_eq!(ok.container, None);
+        let default =
+            exec_hook(&json!({"exec": {"command": ["x"], "onError": "Continue", "timeout": "0s"}}))
+                .unwrap();
+        assert_eq!((default.on_error, default.timeout), ("continue", 30));
+        assert!(
+            exec_hook(&json!({"exec": {"command": []}}))
+                .unwrap_err()
+                .contains("no command")
+        );
+        assert!(
+            exec_hook(&json!({"exec": {"command": ["a", 1]}}))
+                .unwrap_err()
+                .contains("no command")
+        );
+        assert!(
+            exec_hook(&json!({"exec": {"command": ["a"], "onError": "Retry"}}))
+                .unwrap_err()
+                .contains("Fail and Continue")
+        );
+        assert!(
+            exec_hook(&json!({"exec": {"command": ["a"], "timeout": "soon"}}))
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            exec_hook(&json!({"http": {}}))
+                .unwrap_err()
+                .contains("no `exec`")
+        );
+        assert!(names_pods(&["pods".into()]) && !names_pods(&["configmaps".into()]));
     }
 
     #[test]

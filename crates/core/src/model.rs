@@ -1577,14 +1577,29 @@ impl std::fmt::Display for ClaimRef {
     }
 }
 
-/// The backup a restore reads.
+/// The backup a restore reads: a lifeboat backup (`cluster` and `policy`)
+/// or a Velero backup (`location`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestoreSource {
-    /// The cluster the backup was taken from.
-    pub cluster: String,
-    /// The BackupPolicy that took it.
-    pub policy: String,
+    /// The cluster the backup was taken from. Required for a lifeboat
+    /// backup (LB151). With `location`, optional: the name the restore
+    /// record gives the source (default: the location's name, as Velero
+    /// keeps no cluster name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The BackupPolicy that took it, whose `storage` is where the backup
+    /// is. Required without `location` (LB151); not allowed with it
+    /// (LB152).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// A Velero location (`format: velero`, LB150) to restore a Velero
+    /// backup from, without Velero installed. `backup` then names the
+    /// Velero backup, and `latest` is the newest one Velero finished
+    /// (`Completed` or `PartiallyFailed`) by start time. The record goes to
+    /// a lifeboat location, never into Velero's bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// `latest` (the newest successful backup, see `notAfter`) or a backup name.
     #[serde(default = "default_backup")]
     pub backup: String,
@@ -1593,6 +1608,22 @@ pub struct RestoreSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub not_after: Option<jiff::Timestamp>,
+}
+
+impl RestoreSource {
+    /// The source cluster's name: `cluster`, else (a Velero backup) the
+    /// location's name, else empty (an invalid request, LB151).
+    pub fn cluster_name(&self) -> &str {
+        self.cluster
+            .as_deref()
+            .or(self.location.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The policy's name, empty when none is given.
+    pub fn policy_name(&self) -> &str {
+        self.policy.as_deref().unwrap_or_default()
+    }
 }
 
 /// The default `source.backup`.

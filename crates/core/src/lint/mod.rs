@@ -22,6 +22,7 @@
 //!             ├─ restores::denied_namespaces         LB111
 //!             ├─ restores::restore_overwrites_source LB112
 //!             ├─ restores::claims_onto_live_claims   LB126
+//!             ├─ restores::restore_sources           LB150, LB151, LB152
 //!             ├─ overlap::overlapping_policies       LB113
 //!             ├─ patterns::invalid_patterns          LB114
 //!             ├─ signing::signing_keys               LB118, LB119
@@ -79,6 +80,7 @@ pub const RULES: &[Rule] = &[
     restores::denied_namespaces,
     restores::restore_overwrites_source,
     restores::claims_onto_live_claims,
+    restores::restore_sources,
     overlap::overlapping_policies,
     patterns::invalid_patterns,
     signing::signing_keys,

@@ -9,8 +9,9 @@ use crate::load::{Loaded, PolicySet, Source};
 use crate::model::{AccessMode, Kind, LocationFormat};
 
 /// LB101: a BackupPolicy's `storage` and `clusters.names`, and a
-/// RestoreRequest's `source.cluster`, `source.policy` and `target.cluster`,
-/// must name documents of the repository.
+/// RestoreRequest's `source.cluster`, `source.policy`, `source.location`
+/// and `target.cluster`, must name documents of the repository (a Velero
+/// source's `cluster` need not: it only names the source in the record).
 ///
 /// The source cluster of a restore must be a Cluster document too, even
 /// though only the target's controller runs the restore: a DR repository
@@ -91,20 +92,35 @@ pub fn unresolved_references(set: &PolicySet) -> Vec<Diagnostic> {
     }
     for Loaded { doc, source } in &set.restores {
         let spec = &doc.spec;
-        check(
-            source,
-            "/spec/source/cluster",
-            "source cluster",
-            Kind::Cluster,
-            &spec.source.cluster,
-        );
-        check(
-            source,
-            "/spec/source/policy",
-            "backup policy",
-            Kind::BackupPolicy,
-            &spec.source.policy,
-        );
+        // A Velero backup's `cluster` only names it in the record: the
+        // cluster Velero ran in need not be a Cluster document.
+        if let (Some(cluster), None) = (&spec.source.cluster, &spec.source.location) {
+            check(
+                source,
+                "/spec/source/cluster",
+                "source cluster",
+                Kind::Cluster,
+                cluster,
+            );
+        }
+        if let Some(policy) = &spec.source.policy {
+            check(
+                source,
+                "/spec/source/policy",
+                "backup policy",
+                Kind::BackupPolicy,
+                policy,
+            );
+        }
+        if let Some(location) = &spec.source.location {
+            check(
+                source,
+                "/spec/source/location",
+                "storage location",
+                Kind::StorageLocation,
+                location,
+            );
+        }
         check(
             source,
             "/spec/target/cluster",

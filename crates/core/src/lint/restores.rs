@@ -1,13 +1,15 @@
 //! Where a restore writes: namespace mapping collisions (LB110), denied
 //! namespaces (LB111), overwriting the live source (LB112) and single
-//! claims restored onto their live selves (LB126).
+//! claims restored onto their live selves (LB126); and where a restore reads
+//! from: a lifeboat backup by `cluster` and `policy`, or a Velero backup by
+//! `location` (LB150, LB151, LB152).
 
 use std::collections::BTreeMap;
 
-use super::{any_matches, at_value, is_glob};
+use super::{any_matches, at_key, at_value, is_glob};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::load::{Loaded, PolicySet, Source};
-use crate::model::{ExistingResources, RestoreRequestSpec};
+use crate::model::{ExistingResources, LocationFormat, RestoreRequestSpec};
 use crate::yaml::escape_pointer;
 
 fn mapping_pointer(source_ns: &str) -> String {
@@ -158,7 +160,7 @@ pub fn restore_overwrites_source(set: &PolicySet) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for Loaded { doc, source } in &set.restores {
         let spec = &doc.spec;
-        if spec.source.cluster == spec.target.cluster
+        if spec.source.cluster_name() == spec.target.cluster
             && spec.namespace_mapping.is_empty()
             && spec.existing_resources == ExistingResources::Update
             && !spec.dry_run
@@ -186,7 +188,7 @@ pub fn claims_onto_live_claims(set: &PolicySet) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for Loaded { doc, source } in &set.restores {
         let spec = &doc.spec;
-        if spec.source.cluster != spec.target.cluster {
+        if spec.source.cluster_name() != spec.target.cluster {
             continue;
         }
         for (i, claim) in spec.claims.iter().enumerate() {
@@ -211,6 +213,71 @@ pub fn claims_onto_live_claims(set: &PolicySet) -> Vec<Diagnostic> {
     out
 }
 
+/// LB150, LB151, LB152: a restore's source names a lifeboat backup
+/// (`cluster` and `policy`, whose `storage` holds it) or a Velero backup
+/// (`location`, a `format: velero` StorageLocation), never both and never
+/// half of one. An unknown `location` is LB101's finding.
+pub fn restore_sources(set: &PolicySet) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for Loaded { doc, source } in &set.restores {
+        let src = &doc.spec.source;
+        match &src.location {
+            Some(location) => {
+                if let Some(l) = set.storage_location(location)
+                    && l.doc.spec.format == LocationFormat::Lifeboat
+                {
+                    out.push(at_value(
+                        Code::RestoreFromLifeboatLocation,
+                        source,
+                        "/spec/source/location",
+                        format!(
+                            "`source.location` names `{location}`, a lifeboat location: only Velero locations (`format: velero`) are named here"
+                        ),
+                        "for a lifeboat backup, remove `location` and name the `cluster` and `policy` that took it (the policy's `storage` says where it is); for a Velero backup, name the StorageLocation with `format: velero`",
+                    ));
+                }
+                if src.policy.is_some() {
+                    out.push(at_key(
+                        Code::RestoreSourceAmbiguous,
+                        source,
+                        "/spec/source/policy",
+                        format!(
+                            "the source names both the Velero location `{location}` and a BackupPolicy: a Velero backup was taken by no lifeboat policy"
+                        ),
+                        "remove `policy` to restore the Velero backup, or remove `location` to restore a backup of the policy",
+                    ));
+                }
+            }
+            None => {
+                let missing: Vec<&str> = [
+                    ("cluster", src.cluster.is_none()),
+                    ("policy", src.policy.is_none()),
+                ]
+                .into_iter()
+                .filter_map(|(f, m)| m.then_some(f))
+                .collect();
+                if !missing.is_empty() {
+                    out.push(at_key(
+                        Code::RestoreSourceIncomplete,
+                        source,
+                        "/spec/source",
+                        format!(
+                            "the source has no {}, so the backup cannot be found: a lifeboat backup is found by the cluster it was taken from and the policy that took it",
+                            missing
+                                .iter()
+                                .map(|f| format!("`{f}`"))
+                                .collect::<Vec<_>>()
+                                .join(" and ")
+                        ),
+                        "add `cluster` and `policy`; to restore a Velero backup, name its `format: velero` StorageLocation as `location` instead",
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
@@ -222,6 +289,16 @@ mod tests {
     fn restore(source: &str, target: &str, extra: &str) -> String {
         format!(
             "API\nkind: RestoreRequest\nmetadata:\n  name: r\nspec:\n  source:\n    cluster: {source}\n    policy: p\n  target:\n    cluster: {target}\n{extra}"
+        )
+    }
+
+    /// A RestoreRequest whose source is `source` (indented lines), beside
+    /// a lifeboat location `local` and a Velero location `oadp`.
+    fn velero(source: &str) -> String {
+        format!(
+            "API\nkind: StorageLocation\nmetadata:\n  name: local\nspec:\n  url: file:///tmp/l\n---\n\
+             API\nkind: StorageLocation\nmetadata:\n  name: oadp\nspec:\n  url: file:///tmp/v\n  format: velero\n---\n\
+             API\nkind: RestoreRequest\nmetadata:\n  name: r\nspec:\n  source:\n    {source}\n  target:\n    cluster: dr\n"
         )
     }
 
@@ -255,6 +332,13 @@ mod tests {
     #[case::claim_onto_live(claims_onto_live_claims, restore("prod", "prod", "  claims: [shop/data-0]\n"), &[(Code::ClaimOntoLiveClaim, 29, 12, "claim `shop/data-0` is restored into its own namespace on `prod`, where it was backed up: if it still exists there, it is skipped and nothing is restored")])]
     #[case::claim_mapped(claims_onto_live_claims, restore("prod", "prod", "  claims: [shop/data-0]\n  namespaceMapping: {shop: shop-copy}\n"), &[])]
     #[case::claim_other_cluster(claims_onto_live_claims, restore("prod", "dr", "  claims: [shop/data-0]\n"), &[])]
+    #[case::velero_source(restore_sources, velero("location: oadp"), &[])]
+    #[case::velero_source_named(restore_sources, velero("location: oadp\n    cluster: old-prod\n    backup: daily-20261130020000"), &[])]
+    #[case::lifeboat_location(restore_sources, velero("location: local"), &[(Code::RestoreFromLifeboatLocation, 40, 15, "`source.location` names `local`, a lifeboat location: only Velero locations (`format: velero`) are named here")])]
+    #[case::both(restore_sources, velero("location: oadp\n    policy: p"), &[(Code::RestoreSourceAmbiguous, 41, 5, "the source names both the Velero location `oadp` and a BackupPolicy: a Velero backup was taken by no lifeboat policy")])]
+    #[case::no_policy(restore_sources, velero("cluster: prod"), &[(Code::RestoreSourceIncomplete, 39, 3, "the source has no `policy`, so the backup cannot be found: a lifeboat backup is found by the cluster it was taken from and the policy that took it")])]
+    #[case::nothing(restore_sources, velero("backup: latest"), &[(Code::RestoreSourceIncomplete, 39, 3, "the source has no `cluster` and `policy`, so the backup cannot be found: a lifeboat backup is found by the cluster it was taken from and the policy that took it")])]
+    #[case::lifeboat_source(restore_sources, restore("prod", "dr", ""), &[])]
     fn restore_rules(
         #[case] rule: Rule,
         #[case] doc: String,

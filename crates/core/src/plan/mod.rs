@@ -124,6 +124,31 @@ pub struct Observed {
     /// maintenance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repositories: Vec<ObservedRepository>,
+    /// Backups in the Velero locations (`format: velero`) that
+    /// RestoreRequests targeting this cluster restore from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub velero_backups: Vec<ObservedVeleroBackup>,
+}
+
+/// A Velero backup, from its `velero-backup.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedVeleroBackup {
+    /// The Velero location holding it.
+    pub location: String,
+    pub name: String,
+    /// As Velero wrote it: `Completed`, `PartiallyFailed`, `InProgress`,
+    /// `Failed`, … (empty when it wrote none).
+    pub phase: String,
+    pub started: Option<Timestamp>,
+}
+
+impl ObservedVeleroBackup {
+    /// Whether it can be restored: Velero finished it (`Completed` or
+    /// `PartiallyFailed`, which restores what it holds, as in Velero).
+    pub fn restorable(&self) -> bool {
+        matches!(self.phase.as_str(), "Completed" | "PartiallyFailed")
+    }
 }
 
 /// A volume repository of the planning cluster (its newest generation).
@@ -437,10 +462,16 @@ pub enum Action {
     /// Run a RestoreRequest from a backup.
     Restore {
         request: String,
+        /// Where the backup is (a lifeboat or a Velero location).
         location: String,
         source_cluster: String,
         backup: String,
         dry_run: bool,
+        /// For a backup in a Velero location: the lifeboat location that
+        /// keeps the restore record (Velero's bucket is never written).
+        /// `None`: the record goes beside the backup.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record_location: Option<String>,
     },
     /// Delete a backup directory that never got a manifest.
     CleanupIncomplete {
@@ -504,8 +535,20 @@ impl Action {
                 source_cluster,
                 backup,
                 dry_run,
+                record_location: None,
             } => format!(
                 "restore `{backup}` of cluster `{source_cluster}` from `{location}` for request `{request}`{}",
+                if *dry_run { " (dry run)" } else { "" }
+            ),
+            Action::Restore {
+                request,
+                location,
+                backup,
+                dry_run,
+                record_location: Some(record),
+                ..
+            } => format!(
+                "restore Velero backup `{backup}` from `{location}` for request `{request}`{}, its record in `{record}`",
                 if *dry_run { " (dry run)" } else { "" }
             ),
             Action::CleanupIncomplete {
@@ -1476,12 +1519,19 @@ impl<'a> Planner<'a> {
             .iter()
             .find(|r| r.deadline.is_some_and(|d| d > self.now))
         {
+            // A Velero backup's record is in a lifeboat location, the
+            // backup where `source.location` says.
+            let (location, record_location) = match &request.spec.source.location {
+                Some(v) => (v.clone(), Some(r.location.clone())),
+                None => (r.location.clone(), None),
+            };
             self.actions.push(Action::Restore {
                 request: name.to_string(),
-                location: r.location.clone(),
-                source_cluster: request.spec.source.cluster.clone(),
+                location,
+                source_cluster: request.spec.source.cluster_name().to_string(),
                 backup: r.source_backup.clone(),
                 dry_run: request.spec.dry_run,
+                record_location,
             });
             return (
                 RestoreFactState::Pending,
@@ -1508,22 +1558,26 @@ impl<'a> Planner<'a> {
             );
         }
         let source = &request.spec.source;
-        let Some(policy) = self.set.policy(&source.policy) else {
+        if let Some(location) = &source.location {
+            return self.velero_restore(name, request, location);
+        }
+        let Some(policy) = source.policy.as_deref().and_then(|p| self.set.policy(p)) else {
             return (
                 RestoreFactState::Waiting,
                 format!(
                     "source policy `{}` is not in the policy set, so the location of its backups is unknown",
-                    source.policy
+                    source.policy_name()
                 ),
             );
         };
+        let (source_cluster, source_policy) = (source.cluster_name(), source.policy_name());
         let location = policy.doc.spec.storage.as_str();
         if !self.locations.contains_key(location) {
             return (
                 RestoreFactState::Waiting,
                 format!(
                     "storage location `{location}` of policy `{}` is not in the policy set",
-                    source.policy
+                    source_policy
                 ),
             );
         }
@@ -1533,10 +1587,10 @@ impl<'a> Planner<'a> {
                 format!("storage location `{location}` could not be read ({e})"),
             );
         }
-        let backups = self.group(location, &source.cluster, &source.policy);
+        let backups = self.group(location, source_cluster, source_policy);
         let what = format!(
             "of policy `{}` from cluster `{}` in `{location}`",
-            source.policy, source.cluster
+            source_policy, source_cluster
         );
         let found = if source.backup == "latest" {
             let found =
@@ -1571,7 +1625,7 @@ impl<'a> Planner<'a> {
                     );
                 }
                 None => {
-                    let key = (location, source.cluster.as_str(), source.backup.as_str());
+                    let key = (location, source_cluster, source.backup.as_str());
                     if let Some(b) = self.rejected.get(&key) {
                         // Run it so the store refuses it before applying
                         // anything and the refusal is recorded: a request
@@ -1579,9 +1633,10 @@ impl<'a> Planner<'a> {
                         self.actions.push(Action::Restore {
                             request: name.to_string(),
                             location: location.to_string(),
-                            source_cluster: source.cluster.clone(),
+                            source_cluster: source_cluster.to_string(),
                             backup: b.name.clone(),
                             dry_run: request.spec.dry_run,
+                            record_location: None,
                         });
                         return (
                             RestoreFactState::Pending,
@@ -1606,9 +1661,10 @@ impl<'a> Planner<'a> {
         self.actions.push(Action::Restore {
             request: name.to_string(),
             location: location.to_string(),
-            source_cluster: source.cluster.clone(),
+            source_cluster: source_cluster.to_string(),
             backup: found.name.clone(),
             dry_run: request.spec.dry_run,
+            record_location: None,
         });
         (
             RestoreFactState::Pending,
@@ -1624,6 +1680,157 @@ impl<'a> Planner<'a> {
                 }
             ),
         )
+    }
+
+    /// A RestoreRequest of a Velero backup (`source.location`): the backup
+    /// is resolved among the observed Velero backups of that location
+    /// (`latest`: the newest Velero finished, by start time, at or before
+    /// `notAfter`), and the record goes to [`Self::record_location`].
+    fn velero_restore(
+        &mut self,
+        name: &str,
+        request: &'a RestoreRequest,
+        location: &str,
+    ) -> (RestoreFactState, String) {
+        let source = &request.spec.source;
+        match self.locations.get(location) {
+            None => {
+                return (
+                    RestoreFactState::Waiting,
+                    format!("source location `{location}` is not in the policy set"),
+                );
+            }
+            Some(l) if l.spec.format.is_lifeboat() => {
+                return (
+                    RestoreFactState::Waiting,
+                    format!(
+                        "source location `{location}` is a lifeboat location, not a Velero one (LB150)"
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+        if let Some(e) = self.unavailable.get(location) {
+            return (
+                RestoreFactState::Waiting,
+                format!("Velero location `{location}` could not be read ({e})"),
+            );
+        }
+        let Some(record) = self.record_location() else {
+            return (
+                RestoreFactState::Waiting,
+                "a restore of a Velero backup keeps its record in a lifeboat location, and the set has no readable one with `accessMode: ReadWrite`: add one (the location this cluster's policies back up to)".to_string(),
+            );
+        };
+        let mut backups: Vec<&ObservedVeleroBackup> = self
+            .observed
+            .velero_backups
+            .iter()
+            .filter(|b| b.location == location)
+            .collect();
+        // Newest first; the name decides between equal start times.
+        backups.sort_by(|a, b| b.started.cmp(&a.started).then_with(|| b.name.cmp(&a.name)));
+        let what = format!("in Velero location `{location}`");
+        let found = if source.backup == "latest" {
+            let found = backups.iter().copied().find(|b| {
+                b.restorable()
+                    && source
+                        .not_after
+                        .is_none_or(|t| b.started.is_some_and(|s| s <= t))
+            });
+            match (found, source.not_after) {
+                (Some(b), _) => b,
+                (None, None) => {
+                    return (
+                        RestoreFactState::Waiting,
+                        format!("no backup {what} that Velero finished"),
+                    );
+                }
+                (None, Some(t)) => {
+                    return (
+                        RestoreFactState::Waiting,
+                        format!("no backup {what} that Velero finished, started at or before {t}"),
+                    );
+                }
+            }
+        } else {
+            match backups.iter().copied().find(|b| b.name == source.backup) {
+                Some(b) if b.restorable() => b,
+                Some(b) => {
+                    return (
+                        RestoreFactState::Waiting,
+                        format!(
+                            "backup `{}` {what} is {}, not Completed: it cannot be restored; name another backup or use `latest`",
+                            b.name,
+                            if b.phase.is_empty() {
+                                "without a phase"
+                            } else {
+                                b.phase.as_str()
+                            }
+                        ),
+                    );
+                }
+                None => {
+                    return (
+                        RestoreFactState::Waiting,
+                        format!("backup `{}` {what} not found", source.backup),
+                    );
+                }
+            }
+        };
+        self.actions.push(Action::Restore {
+            request: name.to_string(),
+            location: location.to_string(),
+            source_cluster: source.cluster_name().to_string(),
+            backup: found.name.clone(),
+            dry_run: request.spec.dry_run,
+            record_location: Some(record.to_string()),
+        });
+        (
+            RestoreFactState::Pending,
+            format!(
+                "restores Velero backup `{}` ({}, started {}) {what}, its record in `{record}`{}",
+                found.name,
+                found.phase,
+                found
+                    .started
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "at an unknown time".into()),
+                if request.spec.dry_run {
+                    ", dry run"
+                } else {
+                    ""
+                }
+            ),
+        )
+    }
+
+    /// The lifeboat location that keeps the records of this cluster's
+    /// restores of Velero backups: the first by name of the readable
+    /// `ReadWrite` lifeboat locations this cluster's policies back up to,
+    /// else of all such locations of the set. Any later choice still finds
+    /// a finished record: records are read from every location.
+    fn record_location(&self) -> Option<&'a str> {
+        let usable = |name: &str| {
+            self.locations.get(name).is_some_and(|l| {
+                l.spec.format.is_lifeboat() && l.spec.access_mode == AccessMode::ReadWrite
+            }) && !self.unavailable.contains_key(name)
+        };
+        let own: BTreeSet<&'a str> = self
+            .applicable
+            .values()
+            .map(|p| p.spec.storage.as_str())
+            .filter(|l| usable(l))
+            .collect();
+        own.first().copied().or_else(|| {
+            let all: BTreeSet<&'a str> = self
+                .locations
+                .keys()
+                .copied()
+                .filter(|l| usable(l))
+                .collect();
+            all.first().copied()
+        })
     }
 
     /// Prunes of volume repositories that are due. A location's

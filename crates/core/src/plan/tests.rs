@@ -935,6 +935,7 @@ fn restores(
             source_cluster: source.split(", ").next().unwrap()[10..].into(),
             backup: b.into(),
             dry_run: false,
+            record_location: None,
         })
         .collect();
     assert_eq!(plan.actions, expect, "{plan:#?}");
@@ -946,6 +947,120 @@ fn restores(
             message: message.into(),
             rto: None,
         }]
+    );
+}
+
+fn velero_backup(name: &str, phase: &str, started: &str) -> ObservedVeleroBackup {
+    ObservedVeleroBackup {
+        location: "oadp".into(),
+        name: name.into(),
+        phase: phase.into(),
+        started: Some(ts(started)),
+    }
+}
+
+/// RestoreRequests of Velero backups (`source.location`): `latest` is the
+/// newest backup Velero finished by start time; the record goes to the
+/// first lifeboat location the planning cluster's policies write to (`b2`
+/// before `s3`, though `s3` sorts later and other clusters' policies write
+/// there), or waits with the reason.
+#[rstest]
+#[case::latest("{location: oadp}", vec![], Some("daily-3"), RestoreFactState::Pending, "restores Velero backup `daily-3` (PartiallyFailed, started 2026-01-03T02:00:00Z) in Velero location `oadp`, its record in `b2`")]
+#[case::latest_not_after("{location: oadp, notAfter: '2026-01-02T02:00:00Z'}", vec![], Some("daily-2"), RestoreFactState::Pending, "restores Velero backup `daily-2` (Completed, started 2026-01-02T02:00:00Z) in Velero location `oadp`, its record in `b2`")]
+#[case::named("{location: oadp, backup: daily-1}", vec![], Some("daily-1"), RestoreFactState::Pending, "restores Velero backup `daily-1` (Completed, started 2026-01-01T02:00:00Z) in Velero location `oadp`, its record in `b2`")]
+#[case::named_unfinished("{location: oadp, backup: daily-4}", vec![], None, RestoreFactState::Waiting, "backup `daily-4` in Velero location `oadp` is InProgress, not Completed: it cannot be restored; name another backup or use `latest`")]
+#[case::named_missing("{location: oadp, backup: daily-9}", vec![], None, RestoreFactState::Waiting, "backup `daily-9` in Velero location `oadp` not found")]
+#[case::unknown_location("{location: nope}", vec![], None, RestoreFactState::Waiting, "source location `nope` is not in the policy set")]
+#[case::lifeboat_location("{location: s3}", vec![], None, RestoreFactState::Waiting, "source location `s3` is a lifeboat location, not a Velero one (LB150)")]
+#[case::done("{location: oadp}", vec![ObservedRestore { location: "b2".into(), ..record("r", RestoreState::Completed) }], None, RestoreFactState::Done, "finished Completed: restored `web-20260104-013000` (record in `b2`); a request runs once")]
+#[case::resumed("{location: oadp}", vec![ObservedRestore { location: "b2".into(), source_backup: "daily-2".into(), ..with_deadline(record("r", RestoreState::InProgress), "2026-01-10T13:00:00Z") }], Some("daily-2"), RestoreFactState::Pending, "interrupted while restoring `daily-2`: resumed (its deadline is 2026-01-10T13:00:00Z)")]
+fn velero_restores(
+    #[case] source: &str,
+    #[case] records: Vec<ObservedRestore>,
+    #[case] expect_backup: Option<&str>,
+    #[case] state: RestoreFactState,
+    #[case] message: &str,
+) {
+    let velero = format!(
+        "{API}kind: StorageLocation\nmetadata:\n  name: oadp\nspec:\n  url: s3://velero/prod\n  format: velero\n"
+    );
+    let set = world(
+        &[
+            Pol {
+                storage: "b2",
+                ..policy("mine")
+            },
+            Pol {
+                clusters: "{names: [src]}",
+                ..policy("theirs")
+            },
+        ],
+        &[velero, restore("r", source, C, false)],
+    );
+    let mut obs = observed(vec![]);
+    obs.velero_backups = vec![
+        velero_backup("daily-1", "Completed", "2026-01-01T02:00:00Z"),
+        velero_backup("daily-2", "Completed", "2026-01-02T02:00:00Z"),
+        velero_backup("daily-3", "PartiallyFailed", "2026-01-03T02:00:00Z"),
+        velero_backup("daily-4", "InProgress", "2026-01-04T02:00:00Z"),
+    ];
+    obs.restores = records;
+    let plan = run(&set, &obs, "2026-01-10T12:00:00Z");
+    let expect: Vec<Action> = expect_backup
+        .into_iter()
+        .map(|b| Action::Restore {
+            request: "r".into(),
+            location: "oadp".into(),
+            source_cluster: "oadp".into(),
+            backup: b.into(),
+            dry_run: false,
+            record_location: Some("b2".into()),
+        })
+        .collect();
+    let restores: Vec<&Action> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Restore { .. }))
+        .collect();
+    assert_eq!(restores, expect.iter().collect::<Vec<_>>(), "{plan:#?}");
+    assert_eq!(
+        plan.restores,
+        [RestoreFacts {
+            request: "r".into(),
+            state,
+            message: message.into(),
+        }]
+    );
+}
+
+/// Without a writable lifeboat location, a Velero restore has nowhere to
+/// keep its record: it waits, saying so.
+#[test]
+fn a_velero_restore_without_a_lifeboat_location_for_its_record_waits() {
+    let docs = vec![
+        location("ro", "ReadOnly"),
+        format!(
+            "{API}kind: StorageLocation\nmetadata:\n  name: oadp\nspec:\n  url: s3://velero/prod\n  format: velero\n"
+        ),
+        cluster("prd", ""),
+        restore("r", "{location: oadp}", C, false),
+    ];
+    let set = load_set(&docs);
+    let mut obs = observed(vec![]);
+    obs.velero_backups = vec![velero_backup(
+        "daily-1",
+        "Completed",
+        "2026-01-01T02:00:00Z",
+    )];
+    let plan = run(&set, &obs, "2026-01-10T12:00:00Z");
+    assert!(plan.actions.is_empty(), "{plan:#?}");
+    assert_eq!(plan.restores[0].state, RestoreFactState::Waiting);
+    assert!(
+        plan.restores[0]
+            .message
+            .contains("has no readable one with `accessMode: ReadWrite`"),
+        "{}",
+        plan.restores[0].message
     );
 }
 
@@ -1064,6 +1179,7 @@ fn busy() -> (PolicySet, Observed) {
         running: Running::default(),
         inventory: None,
         repositories: vec![],
+        velero_backups: vec![],
     };
     (set, obs)
 }
