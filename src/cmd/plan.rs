@@ -180,8 +180,9 @@ fn scratch_name(rev: &str) -> String {
         .collect()
 }
 
-/// The cluster inventory through `--kubeconfig`, when given.
-async fn inventory(args: &Args) -> anyhow::Result<Option<Inventory>> {
+/// The cluster inventory through `--kubeconfig`, when given, and the
+/// client that read it.
+async fn inventory(args: &Args) -> anyhow::Result<Option<(Inventory, kube::Client)>> {
     let Some(path) = &args.kubeconfig else {
         return Ok(None);
     };
@@ -198,7 +199,24 @@ async fn inventory(args: &Args) -> anyhow::Result<Option<Inventory>> {
                 path.display()
             )
         })?;
-    Ok(Some(inventory))
+    Ok(Some((inventory, client)))
+}
+
+/// What the cluster provides of the prerequisites of the backups the
+/// restores into it would use.
+async fn provides(
+    client: &kube::Client,
+    set: &PolicySet,
+    observed: &Observed,
+    cluster: &str,
+) -> anyhow::Result<lifeboat_core::prerequisites::Provided> {
+    let asked = lifeboat_core::prerequisites::asked(set, observed, cluster);
+    lifeboat_kube::inventory::provides(client, &asked)
+        .await
+        .context(
+            "cannot read the cluster's CRDs and operators for the restores' prerequisites (drop \
+             --kubeconfig to plan without them)",
+        )
 }
 
 async fn observe(
@@ -206,14 +224,25 @@ async fn observe(
     cluster: &str,
     now: jiff::Timestamp,
     offline: bool,
-    inventory: Option<Inventory>,
+    inventory: Option<(Inventory, kube::Client)>,
+) -> anyhow::Result<(Observed, Vec<String>)> {
+    let (mut observed, notes) = observe_catalog(set, cluster, now, offline).await;
+    if let Some((mut inventory, client)) = inventory {
+        inventory.provides = Some(provides(&client, set, &observed, cluster).await?);
+        observed.inventory = Some(inventory);
+    }
+    Ok((observed, notes))
+}
+
+async fn observe_catalog(
+    set: &PolicySet,
+    cluster: &str,
+    now: jiff::Timestamp,
+    offline: bool,
 ) -> (Observed, Vec<String>) {
     if offline {
         return (
-            Observed {
-                inventory,
-                ..Observed::default()
-            },
+            Observed::default(),
             vec![
                 "offline: the backup catalog was not read, so every policy looks as if it had no backup \
                  (backups show as due) and no prune can be known; run without --offline where the \
@@ -227,10 +256,9 @@ async fn observe(
         signing_key: None,
     };
     let locations = Locations::open(set, &secrets, cluster).await;
-    let mut observed = catalog::observe(set, &locations, cluster, now, Running::default())
+    let observed = catalog::observe(set, &locations, cluster, now, Running::default())
         .await
         .observed;
-    observed.inventory = inventory;
     (observed, Vec::new())
 }
 
@@ -271,7 +299,7 @@ async fn run_async(args: Args) -> anyhow::Result<Outcome> {
     let cluster = crate::context::cluster_name(&head.set, args.cluster.as_deref())?;
     let inventory = inventory(&args).await?;
     let (observed, offline_notes) =
-        observe(&head.set, &cluster, now, args.offline, inventory).await;
+        observe(&head.set, &cluster, now, args.offline, inventory).await?;
     let options = PlanOptions::default();
     let mut head_plan = plan::plan(&head.set, &observed, &cluster, now, &options);
     head_plan.notes.extend(offline_notes.iter().cloned());
@@ -377,7 +405,7 @@ async fn invalid(
                 args.offline,
                 inventory(args).await?,
             )
-            .await;
+            .await?;
             let mut plan = plan::plan(
                 &valid.checked.set,
                 &observed,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use lifeboat_core::Severity;
 use lifeboat_core::VolumeMethod;
 use lifeboat_core::plan::{
-    Action, Change, ChangeType, Plan, PolicyFacts, RestoreFactState, RpoStatus,
+    Action, Change, ChangeType, Plan, PolicyFacts, RestoreFactState, RestoreFacts, RpoStatus,
 };
 use lifeboat_core::volumes::VolumeDecision;
 
@@ -199,6 +199,9 @@ pub fn text(plan: &Plan) -> String {
         let _ = writeln!(out, "restores:");
         for r in restores {
             let _ = writeln!(out, "  {}: {:?}: {}", r.request, r.state, r.message);
+            for line in prerequisite_lines(r) {
+                let _ = writeln!(out, "    {line}");
+            }
         }
     }
     for o in &plan.orphans {
@@ -217,6 +220,24 @@ pub fn text(plan: &Plan) -> String {
         let _ = writeln!(out, "note: {n}");
     }
     out
+}
+
+/// What a restore that runs now lacks on the target, one line each (none
+/// for a restore that does not run now).
+fn prerequisite_lines(r: &RestoreFacts) -> Vec<String> {
+    if r.state != RestoreFactState::Pending {
+        return Vec::new();
+    }
+    match &r.missing_prerequisites {
+        None => vec![
+            "prerequisites: not evaluated (no view of the cluster; pass --kubeconfig FILE to check the CRDs and operators the backup needs)"
+                .into(),
+        ],
+        Some(missing) => missing
+            .iter()
+            .map(|m| format!("warning: missing prerequisite {}", m.message))
+            .collect(),
+    }
 }
 
 /// A backup-level hook of `policy`, in one line.
@@ -452,6 +473,23 @@ fn plan_markdown_body(plan: &Plan) -> String {
                     d.warning.as_deref().unwrap_or("").replace('|', "\\|")
                 );
             }
+        }
+    }
+    let missing: Vec<_> = plan
+        .restores
+        .iter()
+        .filter(|r| r.state == RestoreFactState::Pending)
+        .flat_map(|r| {
+            r.missing_prerequisites
+                .iter()
+                .flatten()
+                .map(move |m| (r, m))
+        })
+        .collect();
+    if !missing.is_empty() {
+        let _ = writeln!(body, "\n**Prerequisites missing on the target:**\n");
+        for (r, m) in missing {
+            let _ = writeln!(body, "- ⚠️ restore `{}`: {}", r.request, m.message);
         }
     }
     for n in &plan.notes {

@@ -11,6 +11,7 @@ mod import;
 mod kubevirt;
 mod lint;
 mod plan;
+mod prerequisites;
 mod restore_hooks;
 mod sandbox;
 mod schema;

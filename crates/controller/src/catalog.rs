@@ -245,6 +245,11 @@ pub fn observed_backup(
                 .map(|v| v.bytes)
                 .sum(),
         },
+        prerequisites: m
+            .prerequisites
+            .iter()
+            .map(lifeboat_kube::inventory::prerequisite)
+            .collect(),
     }
 }
 
@@ -452,6 +457,7 @@ fn summary(location: &str, cluster: &str, record: &lifeboat_store::RestoreRecord
                 )
             })
             .collect(),
+        missing_prerequisites: record.missing_prerequisites.clone(),
         record: format!(
             "{location}: clusters/{cluster}/restores/{}/record.json",
             record.request

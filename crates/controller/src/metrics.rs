@@ -182,7 +182,7 @@ impl Metrics {
         let reconcile_errors = Family::<KindLabel, Counter>::default();
         registry.register(
             "lifeboat_reconcile_errors",
-            "Reconcile errors by kind (fetch, validate, catalog, backup, prune, restore, status)",
+            "Reconcile errors by kind (fetch, validate, catalog, volumes, prerequisites, backup, prune, restore, status)",
             reconcile_errors.clone(),
         );
         let revision = Family::<Revision, Gauge>::default();

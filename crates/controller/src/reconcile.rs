@@ -382,9 +382,19 @@ impl Reconciler {
             errors.push(("catalog", format!("StorageLocation `{location}`: {error}")));
         }
         // The claims, classes and pods volume planning looks at; without
-        // them the plan says "volumes: not evaluated".
+        // them the plan says "volumes: not evaluated". With them, what the
+        // cluster provides of the prerequisites of the backups restores
+        // into it would use.
         let inventory = match lifeboat_kube::inventory::inventory(&self.client).await {
-            Ok(inventory) => Some(inventory),
+            Ok(mut inventory) => {
+                let asked =
+                    lifeboat_core::prerequisites::asked(&set, &observation.observed, &cluster);
+                match lifeboat_kube::inventory::provides(&self.client, &asked).await {
+                    Ok(p) => inventory.provides = Some(p),
+                    Err(e) => errors.push(("prerequisites", e.to_string())),
+                }
+                Some(inventory)
+            }
             Err(e) => {
                 errors.push(("volumes", e.to_string()));
                 None

@@ -61,6 +61,9 @@ pub struct RecordSummary {
     /// Claims filled with data, and their bytes.
     pub volumes: u64,
     pub volume_bytes: u64,
+    /// The backup's prerequisites (CRDs, operators) the target lacked when
+    /// the restore started, each saying what to install.
+    pub missing_prerequisites: Vec<String>,
     /// Where the full record is: `<location>: clusters/<c>/restores/<r>/record.json`.
     pub record: String,
 }
@@ -197,6 +200,10 @@ struct RestoreFile<'a> {
     state: String,
     message: &'a str,
     observed_at: Timestamp,
+    /// Before a restore runs: the prerequisites the plan found missing on
+    /// this cluster.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    missing_prerequisites: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<RestoreResult<'a>>,
 }
@@ -232,6 +239,9 @@ struct RestoreResult<'a> {
     message: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     failures: &'a [String],
+    /// What the target lacked when the restore started (from its record).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    missing_prerequisites: &'a [String],
     record: &'a str,
 }
 
@@ -450,6 +460,12 @@ pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
             state: restore_state(&r.state),
             message: &r.message,
             observed_at: secs(input.now),
+            missing_prerequisites: r
+                .missing_prerequisites
+                .iter()
+                .flatten()
+                .map(|m| m.message.as_str())
+                .collect(),
             result: record.map(|s| RestoreResult {
                 phase: &s.phase,
                 source: format!("{}/{}", s.source_cluster, s.source_backup),
@@ -467,6 +483,7 @@ pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
                 failed: s.failed,
                 message: s.message.as_deref(),
                 failures: &s.failures,
+                missing_prerequisites: &s.missing_prerequisites,
                 record: &s.record,
             }),
         };

@@ -1002,3 +1002,142 @@ async fn suspending_a_policy_cancels_its_running_backup_and_removes_what_it_wrot
     assert!(!dir.exists(), "the uncommitted backup is left in storage");
     assert!(w.backups("prod").is_empty());
 }
+
+/// A CRD serving `kind` (any content) in `group`/`version`.
+fn crd(group: &str, version: &str, kind: &str, plural: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {
+            "group": group, "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
+                      "listKind": format!("{kind}List")},
+            "versions": [{"name": version, "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_request_shows_the_prerequisites_its_target_lacks_in_plan_and_status() {
+    let w = World::new().await;
+    // OLM, and the operator the blog's namespace subscribed to.
+    w.sandbox
+        .seed(vec![
+            crd(
+                "operators.coreos.com",
+                "v1alpha1",
+                "Subscription",
+                "subscriptions",
+            ),
+            crd(
+                "operators.coreos.com",
+                "v1",
+                "OperatorGroup",
+                "operatorgroups",
+            ),
+        ])
+        .unwrap();
+    w.sandbox
+        .seed(vec![serde_json::json!({
+            "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
+            "metadata": {"name": "mariadb-operator", "namespace": "wordpress"},
+            "spec": {"name": "mariadb-operator", "channel": "stable",
+                     "source": "community-operators"}})])
+        .unwrap();
+    w.commit_hourly_blog();
+    let mut r = w.reconciler("prod", "cache-a");
+    assert_ok(&r.cycle(ts("2026-03-01T10:30:00Z"), true).await);
+
+    // The operator is uninstalled; a dry-run restore of the blog is asked for.
+    let subscriptions: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        w.sandbox.client(),
+        "wordpress",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("operators.coreos.com", "v1alpha1", "Subscription"),
+            "subscriptions",
+        ),
+    );
+    subscriptions
+        .delete("mariadb-operator", &DeleteParams::default())
+        .await
+        .unwrap();
+    w.commit(
+        "restore the blog",
+        &[(
+            "restore.yaml",
+            Some(
+                r#"apiVersion: lifeboat.dev/v1alpha1
+kind: RestoreRequest
+metadata: {name: blog-drill}
+spec:
+  source: {cluster: prod, policy: blog, backup: latest}
+  target: {cluster: prod}
+  dryRun: true
+"#,
+            ),
+        )],
+    );
+
+    // The plan lists it under the restore before anything runs.
+    let report = r.cycle(ts("2026-03-01T10:40:00Z"), false).await;
+    let plan = report.plan.as_ref().unwrap();
+    let facts = plan
+        .restores
+        .iter()
+        .find(|f| f.request == "blog-drill")
+        .unwrap();
+    let missing = facts.missing_prerequisites.as_ref().expect("evaluated");
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert_eq!(missing[0].prerequisite.name, "mariadb-operator");
+    assert!(
+        missing[0].message.ends_with(
+            "no Subscription to it on the target; install the operator through OLM first"
+        ),
+        "{}",
+        missing[0].message
+    );
+
+    // The restore runs; its record and the status file say what was missing.
+    let mut file = String::new();
+    for i in 0..20 {
+        let report = r.cycle(ts("2026-03-01T10:41:00Z"), true).await;
+        assert!(
+            report.executed.iter().all(|e| e.ok()),
+            "{:?}",
+            report.executed
+        );
+        file = w
+            .status_file("clusters/prod/restores/blog-drill.yaml")
+            .unwrap_or_default();
+        if file.contains("result:") {
+            break;
+        }
+        assert!(i < 19, "the restore never ended: {file}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            w.storage()
+                .join("clusters/prod/restores/blog-drill/record.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["missingPrerequisites"].as_array().unwrap().len(),
+        1,
+        "{record}"
+    );
+    let status: serde_yaml_ng::Value = serde_yaml_ng::from_str(&file).unwrap();
+    let listed = status["result"]["missingPrerequisites"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        listed.starts_with("operator mariadb-operator (Subscription in wordpress)")
+            && listed.contains("install the operator through OLM first"),
+        "{file}"
+    );
+}

@@ -89,6 +89,7 @@ fn backup(location: String, policy: String, slot: Timestamp, i: usize) -> Observ
         signature: SignatureStatus::Unsigned,
         signature_detail: None,
         volumes: VolumeTotals::default(),
+        prerequisites: Vec::new(),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod lint;
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod prerequisites;
 pub mod quantity;
 pub mod retention;
 pub mod schedule;

@@ -77,6 +77,11 @@ pub struct Inventory {
     /// KubeVirt VirtualMachines (empty where KubeVirt is not installed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vms: Vec<crate::kubevirt::VmInfo>,
+    /// The CRDs and OLM operators the cluster provides, looked at for the
+    /// prerequisites of the backups restores into it would use
+    /// ([`crate::prerequisites`]); `None`: not looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provides: Option<crate::prerequisites::Provided>,
 }
 
 /// An enabled Velero Schedule.

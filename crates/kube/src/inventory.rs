@@ -8,6 +8,12 @@
 //! PVCs, PVs, StorageClasses, VolumeSnapshotClasses (optional), Pods ─▶ Inventory
 //! ```
 //!
+//! [`provides`] looks, for the prerequisites of backups about to be
+//! restored (the manifests' CRDs and OLM operators), at what the cluster
+//! serves: discovery of those CRDs' API groups and its OLM Subscriptions.
+//! `lifeboat plan` and the restore share it, and the decision
+//! ([`lifeboat_core::prerequisites::missing`]).
+//!
 //! A cluster without the CSI snapshot CRDs (the VolumeSnapshotClass API
 //! answers 404) gives `snapshot_classes: None`; every other failure is an
 //! error, so a plan never reports claims as unprotected because a list
@@ -20,6 +26,8 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::core::GroupVersionKind;
+use kube::discovery::Discovery;
+use lifeboat_core::prerequisites::{self, OLM_GROUP, Olm, Prerequisite, Provided};
 use lifeboat_core::quantity;
 use lifeboat_core::volumes::{
     ClaimInfo, Inventory, PodClaimVolume, PodInfo, SnapshotClassInfo, StorageClassInfo,
@@ -36,6 +44,15 @@ pub enum InventoryError {
     )]
     List {
         what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "could not discover the API groups {groups}: {source}; check that the API server is \
+         reachable"
+    )]
+    Discovery {
+        groups: String,
         #[source]
         source: kube::Error,
     },
@@ -146,6 +163,7 @@ pub async fn inventory(client: &kube::Client) -> Result<Inventory, InventoryErro
             .collect(),
         velero_schedules,
         vms,
+        provides: None,
     })
 }
 
@@ -310,4 +328,91 @@ async fn snapshot_classes(
         }) if s.code == 404 => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// A manifest's prerequisite as planning sees it.
+pub fn prerequisite(p: &lifeboat_store::Prerequisite) -> Prerequisite {
+    Prerequisite {
+        kind: match p.kind {
+            lifeboat_store::PrerequisiteKind::CustomResourceDefinition => {
+                prerequisites::PrerequisiteKind::CustomResourceDefinition
+            }
+            lifeboat_store::PrerequisiteKind::Operator => prerequisites::PrerequisiteKind::Operator,
+        },
+        name: p.name.clone(),
+        namespace: p.namespace.clone(),
+        detail: p.detail.clone(),
+    }
+}
+
+/// What the cluster behind `client` provides of `prerequisites`: the
+/// resources it serves in their CRDs' API groups, and the packages its
+/// OLM Subscriptions subscribe to (when an operator is asked about).
+pub async fn provides(
+    client: &kube::Client,
+    prerequisites: &[Prerequisite],
+) -> Result<Provided, InventoryError> {
+    let groups = prerequisites::groups(prerequisites);
+    if groups.is_empty() {
+        return Ok(Provided::default());
+    }
+    let allow: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let discovery = Discovery::new(client.clone())
+        .filter(&allow)
+        .run()
+        .await
+        .map_err(|source| InventoryError::Discovery {
+            groups: allow.join(", "),
+            source,
+        })?;
+    Ok(provided_by(client, &discovery, &groups).await)
+}
+
+/// [`provides`] with a discovery of (at least) `groups` already run.
+pub(crate) async fn provided_by(
+    client: &kube::Client,
+    discovery: &Discovery,
+    groups: &std::collections::BTreeSet<String>,
+) -> Provided {
+    // Every resource at its most stable version: a group's preferred
+    // version need not serve them all (OLM's preferred version has no
+    // Subscriptions, which are v1alpha1).
+    let resources: Vec<_> = groups
+        .iter()
+        .filter_map(|g| discovery.get(g))
+        .flat_map(|g| g.resources_by_stability())
+        .collect();
+    let subscriptions = groups
+        .contains(OLM_GROUP)
+        .then(|| {
+            resources
+                .iter()
+                .find(|(ar, _)| ar.group == OLM_GROUP && ar.kind == "Subscription")
+        })
+        .flatten()
+        .map(|(ar, _)| ar.clone());
+    let resources = resources
+        .iter()
+        .map(|(ar, _)| format!("{}.{}", ar.plural, ar.group))
+        .collect();
+    let olm = match subscriptions {
+        None => Olm::NotInstalled,
+        Some(ar) => {
+            let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+            match list_all(api, "subscriptions.operators.coreos.com").await {
+                Ok(list) => Olm::Installed {
+                    packages: list
+                        .iter()
+                        .filter_map(|s| s.data.pointer("/spec/name")?.as_str())
+                        .map(str::to_string)
+                        .collect(),
+                },
+                Err(e) => Olm::Unreadable {
+                    error: std::error::Error::source(&e)
+                        .map_or_else(|| e.to_string(), ToString::to_string),
+                },
+            }
+        }
+    };
+    Provided { resources, olm }
 }

@@ -30,7 +30,7 @@ pub const SCC_RESOURCE: &str = "securitycontextconstraints";
 pub const DEFAULT_INTERNAL_REGISTRY: &str =
     lifeboat_core::model::ClusterOpenShift::DEFAULT_INTERNAL_REGISTRY;
 /// The group of OLM's kinds.
-pub const OLM_GROUP: &str = "operators.coreos.com";
+pub use lifeboat_core::prerequisites::OLM_GROUP;
 /// OLM resources excluded from backups by default (recorded as
 /// prerequisites instead: the target installs operators through OLM).
 pub const OLM_RESOURCES: &[&str] = &[

@@ -45,8 +45,8 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Discovery, Scope};
 use lifeboat_core::{ExistingResources, NamespacePattern};
 use lifeboat_store::{
-    LIFEBOAT_VERSION, Prerequisite, PrerequisiteKind, RestoreAction, RestoreCounts, RestoreItem,
-    RestorePhase, RestoreRecord, RestoreSource, RestoredVolume, StoreError, VolumePhase,
+    LIFEBOAT_VERSION, Prerequisite, RestoreAction, RestoreCounts, RestoreItem, RestorePhase,
+    RestoreRecord, RestoreSource, RestoredVolume, StoreError, VolumePhase,
 };
 use serde_json::Value;
 
@@ -1301,7 +1301,8 @@ async fn fill_claims(
 
 /// The backup's prerequisites the target does not provide: CRDs it does
 /// not serve (unless this restore creates them) and operators without a
-/// Subscription (or without OLM at all).
+/// Subscription (or without OLM at all), decided as `lifeboat plan`
+/// decides them ([`lifeboat_core::prerequisites::missing`]).
 async fn missing_prerequisites(
     client: &kube::Client,
     prerequisites: &[Prerequisite],
@@ -1315,79 +1316,22 @@ async fn missing_prerequisites(
         .filter(|p| p.key == "customresourcedefinitions.apiextensions.k8s.io")
         .map(|p| p.name.as_str())
         .collect();
-    let mut groups: BTreeSet<String> = [openshift::OLM_GROUP.to_string()].into();
-    for p in prerequisites {
-        if p.kind == PrerequisiteKind::CustomResourceDefinition
-            && let Some((_, g)) = p.name.split_once('.')
-        {
-            groups.insert(g.to_string());
-        }
-    }
+    let prerequisites: Vec<_> = prerequisites
+        .iter()
+        .map(crate::inventory::prerequisite)
+        .collect();
+    let groups = lifeboat_core::prerequisites::groups(&prerequisites);
     let allow: Vec<&str> = groups.iter().map(String::as_str).collect();
     let discovery = retry_discovery(client, &allow).await?;
-    let served = |plural: &str, group: &str| {
-        discovery.get(group).is_some_and(|g| {
-            g.recommended_resources()
-                .iter()
-                .any(|(ar, _)| ar.plural == plural)
+    let provided = crate::inventory::provided_by(client, &discovery, &groups).await;
+    Ok(
+        lifeboat_core::prerequisites::missing(&prerequisites, &provided, |n| {
+            restored_crds.contains(n)
         })
-    };
-    let mut packages: Option<HashSet<String>> = None;
-    let mut missing = Vec::new();
-    for p in prerequisites {
-        match p.kind {
-            PrerequisiteKind::CustomResourceDefinition => {
-                let Some((plural, group)) = p.name.split_once('.') else {
-                    continue;
-                };
-                if !served(plural, group) && !restored_crds.contains(p.name.as_str()) {
-                    missing.push(format!(
-                        "{p}: the target does not serve it and this restore does not create it;                          install the CRD (or the operator that owns it) first"
-                    ));
-                }
-            }
-            PrerequisiteKind::Operator => {
-                let Some((ar, _)) = discovery
-                    .get(openshift::OLM_GROUP)
-                    .and_then(|g| g.recommended_kind("Subscription"))
-                else {
-                    missing.push(format!(
-                        "{p}: OLM (operators.coreos.com) is not installed on the target;                          install OLM and the operator first"
-                    ));
-                    continue;
-                };
-                if packages.is_none() {
-                    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-                    let lp = kube::api::ListParams::default();
-                    let names = match with_retry(|| api.list(&lp)).await {
-                        Ok(list) => list
-                            .items
-                            .iter()
-                            .filter_map(|s| {
-                                s.data
-                                    .pointer("/spec/name")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string)
-                            })
-                            .collect(),
-                        Err(e) => {
-                            missing.push(format!(
-                                "{p}: could not list the target's Subscriptions ({e}); check                                  that the operator is installed"
-                            ));
-                            continue;
-                        }
-                    };
-                    packages = Some(names);
-                }
-                if !packages.as_ref().is_some_and(|n| n.contains(&p.name)) {
-                    missing.push(format!(
-                        "{p}: no Subscription to it on the target; install the operator                          through OLM first"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(missing)
+        .into_iter()
+        .map(|m| m.message)
+        .collect(),
+    )
 }
 
 /// `(group, kind)` a CRD object defines.

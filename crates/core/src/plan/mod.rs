@@ -40,6 +40,10 @@
 //!   running restore explains was interrupted and is marked failed, never
 //!   re-run. Otherwise its source backup is resolved (`latest`, with
 //!   `notAfter`, or by name) and restored, or the request waits.
+//! - **Prerequisites.** For a restore that runs now, with what the cluster
+//!   provides in [`Inventory::provides`], the CRDs and operators its
+//!   backup needs that the cluster lacks ([`crate::prerequisites`]); they
+//!   are warnings on the restore, never a reason not to run it.
 //! - **Volumes.** With a cluster inventory in [`Observed::inventory`], each
 //!   policy's facts say how each selected bound claim is protected, or why
 //!   it is not ([`crate::volumes::decide`]); without one, "not evaluated".
@@ -62,6 +66,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration::Duration;
 use crate::load::PolicySet;
 use crate::model::{AccessMode, BackupPolicy, RestoreRequest, Retention, StorageLocation};
+use crate::prerequisites::{Missing, Prerequisite};
 use crate::retention::{self, Candidate, FAILED_HISTORY};
 use crate::schedule::{self, Schedule};
 use crate::volumes::{Inventory, VolumeDecision};
@@ -220,6 +225,10 @@ pub struct ObservedBackup {
     /// Its volume data, for reports.
     #[serde(default, skip_serializing_if = "VolumeTotals::is_empty")]
     pub volumes: VolumeTotals,
+    /// What a target must provide to restore it (the manifest's
+    /// `prerequisites`: CRDs, operators).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prerequisites: Vec<Prerequisite>,
 }
 
 /// A backup's volume data: claims carried, claims failed, bytes.
@@ -778,6 +787,13 @@ pub struct RestoreFacts {
     /// against.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rto: Option<Duration>,
+    /// For a restore that runs now: the prerequisites of its backup (CRDs,
+    /// operators) that the target (this cluster) lacks and the restore does
+    /// not create, each saying what to install ([`crate::prerequisites`]).
+    /// `None`: not evaluated (no view of the cluster, or no restore runs;
+    /// absent from JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_prerequisites: Option<Vec<Missing>>,
 }
 
 /// Where a RestoreRequest stands.
@@ -1475,15 +1491,50 @@ impl<'a> Planner<'a> {
                 .set
                 .policies
                 .iter()
-                .find(|p| p.doc.metadata.name == request.spec.source.policy)
+                .find(|p| request.spec.source.policy.as_deref() == Some(p.doc.metadata.name.as_str()))
                 .and_then(|p| p.doc.spec.objectives.rto);
+            let missing_prerequisites = if state == RestoreFactState::Pending {
+                self.missing_prerequisites(name, request)
+            } else {
+                None
+            };
             self.restores.push(RestoreFacts {
                 request: name.to_string(),
                 state,
                 message,
                 rto,
+                missing_prerequisites,
             });
         }
+    }
+
+    /// The prerequisites the backup that request `name` restores now needs
+    /// and this cluster lacks; `None` without a view of the cluster (or
+    /// of the backup).
+    fn missing_prerequisites(&self, name: &str, request: &RestoreRequest) -> Option<Vec<Missing>> {
+        let provided = self.observed.inventory.as_ref()?.provides.as_ref()?;
+        let (location, backup) = self.actions.iter().rev().find_map(|a| match a {
+            Action::Restore {
+                request: r,
+                location,
+                backup,
+                ..
+            } if r == name => Some((location.as_str(), backup.as_str())),
+            _ => None,
+        })?;
+        let source = &request.spec.source;
+        let found =
+            self.observed.backups.iter().find(|b| {
+                b.location == location
+                    && source.cluster.as_deref() == Some(b.cluster.as_str())
+                    && b.name == backup
+            })?;
+        let restores_crds = crate::prerequisites::restores_crds(&request.spec);
+        Some(crate::prerequisites::missing(
+            &found.prerequisites,
+            provided,
+            |_| restores_crds,
+        ))
     }
 
     fn restore(

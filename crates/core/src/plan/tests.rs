@@ -123,6 +123,7 @@ fn backup_in(
         signature: SignatureStatus::Unsigned,
         signature_detail: None,
         volumes: VolumeTotals::default(),
+        prerequisites: Vec::new(),
     }
 }
 
@@ -946,9 +947,121 @@ fn restores(
             state,
             message: message.into(),
             rto: None,
+            missing_prerequisites: None,
         }]
     );
 }
+
+/// A restore that runs now lists the prerequisites of its backup the
+/// planning cluster lacks (from the inventory), and only then.
+#[test]
+fn a_pending_restore_lists_the_prerequisites_its_target_lacks() {
+    use crate::prerequisites::{MissingReason, Olm, Prerequisite, PrerequisiteKind, Provided};
+    use crate::volumes::Inventory;
+    let set = world(
+        &[Pol {
+            clusters: "{names: [src]}",
+            ..policy("web")
+        }],
+        &[
+            // A restore of some namespaces leaves the backup's CRDs out.
+            format!(
+                "{}  include: {{namespaces: [web]}}\n",
+                restore("r", "{cluster: src, policy: web}", C, false)
+            ),
+            // A restore of everything creates them.
+            restore("all", "{cluster: src, policy: web}", C, false),
+            restore("elsewhere", "{cluster: src, policy: web}", "dr", false),
+        ],
+    );
+    let crd = Prerequisite {
+        kind: PrerequisiteKind::CustomResourceDefinition,
+        name: "widgets.example.com".into(),
+        namespace: None,
+        detail: None,
+    };
+    let etcd = Prerequisite {
+        kind: PrerequisiteKind::Operator,
+        name: "etcd".into(),
+        namespace: Some("web".into()),
+        detail: Some("channel singlenamespace-alpha, catalog source community-operators".into()),
+    };
+    let mut backups = source_backups();
+    for b in &mut backups {
+        b.prerequisites = vec![crd.clone(), etcd.clone()];
+    }
+    let now = "2026-01-10T12:00:00Z";
+    let missing = |plan: &Plan, request: &str| {
+        plan.restores
+            .iter()
+            .find(|r| r.request == request)
+            .unwrap()
+            .missing_prerequisites
+            .clone()
+    };
+
+    // No view of the cluster: not evaluated.
+    let plan = run(&set, &observed(backups.clone()), now);
+    assert_eq!(missing(&plan, "r"), None);
+
+    // A cluster without the CRD nor OLM.
+    let mut obs = observed(backups.clone());
+    obs.inventory = Some(Inventory {
+        provides: Some(Provided::default()),
+        ..Default::default()
+    });
+    let plan = run(&set, &obs, now);
+    let r = missing(&plan, "r").unwrap();
+    let what: Vec<(&str, &MissingReason)> = r
+        .iter()
+        .map(|m| (m.prerequisite.name.as_str(), &m.reason))
+        .collect();
+    assert_eq!(
+        what,
+        [
+            ("widgets.example.com", &MissingReason::NotServed),
+            ("etcd", &MissingReason::NoOlm),
+        ]
+    );
+    assert!(r[0].message.contains("install the CRD"), "{}", r[0].message);
+    // The restore of everything brings the CRD, not the operator.
+    let all = missing(&plan, "all").unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].prerequisite, etcd);
+    // Not for this cluster: nothing said.
+    assert_eq!(missing(&plan, "elsewhere"), None);
+    // Prerequisites never change what is done.
+    assert_eq!(
+        plan.actions,
+        run(&set, &observed(backups.clone()), now).actions
+    );
+
+    // With the CRD served and the operator subscribed: nothing missing.
+    obs.inventory = Some(Inventory {
+        provides: Some(Provided {
+            resources: ["widgets.example.com".to_string()].into(),
+            olm: Olm::Installed {
+                packages: ["etcd".to_string()].into(),
+            },
+        }),
+        ..Default::default()
+    });
+    let plan = run(&set, &obs, now);
+    assert_eq!(missing(&plan, "r"), Some(vec![]));
+
+    // A finished restore is not evaluated again.
+    obs.restores = vec![record("r", RestoreState::Completed)];
+    obs.inventory = Some(Inventory {
+        provides: Some(Provided::default()),
+        ..Default::default()
+    });
+    let plan = run(&set, &obs, now);
+    assert_eq!(missing(&plan, "r"), None);
+    // And what is asked for on the cluster covers the pending ones only.
+    let asked = crate::prerequisites::asked(&set, &obs, C);
+    assert_eq!(asked, [crd, etcd]);
+}
+
 
 fn velero_backup(name: &str, phase: &str, started: &str) -> ObservedVeleroBackup {
     ObservedVeleroBackup {
@@ -1029,6 +1142,8 @@ fn velero_restores(
             request: "r".into(),
             state,
             message: message.into(),
+            rto: None,
+            missing_prerequisites: None,
         }]
     );
 }

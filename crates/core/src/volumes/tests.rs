@@ -97,6 +97,7 @@ fn cluster() -> Inventory {
         snapshot_classes: Some(vec![class("csi-hostpath-snapclass", HOSTPATH)]),
         velero_schedules: Vec::new(),
         vms: Vec::new(),
+        provides: None,
         pods: vec![pod(
             "shop",
             "web",
