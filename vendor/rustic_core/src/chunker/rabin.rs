@@ -1,15 +1,21 @@
-use std::io::{self, Read};
+use std::{
+    io::{self, Read},
+    sync::{Arc, Mutex},
+};
 
 use rand::{RngExt, rng};
-use rustic_cdc::{Polynom, Polynom64, Rabin64, RollingHash64};
+use rustic_cdc::{Polynom, Polynom64, Rabin64};
 
 use crate::error::{ErrorKind, RusticError, RusticResult};
 
 pub(super) mod constants {
     /// The size of a kilobyte.
     pub(super) const KB: usize = 1024;
-    /// Buffer size used for reading - TODO: Find out optimal size for best performance!
-    pub(super) const BUF_SIZE: usize = 4 * KB;
+    /// Buffer size used for reading past a chunk's minimum size (lifeboat
+    /// patch: was 4 KiB). Allocated only for files that get that far.
+    pub(super) const BUF_SIZE: usize = 256 * KB;
+    /// Size of the rolling hash's window (restic: 64 bytes).
+    pub(super) const WINDOW_SIZE: usize = 64;
     /// Random polynomial maximum tries.
     pub(super) const RAND_POLY_MAX_TRIES: i32 = 1_000_000;
 }
@@ -41,6 +47,41 @@ pub(crate) fn check_rabin_params(
     Ok(())
 }
 
+/// The precalculated tables of [`Rabin64`] for one polynomial, computed with
+/// `rustic_cdc`'s own functions so the hash is the same (lifeboat patch).
+#[derive(Debug)]
+pub(crate) struct RabinTables {
+    /// Removes the byte that slides out of the window.
+    out_table: [Polynom64; 256],
+    /// Reduces the hash modulo the polynomial.
+    mod_table: [Polynom64; 256],
+    /// The polynomial's degree minus 8.
+    polynom_shift: i32,
+}
+
+impl RabinTables {
+    /// Returns the tables for `poly`, computed once per process for the last
+    /// polynomial asked for (a repository has one; computing them costs
+    /// about as much as hashing 100 KiB, which is paid for every file
+    /// otherwise).
+    pub(crate) fn for_polynom(poly: Polynom64) -> Arc<Self> {
+        static LAST: Mutex<Option<(Polynom64, Arc<RabinTables>)>> = Mutex::new(None);
+        let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((p, tables)) = last.as_ref()
+            && *p == poly
+        {
+            return Arc::clone(tables);
+        }
+        let tables = Arc::new(Self {
+            out_table: Rabin64::calculate_out_table(constants::WINDOW_SIZE, &poly),
+            mod_table: Rabin64::calculate_mod_table(&poly),
+            polynom_shift: poly.degree() - 8,
+        });
+        *last = Some((poly, Arc::clone(&tables)));
+        tables
+    }
+}
+
 /// `ChunkIter` is an iterator that chunks data.
 pub(crate) struct ChunkIter<R: Read + Send> {
     /// The buffer used for reading.
@@ -55,8 +96,12 @@ pub(crate) struct ChunkIter<R: Read + Send> {
     /// The split mask used to determine if a chunk is a chunk boundary.
     split_mask: u64,
 
-    /// The rolling hash.
-    rabin: Rabin64,
+    /// The rolling hash's tables (built when a file first reaches a chunk's
+    /// minimum size; smaller files never need them).
+    tables: Option<Arc<RabinTables>>,
+
+    /// The polynomial of the rolling hash.
+    poly: Polynom64,
 
     /// The size hint is used to optimize memory allocation; this should be an upper bound on the size.
     size_hint: usize,
@@ -78,9 +123,9 @@ impl<R: Read + Send> ChunkIter<R> {
     ///
     /// * `reader` - The reader to read from.
     /// * `size_hint` - The size hint is used to optimize memory allocation; this should be an upper bound on the size.
-    /// * `rabin` - The rolling hash.
+    /// * `poly` - The polynomial of the rolling hash (window of 64 bytes).
     pub(crate) fn new(
-        rabin: Rabin64,
+        poly: Polynom64,
         chunk_size: usize,
         chunk_min_size: usize,
         chunk_max_size: usize,
@@ -91,11 +136,12 @@ impl<R: Read + Send> ChunkIter<R> {
         let chunk_size: u64 = chunk_size.try_into().unwrap();
         let split_mask: u64 = chunk_size - 1;
         Ok(Self {
-            buf: vec![0; constants::BUF_SIZE],
-            pos: constants::BUF_SIZE,
+            buf: Vec::new(),
+            pos: 0,
             reader,
             split_mask,
-            rabin,
+            tables: None,
+            poly,
             size_hint, // size hint is used to optimize memory allocation; this should be an upper bound on the size
             min_size: chunk_min_size,
             max_size: chunk_max_size,
@@ -112,56 +158,84 @@ impl<R: Read + Send> Iterator for ChunkIter<R> {
             return None;
         }
 
-        let mut min_size = self.min_size;
-        let mut vec = Vec::with_capacity(self.size_hint.min(min_size));
+        // Lifeboat patch: the bytes past the minimum size are scanned as a
+        // slice with the hash state in locals, and appended run by run,
+        // instead of being pushed and slid one at a time through `Rabin64`.
+        // The boundaries are those of the loop this replaces (see
+        // LIFEBOAT-PATCH.md), including its prefill of 63 window bytes.
+        let min_size = self.min_size;
+        // Room for a chunk of average size without growing (the original
+        // reserved only the minimum size).
+        let mut vec = Vec::with_capacity(
+            self.size_hint
+                .min(self.min_size.saturating_add(self.split_mask as usize + 1)),
+        );
 
         // check if some bytes exist in the buffer and if yes, use them
-        let open_buf_len = self.buf.len() - self.pos;
-        if open_buf_len > 0 {
-            vec.resize(open_buf_len, 0);
-            vec.copy_from_slice(&self.buf[self.pos..]);
-            self.pos = self.buf.len();
-            min_size -= open_buf_len;
-        }
+        let from_buf = (self.buf.len() - self.pos).min(min_size);
+        vec.extend_from_slice(&self.buf[self.pos..self.pos + from_buf]);
+        self.pos += from_buf;
+        let missing = min_size - from_buf;
 
-        let size = match (&mut self.reader)
-            .take(min_size as u64)
-            .read_to_end(&mut vec)
-        {
-            Ok(size) => size,
-            Err(err) => {
-                return Some(Err(RusticError::with_source(
-                    ErrorKind::InputOutput,
-                    "Failed to read from reader in iterator",
-                    err,
-                )));
+        if missing > 0 {
+            let size = match (&mut self.reader)
+                .take(missing as u64)
+                .read_to_end(&mut vec)
+            {
+                Ok(size) => size,
+                Err(err) => {
+                    return Some(Err(RusticError::with_source(
+                        ErrorKind::InputOutput,
+                        "Failed to read from reader in iterator",
+                        err,
+                    )));
+                }
+            };
+
+            // If self.min_size is not reached, we are done.
+            if size < missing {
+                self.finished = true;
+                return if vec.is_empty() { None } else { Some(Ok(vec)) };
             }
-        };
-
-        // If self.min_size is not reached, we are done.
-        // Note that the read data is of size size + open_buf_len and self.min_size = minsize + open_buf_len
-        if size < min_size {
-            self.finished = true;
-            vec.truncate(size + open_buf_len);
-            return if vec.is_empty() { None } else { Some(Ok(vec)) };
         }
 
-        _ = self
-            .rabin
-            .reset_and_prefill_window(&mut vec[vec.len() - 64..vec.len()].iter().copied());
+        let tables = Arc::clone(
+            self.tables
+                .get_or_insert_with(|| RabinTables::for_polynom(self.poly)),
+        );
+        let (out_table, mod_table) = (&tables.out_table, &tables.mod_table);
+        let shift = tables.polynom_shift;
+        let split_mask = self.split_mask;
+
+        // As `Rabin64::reset_and_prefill_window` with the 64 last bytes:
+        // it slides in the first 63 of them, leaving the last window slot 0.
+        let mut window = [0u8; constants::WINDOW_SIZE];
+        let mut hash: Polynom64 = 0;
+        let prefill = &vec[vec.len() - constants::WINDOW_SIZE..vec.len() - 1];
+        for (slot, &byte) in window.iter_mut().zip(prefill) {
+            *slot = byte;
+            let mod_index = (hash >> shift) & 255;
+            hash <<= 8;
+            hash |= Polynom64::from(byte);
+            hash ^= mod_table[mod_index as usize];
+        }
+        let mut window_index = constants::WINDOW_SIZE - 1;
 
         loop {
             if vec.len() >= self.max_size {
                 break;
             }
 
-            if (self.rabin.hash & self.split_mask) == 0 {
+            if (hash & split_mask) == 0 {
                 break;
             }
 
             if self.buf.len() == self.pos {
+                self.buf.resize(constants::BUF_SIZE, 0);
                 match self.reader.read(&mut self.buf[..]) {
                     Ok(0) => {
+                        self.buf.clear();
+                        self.pos = 0;
                         self.finished = true;
                         break;
                     }
@@ -170,8 +244,14 @@ impl<R: Read + Send> Iterator for ChunkIter<R> {
                         self.buf.truncate(size);
                     }
 
-                    Err(ref e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(ref e) if e.kind() == io::ErrorKind::Interrupted => {
+                        self.buf.clear();
+                        self.pos = 0;
+                        continue;
+                    }
                     Err(err) => {
+                        self.buf.clear();
+                        self.pos = 0;
                         return Some(Err(RusticError::with_source(
                             ErrorKind::InputOutput,
                             "Failed to read from reader in iterator",
@@ -181,10 +261,27 @@ impl<R: Read + Send> Iterator for ChunkIter<R> {
                 }
             }
 
-            let byte = self.buf[self.pos];
-            vec.push(byte);
-            self.pos += 1;
-            self.rabin.slide(byte);
+            // Scan at most up to the maximum chunk size; stop after the
+            // first byte whose hash is a boundary.
+            let take = (self.buf.len() - self.pos).min(self.max_size - vec.len());
+            let run = &self.buf[self.pos..self.pos + take];
+            let mut used = run.len();
+            for (i, &byte) in run.iter().enumerate() {
+                let out_value = window[window_index];
+                hash ^= out_table[out_value as usize];
+                window[window_index] = byte;
+                let mod_index = (hash >> shift) & 255;
+                hash <<= 8;
+                hash |= Polynom64::from(byte);
+                hash ^= mod_table[mod_index as usize];
+                window_index = (window_index + 1) & (constants::WINDOW_SIZE - 1);
+                if (hash & split_mask) == 0 {
+                    used = i + 1;
+                    break;
+                }
+            }
+            vec.extend_from_slice(&run[..used]);
+            self.pos += used;
         }
         self.size_hint = self.size_hint.saturating_sub(vec.len()); // size_hint can be too small!
         Some(Ok(vec))
@@ -334,8 +431,7 @@ mod tests {
 
     fn chunker<R: Read + Send>(reader: R, size_hint: usize) -> ChunkIter<R> {
         let poly = 0x003D_A335_8B4D_C173;
-        let rabin = Rabin64::new_with_polynom(6, &poly);
-        ChunkIter::new(rabin, SIZE, MIN_SIZE, MAX_SIZE, reader, size_hint).unwrap()
+        ChunkIter::new(poly, SIZE, MIN_SIZE, MAX_SIZE, reader, size_hint).unwrap()
     }
 
     #[test]
