@@ -99,8 +99,8 @@ async fn backup_cuts_chunks_where_rustic_0_13_does() -> Result<(), Box<dyn std::
         ..Default::default()
     })
     .await?;
-    let v = VolumeRepo::open_or_create(&location, "local", "c1", "ns", &MemoryKeyCache::new())
-        .await?;
+    let v =
+        VolumeRepo::open_or_create(&location, "local", "c1", "ns", &MemoryKeyCache::new()).await?;
     let config = v.config().await?;
     let poly = config.poly()?;
     let (avg, min, max) = (
@@ -108,7 +108,11 @@ async fn backup_cuts_chunks_where_rustic_0_13_does() -> Result<(), Box<dyn std::
         config.chunk_min_size(),
         config.chunk_max_size(),
     );
-    assert_eq!((avg, min, max), (1 << 20, 512 << 10, 8 << 20), "restic's defaults");
+    assert_eq!(
+        (avg, min, max),
+        (1 << 20, 512 << 10, 8 << 20),
+        "restic's defaults"
+    );
     let chunks = |data: &[u8]| reference_chunks(data, poly, avg, min, max);
 
     // A 64-byte pattern repeated never cuts when none of its windows (and
@@ -128,7 +132,11 @@ async fn backup_cuts_chunks_where_rustic_0_13_does() -> Result<(), Box<dyn std::
     assert_eq!(chunks(&at_boundary), lens[..3]);
     let mixed = [random(9, 3 << 20), vec![0; 3 << 20], random(10, 5 << 20)].concat();
     let prefill = prefill_cut(poly, min, mask_bits(avg));
-    assert_eq!(chunks(&prefill)[0], min, "the 63 primed bytes alone make the cut");
+    assert_eq!(
+        chunks(&prefill)[0],
+        min,
+        "the 63 primed bytes alone make the cut"
+    );
 
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("random.bin", random_data),
@@ -168,9 +176,10 @@ async fn backup_cuts_chunks_where_rustic_0_13_does() -> Result<(), Box<dyn std::
     let names: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
     let repo = v.clone();
     let stored = tokio::task::spawn_blocking(move || -> crate::Result<Vec<Vec<String>>> {
-        let rustic = repo.rustic(Control::new())?.to_indexed().map_err(|e| {
-            crate::VolumeError::rustic("index", &e)
-        })?;
+        let rustic = repo
+            .rustic(Control::new())?
+            .to_indexed()
+            .map_err(|e| crate::VolumeError::rustic("index", &e))?;
         let snaps = rustic
             .get_all_snapshots()
             .map_err(|e| crate::VolumeError::rustic("snapshots", &e))?;
