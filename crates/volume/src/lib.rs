@@ -29,6 +29,9 @@ pub mod secret_cache;
 pub mod source;
 pub mod verify;
 
+#[cfg(test)]
+mod chunk_boundaries;
+
 pub use backend::Control;
 pub use error::{Result, VolumeError};
 pub use keys::{FileKeyCache, KeyCache, MemoryKeyCache};
