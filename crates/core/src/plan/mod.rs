@@ -1491,7 +1491,9 @@ impl<'a> Planner<'a> {
                 .set
                 .policies
                 .iter()
-                .find(|p| request.spec.source.policy.as_deref() == Some(p.doc.metadata.name.as_str()))
+                .find(|p| {
+                    request.spec.source.policy.as_deref() == Some(p.doc.metadata.name.as_str())
+                })
                 .and_then(|p| p.doc.spec.objectives.rto);
             let missing_prerequisites = if state == RestoreFactState::Pending {
                 self.missing_prerequisites(name, request)
@@ -1523,12 +1525,11 @@ impl<'a> Planner<'a> {
             _ => None,
         })?;
         let source = &request.spec.source;
-        let found =
-            self.observed.backups.iter().find(|b| {
-                b.location == location
-                    && source.cluster.as_deref() == Some(b.cluster.as_str())
-                    && b.name == backup
-            })?;
+        let found = self.observed.backups.iter().find(|b| {
+            b.location == location
+                && source.cluster.as_deref() == Some(b.cluster.as_str())
+                && b.name == backup
+        })?;
         let restores_crds = crate::prerequisites::restores_crds(&request.spec);
         Some(crate::prerequisites::missing(
             &found.prerequisites,

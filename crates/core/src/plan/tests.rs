@@ -1062,7 +1062,6 @@ fn a_pending_restore_lists_the_prerequisites_its_target_lacks() {
     assert_eq!(asked, [crd, etcd]);
 }
 
-
 fn velero_backup(name: &str, phase: &str, started: &str) -> ObservedVeleroBackup {
     ObservedVeleroBackup {
         location: "oadp".into(),

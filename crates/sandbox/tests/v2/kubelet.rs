@@ -662,7 +662,10 @@ async fn local_volumes_are_mounted_into_the_pod_directory_host_path_ones_are_not
     wait_for(&pods, "both", "Running", running).await;
     let data = sb.data_dir();
     for _ in 0..200 {
-        if data.join("srv/b/f").is_file() && data.join("mnt/disks/a/f").is_file() {
+        // The shell creates each file before it writes the line: wait for
+        // the line, not only the file.
+        let written = |p: &str| std::fs::read(data.join(p)).is_ok_and(|b| b.ends_with(b"\n"));
+        if written("srv/b/f") && written("mnt/disks/a/f") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
