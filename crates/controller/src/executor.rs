@@ -431,19 +431,7 @@ impl Executor {
                 let repository = self.locations.repository(location).map_err(|e| {
                     anyhow::anyhow!("StorageLocation `{location}` is unavailable: {e}")
                 })?;
-                let doc = &set
-                    .restores
-                    .iter()
-                    .find(|r| &r.doc.metadata.name == request)
-                    .ok_or_else(|| anyhow::anyhow!("RestoreRequest `{request}` is not in the set"))?
-                    .doc;
-                let target = set.cluster(&self.cluster).map(|c| &c.doc);
-                let mut options = jobs::restore_options(doc, target)?;
-                options.parallelism = self.options.restore_parallelism;
-                options.transform.openshift = lifeboat_kube::openshift::RestoreConfig::for_clusters(
-                    set.cluster(source_cluster).map(|c| &c.doc.spec),
-                    target.map(|c| &c.spec),
-                );
+                let mut options = self.request_options(set, request, source_cluster)?;
                 if self.options.volume_data
                     && let Some(config) = self.locations.config(location)
                 {
@@ -462,17 +450,9 @@ impl Executor {
                     )
                     .await?;
                 }
-                // What an interrupted run of this request left (mover pods,
-                // their Secrets and claims) goes first; the claims it created
-                // and had not filled are filled again.
+                // What an interrupted run of this request left goes first.
                 if !options.dry_run {
-                    lifeboat_kube::volumes::remove_leftovers(
-                        &self.client,
-                        &self.options.movers.namespace,
-                        lifeboat_kube::volumes::RESTORE_LABEL,
-                        |op| op == request,
-                    )
-                    .await?;
+                    self.remove_restore_leftovers(request).await?;
                 }
                 let job = RestoreJob {
                     request,
@@ -581,6 +561,45 @@ impl Executor {
         }
     }
 
+    /// The options RestoreRequest `request` runs with in this cluster: the
+    /// request's own, this controller's parallelism, and the OpenShift
+    /// rules of its source and target clusters.
+    fn request_options(
+        &self,
+        set: &PolicySet,
+        request: &str,
+        source_cluster: &str,
+    ) -> anyhow::Result<lifeboat_kube::restore::RestoreOptions> {
+        let doc = &set
+            .restores
+            .iter()
+            .find(|r| r.doc.metadata.name == request)
+            .ok_or_else(|| anyhow::anyhow!("RestoreRequest `{request}` is not in the set"))?
+            .doc;
+        let target = set.cluster(&self.cluster).map(|c| &c.doc);
+        let mut options = jobs::restore_options(doc, target)?;
+        options.parallelism = self.options.restore_parallelism;
+        options.transform.openshift = lifeboat_kube::openshift::RestoreConfig::for_clusters(
+            set.cluster(source_cluster).map(|c| &c.doc.spec),
+            target.map(|c| &c.spec),
+        );
+        Ok(options)
+    }
+
+    /// Removes what an interrupted run of `request` left (mover pods, their
+    /// Secrets and claims); the claims it created and had not filled are
+    /// filled again.
+    async fn remove_restore_leftovers(&self, request: &str) -> anyhow::Result<()> {
+        lifeboat_kube::volumes::remove_leftovers(
+            &self.client,
+            &self.options.movers.namespace,
+            lifeboat_kube::volumes::RESTORE_LABEL,
+            |op| op == request,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Runs a RestoreRequest of a Velero backup: the objects (and restic
     /// volume data) read from the Velero location `location`, which is
     /// never written; the record in the lifeboat location `record_location`
@@ -599,19 +618,7 @@ impl Executor {
             .locations
             .velero(location)
             .map_err(|e| anyhow::anyhow!("Velero location `{location}` is unavailable: {e}"))?;
-        let doc = &set
-            .restores
-            .iter()
-            .find(|r| r.doc.metadata.name == request)
-            .ok_or_else(|| anyhow::anyhow!("RestoreRequest `{request}` is not in the set"))?
-            .doc;
-        let target = set.cluster(&self.cluster).map(|c| &c.doc);
-        let mut options = jobs::restore_options(doc, target)?;
-        options.parallelism = self.options.restore_parallelism;
-        options.transform.openshift = lifeboat_kube::openshift::RestoreConfig::for_clusters(
-            set.cluster(source_cluster).map(|c| &c.doc.spec),
-            target.map(|c| &c.spec),
-        );
+        let mut options = self.request_options(set, request, source_cluster)?;
         if self.options.volume_data {
             options.volume_data = volume_data::for_velero_restore(
                 velero,
@@ -624,13 +631,7 @@ impl Executor {
             .await?;
         }
         if !options.dry_run {
-            lifeboat_kube::volumes::remove_leftovers(
-                &self.client,
-                &self.options.movers.namespace,
-                lifeboat_kube::volumes::RESTORE_LABEL,
-                |op| op == request,
-            )
-            .await?;
+            self.remove_restore_leftovers(request).await?;
         }
         let job = RestoreJob {
             request,
