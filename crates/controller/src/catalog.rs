@@ -330,14 +330,19 @@ pub async fn observe(
     Observation { observed, records }
 }
 
-/// The claims a restore filled with their data.
-fn filled(
-    record: &lifeboat_store::RestoreRecord,
-) -> impl Iterator<Item = &lifeboat_store::RestoredVolume> {
-    record
-        .volumes
-        .iter()
-        .filter(|v| v.phase == lifeboat_store::VolumePhase::Completed)
+/// The claims a restore filled with their data, and those it could not.
+fn volume_totals(record: &lifeboat_store::RestoreRecord) -> lifeboat_core::plan::VolumeTotals {
+    let mut totals = lifeboat_core::plan::VolumeTotals::default();
+    for v in &record.volumes {
+        match v.phase {
+            lifeboat_store::VolumePhase::Completed => {
+                totals.completed += 1;
+                totals.bytes += v.bytes;
+            }
+            lifeboat_store::VolumePhase::Failed => totals.failed += 1,
+        }
+    }
+    totals
 }
 
 /// The Velero backups that RestoreRequests of this cluster may restore:
@@ -437,8 +442,7 @@ fn summary(location: &str, cluster: &str, record: &lifeboat_store::RestoreRecord
         skipped: record.counts.skipped,
         failed: record.counts.failed,
         message: record.message.clone(),
-        volumes: filled(record).count() as u64,
-        volume_bytes: filled(record).map(|v| v.bytes).sum(),
+        volumes: volume_totals(record),
         failures: record
             .items
             .iter()

@@ -58,9 +58,8 @@ pub struct RecordSummary {
     pub message: Option<String>,
     /// `resource namespace/name: reason` of failed objects.
     pub failures: Vec<String>,
-    /// Claims filled with data, and their bytes.
-    pub volumes: u64,
-    pub volume_bytes: u64,
+    /// Claims filled with their data (and their bytes), claims that failed.
+    pub volumes: lifeboat_core::plan::VolumeTotals,
     /// The backup's prerequisites (CRDs, operators) the target lacked when
     /// the restore started, each saying what to install.
     pub missing_prerequisites: Vec<String>,
@@ -475,8 +474,8 @@ pub fn render(input: &StatusInput<'_>) -> BTreeMap<String, Vec<u8>> {
                 duration: s.took().map(|d| d.to_string()),
                 rto: r.rto.map(|d| d.to_string()),
                 rto_met: s.rto_met(r.rto),
-                volumes: s.volumes,
-                volume_bytes: s.volume_bytes,
+                volumes: u64::from(s.volumes.completed),
+                volume_bytes: s.volumes.bytes,
                 created: s.created,
                 updated: s.updated,
                 skipped: s.skipped,
@@ -643,10 +642,8 @@ fn readme(input: &StatusInput<'_>) -> String {
                         s.skipped,
                         s.failed
                     );
-                    if s.volumes > 0 {
-                        let n = s.volumes;
-                        let plural = if n == 1 { "" } else { "s" };
-                        let _ = write!(cell, ", {n} volume{plural} ({})", size(s.volume_bytes));
+                    if let Some(volumes) = volumes_cell(&s.volumes) {
+                        let _ = write!(cell, ", {volumes}");
                     }
                     if let Some(took) = s.took() {
                         let _ = write!(cell, ", in {}", human(took.to_signed()));
