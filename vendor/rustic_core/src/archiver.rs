@@ -13,7 +13,9 @@ use pariter::IteratorExt;
 use crate::{
     Progress,
     archiver::{
-        file_archiver::FileArchiver, parent::Parent, tree::TreeIterator,
+        file_archiver::FileArchiver,
+        parent::{Parent, ParentResult},
+        tree::{TreeIterator, TreeType},
         tree_archiver::TreeArchiver,
     },
     backend::{ReadSource, ReadSourceEntry, decrypt::DecryptFullBackend},
@@ -25,6 +27,42 @@ use crate::{
     },
     repofile::{configfile::ConfigFile, snapshotfile::SnapshotFile},
 };
+
+/// lifeboat patch: groups consecutive items into batches that end once
+/// their `weight` reaches `max_weight` or they hold `max_len` items.
+fn batches<I: Iterator>(
+    mut iter: I,
+    weight: impl Fn(&I::Item) -> u64,
+    max_weight: u64,
+    max_len: usize,
+) -> impl Iterator<Item = Vec<I::Item>> {
+    std::iter::from_fn(move || {
+        let mut batch = Vec::new();
+        let mut total = 0;
+        for item in iter.by_ref() {
+            total += weight(&item);
+            batch.push(item);
+            if total >= max_weight || batch.len() >= max_len {
+                break;
+            }
+        }
+        (!batch.is_empty()).then_some(batch)
+    })
+}
+
+/// lifeboat patch: [`batches`] as a method.
+trait Batched: Iterator + Sized {
+    fn batched(
+        self,
+        weight: impl Fn(&Self::Item) -> u64,
+        max_weight: u64,
+        max_len: usize,
+    ) -> impl Iterator<Item = Vec<Self::Item>> {
+        batches(self, weight, max_weight, max_len)
+    }
+}
+
+impl<I: Iterator> Batched for I {}
 
 #[derive(thiserror::Error, Debug, displaydoc::Display)]
 /// Tree stack empty
@@ -150,8 +188,15 @@ impl<'a, BE: DecryptFullBackend, I: ReadGlobalIndex> Archiver<'a, BE, I> {
                 }
             });
 
+            // lifeboat patch: the walk runs in its own thread, handing over
+            // entries 256 at a time, beside the thread that matches them
+            // with the parent snapshot (both are serial; on a tree of small
+            // files each is a large part of an incremental backup).
+            let entries = batches(src.entries(), |_| 0, 1, 256)
+                .readahead_scoped_custom(s, |b| b.buffer_size(4))
+                .flatten();
             // filter out errors and handle as_path
-            let iter = src.entries().filter_map(|item| match item {
+            let iter = entries.filter_map(|item| match item {
                 Err(err) => {
                     warn!("ignoring error: {}", err.display_log());
                     None
@@ -192,8 +237,35 @@ impl<'a, BE: DecryptFullBackend, I: ReadGlobalIndex> Archiver<'a, BE, I> {
                 },
             )
             // archive files in parallel
-            .parallel_map_scoped(s, |item| self.file_archiver.process(item, p))
-            .readahead_scoped(s)
+            // lifeboat patch: the workers take consecutive items in batches
+            // of up to 128, or of about 4 MiB of file data to read (files
+            // unchanged since the parent count as nothing), instead of one
+            // item per thread switch: on a tree of small files the hand-over
+            // cost more than the work.
+            .batched(
+                |item| match item {
+                    TreeType::Other((_, node, (_, parent)))
+                        if node.is_file() && !matches!(parent, ParentResult::Matched(())) =>
+                    {
+                        node.meta.size + 4096
+                    }
+                    _ => 0,
+                },
+                4 << 20,
+                128,
+            )
+            .parallel_map_scoped_custom(
+                s,
+                |b| b.buffer_size(8),
+                |batch: Vec<_>| {
+                    batch
+                        .into_iter()
+                        .map(|item| self.file_archiver.process(item, p))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .readahead_scoped_custom(s, |b| b.buffer_size(8))
+            .flatten()
             .filter_map(|item| match item {
                 Ok(item) => Some(item),
                 Err(err) => {

@@ -1,11 +1,46 @@
-use std::{num::NonZeroU32, sync::Arc};
+use std::{cell::RefCell, num::NonZeroU32, sync::Arc};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, bounded};
 use rayon::{prelude::*, spawn};
-use zstd::stream::{copy_encode, decode_all, encode_all};
+use zstd::stream::{copy_encode, decode_all};
 
 pub use zstd::compression_level_range;
+
+// lifeboat patch: one zstd context per thread instead of one per blob.
+// `encode_all`/`decode_all` build a streaming context for every call and
+// size its tables for an unknown input; for a backup of many small files
+// creating and clearing those contexts cost more than compressing.
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// Compresses `data` into one zstd frame with this thread's context.
+fn compress_blob(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(l, _)| *l != level) {
+            *cell = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, compressor) = cell.as_mut().expect("set above");
+        compressor.compress(data)
+    })
+}
+
+/// Decompresses one zstd frame of at most `len` bytes with this thread's
+/// context.
+fn decompress_blob(data: &[u8], len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Decompressor::new()?);
+        }
+        cell.as_mut().expect("set above").decompress(data, len)
+    })
+}
 
 use crate::{
     BytesList, Progress,
@@ -75,7 +110,7 @@ pub trait DecryptReadBackend: ReadBackend + Clone + 'static {
     ) -> RusticResult<Bytes> {
         let mut data = self.decrypt(data)?;
         if let Some(length) = uncompressed_length {
-            data = decode_all(&*data).map_err(|err| {
+            data = decompress_blob(&data, length.get() as usize).map_err(|err| {
                 RusticError::with_source(
                     ErrorKind::Internal,
                     "Failed to decode zstd compressed data. The data may be corrupted.",
@@ -491,7 +526,7 @@ impl<C: CryptoKey> DecryptBackend<C> {
             // compress if requested
             Some(level) => (
                 self.key
-                    .encrypt_data(&encode_all(data, level).map_err(|err| {
+                    .encrypt_data(&compress_blob(data, level).map_err(|err| {
                         RusticError::with_source(
                             ErrorKind::Internal,
                             "Failed to encode zstd compressed data. The data may be corrupted.",

@@ -12,6 +12,11 @@ use jiff::Timestamp;
 use log::warn;
 use pariter::IteratorExt;
 
+/// lifeboat patch: blobs queued between two stages of the packer. Blobs
+/// are at most the maximum chunk size (8 MiB by default), so the queues
+/// bound what they hold.
+const PIPELINE_DEPTH: usize = 8;
+
 use crate::{
     Progress,
     backend::{
@@ -247,7 +252,10 @@ impl<BE: DecryptWriteBackend> Packer<BE> {
             pack_sizer,
         )));
 
-        let (tx, rx) = bounded(0);
+        // lifeboat patch: queues of a few blobs between the stages instead
+        // of rendezvous channels, so a stage hands over blobs without a
+        // thread switch per blob (one per small file in a backup of many).
+        let (tx, rx) = bounded(PIPELINE_DEPTH);
         let (finish_tx, finish_rx) = bounded::<RusticResult<PackerStats>>(0);
         let packer = Self {
             raw_packer: raw_packer.clone(),
@@ -260,16 +268,16 @@ impl<BE: DecryptWriteBackend> Packer<BE> {
             scope(|scope| {
                 let status = rx
                     .into_iter()
-                    .readahead_scoped(scope)
+                    .readahead_scoped_custom(scope, |b| b.buffer_size(PIPELINE_DEPTH))
                     // early check if id is already contained
                     .filter(|(_, id)| !indexer.read().unwrap().has(id))
                     .filter(|(_, id)| !raw_packer.read().unwrap().has(id))
-                    .readahead_scoped(scope)
+                    .readahead_scoped_custom(scope, |b| b.buffer_size(PIPELINE_DEPTH))
                     .parallel_map_scoped(scope, |(data, id): (Bytes, BlobId)| {
                         let (data, data_len, uncompressed_length) = be.process_data(&data)?;
                         Ok((data, id, u64::from(data_len), uncompressed_length))
                     })
-                    .readahead_scoped(scope)
+                    .readahead_scoped_custom(scope, |b| b.buffer_size(PIPELINE_DEPTH))
                     // check again if id is already contained
                     // TODO: We may still save duplicate blobs - the indexer is only updated when the packfile write has completed
                     .filter(|res| {
@@ -551,6 +559,10 @@ pub(crate) struct BasicPacker {
     pack_sizer: PackSizer,
     /// The packer stats
     stats: PackerStats,
+    /// lifeboat patch: the ids in `index`, so that `has` is not a linear
+    /// scan of a pack that can hold 10,000 blobs (quadratic for many small
+    /// files).
+    ids: std::collections::HashSet<BlobId>,
 }
 
 impl BasicPacker {
@@ -570,6 +582,7 @@ impl BasicPacker {
             index: IndexPack::default(),
             pack_sizer,
             stats: PackerStats::default(),
+            ids: std::collections::HashSet::new(),
         }
     }
 
@@ -651,6 +664,7 @@ impl BasicPacker {
 
         self.index
             .add(*id, self.blob_type, offset, len, uncompressed_length);
+        _ = self.ids.insert(*id);
         self.count += 1;
 
         Ok(())
@@ -750,6 +764,7 @@ impl BasicPacker {
         self.pack_sizer.add_size(self.index.pack_size());
         self.count = 0;
         self.created = SystemTime::now();
+        self.ids.clear();
         (
             std::mem::take(&mut self.file),
             std::mem::take(&mut self.index),
@@ -761,7 +776,7 @@ impl BasicPacker {
     }
 
     pub fn has(&self, id: &BlobId) -> bool {
-        self.index.blobs.iter().any(|b| &b.id == id)
+        self.ids.contains(id)
     }
 }
 
