@@ -383,6 +383,15 @@ impl VolumeRepo {
         let watch = Arc::new(Watch::default());
         let result = match req.kind {
             VolumeKind::Filesystem => {
+                // An incremental backup's progress totals are its parent's:
+                // the size scan is a second walk of the whole volume, which
+                // on a tree of small files costs as much as the backup.
+                if let Some(totals) = parent_totals(&rustic, &self.snapshot_host(), &path) {
+                    opts.no_scan = true;
+                    watch.files_total.store(totals.0, Ordering::Relaxed);
+                    watch.bytes_total.store(totals.1, Ordering::Relaxed);
+                    counters.bytes_total.store(totals.1, Ordering::Relaxed);
+                }
                 let mut save = LocalSourceSaveOptions::default();
                 save.set_blockdev = None;
                 let filter = LocalSourceFilterOptions::default();
@@ -786,6 +795,21 @@ fn apply_root_note(dest: &Path, note: &VolumeNote, progress: &RestoreProgress) {
 }
 
 /// Runs `f` while a thread copies the source's file counts into `counters`.
+/// Files and bytes of the newest snapshot of `path` from `host` (the
+/// parent the backup will use), if there is one.
+fn parent_totals<S: rustic_core::Open>(
+    rustic: &rustic_core::Repository<S>,
+    host: &str,
+    path: &str,
+) -> Option<(u64, u64)> {
+    let snaps = rustic
+        .get_matching_snapshots(|s| s.hostname == host && s.paths.iter().any(|p| p == path))
+        .ok()?;
+    let parent = snaps.iter().max_by(|a, b| a.time.cmp(&b.time))?;
+    let summary = parent.summary.as_ref()?;
+    Some((summary.total_files_processed, summary.total_bytes_processed))
+}
+
 fn with_file_counts<T>(watch: &Arc<Watch>, counters: &Arc<Counters>, f: impl FnOnce() -> T) -> T {
     let done = std::sync::atomic::AtomicBool::new(false);
     let copy = || {

@@ -100,6 +100,18 @@ async fn every_file_kind_round_trips_incrementally_and_restic_reads_it() -> Test
     let v = VolumeRepo::open_or_create(&location, "local", "prod", "shop", &cache).await?;
     let config = v.config().await?;
     assert_eq!(config.version, 2, "repository format v2 (compression)");
+    // The key file stretches a random 32-byte password with scrypt
+    // N = 2^12, r = 8, p = 1 (vendor/rustic_core/LIFEBOAT-PATCH.md); restic
+    // reads the parameters from the file (checked below).
+    let keys_dir = store_dir.join("volumes/prod/shop/keys");
+    let key_files: Vec<_> = std::fs::read_dir(&keys_dir)?.collect::<Result<_, _>>()?;
+    assert_eq!(key_files.len(), 1);
+    let key: serde_json::Value = serde_json::from_slice(&std::fs::read(key_files[0].path())?)?;
+    assert_eq!(
+        (key["kdf"].as_str(), key["N"].as_u64(), key["r"].as_u64(), key["p"].as_u64()),
+        (Some("scrypt"), Some(4096), Some(8), Some(1)),
+        "{key}"
+    );
 
     let first = backup(&v, request(&src, "data", VolumeKind::Filesystem)).await?;
     assert!(first.warnings.is_empty(), "{:?}", first.warnings);
@@ -142,8 +154,23 @@ async fn every_file_kind_round_trips_incrementally_and_restic_reads_it() -> Test
         content[0] ^= 0xff;
         std::fs::write(path, content)?;
     }
-    let second = backup(&v, request(&src, "data", VolumeKind::Filesystem)).await?;
+    let counters = Arc::new(Counters::default());
+    let second = v
+        .backup(
+            request(&src, "data", VolumeKind::Filesystem),
+            counters.clone(),
+            Control::new(),
+        )
+        .await?;
     assert_eq!(second.parent.as_deref(), Some(first.snapshot.as_str()));
+    // An incremental run does not walk the volume twice: its progress
+    // totals are the parent's.
+    let progress = counters.sample();
+    assert_eq!(
+        (progress.files_total, progress.bytes_total),
+        (first.files, first.total_bytes),
+        "{progress:?}"
+    );
     assert_eq!(second.files_changed, 50, "{second:?}");
     assert!(
         second.new_bytes < 1 << 20,
