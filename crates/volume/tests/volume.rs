@@ -108,7 +108,12 @@ async fn every_file_kind_round_trips_incrementally_and_restic_reads_it() -> Test
     assert_eq!(key_files.len(), 1);
     let key: serde_json::Value = serde_json::from_slice(&std::fs::read(key_files[0].path())?)?;
     assert_eq!(
-        (key["kdf"].as_str(), key["N"].as_u64(), key["r"].as_u64(), key["p"].as_u64()),
+        (
+            key["kdf"].as_str(),
+            key["N"].as_u64(),
+            key["r"].as_u64(),
+            key["p"].as_u64()
+        ),
         (Some("scrypt"), Some(4096), Some(8), Some(1)),
         "{key}"
     );
