@@ -901,6 +901,95 @@ fn velero_restic_volumes_restore_byte_for_byte_and_kopia_ones_are_reported() {
     );
 }
 
+/// The controller runs a committed RestoreRequest from a Velero location
+/// with restic volume data: the claim comes back filled byte for byte, the
+/// record (in lifeboat's location) names the snapshot, and Velero's bucket
+/// is not written.
+#[test]
+fn a_restore_request_from_a_velero_location_fills_restic_claims_in_the_controller() {
+    use crate::plan::git;
+    let w = World::with_movers();
+    let seed = w.dir.path().join("seed-data");
+    let files = crate::volume_data::seed_files(&seed);
+    let Some(repo) = restic_init(&w.bucket, "shop", "static-passw0rd") else {
+        return;
+    };
+    let snapshot = restic_backup(&repo, "static-passw0rd", &seed);
+    let web = "db-6d4cf56db6-x2x4k";
+    write_fs_backup(
+        &w.bucket,
+        &[
+            namespace("shop"),
+            ("persistentvolumeclaims", claim("shop", "data")),
+            ("pods", pod("shop", web, &["data"], true)),
+        ],
+        &[pvb("shop", web, "data", "restic", "Completed", &snapshot)],
+    );
+    let before = files_in(&w.bucket);
+    let root = w.dir.path();
+    let work = root.join("repo");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::copy(root.join("lifeboat.yaml"), work.join("lifeboat.yaml")).unwrap();
+    std::fs::write(
+        work.join("restore.yaml"),
+        format!(
+            "apiVersion: lifeboat.dev/v1alpha1\nkind: RestoreRequest\nmetadata: {{name: from-velero}}\n\
+             spec:\n  source: {{location: oadp, backup: {BACKUP}}}\n  target: {{cluster: prod}}\n  \
+             namespaceMapping: {{shop: shop-copy}}\n"
+        ),
+    )
+    .unwrap();
+    git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "restore Velero's backup with its data"]);
+    let remote = format!("file://{}", root.join("remote.git").display());
+    git(&work, &["push", "-q", &remote, "main"]);
+
+    let (code, out, err) = run(
+        &[
+            "reconcile",
+            "--once",
+            "--repo",
+            &remote,
+            "--cluster",
+            "prod",
+            "--kubeconfig",
+            &w.kubeconfig(),
+            "--cache-dir",
+            root.join("cache").to_str().unwrap(),
+            "--now",
+            "2026-12-02T08:00:00Z",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("from-velero"), "{out}");
+
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(
+            w.storage
+                .join("clusters/prod/restores/from-velero/record.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["phase"], "Completed", "{record:#}");
+    let volumes = record["volumes"].as_array().expect("volume results");
+    assert_eq!(volumes.len(), 1, "{record:#}");
+    assert_eq!(volumes[0]["pvc"], "data");
+    assert_eq!(volumes[0]["namespace"], "shop-copy");
+    assert_eq!(volumes[0]["phase"], "Completed", "{record:#}");
+    assert_eq!(volumes[0]["snapshot"].as_str(), Some(snapshot.as_str()));
+    let dir = claim_volume(&w, "shop-copy", "data");
+    crate::volume_data::assert_same_files(&dir, &files);
+    assert_eq!(
+        files_in(&w.bucket),
+        before,
+        "nothing was written to Velero's bucket"
+    );
+}
+
 #[test]
 fn a_missing_velero_snapshot_or_a_wrong_password_fails_that_volume_only() {
     let w = World::with_movers();
