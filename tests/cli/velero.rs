@@ -942,7 +942,15 @@ fn a_restore_request_from_a_velero_location_fills_restic_claims_in_the_controlle
     git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
     git(&work, &["init", "-q", "-b", "main"]);
     git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "restore Velero's backup with its data"]);
+    git(
+        &work,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "restore Velero's backup with its data",
+        ],
+    );
     let remote = format!("file://{}", root.join("remote.git").display());
     git(&work, &["push", "-q", &remote, "main"]);
 

@@ -343,10 +343,26 @@ pub async fn backup(
     // The CRDs the stored custom resources need are prerequisites of the
     // backup (the backup holds them too, but a restore may leave them out).
     let stored_crds = std::mem::take(&mut ctx.related_mut().stored_crds);
-    for crd in needed_crds.intersection(&stored_crds) {
+    let mut prerequisite_crds: Vec<String> =
+        needed_crds.intersection(&stored_crds).cloned().collect();
+    // CRDs the selection leaves out (`clusterResources: never`, or
+    // excluded) are not stored, yet a restore target still needs them: a
+    // read of each tells a CRD from a built-in group resource.
+    const CRDS: &str = "customresourcedefinitions.apiextensions.k8s.io";
+    let crds_read = wholesale.contains(CRDS)
+        || (selection.related_cluster_objects()
+            && selection.resource("customresourcedefinitions", "apiextensions.k8s.io"));
+    if let Some(t) = targets.iter().find(|t| t.key == CRDS && !crds_read) {
+        for crd in needed_crds.difference(&stored_crds) {
+            if ctx.exists(t, crd).await? {
+                prerequisite_crds.push(crd.clone());
+            }
+        }
+    }
+    for crd in prerequisite_crds {
         sink.prerequisite(Prerequisite {
             kind: PrerequisiteKind::CustomResourceDefinition,
-            name: crd.clone(),
+            name: crd,
             namespace: None,
             detail: None,
         });
@@ -1070,6 +1086,45 @@ impl Ctx<'_> {
 
     /// Fetches one cluster-scoped object by name and stores it unless it
     /// opted out. A missing object is not an error (404 → `Ok(false)`).
+    /// Whether the cluster-scoped object `name` of `t` exists, without
+    /// storing it. A read that fails for another reason than 404 is logged
+    /// and counts as absent.
+    async fn exists(&self, t: &Target, name: &str) -> Result<bool, BackupError> {
+        let url = DynamicObject::url_path(&t.ar, None);
+        let url = &url;
+        let got = self
+            .retry(move || async move {
+                let req = Request::new(url)
+                    .get(name, &GetParams::default())
+                    .map_err(kube::Error::BuildRequest)?;
+                self.client.request_text(req).await.map(drop)
+            })
+            .await;
+        match got {
+            Ok(()) => Ok(true),
+            Err(e) if api_code(&e) == Some(404) => Ok(false),
+            Err(e) if fatal(&e) => Err(BackupError::ApiUnavailable {
+                doing: format!("reading {} {name}", t.key),
+                source: e,
+            }),
+            Err(e) => {
+                self.log(
+                    LogLevel::Warning,
+                    Some(t.key.clone()),
+                    None,
+                    Some(name.to_string()),
+                    format!(
+                        "reading {} {name} failed, so the backup does not record it as a \
+                         prerequisite: {e}",
+                        t.key
+                    ),
+                )
+                .await?;
+                Ok(false)
+            }
+        }
+    }
+
     async fn fetch_related(&self, t: &Target, name: &str) -> Result<bool, BackupError> {
         self.fetch_related_in(t, None, name).await
     }

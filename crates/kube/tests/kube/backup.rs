@@ -271,6 +271,21 @@ async fn cluster_resources_never_pulls_nothing_related() {
             .iter()
             .any(|k| k.contains("/-/") && !k.starts_with("namespaces/"))
     );
+    // The CRD is not stored, but the backup records that a restore target
+    // needs it; built-in group resources are not CRDs.
+    let crds: Vec<&str> = r
+        .manifest
+        .prerequisites
+        .iter()
+        .filter(|p| p.kind == lifeboat_store::PrerequisiteKind::CustomResourceDefinition)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        crds,
+        ["widgets.example.com"],
+        "{:?}",
+        r.manifest.prerequisites
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
