@@ -1090,39 +1090,72 @@ impl Ctx<'_> {
     /// storing it. A read that fails for another reason than 404 is logged
     /// and counts as absent.
     async fn exists(&self, t: &Target, name: &str) -> Result<bool, BackupError> {
-        let url = DynamicObject::url_path(&t.ar, None);
-        let url = &url;
-        let got = self
-            .retry(move || async move {
-                let req = Request::new(url)
-                    .get(name, &GetParams::default())
-                    .map_err(kube::Error::BuildRequest)?;
-                self.client.request_text(req).await.map(drop)
-            })
-            .await;
-        match got {
-            Ok(()) => Ok(true),
-            Err(e) if api_code(&e) == Some(404) => Ok(false),
-            Err(e) if fatal(&e) => Err(BackupError::ApiUnavailable {
-                doing: format!("reading {} {name}", t.key),
-                source: e,
-            }),
+        match self.get_raw(t, None, name).await {
+            Ok(_) => Ok(true),
             Err(e) => {
-                self.log(
-                    LogLevel::Warning,
-                    Some(t.key.clone()),
-                    None,
-                    Some(name.to_string()),
+                self.read_failed(t, name, e, LogLevel::Warning, |e| {
                     format!(
                         "reading {} {name} failed, so the backup does not record it as a \
                          prerequisite: {e}",
                         t.key
-                    ),
-                )
-                .await?;
-                Ok(false)
+                    )
+                })
+                .await
             }
         }
+    }
+
+    /// One object of `t` as the API server sends it, read with retries.
+    async fn get_raw(
+        &self,
+        t: &Target,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<String, kube::Error> {
+        let url = DynamicObject::url_path(&t.ar, namespace);
+        let url = &url;
+        self.retry(move || async move {
+            let req = Request::new(url)
+                .get(name, &GetParams::default())
+                .map_err(kube::Error::BuildRequest)?;
+            let body = self.client.request_text(req).await?;
+            // Checked here so that a bad body is reported like any other
+            // failed read.
+            serde_json::from_str::<&RawValue>(&body).map_err(kube::Error::SerdeError)?;
+            Ok(body)
+        })
+        .await
+    }
+
+    /// A failed read of a related object: absent when the server says 404
+    /// or when `message` is logged at `level`; an error when the API server
+    /// is gone.
+    async fn read_failed(
+        &self,
+        t: &Target,
+        name: &str,
+        e: kube::Error,
+        level: LogLevel,
+        message: impl FnOnce(&kube::Error) -> String,
+    ) -> Result<bool, BackupError> {
+        if api_code(&e) == Some(404) {
+            return Ok(false);
+        }
+        if fatal(&e) {
+            return Err(BackupError::ApiUnavailable {
+                doing: format!("reading {} {name}", t.key),
+                source: e,
+            });
+        }
+        self.log(
+            level,
+            Some(t.key.clone()),
+            None,
+            Some(name.to_string()),
+            message(&e),
+        )
+        .await?;
+        Ok(false)
     }
 
     async fn fetch_related(&self, t: &Target, name: &str) -> Result<bool, BackupError> {
@@ -1138,20 +1171,7 @@ impl Ctx<'_> {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<bool, BackupError> {
-        let url = DynamicObject::url_path(&t.ar, namespace);
-        let url = &url;
-        let got = self
-            .retry(move || async move {
-                let req = Request::new(url)
-                    .get(name, &GetParams::default())
-                    .map_err(kube::Error::BuildRequest)?;
-                let body = self.client.request_text(req).await?;
-                // Checked here so that a bad body is reported like any
-                // other failed read.
-                serde_json::from_str::<&RawValue>(&body).map_err(kube::Error::SerdeError)?;
-                Ok(body)
-            })
-            .await;
+        let got = self.get_raw(t, namespace, name).await;
         match got {
             Ok(body) => {
                 let obj = serde_json::from_str::<&RawValue>(&body)
@@ -1181,24 +1201,14 @@ impl Ctx<'_> {
                 }
                 Ok(stored)
             }
-            Err(e) if api_code(&e) == Some(404) => Ok(false),
-            Err(e) if fatal(&e) => Err(BackupError::ApiUnavailable {
-                doing: format!("reading {} {name}", t.key),
-                source: e,
-            }),
             Err(e) => {
-                self.log(
-                    LogLevel::Error,
-                    Some(t.key.clone()),
-                    None,
-                    Some(name.to_string()),
+                self.read_failed(t, name, e, LogLevel::Error, |e| {
                     format!(
                         "reading related {} {name} failed and it was not backed up: {e}",
                         t.key
-                    ),
-                )
-                .await?;
-                Ok(false)
+                    )
+                })
+                .await
             }
         }
     }
