@@ -3,7 +3,7 @@
 //! its docs, "Output file format", with API group versions), written here
 //! with the system `tar`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -214,6 +214,66 @@ impl World {
     fn kubeconfig(&self) -> String {
         self.dir.path().join("kubeconfig").display().to_string()
     }
+
+    /// Commits the world's `lifeboat.yaml` and `restore` (a RestoreRequest)
+    /// to a Git remote, from the work tree `repo/`: the remote's URL.
+    fn commit_restore_request(&self, restore: &str) -> String {
+        use crate::plan::git;
+        let root = self.dir.path();
+        let work = root.join("repo");
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::copy(root.join("lifeboat.yaml"), work.join("lifeboat.yaml")).unwrap();
+        std::fs::write(work.join("restore.yaml"), restore).unwrap();
+        git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "restore Velero's backup"]);
+        let remote = format!("file://{}", root.join("remote.git").display());
+        git(&work, &["push", "-q", &remote, "main"]);
+        remote
+    }
+
+    /// The record of RestoreRequest `name` in lifeboat's location.
+    fn restore_record(&self, name: &str) -> Value {
+        let path = self
+            .storage
+            .join(format!("clusters/prod/restores/{name}/record.json"));
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    /// One controller cycle of `prod` against `remote` at `now`.
+    fn reconcile(&self, remote: &str, now: &str) -> (i32, String, String) {
+        let cache = self.dir.path().join("cache");
+        run(
+            &[
+                "reconcile",
+                "--once",
+                "--repo",
+                remote,
+                "--cluster",
+                "prod",
+                "--kubeconfig",
+                &self.kubeconfig(),
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--now",
+                now,
+            ],
+            None,
+        )
+    }
+
+    /// A restic repository at `restic/shop` of the bucket, with Velero's
+    /// static password, holding one snapshot of generated files: the
+    /// files, the repository and the snapshot id. `None` (printed) when the
+    /// restic CLI is not installed.
+    fn seeded_restic(&self) -> Option<(BTreeMap<PathBuf, Vec<u8>>, PathBuf, String)> {
+        let seed = self.dir.path().join("seed-data");
+        let files = crate::volume_data::seed_files(&seed);
+        let repo = restic_init(&self.bucket, "shop", "static-passw0rd")?;
+        let snapshot = restic_backup(&repo, "static-passw0rd", &seed);
+        Some((files, repo, snapshot))
+    }
 }
 
 fn files(dir: &Path) -> BTreeSet<String> {
@@ -401,23 +461,13 @@ fn a_restore_request_from_a_velero_location_runs_in_the_controller() {
     let before = files(&w.bucket);
     let root = w.dir.path();
     let work = root.join("repo");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::copy(root.join("lifeboat.yaml"), work.join("lifeboat.yaml")).unwrap();
-    std::fs::write(
-        work.join("restore.yaml"),
+    let remote = w.commit_restore_request(
         "apiVersion: lifeboat.dev/v1alpha1\nkind: RestoreRequest\nmetadata: {name: from-velero}\n\
          spec:\n  source: {location: oadp, backup: latest}\n  target: {cluster: prod}\n  \
          namespaceMapping: {shop: shop-copy}\n",
-    )
-    .unwrap();
+    );
     let (code, out, err) = run(&["lint", work.to_str().unwrap()], None);
     assert_eq!(code, 0, "{out}{err}");
-    git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "restore Velero's backup"]);
-    let remote = format!("file://{}", root.join("remote.git").display());
-    git(&work, &["push", "-q", &remote, "main"]);
 
     // The plan says what will run, and where the record goes.
     let (code, out, err) = run(
@@ -438,27 +488,7 @@ fn a_restore_request_from_a_velero_location_runs_in_the_controller() {
         "the newest finished backup, not the InProgress one: {out}"
     );
 
-    let cache = root.join("cache");
-    let kubeconfig = w.kubeconfig();
-    let cycle = |now: &str| {
-        run(
-            &[
-                "reconcile",
-                "--once",
-                "--repo",
-                &remote,
-                "--cluster",
-                "prod",
-                "--kubeconfig",
-                &kubeconfig,
-                "--cache-dir",
-                cache.to_str().unwrap(),
-                "--now",
-                now,
-            ],
-            None,
-        )
-    };
+    let cycle = |now: &str| w.reconcile(&remote, now);
     let (code, out, err) = cycle("2026-12-02T08:00:00Z");
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("from-velero"), "{out}");
@@ -495,14 +525,7 @@ fn a_restore_request_from_a_velero_location_runs_in_the_controller() {
     );
 
     // The record is in lifeboat's location, under the target cluster.
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(
-            w.storage
-                .join("clusters/prod/restores/from-velero/record.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let record = w.restore_record("from-velero");
     assert_eq!(record["phase"], "Completed", "{record:#}");
     assert_eq!(record["sourceBackup"], BACKUP);
     assert_eq!(record["sourceCluster"], "oadp");
@@ -745,12 +768,9 @@ fn namespace(name: &str) -> (&'static str, Value) {
 #[test]
 fn velero_restic_volumes_restore_byte_for_byte_and_kopia_ones_are_reported() {
     let w = World::with_movers();
-    let seed = w.dir.path().join("seed-data");
-    let files = crate::volume_data::seed_files(&seed);
-    let Some(repo) = restic_init(&w.bucket, "shop", "static-passw0rd") else {
+    let Some((files, repo, snapshot)) = w.seeded_restic() else {
         return;
     };
-    let snapshot = restic_backup(&repo, "static-passw0rd", &seed);
     let scratch = restic_backup(
         &repo,
         "static-passw0rd",
@@ -907,14 +927,10 @@ fn velero_restic_volumes_restore_byte_for_byte_and_kopia_ones_are_reported() {
 /// is not written.
 #[test]
 fn a_restore_request_from_a_velero_location_fills_restic_claims_in_the_controller() {
-    use crate::plan::git;
     let w = World::with_movers();
-    let seed = w.dir.path().join("seed-data");
-    let files = crate::volume_data::seed_files(&seed);
-    let Some(repo) = restic_init(&w.bucket, "shop", "static-passw0rd") else {
+    let Some((files, _, snapshot)) = w.seeded_restic() else {
         return;
     };
-    let snapshot = restic_backup(&repo, "static-passw0rd", &seed);
     let web = "db-6d4cf56db6-x2x4k";
     write_fs_backup(
         &w.bucket,
@@ -926,62 +942,16 @@ fn a_restore_request_from_a_velero_location_fills_restic_claims_in_the_controlle
         &[pvb("shop", web, "data", "restic", "Completed", &snapshot)],
     );
     let before = files_in(&w.bucket);
-    let root = w.dir.path();
-    let work = root.join("repo");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::copy(root.join("lifeboat.yaml"), work.join("lifeboat.yaml")).unwrap();
-    std::fs::write(
-        work.join("restore.yaml"),
-        format!(
-            "apiVersion: lifeboat.dev/v1alpha1\nkind: RestoreRequest\nmetadata: {{name: from-velero}}\n\
-             spec:\n  source: {{location: oadp, backup: {BACKUP}}}\n  target: {{cluster: prod}}\n  \
-             namespaceMapping: {{shop: shop-copy}}\n"
-        ),
-    )
-    .unwrap();
-    git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "-A"]);
-    git(
-        &work,
-        &[
-            "commit",
-            "-q",
-            "-m",
-            "restore Velero's backup with its data",
-        ],
-    );
-    let remote = format!("file://{}", root.join("remote.git").display());
-    git(&work, &["push", "-q", &remote, "main"]);
-
-    let (code, out, err) = run(
-        &[
-            "reconcile",
-            "--once",
-            "--repo",
-            &remote,
-            "--cluster",
-            "prod",
-            "--kubeconfig",
-            &w.kubeconfig(),
-            "--cache-dir",
-            root.join("cache").to_str().unwrap(),
-            "--now",
-            "2026-12-02T08:00:00Z",
-        ],
-        None,
-    );
+    let remote = w.commit_restore_request(&format!(
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: RestoreRequest\nmetadata: {{name: from-velero}}\n\
+         spec:\n  source: {{location: oadp, backup: {BACKUP}}}\n  target: {{cluster: prod}}\n  \
+         namespaceMapping: {{shop: shop-copy}}\n"
+    ));
+    let (code, out, err) = w.reconcile(&remote, "2026-12-02T08:00:00Z");
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("from-velero"), "{out}");
 
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(
-            w.storage
-                .join("clusters/prod/restores/from-velero/record.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let record = w.restore_record("from-velero");
     assert_eq!(record["phase"], "Completed", "{record:#}");
     let volumes = record["volumes"].as_array().expect("volume results");
     assert_eq!(volumes.len(), 1, "{record:#}");
