@@ -41,15 +41,10 @@ pub struct Location {
 }
 
 /// A Velero location (`format: velero`) a RestoreRequest of this cluster
-/// restores from: never written, only listed and read.
-#[derive(Debug, Clone)]
-pub struct VeleroSource {
-    /// The location, or why it could not be opened.
-    pub location: Result<VeleroLocation, String>,
-    /// The configuration it was opened with (credentials read), which
-    /// mover pods reach it by.
-    pub config: Option<LocationConfig>,
-}
+/// restores from, never written, only listed and read, with the
+/// configuration it was opened with (credentials read), which mover pods
+/// reach it by; or why it could not be opened.
+pub type VeleroSource = Result<(VeleroLocation, LocationConfig), String>;
 
 /// The StorageLocations of a policy set, by name.
 #[derive(Debug, Clone, Default)]
@@ -113,17 +108,7 @@ impl Locations {
                 anyhow::Ok((location, config))
             }
             .await;
-            let source = match opened {
-                Ok((location, config)) => VeleroSource {
-                    location: Ok(location),
-                    config: Some(config),
-                },
-                Err(e) => VeleroSource {
-                    location: Err(format!("{e:#}")),
-                    config: None,
-                },
-            };
-            velero_sources.insert(name.to_string(), source);
+            velero_sources.insert(name.to_string(), opened.map_err(|e| format!("{e:#}")));
         }
         Locations {
             by_name: opened.into_iter().map(|l| (l.name.clone(), l)).collect(),
@@ -141,14 +126,8 @@ impl Locations {
     /// configuration, or why there is none.
     pub fn velero(&self, name: &str) -> Result<(&VeleroLocation, &LocationConfig), String> {
         match self.velero_sources.get(name) {
-            Some(VeleroSource {
-                location: Ok(l),
-                config: Some(c),
-            }) => Ok((l, c)),
-            Some(VeleroSource {
-                location: Err(e), ..
-            }) => Err(e.clone()),
-            Some(_) => Err(format!("StorageLocation `{name}` has no configuration")),
+            Some(Ok((l, c))) => Ok((l, c)),
+            Some(Err(e)) => Err(e.clone()),
             None if self.by_name.contains_key(name) => Err(format!(
                 "StorageLocation `{name}` is a lifeboat location, not a Velero one"
             )),

@@ -450,10 +450,6 @@ impl Executor {
                     )
                     .await?;
                 }
-                // What an interrupted run of this request left goes first.
-                if !options.dry_run {
-                    self.remove_restore_leftovers(request).await?;
-                }
                 let job = RestoreJob {
                     request,
                     source_cluster,
@@ -465,10 +461,7 @@ impl Executor {
                     velero: None,
                     images: Some(crate::images::push_options(set, &self.cluster)?),
                 };
-                let record =
-                    jobs::run_restore(&self.client, repository, &job, &|_| {}, Timestamp::now)
-                        .await?;
-                Ok(Done::Restored(Box::new(record)))
+                self.run_restore(repository, &job).await
             }
             Action::Prune {
                 location,
@@ -630,9 +623,6 @@ impl Executor {
             )
             .await?;
         }
-        if !options.dry_run {
-            self.remove_restore_leftovers(request).await?;
-        }
         let job = RestoreJob {
             request,
             source_cluster,
@@ -645,8 +635,21 @@ impl Executor {
             // Velero's backups hold no images lifeboat copied.
             images: None,
         };
+        self.run_restore(repository, &job).await
+    }
+
+    /// Runs `job`, its record in `repository`, once what an interrupted
+    /// run of the same request left is removed.
+    async fn run_restore(
+        &self,
+        repository: &lifeboat_store::Repository,
+        job: &RestoreJob<'_>,
+    ) -> anyhow::Result<Done> {
+        if !job.options.dry_run {
+            self.remove_restore_leftovers(job.request).await?;
+        }
         let record =
-            jobs::run_restore(&self.client, repository, &job, &|_| {}, Timestamp::now).await?;
+            jobs::run_restore(&self.client, repository, job, &|_| {}, Timestamp::now).await?;
         Ok(Done::Restored(Box::new(record)))
     }
 
