@@ -1487,13 +1487,12 @@ impl<'a> Planner<'a> {
             let mut list = records.remove(name).unwrap_or_default();
             list.sort_by(|a, b| (&a.location, a.start).cmp(&(&b.location, b.start)));
             let (state, message) = self.restore(name, request, &list);
-            let rto = self
-                .set
-                .policies
-                .iter()
-                .find(|p| {
-                    request.spec.source.policy.as_deref() == Some(p.doc.metadata.name.as_str())
-                })
+            let rto = request
+                .spec
+                .source
+                .policy
+                .as_deref()
+                .and_then(|p| self.set.policy(p))
                 .and_then(|p| p.doc.spec.objectives.rto);
             let missing_prerequisites = if state == RestoreFactState::Pending {
                 self.missing_prerequisites(name, request)

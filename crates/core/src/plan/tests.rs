@@ -789,6 +789,18 @@ fn incomplete(cluster: &str, name: &str, last_modified: &str) -> IncompleteBacku
     }
 }
 
+/// The facts of one RestoreRequest `r` in `state`, saying `message`
+/// (no RTO, no prerequisites evaluated).
+fn only_request_r(state: RestoreFactState, message: &str) -> [RestoreFacts; 1] {
+    [RestoreFacts {
+        request: "r".into(),
+        state,
+        message: message.into(),
+        rto: None,
+        missing_prerequisites: None,
+    }]
+}
+
 #[rstest]
 #[case::old(incomplete(C, "p-20260108-013000", "2026-01-08T01:31:00Z"), &[], true)]
 #[case::young(incomplete(C, "p-20260109-013000", "2026-01-09T12:00:01Z"), &[], false)]
@@ -940,16 +952,7 @@ fn restores(
         })
         .collect();
     assert_eq!(plan.actions, expect, "{plan:#?}");
-    assert_eq!(
-        plan.restores,
-        [RestoreFacts {
-            request: "r".into(),
-            state,
-            message: message.into(),
-            rto: None,
-            missing_prerequisites: None,
-        }]
-    );
+    assert_eq!(plan.restores, only_request_r(state, message));
 }
 
 /// A restore that runs now lists the prerequisites of its backup the
@@ -1135,16 +1138,7 @@ fn velero_restores(
         .filter(|a| matches!(a, Action::Restore { .. }))
         .collect();
     assert_eq!(restores, expect.iter().collect::<Vec<_>>(), "{plan:#?}");
-    assert_eq!(
-        plan.restores,
-        [RestoreFacts {
-            request: "r".into(),
-            state,
-            message: message.into(),
-            rto: None,
-            missing_prerequisites: None,
-        }]
-    );
+    assert_eq!(plan.restores, only_request_r(state, message));
 }
 
 /// Without a writable lifeboat location, a Velero restore has nowhere to
