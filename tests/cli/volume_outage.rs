@@ -24,16 +24,7 @@ const BIG: usize = 48 << 20;
 
 /// `n` bytes that do not compress.
 pub(crate) fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
+    lifeboat_testkit::noise(0x2545_f491_4f6c_dd1d, n)
 }
 
 /// Every file under `dir` (recursively).

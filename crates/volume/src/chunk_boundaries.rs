@@ -42,16 +42,7 @@ fn reference_chunks(data: &[u8], poly: u64, avg: usize, min: usize, max: usize) 
 }
 
 fn random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    lifeboat_testkit::noise(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, len)
 }
 
 fn mask_bits(avg: usize) -> u32 {
