@@ -376,6 +376,13 @@ impl VolumeRepo {
         parent.ignore_ctime = true;
         parent.ignore_inode = true;
         parent.force = req.force_read;
+        // The parent is found once, here: named to rustic (which would
+        // otherwise read every snapshot file again to find it) and, for a
+        // directory, the source of the progress totals.
+        let previous = newest_snapshot(&rustic, &self.snapshot_host(), &path);
+        if let Some(p) = &previous {
+            parent.parents = vec![p.id.to_hex().to_string()];
+        }
         let mut opts = BackupOptions::default();
         opts.parent_opts = parent;
         opts.as_path = Some(PathBuf::from(&path));
@@ -386,11 +393,13 @@ impl VolumeRepo {
                 // An incremental backup's progress totals are its parent's:
                 // the size scan is a second walk of the whole volume, which
                 // on a tree of small files costs as much as the backup.
-                if let Some(totals) = parent_totals(&rustic, &self.snapshot_host(), &path) {
+                if let Some(summary) = previous.as_ref().and_then(|p| p.summary.as_ref()) {
                     opts.no_scan = true;
-                    watch.files_total.store(totals.0, Ordering::Relaxed);
-                    watch.bytes_total.store(totals.1, Ordering::Relaxed);
-                    counters.bytes_total.store(totals.1, Ordering::Relaxed);
+                    let (files, bytes) =
+                        (summary.total_files_processed, summary.total_bytes_processed);
+                    watch.files_total.store(files, Ordering::Relaxed);
+                    watch.bytes_total.store(bytes, Ordering::Relaxed);
+                    counters.bytes_total.store(bytes, Ordering::Relaxed);
                 }
                 let mut save = LocalSourceSaveOptions::default();
                 save.set_blockdev = None;
@@ -795,19 +804,18 @@ fn apply_root_note(dest: &Path, note: &VolumeNote, progress: &RestoreProgress) {
 }
 
 /// Runs `f` while a thread copies the source's file counts into `counters`.
-/// Files and bytes of the newest snapshot of `path` from `host` (the
-/// parent the backup will use), if there is one.
-fn parent_totals<S: rustic_core::Open>(
+/// The newest snapshot of `path` from `host`: the parent of its next
+/// backup.
+fn newest_snapshot<S: rustic_core::Open>(
     rustic: &rustic_core::Repository<S>,
     host: &str,
     path: &str,
-) -> Option<(u64, u64)> {
-    let snaps = rustic
+) -> Option<rustic_core::repofile::SnapshotFile> {
+    rustic
         .get_matching_snapshots(|s| s.hostname == host && s.paths.iter().any(|p| p == path))
-        .ok()?;
-    let parent = snaps.iter().max_by(|a, b| a.time.cmp(&b.time))?;
-    let summary = parent.summary.as_ref()?;
-    Some((summary.total_files_processed, summary.total_bytes_processed))
+        .ok()?
+        .into_iter()
+        .max_by(|a, b| a.time.cmp(&b.time))
 }
 
 fn with_file_counts<T>(watch: &Arc<Watch>, counters: &Arc<Counters>, f: impl FnOnce() -> T) -> T {
