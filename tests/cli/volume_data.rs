@@ -710,6 +710,9 @@ fn a_second_backup_uploads_only_what_changed_in_the_claim() {
     changed.iter_mut().for_each(|b| *b = b.wrapping_add(1));
     std::fs::write(&table, &changed).unwrap();
 
+    // Backups are named by the second they start in; a fast machine could
+    // otherwise start both in one second, and a slot is backed up once.
+    std::thread::sleep(Duration::from_millis(1100)); // a new backup slot
     let second = back_up(&w);
     assert_ne!(second["snapshot"], first["snapshot"], "{second}");
     assert_eq!(second["bytes"], first["bytes"], "same size: {second}");
