@@ -1084,8 +1084,6 @@ impl Ctx<'_> {
         Ok(Some(entry))
     }
 
-    /// Fetches one cluster-scoped object by name and stores it unless it
-    /// opted out. A missing object is not an error (404 → `Ok(false)`).
     /// Whether the cluster-scoped object `name` of `t` exists, without
     /// storing it. A read that fails for another reason than 404 is logged
     /// and counts as absent.
@@ -1158,6 +1156,8 @@ impl Ctx<'_> {
         Ok(false)
     }
 
+    /// Fetches one cluster-scoped object by name and stores it unless it
+    /// opted out. A missing object is not an error (404 → `Ok(false)`).
     async fn fetch_related(&self, t: &Target, name: &str) -> Result<bool, BackupError> {
         self.fetch_related_in(t, None, name).await
     }

@@ -803,7 +803,6 @@ fn apply_root_note(dest: &Path, note: &VolumeNote, progress: &RestoreProgress) {
     }
 }
 
-/// Runs `f` while a thread copies the source's file counts into `counters`.
 /// The newest snapshot of `path` from `host`: the parent of its next
 /// backup.
 fn newest_snapshot<S: rustic_core::Open>(
@@ -818,6 +817,7 @@ fn newest_snapshot<S: rustic_core::Open>(
         .max_by(|a, b| a.time.cmp(&b.time))
 }
 
+/// Runs `f` while a thread copies the source's file counts into `counters`.
 fn with_file_counts<T>(watch: &Arc<Watch>, counters: &Arc<Counters>, f: impl FnOnce() -> T) -> T {
     let done = std::sync::atomic::AtomicBool::new(false);
     let copy = || {
