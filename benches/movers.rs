@@ -68,18 +68,11 @@ fn write_data(path: &Path, seed: u64, bytes: usize) {
         1 << 20,
         std::fs::File::create(path).expect("create data file"),
     );
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut block = vec![0u8; 1 << 20];
+    let mut noise = lifeboat_testkit::Noise::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut left = bytes;
     while left > 0 {
-        for chunk in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(block.len());
-        f.write_all(&block[..n]).expect("write data");
+        let n = left.min(1 << 20);
+        f.write_all(&noise.bytes(n)).expect("write data");
         left -= n;
     }
     f.flush().expect("flush data");

@@ -20,7 +20,7 @@ const DUMP_BYTES: usize = 10 * 1024 * 1024 + 12_345;
 
 /// `n` bytes of xorshift output from `seed`, in chunks of at most 256 KiB.
 fn dump_chunks(seed: u64, n: usize) -> impl Iterator<Item = Vec<u8>> {
-    let mut x = seed | 1;
+    let mut noise = lifeboat_testkit::Noise::new(seed | 1);
     let mut left = n;
     std::iter::from_fn(move || {
         if left == 0 {
@@ -28,15 +28,7 @@ fn dump_chunks(seed: u64, n: usize) -> impl Iterator<Item = Vec<u8>> {
         }
         let len = left.min(256 * 1024);
         left -= len;
-        let mut v = Vec::with_capacity(len + 8);
-        while v.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            v.extend_from_slice(&x.to_le_bytes());
-        }
-        v.truncate(len);
-        Some(v)
+        Some(noise.bytes(len))
     })
 }
 
