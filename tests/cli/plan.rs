@@ -28,6 +28,18 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Commits everything in `work` to a new repository there and pushes it as
+/// `main` to a new bare `remote.git` in `root`; returns the remote's URL.
+pub(crate) fn push_to_new_remote(root: &Path, work: &Path, message: &str) -> String {
+    git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+    git(work, &["init", "-q", "-b", "main"]);
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-q", "-m", message]);
+    let remote = format!("file://{}", root.join("remote.git").display());
+    git(work, &["push", "-q", &remote, "main"]);
+    remote
+}
+
 fn policies(storage: &Path, keep_daily: u32) -> String {
     format!(
         "apiVersion: lifeboat.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: prod}}\nspec: {{role: primary}}\n---\n\

@@ -218,19 +218,12 @@ impl World {
     /// Commits the world's `lifeboat.yaml` and `restore` (a RestoreRequest)
     /// to a Git remote, from the work tree `repo/`: the remote's URL.
     fn commit_restore_request(&self, restore: &str) -> String {
-        use crate::plan::git;
         let root = self.dir.path();
         let work = root.join("repo");
         std::fs::create_dir_all(&work).unwrap();
         std::fs::copy(root.join("lifeboat.yaml"), work.join("lifeboat.yaml")).unwrap();
         std::fs::write(work.join("restore.yaml"), restore).unwrap();
-        git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
-        git(&work, &["init", "-q", "-b", "main"]);
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-q", "-m", "restore Velero's backup"]);
-        let remote = format!("file://{}", root.join("remote.git").display());
-        git(&work, &["push", "-q", &remote, "main"]);
-        remote
+        crate::plan::push_to_new_remote(root, &work, "restore Velero's backup")
     }
 
     /// The record of RestoreRequest `name` in lifeboat's location.

@@ -804,17 +804,9 @@ impl World {
     /// `lifeboat`, the policy repository pushed to a bare remote. Returns
     /// the remote's URL.
     pub(crate) fn controller_remote(&self) -> String {
-        use crate::plan::git;
         self.identity_secret(&self.sb);
         let root = self.dir.path();
-        git(root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
-        let work = root.join("repo");
-        git(&work, &["init", "-q", "-b", "main"]);
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-q", "-m", "policies"]);
-        let remote = format!("file://{}", root.join("remote.git").display());
-        git(&work, &["push", "-q", &remote, "main"]);
-        remote
+        crate::plan::push_to_new_remote(root, &root.join("repo"), "policies")
     }
 
     /// The location's identity as the Secret `lifeboat/lifeboat-age` the
